@@ -1,0 +1,12 @@
+//! Compiles the .proto files with protox (a pure-Rust protobuf compiler), so a
+//! fresh machine needs nothing but Rust to build hutch: no system `protoc`.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protos = ["hutch/v1/agent.proto"];
+    for proto in protos {
+        println!("cargo:rerun-if-changed={proto}");
+    }
+    let descriptors = protox::compile(protos, ["."])?;
+    tonic_prost_build::configure().build_client(true).build_server(true).compile_fds(descriptors)?;
+    Ok(())
+}

@@ -1,0 +1,24 @@
+//! The wire protocol between `hutch` (host) and `hutch-agent` (guest).
+//!
+//! `v1` is generated from `hutch/v1/agent.proto` at build time; read that file
+//! for what each message means. [`addr`] is the one place that parses agent
+//! addresses (`unix://`, `tcp://`, `vsock://`, `hvsock://`), so the host and the
+//! agent agree on their syntax.
+
+pub mod addr;
+
+/// Generated types and gRPC stubs for the `hutch.v1` package.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod v1 {
+    tonic::include_proto!("hutch.v1");
+}
+
+/// Protocol level this build speaks; reported in `InfoResponse.protocol`.
+pub const PROTOCOL: u32 = 1;
+
+/// The vsock port the agent listens on in a guest by default. 8080 is the port
+/// that Tart's `control.sock` proxies to, so one port serves every backend.
+pub const DEFAULT_VSOCK_PORT: u32 = 8080;
+
+/// Largest output chunk the agent sends in one `ExecResponse` (64 KiB).
+pub const MAX_CHUNK: usize = 64 * 1024;
