@@ -1,0 +1,90 @@
+//! A non-blocking file descriptor driven by tokio's reactor.
+//!
+//! Pipes and PTY masters are handled the same way: the parent's end is put in
+//! non-blocking mode and wrapped here, so the output pump and the stdin writer
+//! need not care which kind of file they talk to. A PTY master is one fd for
+//! both directions, so it is shared (`Arc<AsyncPipe>`) between reader and writer.
+
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+
+use nix::errno::Errno;
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+
+/// One end of a pipe or a PTY master, readable and writable without blocking a thread.
+pub struct AsyncPipe {
+    fd: AsyncFd<OwnedFd>,
+}
+
+/// What one read returned.
+pub enum ReadOutcome {
+    /// This many bytes were read into the buffer.
+    Data(usize),
+    /// The other side is closed for good (EOF, or EIO on a PTY master whose
+    /// terminal has no more holders).
+    Eof,
+    /// Nothing available right now (only from [`AsyncPipe::try_read`]).
+    Empty,
+}
+
+impl AsyncPipe {
+    /// Takes ownership of `fd`, switches it to non-blocking mode and registers it.
+    pub fn new(fd: OwnedFd) -> io::Result<Self> {
+        let flags = OFlag::from_bits_retain(fcntl(&fd, FcntlArg::F_GETFL)?);
+        fcntl(&fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+        // SAFETY: `OwnedFd` owns a valid descriptor, and it is neither closed nor
+        // replaced while the `AsyncFd` owns it.
+        let fd = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE | Interest::WRITABLE) }.map_err(io::Error::from)?;
+        Ok(Self { fd })
+    }
+
+    /// Waits until data (or EOF) is available and reads it.
+    pub async fn read(&self, buf: &mut [u8]) -> io::Result<ReadOutcome> {
+        loop {
+            let mut guard = self.fd.readable().await?;
+            match guard.try_io(|fd| read_once(fd.get_ref(), buf)) {
+                Ok(result) => return result,
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    /// Reads what is available now, without waiting.
+    pub fn try_read(&self, buf: &mut [u8]) -> io::Result<ReadOutcome> {
+        match read_once(self.fd.get_ref(), buf) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(ReadOutcome::Empty),
+            other => other,
+        }
+    }
+
+    /// Writes all of `data`, waiting for room as needed.
+    pub async fn write_all(&self, mut data: &[u8]) -> io::Result<()> {
+        while !data.is_empty() {
+            let mut guard = self.fd.writable().await?;
+            match guard.try_io(|fd| nix::unistd::write(fd.get_ref(), data).map_err(io::Error::from)) {
+                Ok(Ok(n)) => data = &data[n..],
+                Ok(Err(e)) => return Err(e),
+                Err(_would_block) => continue,
+            }
+        }
+        Ok(())
+    }
+
+    /// The underlying descriptor, for ioctls (terminal size, termios).
+    pub fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.get_ref().as_fd()
+    }
+}
+
+fn read_once(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<ReadOutcome> {
+    match nix::unistd::read(fd, buf) {
+        Ok(0) => Ok(ReadOutcome::Eof),
+        Ok(n) => Ok(ReadOutcome::Data(n)),
+        // A PTY master reports EIO once every slave descriptor is closed.
+        Err(Errno::EIO) => Ok(ReadOutcome::Eof),
+        Err(Errno::EAGAIN) => Err(io::ErrorKind::WouldBlock.into()),
+        Err(e) => Err(e.into()),
+    }
+}

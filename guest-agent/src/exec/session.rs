@@ -1,0 +1,267 @@
+//! One exec, from its `Start` request to its `Exited` response.
+//!
+//! The session owns the child and decides when it ends:
+//! - the main process exits: output is drained (up to [`DRAIN_GRACE`] for EOF,
+//!   then cut, keeping what is already buffered) and `Exited` is sent last;
+//! - the timeout expires: the group gets SIGTERM, then SIGKILL after
+//!   [`TIMEOUT_KILL_GRACE`], and `Exited` says `timed_out`;
+//! - the client cancels or disconnects: the group gets SIGKILL at once and the
+//!   main process is reaped; nothing is sent.
+//!
+//! When the main process exits normally, background jobs it left in its group
+//! keep running (as with `ssh host 'job &'`); after a timeout or a cancellation
+//! the whole group is killed.
+
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hutch_proto::v1::exec_request::Kind as RequestKind;
+use hutch_proto::v1::exec_response::Kind;
+use hutch_proto::v1::{ExecRequest, ExecResponse, Exited, Start, StartFailed, Started, StdinMode, TerminalSize, exited};
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::process::Child;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio::time::{Instant, sleep_until};
+use tonic::Streaming;
+
+use super::input::{self, InputEnd, StdinTarget};
+use super::output::{Channel, PumpEnd, Responses, pump};
+use super::registry::Groups;
+use super::spawn::{ChildIo, Spawned, Spec, StartFailure, TtySpec, spawn};
+
+/// How long to wait, after the main process exits, for its stdout/stderr to
+/// reach EOF before cutting them (a background job may hold them open).
+pub const DRAIN_GRACE: Duration = Duration::from_millis(200);
+
+/// After a timeout's SIGTERM, how long the group has before SIGKILL.
+pub const TIMEOUT_KILL_GRACE: Duration = Duration::from_secs(2);
+
+/// Default TERM in PTY mode when the client sends none.
+const DEFAULT_TERM: &str = "xterm-256color";
+
+/// Runs one exec to completion. Every outcome, failures included, is reported
+/// on `responses`; this function never leaves a child unreaped.
+pub async fn run(mut inbound: Streaming<ExecRequest>, responses: Responses, groups: Groups) {
+    let Some((start, early_size)) = read_start(&mut inbound, &responses).await else {
+        return;
+    };
+    let spec = match validate(start, early_size) {
+        Ok(spec) => spec,
+        Err(failure) => return send_failure(&responses, failure).await,
+    };
+    let timeout = spec.timeout;
+    let started_at = Instant::now();
+    let Spawned { mut child, pid, io } = match spawn(&spec.spec) {
+        Ok(spawned) => spawned,
+        Err(failure) => return send_failure(&responses, failure).await,
+    };
+    let _registration = groups.register(pid);
+    tracing::debug!(pid, argv = ?spec.spec.argv, "started");
+    if responses.send(Ok(response(Kind::Started(Started { pid: pid as u32 })))).await.is_err() {
+        return kill_and_reap(&mut child, pid).await;
+    }
+
+    let (cut_tx, cut_rx) = watch::channel(false);
+    let mut pumps = JoinSet::new();
+    let (stdin, master) = match io {
+        ChildIo::Pipes { stdin, stdout, stderr } => {
+            pumps.spawn(pump(Arc::new(stdout), Channel::Stdout, responses.clone(), cut_rx.clone()));
+            pumps.spawn(pump(Arc::new(stderr), Channel::Stderr, responses.clone(), cut_rx));
+            (stdin.map(StdinTarget::Pipe), None)
+        }
+        ChildIo::Pty { master } => {
+            pumps.spawn(pump(master.clone(), Channel::Stdout, responses.clone(), cut_rx));
+            (Some(StdinTarget::Pty(master.clone())), Some(master))
+        }
+    };
+    let mut input = AbortOnDrop(tokio::spawn(input::serve(inbound, pid, stdin, master)));
+    let mut input_open = true;
+
+    let mut term_at = timeout.map(|t| started_at + t);
+    let mut kill_at: Option<Instant> = None;
+    let mut timed_out = false;
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => break status,
+            _ = sleep_until_opt(term_at) => {
+                timed_out = true;
+                term_at = None;
+                kill_at = Some(Instant::now() + TIMEOUT_KILL_GRACE);
+                signal_group(pid, Signal::SIGTERM);
+            }
+            _ = sleep_until_opt(kill_at) => {
+                kill_at = None;
+                signal_group(pid, Signal::SIGKILL);
+            }
+            end = &mut input.0, if input_open => {
+                input_open = false;
+                if matches!(end, Ok(InputEnd::Cancelled)) {
+                    return kill_and_reap(&mut child, pid).await;
+                }
+            }
+            _ = responses.closed() => return kill_and_reap(&mut child, pid).await,
+        }
+    };
+    let duration = started_at.elapsed();
+    if timed_out {
+        signal_group(pid, Signal::SIGKILL);
+    }
+    let status = match status {
+        Ok(status) => status,
+        Err(e) => {
+            let _ = responses.send(Err(tonic::Status::internal(format!("waiting for pid {pid} failed: {e}")))).await;
+            return;
+        }
+    };
+
+    let drained = drain(&mut pumps, &cut_tx).await;
+    if drained.client_gone {
+        signal_group(pid, Signal::SIGKILL);
+        return;
+    }
+    let exited = exited_message(status, timed_out, duration, drained.cut);
+    tracing::debug!(pid, ?exited, "exited");
+    let _ = responses.send(Ok(response(Kind::Exited(exited)))).await;
+}
+
+/// A validated start request.
+struct Validated {
+    spec: Spec,
+    timeout: Option<Duration>,
+}
+
+/// Reads up to the `Start` message, keeping any resize that comes before it.
+/// Returns `None` when the stream ended or was invalid (already reported).
+async fn read_start(inbound: &mut Streaming<ExecRequest>, responses: &Responses) -> Option<(Start, Option<TerminalSize>)> {
+    let mut early_size = None;
+    loop {
+        match inbound.message().await {
+            Ok(Some(ExecRequest { kind: Some(RequestKind::Start(start)) })) => return Some((start, early_size)),
+            Ok(Some(ExecRequest { kind: Some(RequestKind::Resize(size)) })) => early_size = Some(size),
+            Ok(Some(_)) => {
+                let failure = StartFailure::Invalid("the first message of an exec must be `start`".into());
+                send_failure(responses, failure).await;
+                return None;
+            }
+            Ok(None) | Err(_) => return None,
+        }
+    }
+}
+
+fn validate(start: Start, early_size: Option<TerminalSize>) -> Result<Validated, StartFailure> {
+    if start.argv.is_empty() || start.argv[0].is_empty() {
+        return Err(StartFailure::Invalid("no command given (argv is empty)".into()));
+    }
+    let has_nul = |s: &String| s.contains('\0');
+    if start.argv.iter().any(has_nul) || start.cwd.contains('\0') {
+        return Err(StartFailure::Invalid("an argument contains a NUL byte".into()));
+    }
+    if start.env.iter().any(|(k, v)| k.is_empty() || k.contains('=') || has_nul(k) || has_nul(v)) {
+        return Err(StartFailure::Invalid("an environment variable has an empty name, '=' in its name, or a NUL byte".into()));
+    }
+    let stdin = StdinMode::try_from(start.stdin).unwrap_or(StdinMode::StdinPipe);
+    let tty = start.tty.map(|tty| {
+        let size = tty.size.filter(|s| s.rows > 0 && s.cols > 0).or(early_size).unwrap_or_default();
+        TtySpec {
+            term: if tty.term.is_empty() { DEFAULT_TERM.to_owned() } else { tty.term },
+            rows: input::clamp(size.rows),
+            cols: input::clamp(size.cols),
+        }
+    });
+    Ok(Validated {
+        spec: Spec { argv: start.argv, env: start.env, cwd: (!start.cwd.is_empty()).then(|| start.cwd.into()), stdin, tty },
+        timeout: (start.timeout_ms > 0).then(|| Duration::from_millis(start.timeout_ms)),
+    })
+}
+
+/// What draining the output pumps found.
+struct Drained {
+    cut: bool,
+    client_gone: bool,
+}
+
+/// Waits for every pump to finish; raises `cut` once the grace has passed.
+async fn drain(pumps: &mut JoinSet<PumpEnd>, cut: &watch::Sender<bool>) -> Drained {
+    let grace = tokio::time::sleep(DRAIN_GRACE);
+    tokio::pin!(grace);
+    let mut result = Drained { cut: false, client_gone: false };
+    let mut cut_sent = false;
+    loop {
+        tokio::select! {
+            joined = pumps.join_next() => match joined {
+                None => return result,
+                Some(Ok(PumpEnd::Eof)) => {}
+                Some(Ok(PumpEnd::Cut)) => result.cut = true,
+                Some(Ok(PumpEnd::ClientGone)) => result.client_gone = true,
+                Some(Ok(PumpEnd::Failed(e))) => tracing::warn!("reading child output failed: {e}"),
+                Some(Err(e)) => tracing::warn!("output pump panicked: {e}"),
+            },
+            _ = &mut grace, if !cut_sent => {
+                cut_sent = true;
+                let _ = cut.send(true);
+            }
+        }
+    }
+}
+
+fn exited_message(status: ExitStatus, timed_out: bool, duration: Duration, output_cut: bool) -> Exited {
+    let (status_field, signal_name) = match (status.code(), status.signal()) {
+        (Some(code), _) => (exited::Status::Code(code), String::new()),
+        (None, Some(sig)) => {
+            let name = Signal::try_from(sig).map(|s| s.as_str().trim_start_matches("SIG").to_owned()).unwrap_or_default();
+            (exited::Status::Signal(sig as u32), name)
+        }
+        (None, None) => (exited::Status::Code(255), String::new()),
+    };
+    Exited {
+        status: Some(status_field),
+        signal_name,
+        core_dumped: status.core_dumped(),
+        timed_out,
+        duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
+        output_cut,
+    }
+}
+
+async fn send_failure(responses: &Responses, failure: StartFailure) {
+    tracing::debug!("start failed: {failure}");
+    let failed = StartFailed { error: failure.kind() as i32, message: failure.to_string() };
+    let _ = responses.send(Ok(response(Kind::StartFailed(failed)))).await;
+}
+
+/// The client is gone: kill the whole group and reap the main process.
+async fn kill_and_reap(child: &mut Child, pid: i32) {
+    tracing::debug!(pid, "client gone: killing the process group");
+    signal_group(pid, Signal::SIGKILL);
+    let _ = child.wait().await;
+}
+
+fn signal_group(pgid: i32, signal: Signal) {
+    if let Err(e) = killpg(Pid::from_raw(pgid), signal) {
+        tracing::debug!(pgid, "killpg {signal} failed: {e}");
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn response(kind: Kind) -> ExecResponse {
+    ExecResponse { kind: Some(kind) }
+}
+
+/// Aborts the task when the session ends, whichever way it ends.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

@@ -1,0 +1,166 @@
+//! hutch-agent: the daemon inside the guest that runs commands for `hutch`.
+//!
+//! It serves the `hutch.v1.Agent` gRPC service on every `--listen` address at
+//! once (vsock in a VM, a Unix socket for local use and Lima, TCP with a token
+//! as a last resort) and stops cleanly on SIGTERM/SIGINT, killing whatever it
+//! still runs.
+
+mod auth;
+mod exec;
+mod info;
+mod listen;
+mod service;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use hutch_proto::addr::Addr;
+use hutch_proto::v1::agent_server::AgentServer;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tonic::transport::Server;
+
+use crate::auth::TokenCheck;
+use crate::exec::registry::Groups;
+use crate::listen::Listener;
+use crate::service::AgentService;
+
+/// Command-line arguments.
+#[derive(Parser, Debug)]
+#[command(name = "hutch-agent", version, about = "The hutch guest agent: runs commands for the hutch CLI over gRPC")]
+struct Args {
+    /// Where to listen (repeatable): unix:///PATH (mode 0600), vsock://any:PORT,
+    /// tcp://HOST:PORT (needs --token-file). Default: vsock://any:8080.
+    #[arg(long = "listen", value_name = "ADDR")]
+    listen: Vec<Addr>,
+
+    /// File holding the bearer token that TCP clients must present.
+    #[arg(long, value_name = "PATH")]
+    token_file: Option<PathBuf>,
+
+    /// More logging on stderr (-v debug, -vv trace). HUTCH_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+/// HTTP/2 keepalive: a host that vanished without closing its connection
+/// (VM host suspended, network cut) is noticed, and its execs killed, in about
+/// `KEEPALIVE_INTERVAL + KEEPALIVE_TIMEOUT`.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    init_logging(args.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(worker_threads()).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("hutch-agent: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hutch-agent: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let token = args.token_file.as_deref().map(TokenCheck::from_file).transpose()?;
+    let addrs = if args.listen.is_empty() {
+        vec![Addr::Vsock { cid: hutch_proto::addr::VSOCK_CID_ANY, port: hutch_proto::DEFAULT_VSOCK_PORT }]
+    } else {
+        args.listen
+    };
+    // Bind everything before serving anything, so a bad address fails the start.
+    let mut listeners = Vec::with_capacity(addrs.len());
+    for addr in &addrs {
+        listeners.push((addr.clone(), listen::bind(addr, token.is_some()).await?));
+    }
+
+    let groups = Groups::default();
+    let service = AgentService::new(groups.clone());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut servers = JoinSet::new();
+    let mut sockets = Vec::new();
+    for (addr, listener) in listeners {
+        tracing::info!("listening on {addr}");
+        let stop = wait_for(stop_rx.clone());
+        let builder = Server::builder()
+            .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+            .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+            .tcp_nodelay(true);
+        match listener {
+            Listener::Unix(l, path) => {
+                sockets.push(path);
+                let svc = AgentServer::new(service.clone());
+                servers.spawn(builder.clone().add_service(svc).serve_with_incoming_shutdown(UnixListenerStream::new(l), stop));
+            }
+            Listener::Vsock(l) => {
+                let svc = AgentServer::new(service.clone());
+                servers.spawn(builder.clone().add_service(svc).serve_with_incoming_shutdown(l.incoming(), stop));
+            }
+            Listener::Tcp(l) => {
+                let check = token.clone().ok_or("TCP listener without a token")?;
+                let svc = AgentServer::with_interceptor(service.clone(), move |req| check.check(req));
+                servers.spawn(builder.clone().add_service(svc).serve_with_incoming_shutdown(TcpListenerStream::new(l), stop));
+            }
+        }
+    }
+    println_ready(&addrs);
+
+    let reason = tokio::select! {
+        signal = shutdown_signal() => signal?,
+        Some(joined) = servers.join_next() => format!("a listener stopped: {joined:?}"),
+    };
+    tracing::info!("shutting down ({reason}); killing {} running exec(s)", groups.len());
+    groups.kill_all();
+    let _ = stop_tx.send(true);
+    // Give in-flight calls a moment to report; then leave regardless.
+    let _ = tokio::time::timeout(Duration::from_secs(2), async { while servers.join_next().await.is_some() {} }).await;
+    for path in sockets {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
+}
+
+/// Announces readiness on stdout (one line), for scripts that start the agent
+/// in the background and wait for it.
+fn println_ready(addrs: &[Addr]) {
+    let list: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+    println!("hutch-agent {} ready on {}", env!("CARGO_PKG_VERSION"), list.join(" "));
+}
+
+async fn wait_for(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stopped| *stopped).await;
+}
+
+async fn shutdown_signal() -> std::io::Result<String> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM".to_owned(),
+        _ = int.recv() => "SIGINT".to_owned(),
+    })
+}
+
+fn worker_threads() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4))
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HUTCH_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}

@@ -1,0 +1,48 @@
+//! The `hutch.v1.Agent` gRPC service: thin glue from calls to the modules that
+//! do the work.
+
+use std::pin::Pin;
+use std::time::Instant;
+
+use hutch_proto::v1::agent_server::Agent;
+use hutch_proto::v1::{ExecRequest, ExecResponse, InfoRequest, InfoResponse};
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::exec::output::RESPONSE_QUEUE;
+use crate::exec::registry::Groups;
+use crate::exec::session;
+use crate::info;
+
+/// State shared by every call to one agent.
+#[derive(Clone)]
+pub struct AgentService {
+    started: Instant,
+    groups: Groups,
+}
+
+impl AgentService {
+    /// A service whose execs register their process groups in `groups`.
+    pub fn new(groups: Groups) -> Self {
+        Self { started: Instant::now(), groups }
+    }
+}
+
+type ExecStream = Pin<Box<dyn Stream<Item = Result<ExecResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Agent for AgentService {
+    type ExecStream = ExecStream;
+
+    async fn exec(&self, request: Request<Streaming<ExecRequest>>) -> Result<Response<Self::ExecStream>, Status> {
+        let (tx, rx) = mpsc::channel(RESPONSE_QUEUE);
+        tokio::spawn(session::run(request.into_inner(), tx, self.groups.clone()));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn info(&self, _request: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {
+        Ok(Response::new(info::describe(self.started)))
+    }
+}
