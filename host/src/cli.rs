@@ -1,0 +1,177 @@
+//! The command line: every subcommand's flags, parsed by clap.
+//!
+//! Parsing errors do not use clap's exit code 2, which a script could not tell
+//! from the remote command's own 2: they exit 125 like every hutch failure.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use hutch_proto::addr::Addr;
+
+use crate::error::Error;
+use crate::transport::BearerToken;
+
+/// hutch: run commands in a VM through its agent, as if they were local.
+#[derive(Parser, Debug)]
+#[command(name = "hutch", version, about, propagate_version = true)]
+pub struct Cli {
+    /// More logging on stderr (-v debug, -vv trace). HUTCH_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a command through the agent and exit with its exit code.
+    Exec(ExecArgs),
+    /// Check that the agent answers; show its version, platform and round-trip time.
+    Ping(PingArgs),
+}
+
+/// How to reach the agent.
+#[derive(Args, Debug, Clone)]
+pub struct AgentArgs {
+    /// Agent address: unix:///PATH, tcp://HOST:PORT, vsock://CID:PORT or hvsock:///PATH:PORT.
+    #[arg(long, env = "HUTCH_ADDR", value_name = "ADDR")]
+    pub addr: Option<Addr>,
+
+    /// File with the bearer token for tcp:// agents.
+    #[arg(long, env = "HUTCH_TOKEN_FILE", value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+}
+
+impl AgentArgs {
+    /// The address, or the error saying how to give one.
+    pub fn addr(&self) -> Result<&Addr, Error> {
+        self.addr.as_ref().ok_or(Error::NoAddress)
+    }
+
+    /// The token to send, if a token file was given.
+    pub fn token(&self) -> Result<BearerToken, Error> {
+        Ok(match &self.token_file {
+            Some(path) => BearerToken::from_file(path)?,
+            None => BearerToken::default(),
+        })
+    }
+}
+
+/// `hutch exec`.
+#[derive(Args, Debug)]
+pub struct ExecArgs {
+    #[command(flatten)]
+    pub agent: AgentArgs,
+
+    /// Run on a pseudo-terminal even if stdin/stdout are not terminals.
+    #[arg(short = 't', long = "tty", conflicts_with = "no_tty")]
+    pub tty: bool,
+
+    /// Never use a pseudo-terminal (pipes: stdout and stderr stay apart).
+    #[arg(short = 'T', long = "no-tty")]
+    pub no_tty: bool,
+
+    /// Working directory in the guest.
+    #[arg(long, value_name = "DIR")]
+    pub cwd: Option<String>,
+
+    /// Set a variable in the guest (repeatable). `--env NAME` passes the local value.
+    #[arg(short = 'e', long = "env", value_name = "K=V", value_parser = parse_env)]
+    pub env: Vec<(String, String)>,
+
+    /// Kill the command's process group after this long (e.g. 30, 1.5, 500ms, 2m); exit 124.
+    #[arg(long, value_name = "SECS", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+
+    /// Print one JSON object (exit_code, signal, timed_out, duration_ms, stdout, stderr)
+    /// instead of streaming the output.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Do not forward stdin: the command reads /dev/null.
+    #[arg(long)]
+    pub no_stdin: bool,
+
+    /// The command and its arguments.
+    #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+/// `hutch ping`.
+#[derive(Args, Debug)]
+pub struct PingArgs {
+    #[command(flatten)]
+    pub agent: AgentArgs,
+
+    /// Number of round trips to time.
+    #[arg(short, long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub count: u32,
+
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Parses `K=V`, or `K` alone to pass the local value of K.
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    let (key, value) = match s.split_once('=') {
+        Some((k, v)) => (k.to_owned(), v.to_owned()),
+        None => {
+            let value = std::env::var(s).map_err(|_| format!("{s} is not set here; use {s}=VALUE"))?;
+            (s.to_owned(), value)
+        }
+    };
+    if key.is_empty() {
+        return Err("the variable name is empty".into());
+    }
+    Ok((key, value))
+}
+
+/// Parses `30`, `1.5`, `500ms`, `30s`, `2m`, `1h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let number: f64 = number.parse().map_err(|_| format!("{s:?} is not a duration (e.g. 30, 1.5, 500ms, 2m)"))?;
+    let scale = match unit {
+        "" | "s" => 1.0,
+        "ms" => 0.001,
+        "m" => 60.0,
+        "h" => 3600.0,
+        _ => return Err(format!("unknown unit {unit:?} in {s:?}: use ms, s, m or h")),
+    };
+    let secs = number * scale;
+    if !(secs.is_finite() && secs > 0.0 && secs < 1e9) {
+        return Err(format!("{s:?} must be more than zero"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("0").is_err());
+        assert!(parse_duration("-1").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn env_pairs() {
+        assert_eq!(parse_env("A=b=c").unwrap(), ("A".into(), "b=c".into()));
+        assert_eq!(parse_env("A=").unwrap(), ("A".into(), String::new()));
+        assert!(parse_env("=x").is_err());
+        assert!(parse_env("HUTCH_SURELY_UNSET_VAR").is_err());
+    }
+}

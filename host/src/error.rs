@@ -1,0 +1,87 @@
+//! Errors of the hutch CLI itself (as opposed to the command it runs). Every
+//! one of them exits with [`exit::HUTCH_FAILED`] and prints one line saying
+//! what went wrong, then a hint saying what to do.
+
+use hutch_proto::addr::AddrError;
+use tonic::{Code, Status};
+
+use crate::exit;
+use crate::transport::TransportError;
+
+/// A failure of hutch, not of the remote command.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No address was given and there is no default.
+    #[error("no agent address given")]
+    NoAddress,
+    /// The address does not parse.
+    #[error(transparent)]
+    Addr(#[from] AddrError),
+    /// The agent cannot be reached.
+    #[error("cannot reach the agent: {0}")]
+    Transport(#[from] TransportError),
+    /// The agent rejected the credentials.
+    #[error("the agent refused the call: {0}")]
+    Unauthenticated(String),
+    /// The agent answered with an error.
+    #[error("the agent failed the call: {0}")]
+    Rpc(String),
+    /// The connection broke while a command was running.
+    #[error("lost the connection to the agent while the command was running ({0}); its outcome is unknown")]
+    ConnectionLost(String),
+    /// The agent broke the protocol.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// A local operation failed.
+    #[error("{what}: {source}")]
+    Local {
+        /// What hutch was doing.
+        what: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// Classifies a gRPC status from a call that had not started streaming.
+    pub fn from_status(status: Status) -> Self {
+        match status.code() {
+            Code::Unauthenticated | Code::PermissionDenied => Error::Unauthenticated(status.message().to_owned()),
+            Code::Unavailable => Error::ConnectionLost(status.message().to_owned()),
+            _ => Error::Rpc(format!("{}: {}", status.code(), status.message())),
+        }
+    }
+
+    /// Classifies a gRPC status that broke a running exec stream.
+    pub fn lost(status: Status) -> Self {
+        match status.code() {
+            Code::Unavailable | Code::Cancelled | Code::Unknown => Error::ConnectionLost(status.message().to_owned()),
+            _ => Error::from_status(status),
+        }
+    }
+
+    /// Wraps a local I/O failure.
+    pub fn local(what: &str, source: std::io::Error) -> Self {
+        Error::Local { what: what.to_owned(), source }
+    }
+
+    /// What the user can do about it.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            Error::NoAddress => Some("pass --addr ADDR or set HUTCH_ADDR, e.g. HUTCH_ADDR=unix:///tmp/hutch.sock".into()),
+            Error::Addr(_) => None,
+            Error::Transport(e) => Some(e.hint()),
+            Error::Unauthenticated(_) => Some("pass the agent's token with --token-file (or HUTCH_TOKEN_FILE)".into()),
+            Error::ConnectionLost(_) => Some("check that the agent (or its VM) is still running: `hutch ping`".into()),
+            Error::Rpc(_) | Error::Protocol(_) => {
+                Some("the agent and hutch may be different versions: compare `hutch --version` with `hutch ping`".into())
+            }
+            Error::Local { .. } => None,
+        }
+    }
+
+    /// The exit code for this error.
+    pub fn exit_code(&self) -> u8 {
+        exit::HUTCH_FAILED
+    }
+}

@@ -1,0 +1,141 @@
+//! How an exec ended, as an exit code (DESIGN.md's table) and as JSON.
+
+use std::str::FromStr;
+
+use hutch_proto::v1::{Exited, StartError, StartFailed, exited};
+use nix::sys::signal::Signal;
+use serde_json::{Value, json};
+
+use crate::exit;
+
+/// How an exec ended, from hutch's point of view.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The process ran and ended.
+    Exited(Exited),
+    /// The process never started.
+    StartFailed(StartFailed),
+    /// Local stdout was closed under hutch; the remote group is killed, and
+    /// hutch reports what a local process would: death by SIGPIPE.
+    BrokenPipe,
+    /// The user pressed Ctrl-C repeatedly; hutch stopped waiting and the remote
+    /// group is killed.
+    Abandoned,
+}
+
+impl Outcome {
+    /// The exit code hutch leaves with.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Outcome::Exited(e) if e.timed_out => exit::TIMED_OUT,
+            Outcome::Exited(Exited { status: Some(exited::Status::Code(code)), .. }) => (*code & 0xff) as u8,
+            Outcome::Exited(Exited { status: Some(exited::Status::Signal(number)), signal_name, .. }) => {
+                exit::signaled(local_signal_number(signal_name).unwrap_or(*number))
+            }
+            Outcome::Exited(Exited { status: None, .. }) => exit::HUTCH_FAILED,
+            Outcome::StartFailed(f) => match StartError::try_from(f.error) {
+                Ok(StartError::NotFound) => exit::NOT_FOUND,
+                Ok(StartError::NotExecutable) => exit::NOT_EXECUTABLE,
+                _ => exit::HUTCH_FAILED,
+            },
+            Outcome::BrokenPipe => exit::signaled(Signal::SIGPIPE as u32),
+            Outcome::Abandoned => exit::signaled(Signal::SIGINT as u32),
+        }
+    }
+
+    /// The message to print on stderr, if this outcome deserves one.
+    pub fn message(&self) -> Option<String> {
+        match self {
+            Outcome::StartFailed(f) => Some(f.message.clone()),
+            Outcome::Exited(e) if e.timed_out => Some(format!("timed out after {} ms; the process group was killed", e.duration_ms)),
+            Outcome::Abandoned => Some("interrupted; the remote process group was killed".into()),
+            _ => None,
+        }
+    }
+
+    /// The `--json` report.
+    pub fn to_json(&self, captured: Option<(Vec<u8>, Vec<u8>)>) -> Value {
+        let mut report = json!({
+            "exit_code": self.exit_code(),
+            "signal": Value::Null,
+            "timed_out": false,
+            "duration_ms": Value::Null,
+        });
+        match self {
+            Outcome::Exited(e) => {
+                if let Some(exited::Status::Signal(number)) = e.status {
+                    report["signal"] = json!(if e.signal_name.is_empty() { number.to_string() } else { format!("SIG{}", e.signal_name) });
+                    report["core_dumped"] = json!(e.core_dumped);
+                }
+                report["timed_out"] = json!(e.timed_out);
+                report["duration_ms"] = json!(e.duration_ms);
+                report["output_cut"] = json!(e.output_cut);
+            }
+            Outcome::StartFailed(f) => {
+                let kind = StartError::try_from(f.error).map(|k| k.as_str_name()).unwrap_or("START_ERROR_UNSPECIFIED");
+                report["error"] = json!({ "kind": kind, "message": f.message });
+            }
+            Outcome::BrokenPipe | Outcome::Abandoned => {
+                report["error"] = json!({ "kind": "ABANDONED", "message": self.message().unwrap_or_default() });
+            }
+        }
+        if let Some((stdout, stderr)) = captured {
+            put_bytes(&mut report, "stdout", stdout);
+            put_bytes(&mut report, "stderr", stderr);
+        }
+        report
+    }
+}
+
+/// Text as a string; anything that is not UTF-8 as base64 under `<key>_base64`,
+/// so no byte is lost.
+fn put_bytes(report: &mut Value, key: &str, bytes: Vec<u8>) {
+    match String::from_utf8(bytes) {
+        Ok(text) => report[key] = json!(text),
+        Err(e) => {
+            use base64::Engine;
+            report[format!("{key}_base64")] = json!(base64::engine::general_purpose::STANDARD.encode(e.into_bytes()));
+        }
+    }
+}
+
+/// The host's number for a guest signal name, so `128+N` means what local
+/// tools expect even when guest and host number signals differently.
+fn local_signal_number(name: &str) -> Option<u32> {
+    if name.is_empty() {
+        return None;
+    }
+    Signal::from_str(&format!("SIG{name}")).ok().map(|s| s as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exited(status: exited::Status, name: &str, timed_out: bool) -> Outcome {
+        Outcome::Exited(Exited { status: Some(status), signal_name: name.into(), timed_out, ..Default::default() })
+    }
+
+    #[test]
+    fn maps_outcomes_to_the_design_table() {
+        assert_eq!(exited(exited::Status::Code(0), "", false).exit_code(), 0);
+        assert_eq!(exited(exited::Status::Code(7), "", false).exit_code(), 7);
+        assert_eq!(exited(exited::Status::Signal(15), "TERM", false).exit_code(), 143);
+        assert_eq!(exited(exited::Status::Signal(9), "KILL", true).exit_code(), 124);
+        // A guest numbering (macOS SIGUSR1 = 30) is translated by name.
+        assert_eq!(exited(exited::Status::Signal(30), "USR1", false).exit_code(), 128 + Signal::SIGUSR1 as u8);
+        let failed = |kind: StartError| Outcome::StartFailed(StartFailed { error: kind as i32, message: String::new() });
+        assert_eq!(failed(StartError::NotFound).exit_code(), 127);
+        assert_eq!(failed(StartError::NotExecutable).exit_code(), 126);
+        assert_eq!(failed(StartError::BadCwd).exit_code(), 125);
+        assert_eq!(Outcome::BrokenPipe.exit_code(), 141);
+    }
+
+    #[test]
+    fn json_keeps_binary_output() {
+        let report = exited(exited::Status::Code(0), "", false).to_json(Some((b"hi\n".to_vec(), vec![0xff, 0x00])));
+        assert_eq!(report["stdout"], "hi\n");
+        assert_eq!(report["stderr_base64"], "/wA=");
+        assert_eq!(report["exit_code"], 0);
+    }
+}

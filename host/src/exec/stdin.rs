@@ -1,0 +1,63 @@
+//! Forwarding local stdin to the remote process.
+//!
+//! A plain thread does the blocking reads (stdin may be a terminal, a pipe or
+//! a file; none of them can be made non-blocking without affecting other
+//! processes that share it). It is never joined: when the command ends, hutch
+//! exits and the thread goes with it.
+
+use std::io::Read;
+use std::os::fd::AsFd;
+use std::os::unix::fs::FileTypeExt;
+
+use hutch_proto::MAX_CHUNK;
+use hutch_proto::v1::exec_request::Kind;
+use hutch_proto::v1::{CloseStdin, ExecRequest};
+use tokio::sync::mpsc;
+
+/// What local stdin is, as far as forwarding goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// Closed or /dev/null: the remote process gets /dev/null; nothing is read.
+    Null,
+    /// Anything readable: forwarded until EOF.
+    Readable,
+}
+
+/// Looks at fd 0 to decide whether there is anything to forward.
+pub fn classify() -> Source {
+    let stdin = std::io::stdin();
+    let Ok(stat) = nix::sys::stat::fstat(stdin.as_fd()) else {
+        return Source::Null;
+    };
+    let is_dev_null = std::fs::metadata("/dev/null").is_ok_and(|null| {
+        use std::os::unix::fs::MetadataExt;
+        null.file_type().is_char_device() && null.rdev() == stat.st_rdev as u64 && (stat.st_mode & nix::libc::S_IFMT) == nix::libc::S_IFCHR
+    });
+    if is_dev_null { Source::Null } else { Source::Readable }
+}
+
+/// Starts the thread that reads stdin and sends it as `stdin` requests,
+/// followed by `close_stdin` at EOF (or on a read error).
+pub fn forward(requests: mpsc::Sender<ExecRequest>) {
+    let spawned = std::thread::Builder::new().name("stdin".into()).spawn(move || {
+        let mut stdin = std::io::stdin().lock();
+        let mut buf = vec![0u8; MAX_CHUNK];
+        loop {
+            match stdin.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    let request = ExecRequest { kind: Some(Kind::Stdin(buf[..n].to_vec())) };
+                    if requests.blocking_send(request).is_err() {
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            }
+        }
+        let _ = requests.blocking_send(ExecRequest { kind: Some(Kind::CloseStdin(CloseStdin {})) });
+    });
+    if let Err(e) = spawned {
+        tracing::warn!("cannot start the stdin thread ({e}); the command gets no stdin");
+    }
+}

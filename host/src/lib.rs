@@ -1,0 +1,13 @@
+//! hutch, the host side: the CLI's building blocks.
+//!
+//! - [`transport`] connects to an agent over any supported address;
+//! - [`exec`] drives one remote process from the local terminal or pipes;
+//! - [`cmd`] has one module per subcommand, [`cli`] their flags;
+//! - [`error`] and [`exit`] define failures and exit codes in one place.
+
+pub mod cli;
+pub mod cmd;
+pub mod error;
+pub mod exec;
+pub mod exit;
+pub mod transport;

@@ -1,0 +1,66 @@
+//! The `hutch` binary: parse, run one subcommand, exit with its code.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use clap::error::ErrorKind;
+use hutch::cli::{Cli, Command};
+use hutch::exec::terminal::RawMode;
+use hutch::exit;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) =>
+        {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // clap's own exit code (2) could be mistaken for the command's.
+            let _ = e.print();
+            return ExitCode::from(exit::HUTCH_FAILED);
+        }
+    };
+    init_logging(cli.verbose);
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("hutch: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::HUTCH_FAILED);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Exec(args) => hutch::cmd::exec::run(args).await,
+            Command::Ping(args) => hutch::cmd::ping::run(args).await,
+        }
+    });
+    RawMode::restore();
+    let code = match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("hutch: {error}");
+            if let Some(hint) = error.hint() {
+                eprintln!("hint: {hint}");
+            }
+            error.exit_code()
+        }
+    };
+    // Leave now: the stdin thread may be blocked in read(2) and must not be waited for.
+    std::process::exit(code.into())
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HUTCH_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}
