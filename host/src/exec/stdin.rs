@@ -25,14 +25,14 @@ pub enum Source {
 
 /// Looks at fd 0 to decide whether there is anything to forward.
 pub fn classify() -> Source {
-    let stdin = std::io::stdin();
-    let Ok(stat) = nix::sys::stat::fstat(stdin.as_fd()) else {
-        return Source::Null;
+    use std::os::unix::fs::MetadataExt;
+    let Ok(stdin) = std::io::stdin().as_fd().try_clone_to_owned() else {
+        return Source::Null; // fd 0 is closed
     };
-    let is_dev_null = std::fs::metadata("/dev/null").is_ok_and(|null| {
-        use std::os::unix::fs::MetadataExt;
-        null.file_type().is_char_device() && null.rdev() == stat.st_rdev as u64 && (stat.st_mode & nix::libc::S_IFMT) == nix::libc::S_IFCHR
-    });
+    let (Ok(ours), Ok(null)) = (std::fs::File::from(stdin).metadata(), std::fs::metadata("/dev/null")) else {
+        return Source::Readable;
+    };
+    let is_dev_null = ours.file_type().is_char_device() && null.file_type().is_char_device() && ours.rdev() == null.rdev();
     if is_dev_null { Source::Null } else { Source::Readable }
 }
 
