@@ -1,0 +1,51 @@
+//! Waiting for processes that are not our children to exit, without polling:
+//! a pidfd becomes readable when its process terminates.
+
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use nix::libc;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+
+/// A handle on a process that reports its exit.
+pub struct PidFd {
+    fd: OwnedFd,
+    /// The process id.
+    pub pid: i32,
+}
+
+impl PidFd {
+    /// Opens a pidfd for `pid`; `None` if the process is already gone.
+    pub fn open(pid: i32) -> Option<PidFd> {
+        // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if fd < 0 {
+            return None;
+        }
+        // SAFETY: the kernel just returned this descriptor to us.
+        Some(PidFd { fd: unsafe { OwnedFd::from_raw_fd(fd as i32) }, pid })
+    }
+
+    /// Waits up to `timeout` for the process to terminate; true if it did.
+    pub fn wait_exit(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let ms = PollTimeout::try_from(left.as_millis().min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX);
+            let mut fds = [PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, ms) {
+                Ok(0) => return false,
+                Ok(_) => return true,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => panic!("poll pidfd: {e}"),
+            }
+        }
+    }
+}
+
+/// The state letter of `pid` from /proc (R, S, Z, ...), or `None` if it is gone.
+pub fn proc_state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may contain spaces: skip past it.
+    stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next())
+}

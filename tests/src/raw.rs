@@ -1,0 +1,43 @@
+//! A raw gRPC client for protocol-level tests: sends exactly the requests a
+//! test gives, in order, to a real agent over its Unix socket.
+
+use hutch_proto::v1::agent_client::AgentClient;
+use hutch_proto::v1::exec_response::Kind;
+use hutch_proto::v1::{ExecRequest, ExecResponse};
+use hyper_util::rt::TokioIo;
+use tonic::transport::{Endpoint, Uri};
+
+/// Sends `requests` on one Exec stream (then half-closes) and collects every
+/// response until the agent ends the stream.
+pub fn exec(socket: &std::path::Path, requests: Vec<ExecRequest>) -> Vec<ExecResponse> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        let socket = socket.to_path_buf();
+        let channel = Endpoint::from_static("http://agent")
+            .connect_with_connector(tower::service_fn(move |_: Uri| {
+                let socket = socket.clone();
+                async move { tokio::net::UnixStream::connect(socket).await.map(TokioIo::new) }
+            }))
+            .await
+            .expect("connect to agent");
+        let mut client = AgentClient::new(channel);
+        let mut stream = client.exec(tokio_stream::iter(requests)).await.expect("exec call").into_inner();
+        let mut responses = Vec::new();
+        while let Some(message) = stream.message().await.expect("exec stream") {
+            responses.push(message);
+        }
+        responses
+    })
+}
+
+/// All stdout bytes among `responses`.
+pub fn stdout_of(responses: &[ExecResponse]) -> Vec<u8> {
+    responses
+        .iter()
+        .filter_map(|r| match &r.kind {
+            Some(Kind::Stdout(data)) => Some(data.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
