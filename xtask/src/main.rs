@@ -1,1 +1,54 @@
-fn main() {}
+//! `cargo xtask`: project tasks that need more than `cargo build`.
+//!
+//! - `demo [-- CMD…]`: start a local agent on a private socket, run one command
+//!   through `hutch exec`, stop the agent (the README's first command);
+//! - `bench [--quick] [--json FILE]`: measure hutch against its anchors.
+
+mod bench;
+mod demo;
+mod local_agent;
+mod workspace;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "hutch project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Build, start a local agent, run CMD through `hutch exec` (default: uname -a), stop the agent.
+    Demo {
+        /// Command to run (after --).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
+    /// Measure hutch beside its anchors (/bin/true, ...) and print ratios.
+    Bench {
+        /// Fewer runs, for a quick look.
+        #[arg(long)]
+        quick: bool,
+        /// Also write the results as JSON to this file.
+        #[arg(long, value_name = "FILE")]
+        json: Option<std::path::PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let result = match Cli::parse().task {
+        Task::Demo { command } => demo::run(command),
+        Task::Bench { quick, json } => bench::run(quick, json.as_deref()).map(|()| 0),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,52 @@
+//! A hutch-agent on a private Unix socket, for the demo and the benchmarks.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use tempfile::TempDir;
+
+use crate::workspace::Result;
+
+/// A running local agent; stopped with SIGTERM when dropped.
+pub struct LocalAgent {
+    child: Child,
+    /// Its address, for HUTCH_ADDR.
+    pub addr: String,
+    _dir: TempDir,
+}
+
+impl LocalAgent {
+    /// Starts `agent_bin` and waits for its "ready" line.
+    pub fn start(agent_bin: &Path) -> Result<Self> {
+        let dir = tempfile::Builder::new().prefix("hutch-").tempdir()?;
+        let socket = dir.path().join("agent.sock");
+        let addr = format!("unix://{}", socket.display());
+        let mut child = Command::new(agent_bin)
+            .args(["--listen", &addr])
+            .env("HUTCH_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("starting {}: {e}", agent_bin.display()))?;
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().ok_or("no agent stdout")?).read_line(&mut line)?;
+        if !line.contains("ready on") {
+            let _ = child.kill();
+            return Err(format!("the agent did not start: {line:?}").into());
+        }
+        Ok(Self { child, addr, _dir: dir })
+    }
+
+    /// The agent's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for LocalAgent {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+        let _ = self.child.wait();
+    }
+}
