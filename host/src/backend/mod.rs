@@ -1,0 +1,197 @@
+//! VM managers behind one trait, so lifecycle commands never care which one
+//! runs a VM.
+//!
+//! A backend turns a [`VmSpec`] into a VM (`create`), runs and stops it
+//! (`start`/`stop`), removes it (`delete`) and says what state it is in
+//! (`state`). `start` fills in the record's `addr`: the transport the agent
+//! answers on. Waiting for the agent is not a backend's job; the lifecycle code
+//! does it the same way for every backend (see `crate::lifecycle`).
+
+pub mod qemu;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::state::{BackendKind, StateDir, VmName, VmRecord};
+
+/// What `hutch up`/`run` asks for.
+#[derive(Clone, Debug)]
+pub struct VmSpec {
+    /// hutch's name for the VM.
+    pub name: VmName,
+    /// Base image (backend-specific: an image folder for QEMU, a VM name for Tart).
+    pub image: Option<String>,
+    /// Virtual CPUs.
+    pub cpus: u32,
+    /// Memory in MiB.
+    pub memory_mib: u32,
+    /// Host folder to share into the guest, at the same absolute path.
+    pub workspace: Option<PathBuf>,
+    /// Created by `hutch run --rm`: deleted when its command ends.
+    pub ephemeral: bool,
+}
+
+/// What a backend knows about one of its VMs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VmState {
+    /// Its processes are up (the agent may still be booting).
+    Running,
+    /// Created but not running.
+    Stopped,
+    /// The backend has no such VM any more (deleted behind hutch's back).
+    Missing,
+}
+
+impl VmState {
+    /// For `hutch ls`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            VmState::Running => "running",
+            VmState::Stopped => "stopped",
+            VmState::Missing => "missing",
+        }
+    }
+}
+
+/// Why a backend operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// A tool the backend needs is not installed.
+    #[error("{tool} is not installed or not in PATH")]
+    MissingTool {
+        /// The program.
+        tool: String,
+        /// How to install it.
+        install: String,
+    },
+    /// The base image is missing or unusable.
+    #[error("no usable guest image at {path}: {why}")]
+    Image {
+        /// Where hutch looked.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+    /// The backend does not support this operation or platform.
+    #[error("{0}")]
+    Unsupported(String),
+    /// The VM did not come up.
+    #[error("{0}")]
+    Boot(String),
+    /// A command of the VM manager failed.
+    #[error("`{command}` failed: {why}")]
+    Command {
+        /// The command line.
+        command: String,
+        /// Its error output or status.
+        why: String,
+    },
+    /// A local operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+impl BackendError {
+    /// Wraps an I/O error with what was being done.
+    pub fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BackendError {
+        let what = what.into();
+        move |source| BackendError::Io { what, source }
+    }
+
+    /// What the user can do about it.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            BackendError::MissingTool { install, .. } => Some(install.clone()),
+            BackendError::Image { .. } => Some("build the default image with `cargo xtask image`, or pass --image DIR".into()),
+            _ => None,
+        }
+    }
+}
+
+/// A VM manager.
+pub trait Backend {
+    /// Which one this is.
+    fn kind(&self) -> BackendKind;
+
+    /// Creates the VM from its base image (a copy or copy-on-write clone) and
+    /// returns its first record, in state [`VmState::Stopped`].
+    fn create(&self, spec: &VmSpec, dir: &Path) -> Result<VmRecord, BackendError>;
+
+    /// Starts the VM and sets `record.addr` (and any backend state). Returns
+    /// once the VM's processes run; the agent may still be booting.
+    fn start(&self, record: &mut VmRecord, dir: &Path) -> Result<(), BackendError>;
+
+    /// Stops the VM; stopping a stopped VM is not an error.
+    fn stop(&self, record: &mut VmRecord, dir: &Path) -> Result<(), BackendError>;
+
+    /// Deletes the VM's disks and backend-side existence (the state folder is
+    /// removed by the caller).
+    fn delete(&self, record: &VmRecord, dir: &Path) -> Result<(), BackendError>;
+
+    /// The VM's state, asked of the backend (used off the hot path only).
+    fn state(&self, record: &VmRecord, dir: &Path) -> VmState;
+
+    /// Whether the guest has said its agent is listening. Until it does, the
+    /// lifecycle does not try to connect (for a while): some vsock devices
+    /// misbehave when connections arrive while the guest driver initialises.
+    fn ready_to_connect(&self, _record: &VmRecord, _dir: &Path) -> bool {
+        true
+    }
+
+    /// The last lines of the VM's console, to show when it fails to boot.
+    fn console_tail(&self, dir: &Path, lines: usize) -> Option<String>;
+
+    /// Something the user should know about how the VM runs (e.g. "TCG: KVM
+    /// is unavailable"), shown once by `hutch up`.
+    fn notes(&self, _record: &VmRecord) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// The image to use when the user names none.
+    fn default_image(&self, state: &StateDir) -> Option<String>;
+
+    /// How long the agent may take to answer after `start`.
+    fn boot_timeout(&self, _record: &VmRecord) -> Duration {
+        DEFAULT_BOOT_TIMEOUT
+    }
+
+    /// Called when the agent did not answer within [`Backend::boot_timeout`].
+    /// Returns true if the backend restarted the VM differently (e.g. without
+    /// a hardware accelerator that turned out to hang) and waiting should go on.
+    fn retry_boot(&self, _record: &mut VmRecord, _dir: &Path) -> Result<bool, BackendError> {
+        Ok(false)
+    }
+
+    /// Called once the agent has answered after a start.
+    fn booted(&self, _record: &mut VmRecord, _dir: &Path) {}
+}
+
+/// How long an agent may take to answer after a VM starts, unless the
+/// backend says otherwise (software emulation boots in seconds; cloud images
+/// with first-boot setup can take a minute).
+pub const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// The backend for `kind`.
+pub fn for_kind(kind: BackendKind, state: &StateDir) -> Result<Box<dyn Backend>, BackendError> {
+    match kind {
+        BackendKind::Qemu => Ok(Box::new(qemu::Qemu::from_env(state))),
+        BackendKind::Tart | BackendKind::Lima => {
+            Err(BackendError::Unsupported(format!("the {} backend is not available in this build yet; use --backend qemu", kind.as_str())))
+        }
+    }
+}
+
+/// The last `lines` lines of a text file, if it exists and is not empty.
+pub fn tail_of_file(path: &Path, lines: usize) -> Option<String> {
+    let text = std::fs::read(path).ok()?;
+    let text = String::from_utf8_lossy(&text);
+    let all: Vec<&str> = text.lines().collect();
+    let start = all.len().saturating_sub(lines);
+    let tail = all[start..].join("\n");
+    (!tail.trim().is_empty()).then_some(tail)
+}

@@ -1,0 +1,258 @@
+//! The QEMU backend: hutch runs `qemu-system-*` itself (Linux hosts, CI).
+//!
+//! A VM is a folder in the state dir holding its own copy of the guest image,
+//! its sockets, logs and pids. `start` launches vhost-device-vsock (when the
+//! kernel's vhost-vsock is missing) and QEMU, detached from hutch; `stop` asks
+//! QEMU to quit over QMP, then stops the vsock daemon.
+
+pub mod accel;
+pub mod args;
+pub mod image;
+pub mod process;
+pub mod qmp;
+pub mod vsock;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use hutch_proto::addr::Addr;
+use serde::{Deserialize, Serialize};
+
+use crate::backend::{Backend, BackendError, VmSpec, VmState, tail_of_file};
+use crate::state::{BackendKind, RECORD_VERSION, StateDir, VmRecord, now_unix};
+use accel::{Accel, Choice};
+use image::GuestImage;
+
+/// The VM's copy of its image, inside its folder.
+const IMAGE_DIR: &str = "image";
+/// QEMU's own stdout/stderr.
+const QEMU_LOG: &str = "qemu.log";
+
+/// The QEMU backend, configured from the environment.
+pub struct Qemu {
+    qemu: PathBuf,
+    vhost_device_vsock: PathBuf,
+    accel_preference: Option<String>,
+    state_root: PathBuf,
+}
+
+/// What the QEMU backend keeps in `VmRecord::backend_state`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct QemuState {
+    qemu_pid: Option<u32>,
+    vhost_pid: Option<u32>,
+    accel: Option<Accel>,
+    accel_reason: String,
+    probing_kvm: bool,
+}
+
+impl QemuState {
+    fn of(record: &VmRecord) -> QemuState {
+        serde_json::from_value(record.backend_state.clone()).unwrap_or_default()
+    }
+
+    fn store(&self, record: &mut VmRecord) {
+        record.backend_state = serde_json::to_value(self).unwrap_or_default();
+    }
+}
+
+impl Qemu {
+    /// Reads `HUTCH_QEMU`, `HUTCH_VHOST_DEVICE_VSOCK` and `HUTCH_QEMU_ACCEL`.
+    pub fn from_env(state: &StateDir) -> Qemu {
+        let default_qemu = format!("qemu-system-{}", std::env::consts::ARCH);
+        let qemu = std::env::var_os("HUTCH_QEMU").map_or_else(|| PathBuf::from(default_qemu), PathBuf::from);
+        let vhost_device_vsock = std::env::var_os("HUTCH_VHOST_DEVICE_VSOCK").map_or_else(find_vhost_device_vsock, PathBuf::from);
+        Qemu { qemu, vhost_device_vsock, accel_preference: std::env::var("HUTCH_QEMU_ACCEL").ok(), state_root: state.root().to_path_buf() }
+    }
+
+    fn launch(&self, record: &mut VmRecord, dir: &Path, choice: Choice) -> Result<(), BackendError> {
+        let image = GuestImage::load(&dir.join(IMAGE_DIR))?;
+        for stale in [args::QMP_SOCKET, args::CONSOLE_LOG] {
+            let _ = std::fs::remove_file(dir.join(stale));
+        }
+        let device = if vsock::kernel_available() {
+            vsock::Device::Kernel { cid: vsock::kernel_cid(&record.name, 0) }
+        } else {
+            vsock::start_user_space(&self.vhost_device_vsock, dir)?
+        };
+        let machine = args::Machine {
+            accel: choice.accel,
+            cpus: record.cpus,
+            memory_mib: record.memory_mib,
+            image: &image,
+            vm_dir: dir,
+            vsock: &device,
+            workspace: record.workspace.as_deref(),
+            tsc_khz: if choice.accel == Accel::Tcg { accel::host_tsc_khz() } else { None },
+        };
+        let mut cmd = Command::new(&self.qemu);
+        cmd.args(machine.args());
+        let started = process::spawn_detached(cmd, &dir.join(QEMU_LOG));
+        let vhost_pid = match device {
+            vsock::Device::UserSpace { pid } => Some(pid),
+            vsock::Device::Kernel { .. } => None,
+        };
+        let qemu_pid = match started {
+            Ok(pid) => pid,
+            Err(e) => {
+                if let Some(pid) = vhost_pid {
+                    process::terminate(pid, dir, Duration::from_secs(2));
+                }
+                return Err(e);
+            }
+        };
+        record.addr = match device {
+            vsock::Device::Kernel { cid } => Addr::Vsock { cid, port: image.spec.agent_port },
+            vsock::Device::UserSpace { .. } => Addr::Hvsock { path: vsock::hvsock_path(dir), port: image.spec.agent_port },
+        }
+        .to_string();
+        let state = QemuState {
+            qemu_pid: Some(qemu_pid),
+            vhost_pid,
+            accel: Some(choice.accel),
+            accel_reason: choice.reason,
+            probing_kvm: choice.probing,
+        };
+        state.store(record);
+        Ok(())
+    }
+
+    fn shut_down(&self, record: &mut VmRecord, dir: &Path) {
+        let mut state = QemuState::of(record);
+        if let Some(pid) = state.qemu_pid.take() {
+            let quit = || qmp::quit(&dir.join(args::QMP_SOCKET)).is_ok() && process::wait_gone(pid, dir, Duration::from_secs(10));
+            if process::is_ours(pid, dir) && !quit() {
+                process::terminate(pid, dir, Duration::from_secs(5));
+            }
+        }
+        if let Some(pid) = state.vhost_pid.take() {
+            process::terminate(pid, dir, Duration::from_secs(5));
+        }
+        for socket in [args::QMP_SOCKET, vsock::VHOST_SOCKET, vsock::HVSOCK_SOCKET] {
+            let _ = std::fs::remove_file(dir.join(socket));
+        }
+        state.store(record);
+    }
+}
+
+impl Backend for Qemu {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Qemu
+    }
+
+    fn create(&self, spec: &VmSpec, dir: &Path) -> Result<VmRecord, BackendError> {
+        let base = spec.image.as_deref().ok_or_else(|| BackendError::Image { path: PathBuf::new(), why: "no image given".into() })?;
+        GuestImage::load(Path::new(base))?.copy_to(&dir.join(IMAGE_DIR))?;
+        Ok(VmRecord {
+            version: RECORD_VERSION,
+            name: spec.name.to_string(),
+            backend: BackendKind::Qemu,
+            addr: String::new(),
+            token_file: None,
+            workspace: spec.workspace.clone(),
+            image: base.to_owned(),
+            cpus: spec.cpus,
+            memory_mib: spec.memory_mib,
+            ephemeral: spec.ephemeral,
+            created_unix: now_unix(),
+            started_unix: None,
+            protocol: None,
+            backend_state: serde_json::Value::Null,
+        })
+    }
+
+    fn start(&self, record: &mut VmRecord, dir: &Path) -> Result<(), BackendError> {
+        let choice = accel::choose(&self.state_root, self.accel_preference.as_deref());
+        self.launch(record, dir, choice)
+    }
+
+    fn stop(&self, record: &mut VmRecord, dir: &Path) -> Result<(), BackendError> {
+        self.shut_down(record, dir);
+        Ok(())
+    }
+
+    fn delete(&self, record: &VmRecord, dir: &Path) -> Result<(), BackendError> {
+        let mut record = record.clone();
+        self.shut_down(&mut record, dir);
+        match std::fs::remove_dir_all(dir.join(IMAGE_DIR)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(BackendError::Io { what: "removing the VM's image".into(), source: e })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn state(&self, record: &VmRecord, dir: &Path) -> VmState {
+        let state = QemuState::of(record);
+        if state.qemu_pid.is_some_and(|pid| process::is_ours(pid, dir)) {
+            VmState::Running
+        } else if dir.join(IMAGE_DIR).join(image::IMAGE_FILE).exists() {
+            VmState::Stopped
+        } else {
+            VmState::Missing
+        }
+    }
+
+    fn ready_to_connect(&self, _record: &VmRecord, dir: &Path) -> bool {
+        GuestImage::console_says_ready(&dir.join(args::CONSOLE_LOG))
+    }
+
+    fn console_tail(&self, dir: &Path, lines: usize) -> Option<String> {
+        let console =
+            tail_of_file(&dir.join(args::CONSOLE_LOG), lines).map(|t| format!("console ({}):\n{t}", dir.join(args::CONSOLE_LOG).display()));
+        let qemu = tail_of_file(&dir.join(QEMU_LOG), lines).map(|t| format!("qemu ({}):\n{t}", dir.join(QEMU_LOG).display()));
+        let parts: Vec<String> = [qemu, console].into_iter().flatten().collect();
+        (!parts.is_empty()).then(|| parts.join("\n"))
+    }
+
+    fn notes(&self, record: &VmRecord) -> Vec<String> {
+        let state = QemuState::of(record);
+        match state.accel {
+            Some(Accel::Tcg) => vec![format!("running under TCG (software emulation): {}", state.accel_reason)],
+            Some(Accel::Kvm) => vec!["running under KVM".to_owned()],
+            None => Vec::new(),
+        }
+    }
+
+    fn default_image(&self, state: &StateDir) -> Option<String> {
+        Some(state.default_image().display().to_string())
+    }
+
+    fn boot_timeout(&self, record: &VmRecord) -> Duration {
+        if QemuState::of(record).probing_kvm { accel::KVM_PROBE_TIMEOUT } else { crate::backend::DEFAULT_BOOT_TIMEOUT }
+    }
+
+    fn retry_boot(&self, record: &mut VmRecord, dir: &Path) -> Result<bool, BackendError> {
+        if !QemuState::of(record).probing_kvm {
+            return Ok(false);
+        }
+        eprintln!("hutch: KVM did not boot the guest within {:?}; falling back to TCG (software emulation)", accel::KVM_PROBE_TIMEOUT);
+        accel::remember(&self.state_root, false);
+        self.shut_down(record, dir);
+        let reason = format!("KVM did not boot a guest on this host (remembered in {})", accel::verdict_path(&self.state_root).display());
+        self.launch(record, dir, Choice { accel: Accel::Tcg, probing: false, reason })?;
+        Ok(true)
+    }
+
+    fn booted(&self, record: &mut VmRecord, _dir: &Path) {
+        let mut state = QemuState::of(record);
+        if state.probing_kvm {
+            accel::remember(&self.state_root, true);
+            state.probing_kvm = false;
+            state.store(record);
+        }
+    }
+}
+
+/// vhost-device-vsock from PATH, or where `cargo install` puts it.
+fn find_vhost_device_vsock() -> PathBuf {
+    const NAME: &str = "vhost-device-vsock";
+    let in_path = std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).map(|d| d.join(NAME)).find(|p| p.is_file()));
+    let in_cargo = || {
+        let cargo_home =
+            std::env::var_os("CARGO_HOME").map(PathBuf::from).or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")));
+        cargo_home.map(|c| c.join("bin").join(NAME)).filter(|p| p.is_file())
+    };
+    in_path.or_else(in_cargo).unwrap_or_else(|| PathBuf::from(NAME))
+}
