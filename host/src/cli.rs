@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use hutch_proto::addr::Addr;
 
 use crate::error::Error;
+use crate::state::{BackendKind, VmName};
 use crate::transport::BearerToken;
 
 /// hutch: run commands in a VM through its agent, as if they were local.
@@ -28,10 +29,109 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Run a command through the agent and exit with its exit code.
+    /// Create (if needed) and start a VM, and wait until its agent answers.
+    Up(UpArgs),
+    /// Run a command in a VM and exit with its exit code.
     Exec(ExecArgs),
+    /// Boot a VM, run one command in it, exit with its code (`--rm`: a throw-away clone).
+    Run(RunArgs),
+    /// A login shell in a VM, on a terminal.
+    Shell(ShellArgs),
+    /// Stop a VM (its disk and record stay).
+    Down(NameArg),
+    /// Delete a VM (`-f`: even if it is running).
+    Rm(RmArgs),
+    /// Delete a VM and start a fresh clone of its image under the same name.
+    Reset(NameArg),
+    /// List VMs: name, backend, state, address, workspace, uptime.
+    Ls(LsArgs),
     /// Check that the agent answers; show its version, platform and round-trip time.
     Ping(PingArgs),
+}
+
+/// Which VM, for commands that act on one.
+#[derive(Args, Debug, Clone)]
+pub struct NameArg {
+    /// The VM (default: the one for the current directory's workspace).
+    #[arg(value_name = "NAME")]
+    pub name: Option<VmName>,
+}
+
+/// How to create and start a VM.
+#[derive(Args, Debug, Clone)]
+pub struct UpArgs {
+    /// VM name (default: derived from the workspace folder).
+    #[arg(short = 'n', long, value_name = "NAME")]
+    pub name: Option<VmName>,
+
+    /// VM manager.
+    #[arg(long, value_enum, env = "HUTCH_BACKEND", default_value_t = BackendKind::Qemu)]
+    pub backend: BackendKind,
+
+    /// Base image (QEMU: a folder from `cargo xtask image`; default: the installed one).
+    #[arg(long, env = "HUTCH_IMAGE", value_name = "IMG")]
+    pub image: Option<String>,
+
+    /// Virtual CPUs.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub cpus: u32,
+
+    /// Memory in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(64..=1_048_576))]
+    pub memory: u32,
+
+    /// Host folder shared into the guest at the same path (default: the current directory).
+    #[arg(long, value_name = "DIR")]
+    pub workspace: Option<PathBuf>,
+
+    /// Share no folder with the guest.
+    #[arg(long, conflicts_with = "workspace")]
+    pub no_workspace: bool,
+}
+
+/// `hutch run`.
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Boot a throw-away clone and delete it when the command ends (also on Ctrl-C, SIGTERM, SIGHUP).
+    #[arg(long)]
+    pub rm: bool,
+
+    #[command(flatten)]
+    pub up: UpArgs,
+
+    #[command(flatten)]
+    pub exec: ExecFlags,
+
+    /// The command and its arguments.
+    #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+/// `hutch shell`.
+#[derive(Args, Debug)]
+pub struct ShellArgs {
+    /// The VM (default: the one for the current directory's workspace).
+    #[arg(short = 'n', long, value_name = "NAME")]
+    pub name: Option<VmName>,
+}
+
+/// `hutch rm`.
+#[derive(Args, Debug)]
+pub struct RmArgs {
+    #[command(flatten)]
+    pub name: NameArg,
+
+    /// Stop the VM first if it is running.
+    #[arg(short, long)]
+    pub force: bool,
+}
+
+/// `hutch ls`.
+#[derive(Args, Debug)]
+pub struct LsArgs {
+    /// Print a JSON array.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// How to reach the agent.
@@ -64,9 +164,24 @@ impl AgentArgs {
 /// `hutch exec`.
 #[derive(Args, Debug)]
 pub struct ExecArgs {
+    /// The VM to run in (default: --addr/HUTCH_ADDR if set, else the VM of the current workspace).
+    #[arg(short = 'n', long, value_name = "NAME")]
+    pub name: Option<VmName>,
+
     #[command(flatten)]
     pub agent: AgentArgs,
 
+    #[command(flatten)]
+    pub flags: ExecFlags,
+
+    /// The command and its arguments.
+    #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+/// How to run a command (shared by `exec` and `run`).
+#[derive(Args, Debug, Clone)]
+pub struct ExecFlags {
     /// Run on a pseudo-terminal even if stdin/stdout are not terminals.
     #[arg(short = 't', long = "tty", conflicts_with = "no_tty")]
     pub tty: bool,
@@ -95,15 +210,15 @@ pub struct ExecArgs {
     /// Do not forward stdin: the command reads /dev/null.
     #[arg(long)]
     pub no_stdin: bool,
-
-    /// The command and its arguments.
-    #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
-    pub command: Vec<String>,
 }
 
 /// `hutch ping`.
 #[derive(Args, Debug)]
 pub struct PingArgs {
+    /// The VM whose agent to ping (default: --addr/HUTCH_ADDR if set, else the current workspace's VM).
+    #[arg(short = 'n', long, value_name = "NAME")]
+    pub name: Option<VmName>,
+
     #[command(flatten)]
     pub agent: AgentArgs,
 

@@ -5,7 +5,9 @@
 use hutch_proto::addr::AddrError;
 use tonic::{Code, Status};
 
+use crate::backend::BackendError;
 use crate::exit;
+use crate::state::StateError;
 use crate::transport::TransportError;
 
 /// A failure of hutch, not of the remote command.
@@ -32,6 +34,46 @@ pub enum Error {
     /// The agent broke the protocol.
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// The state directory or a VM record is unusable.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The VM manager failed.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    /// The request contradicts what exists.
+    #[error("{0}")]
+    Usage(String),
+    /// A VM did not come up.
+    #[error("VM {name} did not boot: {why}")]
+    Boot {
+        /// The VM.
+        name: String,
+        /// What went wrong.
+        why: String,
+        /// The end of its console, when the backend has one.
+        console: Option<String>,
+    },
+    /// The VM is not in a state where its agent can answer.
+    #[error("VM {name} is {state}, so its agent cannot answer")]
+    VmDown {
+        /// The VM.
+        name: String,
+        /// Its state ("stopped", "missing").
+        state: String,
+    },
+    /// The VM runs but its agent does not answer.
+    #[error("VM {name} is running but its agent does not answer ({cause})")]
+    AgentSilent {
+        /// The VM.
+        name: String,
+        /// The transport error.
+        cause: String,
+        /// Where to look.
+        console: Option<String>,
+    },
+    /// hutch was asked to stop by a signal before the command ran.
+    #[error("interrupted by {0}")]
+    Interrupted(nix::sys::signal::Signal),
     /// A local operation failed.
     #[error("{what}: {source}")]
     Local {
@@ -76,12 +118,31 @@ impl Error {
             Error::Rpc(_) | Error::Protocol(_) => {
                 Some("the agent and hutch may be different versions: compare `hutch --version` with `hutch ping`".into())
             }
-            Error::Local { .. } => None,
+            Error::State(StateError::NoSuchVm(name)) => {
+                Some(format!("create it with `hutch up --name {name}`, or list VMs with `hutch ls`"))
+            }
+            Error::State(_) => None,
+            Error::Backend(e) => e.hint(),
+            Error::Usage(_) => None,
+            Error::Boot { console, .. } => Some(match console {
+                Some(console) => format!("the VM's last output:\n{console}"),
+                None => "rerun with -v for details".into(),
+            }),
+            Error::VmDown { name, .. } => Some(format!("start it with `hutch up --name {name}`")),
+            Error::AgentSilent { name, console, .. } => Some(match console {
+                Some(console) => format!("restart it with `hutch reset {name}`; its last output:\n{console}"),
+                None => format!("restart it with `hutch reset {name}`"),
+            }),
+            Error::Interrupted(_) | Error::Local { .. } => None,
         }
     }
 
     /// The exit code for this error.
     pub fn exit_code(&self) -> u8 {
-        exit::HUTCH_FAILED
+        match self {
+            // As if the signal had killed hutch, which is what the user asked.
+            Error::Interrupted(signal) => exit::signaled(*signal as u32),
+            _ => exit::HUTCH_FAILED,
+        }
     }
 }

@@ -5,9 +5,13 @@
 //! - [`cmd`] has one module per subcommand, [`cli`] their flags;
 //! - [`error`] and [`exit`] define failures and exit codes in one place.
 
+pub mod backend;
 pub mod cli;
 pub mod cmd;
 pub mod error;
 pub mod exec;
 pub mod exit;
+pub mod lifecycle;
+pub mod state;
+pub mod target;
 pub mod transport;

@@ -36,7 +36,14 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Up(args) => hutch::cmd::up::run(args).await,
             Command::Exec(args) => hutch::cmd::exec::run(args).await,
+            Command::Run(args) => hutch::cmd::run::run(args).await,
+            Command::Shell(args) => hutch::cmd::shell::run(args).await,
+            Command::Down(args) => hutch::cmd::down::run(args).await,
+            Command::Rm(args) => hutch::cmd::rm::run(args).await,
+            Command::Reset(args) => hutch::cmd::reset::run(args).await,
+            Command::Ls(args) => hutch::cmd::ls::run(args).await,
             Command::Ping(args) => hutch::cmd::ping::run(args).await,
         }
     });

@@ -1,35 +1,47 @@
-//! `hutch exec -- CMD…`: run a command through the agent and leave with its
+//! `hutch exec -- CMD…`: run a command through an agent and leave with its
 //! exit code.
 
 use std::io::IsTerminal;
 
 use serde_json::json;
 
-use crate::cli::ExecArgs;
+use crate::cli::{ExecArgs, ExecFlags};
 use crate::error::Error;
-use crate::exec::{self, Options};
-use crate::transport;
+use crate::exec::{self, Finished, Options};
+use crate::target::Target;
 
 /// Runs `hutch exec`; returns the exit code.
 pub async fn run(args: ExecArgs) -> Result<u8, Error> {
-    let options = options(&args);
     let result = async {
-        let mut client = transport::connect(args.agent.addr()?, args.agent.token()?).await?;
-        exec::run(&mut client, &options).await
+        let target = Target::resolve(args.name.as_ref(), &args.agent)?;
+        let options = options(&args.flags, args.command.clone(), target.default_cwd());
+        run_on(&target, &options).await
     }
     .await;
+    report(result, args.flags.json)
+}
+
+/// Runs `options` on `target`.
+pub async fn run_on(target: &Target, options: &Options) -> Result<Finished, Error> {
+    let mut client = target.connect().await?;
+    exec::run(&mut client, options).await
+}
+
+/// Turns an exec's result into hutch's exit code, printing what the user
+/// should see (and the JSON report when asked).
+pub fn report(result: Result<Finished, Error>, json: bool) -> Result<u8, Error> {
     match result {
         Ok(finished) => {
             let code = finished.outcome.exit_code();
             if let Some(message) = finished.outcome.message() {
                 eprintln!("hutch: {message}");
             }
-            if args.json {
+            if json {
                 println!("{}", finished.outcome.to_json(finished.captured));
             }
             Ok(code)
         }
-        Err(error) if args.json => {
+        Err(error) if json => {
             // Scripts that asked for JSON get it even when hutch fails.
             println!("{}", json!({ "exit_code": error.exit_code(), "error": { "kind": "HUTCH", "message": error.to_string() } }));
             Err(error)
@@ -38,16 +50,17 @@ pub async fn run(args: ExecArgs) -> Result<u8, Error> {
     }
 }
 
-fn options(args: &ExecArgs) -> Options {
+/// Options for one exec from the command-line flags.
+pub fn options(flags: &ExecFlags, argv: Vec<String>, default_cwd: Option<String>) -> Options {
     // Like `ssh` and `docker exec -it`: a terminal when both ends are terminals.
-    let interactive = std::io::stdin().is_terminal() && std::io::stdout().is_terminal() && !args.json;
+    let interactive = std::io::stdin().is_terminal() && std::io::stdout().is_terminal() && !flags.json;
     Options {
-        argv: args.command.clone(),
-        env: args.env.iter().cloned().collect(),
-        cwd: args.cwd.clone().unwrap_or_default(),
-        tty: args.tty || (interactive && !args.no_tty),
-        timeout: args.timeout,
-        capture: args.json,
-        no_stdin: args.no_stdin,
+        argv,
+        env: flags.env.iter().cloned().collect(),
+        cwd: flags.cwd.clone().or(default_cwd).unwrap_or_default(),
+        tty: flags.tty || (interactive && !flags.no_tty),
+        timeout: flags.timeout,
+        capture: flags.json,
+        no_stdin: flags.no_stdin,
     }
 }

@@ -1,4 +1,11 @@
 //! One module per subcommand; each turns parsed arguments into an exit code.
 
+pub mod down;
 pub mod exec;
+pub mod ls;
 pub mod ping;
+pub mod reset;
+pub mod rm;
+pub mod run;
+pub mod shell;
+pub mod up;

@@ -7,13 +7,14 @@ use serde_json::json;
 
 use crate::cli::PingArgs;
 use crate::error::Error;
-use crate::transport;
+use crate::target::Target;
 
 /// Runs `hutch ping`; returns the exit code.
 pub async fn run(args: PingArgs) -> Result<u8, Error> {
-    let addr = args.agent.addr()?;
+    let target = Target::resolve(args.name.as_ref(), &args.agent)?;
+    let addr = &target.addr;
     let begin = Instant::now();
-    let mut client = transport::connect(addr, args.agent.token()?).await?;
+    let mut client = target.connect().await?;
     let connect = begin.elapsed();
     let mut info = None;
     let mut rtts = Vec::with_capacity(args.count as usize);

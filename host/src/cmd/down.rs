@@ -1,0 +1,20 @@
+//! `hutch down [NAME]`: stop a VM; its disk and record stay for the next `up`.
+
+use crate::backend;
+use crate::cli::NameArg;
+use crate::error::Error;
+use crate::lifecycle;
+use crate::state::{StateDir, VmLock};
+use crate::target::vm_name;
+
+/// Runs `hutch down`; returns the exit code.
+pub async fn run(args: NameArg) -> Result<u8, Error> {
+    let state = StateDir::from_env()?;
+    let name = vm_name(&state, args.name.as_ref())?;
+    let mut record = state.load(&name)?;
+    let _lock = VmLock::acquire(&state.vm_dir(&name))?;
+    let backend = backend::for_kind(record.backend, &state)?;
+    lifecycle::stop(&state, backend.as_ref(), &mut record)?;
+    println!("{name} is stopped");
+    Ok(0)
+}

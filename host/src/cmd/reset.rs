@@ -1,0 +1,31 @@
+//! `hutch reset [NAME]`: delete a VM and start a fresh clone of its image
+//! under the same name, with the same settings.
+
+use crate::backend::{self, VmSpec};
+use crate::cli::NameArg;
+use crate::cmd::up::announce;
+use crate::error::Error;
+use crate::lifecycle;
+use crate::state::{StateDir, VmLock};
+use crate::target::vm_name;
+
+/// Runs `hutch reset`; returns the exit code.
+pub async fn run(args: NameArg) -> Result<u8, Error> {
+    let state = StateDir::from_env()?;
+    let name = vm_name(&state, args.name.as_ref())?;
+    let record = state.load(&name)?;
+    let _lock = VmLock::acquire(&state.vm_dir(&name))?;
+    let backend = backend::for_kind(record.backend, &state)?;
+    let spec = VmSpec {
+        name: name.clone(),
+        image: Some(record.image.clone()),
+        cpus: record.cpus,
+        memory_mib: record.memory_mib,
+        workspace: record.workspace.clone(),
+        ephemeral: record.ephemeral,
+    };
+    backend.delete(&record, &state.vm_dir(&name))?;
+    std::fs::remove_file(state.vm_dir(&name).join("vm.json")).map_err(|e| Error::local("removing the old record", e))?;
+    announce(backend.as_ref(), lifecycle::ensure_running(&state, backend.as_ref(), &spec).await?);
+    Ok(0)
+}

@@ -1,0 +1,21 @@
+//! `hutch shell`: the guest user's login shell on a terminal.
+
+use crate::cli::{ExecFlags, ShellArgs};
+use crate::error::Error;
+use crate::exec::Options;
+use crate::target::Target;
+
+/// Finds the user's shell in the guest's passwd (falling back to /bin/sh) and
+/// runs it as a login shell.
+const LOGIN_SHELL: &str = r#"s=$(awk -F: -v u="$(id -un)" '$1 == u { print $7 }' /etc/passwd 2>/dev/null); [ -x "$s" ] || s=/bin/sh; cd "${HUTCH_CWD:-$HOME}" 2>/dev/null; exec "$s" -l"#;
+
+/// Runs `hutch shell`; returns the shell's exit code.
+pub async fn run(args: ShellArgs) -> Result<u8, Error> {
+    let target = Target::vm(args.name.as_ref())?;
+    let flags = ExecFlags { tty: true, no_tty: false, cwd: None, env: Vec::new(), timeout: None, json: false, no_stdin: false };
+    let mut options: Options = super::exec::options(&flags, vec!["/bin/sh".into(), "-c".into(), LOGIN_SHELL.into()], None);
+    if let Some(cwd) = target.default_cwd() {
+        options.env.insert("HUTCH_CWD".into(), cwd);
+    }
+    super::exec::report(super::exec::run_on(&target, &options).await, false)
+}

@@ -1,0 +1,129 @@
+//! Which agent a command talks to: an explicit address, or a VM by name.
+//!
+//! This is `hutch exec`'s hot path: it reads one small JSON record and
+//! connects. It never runs a VM manager's CLI; only when connecting fails does
+//! it ask the backend why, to say what is wrong and what fixes it.
+
+use std::path::{Path, PathBuf};
+
+use hutch_proto::addr::Addr;
+
+use crate::backend::{self, VmState};
+use crate::cli::AgentArgs;
+use crate::error::Error;
+use crate::state::{StateDir, StateError, VmName, VmRecord, default_name};
+use crate::transport::{self, BearerToken, Client, TransportError};
+
+/// Where to send calls, and the VM behind it if there is one.
+pub struct Target {
+    /// The agent's address.
+    pub addr: Addr,
+    /// Token for `tcp://`.
+    pub token: BearerToken,
+    /// The VM, when the target was chosen by name.
+    pub vm: Option<(StateDir, VmRecord)>,
+}
+
+impl Target {
+    /// `--name` wins; then `--addr`/`HUTCH_ADDR`; then the current workspace's VM.
+    pub fn resolve(name: Option<&VmName>, agent: &AgentArgs) -> Result<Target, Error> {
+        if name.is_none() {
+            if let Some(addr) = &agent.addr {
+                return Ok(Target { addr: addr.clone(), token: agent.token()?, vm: None });
+            }
+        }
+        Target::vm(name)
+    }
+
+    /// The target for VM `name`, or for the current workspace's VM.
+    pub fn vm(name: Option<&VmName>) -> Result<Target, Error> {
+        let state = StateDir::from_env()?;
+        let name = vm_name(&state, name)?;
+        Target::for_vm(state, &name)
+    }
+
+    /// The target for VM `name`.
+    pub fn for_vm(state: StateDir, name: &VmName) -> Result<Target, Error> {
+        let record = state.load(name)?;
+        let token = match &record.token_file {
+            Some(path) => BearerToken::from_file(path)?,
+            None => BearerToken::default(),
+        };
+        Ok(Target { addr: record.addr.parse()?, token, vm: Some((state, record)) })
+    }
+
+    /// The guest working directory to use when none is given: the host's
+    /// current directory, when it lies inside the VM's workspace (which the
+    /// guest sees at the same path).
+    pub fn default_cwd(&self) -> Option<String> {
+        let workspace = self.vm.as_ref()?.1.workspace.as_ref()?;
+        let cwd = std::env::current_dir().ok()?;
+        cwd.starts_with(workspace).then(|| cwd.display().to_string())
+    }
+
+    /// Connects, turning a failure into the reason and the fix.
+    pub async fn connect(&self) -> Result<Client, Error> {
+        match transport::connect(&self.addr, self.token.clone()).await {
+            Ok(client) => Ok(client),
+            Err(e) => Err(self.diagnose(e)),
+        }
+    }
+
+    /// Asks the backend why the agent of this target's VM cannot be reached.
+    fn diagnose(&self, error: TransportError) -> Error {
+        let Some((state, record)) = &self.vm else { return error.into() };
+        let Ok(backend) = backend::for_kind(record.backend, state) else { return error.into() };
+        let Ok(name) = VmName::new(&record.name) else { return error.into() };
+        let dir = state.vm_dir(&name);
+        match backend.state(record, &dir) {
+            VmState::Running => {
+                Error::AgentSilent { name: record.name.clone(), cause: error.to_string(), console: backend.console_tail(&dir, 15) }
+            }
+            other => Error::VmDown { name: record.name.clone(), state: other.as_str().to_owned() },
+        }
+    }
+}
+
+/// `name`, or the VM for the current directory: the one named after it, else
+/// the one whose workspace contains it (the deepest).
+pub fn vm_name(state: &StateDir, name: Option<&VmName>) -> Result<VmName, Error> {
+    if let Some(name) = name {
+        return Ok(name.clone());
+    }
+    let cwd = std::env::current_dir().map_err(|e| Error::local("reading the current directory", e))?;
+    let own = default_name(&cwd);
+    if state.vm_dir(&own).join("vm.json").exists() {
+        return Ok(own);
+    }
+    let mut best: Option<(usize, VmName)> = None;
+    for (name, record) in state.list()? {
+        if let Ok(VmRecord { workspace: Some(ws), .. }) = record {
+            let depth = ws.components().count();
+            if cwd.starts_with(&ws) && best.as_ref().is_none_or(|(d, _)| depth > *d) {
+                best = Some((depth, name));
+            }
+        }
+    }
+    best.map(|(_, name)| name).ok_or_else(|| Error::State(StateError::NoSuchVm(own.to_string())))
+}
+
+/// The workspace folder for `hutch up`/`run`: `--workspace` or the current
+/// directory, absolute and with symlinks resolved (the guest mounts it at
+/// this exact path).
+pub fn workspace(given: Option<&Path>) -> Result<PathBuf, Error> {
+    let path = match given {
+        Some(path) => path.to_path_buf(),
+        None => std::env::current_dir().map_err(|e| Error::local("reading the current directory", e))?,
+    };
+    let resolved = path.canonicalize().map_err(|e| Error::local(&format!("workspace {}", path.display()), e))?;
+    if !resolved.is_dir() {
+        return Err(Error::Usage(format!("workspace {} is not a directory", resolved.display())));
+    }
+    if resolved.to_string_lossy().chars().any(char::is_whitespace) {
+        return Err(Error::Usage(format!(
+            "workspace {:?} contains white space, which the guest image cannot mount yet: use --workspace with a path without spaces, or --no-workspace",
+            resolved.display()
+        )));
+    }
+    Ok(resolved)
+}
