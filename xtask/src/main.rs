@@ -2,10 +2,14 @@
 //!
 //! - `demo [-- CMD…]`: start a local agent on a private socket, run one command
 //!   through `hutch exec`, stop the agent (the README's first command);
+//! - `e2e`: build the image and run the end-to-end suite in QEMU guests;
+//! - `image`: build the QEMU guest image and install it as hutch's default;
 //! - `bench [--quick] [--json FILE]`: measure hutch against its anchors.
 
 mod bench;
 mod demo;
+mod e2e;
+mod image;
 mod local_agent;
 mod workspace;
 
@@ -28,6 +32,14 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
     },
+    /// Build the QEMU guest image (kernel, modules, busybox, static agent) and install it as the default.
+    Image {
+        /// Only build it under target/hutch-image; do not install it.
+        #[arg(long)]
+        no_install: bool,
+    },
+    /// Build the guest image and run the end-to-end tests in real QEMU guests.
+    E2e,
     /// Measure hutch beside its anchors (/bin/true, ...) and print ratios.
     Bench {
         /// Fewer runs, for a quick look.
@@ -42,6 +54,8 @@ enum Task {
 fn main() -> ExitCode {
     let result = match Cli::parse().task {
         Task::Demo { command } => demo::run(command),
+        Task::E2e => e2e::run(),
+        Task::Image { no_install } => image::run(!no_install).map(|_| 0),
         Task::Bench { quick, json } => bench::run(quick, json.as_deref()).map(|()| 0),
     };
     match result {

@@ -1,0 +1,29 @@
+//! `cargo xtask e2e`: build the guest image and run the end-to-end suite
+//! (tests/tests/e2e_qemu.rs) against real QEMU guests, one at a time.
+
+use std::process::Command;
+
+use crate::image;
+use crate::workspace::{Result, root};
+
+/// Runs the suite; returns its exit code.
+pub fn run() -> Result<u8> {
+    check_tool("qemu-system-x86_64", "apt-get install qemu-system-x86")?;
+    let kernel_vsock = std::path::Path::new("/dev/vhost-vsock").exists();
+    if !kernel_vsock {
+        check_tool("vhost-device-vsock", "cargo install vhost-device-vsock --locked")?;
+    }
+    let image = image::run(false)?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .current_dir(root())
+        .args(["test", "-p", "hutch-tests", "--test", "e2e_qemu", "--", "--ignored", "--test-threads=1"])
+        .env("HUTCH_E2E_IMAGE", &image)
+        .status()?;
+    Ok(status.code().map_or(1, |c| c as u8))
+}
+
+fn check_tool(name: &str, install: &str) -> Result<()> {
+    let found = std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()));
+    if found { Ok(()) } else { Err(format!("{name} is not in PATH: install it with `{install}`").into()) }
+}
