@@ -1,0 +1,157 @@
+//! End to end in real QEMU guests: `cargo xtask e2e` builds the image and runs
+//! these (they are ignored by a plain `cargo test`, which has no VM).
+//! Sequential (--test-threads=1): each guest is a CPU-hungry TCG emulator.
+
+use std::io::Write;
+use std::process::Stdio;
+
+use hutch_tests::pty::OnPty;
+use hutch_tests::vm::e2e;
+use hutch_tests::{PROMPT, code, pseudo_random, stderr, stdout};
+
+const SMALL: &[&str] = &["--cpus", "1", "--memory", "256"];
+
+fn up(name: &str, workspace: &std::path::Path) {
+    let ws = workspace.to_str().unwrap();
+    let mut args = vec!["up", "--name", name, "--workspace", ws];
+    args.extend_from_slice(SMALL);
+    let out = e2e().run(&args);
+    assert_eq!(code(&out), 0, "hutch up failed:\n{}", stderr(&out));
+}
+
+fn rm(name: &str) {
+    let out = e2e().run(&["rm", "-f", name]);
+    assert_eq!(code(&out), 0, "hutch rm failed:\n{}", stderr(&out));
+}
+
+#[test]
+#[ignore = "needs QEMU and a guest image: run `cargo xtask e2e`"]
+fn a_booted_guest_runs_commands_with_exact_codes_output_and_terminals() {
+    let ws = tempfile::tempdir_in("/tmp").unwrap();
+    up("e2e-main", ws.path());
+    let exec = |args: &[&str]| {
+        let mut all = vec!["exec", "--name", "e2e-main", "--"];
+        all.extend_from_slice(args);
+        e2e().run(&all)
+    };
+
+    // It really is the guest.
+    let out = exec(&["uname", "-n"]);
+    assert_eq!((code(&out), stdout(&out).trim()), (0, "hutch-guest"), "{}", stderr(&out));
+
+    // Exit codes and signals.
+    assert_eq!(code(&exec(&["true"])), 0);
+    assert_eq!(code(&exec(&["sh", "-c", "exit 7"])), 7);
+    assert_eq!(code(&exec(&["sh", "-c", "kill -TERM $$"])), 143);
+    assert_eq!(code(&exec(&["no-such-command"])), 127);
+    assert_eq!(code(&exec(&["/etc/passwd"])), 126);
+
+    // stdin EOF.
+    let mut child =
+        e2e().hutch().args(["exec", "--name", "e2e-main", "--", "cat"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(b"abc").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!((code(&out), out.stdout.as_slice()), (0, b"abc".as_slice()));
+
+    // 10 MB of binary output, byte-exact (the file reaches the guest over 9p).
+    let data = pseudo_random(10 * 1024 * 1024, 99);
+    let file = ws.path().join("ten-mb.bin");
+    std::fs::write(&file, &data).unwrap();
+    let out = exec(&["cat", file.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(out.stdout == data, "10 MB differ: got {} bytes", out.stdout.len());
+
+    // A file the guest writes into the share is on the host, at the same path.
+    let created = ws.path().join("from-guest.txt");
+    let script = format!("cd '{}' && pwd && echo written-in-guest > from-guest.txt", ws.path().display());
+    let out = exec(&["sh", "-c", &script]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), ws.path().to_str().unwrap());
+    assert_eq!(std::fs::read_to_string(&created).unwrap(), "written-in-guest\n");
+
+    // A terminal of the local size, and a resize that reaches the guest.
+    let mut cmd = e2e().hutch();
+    let script = "stty size; trap 'stty size; exit 0' WINCH; echo ready; while :; do sleep 1 & wait $!; done";
+    cmd.args(["exec", "--name", "e2e-main", "--", "sh", "-c", script]);
+    let mut run = OnPty::spawn(cmd, 33, 101);
+    run.wait_for("ready", PROMPT * 4);
+    run.resize(40, 132);
+    let screen = run.wait_for("40 132", PROMPT * 4);
+    assert!(screen.contains("33 101"), "{screen:?}");
+    assert_eq!(run.child.wait().unwrap().code(), Some(0));
+
+    // `ls` shows it running; `down` stops it and exec then says what to do.
+    let out = e2e().run(&["ls", "--json"]);
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let vm = list.as_array().unwrap().iter().find(|v| v["name"] == "e2e-main").expect("listed");
+    assert_eq!(vm["state"], "running");
+    assert_eq!(vm["workspace"], ws.path().to_str().unwrap());
+    assert_eq!(code(&e2e().run(&["down", "e2e-main"])), 0);
+    let out = exec(&["true"]);
+    assert_eq!(code(&out), 125);
+    assert!(stderr(&out).contains("is stopped") && stderr(&out).contains("hutch up --name e2e-main"), "{}", stderr(&out));
+
+    // `up` again brings the same VM back; `rm` removes every trace.
+    up("e2e-main", ws.path());
+    assert_eq!(code(&exec(&["true"])), 0);
+    rm("e2e-main");
+    assert!(!e2e().state.path().join("vms/e2e-main").exists());
+}
+
+#[test]
+#[ignore = "needs QEMU and a guest image: run `cargo xtask e2e`"]
+fn run_rm_propagates_the_code_and_leaves_nothing_behind() {
+    let ws = tempfile::tempdir_in("/tmp").unwrap();
+    let mut args = vec!["run", "--rm", "--workspace", ws.path().to_str().unwrap()];
+    args.extend_from_slice(SMALL);
+    args.extend_from_slice(&["--", "sh", "-c", "uname -n; exit 3"]);
+    let out = e2e().run(&args);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    assert_eq!(stdout(&out), "hutch-guest\n");
+    assert!(e2e().vm_processes().iter().all(|(_, c)| !c.contains("/vms/run-")), "left behind: {:?}", e2e().vm_processes());
+    let vms = std::fs::read_dir(e2e().state.path().join("vms"))
+        .map(|d| d.flatten().filter(|e| e.file_name().to_string_lossy().starts_with("run-")).count())
+        .unwrap_or(0);
+    assert_eq!(vms, 0, "a run-* VM folder was left behind");
+}
+
+#[test]
+#[ignore = "needs QEMU and a guest image: run `cargo xtask e2e`"]
+fn two_runs_at_once_get_two_vms() {
+    let ws = tempfile::tempdir_in("/tmp").unwrap();
+    let spawn = |tag: &str| {
+        let mut args = vec!["run", "--rm", "--workspace", ws.path().to_str().unwrap()];
+        args.extend_from_slice(SMALL);
+        let script = format!("echo {tag}; cat /proc/sys/kernel/random/boot_id");
+        args.extend_from_slice(&["--", "sh", "-c", &script]);
+        e2e().hutch().args(&args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
+    };
+    let (a, b) = (spawn("first"), spawn("second"));
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert_eq!(code(&a), 0, "{}", stderr(&a));
+    assert_eq!(code(&b), 0, "{}", stderr(&b));
+    let (a, b) = (stdout(&a), stdout(&b));
+    assert!(a.starts_with("first\n") && b.starts_with("second\n"));
+    assert_ne!(a.lines().nth(1), b.lines().nth(1), "both commands ran in the same guest");
+    assert!(e2e().vm_processes().iter().all(|(_, c)| !c.contains("/vms/run-")));
+}
+
+#[test]
+#[ignore = "needs QEMU and a guest image: run `cargo xtask e2e`"]
+fn sigterm_to_hutch_run_still_deletes_the_vm() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    use std::io::{BufRead, BufReader};
+    let ws = tempfile::tempdir_in("/tmp").unwrap();
+    let mut args = vec!["run", "--rm", "--workspace", ws.path().to_str().unwrap()];
+    args.extend_from_slice(SMALL);
+    args.extend_from_slice(&["--", "sh", "-c", "echo booted; exec sleep 1000"]);
+    let mut child = e2e().hutch().args(&args).stdin(Stdio::null()).stdout(Stdio::piped()).spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert_eq!(line, "booted\n");
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(143));
+    assert!(e2e().vm_processes().iter().all(|(_, c)| !c.contains("/vms/run-")), "left behind: {:?}", e2e().vm_processes());
+}
