@@ -1,6 +1,7 @@
 //! A hutch-agent on a private Unix socket, for the demo and the benchmarks.
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
@@ -22,7 +23,13 @@ impl LocalAgent {
         let dir = tempfile::Builder::new().prefix("hutch-").tempdir()?;
         let socket = dir.path().join("agent.sock");
         let addr = format!("unix://{}", socket.display());
-        let mut child = Command::new(agent_bin)
+        let mut cmd = Command::new(agent_bin);
+        // SAFETY: setsid is async-signal-safe.
+        unsafe {
+            // Detached from our terminal, as a daemon in a guest is.
+            cmd.pre_exec(|| nix::unistd::setsid().map(drop).map_err(std::io::Error::from));
+        }
+        let mut child = cmd
             .args(["--listen", &addr])
             .env("HUTCH_LOG", "warn")
             .stdin(Stdio::null())

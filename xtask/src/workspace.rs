@@ -23,7 +23,12 @@ pub fn build_bins(profile: &str) -> Result<(PathBuf, PathBuf)> {
     if !status.success() {
         return Err(format!("cargo build failed ({status})").into());
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
-    let dir = target.join(profile);
+    let dir = target_dir().join(profile);
     Ok((dir.join("hutch"), dir.join("hutch-agent")))
+}
+
+/// Cargo's target directory (`CARGO_TARGET_DIR`, else `<root>/target`), where
+/// generated files such as the benchmarks' keys and trees go.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from)
 }

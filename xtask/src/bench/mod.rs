@@ -1,0 +1,124 @@
+//! `cargo xtask bench`: hutch's speed claims, each measured beside an anchor
+//! in the same run, so the ratio means something on any machine.
+//!
+//! The run starts what it needs and stops it afterwards: a release-build
+//! hutch-agent on a private Unix socket and, when Debian's openssh-server is
+//! installed, a private sshd on 127.0.0.1 (see [`ssh`]). One module per kind
+//! of figure: [`exec`] (latency, throughput), [`pty`] (echo round trip),
+//! [`memory`] (agent RSS); [`table`] prints and serialises the rows.
+
+mod exec;
+mod memory;
+mod pty;
+mod ssh;
+mod stats;
+mod table;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::json;
+
+use crate::local_agent::LocalAgent;
+use crate::workspace::{Result, build_bins};
+use ssh::Sshd;
+use table::{Table, Unit};
+
+/// How much to measure: `--quick` for a look, the default for figures to publish.
+pub struct Plan {
+    /// Runs per latency figure (hutch, /bin/true, ssh over a ControlMaster).
+    pub latency_runs: usize,
+    /// Runs of a fresh `ssh host true` (each costs a key exchange).
+    pub ssh_fresh_runs: usize,
+    /// Bytes of stdout per throughput run.
+    pub stream_bytes: u64,
+    /// Runs per throughput figure.
+    pub stream_runs: usize,
+    /// PTY echo round trips per figure.
+    pub echoes: usize,
+}
+
+impl Plan {
+    fn new(quick: bool) -> Plan {
+        if quick {
+            Plan { latency_runs: 30, ssh_fresh_runs: 10, stream_bytes: 256 << 20, stream_runs: 3, echoes: 200 }
+        } else {
+            Plan { latency_runs: 200, ssh_fresh_runs: 30, stream_bytes: 1 << 30, stream_runs: 5, echoes: 1000 }
+        }
+    }
+}
+
+/// What the figures run against.
+pub struct Setup {
+    /// The release `hutch` binary.
+    pub hutch: PathBuf,
+    /// The local agent.
+    pub agent: LocalAgent,
+    /// The private sshd, or why there is none.
+    pub sshd: std::result::Result<Sshd, String>,
+}
+
+impl Setup {
+    /// `hutch exec -- ARGS…` against the local agent.
+    pub fn hutch_exec(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(&self.hutch);
+        cmd.args(["exec", "--"]).args(args).env("HUTCH_ADDR", &self.agent.addr);
+        cmd
+    }
+}
+
+/// Runs the benchmarks, prints the table and writes JSON if asked.
+pub fn run(quick: bool, json_out: Option<&Path>) -> Result<()> {
+    let (hutch, agent_bin) = build_bins("release")?;
+    let plan = Plan::new(quick);
+    let setup = Setup { hutch, agent: LocalAgent::start(&agent_bin)?, sshd: Sshd::start() };
+    println!(
+        "hutch bench{}: {}; release build; local agent on a Unix socket{}\n",
+        if quick { " --quick" } else { "" },
+        machine(),
+        if setup.sshd.is_ok() { "; sshd on 127.0.0.1" } else { "" }
+    );
+
+    let mut table = Table::default();
+    exec::latency(&mut table, &plan, &setup)?;
+    exec::throughput(&mut table, &plan, &setup)?;
+    echo(&mut table, &plan, &setup)?;
+    memory::agent_rss(&mut table, &setup)?;
+    table.note(
+        "not yet: `--ro` initial copy and re-sync rows (beside rsync, on a seeded tree under target/) need the `--ro` snapshot issue",
+    );
+    table.print();
+
+    if let Some(path) = json_out {
+        let mut report = table.json();
+        report["quick"] = json!(quick);
+        report["machine"] = json!(machine());
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+        println!("\nJSON written to {}", path.display());
+    }
+    Ok(())
+}
+
+/// PTY echo through hutch, and through `ssh -tt` when sshd is there.
+fn echo(table: &mut Table, plan: &Plan, setup: &Setup) -> Result<()> {
+    let script = pty::remote_script(plan.echoes);
+    let mut hutch_cmd = Command::new(&setup.hutch);
+    hutch_cmd.args(["exec", "-t", "--", "sh", "-c", &script]).env("HUTCH_ADDR", &setup.agent.addr);
+    let hutch = pty::echo_round_trips(hutch_cmd, plan.echoes)?;
+    table.figure("pty_echo", "PTY echo round trip (hutch exec -t)", Unit::Ms, hutch.clone(), None);
+    match &setup.sshd {
+        Ok(sshd) => {
+            let stats = pty::echo_round_trips(sshd.fresh_tty(&[&script]), plan.echoes)?;
+            table.anchor("pty_echo.ssh", "ssh -tt host (same remote command)", &hutch, stats, Unit::Ms);
+        }
+        Err(why) => table.note(format!("ssh row for PTY echo skipped: {why}")),
+    }
+    Ok(())
+}
+
+/// "Linux 6.1.0 x86_64, 2 CPUs": enough to tell machines apart.
+fn machine() -> String {
+    let read = |path: &str| std::fs::read_to_string(path).map(|s| s.trim().to_owned()).unwrap_or_else(|_| "?".into());
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{} {} {}, {cpus} CPUs", read("/proc/sys/kernel/ostype"), read("/proc/sys/kernel/osrelease"), std::env::consts::ARCH)
+}
