@@ -9,6 +9,7 @@ mod auth;
 mod exec;
 mod info;
 mod listen;
+mod prepare;
 mod service;
 
 use std::path::PathBuf;
@@ -41,9 +42,26 @@ struct Args {
     #[arg(long, value_name = "PATH")]
     token_file: Option<PathBuf>,
 
+    /// Where heavy dirs (node_modules, target, ...) live on VM-local disk.
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/hutch/local")]
+    local_dir: PathBuf,
+
+    /// How heavy dirs are redirected: bind mounts (Linux default) or symlinks (macOS default).
+    #[arg(long, value_enum)]
+    heavy_strategy: Option<HeavyStrategyArg>,
+
     /// More logging on stderr (-v debug, -vv trace). HUTCH_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
+}
+
+/// `--heavy-strategy` values.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum HeavyStrategyArg {
+    /// Bind-mount VM-local dirs over the paths (Linux).
+    Bind,
+    /// Replace the paths with symlinks into VM-local disk (macOS).
+    Symlink,
 }
 
 /// HTTP/2 keepalive: a host that vanished without closing its connection
@@ -85,7 +103,12 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
 
     let groups = Groups::default();
-    let service = AgentService::new(groups.clone());
+    let strategy = match args.heavy_strategy {
+        Some(HeavyStrategyArg::Bind) => prepare::Strategy::Bind,
+        Some(HeavyStrategyArg::Symlink) => prepare::Strategy::Symlink,
+        None => prepare::Strategy::native(),
+    };
+    let service = AgentService::new(groups.clone(), prepare::Config { local_root: args.local_dir, strategy });
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut servers = JoinSet::new();
     let mut sockets = Vec::new();

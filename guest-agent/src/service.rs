@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::time::Instant;
 
 use hutch_proto::v1::agent_server::Agent;
-use hutch_proto::v1::{ExecRequest, ExecResponse, InfoRequest, InfoResponse};
+use hutch_proto::v1::{ExecRequest, ExecResponse, InfoRequest, InfoResponse, PrepareRequest, PrepareResponse};
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
@@ -15,18 +15,21 @@ use crate::exec::output::RESPONSE_QUEUE;
 use crate::exec::registry::Groups;
 use crate::exec::session;
 use crate::info;
+use crate::prepare::{self, PrepareError};
 
 /// State shared by every call to one agent.
 #[derive(Clone)]
 pub struct AgentService {
     started: Instant,
     groups: Groups,
+    prepare: prepare::Config,
 }
 
 impl AgentService {
-    /// A service whose execs register their process groups in `groups`.
-    pub fn new(groups: Groups) -> Self {
-        Self { started: Instant::now(), groups }
+    /// A service whose execs register their process groups in `groups`, and
+    /// that keeps heavy dirs as `prepare` says.
+    pub fn new(groups: Groups, prepare: prepare::Config) -> Self {
+        Self { started: Instant::now(), groups, prepare }
     }
 }
 
@@ -44,5 +47,19 @@ impl Agent for AgentService {
 
     async fn info(&self, _request: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {
         Ok(Response::new(info::describe(self.started)))
+    }
+
+    async fn prepare(&self, request: Request<PrepareRequest>) -> Result<Response<PrepareResponse>, Status> {
+        let request = request.into_inner();
+        let config = self.prepare.clone();
+        let done = tokio::task::spawn_blocking(move || prepare::prepare(&request, &config))
+            .await
+            .map_err(|e| Status::internal(format!("prepare panicked: {e}")))?;
+        match done {
+            Ok(response) => Ok(Response::new(response)),
+            Err(e @ (PrepareError::BadPath(_) | PrepareError::NoShare)) => Err(Status::invalid_argument(e.to_string())),
+            Err(e @ PrepareError::Unsupported(_)) => Err(Status::unimplemented(e.to_string())),
+            Err(e) => Err(Status::failed_precondition(e.to_string())),
+        }
     }
 }
