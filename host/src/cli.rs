@@ -87,6 +87,15 @@ pub struct UpArgs {
     /// Share no folder with the guest.
     #[arg(long, conflicts_with = "workspace")]
     pub no_workspace: bool,
+
+    /// Also keep dirs with this name on VM-local disk (repeatable; the defaults are
+    /// node_modules, .next, .svelte-kit, .venv and target).
+    #[arg(long, value_name = "NAME", value_parser = parse_dir_name)]
+    pub heavy: Vec<String>,
+
+    /// Keep none of the default heavy dirs on VM-local disk (only --heavy ones).
+    #[arg(long)]
+    pub no_heavy: bool,
 }
 
 /// `hutch run`.
@@ -147,11 +156,6 @@ pub struct AgentArgs {
 }
 
 impl AgentArgs {
-    /// The address, or the error saying how to give one.
-    pub fn addr(&self) -> Result<&Addr, Error> {
-        self.addr.as_ref().ok_or(Error::NoAddress)
-    }
-
     /// The token to send, if a token file was given.
     pub fn token(&self) -> Result<BearerToken, Error> {
         Ok(match &self.token_file {
@@ -229,6 +233,14 @@ pub struct PingArgs {
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
+}
+
+/// A single directory name (no `/`, not `.` or `..`).
+fn parse_dir_name(s: &str) -> Result<String, String> {
+    if s.is_empty() || s == "." || s == ".." || s.contains('/') {
+        return Err(format!("{s:?} is not a directory name"));
+    }
+    Ok(s.to_owned())
 }
 
 /// Parses `K=V`, or `K` alone to pass the local value of K.

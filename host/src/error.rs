@@ -13,9 +13,6 @@ use crate::transport::TransportError;
 /// A failure of hutch, not of the remote command.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// No address was given and there is no default.
-    #[error("no agent address given")]
-    NoAddress,
     /// The address does not parse.
     #[error(transparent)]
     Addr(#[from] AddrError),
@@ -71,6 +68,9 @@ pub enum Error {
         /// Where to look.
         console: Option<String>,
     },
+    /// The agent could not set up the workspace.
+    #[error("the agent could not set up the workspace: {0}")]
+    Prepare(String),
     /// hutch was asked to stop by a signal before the command ran.
     #[error("interrupted by {0}")]
     Interrupted(nix::sys::signal::Signal),
@@ -110,7 +110,6 @@ impl Error {
     /// What the user can do about it.
     pub fn hint(&self) -> Option<String> {
         match self {
-            Error::NoAddress => Some("pass --addr ADDR or set HUTCH_ADDR, e.g. HUTCH_ADDR=unix:///tmp/hutch.sock".into()),
             Error::Addr(_) => None,
             Error::Transport(e) => Some(e.hint()),
             Error::Unauthenticated(_) => Some("pass the agent's token with --token-file (or HUTCH_TOKEN_FILE)".into()),
@@ -118,12 +117,15 @@ impl Error {
             Error::Rpc(_) | Error::Protocol(_) => {
                 Some("the agent and hutch may be different versions: compare `hutch --version` with `hutch ping`".into())
             }
-            Error::State(StateError::NoSuchVm(name)) => {
-                Some(format!("create it with `hutch up --name {name}`, or list VMs with `hutch ls`"))
-            }
+            Error::State(StateError::NoSuchVm(name)) => Some(format!(
+                "create it with `hutch up --name {name}`, pick another with --name (`hutch ls` lists them), or reach an agent directly with --addr"
+            )),
             Error::State(_) => None,
             Error::Backend(e) => e.hint(),
             Error::Usage(_) => None,
+            Error::Prepare(_) => {
+                Some("check that the workspace folder exists and is shared with the VM; `hutch reset NAME` starts over".into())
+            }
             Error::Boot { console, .. } => Some(match console {
                 Some(console) => format!("the VM's last output:\n{console}"),
                 None => "rerun with -v for details".into(),

@@ -12,6 +12,7 @@ pub mod error;
 pub mod exec;
 pub mod exit;
 pub mod lifecycle;
+pub mod prepare;
 pub mod state;
 pub mod target;
 pub mod transport;

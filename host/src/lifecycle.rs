@@ -81,6 +81,12 @@ pub async fn ensure_running(state: &StateDir, backend: &dyn Backend, spec: &VmSp
     backend.booted(&mut record, &dir);
     record.protocol = Some(info.protocol);
     record.save(&dir)?;
+    if let Err(e) = crate::prepare::prepare(backend, &mut record).await {
+        let mut failed = record.clone();
+        let _ = stop(state, backend, &mut failed);
+        return Err(e);
+    }
+    record.save(&dir)?;
     Ok(Outcome::Started(record, begin.elapsed()))
 }
 
@@ -139,6 +145,7 @@ pub fn stop(state: &StateDir, backend: &dyn Backend, record: &mut VmRecord) -> R
     let name = crate::state::VmName::new(&record.name)?;
     let dir = state.vm_dir(&name);
     backend.stop(record, &dir)?;
+    crate::prepare::remove_links(record);
     record.started_unix = None;
     record.save(&dir)?;
     Ok(())
@@ -148,6 +155,7 @@ pub fn stop(state: &StateDir, backend: &dyn Backend, record: &mut VmRecord) -> R
 pub fn destroy(state: &StateDir, backend: &dyn Backend, record: &VmRecord) -> Result<(), Error> {
     let name = crate::state::VmName::new(&record.name)?;
     backend.delete(record, &state.vm_dir(&name))?;
+    crate::prepare::remove_links(&mut record.clone());
     state.remove_vm_dir(&name)?;
     Ok(())
 }

@@ -62,12 +62,15 @@ fn main() -> ExitCode {
     std::process::exit(code.into())
 }
 
+/// Sets up logging only when asked (-v or HUTCH_LOG): `hutch exec` is on
+/// scripts' hot path, and an idle subscriber still costs start-up time.
 fn init_logging(verbose: u8) {
-    let default = match verbose {
-        0 => "warn",
-        1 => "debug",
-        _ => "trace",
+    let from_env = tracing_subscriber::EnvFilter::try_from_env("HUTCH_LOG").ok();
+    let filter = match (from_env, verbose) {
+        (Some(filter), _) => filter,
+        (None, 0) => return,
+        (None, 1) => tracing_subscriber::EnvFilter::new("debug"),
+        (None, _) => tracing_subscriber::EnvFilter::new("trace"),
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("HUTCH_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
 }

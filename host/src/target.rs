@@ -53,12 +53,12 @@ impl Target {
     }
 
     /// The guest working directory to use when none is given: the host's
-    /// current directory, when it lies inside the VM's workspace (which the
-    /// guest sees at the same path).
+    /// current directory when it lies inside the VM's workspace (which the
+    /// guest sees at the same path), else the workspace itself.
     pub fn default_cwd(&self) -> Option<String> {
         let workspace = self.vm.as_ref()?.1.workspace.as_ref()?;
-        let cwd = std::env::current_dir().ok()?;
-        cwd.starts_with(workspace).then(|| cwd.display().to_string())
+        let cwd = std::env::current_dir().ok().filter(|cwd| cwd.starts_with(workspace));
+        Some(cwd.unwrap_or_else(|| workspace.clone()).display().to_string())
     }
 
     /// Connects, turning a failure into the reason and the fix.
@@ -118,12 +118,6 @@ pub fn workspace(given: Option<&Path>) -> Result<PathBuf, Error> {
     let resolved = path.canonicalize().map_err(|e| Error::local(&format!("workspace {}", path.display()), e))?;
     if !resolved.is_dir() {
         return Err(Error::Usage(format!("workspace {} is not a directory", resolved.display())));
-    }
-    if resolved.to_string_lossy().chars().any(char::is_whitespace) {
-        return Err(Error::Usage(format!(
-            "workspace {:?} contains white space, which the guest image cannot mount yet: use --workspace with a path without spaces, or --no-workspace",
-            resolved.display()
-        )));
     }
     Ok(resolved)
 }

@@ -3,24 +3,37 @@
 
 use hutch_proto::v1::agent_client::AgentClient;
 use hutch_proto::v1::exec_response::Kind;
-use hutch_proto::v1::{ExecRequest, ExecResponse};
+use hutch_proto::v1::{ExecRequest, ExecResponse, PrepareRequest, PrepareResponse};
 use hyper_util::rt::TokioIo;
-use tonic::transport::{Endpoint, Uri};
+use tonic::transport::{Channel, Endpoint, Uri};
+
+/// Connects to the agent listening on the Unix socket `socket`.
+async fn connect(socket: &std::path::Path) -> AgentClient<Channel> {
+    let socket = socket.to_path_buf();
+    let channel = Endpoint::from_static("http://agent")
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let socket = socket.clone();
+            async move { tokio::net::UnixStream::connect(socket).await.map(TokioIo::new) }
+        }))
+        .await
+        .expect("connect to agent");
+    AgentClient::new(channel)
+}
+
+fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime").block_on(future)
+}
+
+/// Calls `Prepare` once.
+pub fn prepare(socket: &std::path::Path, request: PrepareRequest) -> Result<PrepareResponse, tonic::Status> {
+    block_on(async { connect(socket).await.prepare(request).await.map(tonic::Response::into_inner) })
+}
 
 /// Sends `requests` on one Exec stream (then half-closes) and collects every
 /// response until the agent ends the stream.
 pub fn exec(socket: &std::path::Path, requests: Vec<ExecRequest>) -> Vec<ExecResponse> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    runtime.block_on(async {
-        let socket = socket.to_path_buf();
-        let channel = Endpoint::from_static("http://agent")
-            .connect_with_connector(tower::service_fn(move |_: Uri| {
-                let socket = socket.clone();
-                async move { tokio::net::UnixStream::connect(socket).await.map(TokioIo::new) }
-            }))
-            .await
-            .expect("connect to agent");
-        let mut client = AgentClient::new(channel);
+    block_on(async {
+        let mut client = connect(socket).await;
         let mut stream = client.exec(tokio_stream::iter(requests)).await.expect("exec call").into_inner();
         let mut responses = Vec::new();
         while let Some(message) = stream.message().await.expect("exec stream") {

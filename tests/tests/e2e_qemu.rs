@@ -27,7 +27,10 @@ fn rm(name: &str) {
 #[test]
 #[ignore = "needs QEMU and a guest image: run `cargo xtask e2e`"]
 fn a_booted_guest_runs_commands_with_exact_codes_output_and_terminals() {
-    let ws = tempfile::tempdir_in("/tmp").unwrap();
+    // A path with a space: the agent mounts the share there itself.
+    let ws = tempfile::Builder::new().prefix("ws e2e").tempdir_in("/tmp").unwrap();
+    std::fs::create_dir_all(ws.path().join("packages/a/node_modules")).unwrap();
+    std::fs::write(ws.path().join("packages/a/node_modules/from-host"), "host data").unwrap();
     up("e2e-main", ws.path());
     let exec = |args: &[&str]| {
         let mut all = vec!["exec", "--name", "e2e-main", "--"];
@@ -68,6 +71,17 @@ fn a_booted_guest_runs_commands_with_exact_codes_output_and_terminals() {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(stdout(&out).trim(), ws.path().to_str().unwrap());
     assert_eq!(std::fs::read_to_string(&created).unwrap(), "written-in-guest\n");
+
+    // Heavy dirs live on VM-local disk: the guest's node_modules never reaches
+    // the host, and a nested one hides (without touching) the host's files.
+    let script = "mkdir -p node_modules/pkg && echo built > node_modules/pkg/out && ls -A packages/a/node_modules && echo listed";
+    let out = exec(&["sh", "-c", script]);
+    assert_eq!((code(&out), stdout(&out).as_str()), (0, "listed\n"), "{}", stderr(&out));
+    let host_node_modules: Vec<_> = std::fs::read_dir(ws.path().join("node_modules")).unwrap().collect();
+    assert!(host_node_modules.is_empty(), "guest node_modules leaked to the host: {host_node_modules:?}");
+    assert_eq!(std::fs::read_to_string(ws.path().join("packages/a/node_modules/from-host")).unwrap(), "host data");
+    let out = exec(&["cat", "node_modules/pkg/out"]);
+    assert_eq!(stdout(&out), "built\n", "commands start in the workspace: {}", stderr(&out));
 
     // A terminal of the local size, and a resize that reaches the guest.
     let mut cmd = e2e().hutch();

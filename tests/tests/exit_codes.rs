@@ -111,9 +111,17 @@ fn unreachable_agent_is_125_with_a_hint() {
 #[test]
 fn missing_address_and_bad_flags_are_125_not_2() {
     let hutch = &hutch_tests::binaries().hutch;
-    let out = std::process::Command::new(hutch).args(["exec", "--", "true"]).env_remove("HUTCH_ADDR").output().unwrap();
+    // No address and no VM for this directory: say so, and how to fix it.
+    let state = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(hutch)
+        .args(["exec", "--", "true"])
+        .env_remove("HUTCH_ADDR")
+        .env("HUTCH_STATE_DIR", state.path())
+        .output()
+        .unwrap();
     assert_eq!(code(&out), 125);
-    assert!(stderr(&out).contains("no agent address"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no VM named"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("hint: ") && stderr(&out).contains("--addr"), "{}", stderr(&out));
     let out = std::process::Command::new(hutch).args(["exec", "--no-such-flag", "true"]).output().unwrap();
     assert_eq!(code(&out), 125);
     let out = std::process::Command::new(hutch).args(["exec", "--addr", "http://x", "--", "true"]).output().unwrap();

@@ -12,6 +12,8 @@ pub mod qemu;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use hutch_proto::v1::WorkspaceShare;
+
 use crate::state::{BackendKind, StateDir, VmName, VmRecord};
 
 /// What `hutch up`/`run` asks for.
@@ -29,6 +31,8 @@ pub struct VmSpec {
     pub workspace: Option<PathBuf>,
     /// Created by `hutch run --rm`: deleted when its command ends.
     pub ephemeral: bool,
+    /// Names of heavy artifact dirs to keep on VM-local disk.
+    pub heavy_dirs: Vec<String>,
 }
 
 /// What a backend knows about one of its VMs.
@@ -151,6 +155,9 @@ pub trait Backend {
     fn notes(&self, _record: &VmRecord) -> Vec<String> {
         Vec::new()
     }
+
+    /// How this backend shares the workspace with the guest, for `Prepare`.
+    fn workspace_share(&self, record: &VmRecord) -> Option<WorkspaceShare>;
 
     /// The image to use when the user names none.
     fn default_image(&self, state: &StateDir) -> Option<String>;

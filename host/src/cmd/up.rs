@@ -4,6 +4,7 @@ use crate::backend::{self, Backend, VmSpec};
 use crate::cli::UpArgs;
 use crate::error::Error;
 use crate::lifecycle::{self, Outcome};
+use crate::prepare::DEFAULT_HEAVY_DIRS;
 use crate::state::{StateDir, VmLock, VmName, default_name};
 use crate::target;
 
@@ -32,7 +33,19 @@ pub fn spec(args: &UpArgs, state: &StateDir, backend: &dyn Backend, name: Option
         memory_mib: args.memory,
         workspace,
         ephemeral,
+        heavy_dirs: heavy_dirs(args),
     })
+}
+
+/// The default heavy dirs plus `--heavy`, minus `--no-heavy`.
+fn heavy_dirs(args: &UpArgs) -> Vec<String> {
+    let mut dirs: Vec<String> = if args.no_heavy { Vec::new() } else { DEFAULT_HEAVY_DIRS.iter().map(|d| (*d).to_owned()).collect() };
+    for extra in &args.heavy {
+        if !dirs.contains(extra) {
+            dirs.push(extra.clone());
+        }
+    }
+    dirs
 }
 
 /// Tells the user what `ensure_running` did.

@@ -91,13 +91,13 @@ pub async fn run(client: &mut Client, options: &Options) -> Result<Finished, Err
             _ = sink.broken_pipe() => break Outcome::BrokenPipe,
             result = &mut interrupts => {
                 if let Err(e) = result {
-                    tracing::warn!("cannot forward signals: {e}");
+                    eprintln!("hutch: warning: cannot forward signals: {e}");
                 }
                 break Outcome::Abandoned;
             }
             result = &mut resizes, if resizes_active => {
                 if let Err(e) = result {
-                    tracing::warn!("cannot follow terminal resizes: {e}");
+                    eprintln!("hutch: warning: cannot follow terminal resizes: {e}");
                 }
             }
         }

@@ -58,6 +58,6 @@ pub fn forward(requests: mpsc::Sender<ExecRequest>) {
         let _ = requests.blocking_send(ExecRequest { kind: Some(Kind::CloseStdin(CloseStdin {})) });
     });
     if let Err(e) = spawned {
-        tracing::warn!("cannot start the stdin thread ({e}); the command gets no stdin");
+        eprintln!("hutch: warning: cannot start the stdin thread ({e}); the command gets no stdin");
     }
 }

@@ -71,6 +71,13 @@ pub struct VmRecord {
     /// Protocol level the agent reported at start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol: Option<u32>,
+    /// Names of heavy artifact dirs kept on VM-local disk.
+    #[serde(default)]
+    pub heavy_dirs: Vec<String>,
+    /// Heavy dirs that became symlinks in the host project (macOS guests),
+    /// removed again by `hutch down`/`rm`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub heavy_links: Vec<HeavyLink>,
     /// Backend-specific details (process ids, accelerator, ...).
     #[serde(default)]
     pub backend_state: serde_json::Value,
@@ -105,6 +112,15 @@ impl VmRecord {
     }
 }
 
+/// A symlink that `Prepare` put in the host project in place of a heavy dir.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeavyLink {
+    /// The link's path (in the host project).
+    pub path: PathBuf,
+    /// Where it points (VM-local storage).
+    pub target: PathBuf,
+}
+
 /// Seconds since the epoch, now.
 pub fn now_unix() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
@@ -129,6 +145,8 @@ mod tests {
             created_unix: 1,
             started_unix: Some(2),
             protocol: Some(1),
+            heavy_dirs: vec!["node_modules".into()],
+            heavy_links: Vec::new(),
             backend_state: serde_json::json!({ "qemu_pid": 42 }),
         }
     }

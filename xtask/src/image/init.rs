@@ -26,11 +26,6 @@ for m in $(cat /lib/modules/load-order); do
 done
 hostname hutch-guest
 ip link set lo up 2>/dev/null || ifconfig lo 127.0.0.1 up
-# The host's workspace, shared over 9p, appears at the host's own path.
-ws=$(sed -n 's/.*hutch\.ws=\([^ ]*\).*/\1/p' /proc/cmdline)
-if [ -n "$ws" ]; then
-  mkdir -p "$ws" && mount -t 9p -o trans=virtio,version=9p2000.L,msize=524288,cache=none hutch-ws "$ws" \
-    || echo "hutch-init: mounting the workspace at $ws failed"
-fi
+# The workspace share is mounted by the agent (its Prepare call), at the host's own path.
 echo "hutch-init: ready, starting hutch-agent"
 "#;

@@ -17,7 +17,7 @@ use std::process::Command;
 use hutch::backend::qemu::image::{IMAGE_FILE, ImageSpec};
 use hutch::state::StateDir;
 
-use crate::workspace::{Result, root};
+use crate::workspace::{Result, root, target_dir};
 
 /// Kernel command line: serial console, quiet, power off instead of reboot on
 /// panic, no timer calibration check (slow under emulation).
@@ -64,7 +64,7 @@ pub fn run(install: bool) -> Result<PathBuf> {
     }
     archive.file("lib/modules/load-order", 0o644, order.as_bytes());
 
-    let out = root().join("target").join("hutch-image");
+    let out = target_dir().join("hutch-image");
     std::fs::create_dir_all(&out)?;
     archive.write_to(std::fs::File::create(out.join("initramfs.cpio"))?)?;
     std::fs::write(out.join("vmlinux"), kernel::extract_vmlinux(&kernel)?)?;
@@ -116,8 +116,7 @@ fn build_static_agent() -> Result<PathBuf> {
     if !status.success() {
         return Err("building the static hutch-agent failed".into());
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
-    let agent = target.join(&host).join("release").join("hutch-agent");
+    let agent = target_dir().join(&host).join("release").join("hutch-agent");
     if is_dynamic(&std::fs::read(&agent)?) {
         return Err(format!("{} is not statically linked", agent.display()).into());
     }

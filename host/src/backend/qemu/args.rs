@@ -71,10 +71,6 @@ impl Machine<'_> {
         if let Some(khz) = self.tsc_khz {
             cmdline.push_str(&format!(" tsc_early_khz={khz}"));
         }
-        if let Some(ws) = self.workspace {
-            // The image's init mounts the share at the host's own path.
-            cmdline.push_str(&format!(" hutch.ws={}", ws.display()));
-        }
         push(&["-append", &cmdline]);
         args
     }
@@ -119,6 +115,6 @@ mod tests {
         assert!(joined.contains("-device vhost-user-vsock-pci,chardev=vsock0"));
         assert!(joined.contains("path=/home/me/a,,b,security_model=none"));
         assert!(joined.contains("-serial file:/vm/console.log"));
-        assert!(args.last().unwrap().ends_with("hutch.ws=/home/me/a,b"));
+        assert_eq!(args.last().unwrap(), "console=ttyS0");
     }
 }

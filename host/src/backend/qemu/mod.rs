@@ -17,6 +17,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use hutch_proto::addr::Addr;
+use hutch_proto::v1::{WorkspaceShare, workspace_share};
 use serde::{Deserialize, Serialize};
 
 use crate::backend::{Backend, BackendError, VmSpec, VmState, tail_of_file};
@@ -158,6 +159,8 @@ impl Backend for Qemu {
             created_unix: now_unix(),
             started_unix: None,
             protocol: None,
+            heavy_dirs: spec.heavy_dirs.clone(),
+            heavy_links: Vec::new(),
             backend_state: serde_json::Value::Null,
         })
     }
@@ -213,6 +216,10 @@ impl Backend for Qemu {
             Some(Accel::Kvm) => vec!["running under KVM".to_owned()],
             None => Vec::new(),
         }
+    }
+
+    fn workspace_share(&self, record: &VmRecord) -> Option<WorkspaceShare> {
+        record.workspace.as_ref().map(|_| WorkspaceShare { kind: Some(workspace_share::Kind::NinepTag(args::WORKSPACE_TAG.into())) })
     }
 
     fn default_image(&self, state: &StateDir) -> Option<String> {
