@@ -3,9 +3,10 @@
 //! `v1` is generated from `hutch/v1/agent.proto` at build time; read that file
 //! for what each message means. [`addr`] is the one place that parses agent
 //! addresses (`unix://`, `tcp://`, `vsock://`, `hvsock://`), so the host and the
-//! agent agree on their syntax.
+//! agent agree on their syntax; [`mountinfo`] parses Linux mount tables for both.
 
 pub mod addr;
+pub mod mountinfo;
 
 /// Generated types and gRPC stubs for the `hutch.v1` package.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
