@@ -45,6 +45,14 @@ pub enum Command {
     Reset(NameArg),
     /// List VMs: name, backend, state, address, workspace, uptime.
     Ls(LsArgs),
+    /// Check the host and the VM, and say how to fix what is wrong.
+    Doctor(DoctorArgs),
+    /// Show the configuration in force and where each value comes from.
+    Config(ConfigArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(CompletionsArgs),
+    /// Print hutch's man page (roff).
+    Man,
     /// Check that the agent answers; show its version, platform and round-trip time.
     Ping(PingArgs),
 }
@@ -64,21 +72,21 @@ pub struct UpArgs {
     #[arg(short = 'n', long, value_name = "NAME")]
     pub name: Option<VmName>,
 
-    /// VM manager.
-    #[arg(long, value_enum, env = "HUTCH_BACKEND", default_value_t = BackendKind::Qemu)]
-    pub backend: BackendKind,
+    /// VM manager [default: qemu, or `backend` in hutch.toml / config.toml].
+    #[arg(long, value_enum, env = "HUTCH_BACKEND")]
+    pub backend: Option<BackendKind>,
 
     /// Base image (QEMU: a folder from `cargo xtask image`; default: the installed one).
     #[arg(long, env = "HUTCH_IMAGE", value_name = "IMG")]
     pub image: Option<String>,
 
-    /// Virtual CPUs.
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=256))]
-    pub cpus: u32,
+    /// Virtual CPUs [default: 2, or `cpus` in the configuration].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub cpus: Option<u32>,
 
-    /// Memory in MiB.
-    #[arg(long, value_name = "MIB", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(64..=1_048_576))]
-    pub memory: u32,
+    /// Memory in MiB [default: 1024, or `memory` in the configuration].
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u32).range(64..=1_048_576))]
+    pub memory: Option<u32>,
 
     /// Host folder shared into the guest at the same path (default: the current directory).
     #[arg(long, value_name = "DIR")]
@@ -89,7 +97,7 @@ pub struct UpArgs {
     pub no_workspace: bool,
 
     /// Also keep dirs with this name on VM-local disk (repeatable; the defaults are
-    /// node_modules, .next, .svelte-kit, .venv and target).
+    /// node_modules, .next, .svelte-kit, .venv and target, or `heavy` in the configuration).
     #[arg(long, value_name = "NAME", value_parser = parse_dir_name)]
     pub heavy: Vec<String>,
 
@@ -133,6 +141,37 @@ pub struct RmArgs {
     /// Stop the VM first if it is running.
     #[arg(short, long)]
     pub force: bool,
+}
+
+/// `hutch doctor`.
+#[derive(Args, Debug)]
+pub struct DoctorArgs {
+    /// The VM to check (default: --addr/HUTCH_ADDR if set, else the current workspace's VM).
+    #[arg(short = 'n', long, value_name = "NAME")]
+    pub name: Option<VmName>,
+
+    #[command(flatten)]
+    pub agent: AgentArgs,
+
+    /// Print a JSON array of checks.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `hutch config`.
+#[derive(Args, Debug)]
+pub struct ConfigArgs {
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `hutch completions`.
+#[derive(Args, Debug)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 /// `hutch ls`.

@@ -71,6 +71,19 @@ pub enum Error {
     /// The agent could not set up the workspace.
     #[error("the agent could not set up the workspace: {0}")]
     Prepare(String),
+    /// A configuration file is unusable.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// A hook script failed; hutch exits with its code.
+    #[error("hook {} failed: {why}", script.display())]
+    Hook {
+        /// The script.
+        script: std::path::PathBuf,
+        /// How it failed.
+        why: String,
+        /// Its exit code, which hutch passes on.
+        code: u8,
+    },
     /// hutch was asked to stop by a signal before the command ran.
     #[error("interrupted by {0}")]
     Interrupted(nix::sys::signal::Signal),
@@ -135,6 +148,8 @@ impl Error {
                 Some(console) => format!("restart it with `hutch reset {name}`; its last output:\n{console}"),
                 None => format!("restart it with `hutch reset {name}`"),
             }),
+            Error::Config(_) => Some("fix the file (`hutch config` shows what is in force and where it comes from)".into()),
+            Error::Hook { .. } => Some("fix the hook, or run without it (its output is above)".into()),
             Error::Interrupted(_) | Error::Local { .. } => None,
         }
     }
@@ -144,6 +159,8 @@ impl Error {
         match self {
             // As if the signal had killed hutch, which is what the user asked.
             Error::Interrupted(signal) => exit::signaled(*signal as u32),
+            // The hook's own code, as `run` passes on its command's.
+            Error::Hook { code, .. } => *code,
             _ => exit::HUTCH_FAILED,
         }
     }

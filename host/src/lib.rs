@@ -8,9 +8,12 @@
 pub mod backend;
 pub mod cli;
 pub mod cmd;
+pub mod config;
+pub mod doctor;
 pub mod error;
 pub mod exec;
 pub mod exit;
+pub mod hooks;
 pub mod lifecycle;
 pub mod prepare;
 pub mod state;

@@ -44,6 +44,10 @@ fn main() -> ExitCode {
             Command::Rm(args) => hutch::cmd::rm::run(args).await,
             Command::Reset(args) => hutch::cmd::reset::run(args).await,
             Command::Ls(args) => hutch::cmd::ls::run(args).await,
+            Command::Config(args) => hutch::cmd::config::run(args).await,
+            Command::Doctor(args) => hutch::cmd::doctor::run(args).await,
+            Command::Completions(args) => hutch::cmd::completions::completions(args).await,
+            Command::Man => hutch::cmd::completions::man().await,
             Command::Ping(args) => hutch::cmd::ping::run(args).await,
         }
     });

@@ -6,6 +6,7 @@ use std::io::IsTerminal;
 use serde_json::json;
 
 use crate::cli::{ExecArgs, ExecFlags};
+use crate::config::{Config, env_pairs};
 use crate::error::Error;
 use crate::exec::{self, Finished, Options};
 use crate::target::Target;
@@ -14,7 +15,8 @@ use crate::target::Target;
 pub async fn run(args: ExecArgs) -> Result<u8, Error> {
     let result = async {
         let target = Target::resolve(args.name.as_ref(), &args.agent)?;
-        let options = options(&args.flags, args.command.clone(), target.default_cwd());
+        let mut options = options(&args.flags, args.command.clone(), target.default_cwd());
+        add_configured_env(&mut options)?;
         run_on(&target, &options).await
     }
     .await;
@@ -48,6 +50,15 @@ pub fn report(result: Result<Finished, Error>, json: bool) -> Result<u8, Error> 
         }
         Err(error) => Err(error),
     }
+}
+
+/// Adds the `env` entries of the configuration in force here (flags win).
+pub fn add_configured_env(options: &mut Options) -> Result<(), Error> {
+    let cwd = std::env::current_dir().map_err(|e| Error::local("reading the current directory", e))?;
+    for (key, value) in env_pairs(&Config::load(&cwd)?.env.value) {
+        options.env.entry(key).or_insert(value);
+    }
+    Ok(())
 }
 
 /// Options for one exec from the command-line flags.

@@ -1,5 +1,8 @@
 //! One module per subcommand; each turns parsed arguments into an exit code.
 
+pub mod completions;
+pub mod config;
+pub mod doctor;
 pub mod down;
 pub mod exec;
 pub mod ls;

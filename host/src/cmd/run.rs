@@ -7,10 +7,11 @@
 
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::backend::{self, Backend};
+use crate::backend::Backend;
 use crate::cli::RunArgs;
 use crate::cmd::exec::{options, report, run_on};
-use crate::cmd::up::spec;
+use crate::cmd::up::{Plan, plan, run_runtime_hook};
+use crate::config::env_pairs;
 use crate::error::Error;
 use crate::lifecycle::{self, Outcome};
 use crate::state::{StateDir, VmLock, VmName};
@@ -19,38 +20,49 @@ use crate::target::Target;
 /// Runs `hutch run`; returns the exit code.
 pub async fn run(args: RunArgs) -> Result<u8, Error> {
     let state = StateDir::from_env()?;
-    let backend = backend::for_kind(args.up.backend, &state)?;
     let name = if args.rm { Some(args.up.name.clone().unwrap_or_else(throwaway_name)) } else { None };
-    let spec = spec(&args.up, &state, backend.as_ref(), name, args.rm)?;
+    let plan = plan(&args.up, &state, name, args.rm)?;
+    let (spec, backend) = (&plan.spec, plan.backend.as_ref());
     let lock = VmLock::acquire(&state.create_vm_dir(&spec.name)?)?;
 
     let booted = tokio::select! {
-        booted = lifecycle::ensure_running(&state, backend.as_ref(), &spec) => booted,
+        booted = boot(&state, &plan) => booted,
         signal = termination() => Err(Error::Interrupted(signal?)),
     };
-    match booted {
-        Ok(Outcome::Started(record, took)) => {
-            tracing::info!("{} booted in {:.1} s ({})", record.name, took.as_secs_f64(), backend.notes(&record).join("; "));
+    if let Err(error) = booted {
+        if args.rm {
+            clean_up(&state, backend, &spec.name);
         }
-        Ok(Outcome::AlreadyUp(record)) => tracing::info!("{} was already up", record.name),
-        Err(error) => {
-            if args.rm {
-                clean_up(&state, backend.as_ref(), &spec.name);
-            }
-            return Err(error);
-        }
+        return Err(error);
     }
     // A kept VM is free for other hutch commands as soon as it is up; a
     // throw-away one stays locked until it is gone.
     let _held = if args.rm { Some(lock) } else { None };
 
     let target = Target::for_vm(state.clone(), &spec.name)?;
-    let options = options(&args.exec, args.command.clone(), target.default_cwd());
+    let mut options = options(&args.exec, args.command.clone(), target.default_cwd());
+    for (key, value) in env_pairs(&plan.config.env.value) {
+        options.env.entry(key).or_insert(value);
+    }
     let result = run_on(&target, &options).await;
     if args.rm {
-        clean_up(&state, backend.as_ref(), &spec.name);
+        clean_up(&state, backend, &spec.name);
     }
     report(result, args.exec.json)
+}
+
+/// Boots (or finds) the VM, and runs the runtime hook in a fresh one.
+async fn boot(state: &StateDir, plan: &Plan) -> Result<(), Error> {
+    match lifecycle::ensure_running(state, plan.backend.as_ref(), &plan.spec).await? {
+        Outcome::Started(record, took) => {
+            tracing::info!("{} booted in {:.1} s ({})", record.name, took.as_secs_f64(), plan.backend.notes(&record).join("; "));
+            run_runtime_hook(state, plan).await
+        }
+        Outcome::AlreadyUp(record) => {
+            tracing::info!("{} was already up", record.name);
+            Ok(())
+        }
+    }
 }
 
 /// Deletes a throw-away VM, whatever state it got to.

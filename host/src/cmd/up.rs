@@ -2,50 +2,75 @@
 
 use crate::backend::{self, Backend, VmSpec};
 use crate::cli::UpArgs;
+use crate::config::Config;
 use crate::error::Error;
+use crate::hooks;
 use crate::lifecycle::{self, Outcome};
-use crate::prepare::DEFAULT_HEAVY_DIRS;
 use crate::state::{StateDir, VmLock, VmName, default_name};
-use crate::target;
+use crate::target::{self, Target};
 
 /// Runs `hutch up`; returns the exit code.
 pub async fn run(args: UpArgs) -> Result<u8, Error> {
     let state = StateDir::from_env()?;
-    let backend = backend::for_kind(args.backend, &state)?;
-    let spec = spec(&args, &state, backend.as_ref(), None, false)?;
-    let _lock = VmLock::acquire(&state.create_vm_dir(&spec.name)?)?;
-    announce(backend.as_ref(), lifecycle::ensure_running(&state, backend.as_ref(), &spec).await?);
+    let plan = plan(&args, &state, None, false)?;
+    let _lock = VmLock::acquire(&state.create_vm_dir(&plan.spec.name)?)?;
+    let outcome = lifecycle::ensure_running(&state, plan.backend.as_ref(), &plan.spec).await?;
+    let fresh = matches!(outcome, Outcome::Started(..));
+    announce(plan.backend.as_ref(), outcome);
+    if fresh {
+        run_runtime_hook(&state, &plan).await?;
+    }
     Ok(0)
 }
 
-/// The VM `up`/`run` asks for. `name` overrides `--name` and the default.
-pub fn spec(args: &UpArgs, state: &StateDir, backend: &dyn Backend, name: Option<VmName>, ephemeral: bool) -> Result<VmSpec, Error> {
-    let workspace = if args.no_workspace { None } else { Some(target::workspace(args.workspace.as_deref())?) };
-    let name = match (name.or_else(|| args.name.clone()), &workspace) {
-        (Some(name), _) => name,
-        (None, Some(ws)) => default_name(ws),
-        (None, None) => default_name(&std::env::current_dir().map_err(|e| Error::local("reading the current directory", e))?),
-    };
-    Ok(VmSpec {
-        name,
-        image: args.image.clone().or_else(|| backend.default_image(state)),
-        cpus: args.cpus,
-        memory_mib: args.memory,
-        workspace,
-        ephemeral,
-        heavy_dirs: heavy_dirs(args),
-    })
+/// What `up`/`run` resolved from flags, configuration files and defaults.
+pub struct Plan {
+    /// The merged configuration.
+    pub config: Config,
+    /// The VM to create or start.
+    pub spec: VmSpec,
+    /// Its backend.
+    pub backend: Box<dyn Backend>,
 }
 
-/// The default heavy dirs plus `--heavy`, minus `--no-heavy`.
-fn heavy_dirs(args: &UpArgs) -> Vec<String> {
-    let mut dirs: Vec<String> = if args.no_heavy { Vec::new() } else { DEFAULT_HEAVY_DIRS.iter().map(|d| (*d).to_owned()).collect() };
-    for extra in &args.heavy {
-        if !dirs.contains(extra) {
-            dirs.push(extra.clone());
-        }
+/// Resolves the VM `up`/`run` asks for. `name` overrides `--name` and the default.
+pub fn plan(args: &UpArgs, state: &StateDir, name: Option<VmName>, ephemeral: bool) -> Result<Plan, Error> {
+    let workspace = if args.no_workspace { None } else { Some(target::workspace(args.workspace.as_deref())?) };
+    let here = match &workspace {
+        Some(ws) => ws.clone(),
+        None => std::env::current_dir().map_err(|e| Error::local("reading the current directory", e))?,
+    };
+    let mut config = Config::load(&here)?;
+    Config::flag(&mut config.backend, args.backend);
+    Config::flag(&mut config.image, args.image.clone().map(Some));
+    Config::flag(&mut config.cpus, args.cpus);
+    Config::flag(&mut config.memory, args.memory);
+    if args.no_heavy {
+        Config::flag(&mut config.heavy, Some(Vec::new()));
     }
-    dirs
+    if !args.heavy.is_empty() {
+        let mut heavy = config.heavy.value.clone();
+        heavy.extend(args.heavy.iter().filter(|h| !config.heavy.value.contains(h)).cloned());
+        Config::flag(&mut config.heavy, Some(heavy));
+    }
+    let backend = backend::for_kind(config.backend.value, state)?;
+    let spec = VmSpec {
+        name: name.or_else(|| args.name.clone()).unwrap_or_else(|| default_name(&here)),
+        image: config.image.value.clone().or_else(|| backend.default_image(state)),
+        cpus: config.cpus.value,
+        memory_mib: config.memory.value,
+        workspace,
+        ephemeral,
+        heavy_dirs: config.heavy.value.clone(),
+    };
+    Ok(Plan { config, spec, backend })
+}
+
+/// Runs the project's runtime hook in a freshly started VM.
+pub async fn run_runtime_hook(state: &StateDir, plan: &Plan) -> Result<(), Error> {
+    let Some(workspace) = &plan.spec.workspace else { return Ok(()) };
+    let target = Target::for_vm(state.clone(), &plan.spec.name)?;
+    hooks::run_runtime(&target, workspace, &plan.config.runtime_hook.value).await
 }
 
 /// Tells the user what `ensure_running` did.

@@ -1,0 +1,24 @@
+//! `hutch config`: the configuration in force, and where each value comes from.
+
+use crate::cli::ConfigArgs;
+use crate::config::Config;
+use crate::error::Error;
+
+/// Runs `hutch config`; returns the exit code.
+pub async fn run(args: ConfigArgs) -> Result<u8, Error> {
+    let cwd = std::env::current_dir().map_err(|e| Error::local("reading the current directory", e))?;
+    let config = Config::load(&cwd)?;
+    let json = config.to_json();
+    if args.json {
+        println!("{json}");
+        return Ok(0);
+    }
+    let files: Vec<String> = config.files.iter().map(|f| f.display().to_string()).collect();
+    println!("# files read: {}", if files.is_empty() { "none (built-in defaults)".to_owned() } else { files.join(", ") });
+    if let Some(entries) = json.as_object() {
+        for (key, entry) in entries.iter().filter(|(k, _)| *k != "files") {
+            println!("{key} = {}    # {}", entry["value"], entry["source"].as_str().unwrap_or(""));
+        }
+    }
+    Ok(0)
+}

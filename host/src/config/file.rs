@@ -1,0 +1,121 @@
+//! One configuration file, as written: every key optional, unknown keys refused.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::state::BackendKind;
+
+/// The keys `hutch.toml` and `~/.config/hutch/config.toml` may hold.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// VM manager.
+    pub backend: Option<BackendKind>,
+    /// Base image.
+    pub image: Option<String>,
+    /// Virtual CPUs.
+    pub cpus: Option<u32>,
+    /// Memory in MiB.
+    pub memory: Option<u32>,
+    /// Heavy dirs kept on VM-local disk (replaces the defaults).
+    pub heavy: Option<Vec<String>>,
+    /// Extra ignore patterns for `--ro` snapshots (gitignore syntax).
+    pub ignore: Option<Vec<String>>,
+    /// Environment passed to every command: `NAME` (the local value) or `NAME=VALUE`.
+    pub env: Option<Vec<String>>,
+    /// Hook scripts.
+    pub hooks: Option<Hooks>,
+}
+
+/// The `[hooks]` table.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Hooks {
+    /// Per-user setup script: runs once in a base image being prepared.
+    pub setup: Option<String>,
+    /// Per-project runtime script (default `.hutch/runtime.sh`): runs in each
+    /// new VM before the first command.
+    pub runtime: Option<String>,
+}
+
+/// Why a configuration file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file exists but cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file is not valid hutch configuration; `message` has the line.
+    #[error("{path}:{line}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line of the problem.
+        line: usize,
+        /// What is wrong (unknown key, wrong type, bad TOML).
+        message: String,
+    },
+}
+
+impl ConfigFile {
+    /// Reads `path`; `Ok(None)` when it does not exist.
+    pub fn load(path: &Path) -> Result<Option<ConfigFile>, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(ConfigError::Read { path: path.to_path_buf(), source }),
+        };
+        ConfigFile::parse(&text, path).map(Some)
+    }
+
+    /// Parses `text` (from `path`, for messages).
+    pub fn parse(text: &str, path: &Path) -> Result<ConfigFile, ConfigError> {
+        toml::from_str(text).map_err(|e| {
+            let line = e.span().map_or(1, |span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+            ConfigError::Invalid { path: path.to_path_buf(), line, message: e.message().to_owned() }
+        })
+    }
+}
+
+/// `env` entries as (name, value), taking local values for bare names.
+pub fn env_pairs(entries: &[String]) -> BTreeMap<String, String> {
+    entries
+        .iter()
+        .filter_map(|entry| match entry.split_once('=') {
+            Some((k, v)) => Some((k.to_owned(), v.to_owned())),
+            None => std::env::var(entry).ok().map(|v| (entry.clone(), v)),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_key() {
+        let text = "backend = \"qemu\"\ncpus = 4\nmemory = 2048\nheavy = [\"node_modules\", \"dist\"]\nenv = [\"A=1\"]\n[hooks]\nruntime = \"scripts/boot.sh\"\n";
+        let file = ConfigFile::parse(text, Path::new("hutch.toml")).unwrap();
+        assert_eq!(file.backend, Some(BackendKind::Qemu));
+        assert_eq!(file.cpus, Some(4));
+        assert_eq!(file.heavy.as_deref(), Some(&["node_modules".to_owned(), "dist".to_owned()][..]));
+        assert_eq!(file.hooks.unwrap().runtime.as_deref(), Some("scripts/boot.sh"));
+    }
+
+    #[test]
+    fn unknown_keys_name_the_file_and_line() {
+        let err = ConfigFile::parse("cpus = 2\n\nmemroy = 512\n", Path::new("/p/hutch.toml")).unwrap_err().to_string();
+        assert!(err.starts_with("/p/hutch.toml:3: "), "{err}");
+        assert!(err.contains("memroy"), "{err}");
+        let err = ConfigFile::parse("[hooks]\nruntime = \"a\"\nbefore = \"b\"\n", Path::new("h.toml")).unwrap_err().to_string();
+        assert!(err.starts_with("h.toml:3: "), "{err}");
+        let err = ConfigFile::parse("cpus = \"two\"\n", Path::new("h.toml")).unwrap_err().to_string();
+        assert!(err.starts_with("h.toml:1: "), "{err}");
+    }
+}

@@ -1,0 +1,195 @@
+//! Configuration: built-in defaults, then `~/.config/hutch/config.toml` (the
+//! user's), then `hutch.toml` in the project, then command-line flags — each
+//! layer overriding the one before, and every value remembering where it came
+//! from, so `hutch config` can say.
+
+mod file;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+
+pub use file::{ConfigError, ConfigFile, Hooks, env_pairs};
+
+use crate::prepare::DEFAULT_HEAVY_DIRS;
+use crate::state::BackendKind;
+
+/// The project file's name.
+pub const PROJECT_FILE: &str = "hutch.toml";
+/// The runtime hook, when the configuration names none.
+pub const DEFAULT_RUNTIME_HOOK: &str = ".hutch/runtime.sh";
+
+/// Where a value came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// hutch's built-in default.
+    Default,
+    /// A configuration file.
+    File(PathBuf),
+    /// A command-line flag (or its environment variable).
+    Flag,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Default => f.write_str("default"),
+            Source::File(path) => write!(f, "{}", path.display()),
+            Source::Flag => f.write_str("command line"),
+        }
+    }
+}
+
+/// A value and its source.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sourced<T> {
+    /// The value in force.
+    pub value: T,
+    /// Where it came from.
+    pub source: Source,
+}
+
+impl<T> Sourced<T> {
+    fn default(value: T) -> Self {
+        Sourced { value, source: Source::Default }
+    }
+
+    fn set(&mut self, value: Option<T>, source: &Source) {
+        if let Some(value) = value {
+            *self = Sourced { value, source: source.clone() };
+        }
+    }
+}
+
+/// The merged configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// VM manager.
+    pub backend: Sourced<BackendKind>,
+    /// Base image (`None`: the backend's default).
+    pub image: Sourced<Option<String>>,
+    /// Virtual CPUs.
+    pub cpus: Sourced<u32>,
+    /// Memory in MiB.
+    pub memory: Sourced<u32>,
+    /// Heavy dirs.
+    pub heavy: Sourced<Vec<String>>,
+    /// Extra ignore patterns for `--ro` snapshots.
+    pub ignore: Sourced<Vec<String>>,
+    /// Environment entries for every command.
+    pub env: Sourced<Vec<String>>,
+    /// Per-user setup hook.
+    pub setup_hook: Sourced<Option<String>>,
+    /// Per-project runtime hook (relative to the project).
+    pub runtime_hook: Sourced<String>,
+    /// The files that were read, in order.
+    pub files: Vec<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            backend: Sourced::default(BackendKind::Qemu),
+            image: Sourced::default(None),
+            cpus: Sourced::default(2),
+            memory: Sourced::default(1024),
+            heavy: Sourced::default(DEFAULT_HEAVY_DIRS.iter().map(|d| (*d).to_owned()).collect()),
+            ignore: Sourced::default(Vec::new()),
+            env: Sourced::default(Vec::new()),
+            setup_hook: Sourced::default(None),
+            runtime_hook: Sourced::default(DEFAULT_RUNTIME_HOOK.to_owned()),
+            files: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, then the user's file, then the project's (found from
+    /// `project_dir` upwards).
+    pub fn load(project_dir: &Path) -> Result<Config, ConfigError> {
+        let mut config = Config::default();
+        if let Some(user) = user_file() {
+            config.layer(&user)?;
+        }
+        if let Some(project) = project_file(project_dir) {
+            config.layer(&project)?;
+        }
+        Ok(config)
+    }
+
+    fn layer(&mut self, path: &Path) -> Result<(), ConfigError> {
+        let Some(file) = ConfigFile::load(path)? else { return Ok(()) };
+        let source = Source::File(path.to_path_buf());
+        self.backend.set(file.backend, &source);
+        self.image.set(file.image.map(Some), &source);
+        self.cpus.set(file.cpus, &source);
+        self.memory.set(file.memory, &source);
+        self.heavy.set(file.heavy, &source);
+        self.ignore.set(file.ignore, &source);
+        self.env.set(file.env, &source);
+        let hooks = file.hooks.unwrap_or_default();
+        self.setup_hook.set(hooks.setup.map(Some), &source);
+        self.runtime_hook.set(hooks.runtime, &source);
+        self.files.push(path.to_path_buf());
+        Ok(())
+    }
+
+    /// Applies a command-line flag (when given) on top of the files.
+    pub fn flag<T>(slot: &mut Sourced<T>, value: Option<T>) {
+        slot.set(value, &Source::Flag);
+    }
+
+    /// Every value with its source, as `hutch config --json` prints it.
+    pub fn to_json(&self) -> Value {
+        let entry = |value: Value, source: &Source| json!({ "value": value, "source": source.to_string() });
+        json!({
+            "backend": entry(json!(self.backend.value.as_str()), &self.backend.source),
+            "image": entry(json!(self.image.value), &self.image.source),
+            "cpus": entry(json!(self.cpus.value), &self.cpus.source),
+            "memory": entry(json!(self.memory.value), &self.memory.source),
+            "heavy": entry(json!(self.heavy.value), &self.heavy.source),
+            "ignore": entry(json!(self.ignore.value), &self.ignore.source),
+            "env": entry(json!(self.env.value), &self.env.source),
+            "hooks.setup": entry(json!(self.setup_hook.value), &self.setup_hook.source),
+            "hooks.runtime": entry(json!(self.runtime_hook.value), &self.runtime_hook.source),
+            "files": self.files,
+        })
+    }
+}
+
+/// `$XDG_CONFIG_HOME/hutch/config.toml`, else `~/.config/hutch/config.toml`.
+pub fn user_file() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+    Some(base.join("hutch").join("config.toml"))
+}
+
+/// The nearest `hutch.toml` at or above `dir`.
+pub fn project_file(dir: &Path) -> Option<PathBuf> {
+    dir.ancestors().map(|d| d.join(PROJECT_FILE)).find(|p| p.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn later_layers_win_and_remember_their_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let nested = dir.path().join("a/b");
+        std::fs::create_dir_all(&nested).unwrap();
+        let project = dir.path().join(PROJECT_FILE);
+        std::fs::write(&project, "cpus = 6\nheavy = [\"dist\"]\n").unwrap();
+        let mut config = Config::default();
+        config.layer(&project_file(&nested).unwrap()).unwrap();
+        Config::flag(&mut config.cpus, Some(8));
+        Config::flag(&mut config.memory, None);
+        assert_eq!(config.cpus, Sourced { value: 8, source: Source::Flag });
+        assert_eq!(config.memory, Sourced { value: 1024, source: Source::Default });
+        assert_eq!(config.heavy, Sourced { value: vec!["dist".to_owned()], source: Source::File(project.clone()) });
+        assert_eq!(config.to_json()["heavy"]["source"], project.display().to_string());
+    }
+}
