@@ -1,0 +1,130 @@
+//! Checks through the VM's agent: version, workspace, heavy dirs, disk space
+//! and latency.
+
+use std::time::Instant;
+
+use hutch_proto::mountinfo::mount_points;
+use hutch_proto::v1::InfoRequest;
+
+use super::Check;
+use crate::exec::{self, Options, Outcome};
+use crate::state::VmRecord;
+use crate::target::Target;
+use crate::transport::Client;
+
+/// Exec round trips timed for the latency figure.
+const LATENCY_RUNS: usize = 20;
+/// Less free space than this in the guest is worth a warning.
+const LOW_DISK_KIB: u64 = 1024 * 1024;
+
+/// Every guest check for `target` (and its VM record, when it has one).
+pub async fn checks(target: &Target) -> Vec<Check> {
+    let mut client = match target.connect().await {
+        Ok(client) => client,
+        Err(e) => {
+            let fix = e.hint().unwrap_or_else(|| "start the VM with `hutch up`".into());
+            return vec![Check::fail("agent", e.to_string(), fix)];
+        }
+    };
+    let mut out = Vec::new();
+    let info = match client.info(InfoRequest {}).await {
+        Ok(info) => info.into_inner(),
+        Err(status) => return vec![Check::fail("agent", status.message().to_owned(), "restart the VM: `hutch reset`")],
+    };
+    let ours = env!("CARGO_PKG_VERSION");
+    out.push(if info.version == ours && info.protocol == hutch_proto::PROTOCOL {
+        Check::ok("agent", format!("{} on {}/{}, protocol {}", info.version, info.os, info.arch, info.protocol))
+    } else {
+        Check::warn(
+            "agent",
+            format!("agent {} (protocol {}), hutch {ours} (protocol {})", info.version, info.protocol, hutch_proto::PROTOCOL),
+            "rebuild the guest image (`cargo xtask image`) and `hutch reset` the VM",
+        )
+    });
+    if let Some((_, record)) = &target.vm {
+        if info.os == "linux" {
+            out.extend(mounts(&mut client, record).await);
+        }
+    }
+    out.push(disk(&mut client).await);
+    out.push(latency(&mut client).await);
+    out
+}
+
+async fn mounts(client: &mut Client, record: &VmRecord) -> Vec<Check> {
+    let Some(ws) = &record.workspace else { return Vec::new() };
+    let Some((0, table)) = sh(client, "cat /proc/self/mountinfo", &[]).await else {
+        return vec![Check::warn("workspace", "could not read the guest's mount table", "check the guest has /proc mounted")];
+    };
+    let mounted = mount_points(&table);
+    let refresh = format!("`hutch down {0}` then `hutch up --name {0}` sets it up again", record.name);
+    let mut out = vec![if mounted.contains(ws) {
+        Check::ok("workspace", format!("mounted at {}", ws.display()))
+    } else {
+        Check::fail("workspace", format!("not mounted at {} in the guest", ws.display()), refresh.clone())
+    }];
+    let missing: Vec<&str> = record.heavy_dirs.iter().filter(|h| !mounted.contains(&ws.join(h))).map(String::as_str).collect();
+    if missing.is_empty() {
+        if !record.heavy_dirs.is_empty() {
+            out.push(Check::ok("heavy dirs", format!("{} on VM-local disk", record.heavy_dirs.join(", "))));
+        }
+    } else {
+        out.push(Check::warn("heavy dirs", format!("not on VM-local disk: {}", missing.join(", ")), refresh));
+    }
+    out
+}
+
+async fn disk(client: &mut Client) -> Check {
+    // statfs of VM-local storage (busybox df cannot see an initramfs root).
+    let script = r#"d=/var/lib/hutch/local; [ -d "$d" ] || d=/; stat -f -c "%a %S" "$d""#;
+    let Some((0, text)) = sh(client, script, &[]).await else {
+        return Check::warn("disk", "could not measure free space in the guest", "check the guest has stat");
+    };
+    let mut fields = text.split_whitespace().map(|f| f.parse::<u64>().ok());
+    let free_kib = match (fields.next().flatten(), fields.next().flatten()) {
+        (Some(blocks), Some(size)) => Some(blocks.saturating_mul(size) / 1024),
+        _ => None,
+    };
+    match free_kib {
+        Some(kib) if kib < LOW_DISK_KIB => {
+            Check::warn("disk", format!("{} MiB free in the guest", kib / 1024), "free space, or give the VM a bigger disk")
+        }
+        Some(kib) => Check::ok("disk", format!("{} MiB free in the guest", kib / 1024)),
+        None => Check::warn("disk", format!("unexpected stat output: {text:?}"), "check the guest's stat"),
+    }
+}
+
+async fn latency(client: &mut Client) -> Check {
+    let mut samples = Vec::with_capacity(LATENCY_RUNS);
+    for _ in 0..LATENCY_RUNS {
+        let begin = Instant::now();
+        if sh(client, "true", &[]).await.is_none_or(|(code, _)| code != 0) {
+            return Check::fail("latency", "`true` failed in the guest", "see `hutch exec -- true`");
+        }
+        samples.push(begin.elapsed().as_secs_f64() * 1000.0);
+    }
+    samples.sort_by(f64::total_cmp);
+    Check::ok(
+        "latency",
+        format!(
+            "exec true: median {:.2} ms over {LATENCY_RUNS} (min {:.2}, max {:.2})",
+            samples[LATENCY_RUNS / 2],
+            samples[0],
+            samples[LATENCY_RUNS - 1]
+        ),
+    )
+}
+
+/// Runs `sh -c script args…` in the guest; its exit code and stdout.
+async fn sh(client: &mut Client, script: &str, args: &[&str]) -> Option<(u8, String)> {
+    let mut argv = vec!["sh".to_owned(), "-c".to_owned(), script.to_owned(), "sh".to_owned()];
+    argv.extend(args.iter().map(|a| (*a).to_owned()));
+    let options = Options { argv, env: Default::default(), cwd: String::new(), tty: false, timeout: None, capture: true, no_stdin: true };
+    let finished = exec::run(client, &options).await.ok()?;
+    let code = finished.outcome.exit_code();
+    if matches!(finished.outcome, Outcome::StartFailed(_)) {
+        return None;
+    }
+    let (stdout, _) = finished.captured.unwrap_or_default();
+    Some((code, String::from_utf8_lossy(&stdout).into_owned()))
+}
