@@ -169,3 +169,30 @@ fn sigterm_to_hutch_run_still_deletes_the_vm() {
     assert_eq!(status.code(), Some(143));
     assert!(e2e().vm_processes().iter().all(|(_, c)| !c.contains("/vms/run-")), "left behind: {:?}", e2e().vm_processes());
 }
+
+#[test]
+#[ignore = "needs QEMU and a guest image: run `cargo xtask e2e`"]
+fn the_runtime_hook_runs_before_the_command_and_its_failure_stops_run() {
+    let ws = tempfile::tempdir_in("/tmp").unwrap();
+    std::fs::create_dir_all(ws.path().join(".hutch")).unwrap();
+    let hook = ws.path().join(".hutch/runtime.sh");
+    std::fs::write(&hook, "echo hook-output\necho ran > hook-ran\n").unwrap();
+    let run = |command: &[&str]| {
+        let mut args = vec!["run", "--rm", "--workspace", ws.path().to_str().unwrap()];
+        args.extend_from_slice(SMALL);
+        args.push("--");
+        args.extend_from_slice(command);
+        e2e().run(&args)
+    };
+    let out = run(&["cat", "hook-ran"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(stdout(&out), "ran\n", "the hook's output goes to stderr, the command's to stdout");
+    assert!(stderr(&out).contains("hook-output"), "{}", stderr(&out));
+
+    std::fs::write(&hook, "echo setting up; exit 9\n").unwrap();
+    let out = run(&["touch", "command-ran"]);
+    assert_eq!(code(&out), 9, "{}", stderr(&out));
+    assert!(stderr(&out).contains("failed"), "{}", stderr(&out));
+    assert!(!ws.path().join("command-ran").exists(), "the command ran despite the failed hook");
+    assert!(e2e().vm_processes().iter().all(|(_, c)| !c.contains("/vms/run-")), "left behind: {:?}", e2e().vm_processes());
+}

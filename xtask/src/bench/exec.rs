@@ -38,7 +38,6 @@ pub fn latency(table: &mut Table, plan: &Plan, setup: &Setup) -> Result<()> {
         }
         Err(why) => table.note(format!("ssh rows for `exec -- true` skipped: {why}")),
     }
-    table.note("not yet: `hutch exec -- true` into a QEMU guest (hybrid vsock, goal ≤ 15 ms under TCG) needs the VM lifecycle issue (QEMU guest image)");
     Ok(())
 }
 
@@ -75,12 +74,12 @@ pub fn throughput(table: &mut Table, plan: &Plan, setup: &Setup) -> Result<()> {
     Ok(())
 }
 
-fn measure(runs: usize, f: impl FnMut() -> Result<()>) -> Result<Stats> {
+pub fn measure(runs: usize, f: impl FnMut() -> Result<()>) -> Result<Stats> {
     Stats::of(time_runs(runs, f)?).ok_or_else(|| "no samples".into())
 }
 
 /// Runs `cmd` to completion and fails unless it succeeded.
-fn run_ok(cmd: &mut Command) -> Result<()> {
+pub fn run_ok(cmd: &mut Command) -> Result<()> {
     let status = cmd.status()?;
     if status.success() { Ok(()) } else { Err(format!("{:?} failed: {status}", cmd.get_program()).into()) }
 }

@@ -5,7 +5,8 @@
 //! hutch-agent on a private Unix socket and, when Debian's openssh-server is
 //! installed, a private sshd on 127.0.0.1 (see [`ssh`]). One module per kind
 //! of figure: [`exec`] (latency, throughput), [`pty`] (echo round trip),
-//! [`memory`] (agent RSS); [`table`] prints and serialises the rows.
+//! [`memory`] (agent RSS), [`vm`] (a QEMU guest, when the image is built);
+//! [`table`] prints and serialises the rows.
 
 mod exec;
 mod memory;
@@ -13,6 +14,7 @@ mod pty;
 mod ssh;
 mod stats;
 mod table;
+mod vm;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -36,14 +38,16 @@ pub struct Plan {
     pub stream_runs: usize,
     /// PTY echo round trips per figure.
     pub echoes: usize,
+    /// QEMU guest boots timed.
+    pub boots: usize,
 }
 
 impl Plan {
     fn new(quick: bool) -> Plan {
         if quick {
-            Plan { latency_runs: 30, ssh_fresh_runs: 10, stream_bytes: 256 << 20, stream_runs: 3, echoes: 200 }
+            Plan { latency_runs: 30, ssh_fresh_runs: 10, stream_bytes: 256 << 20, stream_runs: 3, echoes: 200, boots: 1 }
         } else {
-            Plan { latency_runs: 200, ssh_fresh_runs: 30, stream_bytes: 1 << 30, stream_runs: 5, echoes: 1000 }
+            Plan { latency_runs: 200, ssh_fresh_runs: 30, stream_bytes: 1 << 30, stream_runs: 5, echoes: 1000, boots: 3 }
         }
     }
 }
@@ -84,6 +88,7 @@ pub fn run(quick: bool, json_out: Option<&Path>) -> Result<()> {
     exec::throughput(&mut table, &plan, &setup)?;
     echo(&mut table, &plan, &setup)?;
     memory::agent_rss(&mut table, &setup)?;
+    vm::guest(&mut table, &plan, &setup)?;
     table.note(
         "not yet: `--ro` initial copy and re-sync rows (beside rsync, on a seeded tree under target/) need the `--ro` snapshot issue",
     );

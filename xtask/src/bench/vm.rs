@@ -1,0 +1,84 @@
+//! VM figures: a QEMU guest booted by `hutch up` from the image that
+//! `cargo xtask image` built, when there is one: boot-to-agent-ready time, and
+//! `hutch exec -- true` into the guest over hybrid vsock beside the raw vsock
+//! round trip (a CONNECT handshake answered by the guest's kernel and agent),
+//! since the guest has no sshd to compare with.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use hutch_proto::addr::Addr;
+
+use super::exec::{measure, run_ok};
+use super::table::{Goal, Table, Unit};
+use super::{Plan, Setup};
+use crate::workspace::{Result, target_dir};
+
+/// `hutch exec -- true` into a TCG guest is meant to take at most this long (ms).
+const GUEST_EXEC_GOAL_MS: f64 = 15.0;
+/// The VM's name in the bench's private state dir.
+const VM: &str = "bench";
+
+/// Boots the guest (`boots` times for the boot figure), then times execs into it.
+pub fn guest(table: &mut Table, plan: &Plan, setup: &Setup) -> Result<()> {
+    let image = target_dir().join("hutch-image");
+    if !image.join("image.json").exists() {
+        table.note("QEMU rows skipped: no guest image under target/hutch-image (run `cargo xtask image`)");
+        return Ok(());
+    }
+    // A short path: Unix socket paths are limited to 107 bytes.
+    let state = tempfile::Builder::new().prefix("hbench").tempdir_in("/tmp")?;
+    let hutch = |args: &[&str]| {
+        let mut cmd = Command::new(&setup.hutch);
+        cmd.args(args).env("HUTCH_STATE_DIR", state.path()).env("HUTCH_IMAGE", &image).env_remove("HUTCH_ADDR").stdin(Stdio::null());
+        cmd
+    };
+    let up = ["up", "--name", VM, "--no-workspace", "--cpus", "1", "--memory", "256"];
+    let boots = measure(plan.boots, || {
+        let _ = hutch(&["rm", "-f", VM]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+        run_ok(hutch(&up).stdout(Stdio::null()).stderr(Stdio::null()))
+    });
+    let boots = match boots {
+        Ok(boots) => boots,
+        Err(e) => {
+            table.note(format!("QEMU rows skipped: `hutch up` failed: {e}"));
+            return Ok(());
+        }
+    };
+    table.figure("guest_boot", "QEMU guest: hutch up to agent ready (TCG)", Unit::Ms, boots, None);
+
+    let exec = measure(plan.latency_runs, || run_ok(hutch(&["exec", "--name", VM, "--", "true"]).stdout(Stdio::null())))?;
+    let goal = Goal { text: format!("≤ {GUEST_EXEC_GOAL_MS} ms"), met: exec.median <= GUEST_EXEC_GOAL_MS };
+    table.figure("guest_exec_true", "hutch exec -- true into the QEMU guest", Unit::Ms, exec.clone(), Some(goal));
+    match hvsock_of(state.path()) {
+        Some((socket, port)) => {
+            let raw = measure(plan.latency_runs, || connect_handshake(&socket, port))?;
+            table.anchor("guest_exec_true.vsock_rtt", "raw vsock round trip (CONNECT → OK)", &exec, raw, Unit::Ms);
+        }
+        None => table.note("raw vsock anchor skipped: the guest is reached over kernel vsock, not hybrid vsock"),
+    }
+    let _ = hutch(&["rm", "-f", VM]).stdout(Stdio::null()).status();
+    Ok(())
+}
+
+/// The hybrid-vsock socket and port from the bench VM's record.
+fn hvsock_of(state: &Path) -> Option<(PathBuf, u32)> {
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(state.join("vms").join(VM).join("vm.json")).ok()?).ok()?;
+    match record["addr"].as_str()?.parse::<Addr>().ok()? {
+        Addr::Hvsock { path, port } => Some((path, port)),
+        _ => None,
+    }
+}
+
+/// One hybrid-vsock handshake: the guest kernel accepts for the agent's
+/// listener and vhost-device-vsock answers `OK`.
+fn connect_handshake(socket: &Path, port: u32) -> Result<()> {
+    let mut stream = UnixStream::connect(socket)?;
+    stream.write_all(format!("CONNECT {port}\n").as_bytes())?;
+    let mut line = String::new();
+    BufReader::new(&stream).read_line(&mut line)?;
+    if line.starts_with("OK") { Ok(()) } else { Err(format!("CONNECT {port} answered {line:?}").into()) }
+}
