@@ -68,9 +68,13 @@ pub async fn pump(source: Arc<AsyncPipe>, channel: Channel, responses: Responses
         };
         match outcome {
             Ok(ReadOutcome::Data(n)) => {
-                buf.truncate(n);
+                let (filled, eof) = fill(&source, &mut buf, n);
+                buf.truncate(filled);
                 if responses.send(Ok(chunk(channel, buf))).await.is_err() {
                     return PumpEnd::ClientGone;
+                }
+                if eof {
+                    return PumpEnd::Eof;
                 }
             }
             Ok(ReadOutcome::Eof) => return PumpEnd::Eof,
@@ -78,6 +82,21 @@ pub async fn pump(source: Arc<AsyncPipe>, channel: Channel, responses: Responses
             Err(e) => return PumpEnd::Failed(e),
         }
     }
+}
+
+/// Tops up a chunk that holds `filled` bytes with whatever else is already
+/// waiting, without waiting for more: writers that emit small pieces (4-8 KiB
+/// is common) then travel in a few full messages instead of many small ones,
+/// and nothing is held back. Returns the new length and whether EOF was seen.
+fn fill(source: &AsyncPipe, buf: &mut [u8], mut filled: usize) -> (usize, bool) {
+    while filled < buf.len() {
+        match source.try_read(&mut buf[filled..]) {
+            Ok(ReadOutcome::Data(n)) => filled += n,
+            Ok(ReadOutcome::Eof) => return (filled, true),
+            Ok(ReadOutcome::Empty) | Err(_) => break,
+        }
+    }
+    (filled, false)
 }
 
 async fn drain_after_cut(source: &AsyncPipe, channel: Channel, responses: &Responses) -> PumpEnd {
