@@ -1,6 +1,7 @@
 //! hutch-agent: the daemon inside the guest that runs commands for `hutch`.
 //!
-//! It serves the `hutch.v1.Agent` gRPC service on every `--listen` address at
+//! It serves the `hutch.v1.Agent` gRPC service, and Tart's guest-agent
+//! service `Agent` (so `tart exec` works too), on every `--listen` address at
 //! once (vsock in a VM, a Unix socket for local use and Lima, TCP with a token
 //! as a last resort) and stops cleanly on SIGTERM/SIGINT, killing whatever it
 //! still runs.
@@ -10,6 +11,7 @@ mod exec;
 mod info;
 mod listen;
 mod service;
+mod tart;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -17,6 +19,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use hutch_proto::addr::Addr;
+use hutch_proto::tart::agent_server::AgentServer as TartServer;
 use hutch_proto::v1::agent_server::AgentServer;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -27,6 +30,7 @@ use crate::auth::TokenCheck;
 use crate::exec::registry::Groups;
 use crate::listen::Listener;
 use crate::service::AgentService;
+use crate::tart::TartService;
 
 /// Command-line arguments.
 #[derive(Parser, Debug)]
@@ -86,6 +90,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
 
     let groups = Groups::default();
     let service = AgentService::new(groups.clone());
+    let tart = TartService::new(groups.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut servers = JoinSet::new();
     let mut sockets = Vec::new();
@@ -99,17 +104,20 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         match listener {
             Listener::Unix(l, path) => {
                 sockets.push(path);
-                let svc = AgentServer::new(service.clone());
-                servers.spawn(builder.clone().add_service(svc).serve_with_incoming_shutdown(UnixListenerStream::new(l), stop));
+                let router = builder.clone().add_service(AgentServer::new(service.clone())).add_service(TartServer::new(tart.clone()));
+                servers.spawn(router.serve_with_incoming_shutdown(UnixListenerStream::new(l), stop));
             }
             Listener::Vsock(l) => {
-                let svc = AgentServer::new(service.clone());
-                servers.spawn(builder.clone().add_service(svc).serve_with_incoming_shutdown(l.incoming(), stop));
+                let router = builder.clone().add_service(AgentServer::new(service.clone())).add_service(TartServer::new(tart.clone()));
+                servers.spawn(router.serve_with_incoming_shutdown(l.incoming(), stop));
             }
             Listener::Tcp(l) => {
                 let check = token.clone().ok_or("TCP listener without a token")?;
+                let tart_check = check.clone();
                 let svc = AgentServer::with_interceptor(service.clone(), move |req| check.check(req));
-                servers.spawn(builder.clone().add_service(svc).serve_with_incoming_shutdown(TcpListenerStream::new(l), stop));
+                let tart_svc = TartServer::with_interceptor(tart.clone(), move |req| tart_check.check(req));
+                let router = builder.clone().add_service(svc).add_service(tart_svc);
+                servers.spawn(router.serve_with_incoming_shutdown(TcpListenerStream::new(l), stop));
             }
         }
     }
