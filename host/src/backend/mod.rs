@@ -7,12 +7,17 @@
 //! answers on. Waiting for the agent is not a backend's job; the lifecycle code
 //! does it the same way for every backend (see `crate::lifecycle`).
 
+pub mod lima;
 pub mod qemu;
+pub mod share;
+pub mod tart;
+pub mod tool;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::state::{BackendKind, StateDir, VmName, VmRecord};
+use share::WorkspaceShare;
 
 /// What `hutch up`/`run` asks for.
 #[derive(Clone, Debug)]
@@ -71,6 +76,12 @@ pub enum BackendError {
         path: PathBuf,
         /// What is wrong.
         why: String,
+    },
+    /// No base image was named and the backend has no default.
+    #[error("no base image given: {how}")]
+    NoImage {
+        /// How to name one.
+        how: String,
     },
     /// The backend does not support this operation or platform.
     #[error("{0}")]
@@ -169,6 +180,13 @@ pub trait Backend {
 
     /// Called once the agent has answered after a start.
     fn booted(&self, _record: &mut VmRecord, _dir: &Path) {}
+
+    /// The shared workspace and how the guest reaches it, for the agent to
+    /// make it appear at the host's path. `None` when nothing is shared or
+    /// the backend mounts it itself at boot (QEMU).
+    fn workspace_share(&self, _record: &VmRecord) -> Option<WorkspaceShare> {
+        None
+    }
 }
 
 /// How long an agent may take to answer after a VM starts, unless the
@@ -176,13 +194,19 @@ pub trait Backend {
 /// with first-boot setup can take a minute).
 pub const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(180);
 
+/// How long an agent may take to answer after a VM starts, for backends
+/// without a reason to differ: `HUTCH_BOOT_TIMEOUT` (e.g. `90`, `2m`) or
+/// [`DEFAULT_BOOT_TIMEOUT`].
+pub fn configured_boot_timeout() -> Duration {
+    std::env::var("HUTCH_BOOT_TIMEOUT").ok().and_then(|t| crate::cli::parse_duration(&t).ok()).unwrap_or(DEFAULT_BOOT_TIMEOUT)
+}
+
 /// The backend for `kind`.
 pub fn for_kind(kind: BackendKind, state: &StateDir) -> Result<Box<dyn Backend>, BackendError> {
     match kind {
         BackendKind::Qemu => Ok(Box::new(qemu::Qemu::from_env(state))),
-        BackendKind::Tart | BackendKind::Lima => {
-            Err(BackendError::Unsupported(format!("the {} backend is not available in this build yet; use --backend qemu", kind.as_str())))
-        }
+        BackendKind::Tart => Ok(Box::new(tart::Tart::from_env()?)),
+        BackendKind::Lima => Ok(Box::new(lima::Lima::from_env()?)),
     }
 }
 
