@@ -163,8 +163,12 @@ impl FakeVmm {
                 }
             }
         };
-        walk(&self.vmm_home().join("vms"), &mut pids);
-        walk(&self.vmm_home(), &mut pids);
+        // The fake's home, and any a test pointed TART_HOME/LIMA_HOME at instead.
+        let overrides = self.env.iter().filter(|(k, _)| k == "TART_HOME" || k == "LIMA_HOME").map(|(_, v)| PathBuf::from(v));
+        for home in std::iter::once(self.vmm_home()).chain(overrides) {
+            walk(&home.join("vms"), &mut pids);
+            walk(&home, &mut pids);
+        }
         pids
     }
 }
