@@ -2,7 +2,7 @@
 //! fresh machine needs nothing but Rust to build hutch: no system `protoc`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["hutch/v1/agent.proto"];
+    let protos = ["hutch/v1/agent.proto", "tart/agent.proto"];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }

@@ -1,6 +1,7 @@
 //! hutch-agent: the daemon inside the guest that runs commands for `hutch`.
 //!
-//! It serves the `hutch.v1.Agent` gRPC service on every `--listen` address at
+//! It serves the `hutch.v1.Agent` gRPC service, and Tart's guest-agent
+//! service `Agent` (so `tart exec` works too), on every `--listen` address at
 //! once (vsock in a VM, a Unix socket for local use and Lima, TCP with a token
 //! as a last resort) and stops cleanly on SIGTERM/SIGINT, killing whatever it
 //! still runs.
@@ -11,6 +12,7 @@ mod info;
 mod listen;
 mod prepare;
 mod service;
+mod tart;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,6 +20,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use hutch_proto::addr::Addr;
+use hutch_proto::tart::agent_server::AgentServer as TartServer;
 use hutch_proto::v1::agent_server::AgentServer;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -28,6 +31,7 @@ use crate::auth::TokenCheck;
 use crate::exec::registry::Groups;
 use crate::listen::Listener;
 use crate::service::AgentService;
+use crate::tart::TartService;
 
 /// Command-line arguments.
 #[derive(Parser, Debug)]
@@ -45,6 +49,12 @@ struct Args {
     /// Where heavy dirs (node_modules, target, ...) live on VM-local disk.
     #[arg(long, value_name = "DIR", default_value = "/var/lib/hutch/local")]
     local_dir: PathBuf,
+
+    /// Where Tart's `--dir` shares are already visible, one folder per share
+    /// (macOS guests: "/Volumes/My Shared Files"). Default: macOS's folder on
+    /// macOS; on Linux the agent mounts Tart's virtiofs tag itself.
+    #[arg(long, value_name = "DIR")]
+    tart_shares: Option<PathBuf>,
 
     /// How heavy dirs are redirected: bind mounts (Linux default) or symlinks (macOS default).
     #[arg(long, value_enum)]
@@ -108,7 +118,9 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         Some(HeavyStrategyArg::Symlink) => prepare::Strategy::Symlink,
         None => prepare::Strategy::native(),
     };
-    let service = AgentService::new(groups.clone(), prepare::Config { local_root: args.local_dir, strategy });
+    let service =
+        AgentService::new(groups.clone(), prepare::Config { local_root: args.local_dir, strategy, tart_shares: args.tart_shares });
+    let tart = TartService::new(groups.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut servers = JoinSet::new();
     let mut sockets = Vec::new();
@@ -122,17 +134,20 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         match listener {
             Listener::Unix(l, path) => {
                 sockets.push(path);
-                let svc = AgentServer::new(service.clone());
-                servers.spawn(builder.clone().add_service(svc).serve_with_incoming_shutdown(UnixListenerStream::new(l), stop));
+                let router = builder.clone().add_service(AgentServer::new(service.clone())).add_service(TartServer::new(tart.clone()));
+                servers.spawn(router.serve_with_incoming_shutdown(UnixListenerStream::new(l), stop));
             }
             Listener::Vsock(l) => {
-                let svc = AgentServer::new(service.clone());
-                servers.spawn(builder.clone().add_service(svc).serve_with_incoming_shutdown(l.incoming(), stop));
+                let router = builder.clone().add_service(AgentServer::new(service.clone())).add_service(TartServer::new(tart.clone()));
+                servers.spawn(router.serve_with_incoming_shutdown(l.incoming(), stop));
             }
             Listener::Tcp(l) => {
                 let check = token.clone().ok_or("TCP listener without a token")?;
+                let tart_check = check.clone();
                 let svc = AgentServer::with_interceptor(service.clone(), move |req| check.check(req));
-                servers.spawn(builder.clone().add_service(svc).serve_with_incoming_shutdown(TcpListenerStream::new(l), stop));
+                let tart_svc = TartServer::with_interceptor(tart.clone(), move |req| tart_check.check(req));
+                let router = builder.clone().add_service(svc).add_service(tart_svc);
+                servers.spawn(router.serve_with_incoming_shutdown(TcpListenerStream::new(l), stop));
             }
         }
     }

@@ -1,7 +1,8 @@
 //! The wire protocol between `hutch` (host) and `hutch-agent` (guest).
 //!
 //! `v1` is generated from `hutch/v1/agent.proto` at build time; read that file
-//! for what each message means. [`addr`] is the one place that parses agent
+//! for what each message means. [`tart`] is Tart's guest-agent service
+//! (`tart/agent.proto`), which hutch-agent also serves so `tart exec` works. [`addr`] is the one place that parses agent
 //! addresses (`unix://`, `tcp://`, `vsock://`, `hvsock://`), so the host and the
 //! agent agree on their syntax; [`mountinfo`] parses Linux mount tables for both.
 
@@ -12,6 +13,14 @@ pub mod mountinfo;
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
 pub mod v1 {
     tonic::include_proto!("hutch.v1");
+}
+
+/// Generated types and gRPC stubs for Tart's guest-agent service (`Agent`,
+/// no package: its method paths are `/Agent/Exec`, `/Agent/ResolveIP`).
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod tart {
+    // prost names the file of the package-less proto "_".
+    tonic::include_proto!("_");
 }
 
 /// Protocol level this build speaks; reported in `InfoResponse.protocol`.

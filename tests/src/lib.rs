@@ -4,6 +4,7 @@
 //! Nothing here mocks the agent. Binaries are built once per test process
 //! through cargo, so `cargo test` never runs stale binaries.
 
+pub mod fakes;
 pub mod hvsock_proxy;
 pub mod pidfd;
 pub mod pty;

@@ -2,12 +2,14 @@
 //!
 //! - `demo [-- CMD…]`: start a local agent on a private socket, run one command
 //!   through `hutch exec`, stop the agent (the README's first command);
+//! - `dist`: static hutch-agent for Linux guests, plus systemd/launchd files;
 //! - `e2e`: build the image and run the end-to-end suite in QEMU guests;
 //! - `image`: build the QEMU guest image and install it as hutch's default;
 //! - `bench [--quick] [--json FILE]`: measure hutch against its anchors.
 
 mod bench;
 mod demo;
+mod dist;
 mod e2e;
 mod image;
 mod local_agent;
@@ -38,6 +40,8 @@ enum Task {
         #[arg(long)]
         no_install: bool,
     },
+    /// Build static hutch-agent binaries for Linux guests and the systemd/launchd service files, into target/dist.
+    Dist,
     /// Build the guest image and run the end-to-end tests in real QEMU guests.
     E2e,
     /// Measure hutch beside its anchors (/bin/true, ...) and print ratios.
@@ -54,6 +58,7 @@ enum Task {
 fn main() -> ExitCode {
     let result = match Cli::parse().task {
         Task::Demo { command } => demo::run(command),
+        Task::Dist => dist::run(),
         Task::E2e => e2e::run(),
         Task::Image { no_install } => image::run(!no_install).map(|_| 0),
         Task::Bench { quick, json } => bench::run(quick, json.as_deref()).map(|()| 0),

@@ -13,13 +13,19 @@ use hutch_proto::v1::exec_request::Kind;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::sync::mpsc;
-use tonic::Streaming;
+use tokio_stream::Stream;
 
 use super::fd::AsyncPipe;
 use super::pty;
 
 /// Stdin chunks that may wait in the agent per exec.
 const STDIN_QUEUE: usize = 8;
+
+/// A client's requests on one exec: what [`serve`] and the session read.
+/// A gRPC `Streaming<ExecRequest>` is one; so is any adapter that turns
+/// another protocol's requests (Tart's) into hutch.v1 ones.
+pub trait Requests: Stream<Item = Result<ExecRequest, tonic::Status>> + Send + Unpin + 'static {}
+impl<T: Stream<Item = Result<ExecRequest, tonic::Status>> + Send + Unpin + 'static> Requests for T {}
 
 /// Where stdin bytes go.
 pub enum StdinTarget {
@@ -47,7 +53,7 @@ enum StdinMsg {
 ///
 /// `stdin` is `None` when the child's stdin is /dev/null; stdin bytes are then
 /// dropped. `master` is the PTY in PTY mode, the target of resizes.
-pub async fn serve(mut inbound: Streaming<ExecRequest>, pgid: i32, stdin: Option<StdinTarget>, master: Option<Arc<AsyncPipe>>) -> InputEnd {
+pub async fn serve(mut inbound: impl Requests, pgid: i32, stdin: Option<StdinTarget>, master: Option<Arc<AsyncPipe>>) -> InputEnd {
     let mut to_writer = stdin.map(|target| {
         let (tx, rx) = mpsc::channel(STDIN_QUEUE);
         tokio::spawn(write_stdin(target, rx));

@@ -26,9 +26,8 @@ use tokio::process::Child;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until};
-use tonic::Streaming;
 
-use super::input::{self, InputEnd, StdinTarget};
+use super::input::{self, InputEnd, Requests, StdinTarget};
 use super::output::{Channel, PumpEnd, Responses, pump};
 use super::registry::Groups;
 use super::spawn::{ChildIo, Spawned, Spec, StartFailure, TtySpec, spawn};
@@ -45,7 +44,10 @@ const DEFAULT_TERM: &str = "xterm-256color";
 
 /// Runs one exec to completion. Every outcome, failures included, is reported
 /// on `responses`; this function never leaves a child unreaped.
-pub async fn run(mut inbound: Streaming<ExecRequest>, responses: Responses, groups: Groups) {
+///
+/// `inbound` is the client's request stream: a gRPC `Streaming` for hutch.v1,
+/// or Tart's requests translated into hutch.v1 ones (see `crate::tart`).
+pub async fn run(mut inbound: impl Requests, responses: Responses, groups: Groups) {
     let Some((start, early_size)) = read_start(&mut inbound, &responses).await else {
         return;
     };
@@ -136,18 +138,19 @@ struct Validated {
 
 /// Reads up to the `Start` message, keeping any resize that comes before it.
 /// Returns `None` when the stream ended or was invalid (already reported).
-async fn read_start(inbound: &mut Streaming<ExecRequest>, responses: &Responses) -> Option<(Start, Option<TerminalSize>)> {
+async fn read_start(inbound: &mut impl Requests, responses: &Responses) -> Option<(Start, Option<TerminalSize>)> {
+    use futures_util::StreamExt;
     let mut early_size = None;
     loop {
-        match inbound.message().await {
-            Ok(Some(ExecRequest { kind: Some(RequestKind::Start(start)) })) => return Some((start, early_size)),
-            Ok(Some(ExecRequest { kind: Some(RequestKind::Resize(size)) })) => early_size = Some(size),
-            Ok(Some(_)) => {
+        match inbound.next().await {
+            Some(Ok(ExecRequest { kind: Some(RequestKind::Start(start)) })) => return Some((start, early_size)),
+            Some(Ok(ExecRequest { kind: Some(RequestKind::Resize(size)) })) => early_size = Some(size),
+            Some(Ok(_)) => {
                 let failure = StartFailure::Invalid("the first message of an exec must be `start`".into());
                 send_failure(responses, failure).await;
                 return None;
             }
-            Ok(None) | Err(_) => return None,
+            None | Some(Err(_)) => return None,
         }
     }
 }

@@ -167,7 +167,7 @@ mod tests {
         std::fs::create_dir_all(ws.path().join("packages/b/src")).unwrap();
         std::fs::create_dir_all(ws.path().join("target/debug")).unwrap(); // host data: keep
         std::fs::create_dir_all(ws.path().join(".git/node_modules")).unwrap(); // never looked at
-        let config = Config { local_root: local.path().to_path_buf(), strategy: Strategy::Symlink };
+        let config = Config { local_root: local.path().to_path_buf(), strategy: Strategy::Symlink, tart_shares: None };
         let first = redirect(ws.path(), &names(&["node_modules", "target", "../evil"]), DEFAULT_DEPTH, &config).unwrap();
         let by_path = |p: &str| {
             first.iter().find(|h| h.path == ws.path().join(p).display().to_string()).unwrap_or_else(|| panic!("{p} not handled: {first:?}"))

@@ -23,11 +23,14 @@ pub struct Config {
     pub local_root: PathBuf,
     /// Bind mounts (Linux) or symlinks (macOS).
     pub strategy: Strategy,
+    /// Where Tart shares are already visible (`None`: the OS's way, see
+    /// [`workspace`]).
+    pub tart_shares: Option<PathBuf>,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { local_root: PathBuf::from("/var/lib/hutch/local"), strategy: Strategy::native() }
+        Config { local_root: PathBuf::from("/var/lib/hutch/local"), strategy: Strategy::native(), tart_shares: None }
     }
 }
 
@@ -77,7 +80,7 @@ impl PrepareError {
 pub fn prepare(request: &PrepareRequest, config: &Config) -> Result<PrepareResponse, PrepareError> {
     let workspace = clean_absolute(&request.workspace)?;
     let share = request.share.as_ref().and_then(|s| s.kind.as_ref()).ok_or(PrepareError::NoShare)?;
-    workspace::ensure(&workspace, share)?;
+    workspace::ensure(&workspace, share, config.tart_shares.as_deref())?;
     let depth = if request.heavy_depth == 0 { heavy::DEFAULT_DEPTH } else { request.heavy_depth as usize };
     let heavy = heavy::redirect(&workspace, &request.heavy_dirs, depth, config)?;
     Ok(PrepareResponse { workspace: workspace.display().to_string(), heavy })

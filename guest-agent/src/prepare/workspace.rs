@@ -5,6 +5,7 @@
 //! | 9p tag | `mount -t 9p` at the path | unsupported |
 //! | virtiofs tag | `mount -t virtiofs` at the path | unsupported |
 //! | already mounted elsewhere | bind mount onto the path | symlink at the path |
+//! | Tart `--dir` share | virtiofs tag, then bind its subfolder | symlink to `/Volumes/My Shared Files/NAME` |
 //!
 //! Every step first checks whether it is already done, so it can be repeated.
 
@@ -20,8 +21,9 @@ use super::mounts::is_mountpoint;
 #[cfg(target_os = "linux")]
 const NINEP_OPTIONS: &str = "trans=virtio,version=9p2000.L,msize=524288,cache=none";
 
-/// Makes `workspace` show the shared project.
-pub fn ensure(workspace: &Path, share: &Kind) -> Result<(), PrepareError> {
+/// Makes `workspace` show the shared project. `tart_shares` overrides where
+/// Tart shares are found.
+pub fn ensure(workspace: &Path, share: &Kind, tart_shares: Option<&Path>) -> Result<(), PrepareError> {
     match share {
         Kind::MountedAt(at) if Path::new(at) == workspace => {
             std::fs::metadata(workspace).map(|_| ()).map_err(PrepareError::io("the shared workspace is not visible at", workspace))
@@ -29,6 +31,53 @@ pub fn ensure(workspace: &Path, share: &Kind) -> Result<(), PrepareError> {
         Kind::MountedAt(at) => link_or_bind(Path::new(at), workspace),
         Kind::NinepTag(tag) => mount_share(tag, "9p", workspace),
         Kind::VirtiofsTag(tag) => mount_share(tag, "virtiofs", workspace),
+        Kind::TartShare(share) => {
+            let at = match tart_shares {
+                Some(dir) => dir.join(checked_share_name(&share.name)?),
+                None => tart_share_path(&share.name)?,
+            };
+            // A share that already leads to the workspace path needs nothing.
+            if at.canonicalize().is_ok_and(|real| real == workspace) {
+                return Ok(());
+            }
+            link_or_bind(&at, workspace)
+        }
+    }
+}
+
+/// A share name must be one path component.
+fn checked_share_name(name: &str) -> Result<&str, PrepareError> {
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+        return Err(PrepareError::BadPath(name.to_owned()));
+    }
+    Ok(name)
+}
+
+/// Where macOS guests find `tart run --dir` shares.
+#[cfg(not(target_os = "linux"))]
+const TART_MACOS_SHARES: &str = "/Volumes/My Shared Files";
+
+/// The virtiofs tag under which Linux guests of Tart find every `--dir` share.
+#[cfg(target_os = "linux")]
+const TART_VIRTIOFS_TAG: &str = "com.apple.virtio-fs.automount";
+
+/// Where a Linux guest mounts Tart's share tag (each share is a subfolder).
+#[cfg(target_os = "linux")]
+const TART_SHARES_MOUNT: &str = "/run/hutch/tart-shares";
+
+/// The guest path of Tart share `name`, mounting Tart's share tag first on
+/// Linux guests.
+fn tart_share_path(name: &str) -> Result<std::path::PathBuf, PrepareError> {
+    let name = checked_share_name(name)?;
+    #[cfg(target_os = "linux")]
+    {
+        let root = Path::new(TART_SHARES_MOUNT);
+        mount_share(TART_VIRTIOFS_TAG, "virtiofs", root)?;
+        Ok(root.join(name))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        Ok(Path::new(TART_MACOS_SHARES).join(name))
     }
 }
 

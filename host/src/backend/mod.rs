@@ -7,7 +7,11 @@
 //! answers on. Waiting for the agent is not a backend's job; the lifecycle code
 //! does it the same way for every backend (see `crate::lifecycle`).
 
+pub mod lima;
 pub mod qemu;
+pub mod share;
+pub mod tart;
+pub mod tool;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -33,6 +37,30 @@ pub struct VmSpec {
     pub ephemeral: bool,
     /// Names of heavy artifact dirs to keep on VM-local disk.
     pub heavy_dirs: Vec<String>,
+}
+
+impl VmSpec {
+    /// The first record of a VM just created from this spec, in state stopped.
+    pub fn record(&self, backend: BackendKind, image: String, addr: String, backend_state: serde_json::Value) -> VmRecord {
+        VmRecord {
+            version: crate::state::RECORD_VERSION,
+            name: self.name.to_string(),
+            backend,
+            addr,
+            token_file: None,
+            workspace: self.workspace.clone(),
+            image,
+            cpus: self.cpus,
+            memory_mib: self.memory_mib,
+            ephemeral: self.ephemeral,
+            created_unix: crate::state::now_unix(),
+            started_unix: None,
+            protocol: None,
+            heavy_dirs: self.heavy_dirs.clone(),
+            heavy_links: Vec::new(),
+            backend_state,
+        }
+    }
 }
 
 /// What a backend knows about one of its VMs.
@@ -75,6 +103,12 @@ pub enum BackendError {
         path: PathBuf,
         /// What is wrong.
         why: String,
+    },
+    /// No base image was named and the backend has no default.
+    #[error("no base image given: {how}")]
+    NoImage {
+        /// How to name one.
+        how: String,
     },
     /// The backend does not support this operation or platform.
     #[error("{0}")]
@@ -183,13 +217,19 @@ pub trait Backend {
 /// with first-boot setup can take a minute).
 pub const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(180);
 
+/// How long an agent may take to answer after a VM starts, for backends
+/// without a reason to differ: `HUTCH_BOOT_TIMEOUT` (e.g. `90`, `2m`) or
+/// [`DEFAULT_BOOT_TIMEOUT`].
+pub fn configured_boot_timeout() -> Duration {
+    std::env::var("HUTCH_BOOT_TIMEOUT").ok().and_then(|t| crate::cli::parse_duration(&t).ok()).unwrap_or(DEFAULT_BOOT_TIMEOUT)
+}
+
 /// The backend for `kind`.
 pub fn for_kind(kind: BackendKind, state: &StateDir) -> Result<Box<dyn Backend>, BackendError> {
     match kind {
         BackendKind::Qemu => Ok(Box::new(qemu::Qemu::from_env(state))),
-        BackendKind::Tart | BackendKind::Lima => {
-            Err(BackendError::Unsupported(format!("the {} backend is not available in this build yet; use --backend qemu", kind.as_str())))
-        }
+        BackendKind::Tart => Ok(Box::new(tart::Tart::from_env()?)),
+        BackendKind::Lima => Ok(Box::new(lima::Lima::from_env()?)),
     }
 }
 

@@ -5,6 +5,7 @@
 //! hutch never knows which transport it is on.
 
 mod hvsock;
+pub mod unix;
 
 use std::io;
 use std::path::Path;
@@ -136,7 +137,7 @@ impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static> S
 
 async fn open_stream(addr: &Addr) -> io::Result<Box<dyn Stream>> {
     Ok(match addr {
-        Addr::Unix(path) => Box::new(tokio::net::UnixStream::connect(path).await?),
+        Addr::Unix(path) => Box::new(unix::connect(path).await?),
         Addr::Tcp { host, port } => {
             let stream = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
             stream.set_nodelay(true)?;

@@ -26,7 +26,7 @@ const CMDLINE: &str = "console=ttyS0 quiet panic=-1 8250.nr_uarts=1 no_timer_che
 /// Builds the image; returns its folder. `install` also copies it into the
 /// state folder as the default image.
 pub fn run(install: bool) -> Result<PathBuf> {
-    let agent = build_static_agent()?;
+    let agent = build_static_agent(&host_triple()?)?;
     let kver = newest_kernel()?;
     let kernel = PathBuf::from(format!("/boot/vmlinuz-{kver}"));
     std::fs::metadata(&kernel).map_err(|e| format!("{}: {e} (install linux-image-amd64)", kernel.display()))?;
@@ -102,28 +102,28 @@ fn install_default(image: &Path) -> Result<PathBuf> {
     Ok(dest)
 }
 
-/// Builds hutch-agent statically linked (crt-static), for a guest that has no
-/// libc of ours. The explicit `--target` keeps RUSTFLAGS away from the host's
-/// own build artifacts, so the normal build is not invalidated.
-fn build_static_agent() -> Result<PathBuf> {
-    let host = host_triple()?;
+/// Builds hutch-agent for `target_triple` statically linked (crt-static), for a guest
+/// that has no libc of ours. The explicit `--target` keeps RUSTFLAGS away from
+/// the host's own build artifacts, so the normal build is not invalidated.
+pub fn build_static_agent(target_triple: &str) -> Result<PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
         .current_dir(root())
-        .args(["build", "--release", "-p", "hutch-agent", "--target", &host])
+        .args(["build", "--release", "-p", "hutch-agent", "--target", target_triple])
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
         .status()?;
     if !status.success() {
         return Err("building the static hutch-agent failed".into());
     }
-    let agent = target_dir().join(&host).join("release").join("hutch-agent");
+    let agent = target_dir().join(target_triple).join("release").join("hutch-agent");
     if is_dynamic(&std::fs::read(&agent)?) {
         return Err(format!("{} is not statically linked", agent.display()).into());
     }
     Ok(agent)
 }
 
-fn host_triple() -> Result<String> {
+/// The triple rustc builds for by default.
+pub fn host_triple() -> Result<String> {
     let out = Command::new("rustc").arg("-vV").output()?;
     let text = String::from_utf8_lossy(&out.stdout);
     text.lines().find_map(|l| l.strip_prefix("host: ")).map(str::to_owned).ok_or_else(|| "rustc -vV printed no host triple".into())

@@ -21,7 +21,7 @@ use hutch_proto::v1::{WorkspaceShare, workspace_share};
 use serde::{Deserialize, Serialize};
 
 use crate::backend::{Backend, BackendError, VmSpec, VmState, tail_of_file};
-use crate::state::{BackendKind, RECORD_VERSION, StateDir, VmRecord, now_unix};
+use crate::state::{BackendKind, StateDir, VmRecord};
 use accel::{Accel, Choice};
 use image::GuestImage;
 
@@ -145,24 +145,7 @@ impl Backend for Qemu {
     fn create(&self, spec: &VmSpec, dir: &Path) -> Result<VmRecord, BackendError> {
         let base = spec.image.as_deref().ok_or_else(|| BackendError::Image { path: PathBuf::new(), why: "no image given".into() })?;
         GuestImage::load(Path::new(base))?.copy_to(&dir.join(IMAGE_DIR))?;
-        Ok(VmRecord {
-            version: RECORD_VERSION,
-            name: spec.name.to_string(),
-            backend: BackendKind::Qemu,
-            addr: String::new(),
-            token_file: None,
-            workspace: spec.workspace.clone(),
-            image: base.to_owned(),
-            cpus: spec.cpus,
-            memory_mib: spec.memory_mib,
-            ephemeral: spec.ephemeral,
-            created_unix: now_unix(),
-            started_unix: None,
-            protocol: None,
-            heavy_dirs: spec.heavy_dirs.clone(),
-            heavy_links: Vec::new(),
-            backend_state: serde_json::Value::Null,
-        })
+        Ok(spec.record(BackendKind::Qemu, base.to_owned(), String::new(), serde_json::Value::Null))
     }
 
     fn start(&self, record: &mut VmRecord, dir: &Path) -> Result<(), BackendError> {

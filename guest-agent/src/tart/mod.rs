@@ -1,0 +1,58 @@
+//! Tart's guest-agent service (`Agent`, no package), so an image with
+//! hutch-agent in place of Cirrus Labs' tart-guest-agent keeps `tart exec` and
+//! `tart ip --resolver=agent` working.
+//!
+//! It is a translation layer, not a second exec engine: [`exec`] turns Tart's
+//! requests into hutch.v1 ones for `crate::exec::session` and its responses
+//! back into Tart's; [`ip`] answers `ResolveIP` from the guest's interfaces.
+
+mod exec;
+mod ip;
+
+use std::pin::Pin;
+
+use hutch_proto::tart::agent_server::Agent;
+use hutch_proto::tart::{ExecRequest, ExecResponse, ResolveIpRequest, ResolveIpResponse, SignalRequest};
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::exec::registry::Groups;
+
+/// The Tart-compatible service; shares the agent's process-group registry, so
+/// agent shutdown kills Tart execs too.
+#[derive(Clone)]
+pub struct TartService {
+    groups: Groups,
+}
+
+impl TartService {
+    /// A service whose execs register their process groups in `groups`.
+    pub fn new(groups: Groups) -> Self {
+        Self { groups }
+    }
+}
+
+type ExecStream = Pin<Box<dyn Stream<Item = Result<ExecResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Agent for TartService {
+    type ExecStream = ExecStream;
+
+    async fn exec(&self, request: Request<Streaming<ExecRequest>>) -> Result<Response<Self::ExecStream>, Status> {
+        let responses = exec::start(request.into_inner(), self.groups.clone()).await?;
+        Ok(Response::new(Box::pin(responses)))
+    }
+
+    async fn resolve_ip(&self, _request: Request<ResolveIpRequest>) -> Result<Response<ResolveIpResponse>, Status> {
+        match ip::primary_ipv4() {
+            Some(ip) => Ok(Response::new(ResolveIpResponse { ip: ip.to_string() })),
+            None => Err(Status::unavailable("the guest has no non-loopback IPv4 address yet")),
+        }
+    }
+
+    async fn signal(&self, request: Request<SignalRequest>) -> Result<Response<()>, Status> {
+        // Only detached commands are signalled by id, and hutch-agent runs none
+        // (see `exec::start`): an attached command is signalled by its stream.
+        Err(Status::not_found(format!("no detached command with id {:?}", request.into_inner().exec_id)))
+    }
+}

@@ -1,0 +1,185 @@
+//! The Lima backend: Linux guests on macOS and Linux hosts, driven through
+//! `limactl`.
+//!
+//! | hutch | limactl |
+//! |---|---|
+//! | create | `limactl create --name NAME --tty=false lima.yaml` (a template hutch writes, see [`template`]); from an existing instance: `limactl clone BASE NAME --set EXPR` (Lima 1.1+) |
+//! | start | `limactl start NAME` (returns once the guest is up) |
+//! | stop | `limactl stop NAME` |
+//! | delete | `limactl delete -f NAME` |
+//! | state | Lima's own `ha.pid` alive? else `limactl list --json` |
+//!
+//! Transport: the template forwards the agent's guest socket to
+//! `$LIMA_HOME/NAME/sock/hutch.sock` over Lima's SSH master connection, which
+//! stays open; hutch connects to it as `unix://`, with no handshake per command.
+
+pub mod list;
+pub mod template;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hutch_proto::addr::Addr;
+use nix::sys::signal::kill;
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+
+use crate::backend::share::{ShareSource, WorkspaceShare};
+use crate::backend::tool::Tool;
+use crate::backend::{Backend, BackendError, VmSpec, VmState, configured_boot_timeout, tail_of_file};
+use crate::state::{BackendKind, StateDir, VmRecord};
+
+/// The template hutch writes, in the VM's state folder.
+const TEMPLATE_FILE: &str = "lima.yaml";
+/// The image when none is named: Lima's default template.
+const DEFAULT_TEMPLATE: &str = "template://default";
+/// How to install Lima.
+const INSTALL: &str = "install Lima 1.1 or newer with `brew install lima`, or set HUTCH_LIMACTL to limactl's path";
+
+/// The Lima backend, configured from the environment.
+pub struct Lima {
+    tool: Tool,
+    home: PathBuf,
+    boot_timeout: Duration,
+}
+
+/// What the Lima backend keeps in `VmRecord::backend_state`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct LimaState {
+    /// "create" or "clone": how the instance was made.
+    made_by: String,
+    /// The shared workspace (Lima mounts it at the host's path itself).
+    share: Option<WorkspaceShare>,
+}
+
+impl Lima {
+    /// Reads `HUTCH_LIMACTL` (the limactl program) and `LIMA_HOME` (default
+    /// `~/.lima`, as Lima itself).
+    pub fn from_env() -> Result<Lima, BackendError> {
+        let tool = Tool::new(std::env::var_os("HUTCH_LIMACTL").unwrap_or_else(|| "limactl".into()), INSTALL);
+        let home = match (std::env::var_os("LIMA_HOME"), std::env::var_os("HOME")) {
+            (Some(home), _) if !home.is_empty() => PathBuf::from(home),
+            (_, Some(home)) if !home.is_empty() => PathBuf::from(home).join(".lima"),
+            _ => return Err(BackendError::Unsupported("cannot find Lima's folder: set LIMA_HOME or HOME".into())),
+        };
+        Ok(Lima { tool, home, boot_timeout: configured_boot_timeout() })
+    }
+
+    /// Lima's folder for instance `name`.
+    fn instance_dir(&self, name: &str) -> PathBuf {
+        self.home.join(name)
+    }
+
+    /// The host end of the agent's forwarded socket.
+    pub fn host_socket(&self, name: &str) -> PathBuf {
+        self.instance_dir(name).join("sock").join("hutch.sock")
+    }
+
+    /// Whether Lima's host agent for `name` runs, by its `ha.pid` (how Lima
+    /// itself tells a running instance), without running limactl.
+    fn host_agent_alive(&self, name: &str) -> bool {
+        let Ok(text) = std::fs::read_to_string(self.instance_dir(name).join("ha.pid")) else { return false };
+        let Ok(pid) = text.trim().parse::<i32>() else { return false };
+        pid > 0 && matches!(kill(Pid::from_raw(pid), None), Ok(()) | Err(nix::errno::Errno::EPERM))
+    }
+
+    fn listed_state(&self, name: &str) -> Result<VmState, BackendError> {
+        let args = ["list", "--json"];
+        let out = self.tool.run(&args)?;
+        list::state_of(&out, name).map_err(|why| BackendError::Command { command: self.tool.shown(&args), why })
+    }
+
+    /// Clones instance `base` (Lima 1.1+), with hutch's settings.
+    fn clone_instance(&self, spec: &VmSpec, base: &str) -> Result<(), BackendError> {
+        if !self.tool.succeeds(&["clone", "--help"])? {
+            return Err(BackendError::Unsupported(format!(
+                "--image {base} names a Lima instance to clone, but this Lima has no `limactl clone` (Lima 1.1+): upgrade Lima, or pass a template such as template://debian-12"
+            )));
+        }
+        let set = template::set_expression(spec);
+        self.tool.run(&["clone", base, spec.name.as_str(), "--set", &set]).map(drop)
+    }
+}
+
+/// Whether `image` names an existing instance (to clone) rather than a
+/// template (`template://…`, a URL, or a .yaml file).
+fn is_instance(image: &str) -> bool {
+    !(image.contains("://") || image.contains('/') || image.ends_with(".yaml") || image.ends_with(".yml"))
+}
+
+impl Backend for Lima {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Lima
+    }
+
+    fn create(&self, spec: &VmSpec, dir: &Path) -> Result<VmRecord, BackendError> {
+        let image = spec.image.clone().unwrap_or_else(|| DEFAULT_TEMPLATE.to_owned());
+        let name = spec.name.as_str();
+        let made_by = if is_instance(&image) {
+            self.clone_instance(spec, &image)?;
+            "clone"
+        } else {
+            let file = dir.join(TEMPLATE_FILE);
+            std::fs::write(&file, template::template(spec, &image)).map_err(BackendError::io(format!("writing {}", file.display())))?;
+            self.tool.run(&[std::ffi::OsStr::new("create"), "--name".as_ref(), name.as_ref(), "--tty=false".as_ref(), file.as_os_str()])?;
+            "create"
+        };
+        let share = spec.workspace.clone().map(|host_path| WorkspaceShare { host_path, source: ShareSource::SamePath });
+        let state = serde_json::to_value(LimaState { made_by: made_by.into(), share }).unwrap_or_default();
+        Ok(spec.record(BackendKind::Lima, image, Addr::Unix(self.host_socket(name)).to_string(), state))
+    }
+
+    fn start(&self, record: &mut VmRecord, _dir: &Path) -> Result<(), BackendError> {
+        self.tool.run(&["start", record.name.as_str()])?;
+        record.addr = Addr::Unix(self.host_socket(&record.name)).to_string();
+        Ok(())
+    }
+
+    fn stop(&self, record: &mut VmRecord, _dir: &Path) -> Result<(), BackendError> {
+        if self.host_agent_alive(&record.name) {
+            self.tool.run(&["stop", record.name.as_str()])?;
+        }
+        Ok(())
+    }
+
+    fn delete(&self, record: &VmRecord, _dir: &Path) -> Result<(), BackendError> {
+        match self.tool.run(&["delete", "-f", record.name.as_str()]) {
+            Ok(_) => Ok(()),
+            // Deleted behind hutch's back: nothing left to delete.
+            Err(_) if self.listed_state(&record.name)? == VmState::Missing => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn state(&self, record: &VmRecord, _dir: &Path) -> VmState {
+        if self.host_agent_alive(&record.name) {
+            return VmState::Running;
+        }
+        match self.listed_state(&record.name) {
+            Ok(state) => state,
+            Err(e) => {
+                tracing::warn!("cannot ask Lima about {}: {e}", record.name);
+                VmState::Missing
+            }
+        }
+    }
+
+    fn console_tail(&self, dir: &Path, lines: usize) -> Option<String> {
+        // The state folder is named after the VM, as is the instance. Lima's
+        // host agent logs boot progress and port-forwarding errors here.
+        let log = self.instance_dir(&dir.file_name()?.to_string_lossy()).join("ha.stderr.log");
+        tail_of_file(&log, lines).map(|t| format!("lima host agent ({}):\n{t}", log.display()))
+    }
+
+    fn default_image(&self, _state: &StateDir) -> Option<String> {
+        Some(DEFAULT_TEMPLATE.to_owned())
+    }
+
+    fn boot_timeout(&self, _record: &VmRecord) -> Duration {
+        self.boot_timeout
+    }
+
+    fn workspace_share(&self, record: &VmRecord) -> Option<hutch_proto::v1::WorkspaceShare> {
+        serde_json::from_value::<LimaState>(record.backend_state.clone()).ok()?.share.map(|share| share.to_proto())
+    }
+}

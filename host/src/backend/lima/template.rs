@@ -1,0 +1,90 @@
+//! The Lima configuration hutch gives each VM: CPUs, memory, the workspace
+//! mounted at the host's path, and the agent's socket forwarded to the host.
+//!
+//! For `limactl create` it is a template file (YAML; `base:` inherits the
+//! image and everything else from the template the user names). For
+//! `limactl clone` the same settings are one `--set` yq expression.
+//! Strings are written as JSON literals, which both YAML and yq read, so any
+//! path is quoted correctly.
+
+use std::path::Path;
+
+use crate::backend::VmSpec;
+
+/// Where hutch-agent listens in Lima guests (the systemd unit from
+/// `cargo xtask dist` starts it there).
+pub const GUEST_SOCKET: &str = "/run/hutch/agent.sock";
+
+/// Where Lima forwards [`GUEST_SOCKET`] on the host; Lima expands `{{.Dir}}`
+/// to the instance's folder.
+pub const HOST_SOCKET: &str = "{{.Dir}}/sock/hutch.sock";
+
+/// The template for `limactl create`, inheriting from `base`.
+pub fn template(spec: &VmSpec, base: &str) -> String {
+    let mut yaml = format!("# Written by hutch for VM {}.\n", spec.name);
+    yaml += &format!("base: {}\n", quote(base));
+    yaml += &format!("cpus: {}\n", spec.cpus);
+    yaml += &format!("memory: {}\n", quote(&memory(spec)));
+    if let Some(ws) = &spec.workspace {
+        yaml += &format!("mounts:\n- {}\n", mount(ws));
+    }
+    yaml += &format!("portForwards:\n- {}\n", forward());
+    yaml
+}
+
+/// The same settings as a yq expression for `limactl clone --set`.
+pub fn set_expression(spec: &VmSpec) -> String {
+    let mounts = spec.workspace.as_deref().map(mount).unwrap_or_default();
+    format!(".cpus = {} | .memory = {} | .mounts = [{mounts}] | .portForwards = [{}]", spec.cpus, quote(&memory(spec)), forward())
+}
+
+fn memory(spec: &VmSpec) -> String {
+    format!("{}MiB", spec.memory_mib)
+}
+
+fn mount(workspace: &Path) -> String {
+    let path = quote(&workspace.display().to_string());
+    format!("{{\"location\": {path}, \"mountPoint\": {path}, \"writable\": true}}")
+}
+
+fn forward() -> String {
+    format!("{{\"guestSocket\": {}, \"hostSocket\": {}}}", quote(GUEST_SOCKET), quote(HOST_SOCKET))
+}
+
+fn quote(s: &str) -> String {
+    serde_json::Value::from(s).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::VmName;
+
+    fn spec() -> VmSpec {
+        VmSpec {
+            name: VmName::new("web").unwrap(),
+            image: None,
+            cpus: 4,
+            memory_mib: 2048,
+            workspace: Some("/Users/me/my \"web\"".into()),
+            ephemeral: false,
+            heavy_dirs: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn template_and_expression_carry_the_same_settings() {
+        let yaml = template(&spec(), "template://default");
+        assert_eq!(
+            yaml,
+            "# Written by hutch for VM web.\nbase: \"template://default\"\ncpus: 4\nmemory: \"2048MiB\"\n\
+             mounts:\n- {\"location\": \"/Users/me/my \\\"web\\\"\", \"mountPoint\": \"/Users/me/my \\\"web\\\"\", \"writable\": true}\n\
+             portForwards:\n- {\"guestSocket\": \"/run/hutch/agent.sock\", \"hostSocket\": \"{{.Dir}}/sock/hutch.sock\"}\n"
+        );
+        let expr = set_expression(&VmSpec { workspace: None, ..spec() });
+        assert_eq!(
+            expr,
+            ".cpus = 4 | .memory = \"2048MiB\" | .mounts = [] | .portForwards = [{\"guestSocket\": \"/run/hutch/agent.sock\", \"hostSocket\": \"{{.Dir}}/sock/hutch.sock\"}]"
+        );
+    }
+}

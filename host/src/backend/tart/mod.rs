@@ -1,0 +1,283 @@
+//! The Tart backend: macOS and Linux guests on Apple silicon, driven through
+//! Tart's documented CLI.
+//!
+//! | hutch | tart |
+//! |---|---|
+//! | create | `tart clone BASE NAME` (APFS copy-on-write), `tart set NAME --cpu N --memory MIB --random-mac` |
+//! | start | `tart run NAME --no-graphics [--dir=workspace:PATH]`, detached, owned by hutch (see [`run`]) |
+//! | stop | `tart stop NAME` |
+//! | delete | `tart delete NAME` |
+//! | state | hutch's own `tart run` alive? else `tart list --format json` |
+//!
+//! Transport: `tart run` (Tart 2.x on macOS 14+) proxies every connection on
+//! `$TART_HOME/vms/NAME/control.sock` raw to guest vsock port 8080, where
+//! hutch-agent listens, so the record's address is that Unix socket: no IP
+//! lookup, no SSH. With `HUTCH_TART_TOKEN_FILE` set (older Tart, no control
+//! socket), hutch asks `tart ip --wait` and uses `tcp://IP:PORT` with that token
+//! instead; the guest's agent must then listen on TCP with the same token.
+
+pub mod list;
+pub mod run;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use hutch_proto::addr::Addr;
+use serde::{Deserialize, Serialize};
+
+use crate::backend::share::{ShareSource, WorkspaceShare};
+use crate::backend::tool::Tool;
+use crate::backend::{Backend, BackendError, VmSpec, VmState, configured_boot_timeout, tail_of_file};
+use crate::state::{BackendKind, StateDir, VmRecord};
+
+/// `tart run`'s stdout/stderr, in the VM's state folder; also its liveness lock.
+const RUN_LOG: &str = "tart-run.log";
+/// The name of the workspace share (`--dir=workspace:PATH`).
+const SHARE_NAME: &str = "workspace";
+/// How long `tart stop` may take before hutch kills its `tart run`.
+const STOP_GRACE: Duration = Duration::from_secs(40);
+/// How to install Tart.
+const INSTALL: &str = "install Tart with `brew install cirruslabs/cli/tart` (macOS 13+ on Apple silicon), or set HUTCH_TART to its path";
+
+/// How hutch reaches a Tart guest's agent.
+#[derive(Clone, Debug)]
+enum Transport {
+    /// `$TART_HOME/vms/NAME/control.sock`, proxied by `tart run` to vsock 8080.
+    ControlSocket,
+    /// `tcp://$(tart ip --wait N NAME):port` with a bearer token.
+    Ip { port: u16, token_file: PathBuf },
+}
+
+/// The Tart backend, configured from the environment.
+pub struct Tart {
+    tool: Tool,
+    home: PathBuf,
+    transport: Transport,
+    boot_timeout: Duration,
+}
+
+/// What the Tart backend keeps in `VmRecord::backend_state`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct TartState {
+    /// The shared workspace, for the agent to mount at the host's path.
+    share: Option<WorkspaceShare>,
+    /// hutch's `tart run`, while it runs (see [`run`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    run_pid: Option<u32>,
+}
+
+impl TartState {
+    fn of(record: &VmRecord) -> TartState {
+        serde_json::from_value(record.backend_state.clone()).unwrap_or_default()
+    }
+
+    fn store(&self, record: &mut VmRecord) {
+        record.backend_state = serde_json::to_value(self).unwrap_or_default();
+    }
+}
+
+impl Tart {
+    /// Reads `HUTCH_TART` (the tart program), `TART_HOME` (default `~/.tart`,
+    /// as Tart itself), `HUTCH_TART_TOKEN_FILE` and `HUTCH_TART_AGENT_PORT`
+    /// (the TCP fallback; port 8080 by default).
+    pub fn from_env() -> Result<Tart, BackendError> {
+        let tool = Tool::new(std::env::var_os("HUTCH_TART").unwrap_or_else(|| "tart".into()), INSTALL);
+        let home = match (std::env::var_os("TART_HOME"), std::env::var_os("HOME")) {
+            (Some(home), _) if !home.is_empty() => PathBuf::from(home),
+            (_, Some(home)) if !home.is_empty() => PathBuf::from(home).join(".tart"),
+            _ => return Err(BackendError::Unsupported("cannot find Tart's folder: set TART_HOME or HOME".into())),
+        };
+        let transport = match std::env::var_os("HUTCH_TART_TOKEN_FILE") {
+            Some(token_file) if !token_file.is_empty() => {
+                let port = match std::env::var("HUTCH_TART_AGENT_PORT") {
+                    Ok(port) => {
+                        port.parse().map_err(|_| BackendError::Unsupported(format!("HUTCH_TART_AGENT_PORT={port:?} is not a TCP port")))?
+                    }
+                    Err(_) => 8080,
+                };
+                Transport::Ip { port, token_file: token_file.into() }
+            }
+            _ => Transport::ControlSocket,
+        };
+        Ok(Tart { tool, home, transport, boot_timeout: configured_boot_timeout() })
+    }
+
+    /// The control socket `tart run` creates for VM `name`.
+    pub fn control_socket(&self, name: &str) -> PathBuf {
+        self.home.join("vms").join(name).join("control.sock")
+    }
+
+    /// Whether Tart has VM `name`, and whether it runs.
+    fn listed_state(&self, name: &str) -> Result<VmState, BackendError> {
+        let args = ["list", "--format", "json"];
+        let json = self.tool.run(&args)?;
+        list::state_of(&json, name).map_err(|why| BackendError::Command { command: self.tool.shown(&args), why })
+    }
+
+    /// Waits until `tart run` has created its control socket, failing at once
+    /// with its own words if it exits first (VM missing, already running…).
+    fn wait_for_control_socket(&self, name: &str, log: &Path) -> Result<(), BackendError> {
+        let socket = self.control_socket(name);
+        let deadline = Instant::now() + self.boot_timeout;
+        while !socket.exists() {
+            if !run::running(log) {
+                return Err(exited(name, log));
+            }
+            if Instant::now() >= deadline {
+                let why = format!(
+                    "`tart run {name}` did not create {} within {:?}: Tart 2.x on macOS 14+ is needed for it, or set HUTCH_TART_TOKEN_FILE to reach the agent over TCP",
+                    socket.display(),
+                    self.boot_timeout
+                );
+                return Err(BackendError::Boot(why));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(())
+    }
+}
+
+/// The error for a `tart run` that exited during start, with its last words.
+fn exited(name: &str, log: &Path) -> BackendError {
+    let said = tail_of_file(log, 5).unwrap_or_else(|| "nothing".into());
+    BackendError::Boot(format!("`tart run {name}` exited; it said: {said}"))
+}
+
+impl Backend for Tart {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Tart
+    }
+
+    fn create(&self, spec: &VmSpec, _dir: &Path) -> Result<VmRecord, BackendError> {
+        let base = spec.image.as_deref().ok_or_else(|| BackendError::NoImage {
+            how: "pass --image VM (or set HUTCH_IMAGE): a local Tart VM with hutch-agent installed, to clone".into(),
+        })?;
+        let name = spec.name.as_str();
+        self.tool.run(&["clone", base, name])?;
+        let (cpus, memory) = (spec.cpus.to_string(), spec.memory_mib.to_string());
+        // Every hutch VM is a clone: a fresh MAC keeps clones of one base from
+        // fighting over one DHCP lease.
+        if let Err(e) = self.tool.run(&["set", name, "--cpu", &cpus, "--memory", &memory, "--random-mac"]) {
+            let _ = self.tool.run(&["delete", name]);
+            return Err(e);
+        }
+        let share = spec
+            .workspace
+            .clone()
+            .map(|host_path| WorkspaceShare { host_path, source: ShareSource::TartDir { name: SHARE_NAME.into(), read_only: false } });
+        let addr = match self.transport {
+            Transport::ControlSocket => Addr::Unix(self.control_socket(name)).to_string(),
+            Transport::Ip { .. } => String::new(),
+        };
+        let state = serde_json::to_value(TartState { share, run_pid: None }).unwrap_or_default();
+        Ok(spec.record(BackendKind::Tart, base.to_owned(), addr, state))
+    }
+
+    fn start(&self, record: &mut VmRecord, dir: &Path) -> Result<(), BackendError> {
+        let name = record.name.clone();
+        let name = name.as_str();
+        let mut args = vec!["run".to_owned(), name.to_owned(), "--no-graphics".to_owned()];
+        if let Some(share) = &TartState::of(record).share {
+            if let ShareSource::TartDir { name, read_only } = &share.source {
+                let ro = if *read_only { ":ro" } else { "" };
+                args.push(format!("--dir={name}:{}{ro}", share.host_path.display()));
+            }
+        }
+        let log = dir.join(RUN_LOG);
+        let pid = run::spawn(&self.tool, self.tool.command(&args), &log)?;
+        let mut state = TartState::of(record);
+        state.run_pid = Some(pid);
+        state.store(record);
+        match &self.transport {
+            Transport::ControlSocket => {
+                self.wait_for_control_socket(name, &log)?;
+                record.addr = Addr::Unix(self.control_socket(name)).to_string();
+                record.token_file = None;
+            }
+            Transport::Ip { port, token_file } => {
+                let wait = self.boot_timeout.as_secs().max(1).to_string();
+                let ip = match self.tool.run(&["ip", "--wait", &wait, name]) {
+                    Ok(ip) => ip.trim().to_owned(),
+                    Err(_) if !run::running(&log) => return Err(exited(name, &log)),
+                    Err(e) => return Err(e),
+                };
+                record.addr = Addr::Tcp { host: ip, port: *port }.to_string();
+                record.token_file = Some(token_file.clone());
+            }
+        }
+        Ok(())
+    }
+
+    fn stop(&self, record: &mut VmRecord, dir: &Path) -> Result<(), BackendError> {
+        let log = dir.join(RUN_LOG);
+        let ours = run::running(&log);
+        if !ours && self.listed_state(&record.name)? != VmState::Running {
+            return Ok(());
+        }
+        let stopped = self.tool.run(&["stop", record.name.as_str()]);
+        if !ours {
+            return stopped.map(drop);
+        }
+        // Ours: make sure it is gone, even if `tart stop` failed or hung up.
+        let grace = if stopped.is_ok() { STOP_GRACE } else { Duration::ZERO };
+        let mut state = TartState::of(record);
+        if !run::wait_exit(&log, grace) {
+            if let Some(pid) = state.run_pid {
+                run::terminate(&log, pid, Duration::from_secs(5));
+            }
+        }
+        state.run_pid = None;
+        state.store(record);
+        Ok(())
+    }
+
+    fn delete(&self, record: &VmRecord, dir: &Path) -> Result<(), BackendError> {
+        let log = dir.join(RUN_LOG);
+        if run::running(&log) {
+            self.stop(&mut record.clone(), dir)?;
+        }
+        match self.tool.run(&["delete", record.name.as_str()]) {
+            Ok(_) => Ok(()),
+            // Deleted behind hutch's back: nothing left to delete.
+            Err(_) if self.listed_state(&record.name)? == VmState::Missing => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn state(&self, record: &VmRecord, dir: &Path) -> VmState {
+        if run::running(&dir.join(RUN_LOG)) {
+            return VmState::Running;
+        }
+        match self.listed_state(&record.name) {
+            Ok(state) => state,
+            Err(e) => {
+                tracing::warn!("cannot ask Tart about {}: {e}", record.name);
+                VmState::Missing
+            }
+        }
+    }
+
+    fn ready_to_connect(&self, record: &VmRecord, _dir: &Path) -> bool {
+        match self.transport {
+            Transport::ControlSocket => self.control_socket(&record.name).exists(),
+            Transport::Ip { .. } => true,
+        }
+    }
+
+    fn console_tail(&self, dir: &Path, lines: usize) -> Option<String> {
+        let log = dir.join(RUN_LOG);
+        tail_of_file(&log, lines).map(|t| format!("tart run ({}):\n{t}", log.display()))
+    }
+
+    fn default_image(&self, _state: &StateDir) -> Option<String> {
+        None
+    }
+
+    fn boot_timeout(&self, _record: &VmRecord) -> Duration {
+        self.boot_timeout
+    }
+
+    fn workspace_share(&self, record: &VmRecord) -> Option<hutch_proto::v1::WorkspaceShare> {
+        TartState::of(record).share.map(|share| share.to_proto())
+    }
+}
