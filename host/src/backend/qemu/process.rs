@@ -6,24 +6,21 @@
 //! state folder: after a reboot or a crash the pid may belong to someone else,
 //! and hutch must never signal a stranger.
 
-use std::fs::File;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::backend::BackendError;
+use crate::backend::{BackendError, output_to_log};
 
 /// Starts `cmd` in its own session (so a Ctrl-C aimed at hutch never reaches
 /// it and it outlives hutch), with stdout/stderr appended to `log`.
 pub fn spawn_detached(mut cmd: Command, log: &Path) -> Result<u32, BackendError> {
     let program = cmd.get_program().to_string_lossy().into_owned();
-    let out = File::options().create(true).append(true).open(log).map_err(BackendError::io(format!("opening {}", log.display())))?;
-    let err = out.try_clone().map_err(BackendError::io("duplicating a log descriptor"))?;
-    cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+    output_to_log(&mut cmd, log)?;
     // SAFETY: setsid is async-signal-safe; it runs between fork and exec.
     unsafe {
         cmd.pre_exec(|| {

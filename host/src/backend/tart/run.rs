@@ -16,7 +16,7 @@ use std::fs::File;
 use std::os::fd::FromRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -24,7 +24,7 @@ use nix::fcntl::{Flock, FlockArg};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::backend::BackendError;
+use crate::backend::{BackendError, output_to_log};
 use crate::backend::tool::Tool;
 
 /// Starts `tart` (`cmd`) detached with stdout/stderr appended to `log`, which
@@ -33,9 +33,7 @@ pub fn spawn(tool: &Tool, mut cmd: Command, log: &Path) -> Result<u32, BackendEr
     if running(log) {
         return Err(BackendError::Boot("a `tart run` for this VM is already running".into()));
     }
-    let out = File::options().create(true).append(true).open(log).map_err(BackendError::io(format!("opening {}", log.display())))?;
-    let err = out.try_clone().map_err(BackendError::io("duplicating a log descriptor"))?;
-    cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+    output_to_log(&mut cmd, log)?;
     // SAFETY: runs between fork and exec; setsid and flock are
     // async-signal-safe and nothing here allocates.
     unsafe {
