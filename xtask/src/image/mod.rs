@@ -10,6 +10,7 @@ mod cpio;
 mod init;
 mod kernel;
 mod modules;
+mod tools;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -63,6 +64,7 @@ pub fn run(install: bool) -> Result<PathBuf> {
         order.push('\n');
     }
     archive.file("lib/modules/load-order", 0o644, order.as_bytes());
+    let tools = tools::add(&mut archive)?;
 
     let out = target_dir().join("hutch-image");
     std::fs::create_dir_all(&out)?;
@@ -72,7 +74,7 @@ pub fn run(install: bool) -> Result<PathBuf> {
         ImageSpec { format: 1, kernel: "vmlinux".into(), initrd: "initramfs.cpio".into(), cmdline: CMDLINE.into(), agent_port: 8080 };
     std::fs::write(out.join(IMAGE_FILE), serde_json::to_string_pretty(&spec)?)?;
     let names: Vec<&str> = modules.iter().map(|m| m.name.as_str()).collect();
-    eprintln!("xtask: image in {} (kernel {kver}; modules {})", out.display(), names.join(" "));
+    eprintln!("xtask: image in {} (kernel {kver}; modules {}; extra tools: {})", out.display(), names.join(" "), tools.join(" "));
     if install {
         let installed = install_default(&out)?;
         eprintln!("xtask: installed as the default image: {}", installed.display());
