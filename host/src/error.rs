@@ -74,6 +74,9 @@ pub enum Error {
     /// hutch was asked to stop by a signal before the command ran.
     #[error("interrupted by {0}")]
     Interrupted(nix::sys::signal::Signal),
+    /// Port forwarding could not start.
+    #[error(transparent)]
+    Forward(#[from] crate::forward::ForwardError),
     /// A local operation failed.
     #[error("{what}: {source}")]
     Local {
@@ -136,6 +139,7 @@ impl Error {
                 None => format!("restart it with `hutch reset {name}`"),
             }),
             Error::Interrupted(_) | Error::Local { .. } => None,
+            Error::Forward(e) => e.hint(),
         }
     }
 

@@ -11,6 +11,7 @@ pub mod cmd;
 pub mod error;
 pub mod exec;
 pub mod exit;
+pub mod forward;
 pub mod lifecycle;
 pub mod prepare;
 pub mod state;

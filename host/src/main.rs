@@ -45,6 +45,7 @@ fn main() -> ExitCode {
             Command::Reset(args) => hutch::cmd::reset::run(args).await,
             Command::Ls(args) => hutch::cmd::ls::run(args).await,
             Command::Ping(args) => hutch::cmd::ping::run(args).await,
+            Command::Forward(args) => hutch::cmd::forward::run(args).await,
         }
     });
     RawMode::restore();

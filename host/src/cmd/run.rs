@@ -12,6 +12,8 @@ use crate::cli::RunArgs;
 use crate::cmd::exec::{options, report, run_on};
 use crate::cmd::up::spec;
 use crate::error::Error;
+use crate::exec::{Finished, Options};
+use crate::forward::Bound;
 use crate::lifecycle::{self, Outcome};
 use crate::state::{StateDir, VmLock, VmName};
 use crate::target::Target;
@@ -19,6 +21,8 @@ use crate::target::Target;
 /// Runs `hutch run`; returns the exit code.
 pub async fn run(args: RunArgs) -> Result<u8, Error> {
     let state = StateDir::from_env()?;
+    // Before booting: a busy host port fails at once, with nothing to clean up.
+    let forwards = crate::forward::bind(&args.up.forward)?;
     let backend = backend::for_kind(args.up.backend, &state)?;
     let name = if args.rm { Some(args.up.name.clone().unwrap_or_else(throwaway_name)) } else { None };
     let spec = spec(&args.up, &state, backend.as_ref(), name, args.rm)?;
@@ -46,11 +50,22 @@ pub async fn run(args: RunArgs) -> Result<u8, Error> {
 
     let target = Target::for_vm(state.clone(), &spec.name)?;
     let options = options(&args.exec, args.command.clone(), target.default_cwd());
-    let result = run_on(&target, &options).await;
+    let result = if forwards.is_empty() { run_on(&target, &options).await } else { run_forwarding(&target, &options, forwards).await };
     if args.rm {
         clean_up(&state, backend.as_ref(), &spec.name);
     }
     report(result, args.exec.json)
+}
+
+/// Runs the command while `forwards` are served (their lines go to stderr:
+/// stdout is the command's).
+async fn run_forwarding(target: &Target, options: &Options, forwards: Vec<Bound>) -> Result<Finished, Error> {
+    let lines: Vec<String> = forwards.iter().map(ToString::to_string).collect();
+    let _serving = crate::cmd::forward::start(target, forwards).await?;
+    for line in lines {
+        eprintln!("hutch: forwarding {line}");
+    }
+    run_on(target, options).await
 }
 
 /// Deletes a throw-away VM, whatever state it got to.

@@ -15,6 +15,11 @@ pub async fn run(args: UpArgs) -> Result<u8, Error> {
     let spec = spec(&args, &state, backend.as_ref(), None, false)?;
     let _lock = VmLock::acquire(&state.create_vm_dir(&spec.name)?)?;
     announce(backend.as_ref(), lifecycle::ensure_running(&state, backend.as_ref(), &spec).await?);
+    if !args.forward.is_empty() {
+        crate::forward::detached::start(&state, &spec.name, &args.forward)?;
+        let ports: Vec<String> = args.forward.iter().map(ToString::to_string).collect();
+        println!("forwarding {} (log: {})", ports.join(" "), state.vm_dir(&spec.name).join(crate::forward::detached::LOG_FILE).display());
+    }
     Ok(0)
 }
 

@@ -162,6 +162,7 @@ impl Backend for Qemu {
             heavy_dirs: spec.heavy_dirs.clone(),
             heavy_links: Vec::new(),
             backend_state: serde_json::Value::Null,
+            forward_pid: None,
         })
     }
 
