@@ -8,6 +8,7 @@
 
 mod auth;
 mod exec;
+mod forward;
 mod info;
 mod listen;
 mod prepare;

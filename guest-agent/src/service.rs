@@ -14,6 +14,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::exec::output::RESPONSE_QUEUE;
 use crate::exec::registry::Groups;
 use crate::exec::session;
+use crate::forward;
 use crate::info;
 use crate::prepare::{self, PrepareError};
 
@@ -47,6 +48,14 @@ impl Agent for AgentService {
 
     async fn info(&self, _request: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {
         Ok(Response::new(info::describe(self.started)))
+    }
+
+    type ForwardStream = forward::ResponseStream;
+
+    async fn forward(&self, request: Request<Streaming<hutch_proto::v1::ForwardRequest>>) -> Result<Response<Self::ForwardStream>, Status> {
+        let (tx, rx) = mpsc::channel(forward::RESPONSE_QUEUE);
+        tokio::spawn(forward::run(request.into_inner(), tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     async fn prepare(&self, request: Request<PrepareRequest>) -> Result<Response<PrepareResponse>, Status> {

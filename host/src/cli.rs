@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use hutch_proto::addr::Addr;
 
 use crate::error::Error;
+use crate::forward::PortMapping;
 use crate::state::{BackendKind, VmName};
 use crate::transport::BearerToken;
 
@@ -55,6 +56,8 @@ pub enum Command {
     Man,
     /// Check that the agent answers; show its version, platform and round-trip time.
     Ping(PingArgs),
+    /// Forward host ports (127.0.0.1) to ports in a VM until Ctrl-C or SIGTERM.
+    Forward(ForwardArgs),
 }
 
 /// Which VM, for commands that act on one.
@@ -104,6 +107,11 @@ pub struct UpArgs {
     /// Keep none of the default heavy dirs on VM-local disk (only --heavy ones).
     #[arg(long)]
     pub no_heavy: bool,
+
+    /// Forward host port 127.0.0.1:HOSTPORT to GUESTPORT in the VM (repeatable; GUESTPORT
+    /// defaults to HOSTPORT). `up`: in the background until `down`; `run`: while the command runs.
+    #[arg(long = "forward", value_name = "HOSTPORT[:GUESTPORT]")]
+    pub forward: Vec<PortMapping>,
 }
 
 /// `hutch run`.
@@ -272,6 +280,22 @@ pub struct PingArgs {
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `hutch forward`.
+#[derive(Args, Debug)]
+pub struct ForwardArgs {
+    /// The VM to forward to (default: --addr/HUTCH_ADDR if set, else the current workspace's VM).
+    #[arg(short = 'n', long, value_name = "NAME")]
+    pub name: Option<VmName>,
+
+    #[command(flatten)]
+    pub agent: AgentArgs,
+
+    /// Ports to forward: 127.0.0.1:HOSTPORT on this machine to GUESTPORT (default: HOSTPORT)
+    /// on the guest's 127.0.0.1.
+    #[arg(required = true, value_name = "HOSTPORT[:GUESTPORT]")]
+    pub ports: Vec<PortMapping>,
 }
 
 /// A single directory name (no `/`, not `.` or `..`).

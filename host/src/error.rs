@@ -87,6 +87,9 @@ pub enum Error {
     /// hutch was asked to stop by a signal before the command ran.
     #[error("interrupted by {0}")]
     Interrupted(nix::sys::signal::Signal),
+    /// Port forwarding could not start.
+    #[error(transparent)]
+    Forward(#[from] crate::forward::ForwardError),
     /// A local operation failed.
     #[error("{what}: {source}")]
     Local {
@@ -151,6 +154,7 @@ impl Error {
             Error::Config(_) => Some("fix the file (`hutch config` shows what is in force and where it comes from)".into()),
             Error::Hook { .. } => Some("fix the hook, or run without it (its output is above)".into()),
             Error::Interrupted(_) | Error::Local { .. } => None,
+            Error::Forward(e) => e.hint(),
         }
     }
 

@@ -13,6 +13,7 @@ pub mod doctor;
 pub mod error;
 pub mod exec;
 pub mod exit;
+pub mod forward;
 pub mod hooks;
 pub mod lifecycle;
 pub mod prepare;

@@ -144,6 +144,7 @@ pub async fn agent_info(record: &VmRecord) -> Result<InfoResponse, Error> {
 pub fn stop(state: &StateDir, backend: &dyn Backend, record: &mut VmRecord) -> Result<(), Error> {
     let name = crate::state::VmName::new(&record.name)?;
     let dir = state.vm_dir(&name);
+    crate::forward::detached::stop(record);
     backend.stop(record, &dir)?;
     crate::prepare::remove_links(record);
     record.started_unix = None;
@@ -154,6 +155,7 @@ pub fn stop(state: &StateDir, backend: &dyn Backend, record: &mut VmRecord) -> R
 /// Stops and deletes the VM and removes its state folder.
 pub fn destroy(state: &StateDir, backend: &dyn Backend, record: &VmRecord) -> Result<(), Error> {
     let name = crate::state::VmName::new(&record.name)?;
+    crate::forward::detached::stop(&mut record.clone());
     backend.delete(record, &state.vm_dir(&name))?;
     crate::prepare::remove_links(&mut record.clone());
     state.remove_vm_dir(&name)?;

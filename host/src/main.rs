@@ -49,6 +49,7 @@ fn main() -> ExitCode {
             Command::Completions(args) => hutch::cmd::completions::completions(args).await,
             Command::Man => hutch::cmd::completions::man().await,
             Command::Ping(args) => hutch::cmd::ping::run(args).await,
+            Command::Forward(args) => hutch::cmd::forward::run(args).await,
         }
     });
     RawMode::restore();

@@ -59,6 +59,7 @@ impl VmSpec {
             heavy_dirs: self.heavy_dirs.clone(),
             heavy_links: Vec::new(),
             backend_state,
+            forward_pid: None,
         }
     }
 }
@@ -236,7 +237,8 @@ pub fn for_kind(kind: BackendKind, state: &StateDir) -> Result<Box<dyn Backend>,
 /// Points a VM manager process's stdin at /dev/null and its stdout and stderr
 /// at `log` (appended), before it is started detached from hutch.
 pub fn output_to_log(cmd: &mut std::process::Command, log: &Path) -> Result<(), BackendError> {
-    let out = std::fs::File::options().create(true).append(true).open(log).map_err(BackendError::io(format!("opening {}", log.display())))?;
+    let out =
+        std::fs::File::options().create(true).append(true).open(log).map_err(BackendError::io(format!("opening {}", log.display())))?;
     let err = out.try_clone().map_err(BackendError::io("duplicating a log descriptor"))?;
     cmd.stdin(std::process::Stdio::null()).stdout(out).stderr(err);
     Ok(())

@@ -5,6 +5,7 @@ pub mod config;
 pub mod doctor;
 pub mod down;
 pub mod exec;
+pub mod forward;
 pub mod ls;
 pub mod ping;
 pub mod reset;

@@ -13,6 +13,8 @@ use crate::cmd::exec::{options, report, run_on};
 use crate::cmd::up::{Plan, plan, run_runtime_hook};
 use crate::config::env_pairs;
 use crate::error::Error;
+use crate::exec::{Finished, Options};
+use crate::forward::Bound;
 use crate::lifecycle::{self, Outcome};
 use crate::state::{StateDir, VmLock, VmName};
 use crate::target::Target;
@@ -20,6 +22,8 @@ use crate::target::Target;
 /// Runs `hutch run`; returns the exit code.
 pub async fn run(args: RunArgs) -> Result<u8, Error> {
     let state = StateDir::from_env()?;
+    // Before booting: a busy host port fails at once, with nothing to clean up.
+    let forwards = crate::forward::bind(&args.up.forward)?;
     let name = if args.rm { Some(args.up.name.clone().unwrap_or_else(throwaway_name)) } else { None };
     let plan = plan(&args.up, &state, name, args.rm)?;
     let (spec, backend) = (&plan.spec, plan.backend.as_ref());
@@ -44,7 +48,7 @@ pub async fn run(args: RunArgs) -> Result<u8, Error> {
     for (key, value) in env_pairs(&plan.config.env.value) {
         options.env.entry(key).or_insert(value);
     }
-    let result = run_on(&target, &options).await;
+    let result = if forwards.is_empty() { run_on(&target, &options).await } else { run_forwarding(&target, &options, forwards).await };
     if args.rm {
         clean_up(&state, backend, &spec.name);
     }
@@ -63,6 +67,17 @@ async fn boot(state: &StateDir, plan: &Plan) -> Result<(), Error> {
             Ok(())
         }
     }
+}
+
+/// Runs the command while `forwards` are served (their lines go to stderr:
+/// stdout is the command's).
+async fn run_forwarding(target: &Target, options: &Options, forwards: Vec<Bound>) -> Result<Finished, Error> {
+    let lines: Vec<String> = forwards.iter().map(ToString::to_string).collect();
+    let _serving = crate::cmd::forward::start(target, forwards).await?;
+    for line in lines {
+        eprintln!("hutch: forwarding {line}");
+    }
+    run_on(target, options).await
 }
 
 /// Deletes a throw-away VM, whatever state it got to.

@@ -20,6 +20,15 @@ pub async fn run(args: UpArgs) -> Result<u8, Error> {
     if fresh {
         run_runtime_hook(&state, &plan).await?;
     }
+    if !args.forward.is_empty() {
+        crate::forward::detached::start(&state, &plan.spec.name, &args.forward)?;
+        let ports: Vec<String> = args.forward.iter().map(ToString::to_string).collect();
+        println!(
+            "forwarding {} (log: {})",
+            ports.join(" "),
+            state.vm_dir(&plan.spec.name).join(crate::forward::detached::LOG_FILE).display()
+        );
+    }
     Ok(0)
 }
 

@@ -81,6 +81,10 @@ pub struct VmRecord {
     /// Backend-specific details (process ids, accelerator, ...).
     #[serde(default)]
     pub backend_state: serde_json::Value,
+    /// The background `hutch forward` started by `hutch up --forward`,
+    /// stopped by `down`/`rm`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward_pid: Option<u32>,
 }
 
 impl VmRecord {
@@ -148,6 +152,7 @@ mod tests {
             heavy_dirs: vec!["node_modules".into()],
             heavy_links: Vec::new(),
             backend_state: serde_json::json!({ "qemu_pid": 42 }),
+            forward_pid: None,
         }
     }
 

@@ -24,8 +24,8 @@ use nix::fcntl::{Flock, FlockArg};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::backend::{BackendError, output_to_log};
 use crate::backend::tool::Tool;
+use crate::backend::{BackendError, output_to_log};
 
 /// Starts `tart` (`cmd`) detached with stdout/stderr appended to `log`, which
 /// it keeps locked while it lives. Returns its pid.
