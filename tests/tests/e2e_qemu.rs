@@ -196,3 +196,31 @@ fn the_runtime_hook_runs_before_the_command_and_its_failure_stops_run() {
     assert!(!ws.path().join("command-ran").exists(), "the command ran despite the failed hook");
     assert!(e2e().vm_processes().iter().all(|(_, c)| !c.contains("/vms/run-")), "left behind: {:?}", e2e().vm_processes());
 }
+
+#[test]
+#[ignore = "needs QEMU and a guest image: run `cargo xtask e2e`"]
+fn a_server_in_the_guest_is_reachable_through_up_forward_until_down() {
+    use std::io::{Read, Write};
+    let ws = tempfile::tempdir_in("/tmp").unwrap();
+    std::fs::write(ws.path().join("index.html"), "served from the guest\n").unwrap();
+    let port = hutch_tests::free_tcp_port();
+    let mapping = format!("{port}:3000");
+    let mut args = vec!["up", "--name", "e2e-fwd", "--workspace", ws.path().to_str().unwrap(), "--forward", &mapping];
+    args.extend_from_slice(SMALL);
+    let out = e2e().run(&args);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    // busybox httpd daemonizes, so the exec returns while it serves.
+    let serve = format!("httpd -p 127.0.0.1:3000 -h '{}'", ws.path().display());
+    let out = e2e().run(&["exec", "--name", "e2e-fwd", "--", "sh", "-c", &serve]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).expect("the forwarded port accepts");
+    conn.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").unwrap();
+    let mut reply = String::new();
+    conn.read_to_string(&mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.") && reply.ends_with("served from the guest\n"), "{reply:?}");
+
+    assert_eq!(code(&e2e().run(&["down", "e2e-fwd"])), 0);
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "the forwarder outlived `hutch down`");
+    rm("e2e-fwd");
+}
