@@ -45,6 +45,8 @@ fn main() -> ExitCode {
             Command::Reset(args) => hutch::cmd::reset::run(args).await,
             Command::Ls(args) => hutch::cmd::ls::run(args).await,
             Command::Ping(args) => hutch::cmd::ping::run(args).await,
+            Command::Agent(command) => hutch::cmd::agent::run(command).await,
+            Command::Image(command) => hutch::cmd::image::run(command).await,
         }
     });
     RawMode::restore();

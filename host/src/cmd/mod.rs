@@ -1,7 +1,9 @@
 //! One module per subcommand; each turns parsed arguments into an exit code.
 
+pub mod agent;
 pub mod down;
 pub mod exec;
+pub mod image;
 pub mod ls;
 pub mod ping;
 pub mod reset;
