@@ -100,6 +100,9 @@ pub enum InstallError {
         /// Why not (format, architecture).
         why: String,
     },
+    /// The guest has no service manager hutch knows (systemd, launchd).
+    #[error("cannot install the agent as a service on the guest: {0}")]
+    NoServiceManager(String),
     /// A step run on the guest failed.
     #[error("{what} failed on the guest (exit {code}): {output}")]
     Remote {
@@ -147,6 +150,9 @@ impl InstallError {
             InstallError::UnsupportedGuest(_) => "use a Linux or macOS guest".into(),
             InstallError::NoAgentBinary { .. } => "build one (`cargo xtask dist`, or `cargo xtask image` for Linux x86_64) or pass --agent-binary PATH".into(),
             InstallError::WrongBinary { .. } => "pass --agent-binary with a hutch-agent built for the guest's OS and architecture".into(),
+            InstallError::NoServiceManager(_) => {
+                "use --no-service to start the agent in the background now, or --start-command CMD to start it your way".into()
+            }
             InstallError::Remote { .. } => "rerun with -v to see each step; the guest's own logs may say more".into(),
             InstallError::AgentSilent { log: Some(log), .. } => format!("the agent's log ends with:\n{log}"),
             InstallError::AgentSilent { .. } => "check the service's status on the guest (`systemctl status hutch-agent` / `launchctl print system/dev.hutch.agent`)".into(),

@@ -89,6 +89,13 @@ pub async fn install(session: &Session, options: &Options) -> Result<Installed, 
     let root = session.check("`id -u`", "id -u", None).await?.trim() == "0";
     let needs_root = options.mode == Mode::Service || options.prefix.is_none();
     let sudo = if root || !needs_root { String::new() } else { sudo(session).await? };
+    if options.mode == Mode::Service && platform.os == Os::Linux {
+        // Checked before anything is written: a half-done install helps no one.
+        let probe = session.run("[ -d /run/systemd/system ] && command -v systemctl", None).await?;
+        if probe.code != Some(0) {
+            return Err(InstallError::NoServiceManager("it does not run systemd (no /run/systemd/system)".into()));
+        }
+    }
     eprintln!(
         "hutch: installing {} ({} MiB) for {platform} as {} on {}",
         agent.path.display(),
@@ -163,14 +170,6 @@ async fn upload(session: &Session, sudo: &str, path: &str, mode: u32, bytes: &[u
 async fn start_service(session: &Session, sudo: &str, os: Os, layout: &Layout, custom_place: bool) -> Result<(), InstallError> {
     match os {
         Os::Linux => {
-            let has_systemd = session.run("command -v systemctl", None).await?.code == Some(0);
-            if !has_systemd {
-                return Err(InstallError::Remote {
-                    what: "enabling the service".into(),
-                    code: 127,
-                    output: "the guest has no systemctl (no systemd); use --no-service or --start-command CMD".into(),
-                });
-            }
             upload(session, sudo, &layout.service_file, 0o644, service::systemd_unit(layout).as_bytes()).await?;
             let unit = if custom_place { quote(&layout.service_file) } else { service::SYSTEMD_UNIT.to_owned() };
             let script = format!("set -e; systemctl daemon-reload; systemctl enable {unit}; systemctl restart {}", service::SYSTEMD_UNIT);
