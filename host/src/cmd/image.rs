@@ -58,8 +58,10 @@ async fn prepare(args: PrepareArgs) -> Result<u8, Error> {
     let result = install(&state, backend.as_ref(), &record, &args).await;
     // Stopped either way: on success the disk keeps the agent; on failure
     // nothing is left running behind the user's back.
-    lifecycle::stop(&state, backend.as_ref(), &mut record)?;
+    let stopped = lifecycle::stop(&state, backend.as_ref(), &mut record);
+    // The install's failure says more than a failure to stop afterwards.
     let version = result?;
+    stopped?;
     println!("{name} has {version} and is stopped: `hutch up --name {name}` boots it with the agent");
     Ok(0)
 }
