@@ -5,6 +5,7 @@
 use hutch_proto::addr::AddrError;
 use tonic::{Code, Status};
 
+use crate::agent_install::InstallError;
 use crate::backend::BackendError;
 use crate::exit;
 use crate::state::StateError;
@@ -37,6 +38,9 @@ pub enum Error {
     /// The VM manager failed.
     #[error(transparent)]
     Backend(#[from] BackendError),
+    /// Installing the agent over SSH failed.
+    #[error(transparent)]
+    Install(#[from] InstallError),
     /// The request contradicts what exists.
     #[error("{0}")]
     Usage(String),
@@ -138,6 +142,7 @@ impl Error {
             )),
             Error::State(_) => None,
             Error::Backend(e) => e.hint(),
+            Error::Install(e) => e.hint(),
             Error::Usage(_) => None,
             Error::Prepare(_) => {
                 Some("check that the workspace folder exists and is shared with the VM; `hutch reset NAME` starts over".into())

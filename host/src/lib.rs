@@ -5,6 +5,7 @@
 //! - [`cmd`] has one module per subcommand, [`cli`] their flags;
 //! - [`error`] and [`exit`] define failures and exit codes in one place.
 
+pub mod agent_install;
 pub mod backend;
 pub mod cli;
 pub mod cmd;

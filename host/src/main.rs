@@ -50,6 +50,8 @@ fn main() -> ExitCode {
             Command::Man => hutch::cmd::completions::man().await,
             Command::Ping(args) => hutch::cmd::ping::run(args).await,
             Command::Forward(args) => hutch::cmd::forward::run(args).await,
+            Command::Agent(command) => hutch::cmd::agent::run(command).await,
+            Command::Image(command) => hutch::cmd::image::run(command).await,
         }
     });
     RawMode::restore();

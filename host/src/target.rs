@@ -27,10 +27,10 @@ pub struct Target {
 impl Target {
     /// `--name` wins; then `--addr`/`HUTCH_ADDR`; then the current workspace's VM.
     pub fn resolve(name: Option<&VmName>, agent: &AgentArgs) -> Result<Target, Error> {
-        if name.is_none() {
-            if let Some(addr) = &agent.addr {
-                return Ok(Target { addr: addr.clone(), token: agent.token()?, vm: None });
-            }
+        if name.is_none()
+            && let Some(addr) = &agent.addr
+        {
+            return Ok(Target { addr: addr.clone(), token: agent.token()?, vm: None });
         }
         Target::vm(name)
     }

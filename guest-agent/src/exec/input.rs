@@ -75,11 +75,12 @@ pub async fn serve(mut inbound: impl Requests, pgid: i32, stdin: Option<StdinTar
         };
         match request.kind {
             Some(Kind::Stdin(data)) => {
-                if let Some(tx) = &to_writer {
-                    if !data.is_empty() && tx.send(StdinMsg::Data(data)).await.is_err() {
-                        // The writer stopped (the child closed its stdin): drop the rest.
-                        to_writer = None;
-                    }
+                if let Some(tx) = &to_writer
+                    && !data.is_empty()
+                    && tx.send(StdinMsg::Data(data)).await.is_err()
+                {
+                    // The writer stopped (the child closed its stdin): drop the rest.
+                    to_writer = None;
                 }
             }
             Some(Kind::CloseStdin(_)) => {
@@ -129,10 +130,10 @@ async fn write_stdin(target: StdinTarget, mut rx: mpsc::Receiver<StdinMsg>) {
             StdinMsg::Close => break,
         }
     }
-    if let StdinTarget::Pty(master) = &target {
-        if let Ok(eof) = pty::eof_sequence(master.as_fd(), line_pending) {
-            let _ = master.write_all(&eof).await;
-        }
+    if let StdinTarget::Pty(master) = &target
+        && let Ok(eof) = pty::eof_sequence(master.as_fd(), line_pending)
+    {
+        let _ = master.write_all(&eof).await;
     }
     // Pipe mode: dropping `target` closes the write end, so the child sees EOF.
 }

@@ -64,6 +64,18 @@ impl VmSpec {
     }
 }
 
+/// Where a guest's SSH server answers, for `hutch agent install --name` and
+/// `hutch image prepare` (the only SSH hutch does).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SshEndpoint {
+    /// Host name or address, as seen from the host.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// The image's usual login (e.g. `admin` on Tart's stock images), if known.
+    pub user: Option<String>,
+}
+
 /// What a backend knows about one of its VMs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum VmState {
@@ -211,6 +223,13 @@ pub trait Backend {
 
     /// Called once the agent has answered after a start.
     fn booted(&self, _record: &mut VmRecord, _dir: &Path) {}
+
+    /// Where the running guest's SSH server answers, once it is known (None:
+    /// not yet, or this backend's guests have no SSH server, as QEMU's
+    /// images, which carry the agent from the start).
+    fn ssh_endpoint(&self, _record: &VmRecord, _dir: &Path) -> Option<SshEndpoint> {
+        None
+    }
 }
 
 /// How long an agent may take to answer after a VM starts, unless the

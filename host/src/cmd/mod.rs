@@ -1,11 +1,13 @@
 //! One module per subcommand; each turns parsed arguments into an exit code.
 
+pub mod agent;
 pub mod completions;
 pub mod config;
 pub mod doctor;
 pub mod down;
 pub mod exec;
 pub mod forward;
+pub mod image;
 pub mod ls;
 pub mod ping;
 pub mod reset;

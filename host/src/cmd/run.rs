@@ -82,11 +82,11 @@ async fn run_forwarding(target: &Target, options: &Options, forwards: Vec<Bound>
 
 /// Deletes a throw-away VM, whatever state it got to.
 fn clean_up(state: &StateDir, backend: &dyn Backend, name: &VmName) {
-    if let Ok(record) = state.load(name) {
-        if let Err(e) = lifecycle::destroy(state, backend, &record) {
-            eprintln!("hutch: could not delete the throw-away VM {name}: {e}; remove it with `hutch rm -f {name}`");
-            return;
-        }
+    if let Ok(record) = state.load(name)
+        && let Err(e) = lifecycle::destroy(state, backend, &record)
+    {
+        eprintln!("hutch: could not delete the throw-away VM {name}: {e}; remove it with `hutch rm -f {name}`");
+        return;
     }
     let _ = state.remove_vm_dir(name);
 }

@@ -41,10 +41,10 @@ pub async fn checks(target: &Target) -> Vec<Check> {
             "rebuild the guest image (`cargo xtask image`) and `hutch reset` the VM",
         )
     });
-    if let Some((_, record)) = &target.vm {
-        if info.os == "linux" {
-            out.extend(mounts(&mut client, record).await);
-        }
+    if let Some((_, record)) = &target.vm
+        && info.os == "linux"
+    {
+        out.extend(mounts(&mut client, record).await);
     }
     out.push(disk(&mut client).await);
     out.push(latency(&mut client).await);

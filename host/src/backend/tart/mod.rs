@@ -177,11 +177,11 @@ impl Backend for Tart {
         let name = record.name.clone();
         let name = name.as_str();
         let mut args = vec!["run".to_owned(), name.to_owned(), "--no-graphics".to_owned()];
-        if let Some(share) = &TartState::of(record).share {
-            if let ShareSource::TartDir { name, read_only } = &share.source {
-                let ro = if *read_only { ":ro" } else { "" };
-                args.push(format!("--dir={name}:{}{ro}", share.host_path.display()));
-            }
+        if let Some(share) = &TartState::of(record).share
+            && let ShareSource::TartDir { name, read_only } = &share.source
+        {
+            let ro = if *read_only { ":ro" } else { "" };
+            args.push(format!("--dir={name}:{}{ro}", share.host_path.display()));
         }
         let log = dir.join(RUN_LOG);
         let pid = run::spawn(&self.tool, self.tool.command(&args), &log)?;
@@ -221,10 +221,10 @@ impl Backend for Tart {
         // Ours: make sure it is gone, even if `tart stop` failed or hung up.
         let grace = if stopped.is_ok() { STOP_GRACE } else { Duration::ZERO };
         let mut state = TartState::of(record);
-        if !run::wait_exit(&log, grace) {
-            if let Some(pid) = state.run_pid {
-                run::terminate(&log, pid, Duration::from_secs(5));
-            }
+        if !run::wait_exit(&log, grace)
+            && let Some(pid) = state.run_pid
+        {
+            run::terminate(&log, pid, Duration::from_secs(5));
         }
         state.run_pid = None;
         state.store(record);

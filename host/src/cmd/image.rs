@@ -1,0 +1,129 @@
+//! `hutch image prepare BASE`: boot a VM from a base image that lacks the
+//! agent, install it over SSH, and stop the VM so its disk keeps it. Works
+//! with any backend whose guests run an SSH server (`Backend::ssh_endpoint`).
+
+use std::time::{Duration, Instant};
+
+use crate::agent_install::{self, InstallError, Mode, Options};
+use crate::backend::{self, Backend, SshEndpoint, VmSpec};
+use crate::cli::{ImageCommand, PrepareArgs};
+use crate::cmd::agent;
+use crate::error::Error;
+use crate::lifecycle;
+use crate::state::{BackendKind, StateDir, StateError, VmLock, VmName, VmRecord, now_unix};
+
+/// Pause between attempts to reach a booting guest's SSH server.
+const SSH_RETRY_EVERY: Duration = Duration::from_millis(500);
+
+/// Runs `hutch image …`; returns the exit code.
+pub async fn run(command: ImageCommand) -> Result<u8, Error> {
+    match command {
+        ImageCommand::Prepare(args) => prepare(args).await,
+    }
+}
+
+async fn prepare(args: PrepareArgs) -> Result<u8, Error> {
+    let state = StateDir::from_env()?;
+    let backend = backend::for_kind(args.backend, &state)?;
+    if args.backend == BackendKind::Qemu {
+        return Err(agent::no_ssh(backend.as_ref()).into());
+    }
+    let name = match &args.name {
+        Some(name) => name.clone(),
+        None => prepared_name(&args.base)?,
+    };
+    let dir = state.create_vm_dir(&name)?;
+    let _lock = VmLock::acquire(&dir)?;
+    let mut record = match state.load(&name) {
+        Ok(record) => record,
+        Err(StateError::NoSuchVm(_)) => {
+            let spec = VmSpec {
+                name: name.clone(),
+                image: Some(args.base.clone()),
+                cpus: 2,
+                memory_mib: 2048,
+                workspace: None,
+                ephemeral: false,
+                heavy_dirs: Vec::new(),
+            };
+            let record = backend.create(&spec, &dir)?;
+            record.save(&dir)?;
+            record
+        }
+        Err(e) => return Err(e.into()),
+    };
+    backend.start(&mut record, &dir)?;
+    record.started_unix = Some(now_unix());
+    record.save(&dir)?;
+    let result = install(&state, backend.as_ref(), &record, &args).await;
+    // Stopped either way: on success the disk keeps the agent; on failure
+    // nothing is left running behind the user's back.
+    let stopped = lifecycle::stop(&state, backend.as_ref(), &mut record);
+    // The install's failure says more than a failure to stop afterwards.
+    let version = result?;
+    stopped?;
+    println!("{name} has {version} and is stopped: `hutch up --name {name}` boots it with the agent");
+    Ok(0)
+}
+
+async fn install(state: &StateDir, backend: &dyn Backend, record: &VmRecord, args: &PrepareArgs) -> Result<String, Error> {
+    let deadline = Instant::now() + backend.boot_timeout(record);
+    let endpoint = wait_for_endpoint(state, backend, record, deadline).await?;
+    let dest = agent::destination(endpoint.host.clone(), endpoint.port, &args.ssh, endpoint.user.as_deref())?;
+    let session = loop {
+        match agent::connect(state, &dest, &args.ssh).await {
+            Ok(session) => break session,
+            // sshd is not up yet while the guest boots.
+            Err(Error::Install(InstallError::Connect { .. })) if Instant::now() < deadline => {
+                tokio::time::sleep(SSH_RETRY_EVERY).await;
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    let options = Options { agent_binary: args.ssh.agent_binary.clone(), prefix: None, mode: Mode::Service };
+    let installed = agent_install::install(&session, &options).await?;
+    agent::report(&installed);
+    agent::answers_on_vm_transport(record).await?;
+    agent_install::sync_disks(&session).await?;
+    session.close().await;
+    Ok(installed.version)
+}
+
+async fn wait_for_endpoint(state: &StateDir, backend: &dyn Backend, record: &VmRecord, deadline: Instant) -> Result<SshEndpoint, Error> {
+    let dir = state.vm_dir(&VmName::new(&record.name)?);
+    loop {
+        if let Some(endpoint) = backend.ssh_endpoint(record, &dir) {
+            return Ok(endpoint);
+        }
+        if Instant::now() >= deadline {
+            return Err(agent::no_ssh(backend).into());
+        }
+        tokio::time::sleep(SSH_RETRY_EVERY).await;
+    }
+}
+
+/// `BASE` made into a VM name, with `-hutch` appended.
+fn prepared_name(base: &str) -> Result<VmName, Error> {
+    // `ghcr.io/org/macos-base:latest` → `macos-base`.
+    let last = base.rsplit('/').find(|part| !part.is_empty()).unwrap_or(base);
+    let last = last.split(':').next().unwrap_or(last);
+    let mut name: String =
+        last.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c.to_ascii_lowercase() } else { '-' }).collect();
+    name = name.trim_start_matches(['-', '_']).chars().take(40).collect();
+    if name.is_empty() {
+        name = "image".into();
+    }
+    Ok(VmName::new(&format!("{name}-hutch"))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_from_bases() {
+        assert_eq!(prepared_name("ghcr.io/cirruslabs/macos-sequoia-base:latest").expect("name").as_str(), "macos-sequoia-base-hutch");
+        assert_eq!(prepared_name("Ubuntu 24.04").expect("name").as_str(), "ubuntu-24-04-hutch");
+        assert_eq!(prepared_name("///").expect("name").as_str(), "image-hutch");
+    }
+}
