@@ -6,6 +6,7 @@
 //! agent agree on their syntax.
 
 pub mod addr;
+pub mod tree;
 
 /// Generated types and gRPC stubs for the `hutch.v1` package.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
