@@ -3,13 +3,14 @@
 //! It serves the `hutch.v1.Agent` gRPC service on every `--listen` address at
 //! once (vsock in a VM, a Unix socket for local use and Lima, TCP with a token
 //! as a last resort) and stops cleanly on SIGTERM/SIGINT, killing whatever it
-//! still runs.
+//! still runs. It also receives `--ro` snapshots of host folders (`Sync`).
 
 mod auth;
 mod exec;
 mod info;
 mod listen;
 mod service;
+mod sync;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,6 +41,15 @@ struct Args {
     /// File holding the bearer token that TCP clients must present.
     #[arg(long, value_name = "PATH")]
     token_file: Option<PathBuf>,
+
+    /// Folder for the agent's own state (what each `--ro` snapshot last received).
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/hutch")]
+    state_dir: PathBuf,
+
+    /// Write `--ro` snapshots under this folder instead of at the host's path
+    /// itself (for an agent running beside the host, as in tests).
+    #[arg(long, value_name = "DIR")]
+    snapshot_prefix: Option<PathBuf>,
 
     /// More logging on stderr (-v debug, -vv trace). HUTCH_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count)]
@@ -85,7 +95,8 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
 
     let groups = Groups::default();
-    let service = AgentService::new(groups.clone());
+    let sync = sync::Config { state_dir: args.state_dir, prefix: args.snapshot_prefix };
+    let service = AgentService::new(groups.clone(), sync);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut servers = JoinSet::new();
     let mut sockets = Vec::new();
