@@ -8,6 +8,7 @@ use tonic::{Code, Status};
 use crate::backend::BackendError;
 use crate::exit;
 use crate::state::StateError;
+use crate::sync::SyncError;
 use crate::transport::TransportError;
 
 /// A failure of hutch, not of the remote command.
@@ -40,6 +41,9 @@ pub enum Error {
     /// The VM manager failed.
     #[error(transparent)]
     Backend(#[from] BackendError),
+    /// A `--ro` snapshot could not be synced or diffed.
+    #[error(transparent)]
+    Sync(#[from] SyncError),
     /// The request contradicts what exists.
     #[error("{0}")]
     Usage(String),
@@ -124,6 +128,7 @@ impl Error {
             Error::State(_) => None,
             Error::Backend(e) => e.hint(),
             Error::Usage(_) => None,
+            Error::Sync(e) => e.hint(),
             Error::Boot { console, .. } => Some(match console {
                 Some(console) => format!("the VM's last output:\n{console}"),
                 None => "rerun with -v for details".into(),

@@ -45,6 +45,8 @@ fn main() -> ExitCode {
             Command::Reset(args) => hutch::cmd::reset::run(args).await,
             Command::Ls(args) => hutch::cmd::ls::run(args).await,
             Command::Ping(args) => hutch::cmd::ping::run(args).await,
+            Command::Sync(args) => hutch::cmd::sync::run(args).await,
+            Command::Diff(args) => hutch::cmd::diff::run(args).await,
         }
     });
     RawMode::restore();

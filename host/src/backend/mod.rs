@@ -29,6 +29,8 @@ pub struct VmSpec {
     pub workspace: Option<PathBuf>,
     /// Created by `hutch run --rm`: deleted when its command ends.
     pub ephemeral: bool,
+    /// `--ro`: `workspace` is copied into the guest, not shared.
+    pub ro: Option<crate::state::RoMode>,
 }
 
 /// What a backend knows about one of its VMs.

@@ -15,6 +15,7 @@ pub async fn run(args: ExecArgs) -> Result<u8, Error> {
     let result = async {
         let target = Target::resolve(args.name.as_ref(), &args.agent)?;
         let options = options(&args.flags, args.command.clone(), target.default_cwd());
+        target.sync_snapshot(!args.flags.json).await?;
         run_on(&target, &options).await
     }
     .await;

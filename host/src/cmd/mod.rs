@@ -1,5 +1,6 @@
 //! One module per subcommand; each turns parsed arguments into an exit code.
 
+pub mod diff;
 pub mod down;
 pub mod exec;
 pub mod ls;
@@ -8,4 +9,5 @@ pub mod reset;
 pub mod rm;
 pub mod run;
 pub mod shell;
+pub mod sync;
 pub mod up;

@@ -23,6 +23,7 @@ pub async fn run(args: NameArg) -> Result<u8, Error> {
         memory_mib: record.memory_mib,
         workspace: record.workspace.clone(),
         ephemeral: record.ephemeral,
+        ro: record.ro,
     };
     backend.delete(&record, &state.vm_dir(&name))?;
     std::fs::remove_file(state.vm_dir(&name).join("vm.json")).map_err(|e| Error::local("removing the old record", e))?;

@@ -44,6 +44,12 @@ pub async fn run(args: RunArgs) -> Result<u8, Error> {
     // throw-away one stays locked until it is gone.
     let _held = if args.rm { Some(lock) } else { None };
 
+    if let Err(error) = crate::cmd::up::initial_sync(&state, &spec.name).await {
+        if args.rm {
+            clean_up(&state, backend.as_ref(), &spec.name);
+        }
+        return Err(error);
+    }
     let target = Target::for_vm(state.clone(), &spec.name)?;
     let options = options(&args.exec, args.command.clone(), target.default_cwd());
     let result = run_on(&target, &options).await;

@@ -13,8 +13,20 @@ pub async fn run(args: UpArgs) -> Result<u8, Error> {
     let backend = backend::for_kind(args.backend, &state)?;
     let spec = spec(&args, &state, backend.as_ref(), None, false)?;
     let _lock = VmLock::acquire(&state.create_vm_dir(&spec.name)?)?;
-    announce(backend.as_ref(), lifecycle::ensure_running(&state, backend.as_ref(), &spec).await?);
+    let outcome = lifecycle::ensure_running(&state, backend.as_ref(), &spec).await?;
+    let name = spec.name.clone();
+    announce(backend.as_ref(), outcome);
+    initial_sync(&state, &name).await?;
     Ok(0)
+}
+
+/// Copies the workspace into a `--ro` VM (or brings its copy up to date).
+pub async fn initial_sync(state: &StateDir, name: &VmName) -> Result<(), Error> {
+    let target = crate::target::Target::for_vm(state.clone(), name)?;
+    if let Some(report) = target.sync_snapshot(true).await? {
+        eprintln!("hutch: snapshot of the workspace: {}", report.line());
+    }
+    Ok(())
 }
 
 /// The VM `up`/`run` asks for. `name` overrides `--name` and the default.
@@ -32,6 +44,7 @@ pub fn spec(args: &UpArgs, state: &StateDir, backend: &dyn Backend, name: Option
         memory_mib: args.memory,
         workspace,
         ephemeral,
+        ro: args.ro_mode()?,
     })
 }
 

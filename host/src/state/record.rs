@@ -37,6 +37,17 @@ impl BackendKind {
     }
 }
 
+/// How a `--ro` VM's snapshot is made (`hutch up --ro/--ro-git/--no-ignore`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoMode {
+    /// `.git` is included (`--ro-git`).
+    #[serde(default)]
+    pub git: bool,
+    /// `.gitignore`/`.hutchignore` are not honoured (`--no-ignore`).
+    #[serde(default)]
+    pub no_ignore: bool,
+}
+
 /// One VM as hutch knows it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VmRecord {
@@ -74,6 +85,18 @@ pub struct VmRecord {
     /// Backend-specific details (process ids, accelerator, ...).
     #[serde(default)]
     pub backend_state: serde_json::Value,
+    /// `--ro`: the workspace is not shared but copied into the guest (a
+    /// snapshot synced before each exec); `None` in shared mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ro: Option<RoMode>,
+}
+
+impl VmRecord {
+    /// The host folder the backend shares into the guest: the workspace,
+    /// unless the VM holds a `--ro` snapshot of it instead.
+    pub fn shared_workspace(&self) -> Option<&Path> {
+        if self.ro.is_some() { None } else { self.workspace.as_deref() }
+    }
 }
 
 impl VmRecord {
@@ -130,6 +153,7 @@ mod tests {
             started_unix: Some(2),
             protocol: Some(1),
             backend_state: serde_json::json!({ "qemu_pid": 42 }),
+            ro: Some(RoMode { git: true, no_ignore: false }),
         }
     }
 

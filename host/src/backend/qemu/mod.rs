@@ -83,7 +83,7 @@ impl Qemu {
             image: &image,
             vm_dir: dir,
             vsock: &device,
-            workspace: record.workspace.as_deref(),
+            workspace: record.shared_workspace(),
             tsc_khz: if choice.accel == Accel::Tcg { accel::host_tsc_khz() } else { None },
         };
         let mut cmd = Command::new(&self.qemu);
@@ -159,6 +159,7 @@ impl Backend for Qemu {
             started_unix: None,
             protocol: None,
             backend_state: serde_json::Value::Null,
+            ro: spec.ro,
         })
     }
 
