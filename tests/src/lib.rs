@@ -8,6 +8,7 @@ pub mod hvsock_proxy;
 pub mod pidfd;
 pub mod pty;
 pub mod raw;
+pub mod snapshot;
 pub mod vm;
 
 use std::io::{BufRead, BufReader};

@@ -148,16 +148,21 @@ pub fn open_dir(parent: BorrowedFd<'_>, name: &[u8], create: bool) -> Result<Own
                 Ok(()) | Err(Errno::EEXIST) => {}
                 Err(e) => return Err(e.into()),
             }
-            openat(parent, name, flags, Mode::empty()).map_err(classify)
+            openat(parent, name, flags, Mode::empty()).map_err(|e| classify(parent, name, e))
         }
-        Err(e) => Err(classify(e)),
+        Err(e) => Err(classify(parent, name, e)),
     }
 }
 
-fn classify(e: Errno) -> OpenError {
+/// Names the refusal: Linux says ENOTDIR (or ELOOP) for a symlink opened
+/// with `O_DIRECTORY | O_NOFOLLOW`, so look at what is there.
+fn classify(parent: BorrowedFd<'_>, name: &[u8], e: Errno) -> OpenError {
     match e {
-        Errno::ELOOP => Refused::Symlink.into(),
-        Errno::ENOTDIR => Refused::NotAFolder.into(),
+        Errno::ELOOP | Errno::ENOTDIR => {
+            let st = nix::sys::stat::fstatat(parent, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW);
+            let symlink = st.is_ok_and(|st| st.st_mode & nix::libc::S_IFMT == nix::libc::S_IFLNK);
+            if symlink || e == Errno::ELOOP { Refused::Symlink.into() } else { Refused::NotAFolder.into() }
+        }
         Errno::ENOENT => OpenError::Missing,
         e => e.into(),
     }
