@@ -4,7 +4,7 @@
 //! service `Agent` (so `tart exec` works too), on every `--listen` address at
 //! once (vsock in a VM, a Unix socket for local use and Lima, TCP with a token
 //! as a last resort) and stops cleanly on SIGTERM/SIGINT, killing whatever it
-//! still runs.
+//! still runs. It also receives `--ro` snapshots of host folders (`Sync`).
 
 mod auth;
 mod exec;
@@ -13,6 +13,7 @@ mod info;
 mod listen;
 mod prepare;
 mod service;
+mod sync;
 mod tart;
 
 use std::path::PathBuf;
@@ -60,6 +61,15 @@ struct Args {
     /// How heavy dirs are redirected: bind mounts (Linux default) or symlinks (macOS default).
     #[arg(long, value_enum)]
     heavy_strategy: Option<HeavyStrategyArg>,
+
+    /// Folder for the agent's own state (what each `--ro` snapshot last received).
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/hutch")]
+    state_dir: PathBuf,
+
+    /// Write `--ro` snapshots under this folder instead of at the host's path
+    /// itself (for an agent running beside the host, as in tests).
+    #[arg(long, value_name = "DIR")]
+    snapshot_prefix: Option<PathBuf>,
 
     /// More logging on stderr (-v debug, -vv trace). HUTCH_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count)]
@@ -119,8 +129,9 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         Some(HeavyStrategyArg::Symlink) => prepare::Strategy::Symlink,
         None => prepare::Strategy::native(),
     };
-    let service =
-        AgentService::new(groups.clone(), prepare::Config { local_root: args.local_dir, strategy, tart_shares: args.tart_shares });
+    let prepare = prepare::Config { local_root: args.local_dir, strategy, tart_shares: args.tart_shares };
+    let sync = sync::Config { state_dir: args.state_dir, prefix: args.snapshot_prefix };
+    let service = AgentService::new(groups.clone(), prepare, sync);
     let tart = TartService::new(groups.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut servers = JoinSet::new();

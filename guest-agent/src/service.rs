@@ -5,7 +5,12 @@ use std::pin::Pin;
 use std::time::Instant;
 
 use hutch_proto::v1::agent_server::Agent;
-use hutch_proto::v1::{ExecRequest, ExecResponse, InfoRequest, InfoResponse, PrepareRequest, PrepareResponse};
+use std::sync::Arc;
+
+use hutch_proto::v1::{
+    ExecRequest, ExecResponse, InfoRequest, InfoResponse, PrepareRequest, PrepareResponse, SnapshotDiffRequest, SnapshotDiffResponse,
+    SyncRequest, SyncResponse,
+};
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
@@ -17,6 +22,7 @@ use crate::exec::session;
 use crate::forward;
 use crate::info;
 use crate::prepare::{self, PrepareError};
+use crate::sync;
 
 /// State shared by every call to one agent.
 #[derive(Clone)]
@@ -24,21 +30,29 @@ pub struct AgentService {
     started: Instant,
     groups: Groups,
     prepare: prepare::Config,
+    sync: Arc<sync::Config>,
 }
 
 impl AgentService {
-    /// A service whose execs register their process groups in `groups`, and
-    /// that keeps heavy dirs as `prepare` says.
-    pub fn new(groups: Groups, prepare: prepare::Config) -> Self {
-        Self { started: Instant::now(), groups, prepare }
+    /// A service whose execs register their process groups in `groups`, that
+    /// keeps heavy dirs as `prepare` says and snapshots as `sync` says.
+    pub fn new(groups: Groups, prepare: prepare::Config, sync: sync::Config) -> Self {
+        Self { started: Instant::now(), groups, prepare, sync: Arc::new(sync) }
     }
 }
 
 type ExecStream = Pin<Box<dyn Stream<Item = Result<ExecResponse, Status>> + Send>>;
+type SyncStream = Pin<Box<dyn Stream<Item = Result<SyncResponse, Status>> + Send>>;
+type DiffStream = Pin<Box<dyn Stream<Item = Result<SnapshotDiffResponse, Status>> + Send>>;
+
+/// Messages buffered on a Sync or SnapshotDiff response stream.
+const SYNC_QUEUE: usize = 8;
 
 #[tonic::async_trait]
 impl Agent for AgentService {
     type ExecStream = ExecStream;
+    type SyncStream = SyncStream;
+    type SnapshotDiffStream = DiffStream;
 
     async fn exec(&self, request: Request<Streaming<ExecRequest>>) -> Result<Response<Self::ExecStream>, Status> {
         let (tx, rx) = mpsc::channel(RESPONSE_QUEUE);
@@ -70,5 +84,17 @@ impl Agent for AgentService {
             Err(e @ PrepareError::Unsupported(_)) => Err(Status::unimplemented(e.to_string())),
             Err(e) => Err(Status::failed_precondition(e.to_string())),
         }
+    }
+
+    async fn sync(&self, request: Request<Streaming<SyncRequest>>) -> Result<Response<Self::SyncStream>, Status> {
+        let (tx, rx) = mpsc::channel(SYNC_QUEUE);
+        tokio::spawn(sync::session::run(self.sync.clone(), request.into_inner(), tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn snapshot_diff(&self, request: Request<SnapshotDiffRequest>) -> Result<Response<Self::SnapshotDiffStream>, Status> {
+        let (tx, rx) = mpsc::channel(SYNC_QUEUE);
+        tokio::spawn(sync::diff::run(self.sync.clone(), request.into_inner(), tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }

@@ -65,6 +65,11 @@ pub enum Command {
     /// Guest images (`prepare`: boot a base image, install the agent, stop it).
     #[command(subcommand)]
     Image(ImageCommand),
+
+    /// Bring a `--ro` VM's snapshot of the workspace up to date with the host.
+    Sync(SyncArgs),
+    /// Print the guest's changes to its `--ro` snapshot as a patch for `git apply`.
+    Diff(DiffArgs),
 }
 
 /// Which VM, for commands that act on one.
@@ -119,6 +124,77 @@ pub struct UpArgs {
     /// defaults to HOSTPORT). `up`: in the background until `down`; `run`: while the command runs.
     #[arg(long = "forward", value_name = "HOSTPORT[:GUESTPORT]")]
     pub forward: Vec<PortMapping>,
+
+    /// Share nothing writable: copy the workspace into VM-local disk at the same
+    /// path (a snapshot, re-synced before each `hutch exec`). `.git` is left out.
+    #[arg(long, conflicts_with = "no_workspace")]
+    pub ro: bool,
+
+    /// Like --ro, and include `.git` (so git works in the guest).
+    #[arg(long, conflicts_with = "no_workspace")]
+    pub ro_git: bool,
+
+    /// With --ro: copy everything, ignoring .gitignore and .hutchignore.
+    #[arg(long)]
+    pub no_ignore: bool,
+}
+
+impl UpArgs {
+    /// The snapshot mode asked for, if any.
+    pub fn ro_mode(&self) -> Result<Option<crate::state::RoMode>, Error> {
+        if self.ro || self.ro_git {
+            return Ok(Some(crate::state::RoMode { git: self.ro_git, no_ignore: self.no_ignore }));
+        }
+        if self.no_ignore {
+            return Err(Error::Usage("--no-ignore only applies to --ro snapshots: add --ro or --ro-git".into()));
+        }
+        Ok(None)
+    }
+}
+
+/// Which snapshot `sync`/`diff` act on.
+#[derive(Args, Debug, Clone)]
+pub struct SnapshotArgs {
+    /// The VM (default: --addr/HUTCH_ADDR if set, else the VM of the current workspace).
+    #[arg(short = 'n', long, value_name = "NAME")]
+    pub name: Option<VmName>,
+
+    #[command(flatten)]
+    pub agent: AgentArgs,
+
+    /// With --addr: the host folder to snapshot (default: the current directory).
+    #[arg(long, value_name = "DIR")]
+    pub workspace: Option<PathBuf>,
+
+    /// With --addr: include `.git`.
+    #[arg(long)]
+    pub ro_git: bool,
+
+    /// With --addr: ignore .gitignore and .hutchignore.
+    #[arg(long)]
+    pub no_ignore: bool,
+}
+
+/// `hutch sync`.
+#[derive(Args, Debug)]
+pub struct SyncArgs {
+    #[command(flatten)]
+    pub snapshot: SnapshotArgs,
+
+    /// Print nothing (and no progress bar).
+    #[arg(short, long)]
+    pub quiet: bool,
+
+    /// Print one JSON object with what was done.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `hutch diff`.
+#[derive(Args, Debug)]
+pub struct DiffArgs {
+    #[command(flatten)]
+    pub snapshot: SnapshotArgs,
 }
 
 /// `hutch run`.

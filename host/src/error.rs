@@ -9,6 +9,7 @@ use crate::agent_install::InstallError;
 use crate::backend::BackendError;
 use crate::exit;
 use crate::state::StateError;
+use crate::sync::SyncError;
 use crate::transport::TransportError;
 
 /// A failure of hutch, not of the remote command.
@@ -41,6 +42,9 @@ pub enum Error {
     /// Installing the agent over SSH failed.
     #[error(transparent)]
     Install(#[from] InstallError),
+    /// A `--ro` snapshot could not be synced or diffed.
+    #[error(transparent)]
+    Sync(#[from] SyncError),
     /// The request contradicts what exists.
     #[error("{0}")]
     Usage(String),
@@ -147,6 +151,7 @@ impl Error {
             Error::Prepare(_) => {
                 Some("check that the workspace folder exists and is shared with the VM; `hutch reset NAME` starts over".into())
             }
+            Error::Sync(e) => e.hint(),
             Error::Boot { console, .. } => Some(match console {
                 Some(console) => format!("the VM's last output:\n{console}"),
                 None => "rerun with -v for details".into(),

@@ -2,6 +2,7 @@
 //!
 //! - [`transport`] connects to an agent over any supported address;
 //! - [`exec`] drives one remote process from the local terminal or pipes;
+//! - [`sync`] keeps `--ro` snapshots equal to the host tree, and diffs them;
 //! - [`cmd`] has one module per subcommand, [`cli`] their flags;
 //! - [`error`] and [`exit`] define failures and exit codes in one place.
 
@@ -19,5 +20,6 @@ pub mod hooks;
 pub mod lifecycle;
 pub mod prepare;
 pub mod state;
+pub mod sync;
 pub mod target;
 pub mod transport;

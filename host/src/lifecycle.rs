@@ -51,6 +51,16 @@ pub async fn ensure_running(state: &StateDir, backend: &dyn Backend, spec: &VmSp
                 backend.kind().as_str()
             )));
         }
+        Some(record) if record.ro != spec.ro => {
+            let mode = |ro: Option<crate::state::RoMode>| if ro.is_some() { "a --ro snapshot" } else { "a shared workspace" };
+            return Err(Error::Usage(format!(
+                "VM {} exists with {}, not {}; remove it first (`hutch rm -f {}`) to recreate it",
+                spec.name,
+                mode(record.ro),
+                mode(spec.ro),
+                spec.name
+            )));
+        }
         Some(record) => match backend.state(&record, &dir) {
             VmState::Running if agent_info(&record).await.is_ok() => return Ok(Outcome::AlreadyUp(record)),
             VmState::Running => {

@@ -52,6 +52,8 @@ fn main() -> ExitCode {
             Command::Forward(args) => hutch::cmd::forward::run(args).await,
             Command::Agent(command) => hutch::cmd::agent::run(command).await,
             Command::Image(command) => hutch::cmd::image::run(command).await,
+            Command::Sync(args) => hutch::cmd::sync::run(args).await,
+            Command::Diff(args) => hutch::cmd::diff::run(args).await,
         }
     });
     RawMode::restore();

@@ -61,6 +61,16 @@ impl Target {
         Some(cwd.unwrap_or_else(|| workspace.clone()).display().to_string())
     }
 
+    /// For a `--ro` VM, brings its snapshot up to date with the host (a cheap
+    /// call when nothing changed); `None` for any other target.
+    pub async fn sync_snapshot(&self, progress: bool) -> Result<Option<crate::sync::Report>, Error> {
+        let Some((_, record)) = &self.vm else { return Ok(None) };
+        let (Some(ro), Some(root)) = (record.ro, &record.workspace) else { return Ok(None) };
+        let mut client = self.connect().await?;
+        let source = crate::sync::source(root, ro.git, ro.no_ignore);
+        Ok(Some(crate::sync::sync(&mut client, &source, progress).await?))
+    }
+
     /// Connects, turning a failure into the reason and the fix.
     pub async fn connect(&self) -> Result<Client, Error> {
         match transport::connect(&self.addr, self.token.clone()).await {

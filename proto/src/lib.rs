@@ -8,6 +8,7 @@
 
 pub mod addr;
 pub mod mountinfo;
+pub mod tree;
 
 /// Generated types and gRPC stubs for the `hutch.v1` package.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]

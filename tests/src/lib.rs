@@ -9,6 +9,7 @@ pub mod hvsock_proxy;
 pub mod pidfd;
 pub mod pty;
 pub mod raw;
+pub mod snapshot;
 pub mod sshd;
 pub mod vm;
 

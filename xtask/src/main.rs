@@ -5,9 +5,11 @@
 //! - `dist`: static hutch-agent for Linux guests, plus systemd/launchd files;
 //! - `e2e`: build the image and run the end-to-end suite in QEMU guests;
 //! - `image`: build the QEMU guest image and install it as hutch's default;
-//! - `bench [--quick] [--json FILE]`: measure hutch against its anchors.
+//! - `bench [--quick] [--json FILE]`: measure hutch against its anchors;
+//! - `bench-sync [--quick] [--json FILE]`: `--ro` snapshot sync beside rsync.
 
 mod bench;
+mod bench_sync;
 mod demo;
 mod dist;
 mod e2e;
@@ -53,6 +55,15 @@ enum Task {
         #[arg(long, value_name = "FILE")]
         json: Option<std::path::PathBuf>,
     },
+    /// Measure `--ro` snapshot sync (initial copy, no-change, 10 files) beside rsync, locally and over ssh.
+    BenchSync {
+        /// Fewer runs, for a quick look.
+        #[arg(long)]
+        quick: bool,
+        /// Also write the results as JSON to this file.
+        #[arg(long, value_name = "FILE")]
+        json: Option<std::path::PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -62,6 +73,12 @@ fn main() -> ExitCode {
         Task::E2e => e2e::run(),
         Task::Image { no_install } => image::run(!no_install).map(|_| 0),
         Task::Bench { quick, json } => bench::run(quick, json.as_deref()).map(|()| 0),
+        Task::BenchSync { quick, json } => bench_sync::run(quick).and_then(|report| {
+            if let Some(path) = json {
+                std::fs::write(path, format!("{report:#}\n"))?;
+            }
+            Ok(0)
+        }),
     };
     match result {
         Ok(code) => ExitCode::from(code),

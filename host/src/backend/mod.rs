@@ -37,9 +37,17 @@ pub struct VmSpec {
     pub ephemeral: bool,
     /// Names of heavy artifact dirs to keep on VM-local disk.
     pub heavy_dirs: Vec<String>,
+    /// `--ro`: `workspace` is copied into the guest, not shared.
+    pub ro: Option<crate::state::RoMode>,
 }
 
 impl VmSpec {
+    /// The folder to share into the guest: the workspace, unless `--ro`
+    /// copies it in instead (then nothing of the host is shared).
+    pub fn shared_workspace(&self) -> Option<&Path> {
+        if self.ro.is_some() { None } else { self.workspace.as_deref() }
+    }
+
     /// The first record of a VM just created from this spec, in state stopped.
     pub fn record(&self, backend: BackendKind, image: String, addr: String, backend_state: serde_json::Value) -> VmRecord {
         VmRecord {
@@ -60,6 +68,7 @@ impl VmSpec {
             heavy_links: Vec::new(),
             backend_state,
             forward_pid: None,
+            ro: self.ro,
         }
     }
 }

@@ -17,6 +17,7 @@ pub async fn run(args: ExecArgs) -> Result<u8, Error> {
         let target = Target::resolve(args.name.as_ref(), &args.agent)?;
         let mut options = options(&args.flags, args.command.clone(), target.default_cwd());
         add_configured_env(&mut options)?;
+        target.sync_snapshot(!args.flags.json).await?;
         run_on(&target, &options).await
     }
     .await;

@@ -45,6 +45,7 @@ async fn prepare(args: PrepareArgs) -> Result<u8, Error> {
                 workspace: None,
                 ephemeral: false,
                 heavy_dirs: Vec::new(),
+                ro: None,
             };
             let record = backend.create(&spec, &dir)?;
             record.save(&dir)?;

@@ -3,6 +3,7 @@
 pub mod agent;
 pub mod completions;
 pub mod config;
+pub mod diff;
 pub mod doctor;
 pub mod down;
 pub mod exec;
@@ -14,4 +15,5 @@ pub mod reset;
 pub mod rm;
 pub mod run;
 pub mod shell;
+pub mod sync;
 pub mod up;

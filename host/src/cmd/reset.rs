@@ -24,6 +24,7 @@ pub async fn run(args: NameArg) -> Result<u8, Error> {
         workspace: record.workspace.clone(),
         ephemeral: record.ephemeral,
         heavy_dirs: record.heavy_dirs.clone(),
+        ro: record.ro,
     };
     backend.delete(&record, &state.vm_dir(&name))?;
     std::fs::remove_file(state.vm_dir(&name).join("vm.json")).map_err(|e| Error::local("removing the old record", e))?;

@@ -10,7 +10,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::backend::Backend;
 use crate::cli::RunArgs;
 use crate::cmd::exec::{options, report, run_on};
-use crate::cmd::up::{Plan, plan, run_runtime_hook};
+use crate::cmd::up::{Plan, initial_sync, plan, run_runtime_hook};
 use crate::config::env_pairs;
 use crate::error::Error;
 use crate::exec::{Finished, Options};
@@ -55,18 +55,24 @@ pub async fn run(args: RunArgs) -> Result<u8, Error> {
     report(result, args.exec.json)
 }
 
-/// Boots (or finds) the VM, and runs the runtime hook in a fresh one.
+/// Boots (or finds) the VM, brings a `--ro` snapshot up to date, and runs
+/// the runtime hook in a fresh VM (after the sync: it runs in the project).
 async fn boot(state: &StateDir, plan: &Plan) -> Result<(), Error> {
-    match lifecycle::ensure_running(state, plan.backend.as_ref(), &plan.spec).await? {
+    let fresh = match lifecycle::ensure_running(state, plan.backend.as_ref(), &plan.spec).await? {
         Outcome::Started(record, took) => {
             tracing::info!("{} booted in {:.1} s ({})", record.name, took.as_secs_f64(), plan.backend.notes(&record).join("; "));
-            run_runtime_hook(state, plan).await
+            true
         }
         Outcome::AlreadyUp(record) => {
             tracing::info!("{} was already up", record.name);
-            Ok(())
+            false
         }
+    };
+    initial_sync(state, &plan.spec.name).await?;
+    if fresh {
+        run_runtime_hook(state, plan).await?;
     }
+    Ok(())
 }
 
 /// Runs the command while `forwards` are served (their lines go to stderr:

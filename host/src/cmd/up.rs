@@ -17,6 +17,7 @@ pub async fn run(args: UpArgs) -> Result<u8, Error> {
     let outcome = lifecycle::ensure_running(&state, plan.backend.as_ref(), &plan.spec).await?;
     let fresh = matches!(outcome, Outcome::Started(..));
     announce(plan.backend.as_ref(), outcome);
+    initial_sync(&state, &plan.spec.name).await?;
     if fresh {
         run_runtime_hook(&state, &plan).await?;
     }
@@ -30,6 +31,15 @@ pub async fn run(args: UpArgs) -> Result<u8, Error> {
         );
     }
     Ok(0)
+}
+
+/// Copies the workspace into a `--ro` VM (or brings its copy up to date).
+pub async fn initial_sync(state: &StateDir, name: &VmName) -> Result<(), Error> {
+    let target = crate::target::Target::for_vm(state.clone(), name)?;
+    if let Some(report) = target.sync_snapshot(true).await? {
+        eprintln!("hutch: snapshot of the workspace: {}", report.line());
+    }
+    Ok(())
 }
 
 /// What `up`/`run` resolved from flags, configuration files and defaults.
@@ -71,6 +81,7 @@ pub fn plan(args: &UpArgs, state: &StateDir, name: Option<VmName>, ephemeral: bo
         workspace,
         ephemeral,
         heavy_dirs: config.heavy.value.clone(),
+        ro: args.ro_mode()?,
     };
     Ok(Plan { config, spec, backend })
 }

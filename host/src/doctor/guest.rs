@@ -56,6 +56,13 @@ async fn mounts(client: &mut Client, record: &VmRecord) -> Vec<Check> {
     let Some((0, table)) = sh(client, "cat /proc/self/mountinfo", &[]).await else {
         return vec![Check::warn("workspace", "could not read the guest's mount table", "check the guest has /proc mounted")];
     };
+    if record.ro.is_some() {
+        // A --ro VM holds a copy, not a mount.
+        return vec![match sh(client, r#"test -d "$1""#, &[&ws.display().to_string()]).await {
+            Some((0, _)) => Check::ok("workspace", format!("--ro snapshot at {}", ws.display())),
+            _ => Check::fail("workspace", format!("no --ro snapshot at {}", ws.display()), format!("`hutch sync --name {}`", record.name)),
+        }];
+    }
     let mounted = mount_points(&table);
     let refresh = format!("`hutch down {0}` then `hutch up --name {0}` sets it up again", record.name);
     let mut out = vec![if mounted.contains(ws) {

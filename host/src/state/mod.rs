@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 pub use lock::VmLock;
 pub use name::{VmName, default_name};
-pub use record::{BackendKind, HeavyLink, RECORD_VERSION, VmRecord, now_unix};
+pub use record::{BackendKind, HeavyLink, RECORD_VERSION, RoMode, VmRecord, now_unix};
 
 /// Errors reading or writing the state directory.
 #[derive(Debug, thiserror::Error)]

@@ -37,6 +37,17 @@ impl BackendKind {
     }
 }
 
+/// How a `--ro` VM's snapshot is made (`hutch up --ro/--ro-git/--no-ignore`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoMode {
+    /// `.git` is included (`--ro-git`).
+    #[serde(default)]
+    pub git: bool,
+    /// `.gitignore`/`.hutchignore` are not honoured (`--no-ignore`).
+    #[serde(default)]
+    pub no_ignore: bool,
+}
+
 /// One VM as hutch knows it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VmRecord {
@@ -85,6 +96,19 @@ pub struct VmRecord {
     /// stopped by `down`/`rm`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forward_pid: Option<u32>,
+
+    /// `--ro`: the workspace is not shared but copied into the guest (a
+    /// snapshot synced before each exec); `None` in shared mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ro: Option<RoMode>,
+}
+
+impl VmRecord {
+    /// The host folder the backend shares into the guest: the workspace,
+    /// unless the VM holds a `--ro` snapshot of it instead.
+    pub fn shared_workspace(&self) -> Option<&Path> {
+        if self.ro.is_some() { None } else { self.workspace.as_deref() }
+    }
 }
 
 impl VmRecord {
@@ -153,6 +177,7 @@ mod tests {
             heavy_links: Vec::new(),
             backend_state: serde_json::json!({ "qemu_pid": 42 }),
             forward_pid: None,
+            ro: Some(RoMode { git: true, no_ignore: false }),
         }
     }
 

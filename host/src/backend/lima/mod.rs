@@ -124,7 +124,8 @@ impl Backend for Lima {
             self.tool.run(&[std::ffi::OsStr::new("create"), "--name".as_ref(), name.as_ref(), "--tty=false".as_ref(), file.as_os_str()])?;
             "create"
         };
-        let share = spec.workspace.clone().map(|host_path| WorkspaceShare { host_path, source: ShareSource::SamePath });
+        let share =
+            spec.shared_workspace().map(Path::to_path_buf).map(|host_path| WorkspaceShare { host_path, source: ShareSource::SamePath });
         let state = serde_json::to_value(LimaState { made_by: made_by.into(), share }).unwrap_or_default();
         Ok(spec.record(BackendKind::Lima, image, Addr::Unix(self.host_socket(name)).to_string(), state))
     }

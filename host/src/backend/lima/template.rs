@@ -25,7 +25,7 @@ pub fn template(spec: &VmSpec, base: &str) -> String {
     yaml += &format!("base: {}\n", quote(base));
     yaml += &format!("cpus: {}\n", spec.cpus);
     yaml += &format!("memory: {}\n", quote(&memory(spec)));
-    if let Some(ws) = &spec.workspace {
+    if let Some(ws) = spec.shared_workspace() {
         yaml += &format!("mounts:\n- {}\n", mount(ws));
     }
     yaml += &format!("portForwards:\n- {}\n", forward());
@@ -34,7 +34,7 @@ pub fn template(spec: &VmSpec, base: &str) -> String {
 
 /// The same settings as a yq expression for `limactl clone --set`.
 pub fn set_expression(spec: &VmSpec) -> String {
-    let mounts = spec.workspace.as_deref().map(mount).unwrap_or_default();
+    let mounts = spec.shared_workspace().map(mount).unwrap_or_default();
     format!(".cpus = {} | .memory = {} | .mounts = [{mounts}] | .portForwards = [{}]", spec.cpus, quote(&memory(spec)), forward())
 }
 
@@ -69,6 +69,7 @@ mod tests {
             workspace: Some("/Users/me/my \"web\"".into()),
             ephemeral: false,
             heavy_dirs: Vec::new(),
+            ro: None,
         }
     }
 

@@ -84,7 +84,7 @@ impl Qemu {
             image: &image,
             vm_dir: dir,
             vsock: &device,
-            workspace: record.workspace.as_deref(),
+            workspace: record.shared_workspace(),
             tsc_khz: if choice.accel == Accel::Tcg { accel::host_tsc_khz() } else { None },
         };
         let mut cmd = Command::new(&self.qemu);
@@ -202,7 +202,7 @@ impl Backend for Qemu {
     }
 
     fn workspace_share(&self, record: &VmRecord) -> Option<WorkspaceShare> {
-        record.workspace.as_ref().map(|_| WorkspaceShare { kind: Some(workspace_share::Kind::NinepTag(args::WORKSPACE_TAG.into())) })
+        record.shared_workspace().map(|_| WorkspaceShare { kind: Some(workspace_share::Kind::NinepTag(args::WORKSPACE_TAG.into())) })
     }
 
     fn default_image(&self, state: &StateDir) -> Option<String> {

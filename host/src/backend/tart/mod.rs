@@ -162,8 +162,8 @@ impl Backend for Tart {
             return Err(e);
         }
         let share = spec
-            .workspace
-            .clone()
+            .shared_workspace()
+            .map(Path::to_path_buf)
             .map(|host_path| WorkspaceShare { host_path, source: ShareSource::TartDir { name: SHARE_NAME.into(), read_only: false } });
         let addr = match self.transport {
             Transport::ControlSocket => Addr::Unix(self.control_socket(name)).to_string(),

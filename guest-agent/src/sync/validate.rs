@@ -1,0 +1,186 @@
+//! The receiver's distrust: every path the host names is checked here, and
+//! every folder is opened one component at a time without following symlinks,
+//! so nothing a Sync says can reach outside the snapshot root.
+//!
+//! A path is a list of plain names below the root: no leading `/`, no `.` or
+//! `..`, no empty component. Folders are opened with
+//! `openat(parent, name, O_DIRECTORY | O_NOFOLLOW)`, so a symlink anywhere on
+//! the way (pointing out of the snapshot or inside it) fails the open instead
+//! of being followed; the last component is created or replaced with `*at`
+//! calls relative to that folder, again never following a symlink.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, openat};
+use nix::sys::stat::{Mode, mkdirat};
+
+/// Why the agent refused an entry or a path.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    /// The path is empty.
+    #[error("empty path")]
+    Empty,
+    /// The path starts with `/`.
+    #[error("absolute path")]
+    Absolute,
+    /// A component is `..`.
+    #[error("`..` component")]
+    DotDot,
+    /// A component is `.` or empty (`a//b`).
+    #[error("`.` or empty component")]
+    Dot,
+    /// An intermediate component is a symlink.
+    #[error("passes through a symlink")]
+    Symlink,
+    /// An intermediate component is neither a folder nor missing.
+    #[error("passes through something that is not a folder")]
+    NotAFolder,
+    /// A tar hard link.
+    #[error("hard links are not accepted")]
+    HardLink,
+    /// A device, fifo or other special file.
+    #[error("{0} entries are not accepted")]
+    Special(&'static str),
+    /// A symlink without a target.
+    #[error("symlink without a target")]
+    NoTarget,
+    /// The entry exists as another kind of thing that was not deleted first.
+    #[error("exists and is {0}")]
+    Occupied(&'static str),
+}
+
+/// The components of a relative path, or why it is refused. A single
+/// trailing `/` (as tar writes for folders) is allowed.
+pub fn components(path: &[u8]) -> Result<Vec<&[u8]>, Refused> {
+    let path = path.strip_suffix(b"/").unwrap_or(path);
+    if path.is_empty() {
+        return Err(Refused::Empty);
+    }
+    if path.starts_with(b"/") {
+        return Err(Refused::Absolute);
+    }
+    let parts: Vec<&[u8]> = path.split(|b| *b == b'/').collect();
+    for part in &parts {
+        match *part {
+            b".." => return Err(Refused::DotDot),
+            b"." | b"" => return Err(Refused::Dot),
+            _ => {}
+        }
+    }
+    Ok(parts)
+}
+
+/// The snapshot root, opened once, and the most recently opened folder below
+/// it (entries arrive sorted, so consecutive ones usually share a parent).
+pub struct SafeRoot {
+    fd: OwnedFd,
+    cached: Option<(Vec<u8>, OwnedFd)>,
+}
+
+/// What opening a path's parent failed on.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The path is refused.
+    #[error(transparent)]
+    Refused(#[from] Refused),
+    /// A folder on the way does not exist (only when not creating).
+    #[error("missing")]
+    Missing,
+    /// The OS failed.
+    #[error("{0}")]
+    Os(#[from] Errno),
+}
+
+impl SafeRoot {
+    /// Opens the root folder (the one path the agent itself chose).
+    pub fn open(path: &Path) -> Result<SafeRoot, Errno> {
+        let fd = nix::fcntl::open(path, OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())?;
+        Ok(SafeRoot { fd, cached: None })
+    }
+
+    /// The root folder itself.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Opens the folder holding the last of `parts`, walking from the root
+    /// without following symlinks; missing folders are created (mode 0755)
+    /// when `create` is set.
+    pub fn parent(&mut self, parts: &[&[u8]], create: bool) -> Result<BorrowedFd<'_>, OpenError> {
+        let dirs = &parts[..parts.len().saturating_sub(1)];
+        if dirs.is_empty() {
+            return Ok(self.fd.as_fd());
+        }
+        let key = dirs.join(&b'/');
+        if self.cached.as_ref().is_none_or(|(k, _)| *k != key) {
+            self.cached = None;
+            let mut fd = open_dir(self.fd.as_fd(), dirs[0], create)?;
+            for name in &dirs[1..] {
+                fd = open_dir(fd.as_fd(), name, create)?;
+            }
+            self.cached = Some((key, fd));
+        }
+        Ok(self.cached.as_ref().map_or(self.fd.as_fd(), |(_, fd)| fd.as_fd()))
+    }
+
+    /// Opens the folder at `parts` itself (no creation).
+    pub fn dir(&mut self, parts: &[&[u8]]) -> Result<OwnedFd, OpenError> {
+        let Some(name) = parts.last() else { return Err(Refused::Empty.into()) };
+        let parent = self.parent(parts, false)?;
+        open_dir(parent, name, false)
+    }
+
+    /// Forgets the cached folder (after deletions, which may remove it).
+    pub fn forget(&mut self) {
+        self.cached = None;
+    }
+}
+
+/// Opens `name` in `parent` as a folder, refusing symlinks and non-folders.
+pub fn open_dir(parent: BorrowedFd<'_>, name: &[u8], create: bool) -> Result<OwnedFd, OpenError> {
+    let flags = OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_RDONLY | OFlag::O_CLOEXEC;
+    match openat(parent, name, flags, Mode::empty()) {
+        Ok(fd) => Ok(fd),
+        Err(Errno::ENOENT) if create => {
+            match mkdirat(parent, name, Mode::from_bits_truncate(0o755)) {
+                Ok(()) | Err(Errno::EEXIST) => {}
+                Err(e) => return Err(e.into()),
+            }
+            openat(parent, name, flags, Mode::empty()).map_err(|e| classify(parent, name, e))
+        }
+        Err(e) => Err(classify(parent, name, e)),
+    }
+}
+
+/// Names the refusal: Linux says ENOTDIR (or ELOOP) for a symlink opened
+/// with `O_DIRECTORY | O_NOFOLLOW`, so look at what is there.
+fn classify(parent: BorrowedFd<'_>, name: &[u8], e: Errno) -> OpenError {
+    match e {
+        Errno::ELOOP | Errno::ENOTDIR => {
+            let st = nix::sys::stat::fstatat(parent, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW);
+            let symlink = st.is_ok_and(|st| st.st_mode & nix::libc::S_IFMT == nix::libc::S_IFLNK);
+            if symlink || e == Errno::ELOOP { Refused::Symlink.into() } else { Refused::NotAFolder.into() }
+        }
+        Errno::ENOENT => OpenError::Missing,
+        e => e.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths() {
+        assert_eq!(components(b"a/b/c").unwrap(), vec![&b"a"[..], b"b", b"c"]);
+        assert_eq!(components(b"dir/").unwrap(), vec![&b"dir"[..]]);
+        assert!(matches!(components(b""), Err(Refused::Empty)));
+        assert!(matches!(components(b"/etc/passwd"), Err(Refused::Absolute)));
+        assert!(matches!(components(b"a/../../x"), Err(Refused::DotDot)));
+        assert!(matches!(components(b".."), Err(Refused::DotDot)));
+        assert!(matches!(components(b"./a"), Err(Refused::Dot)));
+        assert!(matches!(components(b"a//b"), Err(Refused::Dot)));
+    }
+}

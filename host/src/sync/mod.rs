@@ -1,0 +1,185 @@
+//! `--ro` snapshots, the sending side: walk the host's tree, compare it with
+//! the guest's manifest, send what differs ([`plan`], [`send`]), and turn the
+//! guest's changes back into a patch ([`diff`]).
+//!
+//! The guest's snapshot ends up equal to the host's tree as `rsync -a
+//! --delete` would leave it (contents, modes, symlinks, mtimes), restricted to
+//! what the walk rules include; files the guest changed are reset to the
+//! host's version. A sync where nothing changed costs two parallel walks (one
+//! on each side, at the same time) and one round trip.
+
+pub mod diff;
+pub mod plan;
+pub mod send;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use hutch_proto::v1::sync_request::Kind as Out;
+use hutch_proto::v1::sync_response::Kind as In;
+use hutch_proto::v1::{PathList, PathManifest, SyncFinish, SyncRequest, SyncStart, SyncSummary, WalkRules};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
+
+use crate::transport::Client;
+
+/// Paths per `delete` message.
+const DELETE_CHUNK: usize = 4096;
+/// Requests buffered towards the agent.
+const REQUEST_QUEUE: usize = 8;
+
+/// Why a sync or a diff failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// The host's tree could not be walked.
+    #[error(transparent)]
+    Walk(#[from] hutch_proto::tree::WalkError),
+    /// The agent refused or failed the call.
+    #[error("the agent failed the sync: {}", .0.message())]
+    Agent(Status),
+    /// The agent does not know `Sync` (an older agent).
+    #[error("the agent does not support --ro snapshots (Sync): {}", .0.message())]
+    Unsupported(Status),
+    /// The agent broke the protocol.
+    #[error("sync protocol error: {0}")]
+    Protocol(String),
+    /// Reading host files failed.
+    #[error("{what}: {source}")]
+    Local {
+        /// What hutch was doing.
+        what: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+impl SyncError {
+    fn from_status(status: Status) -> Self {
+        match status.code() {
+            tonic::Code::Unimplemented => SyncError::Unsupported(status),
+            _ => SyncError::Agent(status),
+        }
+    }
+
+    /// What the user can do about it.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            SyncError::Unsupported(_) => Some("update the agent in the VM image (`cargo xtask image`)".into()),
+            SyncError::Agent(s) if s.code() == tonic::Code::FailedPrecondition => Some("run `hutch sync` first".into()),
+            _ => None,
+        }
+    }
+}
+
+/// What to sync: a host folder and how to walk it.
+#[derive(Clone, Debug)]
+pub struct Source {
+    /// The host folder, absolute (the guest's snapshot has the same path).
+    pub root: PathBuf,
+    /// Which files the snapshot holds.
+    pub rules: WalkRules,
+}
+
+/// What a sync did.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Entries on the host.
+    pub entries: usize,
+    /// Entries sent.
+    pub sent: usize,
+    /// Paths deleted in the guest.
+    pub deleted: usize,
+    /// Bytes of file contents sent, before and after compression.
+    pub bytes: (u64, u64),
+    /// The guest's snapshot did not exist before (an initial copy).
+    pub fresh: bool,
+    /// The agent's account.
+    pub agent: SyncSummary,
+    /// Wall time.
+    pub took: Duration,
+}
+
+impl Report {
+    /// One line for the user.
+    pub fn line(&self) -> String {
+        if self.sent == 0 && self.deleted == 0 {
+            return format!("up to date ({} entries, {:.0} ms)", self.entries, self.took.as_secs_f64() * 1000.0);
+        }
+        format!(
+            "{} {} entries ({:.1} MB, {:.1} MB compressed), deleted {}, in {:.2} s",
+            if self.fresh { "copied" } else { "updated" },
+            self.sent,
+            self.bytes.0 as f64 / 1e6,
+            self.bytes.1 as f64 / 1e6,
+            self.deleted,
+            self.took.as_secs_f64()
+        )
+    }
+}
+
+/// Brings the agent's snapshot of `source` up to date.
+pub async fn sync(client: &mut Client, source: &Source, progress: bool) -> Result<Report, SyncError> {
+    let begin = Instant::now();
+    let root_text = source.root.to_str().ok_or_else(|| SyncError::Protocol(format!("{} is not UTF-8", source.root.display())))?.to_owned();
+    let walk_root = source.root.clone();
+    let rules = source.rules;
+    let walk = tokio::task::spawn_blocking(move || hutch_proto::tree::walk(&walk_root, &rules));
+
+    let (tx, rx) = mpsc::channel(REQUEST_QUEUE);
+    let start = SyncStart { root: root_text, rules: Some(source.rules) };
+    tx.send(SyncRequest { kind: Some(Out::Start(start)) }).await.map_err(|_| SyncError::Protocol("request stream closed".into()))?;
+    let mut responses = client.sync(ReceiverStream::new(rx)).await.map_err(SyncError::from_status)?.into_inner();
+
+    let mut guest = Vec::new();
+    let fresh = loop {
+        match responses.message().await.map_err(SyncError::from_status)?.and_then(|m| m.kind) {
+            Some(In::Manifest(PathManifest { entries })) => guest.extend(entries),
+            Some(In::ManifestEnd(end)) => break end.fresh,
+            other => return Err(SyncError::Protocol(format!("expected the manifest, got {other:?}"))),
+        }
+    };
+    let tree = walk.await.map_err(|e| SyncError::Protocol(format!("walker panicked: {e}")))??;
+    let plan = plan::compare(&tree.entries, guest);
+    let mut report =
+        Report { entries: tree.entries.len(), sent: plan.sends.len(), deleted: plan.deletes.len(), fresh, ..Report::default() };
+
+    // Requests go out from their own task, so an agent that refuses an entry
+    // (and ends the call) is heard at once instead of after the whole archive.
+    let root = source.root.clone();
+    let sender = tokio::spawn(async move {
+        for chunk in plan.deletes.chunks(DELETE_CHUNK) {
+            let list = PathList { paths: chunk.to_vec() };
+            if tx.send(SyncRequest { kind: Some(Out::Delete(list)) }).await.is_err() {
+                return Ok((0, 0));
+            }
+        }
+        let mut bytes = (0, 0);
+        if !plan.sends.is_empty() {
+            let archive_tx = tx.clone();
+            let sends = plan.sends;
+            let total = plan.bytes;
+            let blocking_root = root.clone();
+            bytes = tokio::task::spawn_blocking(move || send::archive(&blocking_root, &sends, total, archive_tx, progress))
+                .await
+                .map_err(|e| SyncError::Protocol(format!("archiver panicked: {e}")))?
+                .map_err(|e| SyncError::Local { what: format!("archiving {}", root.display()), source: e })?;
+        }
+        let finish = SyncFinish { root: Some(tree.root) };
+        let _ = tx.send(SyncRequest { kind: Some(Out::Finish(finish)) }).await;
+        Ok::<_, SyncError>(bytes)
+    });
+    let summary = match responses.message().await.map_err(SyncError::from_status)?.and_then(|m| m.kind) {
+        Some(In::Summary(summary)) => summary,
+        other => return Err(SyncError::Protocol(format!("expected the summary, got {other:?}"))),
+    };
+    report.bytes = sender.await.map_err(|e| SyncError::Protocol(format!("sender panicked: {e}")))??;
+    report.agent = summary;
+    report.took = begin.elapsed();
+    Ok(report)
+}
+
+/// The source for a `--ro` VM: its workspace and the rules it was created with.
+pub fn source(root: &Path, include_git: bool, no_ignore: bool) -> Source {
+    Source { root: root.to_path_buf(), rules: WalkRules { include_git, no_ignore } }
+}

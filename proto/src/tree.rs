@@ -1,0 +1,172 @@
+//! The snapshot tree walk that host and agent must agree on.
+//!
+//! `hutch --ro` compares the host's walk of a project with the agent's walk of
+//! its snapshot: an entry present on one side only is sent or deleted, so both
+//! walks must leave out exactly the same paths (ignored files, `.git`). Keeping
+//! the one walk here, in the crate both sides link, makes that true by
+//! construction. The walk runs on several threads (`ignore`'s parallel walker)
+//! and never follows symlinks.
+
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::sync::mpsc;
+
+use ignore::{WalkBuilder, WalkState};
+
+use crate::v1::{EntryKind, ManifestEntry, WalkRules};
+
+/// Name of the per-folder ignore file hutch reads besides `.gitignore`.
+pub const HUTCHIGNORE: &str = ".hutchignore";
+
+/// Why a tree could not be walked.
+#[derive(Debug, thiserror::Error)]
+pub enum WalkError {
+    /// The root is missing or not a folder.
+    #[error("{root}: {why}")]
+    Root {
+        /// The root folder.
+        root: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// An entry could not be read.
+    #[error("walking {root}: {source}")]
+    Entry {
+        /// The root folder.
+        root: String,
+        /// The walker's error (it names the path).
+        source: ignore::Error,
+    },
+}
+
+/// A walked tree: the root folder's own entry (empty path) and every entry
+/// below it, sorted by path bytes, so parents come before their children.
+#[derive(Debug, Default, Clone)]
+pub struct Tree {
+    /// The root folder itself.
+    pub root: ManifestEntry,
+    /// Everything below it.
+    pub entries: Vec<ManifestEntry>,
+}
+
+/// Walks `root` with `rules`. Sockets, fifos and devices are skipped, as
+/// `rsync -a` skips them without `-D`.
+pub fn walk(root: &Path, rules: &WalkRules) -> Result<Tree, WalkError> {
+    let root_error = |why: String| WalkError::Root { root: root.display().to_string(), why };
+    let meta = std::fs::metadata(root).map_err(|e| root_error(e.to_string()))?;
+    if !meta.is_dir() {
+        return Err(root_error("not a folder".into()));
+    }
+    let root_entry = entry(Vec::new(), &meta, Vec::new()).ok_or_else(|| root_error("not a folder".into()))?;
+
+    let mut builder = WalkBuilder::new(root);
+    builder
+        .standard_filters(!rules.no_ignore)
+        .hidden(false)
+        .ignore(false)
+        .git_global(false)
+        .git_exclude(false)
+        .require_git(false)
+        .parents(false)
+        .follow_links(false)
+        .threads(walk_threads());
+    if !rules.no_ignore {
+        builder.add_custom_ignore_filename(HUTCHIGNORE);
+    }
+    if !rules.include_git {
+        builder.filter_entry(|e| e.depth() == 0 || e.file_name() != ".git");
+    }
+
+    let (tx, rx) = mpsc::channel::<Result<ManifestEntry, ignore::Error>>();
+    builder.build_parallel().run(|| {
+        let tx = tx.clone();
+        Box::new(move |result| {
+            let found = match result {
+                Ok(dent) if dent.depth() == 0 => return WalkState::Continue,
+                Ok(dent) => visit(root, &dent),
+                Err(e) => Err(e),
+            };
+            match found {
+                Ok(Some(e)) => {
+                    let _ = tx.send(Ok(e));
+                    WalkState::Continue
+                }
+                Ok(None) => WalkState::Continue,
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    WalkState::Quit
+                }
+            }
+        })
+    });
+    drop(tx);
+    let mut entries = Vec::new();
+    for item in rx {
+        match item {
+            Ok(e) => entries.push(e),
+            Err(source) => return Err(WalkError::Entry { root: root.display().to_string(), source }),
+        }
+    }
+    entries.sort_unstable_by(|a, b| a.path.cmp(&b.path));
+    Ok(Tree { root: root_entry, entries })
+}
+
+/// Turns one walked entry into a manifest entry; `None` for skipped kinds.
+fn visit(root: &Path, dent: &ignore::DirEntry) -> Result<Option<ManifestEntry>, ignore::Error> {
+    let path = dent.path();
+    let rel = path.strip_prefix(root).unwrap_or(path).as_os_str().as_bytes().to_vec();
+    let meta = dent.metadata()?;
+    let target = if meta.file_type().is_symlink() {
+        std::fs::read_link(path)
+            .map_err(|e| ignore::Error::WithPath { path: path.to_path_buf(), err: Box::new(ignore::Error::Io(e)) })?
+            .as_os_str()
+            .as_bytes()
+            .to_vec()
+    } else {
+        Vec::new()
+    };
+    Ok(entry(rel, &meta, target))
+}
+
+/// The manifest entry for `meta` (from lstat); `None` for kinds a snapshot
+/// does not hold.
+pub fn entry(path: Vec<u8>, meta: &std::fs::Metadata, link_target: Vec<u8>) -> Option<ManifestEntry> {
+    let ft = meta.file_type();
+    let kind = if ft.is_file() {
+        EntryKind::EntryFile
+    } else if ft.is_dir() {
+        EntryKind::EntryDirectory
+    } else if ft.is_symlink() {
+        EntryKind::EntrySymlink
+    } else {
+        return None;
+    };
+    Some(ManifestEntry {
+        path,
+        kind: kind as i32,
+        size: if ft.is_file() { meta.len() } else { 0 },
+        mtime_ns: meta.mtime().saturating_mul(1_000_000_000).saturating_add(meta.mtime_nsec()),
+        mode: if ft.is_symlink() { 0 } else { meta.permissions().mode() & 0o7777 },
+        link_target,
+    })
+}
+
+/// Whether two entries for the same path need no transfer: same kind, and
+/// same size, mtime and mode (files), mode and mtime (folders), or target and
+/// mtime (symlinks). Contents are never compared, as rsync's quick check.
+pub fn unchanged(a: &ManifestEntry, b: &ManifestEntry) -> bool {
+    if a.kind != b.kind || a.mtime_ns != b.mtime_ns {
+        return false;
+    }
+    match EntryKind::try_from(a.kind) {
+        Ok(EntryKind::EntryFile) => a.size == b.size && a.mode == b.mode,
+        Ok(EntryKind::EntryDirectory) => a.mode == b.mode,
+        Ok(EntryKind::EntrySymlink) => a.link_target == b.link_target,
+        _ => false,
+    }
+}
+
+fn walk_threads() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4))
+}
