@@ -224,3 +224,102 @@ fn a_server_in_the_guest_is_reachable_through_up_forward_until_down() {
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "the forwarder outlived `hutch down`");
     rm("e2e-fwd");
 }
+
+/// A listing of `dir` computed by the same POSIX script on the host and in the
+/// guest: type, permissions, content hash or link target, one path per line.
+const LISTING: &str = r#"cd "$1" && find . -path ./.git -prune -o -print | LC_ALL=C sort | while read -r p; do
+  if [ -L "$p" ]; then echo "L $p -> $(readlink "$p")";
+  elif [ -d "$p" ]; then echo "D $p $(stat -c %a "$p")";
+  else echo "F $p $(stat -c %a "$p") $(md5sum < "$p" | cut -d' ' -f1)"; fi; done"#;
+
+fn host_listing(dir: &std::path::Path) -> String {
+    let out = std::process::Command::new("sh").args(["-c", LISTING, "sh", dir.to_str().unwrap()]).output().unwrap();
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn guest_listing(name: &str, dir: &std::path::Path) -> String {
+    let out = e2e().run(&["exec", "--name", name, "--", "sh", "-c", LISTING, "sh", dir.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    stdout(&out)
+}
+
+#[test]
+#[ignore = "needs QEMU and a guest image: run `cargo xtask e2e`"]
+fn ro_snapshots_never_write_to_the_host_and_resync_to_equal_trees() {
+    use std::os::unix::fs::PermissionsExt;
+    let ws = tempfile::tempdir_in("/tmp").unwrap();
+    let w = |rel: &str, data: &str| {
+        let path = ws.path().join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, data).unwrap();
+    };
+    w("src/main.rs", "fn main() {}\n");
+    w("README.md", "hello\n");
+    w("old-name.txt", "to be renamed\n");
+    w("gone.txt", "to be deleted\n");
+    w(".gitignore", "build/\n");
+    w("build/artifact", "ignored\n");
+    std::os::unix::fs::symlink("src/main.rs", ws.path().join("link")).unwrap();
+    let mut args = vec!["up", "--name", "e2e-ro", "--ro", "--workspace", ws.path().to_str().unwrap()];
+    args.extend_from_slice(SMALL);
+    let out = e2e().run(&args);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let expected = |listing: String| listing.lines().filter(|l| !l.contains("./build")).collect::<Vec<_>>().join("\n");
+    assert_eq!(expected(guest_listing("e2e-ro", ws.path())), expected(host_listing(ws.path())));
+
+    // Guest writes stay in the guest.
+    let script = "echo guest > src/main.rs && echo new > guest-only.txt && rm README.md";
+    assert_eq!(code(&e2e().run(&["exec", "--name", "e2e-ro", "--", "sh", "-c", script])), 0);
+    assert_eq!(std::fs::read_to_string(ws.path().join("src/main.rs")).unwrap(), "fn main() {}\n");
+    assert!(!ws.path().join("guest-only.txt").exists());
+    assert!(ws.path().join("README.md").exists());
+
+    // `hutch diff` shows them, as a patch `git apply` takes on a copy of the host tree.
+    let out = e2e().run(&["diff", "--name", "e2e-ro"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let copy = tempfile::tempdir_in("/tmp").unwrap();
+    assert!(std::process::Command::new("cp").args(["-a", &format!("{}/.", ws.path().display()), copy.path().to_str().unwrap()]).status().unwrap().success());
+    let patch = copy.path().join("guest.patch");
+    std::fs::write(&patch, &out.stdout).unwrap();
+    let applied = std::process::Command::new("git").args(["apply", "--unsafe-paths", patch.to_str().unwrap()]).current_dir(copy.path()).output().unwrap();
+    assert!(applied.status.success(), "git apply: {}\n{}", String::from_utf8_lossy(&applied.stderr), stdout(&out));
+    assert_eq!(std::fs::read_to_string(copy.path().join("src/main.rs")).unwrap(), "guest\n");
+    assert_eq!(std::fs::read_to_string(copy.path().join("guest-only.txt")).unwrap(), "new\n");
+    assert!(!copy.path().join("README.md").exists());
+
+    // Host changes of every kind; the next exec re-syncs first, and guest
+    // changes to host files are reset.
+    w("added.txt", "added\n");
+    w("src/main.rs", "fn main() { println!(\"v2\"); }\n");
+    std::fs::remove_file(ws.path().join("gone.txt")).unwrap();
+    std::fs::rename(ws.path().join("old-name.txt"), ws.path().join("new-name.txt")).unwrap();
+    std::fs::set_permissions(ws.path().join("README.md"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::remove_file(ws.path().join("link")).unwrap();
+    std::os::unix::fs::symlink("README.md", ws.path().join("link")).unwrap();
+    let guest = guest_listing("e2e-ro", ws.path());
+    let guest: Vec<&str> = guest.lines().filter(|l| !l.contains("./build") && !l.contains("guest-only.txt")).collect();
+    assert_eq!(guest.join("\n"), expected(host_listing(ws.path())));
+    rm("e2e-ro");
+}
+
+#[test]
+#[ignore = "needs QEMU and a guest image: run `cargo xtask e2e`"]
+fn ro_git_brings_the_repository_so_git_works_in_the_guest() {
+    let ws = tempfile::tempdir_in("/tmp").unwrap();
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git").args(args).current_dir(ws.path()).output().unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    std::fs::write(ws.path().join("tracked.txt"), "v1\n").unwrap();
+    git(&["init", "-q"]);
+    git(&["-c", "user.email=t@t", "-c", "user.name=t", "add", "."]);
+    git(&["-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init"]);
+    let mut args = vec!["up", "--name", "e2e-git", "--ro-git", "--workspace", ws.path().to_str().unwrap()];
+    args.extend_from_slice(SMALL);
+    let out = e2e().run(&args);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = e2e().run(&["exec", "--name", "e2e-git", "--", "sh", "-c", "echo v2 > tracked.txt && git status --short && git log --oneline | wc -l"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(stdout(&out).split_whitespace().collect::<Vec<_>>(), ["M", "tracked.txt", "1"]);
+    rm("e2e-git");
+}
