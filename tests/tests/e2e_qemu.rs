@@ -278,10 +278,20 @@ fn ro_snapshots_never_write_to_the_host_and_resync_to_equal_trees() {
     let out = e2e().run(&["diff", "--name", "e2e-ro"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let copy = tempfile::tempdir_in("/tmp").unwrap();
-    assert!(std::process::Command::new("cp").args(["-a", &format!("{}/.", ws.path().display()), copy.path().to_str().unwrap()]).status().unwrap().success());
+    assert!(
+        std::process::Command::new("cp")
+            .args(["-a", &format!("{}/.", ws.path().display()), copy.path().to_str().unwrap()])
+            .status()
+            .unwrap()
+            .success()
+    );
     let patch = copy.path().join("guest.patch");
     std::fs::write(&patch, &out.stdout).unwrap();
-    let applied = std::process::Command::new("git").args(["apply", "--unsafe-paths", patch.to_str().unwrap()]).current_dir(copy.path()).output().unwrap();
+    let applied = std::process::Command::new("git")
+        .args(["apply", "--unsafe-paths", patch.to_str().unwrap()])
+        .current_dir(copy.path())
+        .output()
+        .unwrap();
     assert!(applied.status.success(), "git apply: {}\n{}", String::from_utf8_lossy(&applied.stderr), stdout(&out));
     assert_eq!(std::fs::read_to_string(copy.path().join("src/main.rs")).unwrap(), "guest\n");
     assert_eq!(std::fs::read_to_string(copy.path().join("guest-only.txt")).unwrap(), "new\n");
@@ -318,7 +328,15 @@ fn ro_git_brings_the_repository_so_git_works_in_the_guest() {
     args.extend_from_slice(SMALL);
     let out = e2e().run(&args);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let out = e2e().run(&["exec", "--name", "e2e-git", "--", "sh", "-c", "echo v2 > tracked.txt && git status --short && git log --oneline | wc -l"]);
+    let out = e2e().run(&[
+        "exec",
+        "--name",
+        "e2e-git",
+        "--",
+        "sh",
+        "-c",
+        "echo v2 > tracked.txt && git status --short && git log --oneline | wc -l",
+    ]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(stdout(&out).split_whitespace().collect::<Vec<_>>(), ["M", "tracked.txt", "1"]);
     rm("e2e-git");

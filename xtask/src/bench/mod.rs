@@ -89,14 +89,15 @@ pub fn run(quick: bool, json_out: Option<&Path>) -> Result<()> {
     echo(&mut table, &plan, &setup)?;
     memory::agent_rss(&mut table, &setup)?;
     vm::guest(&mut table, &plan, &setup)?;
-    table.note(
-        "not yet: `--ro` initial copy and re-sync rows (beside rsync, on a seeded tree under target/) need the `--ro` snapshot issue",
-    );
     table.print();
+    // The `--ro` sync rows (beside rsync, on a seeded tree under target/) print their own table.
+    println!();
+    let sync = crate::bench_sync::run(quick)?;
 
     if let Some(path) = json_out {
         let mut report = table.json();
         report["quick"] = json!(quick);
+        report["sync"] = sync;
         report["machine"] = json!(machine());
         std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
         println!("\nJSON written to {}", path.display());
