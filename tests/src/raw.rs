@@ -8,7 +8,7 @@ use hyper_util::rt::TokioIo;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 /// Connects to the agent listening on the Unix socket `socket`.
-async fn connect(socket: &std::path::Path) -> AgentClient<Channel> {
+pub async fn connect(socket: &std::path::Path) -> AgentClient<Channel> {
     let socket = socket.to_path_buf();
     let channel = Endpoint::from_static("http://agent")
         .connect_with_connector(tower::service_fn(move |_: Uri| {
@@ -20,7 +20,8 @@ async fn connect(socket: &std::path::Path) -> AgentClient<Channel> {
     AgentClient::new(channel)
 }
 
-fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
+/// Runs `future` to completion on a fresh single-threaded runtime.
+pub fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
     tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime").block_on(future)
 }
 

@@ -8,13 +8,10 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 
-use hutch_proto::v1::agent_client::AgentClient;
 use hutch_proto::v1::sync_request::Kind as Out;
 use hutch_proto::v1::sync_response::Kind as In;
 use hutch_proto::v1::{ManifestEntry, PathList, SyncFinish, SyncRequest, SyncStart, SyncSummary, WalkRules};
-use hyper_util::rt::TokioIo;
 use tempfile::TempDir;
-use tonic::transport::{Endpoint, Uri};
 
 use crate::Agent;
 
@@ -133,17 +130,8 @@ pub fn raw_sync(
     deletes: Vec<Vec<u8>>,
     archive: Vec<u8>,
 ) -> (Vec<ManifestEntry>, Result<SyncSummary, tonic::Status>) {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    runtime.block_on(async {
-        let socket = socket.to_path_buf();
-        let channel = Endpoint::from_static("http://agent")
-            .connect_with_connector(tower::service_fn(move |_: Uri| {
-                let socket = socket.clone();
-                async move { tokio::net::UnixStream::connect(socket).await.map(TokioIo::new) }
-            }))
-            .await
-            .expect("connect to agent");
-        let mut client = AgentClient::new(channel);
+    crate::raw::block_on(async {
+        let mut client = crate::raw::connect(socket).await;
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         let request = |kind| SyncRequest { kind: Some(kind) };
         let start = SyncStart { root: root.to_owned(), rules: Some(WalkRules::default()) };
