@@ -1,0 +1,115 @@
+//! The command line: every subcommand's flags, parsed by clap.
+//!
+//! Parsing errors do not use clap's exit code 2, which a script could not tell
+//! from the remote command's own 2: they exit 125 like every hutch failure.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use hutch_proto::addr::Addr;
+
+use crate::error::Error;
+use crate::state::VmName;
+use crate::transport::BearerToken;
+
+mod exec;
+mod install;
+mod parse;
+mod snapshot;
+mod tools;
+mod vm;
+
+pub use exec::*;
+pub use install::*;
+pub use parse::*;
+pub use snapshot::*;
+pub use tools::*;
+pub use vm::*;
+
+/// hutch: run commands in a VM through its agent, as if they were local.
+#[derive(Parser, Debug)]
+#[command(name = "hutch", version, about, propagate_version = true)]
+pub struct Cli {
+    /// More logging on stderr (-v debug, -vv trace). HUTCH_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create (if needed) and start a VM, and wait until its agent answers.
+    Up(UpArgs),
+    /// Run a command in a VM and exit with its exit code.
+    Exec(ExecArgs),
+    /// Boot a VM, run one command in it, exit with its code (`--rm`: a throw-away clone).
+    Run(RunArgs),
+    /// A login shell in a VM, on a terminal.
+    Shell(ShellArgs),
+    /// Stop a VM (its disk and record stay).
+    Down(NameArg),
+    /// Delete a VM (`-f`: even if it is running).
+    Rm(RmArgs),
+    /// Delete a VM and start a fresh clone of its image under the same name.
+    Reset(NameArg),
+    /// List VMs: name, backend, state, address, workspace, uptime.
+    Ls(LsArgs),
+    /// Check the host and the VM, and say how to fix what is wrong.
+    Doctor(DoctorArgs),
+    /// Show the configuration in force and where each value comes from.
+    Config(ConfigArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(CompletionsArgs),
+    /// Print hutch's man page (roff).
+    Man,
+    /// Check that the agent answers; show its version, platform and round-trip time.
+    Ping(PingArgs),
+    /// Forward host ports (127.0.0.1) to ports in a VM until Ctrl-C or SIGTERM.
+    Forward(ForwardArgs),
+
+    /// Manage the agent inside a guest (`install`: put it into a guest over SSH).
+    #[command(subcommand)]
+    Agent(AgentCommand),
+    /// Guest images (`prepare`: boot a base image, install the agent, stop it).
+    #[command(subcommand)]
+    Image(ImageCommand),
+
+    /// Bring a `--ro` VM's snapshot of the workspace up to date with the host.
+    Sync(SyncArgs),
+    /// Print the guest's changes to its `--ro` snapshot as a patch for `git apply`.
+    Diff(DiffArgs),
+}
+
+/// Which VM, for commands that act on one.
+#[derive(Args, Debug, Clone)]
+pub struct NameArg {
+    /// The VM (default: the one for the current directory's workspace).
+    #[arg(value_name = "NAME")]
+    pub name: Option<VmName>,
+}
+
+/// How to reach the agent.
+#[derive(Args, Debug, Clone)]
+pub struct AgentArgs {
+    /// Agent address: unix:///PATH, tcp://HOST:PORT, vsock://CID:PORT or hvsock:///PATH:PORT.
+    #[arg(long, env = "HUTCH_ADDR", value_name = "ADDR")]
+    pub addr: Option<Addr>,
+
+    /// File with the bearer token for tcp:// agents.
+    #[arg(long, env = "HUTCH_TOKEN_FILE", value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+}
+
+impl AgentArgs {
+    /// The token to send, if a token file was given.
+    pub fn token(&self) -> Result<BearerToken, Error> {
+        Ok(match &self.token_file {
+            Some(path) => BearerToken::from_file(path)?,
+            None => BearerToken::default(),
+        })
+    }
+}

@@ -1,0 +1,127 @@
+//! Flags of the VM lifecycle commands: up, run, shell, rm, ls.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::*;
+use crate::error::Error;
+use crate::forward::PortMapping;
+use crate::state::{BackendKind, VmName};
+
+/// How to create and start a VM.
+#[derive(Args, Debug, Clone)]
+pub struct UpArgs {
+    /// VM name (default: derived from the workspace folder).
+    #[arg(short = 'n', long, value_name = "NAME")]
+    pub name: Option<VmName>,
+
+    /// VM manager [default: qemu, or `backend` in hutch.toml / config.toml].
+    #[arg(long, value_enum, env = "HUTCH_BACKEND")]
+    pub backend: Option<BackendKind>,
+
+    /// Base image (QEMU: a folder from `cargo xtask image`; default: the installed one).
+    #[arg(long, env = "HUTCH_IMAGE", value_name = "IMG")]
+    pub image: Option<String>,
+
+    /// Virtual CPUs [default: 2, or `cpus` in the configuration].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub cpus: Option<u32>,
+
+    /// Memory in MiB [default: 1024, or `memory` in the configuration].
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u32).range(64..=1_048_576))]
+    pub memory: Option<u32>,
+
+    /// Host folder shared into the guest at the same path (default: the current directory).
+    #[arg(long, value_name = "DIR")]
+    pub workspace: Option<PathBuf>,
+
+    /// Share no folder with the guest.
+    #[arg(long, conflicts_with = "workspace")]
+    pub no_workspace: bool,
+
+    /// Also keep dirs with this name on VM-local disk (repeatable; the defaults are
+    /// node_modules, .next, .svelte-kit, .venv and target, or `heavy` in the configuration).
+    #[arg(long, value_name = "NAME", value_parser = parse_dir_name)]
+    pub heavy: Vec<String>,
+
+    /// Keep none of the default heavy dirs on VM-local disk (only --heavy ones).
+    #[arg(long)]
+    pub no_heavy: bool,
+
+    /// Forward host port 127.0.0.1:HOSTPORT to GUESTPORT in the VM (repeatable; GUESTPORT
+    /// defaults to HOSTPORT). `up`: in the background until `down`; `run`: while the command runs.
+    #[arg(long = "forward", value_name = "HOSTPORT[:GUESTPORT]")]
+    pub forward: Vec<PortMapping>,
+
+    /// Share nothing writable: copy the workspace into VM-local disk at the same
+    /// path (a snapshot, re-synced before each `hutch exec`). `.git` is left out.
+    #[arg(long, conflicts_with = "no_workspace")]
+    pub ro: bool,
+
+    /// Like --ro, and include `.git` (so git works in the guest).
+    #[arg(long, conflicts_with = "no_workspace")]
+    pub ro_git: bool,
+
+    /// With --ro: copy everything, ignoring .gitignore and .hutchignore.
+    #[arg(long)]
+    pub no_ignore: bool,
+}
+
+impl UpArgs {
+    /// The snapshot mode asked for, if any.
+    pub fn ro_mode(&self) -> Result<Option<crate::state::RoMode>, Error> {
+        if self.ro || self.ro_git {
+            return Ok(Some(crate::state::RoMode { git: self.ro_git, no_ignore: self.no_ignore }));
+        }
+        if self.no_ignore {
+            return Err(Error::Usage("--no-ignore only applies to --ro snapshots: add --ro or --ro-git".into()));
+        }
+        Ok(None)
+    }
+}
+
+/// `hutch run`.
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Boot a throw-away clone and delete it when the command ends (also on Ctrl-C, SIGTERM, SIGHUP).
+    #[arg(long)]
+    pub rm: bool,
+
+    #[command(flatten)]
+    pub up: UpArgs,
+
+    #[command(flatten)]
+    pub exec: ExecFlags,
+
+    /// The command and its arguments.
+    #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+/// `hutch shell`.
+#[derive(Args, Debug)]
+pub struct ShellArgs {
+    /// The VM (default: the one for the current directory's workspace).
+    #[arg(short = 'n', long, value_name = "NAME")]
+    pub name: Option<VmName>,
+}
+
+/// `hutch rm`.
+#[derive(Args, Debug)]
+pub struct RmArgs {
+    #[command(flatten)]
+    pub name: NameArg,
+
+    /// Stop the VM first if it is running.
+    #[arg(short, long)]
+    pub force: bool,
+}
+
+/// `hutch ls`.
+#[derive(Args, Debug)]
+pub struct LsArgs {
+    /// Print a JSON array.
+    #[arg(long)]
+    pub json: bool,
+}
