@@ -67,6 +67,24 @@ async fn prepare(args: PrepareArgs) -> Result<u8, Error> {
     Ok(0)
 }
 
+/// Runs the user's setup hook (`hooks.setup` in the configuration), once, in
+/// the image being prepared, through the agent just installed.
+async fn run_setup_hook(state: &StateDir, record: &VmRecord) -> Result<(), Error> {
+    let cwd = std::env::current_dir().map_err(|e| Error::local("reading the current directory", e))?;
+    let Some(script) = crate::config::Config::load(&cwd)?.setup_hook.value else { return Ok(()) };
+    let script = expand_home(&script);
+    let target = crate::target::Target::for_vm(state.clone(), &VmName::new(&record.name)?)?;
+    crate::hooks::run_setup(&target, &script).await
+}
+
+/// `~/x` → `$HOME/x`, as a shell would for a path in a configuration file.
+fn expand_home(path: &str) -> std::path::PathBuf {
+    match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
+        (Some(rest), Some(home)) => std::path::PathBuf::from(home).join(rest),
+        _ => std::path::PathBuf::from(path),
+    }
+}
+
 async fn install(state: &StateDir, backend: &dyn Backend, record: &VmRecord, args: &PrepareArgs) -> Result<String, Error> {
     let deadline = Instant::now() + backend.boot_timeout(record);
     let endpoint = wait_for_endpoint(state, backend, record, deadline).await?;
@@ -85,6 +103,7 @@ async fn install(state: &StateDir, backend: &dyn Backend, record: &VmRecord, arg
     let installed = agent_install::install(&session, &options).await?;
     agent::report(&installed);
     agent::answers_on_vm_transport(record).await?;
+    run_setup_hook(state, record).await?;
     agent_install::sync_disks(&session).await?;
     session.close().await;
     Ok(installed.version)

@@ -277,6 +277,14 @@ impl Backend for Tart {
         self.boot_timeout
     }
 
+    /// Tart's stock images run sshd for user `admin`; the address comes from
+    /// `tart ip` (asked only by `agent install --name` / `image prepare`).
+    fn ssh_endpoint(&self, record: &VmRecord, _dir: &Path) -> Option<crate::backend::SshEndpoint> {
+        let ip = self.tool.run(&["ip", record.name.as_str()]).ok()?;
+        let ip = ip.trim();
+        (!ip.is_empty()).then(|| crate::backend::SshEndpoint { host: ip.to_owned(), port: 22, user: Some("admin".into()) })
+    }
+
     fn workspace_share(&self, record: &VmRecord) -> Option<hutch_proto::v1::WorkspaceShare> {
         TartState::of(record).share.map(|share| share.to_proto())
     }
