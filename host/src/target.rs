@@ -63,12 +63,11 @@ impl Target {
 
     /// For a `--ro` VM, brings its snapshot up to date with the host (a cheap
     /// call when nothing changed); `None` for any other target.
-    pub async fn sync_snapshot(&self, progress: bool) -> Result<Option<crate::sync::Report>, Error> {
+    pub async fn sync_snapshot(&self, client: &mut Client, progress: bool) -> Result<Option<crate::sync::Report>, Error> {
         let Some((_, record)) = &self.vm else { return Ok(None) };
         let (Some(ro), Some(root)) = (record.ro, &record.workspace) else { return Ok(None) };
-        let mut client = self.connect().await?;
         let source = crate::sync::source(root, ro.git, ro.no_ignore);
-        Ok(Some(crate::sync::sync(&mut client, &source, progress).await?))
+        Ok(Some(crate::sync::sync(client, &source, progress).await?))
     }
 
     /// Connects, turning a failure into the reason and the fix.

@@ -17,8 +17,10 @@ pub async fn run(args: ExecArgs) -> Result<u8, Error> {
         let target = Target::resolve(args.name.as_ref(), &args.agent)?;
         let mut options = options(&args.flags, args.command.clone(), target.default_cwd());
         add_configured_env(&mut options)?;
-        target.sync_snapshot(!args.flags.json).await?;
-        run_on(&target, &options).await
+        // One connection for the re-sync of a --ro snapshot and the command.
+        let mut client = target.connect().await?;
+        target.sync_snapshot(&mut client, !args.flags.json).await?;
+        exec::run(&mut client, &options).await
     }
     .await;
     report(result, args.flags.json)

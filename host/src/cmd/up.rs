@@ -36,7 +36,10 @@ pub async fn run(args: UpArgs) -> Result<u8, Error> {
 /// Copies the workspace into a `--ro` VM (or brings its copy up to date).
 pub async fn initial_sync(state: &StateDir, name: &VmName) -> Result<(), Error> {
     let target = crate::target::Target::for_vm(state.clone(), name)?;
-    if let Some(report) = target.sync_snapshot(true).await? {
+    if target.vm.as_ref().is_none_or(|(_, record)| record.ro.is_none()) {
+        return Ok(()); // shared mode: nothing to copy
+    }
+    if let Some(report) = target.sync_snapshot(&mut target.connect().await?, true).await? {
         eprintln!("hutch: snapshot of the workspace: {}", report.line());
     }
     Ok(())
