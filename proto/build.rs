@@ -7,6 +7,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={proto}");
     }
     let descriptors = protox::compile(protos, ["."])?;
-    tonic_prost_build::configure().build_client(true).build_server(true).compile_fds(descriptors)?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        // Bulk data as `Bytes`: decoding then slices the received buffer
+        // instead of copying every chunk into a fresh `Vec`.
+        .bytes(".hutch.v1.ExecRequest.stdin")
+        .bytes(".hutch.v1.ExecResponse.stdout")
+        .bytes(".hutch.v1.ExecResponse.stderr")
+        .bytes(".IOChunk.data")
+        .compile_fds(descriptors)?;
     Ok(())
 }

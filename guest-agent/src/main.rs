@@ -91,10 +91,23 @@ enum HeavyStrategyArg {
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// HTTP/2 frames and flow-control windows sized for bulk streams (stdin,
+/// `--ro` snapshot archives): the defaults (16 KiB frames, 64 KiB-1 MiB
+/// windows) split every 256 KiB chunk into 16 frames and stall a fast sender
+/// on window updates.
+const MAX_FRAME_SIZE: u32 = hutch_proto::MAX_FRAME_SIZE;
+const STREAM_WINDOW: u32 = hutch_proto::STREAM_WINDOW;
+const CONNECTION_WINDOW: u32 = hutch_proto::CONNECTION_WINDOW;
+
 fn main() -> ExitCode {
     let args = Args::parse();
     init_logging(args.verbose);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(worker_threads()).enable_all().build() {
+    // One event-loop thread: an exec is a handful of tasks (session, pumps,
+    // stdin) passing messages, and on a multi-threaded runtime each hand-off
+    // may wake another core (13 context switches per `exec true` instead of
+    // 8, and 0.3 ms more CPU). Blocking work (tree walks, tar, prepare) runs
+    // on `spawn_blocking` threads either way.
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("hutch-agent: cannot start the async runtime: {e}");
@@ -140,6 +153,9 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         tracing::info!("listening on {addr}");
         let stop = wait_for(stop_rx.clone());
         let builder = Server::builder()
+            .max_frame_size(Some(MAX_FRAME_SIZE))
+            .initial_stream_window_size(Some(STREAM_WINDOW))
+            .initial_connection_window_size(Some(CONNECTION_WINDOW))
             .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
             .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
             .tcp_nodelay(true);
@@ -199,10 +215,6 @@ async fn shutdown_signal() -> std::io::Result<String> {
         _ = term.recv() => "SIGTERM".to_owned(),
         _ = int.recv() => "SIGINT".to_owned(),
     })
-}
-
-fn worker_threads() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4))
 }
 
 fn init_logging(verbose: u8) {

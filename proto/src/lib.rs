@@ -31,5 +31,16 @@ pub const PROTOCOL: u32 = 1;
 /// that Tart's `control.sock` proxies to, so one port serves every backend.
 pub const DEFAULT_VSOCK_PORT: u32 = 8080;
 
-/// Largest output chunk the agent sends in one `ExecResponse` (64 KiB).
+/// Largest chunk of stdin or forwarded bytes read and sent in one message (64 KiB).
 pub const MAX_CHUNK: usize = 64 * 1024;
+
+/// Largest HTTP/2 frame either side accepts (1 MiB; the protocol default is
+/// 16 KiB): a 256 KiB output chunk travels as one frame, not sixteen.
+pub const MAX_FRAME_SIZE: u32 = 1024 * 1024;
+
+/// HTTP/2 flow-control window per stream (8 MiB): room for a fast sender to
+/// keep going while the receiver's window updates are on their way.
+pub const STREAM_WINDOW: u32 = 8 * 1024 * 1024;
+
+/// HTTP/2 flow-control window per connection (16 MiB).
+pub const CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;

@@ -112,7 +112,7 @@ fn a_resize_right_after_start_is_applied() {
         })),
     };
     let resize = ExecRequest { kind: Some(Kind::Resize(TerminalSize { rows: 60, cols: 200 })) };
-    let line = ExecRequest { kind: Some(Kind::Stdin(b"go\n".to_vec())) };
+    let line = ExecRequest { kind: Some(Kind::Stdin("go\n".into())) };
     let responses = hutch_tests::raw::exec(&agent.dir.path().join("agent.sock"), vec![start, resize, line]);
     let out = String::from_utf8_lossy(&hutch_tests::raw::stdout_of(&responses)).into_owned();
     assert!(out.contains("60 200"), "{out:?}");

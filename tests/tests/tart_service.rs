@@ -106,8 +106,10 @@ fn stdin_is_forwarded_only_when_interactive_and_an_empty_chunk_is_eof() {
         let mut c = client(&agent).await;
         let mut cat = command(&["cat"]);
         cat.interactive = true;
-        let input =
-            vec![request(Req::StandardInput(IoChunk { data: b"abc".to_vec() })), request(Req::StandardInput(IoChunk { data: Vec::new() }))];
+        let input = vec![
+            request(Req::StandardInput(IoChunk { data: "abc".into() })),
+            request(Req::StandardInput(IoChunk { data: Default::default() })),
+        ];
         // The request stream stays open: only the empty chunk can end `cat`.
         let ran = exec(&mut c, cat, input.clone()).await.unwrap();
         assert_eq!((ran.stdout.as_slice(), ran.code), (b"abc".as_slice(), Some(0)));
@@ -141,7 +143,7 @@ fn a_tty_has_the_requested_size_and_follows_resizes() {
             if !resized && screen.contains("33 101\r\n") {
                 resized = true;
                 tx.send(request(Req::TerminalResize(TerminalSize { rows: 40, cols: 132 }))).await.unwrap();
-                tx.send(request(Req::StandardInput(IoChunk { data: b"go\n".to_vec() }))).await.unwrap();
+                tx.send(request(Req::StandardInput(IoChunk { data: "go\n".into() }))).await.unwrap();
             }
         }
         assert!(screen.starts_with("33 101\r\n"), "{screen:?}");

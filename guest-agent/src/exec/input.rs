@@ -45,7 +45,7 @@ pub enum InputEnd {
 }
 
 enum StdinMsg {
-    Data(Vec<u8>),
+    Data(bytes::Bytes),
     Close,
 }
 

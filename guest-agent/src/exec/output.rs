@@ -4,7 +4,7 @@
 //! Backpressure: responses go through a bounded channel, and a pump awaits room
 //! before it reads again, so a slow client slows the child down (its writes
 //! block on a full pipe) instead of making the agent buffer without bound. At
-//! most `RESPONSE_QUEUE` chunks of `MAX_CHUNK` bytes per exec wait in the agent.
+//! most `RESPONSE_QUEUE` chunks of `OUTPUT_CHUNK` bytes per exec wait in the agent.
 //!
 //! Cutting: once the main process has exited, the session waits a short grace
 //! for EOF. A background job that inherited stdout keeps the pipe open; when the
@@ -14,7 +14,7 @@
 use std::io;
 use std::sync::Arc;
 
-use hutch_proto::MAX_CHUNK;
+use bytes::Bytes;
 use hutch_proto::v1::ExecResponse;
 use hutch_proto::v1::exec_response::Kind;
 use tokio::sync::{mpsc, watch};
@@ -23,7 +23,12 @@ use tonic::Status;
 use super::fd::{AsyncPipe, ReadOutcome};
 
 /// Chunks that may wait in the agent per exec before pumps stop reading.
-pub const RESPONSE_QUEUE: usize = 8;
+pub const RESPONSE_QUEUE: usize = 4;
+
+/// Largest output chunk sent in one response. Bulk output (`cat big.log`,
+/// `tar c .`) travels in few large messages: each message costs a wake-up,
+/// a frame header and an allocation on both sides, whatever its size.
+pub const OUTPUT_CHUNK: usize = 256 * 1024;
 
 /// After a cut, read at most this many more chunks that are already buffered,
 /// so a background writer cannot keep a pump alive.
@@ -60,7 +65,7 @@ pub async fn pump(source: Arc<AsyncPipe>, channel: Channel, responses: Responses
         if *cut.borrow() {
             return drain_after_cut(&source, channel, &responses).await;
         }
-        let mut buf = vec![0u8; MAX_CHUNK];
+        let mut buf = vec![0u8; OUTPUT_CHUNK];
         let outcome = tokio::select! {
             biased;
             outcome = source.read(&mut buf) => outcome,
@@ -101,7 +106,7 @@ fn fill(source: &AsyncPipe, buf: &mut [u8], mut filled: usize) -> (usize, bool) 
 
 async fn drain_after_cut(source: &AsyncPipe, channel: Channel, responses: &Responses) -> PumpEnd {
     for _ in 0..MAX_CHUNKS_AFTER_CUT {
-        let mut buf = vec![0u8; MAX_CHUNK];
+        let mut buf = vec![0u8; OUTPUT_CHUNK];
         match source.try_read(&mut buf) {
             Ok(ReadOutcome::Data(n)) => {
                 buf.truncate(n);
@@ -118,6 +123,7 @@ async fn drain_after_cut(source: &AsyncPipe, channel: Channel, responses: &Respo
 }
 
 fn chunk(channel: Channel, data: Vec<u8>) -> ExecResponse {
+    let data = Bytes::from(data);
     let kind = match channel {
         Channel::Stdout => Kind::Stdout(data),
         Channel::Stderr => Kind::Stderr(data),

@@ -141,6 +141,7 @@ pub fn spawn(spec: &Spec) -> Result<Spawned, StartFailure> {
             };
             let (out_read, out_write) = cloexec_pipe().map_err(|e| other("creating the stdout pipe", e))?;
             let (err_read, err_write) = cloexec_pipe().map_err(|e| other("creating the stderr pipe", e))?;
+            enlarge(&out_read);
             cmd.stdout(Stdio::from(out_write)).stderr(Stdio::from(err_write));
             let pipe = |fd| AsyncPipe::new(fd).map_err(|e| other("registering a pipe", e));
             let stdin = stdin.map(pipe).transpose()?;
@@ -205,6 +206,24 @@ fn check_cwd(cwd: &Path) -> Result<(), StartFailure> {
 
 fn cloexec_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(pipe2(OFlag::O_CLOEXEC)?)
+}
+
+/// Room for this much unread output in a child's stdout pipe: a fast writer
+/// keeps going while the agent sends the previous chunk, and the agent reads
+/// it back in full `OUTPUT_CHUNK`s instead of one writer-sized piece per wake-up.
+#[cfg(target_os = "linux")]
+const PIPE_CAPACITY: nix::libc::c_int = 1024 * 1024;
+
+/// Grows a pipe to [`PIPE_CAPACITY`] (Linux; the kernel allocates pages only
+/// as they fill). Best effort: past the per-user pipe budget the kernel says
+/// no, and the pipe keeps its 64 KiB.
+fn enlarge(pipe: &OwnedFd) {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = nix::fcntl::fcntl(pipe, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_CAPACITY)) {
+        tracing::debug!("keeping the default pipe size: {e}");
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = pipe;
 }
 
 /// Maps the errno of a failed `execve` to the protocol's categories.

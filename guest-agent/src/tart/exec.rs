@@ -117,7 +117,7 @@ fn to_tart(kind: Response) -> (Vec<Result<ExecResponse, Status>>, bool) {
                 Ok(v1::StartError::NotExecutable) => 126,
                 _ => return (vec![Err(Status::invalid_argument(failed.message))], true),
             };
-            let message = IoChunk { data: format!("hutch-agent: {}\n", failed.message).into_bytes() };
+            let message = IoChunk { data: format!("hutch-agent: {}\n", failed.message).into() };
             (vec![reply(TartResponse::StandardError(message)), reply(TartResponse::Exit(Exit { code }))], true)
         }
     }

@@ -72,8 +72,7 @@ pub async fn run(client: &mut Client, options: &Options) -> Result<Finished, Err
     let mut interrupts = std::pin::pin!(signals::forward(tx.clone()));
     drop(tx);
 
-    let mut sink =
-        if options.capture { Sink::capture() } else { Sink::local().map_err(|e| Error::local("starting the output thread", e))? };
+    let mut sink = if options.capture { Sink::capture() } else { Sink::local() };
     let outcome = loop {
         tokio::select! {
             message = responses.next() => match message {

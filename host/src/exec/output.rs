@@ -1,15 +1,25 @@
 //! Where remote output goes: straight to local stdout/stderr (in arrival
 //! order, through one writer thread so a blocked terminal never stalls the
 //! event loop), or into memory for `--json`.
+//!
+//! The writer thread starts with the first chunk: a command that prints
+//! nothing (`hutch exec -- true`, the commonest call from scripts) pays for
+//! no thread. Chunks are written to fds 1 and 2 directly, not through std's
+//! line-buffered `Stdout`, which would scan every chunk for newlines and copy
+//! the tail of it.
 
+use std::fs::File;
 use std::io::{ErrorKind, Write};
+use std::mem::ManuallyDrop;
+use std::os::fd::{AsFd, FromRawFd, RawFd};
 use std::thread::JoinHandle;
 
+use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 
 /// Chunks waiting for the writer thread; when full, hutch stops reading from
 /// the agent and HTTP/2 flow control slows the remote process down.
-const WRITE_QUEUE: usize = 16;
+const WRITE_QUEUE: usize = 8;
 
 /// Which local stream a chunk belongs to.
 #[derive(Clone, Copy, Debug)]
@@ -33,39 +43,21 @@ pub enum Sink {
     },
 }
 
-/// The handle to the writer thread.
+/// The handle to the writer thread, once there is one.
 pub struct LocalWriter {
-    chunks: Option<mpsc::Sender<(Target, Vec<u8>)>>,
+    chunks: Option<mpsc::Sender<(Target, Bytes)>>,
     thread: Option<JoinHandle<()>>,
+    broken_tx: Option<watch::Sender<bool>>,
     broken: watch::Receiver<bool>,
+    /// Used when no thread could be started: writes happen inline.
+    inline: Option<Writer>,
 }
 
 impl Sink {
     /// A sink that writes to the local terminal/pipes.
-    pub fn local() -> std::io::Result<Self> {
-        let (tx, mut rx) = mpsc::channel::<(Target, Vec<u8>)>(WRITE_QUEUE);
+    pub fn local() -> Self {
         let (broken_tx, broken) = watch::channel(false);
-        let thread = std::thread::Builder::new().name("output".into()).spawn(move || {
-            let mut stdout_ok = true;
-            while let Some((target, data)) = rx.blocking_recv() {
-                match target {
-                    Target::Stdout if stdout_ok => {
-                        let mut out = std::io::stdout().lock();
-                        if let Err(e) = out.write_all(&data).and_then(|()| out.flush()) {
-                            stdout_ok = false;
-                            if e.kind() == ErrorKind::BrokenPipe {
-                                let _ = broken_tx.send(true);
-                            }
-                        }
-                    }
-                    Target::Stdout => {}
-                    Target::Stderr => {
-                        let _ = std::io::stderr().lock().write_all(&data);
-                    }
-                }
-            }
-        })?;
-        Ok(Sink::Local(LocalWriter { chunks: Some(tx), thread: Some(thread), broken }))
+        Sink::Local(LocalWriter { chunks: None, thread: None, broken_tx: Some(broken_tx), broken, inline: None })
     }
 
     /// A sink that captures everything.
@@ -74,13 +66,9 @@ impl Sink {
     }
 
     /// Hands over one chunk; waits when the local side is slow.
-    pub async fn write(&mut self, target: Target, data: Vec<u8>) {
+    pub async fn write(&mut self, target: Target, data: Bytes) {
         match self {
-            Sink::Local(writer) => {
-                if let Some(tx) = &writer.chunks {
-                    let _ = tx.send((target, data)).await;
-                }
-            }
+            Sink::Local(writer) => writer.write(target, data).await,
             Sink::Capture { stdout, stderr } => match target {
                 Target::Stdout => stdout.extend_from_slice(&data),
                 Target::Stderr => stderr.extend_from_slice(&data),
@@ -117,5 +105,102 @@ impl Sink {
             Sink::Capture { stdout, stderr } => Some((stdout, stderr)),
             Sink::Local(_) => None,
         }
+    }
+}
+
+impl LocalWriter {
+    async fn write(&mut self, target: Target, data: Bytes) {
+        if self.chunks.is_none() && self.inline.is_none() {
+            self.start_thread();
+        }
+        if let Some(tx) = &self.chunks {
+            let _ = tx.send((target, data)).await;
+        } else if let Some(writer) = &mut self.inline {
+            writer.write(target, &data);
+        }
+    }
+
+    fn start_thread(&mut self) {
+        let Some(broken_tx) = self.broken_tx.take() else { return };
+        let (tx, mut rx) = mpsc::channel::<(Target, Bytes)>(WRITE_QUEUE);
+        let mut writer = Writer::new(broken_tx.clone());
+        let spawned = std::thread::Builder::new().name("output".into()).spawn(move || {
+            while let Some((target, data)) = rx.blocking_recv() {
+                writer.write(target, &data);
+            }
+        });
+        match spawned {
+            Ok(thread) => {
+                self.chunks = Some(tx);
+                self.thread = Some(thread);
+            }
+            Err(e) => {
+                eprintln!("hutch: warning: cannot start the output thread ({e}); writing output from the main thread");
+                self.inline = Some(Writer::new(broken_tx));
+            }
+        }
+    }
+}
+
+/// Writes chunks to fds 1 and 2, and reports a closed stdout pipe once.
+struct Writer {
+    stdout: ManuallyDrop<File>,
+    stderr: ManuallyDrop<File>,
+    stdout_ok: bool,
+    broken_tx: watch::Sender<bool>,
+}
+
+impl Writer {
+    fn new(broken_tx: watch::Sender<bool>) -> Self {
+        Writer { stdout: borrow_fd(1), stderr: borrow_fd(2), stdout_ok: true, broken_tx }
+    }
+
+    fn write(&mut self, target: Target, data: &[u8]) {
+        match target {
+            Target::Stdout if self.stdout_ok => {
+                if let Err(e) = write_all(&self.stdout, data) {
+                    self.stdout_ok = false;
+                    if e.kind() == ErrorKind::BrokenPipe {
+                        let _ = self.broken_tx.send(true);
+                    }
+                }
+            }
+            Target::Stdout => {}
+            Target::Stderr => {
+                let _ = write_all(&self.stderr, data);
+            }
+        }
+    }
+}
+
+/// A `File` for one of the standard descriptors, never closed by hutch.
+fn borrow_fd(fd: RawFd) -> ManuallyDrop<File> {
+    // SAFETY: fds 1 and 2 stay open for the life of the process (if the parent
+    // closed one, writes fail with EBADF, which is reported as a write error);
+    // `ManuallyDrop` keeps this `File` from ever closing it.
+    ManuallyDrop::new(unsafe { File::from_raw_fd(fd) })
+}
+
+/// `write_all`, waiting for room when the descriptor is non-blocking (a
+/// terminal shared with a process that set `O_NONBLOCK` on it).
+fn write_all(mut file: &File, mut data: &[u8]) -> std::io::Result<()> {
+    while !data.is_empty() {
+        match file.write(data) {
+            Ok(0) => return Err(ErrorKind::WriteZero.into()),
+            Ok(n) => data = &data[n..],
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => wait_writable(file)?,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn wait_writable(file: &File) -> std::io::Result<()> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let mut fds = [PollFd::new(file.as_fd(), PollFlags::POLLOUT)];
+    match poll(&mut fds, PollTimeout::NONE) {
+        Ok(_) | Err(nix::errno::Errno::EINTR) => Ok(()),
+        Err(e) => Err(e.into()),
     }
 }

@@ -46,7 +46,7 @@ pub fn forward(requests: mpsc::Sender<ExecRequest>) {
             match stdin.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => {
-                    let request = ExecRequest { kind: Some(Kind::Stdin(buf[..n].to_vec())) };
+                    let request = ExecRequest { kind: Some(Kind::Stdin(bytes::Bytes::copy_from_slice(&buf[..n]))) };
                     if requests.blocking_send(request).is_err() {
                         return;
                     }

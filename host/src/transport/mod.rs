@@ -4,6 +4,7 @@
 //! runs HTTP/2 over whichever stream the connector returns, so the rest of
 //! hutch never knows which transport it is on.
 
+mod http2;
 mod hvsock;
 pub mod unix;
 
@@ -12,15 +13,15 @@ use std::path::Path;
 
 use hutch_proto::addr::Addr;
 use hutch_proto::v1::agent_client::AgentClient;
-use hyper_util::rt::TokioIo;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint, Uri};
-use tower::service_fn;
+use tonic::transport::Uri;
+
+pub use http2::Connection;
 
 /// A connected agent client; adds the bearer token to every call when one is set.
-pub type Client = AgentClient<InterceptedService<Channel, BearerToken>>;
+pub type Client = AgentClient<InterceptedService<Connection, BearerToken>>;
 
 /// Why hutch could not reach an agent.
 #[derive(Debug, thiserror::Error)]
@@ -120,15 +121,10 @@ pub async fn connect(addr: &Addr, token: BearerToken) -> Result<Client, Transpor
     if matches!(addr, Addr::Tcp { .. }) && token.0.is_none() {
         return Err(TransportError::TokenRequired(addr.to_string()));
     }
-    // The URI only names the HTTP/2 authority; the connector decides where bytes go.
-    let endpoint = Endpoint::from_static("http://agent").tcp_nodelay(true);
-    let target = addr.clone();
-    let connector = service_fn(move |_: Uri| {
-        let target = target.clone();
-        async move { open_stream(&target).await.map(TokioIo::new) }
-    });
-    let channel = endpoint.connect_with_connector(connector).await.map_err(|e| classify(addr, e))?;
-    Ok(AgentClient::with_interceptor(channel, token))
+    let stream = open_stream(addr).await.map_err(|e| classify(addr, e))?;
+    let connection = Connection::handshake(stream).await.map_err(|e| classify(addr, e))?;
+    // The origin only names the HTTP/2 authority; the stream decides where bytes go.
+    Ok(AgentClient::with_origin(InterceptedService::new(connection, token), Uri::from_static("http://agent")))
 }
 
 /// Any byte stream tonic can run HTTP/2 over.
@@ -148,8 +144,8 @@ async fn open_stream(addr: &Addr) -> io::Result<Box<dyn Stream>> {
     })
 }
 
-/// Turns tonic's connection error back into the OS error that caused it.
-fn classify(addr: &Addr, e: tonic::transport::Error) -> TransportError {
+/// Turns a connection error back into the OS error that caused it.
+fn classify<E: std::error::Error + Send + Sync + 'static>(addr: &Addr, e: E) -> TransportError {
     let shown = addr.to_string();
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
     while let Some(err) = source {
