@@ -6,11 +6,10 @@ use std::time::{Duration, Instant};
 
 use hutch_proto::v1::agent_client::AgentClient;
 use hutch_proto::v1::{InfoRequest, InfoResponse};
-use hyper_util::rt::TokioIo;
-use tonic::transport::{Endpoint, Uri};
-use tower::service_fn;
+use tonic::transport::Uri;
 
 use super::ssh::SocketOpener;
+use crate::transport::Connection;
 
 /// How long a freshly started agent may take to answer.
 pub const ANSWER_WITHIN: Duration = Duration::from_secs(30);
@@ -38,17 +37,14 @@ pub async fn info_over_ssh(opener: &SocketOpener, within: Duration) -> Result<In
 }
 
 async fn attempt(opener: &SocketOpener) -> Result<InfoResponse, String> {
-    let opener = opener.clone();
-    let connector = service_fn(move |_: Uri| {
-        let opener = opener.clone();
-        async move { opener.open().await.map(TokioIo::new) }
-    });
-    let channel = Endpoint::from_static("http://agent").connect_with_connector(connector).await.map_err(|e| describe(&e))?;
-    let info = AgentClient::new(channel).info(InfoRequest {}).await.map_err(|s| format!("{}: {}", s.code(), s.message()))?;
+    let stream = opener.open().await.map_err(|e| describe(&e))?;
+    let connection = Connection::handshake(Box::new(stream)).await.map_err(|e| describe(&e))?;
+    let mut client = AgentClient::with_origin(connection, Uri::from_static("http://agent"));
+    let info = client.info(InfoRequest {}).await.map_err(|s| format!("{}: {}", s.code(), s.message()))?;
     Ok(info.into_inner())
 }
 
-/// The innermost cause: tonic's own message ("transport error") says little.
+/// The innermost cause: the outer messages ("connection error") say little.
 fn describe(e: &(dyn std::error::Error + 'static)) -> String {
     let mut inner = e;
     while let Some(source) = inner.source() {
