@@ -20,8 +20,8 @@ pub struct AsyncPipe {
 
 /// What one read returned.
 pub enum ReadOutcome {
-    /// This many bytes were read into the buffer.
-    Data(usize),
+    /// Bytes were appended to the buffer.
+    Data,
     /// The other side is closed for good (EOF, or EIO on a PTY master whose
     /// terminal has no more holders).
     Eof,
@@ -40,8 +40,9 @@ impl AsyncPipe {
         Ok(Self { fd })
     }
 
-    /// Waits until data (or EOF) is available and reads it.
-    pub async fn read(&self, buf: &mut [u8]) -> io::Result<ReadOutcome> {
+    /// Waits until data (or EOF) is available and appends it to `buf`, up to
+    /// its capacity (the spare capacity is filled without zeroing it first).
+    pub async fn read(&self, buf: &mut Vec<u8>) -> io::Result<ReadOutcome> {
         loop {
             let mut guard = self.fd.readable().await?;
             match guard.try_io(|fd| read_once(fd.get_ref(), buf)) {
@@ -51,8 +52,8 @@ impl AsyncPipe {
         }
     }
 
-    /// Reads what is available now, without waiting.
-    pub fn try_read(&self, buf: &mut [u8]) -> io::Result<ReadOutcome> {
+    /// Appends what is available now to `buf` (up to its capacity), without waiting.
+    pub fn try_read(&self, buf: &mut Vec<u8>) -> io::Result<ReadOutcome> {
         match read_once(self.fd.get_ref(), buf) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(ReadOutcome::Empty),
             other => other,
@@ -78,10 +79,23 @@ impl AsyncPipe {
     }
 }
 
-fn read_once(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<ReadOutcome> {
-    match nix::unistd::read(fd, buf) {
+fn read_once(fd: &OwnedFd, buf: &mut Vec<u8>) -> io::Result<ReadOutcome> {
+    use std::os::fd::AsRawFd;
+    let spare = buf.spare_capacity_mut();
+    if spare.is_empty() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "read into a full buffer"));
+    }
+    // SAFETY: `spare` is writable memory of `spare.len()` bytes owned by `buf`;
+    // read(2) initialises the first `n` of them, which `set_len` then covers.
+    let n = unsafe { nix::libc::read(fd.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len()) };
+    let result = Errno::result(n).map(|n| n as usize);
+    if let Ok(n) = result {
+        // SAFETY: see above; `n <= spare.len()`.
+        unsafe { buf.set_len(buf.len() + n) };
+    }
+    match result {
         Ok(0) => Ok(ReadOutcome::Eof),
-        Ok(n) => Ok(ReadOutcome::Data(n)),
+        Ok(_) => Ok(ReadOutcome::Data),
         // A PTY master reports EIO once every slave descriptor is closed.
         Err(Errno::EIO) => Ok(ReadOutcome::Eof),
         Err(Errno::EAGAIN) => Err(io::ErrorKind::WouldBlock.into()),

@@ -61,21 +61,20 @@ pub enum PumpEnd {
 
 /// Copies `source` into `responses` until EOF, a cut, or the client leaving.
 pub async fn pump(source: Arc<AsyncPipe>, channel: Channel, responses: Responses, mut cut: watch::Receiver<bool>) -> PumpEnd {
+    let mut buf = Vec::with_capacity(OUTPUT_CHUNK);
     loop {
         if *cut.borrow() {
-            return drain_after_cut(&source, channel, &responses).await;
+            return drain_after_cut(&source, channel, &responses, &mut buf).await;
         }
-        let mut buf = vec![0u8; OUTPUT_CHUNK];
         let outcome = tokio::select! {
             biased;
             outcome = source.read(&mut buf) => outcome,
             _ = cut.changed() => continue,
         };
         match outcome {
-            Ok(ReadOutcome::Data(n)) => {
-                let (filled, eof) = fill(&source, &mut buf, n);
-                buf.truncate(filled);
-                if responses.send(Ok(chunk(channel, buf))).await.is_err() {
+            Ok(ReadOutcome::Data) => {
+                let eof = fill(&source, &mut buf);
+                if responses.send(Ok(chunk(channel, take(&mut buf)))).await.is_err() {
                     return PumpEnd::ClientGone;
                 }
                 if eof {
@@ -89,28 +88,40 @@ pub async fn pump(source: Arc<AsyncPipe>, channel: Channel, responses: Responses
     }
 }
 
-/// Tops up a chunk that holds `filled` bytes with whatever else is already
-/// waiting, without waiting for more: writers that emit small pieces (4-8 KiB
-/// is common) then travel in a few full messages instead of many small ones,
-/// and nothing is held back. Returns the new length and whether EOF was seen.
-fn fill(source: &AsyncPipe, buf: &mut [u8], mut filled: usize) -> (usize, bool) {
-    while filled < buf.len() {
-        match source.try_read(&mut buf[filled..]) {
-            Ok(ReadOutcome::Data(n)) => filled += n,
-            Ok(ReadOutcome::Eof) => return (filled, true),
+/// Tops up `buf` with whatever else is already waiting, without waiting for
+/// more: writers that emit small pieces (4-8 KiB is common) then travel in a
+/// few full messages instead of many small ones, and nothing is held back.
+/// Returns whether EOF was seen.
+fn fill(source: &AsyncPipe, buf: &mut Vec<u8>) -> bool {
+    while buf.len() < buf.capacity() {
+        match source.try_read(buf) {
+            Ok(ReadOutcome::Data) => {}
+            Ok(ReadOutcome::Eof) => return true,
             Ok(ReadOutcome::Empty) | Err(_) => break,
         }
     }
-    (filled, false)
+    false
 }
 
-async fn drain_after_cut(source: &AsyncPipe, channel: Channel, responses: &Responses) -> PumpEnd {
+/// Hands over what `buf` holds and leaves it empty with room for a chunk. A
+/// large chunk takes the buffer itself along (no copy) and a new one is
+/// allocated (malloc without zeroing: no page is touched until read into);
+/// a small one, the usual line or two, is copied out so the buffer is reused.
+fn take(buf: &mut Vec<u8>) -> Bytes {
+    if buf.len() >= OUTPUT_CHUNK / 4 {
+        Bytes::from(std::mem::replace(buf, Vec::with_capacity(OUTPUT_CHUNK)))
+    } else {
+        let small = Bytes::copy_from_slice(buf);
+        buf.clear();
+        small
+    }
+}
+
+async fn drain_after_cut(source: &AsyncPipe, channel: Channel, responses: &Responses, buf: &mut Vec<u8>) -> PumpEnd {
     for _ in 0..MAX_CHUNKS_AFTER_CUT {
-        let mut buf = vec![0u8; OUTPUT_CHUNK];
-        match source.try_read(&mut buf) {
-            Ok(ReadOutcome::Data(n)) => {
-                buf.truncate(n);
-                if responses.send(Ok(chunk(channel, buf))).await.is_err() {
+        match source.try_read(buf) {
+            Ok(ReadOutcome::Data) => {
+                if responses.send(Ok(chunk(channel, take(buf)))).await.is_err() {
                     return PumpEnd::ClientGone;
                 }
             }
@@ -122,8 +133,7 @@ async fn drain_after_cut(source: &AsyncPipe, channel: Channel, responses: &Respo
     PumpEnd::Cut
 }
 
-fn chunk(channel: Channel, data: Vec<u8>) -> ExecResponse {
-    let data = Bytes::from(data);
+fn chunk(channel: Channel, data: Bytes) -> ExecResponse {
     let kind = match channel {
         Channel::Stdout => Kind::Stdout(data),
         Channel::Stderr => Kind::Stderr(data),
