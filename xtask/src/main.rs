@@ -5,6 +5,7 @@
 //! - `dist`: static hutch-agent for Linux guests, plus systemd/launchd files;
 //! - `e2e`: build the image and run the end-to-end suite in QEMU guests;
 //! - `image`: build the QEMU guest image and install it as hutch's default;
+//! - `install [--root DIR]`: the `hutch` CLI into DIR/bin, static on Linux;
 //! - `bench [--quick] [--json FILE]`: measure hutch against its anchors;
 //! - `bench-sync [--quick] [--json FILE]`: `--ro` snapshot sync beside rsync.
 
@@ -14,6 +15,7 @@ mod demo;
 mod dist;
 mod e2e;
 mod image;
+mod install;
 mod local_agent;
 mod workspace;
 
@@ -41,6 +43,12 @@ enum Task {
         /// Only build it under target/hutch-image; do not install it.
         #[arg(long)]
         no_install: bool,
+    },
+    /// Install the `hutch` CLI into ~/.cargo/bin (statically linked on Linux/glibc: faster start-up).
+    Install {
+        /// Install into DIR/bin instead.
+        #[arg(long, value_name = "DIR")]
+        root: Option<std::path::PathBuf>,
     },
     /// Build static hutch-agent binaries for Linux guests and the systemd/launchd service files, into target/dist.
     Dist,
@@ -70,6 +78,7 @@ fn main() -> ExitCode {
     let result = match Cli::parse().task {
         Task::Demo { command } => demo::run(command),
         Task::Dist => dist::run(),
+        Task::Install { root } => install::run(root.as_deref()),
         Task::E2e => e2e::run(),
         Task::Image { no_install } => image::run(!no_install).map(|_| 0),
         Task::Bench { quick, json } => bench::run(quick, json.as_deref()).map(|()| 0),

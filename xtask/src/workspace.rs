@@ -32,3 +32,39 @@ pub fn build_bins(profile: &str) -> Result<(PathBuf, PathBuf)> {
 pub fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from)
 }
+
+/// Builds `package`'s binary for `target_triple` statically linked
+/// (crt-static) and returns its path. The explicit `--target` keeps RUSTFLAGS
+/// away from the host's own build artifacts (build scripts, proc macros), so
+/// the normal build is not invalidated.
+pub fn build_static(package: &str, target_triple: &str) -> Result<PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .current_dir(root())
+        .args(["build", "--release", "-p", package, "--target", target_triple])
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .status()?;
+    if !status.success() {
+        return Err(format!("building the static {package} failed").into());
+    }
+    let binary = target_dir().join(target_triple).join("release").join(package);
+    if is_dynamic(&std::fs::read(&binary)?) {
+        return Err(format!("{} is not statically linked", binary.display()).into());
+    }
+    Ok(binary)
+}
+
+/// An ELF with a program interpreter (PT_INTERP) needs a dynamic loader.
+pub fn is_dynamic(elf: &[u8]) -> bool {
+    const PT_INTERP: u32 = 3;
+    if elf.len() < 64 || &elf[..4] != b"\x7fELF" || elf[4] != 2 {
+        return true; // not a 64-bit ELF: treat as unusable
+    }
+    let u16_at = |o: usize| u16::from_le_bytes([elf[o], elf[o + 1]]) as usize;
+    let u64_at = |o: usize| u64::from_le_bytes(elf[o..o + 8].try_into().unwrap_or_default()) as usize;
+    let (phoff, phentsize, phnum) = (u64_at(0x20), u16_at(0x36), u16_at(0x38));
+    (0..phnum).any(|i| {
+        let at = phoff + i * phentsize;
+        elf.get(at..at + 4).is_some_and(|t| u32::from_le_bytes([t[0], t[1], t[2], t[3]]) == PT_INTERP)
+    })
+}

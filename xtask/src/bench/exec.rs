@@ -23,6 +23,15 @@ pub fn latency(table: &mut Table, plan: &Plan, setup: &Setup) -> Result<()> {
     let goal = Goal { text: format!("≤ {EXEC_TRUE_GOAL_MS} ms"), met: hutch.median <= EXEC_TRUE_GOAL_MS };
     table.figure("exec_true", "hutch exec -- true (whole CLI, unix agent)", Unit::Ms, hutch.clone(), Some(goal));
 
+    if let Some(dynamic) = &setup.hutch_dynamic {
+        let linked = measure(plan.latency_runs, || {
+            let mut cmd = Command::new(dynamic);
+            cmd.args(["exec", "--", "true"]).env("HUTCH_ADDR", &setup.agent.addr).stdin(Stdio::null());
+            run_ok(&mut cmd)
+        })?;
+        table.anchor("exec_true.dynamic", "the same, dynamically linked (cargo install --path host)", &hutch, linked, Unit::Ms);
+    }
+
     let true_bin = which("true")?;
     let local = measure(plan.latency_runs, || run_ok(Command::new(&true_bin).stdin(Stdio::null())))?;
     table.anchor("exec_true.bin_true", "/bin/true (local process)", &hutch, local, Unit::Ms);

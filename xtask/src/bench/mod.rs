@@ -54,8 +54,10 @@ impl Plan {
 
 /// What the figures run against.
 pub struct Setup {
-    /// The release `hutch` binary.
+    /// The `hutch` binary as `cargo xtask install` builds it (static on Linux/glibc).
     pub hutch: PathBuf,
+    /// The plain release build (`cargo install --path host`), when it differs.
+    pub hutch_dynamic: Option<PathBuf>,
     /// The local agent.
     pub agent: LocalAgent,
     /// The private sshd, or why there is none.
@@ -73,13 +75,16 @@ impl Setup {
 
 /// Runs the benchmarks, prints the table and writes JSON if asked.
 pub fn run(quick: bool, json_out: Option<&Path>) -> Result<()> {
-    let (hutch, agent_bin) = build_bins("release")?;
+    let (plain, agent_bin) = build_bins("release")?;
+    let hutch = crate::install::build_host_cli()?;
+    let hutch_dynamic = (hutch != plain).then_some(plain);
     let plan = Plan::new(quick);
-    let setup = Setup { hutch, agent: LocalAgent::start(&agent_bin)?, sshd: Sshd::start() };
+    let setup = Setup { hutch, hutch_dynamic, agent: LocalAgent::start(&agent_bin)?, sshd: Sshd::start() };
     println!(
-        "hutch bench{}: {}; release build; local agent on a Unix socket{}\n",
+        "hutch bench{}: {}; hutch CLI as `cargo xtask install` builds it{}; local agent on a Unix socket{}\n",
         if quick { " --quick" } else { "" },
         machine(),
+        if crate::install::STATIC_HOST { " (release, statically linked)" } else { " (release)" },
         if setup.sshd.is_ok() { "; sshd on 127.0.0.1" } else { "" }
     );
 

@@ -18,7 +18,7 @@ use std::process::Command;
 use hutch::backend::qemu::image::{IMAGE_FILE, ImageSpec};
 use hutch::state::StateDir;
 
-use crate::workspace::{Result, root, target_dir};
+use crate::workspace::{Result, build_static, is_dynamic, target_dir};
 
 /// Kernel command line: serial console, quiet, power off instead of reboot on
 /// panic, no timer calibration check (slow under emulation).
@@ -105,23 +105,9 @@ fn install_default(image: &Path) -> Result<PathBuf> {
 }
 
 /// Builds hutch-agent for `target_triple` statically linked (crt-static), for a guest
-/// that has no libc of ours. The explicit `--target` keeps RUSTFLAGS away from
-/// the host's own build artifacts, so the normal build is not invalidated.
+/// that has no libc of ours.
 pub fn build_static_agent(target_triple: &str) -> Result<PathBuf> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .current_dir(root())
-        .args(["build", "--release", "-p", "hutch-agent", "--target", target_triple])
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .status()?;
-    if !status.success() {
-        return Err("building the static hutch-agent failed".into());
-    }
-    let agent = target_dir().join(target_triple).join("release").join("hutch-agent");
-    if is_dynamic(&std::fs::read(&agent)?) {
-        return Err(format!("{} is not statically linked", agent.display()).into());
-    }
-    Ok(agent)
+    build_static("hutch-agent", target_triple)
 }
 
 /// The triple rustc builds for by default.
@@ -151,19 +137,4 @@ fn version_key(v: &str) -> Vec<u64> {
 fn applets() -> Result<Vec<String>> {
     let out = Command::new("/bin/busybox").arg("--list").output()?;
     Ok(String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).filter(|a| !a.is_empty() && !a.contains('/')).collect())
-}
-
-/// An ELF with a program interpreter (PT_INTERP) needs a dynamic loader.
-fn is_dynamic(elf: &[u8]) -> bool {
-    const PT_INTERP: u32 = 3;
-    if elf.len() < 64 || &elf[..4] != b"\x7fELF" || elf[4] != 2 {
-        return true; // not a 64-bit ELF: treat as unusable
-    }
-    let u16_at = |o: usize| u16::from_le_bytes([elf[o], elf[o + 1]]) as usize;
-    let u64_at = |o: usize| u64::from_le_bytes(elf[o..o + 8].try_into().unwrap_or_default()) as usize;
-    let (phoff, phentsize, phnum) = (u64_at(0x20), u16_at(0x36), u16_at(0x38));
-    (0..phnum).any(|i| {
-        let at = phoff + i * phentsize;
-        elf.get(at..at + 4).is_some_and(|t| u32::from_le_bytes([t[0], t[1], t[2], t[3]]) == PT_INTERP)
-    })
 }
