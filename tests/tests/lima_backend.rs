@@ -39,7 +39,8 @@ fn lifecycle_commands_run_the_documented_limactl_commands() {
     assert_eq!((ls[0]["backend"].as_str(), ls[0]["state"].as_str()), (Some("lima"), Some("running")));
     assert_eq!(fake.take_commands(), Vec::<Vec<String>>::new());
 
-    ok(&fake.run(&["down", "web"]));
+    // `--name`, as `up` and `exec` take it, names the VM as well as the positional NAME.
+    ok(&fake.run(&["down", "--name", "web"]));
     assert_eq!(fake.take_commands(), vec![argv(&["stop", "web"])]);
     assert!(fake.running().is_empty());
 
@@ -65,7 +66,7 @@ fn lifecycle_commands_run_the_documented_limactl_commands() {
     let out = fake.run(&["rm", "web"]);
     assert_eq!(code(&out), 125);
     assert!(stderr(&out).contains("web is running"), "{}", stderr(&out));
-    ok(&fake.run(&["rm", "-f", "web"]));
+    ok(&fake.run(&["rm", "-f", "-n", "web"]));
     assert_eq!(fake.take_commands(), vec![argv(&["delete", "-f", "web"])]);
     assert!(!fake.state().join("vms/web").exists());
     assert!(!fake.vmm_home().join("web").exists());

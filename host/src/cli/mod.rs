@@ -88,8 +88,19 @@ pub enum Command {
 #[derive(Args, Debug, Clone)]
 pub struct NameArg {
     /// The VM (default: the one for the current directory's workspace).
-    #[arg(value_name = "NAME")]
-    pub name: Option<VmName>,
+    #[arg(value_name = "NAME", conflicts_with = "name_flag")]
+    positional: Option<VmName>,
+
+    /// The same, as a flag (as `up`, `exec` and `shell` take it).
+    #[arg(short = 'n', long = "name", id = "name_flag", value_name = "NAME")]
+    flag: Option<VmName>,
+}
+
+impl NameArg {
+    /// The VM named, either way.
+    pub fn name(&self) -> Option<&VmName> {
+        self.positional.as_ref().or(self.flag.as_ref())
+    }
 }
 
 /// How to reach the agent.

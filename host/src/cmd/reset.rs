@@ -12,7 +12,7 @@ use crate::target::vm_name;
 /// Runs `hutch reset`; returns the exit code.
 pub async fn run(args: NameArg) -> Result<u8, Error> {
     let state = StateDir::from_env()?;
-    let name = vm_name(&state, args.name.as_ref())?;
+    let name = vm_name(&state, args.name())?;
     let record = state.load(&name)?;
     let _lock = VmLock::acquire(&state.vm_dir(&name))?;
     let backend = backend::for_kind(record.backend, &state)?;
