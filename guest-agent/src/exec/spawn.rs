@@ -208,11 +208,14 @@ fn cloexec_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(pipe2(OFlag::O_CLOEXEC)?)
 }
 
-/// Room for this much unread output in a child's stdout pipe: a fast writer
-/// keeps going while the agent sends the previous chunk, and the agent reads
-/// it back in full `OUTPUT_CHUNK`s instead of one writer-sized piece per wake-up.
+/// Room for one full output chunk of unread output in a child's stdout pipe:
+/// a fast writer keeps going while the agent sends the previous chunk, and
+/// the agent reads it back in whole chunks instead of one writer-sized piece
+/// per wake-up. Not more: the kernel charges a pipe's capacity to its user
+/// (`fs.pipe-user-pages-soft`, 64 MiB), and an unprivileged agent past that
+/// budget would leave every new pipe of its user one page small.
 #[cfg(target_os = "linux")]
-const PIPE_CAPACITY: nix::libc::c_int = 1024 * 1024;
+const PIPE_CAPACITY: nix::libc::c_int = crate::exec::output::OUTPUT_CHUNK as nix::libc::c_int;
 
 /// Grows a pipe to [`PIPE_CAPACITY`] (Linux; the kernel allocates pages only
 /// as they fill). Best effort: past the per-user pipe budget the kernel says
