@@ -7,6 +7,8 @@
 
 use std::time::{Duration, Instant};
 
+use crate::agent_install::known_hosts;
+use crate::agent_install::ssh::Dest;
 use crate::agent_install::{self, InstallError, Mode, Options};
 use crate::backend::{self, Backend, SshEndpoint, VmSpec, VmState};
 use crate::cli::{ImageCommand, PrepareArgs};
@@ -140,7 +142,10 @@ fn expand_home(path: &str) -> std::path::PathBuf {
 async fn install(state: &StateDir, backend: &dyn Backend, record: &VmRecord, args: &PrepareArgs) -> Result<String, Error> {
     let deadline = Instant::now() + backend.boot_timeout(record);
     let endpoint = wait_for_endpoint(state, backend, record, deadline).await?;
-    let dest = agent::destination(endpoint.host.clone(), endpoint.port, &args.ssh, endpoint.user.as_deref())?;
+    let dest = Dest {
+        known_as: Some(known_hosts::vm_entry(&record.name)),
+        ..agent::destination(endpoint.host.clone(), endpoint.port, &args.ssh, endpoint.user.as_deref())?
+    };
     let session = loop {
         match agent::connect(state, &dest, &args.ssh).await {
             Ok(session) => break session,
