@@ -341,3 +341,88 @@ fn ro_git_brings_the_repository_so_git_works_in_the_guest() {
     assert_eq!(stdout(&out).split_whitespace().collect::<Vec<_>>(), ["M", "tracked.txt", "1"]);
     rm("e2e-git");
 }
+
+/// The Debian base image from `cargo xtask base-image` (no agent, systemd,
+/// sshd, root password), and its root password.
+fn debian_base() -> (String, String) {
+    let base = std::env::var("HUTCH_E2E_BASE").expect("HUTCH_E2E_BASE: run `cargo xtask e2e` (it builds the Debian base image)");
+    let password = std::env::var("HUTCH_E2E_BASE_PASSWORD").expect("HUTCH_E2E_BASE_PASSWORD");
+    (base, password)
+}
+
+/// A disk image boots with the default image's kernel and initramfs: install
+/// the fixture's image as the state folder's default, as `cargo xtask image` does.
+fn install_default_image() {
+    let default = e2e().state.path().join("images/default");
+    if default.join("image.json").exists() {
+        return;
+    }
+    std::fs::create_dir_all(&default).unwrap();
+    for file in ["image.json", "vmlinux", "initramfs.cpio"] {
+        std::fs::copy(e2e().image.join(file), default.join(file)).unwrap();
+    }
+}
+
+/// `hutch image prepare BASE --backend qemu …` with `config_home` as XDG_CONFIG_HOME.
+fn prepare(base: &str, name: &str, password: &str, config_home: &std::path::Path) -> std::process::Output {
+    let args = ["image", "prepare", base, "--backend", "qemu", "--name", name, "--user", "root", "--password"];
+    e2e().hutch().args(args).env("XDG_CONFIG_HOME", config_home).env("HUTCH_SSH_PASSWORD", password).stdin(Stdio::null()).output().unwrap()
+}
+
+fn left_behind(name: &str) -> Vec<(u32, String)> {
+    let needle = format!("/vms/{name}/");
+    e2e().vm_processes().into_iter().filter(|(_, c)| c.contains(&needle)).collect()
+}
+
+#[test]
+#[ignore = "needs QEMU, a guest image and the Debian base image: run `cargo xtask e2e`"]
+fn image_prepare_installs_the_agent_as_a_systemd_service_and_runs_the_setup_hook_once() {
+    let (base, password) = debian_base();
+    install_default_image();
+    let config = tempfile::tempdir_in("/tmp").unwrap();
+    let hook = config.path().join("setup.sh");
+    std::fs::write(&hook, "echo setup-hook-output\necho ran-once >> /hutch-setup-marker\n").unwrap();
+    std::fs::create_dir_all(config.path().join("hutch")).unwrap();
+    std::fs::write(config.path().join("hutch/config.toml"), format!("[hooks]\nsetup = \"{}\"\n", hook.display())).unwrap();
+
+    let out = prepare(&base, "e2e-debian", &password, config.path());
+    assert_eq!(code(&out), 0, "hutch image prepare failed:\n{}\n{}", stdout(&out), stderr(&out));
+    assert!(stderr(&out).contains("first connection to hutch-vm:e2e-debian"), "the host key is pinned by VM name:\n{}", stderr(&out));
+    assert!(stderr(&out).contains("setup-hook-output"), "{}", stderr(&out));
+    assert!(stdout(&out).contains("is ready in"), "{}", stdout(&out));
+    let image = e2e().state.path().join("images/e2e-debian");
+    assert!(image.join("image.json").exists() && image.join("disk.qcow2").exists());
+    assert!(!e2e().state.path().join("vms/e2e-debian").exists(), "the VM that prepared the image was left behind");
+    assert!(left_behind("e2e-debian").is_empty(), "left running: {:?}", left_behind("e2e-debian"));
+
+    // A fresh VM from the prepared image: systemd is PID 1 and started the
+    // agent, the hook ran exactly once (at prepare time), and the workspace is
+    // shared at its host path.
+    let ws = tempfile::tempdir_in("/tmp").unwrap();
+    std::fs::write(ws.path().join("from-host"), "shared\n").unwrap();
+    let mut args =
+        vec!["run", "--rm", "--image", "e2e-debian", "--workspace", ws.path().to_str().unwrap(), "--cpus", "1", "--memory", "512"];
+    let script = "cat /hutch-setup-marker; cat /proc/1/comm; systemctl is-active hutch-agent; cat from-host; cat /etc/hostname";
+    args.extend_from_slice(&["--", "sh", "-c", script]);
+    let out = e2e().run(&args);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(stdout(&out), "ran-once\nsystemd\nactive\nshared\nhutch-debian\n", "{}", stderr(&out));
+    assert!(e2e().vm_processes().iter().all(|(_, c)| !c.contains("/vms/run-")), "left behind: {:?}", e2e().vm_processes());
+}
+
+#[test]
+#[ignore = "needs QEMU, a guest image and the Debian base image: run `cargo xtask e2e`"]
+fn image_prepare_with_a_wrong_password_says_so_and_leaves_nothing_behind() {
+    let (base, _) = debian_base();
+    install_default_image();
+    let config = tempfile::tempdir_in("/tmp").unwrap();
+    let out = prepare(&base, "e2e-wrong-pw", "not-the-password", config.path());
+    let err = stderr(&out);
+    assert_eq!(code(&out), 125, "{}\n{err}", stdout(&out));
+    assert!(err.contains("root@127.0.0.1:") && err.contains("refused the SSH login (password)"), "{err}");
+    assert!(err.contains("hint: check --user and the password"), "{err}");
+    assert!(!e2e().state.path().join("vms/e2e-wrong-pw").exists(), "the VM's folder was left behind");
+    assert!(!e2e().state.path().join("images/e2e-wrong-pw").exists(), "an image was saved");
+    assert!(left_behind("e2e-wrong-pw").is_empty(), "left running: {:?}", left_behind("e2e-wrong-pw"));
+    assert!(std::path::Path::new(&base).is_file(), "the base image is gone");
+}

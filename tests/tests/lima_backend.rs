@@ -137,3 +137,16 @@ fn an_agent_that_never_answers_is_a_boot_timeout() {
     assert_eq!(commands.last(), Some(&argv(&["stop", "web"])), "{commands:?}");
     assert!(fake.running().is_empty());
 }
+
+#[test]
+fn agent_install_by_name_logs_in_where_limactl_list_says_sshd_answers() {
+    let fake = FakeVmm::lima();
+    let ws = fake.workspace();
+    ok(&fake.run(&["up", "--name", "web", "--workspace", ws.to_str().unwrap()]));
+    // Nothing listens on that port: the failure names the endpoint Lima reported.
+    let port = hutch_tests::free_tcp_port();
+    let out = fake.hutch().args(["agent", "install", "--name", "web"]).env("FAKE_LIMA_SSH_PORT", port.to_string()).output().unwrap();
+    assert_eq!(code(&out), 125, "{}", stderr(&out));
+    assert!(stderr(&out).contains(&format!("cannot connect to 127.0.0.1:{port} over SSH")), "{}", stderr(&out));
+    ok(&fake.run(&["rm", "-f", "web"]));
+}

@@ -28,6 +28,10 @@ Documentation=https://example.invalid/hutch
 ExecStart=/usr/local/bin/hutch-agent --listen vsock://any:8080 --listen unix:///run/hutch/agent.sock
 # /run/hutch, owned by the service's user (see `User=` for Lima in the README).
 RuntimeDirectory=hutch
+# root's HOME, USER and SHELL for the commands it runs (a drop-in may set another User=).
+User=root
+# The agent's ready line also reaches the console, where hutch's QEMU backend waits for it.
+StandardOutput=journal+console
 Restart=always
 RestartSec=1
 

@@ -1,10 +1,11 @@
-//! `cargo xtask e2e`: build the guest image and run the end-to-end suite
+//! `cargo xtask e2e`: build the guest image (and the Debian base image that
+//! `hutch image prepare` is tested with) and run the end-to-end suite
 //! (tests/tests/e2e_qemu.rs) against real QEMU guests, one at a time.
 
 use std::process::Command;
 
-use crate::image;
 use crate::workspace::{Result, root};
+use crate::{base_image, image};
 
 /// Runs the suite; returns its exit code.
 pub fn run() -> Result<u8> {
@@ -14,11 +15,15 @@ pub fn run() -> Result<u8> {
         check_tool("vhost-device-vsock", "cargo install vhost-device-vsock --locked")?;
     }
     let image = image::run(false)?;
+    let base = base_image::run()?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
         .current_dir(root())
         .args(["test", "-p", "hutch-tests", "--test", "e2e_qemu", "--", "--ignored", "--test-threads=1"])
         .env("HUTCH_E2E_IMAGE", &image)
+        .env("HUTCH_E2E_BASE", &base.disk)
+        .env("HUTCH_E2E_BASE_KEY", &base.key)
+        .env("HUTCH_E2E_BASE_PASSWORD", base_image::ROOT_PASSWORD)
         .status()?;
     Ok(status.code().map_or(1, |c| c as u8))
 }

@@ -6,9 +6,12 @@
 //! - `e2e`: build the image and run the end-to-end suite in QEMU guests;
 //! - `image`: build the QEMU guest image and install it as hutch's default;
 //! - `install [--root DIR]`: the `hutch` CLI into DIR/bin, static on Linux;
+//! - `base-image`: a Debian disk image with systemd and sshd but no agent
+//!   (what `hutch image prepare` takes; its e2e test uses it);
 //! - `bench [--quick] [--json FILE]`: measure hutch against its anchors;
 //! - `bench-sync [--quick] [--json FILE]`: `--ro` snapshot sync beside rsync.
 
+mod base_image;
 mod bench;
 mod bench_sync;
 mod demo;
@@ -50,9 +53,11 @@ enum Task {
         #[arg(long, value_name = "DIR")]
         root: Option<std::path::PathBuf>,
     },
+    /// Build a small Debian disk image with systemd and sshd but no agent (target/hutch-base/debian.img, cached).
+    BaseImage,
     /// Build static hutch-agent binaries for Linux guests and the systemd/launchd service files, into target/dist.
     Dist,
-    /// Build the guest image and run the end-to-end tests in real QEMU guests.
+    /// Build the guest image and the Debian base image, and run the end-to-end tests in real QEMU guests.
     E2e,
     /// Measure hutch beside its anchors (/bin/true, ...) and print ratios.
     Bench {
@@ -79,6 +84,10 @@ fn main() -> ExitCode {
         Task::Demo { command } => demo::run(command),
         Task::Dist => dist::run(),
         Task::Install { root } => install::run(root.as_deref()),
+        Task::BaseImage => base_image::run().map(|image| {
+            println!("{}", image.disk.display());
+            0
+        }),
         Task::E2e => e2e::run(),
         Task::Image { no_install } => image::run(!no_install).map(|_| 0),
         Task::Bench { quick, json } => bench::run(quick, json.as_deref()).map(|()| 0),

@@ -6,6 +6,11 @@
 //! The first connection to a host records the key it presents; later
 //! connections must present a recorded key, and a different one is a hard
 //! error naming the file and line to delete. Verification is never skipped.
+//!
+//! A hutch VM's key is pinned under its VM name (`hutch-vm:NAME`) rather than
+//! its address: QEMU forwards a different local port each boot and Tart
+//! hands a deleted VM's IP to the next one. Deleting the VM (`hutch rm`)
+//! forgets its key, so a VM recreated under the same name is learned again.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -43,7 +48,13 @@ impl KnownHosts {
     /// Accepts `key` for `host:port` if it is recorded, records it if the host
     /// has no entry yet, and fails if the host's entries hold other keys.
     pub fn check(&self, host: &str, port: u16, key: &PublicKey) -> Result<Verdict, InstallError> {
-        let name = entry_name(host, port);
+        self.check_name(&entry_name(host, port), key)
+    }
+
+    /// [`KnownHosts::check`] for an entry name (`host`, `[host]:port`, or
+    /// [`vm_entry`]).
+    pub fn check_name(&self, name: &str, key: &PublicKey) -> Result<Verdict, InstallError> {
+        let name = name.to_owned();
         let text = match std::fs::read_to_string(&self.path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
@@ -73,6 +84,23 @@ impl KnownHosts {
         Ok(Verdict::Learned)
     }
 
+    /// Removes every entry for exactly `name` (other lines are kept as they
+    /// are); nothing to remove is not an error.
+    pub fn forget(&self, name: &str) -> Result<(), InstallError> {
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(self.error(e.to_string())),
+        };
+        let named = |line: &str| line.split_whitespace().next().is_some_and(|names| names.split(',').any(|n| n == name));
+        if !text.lines().any(named) {
+            return Ok(());
+        }
+        let kept: String = text.lines().filter(|l| !named(l)).map(|l| format!("{l}\n")).collect();
+        let tmp = self.path.with_extension("hutch-tmp");
+        std::fs::write(&tmp, kept).and_then(|()| std::fs::rename(&tmp, &self.path)).map_err(|e| self.error(e.to_string()))
+    }
+
     fn append(&self, name: &str, key: &PublicKey) -> Result<(), InstallError> {
         use std::os::unix::fs::OpenOptionsExt;
         if let Some(dir) = self.path.parent() {
@@ -94,6 +122,11 @@ impl KnownHosts {
 /// The name OpenSSH uses for `host:port` in known_hosts.
 pub fn entry_name(host: &str, port: u16) -> String {
     if port == 22 { host.to_owned() } else { format!("[{host}]:{port}") }
+}
+
+/// The name a hutch VM's host key is pinned under.
+pub fn vm_entry(vm: &str) -> String {
+    format!("hutch-vm:{vm}")
 }
 
 /// Key type and SHA-256 fingerprint, as `ssh-keygen -l` shows them.
@@ -138,6 +171,21 @@ mod tests {
         }
         // Another port is another host.
         assert_eq!(known.check("10.0.0.1", 22, &key(KEY_B)).expect("learn"), Verdict::Learned);
+    }
+
+    #[test]
+    fn vm_entries_are_pinned_by_name_and_forgotten_with_the_vm() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let known = KnownHosts::at(dir.path().join("known_hosts"));
+        assert_eq!(known.check("10.0.0.1", 22, &key(KEY_A)).expect("learn"), Verdict::Learned);
+        let vm = vm_entry("web");
+        assert_eq!(known.check_name(&vm, &key(KEY_B)).expect("learn"), Verdict::Learned);
+        assert!(matches!(known.check_name(&vm, &key(KEY_A)), Err(InstallError::HostKeyMismatch { .. })));
+        known.forget(&vm).expect("forget");
+        assert_eq!(known.check_name(&vm, &key(KEY_A)).expect("learn again"), Verdict::Learned);
+        // Other hosts' entries are kept.
+        assert_eq!(known.check("10.0.0.1", 22, &key(KEY_A)).expect("known"), Verdict::Known);
+        known.forget("nothing-here").expect("no-op");
     }
 
     #[test]

@@ -32,6 +32,10 @@ pub fn systemd_unit(layout: &Layout) -> String {
          \n\
          [Service]\n\
          ExecStart={} {}\n\
+         # root's HOME, USER and SHELL for the commands it runs (a drop-in may set another User=).\n\
+         User=root\n\
+         # The \"ready on …\" line also reaches the console, where hutch's QEMU backend waits for it.\n\
+         StandardOutput=journal+console\n\
          Restart=always\n\
          RestartSec=1\n\
          KillMode=process\n\
@@ -91,6 +95,7 @@ mod tests {
             "{unit}"
         );
         assert!(unit.contains("Restart=always\n"));
+        assert!(unit.contains("StandardOutput=journal+console\n") && unit.contains("User=root\n"), "{unit}");
         assert!(unit.contains("WantedBy=multi-user.target"));
     }
 

@@ -26,6 +26,10 @@ pub struct Dest {
     pub port: u16,
     /// Remote user.
     pub user: String,
+    /// The name its host key is pinned under instead of `host:port`: a hutch
+    /// VM's (see [`known_hosts::vm_entry`]), whose address and forwarded port
+    /// change from boot to boot and get reused by other VMs.
+    pub known_as: Option<String>,
 }
 
 impl Dest {
@@ -45,10 +49,9 @@ pub enum Credentials {
     Password(String),
 }
 
-/// The russh handler: only checks the host key.
+/// The russh handler: only checks the host key, pinned under `name`.
 struct Verifier {
-    host: String,
-    port: u16,
+    name: String,
     known: KnownHosts,
 }
 
@@ -73,11 +76,11 @@ impl client::Handler for Verifier {
             PublicKeyOrCertificate::PublicKey { key, .. } => key.clone(),
             PublicKeyOrCertificate::Certificate(cert) => PublicKey::new(cert.public_key().clone(), ""),
         };
-        match self.known.check(&self.host, self.port, &key).map_err(HandlerError::HostKey)? {
-            Verdict::Known => tracing::debug!("host key of {} is known", self.host),
+        match self.known.check_name(&self.name, &key).map_err(HandlerError::HostKey)? {
+            Verdict::Known => tracing::debug!("host key of {} is known", self.name),
             Verdict::Learned => eprintln!(
                 "hutch: first connection to {}: recorded its host key ({}) in {}",
-                known_hosts::entry_name(&self.host, self.port),
+                self.name,
                 known_hosts::describe(&key),
                 self.known.path().display()
             ),
@@ -279,7 +282,8 @@ async fn handshake(dest: &Dest, known: &KnownHosts) -> Result<Handle<Verifier>, 
         .map_err(|source| InstallError::Connect { dest: dest.shown(), source })?;
     let _ = stream.set_nodelay(true);
     let config = Arc::new(client::Config { keepalive_interval: Some(Duration::from_secs(15)), ..Default::default() });
-    let verifier = Verifier { host: dest.host.clone(), port: dest.port, known: known.clone() };
+    let name = dest.known_as.clone().unwrap_or_else(|| known_hosts::entry_name(&dest.host, dest.port));
+    let verifier = Verifier { name, known: known.clone() };
     client::connect_stream(config, stream, verifier).await.map_err(|e| match e {
         HandlerError::HostKey(e) => e,
         HandlerError::Ssh(e) => ssh_error(dest, e),

@@ -83,11 +83,11 @@ pub struct InstallArgs {
 /// `hutch image prepare`.
 #[derive(Args, Debug)]
 pub struct PrepareArgs {
-    /// The base image (backend-specific, e.g. a Tart VM or image name).
+    /// The base image: QEMU: a raw or qcow2 disk file (ext4 root with systemd and sshd); Tart: a VM or image name.
     #[arg(value_name = "BASE")]
     pub base: String,
 
-    /// Name of the prepared VM (default: BASE with `-hutch` appended).
+    /// Name of the prepared VM, or with QEMU of the image in $state/images (default: BASE with `-hutch` appended).
     #[arg(short = 'n', long, value_name = "NAME")]
     pub name: Option<VmName>,
 

@@ -20,7 +20,7 @@ pub struct UpArgs {
     #[arg(long, value_enum, env = "HUTCH_BACKEND")]
     pub backend: Option<BackendKind>,
 
-    /// Base image (QEMU: a folder from `cargo xtask image`; default: the installed one).
+    /// Base image (QEMU: a folder from `cargo xtask image`, a disk file, or the NAME of an image from `hutch image prepare`; default: the installed one).
     #[arg(long, env = "HUTCH_IMAGE", value_name = "IMG")]
     pub image: Option<String>,
 

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::agent_install::known_hosts::KnownHosts;
+use crate::agent_install::known_hosts::{self, KnownHosts};
 use crate::agent_install::ssh::{Credentials, Dest, Session};
 use crate::agent_install::{self, InstallError, Installed, Mode, Options, password};
 use crate::backend::{self, Backend, SshEndpoint, VmState};
@@ -35,7 +35,10 @@ async fn install(args: InstallArgs) -> Result<u8, Error> {
         None => None,
     };
     let dest = match (&vm, &args.host) {
-        (Some((_, _, endpoint)), _) => destination(endpoint.host.clone(), endpoint.port, &args.ssh, endpoint.user.as_deref())?,
+        (Some((record, _, endpoint)), _) => Dest {
+            known_as: Some(known_hosts::vm_entry(&record.name)),
+            ..destination(endpoint.host.clone(), endpoint.port, &args.ssh, endpoint.user.as_deref())?
+        },
         (None, Some(host)) => destination(host.clone(), args.port, &args.ssh, None)?,
         (None, None) => return Err(Error::Usage("say where to install: --name NAME or --host HOST".into())),
     };
@@ -111,7 +114,7 @@ pub fn destination(host: String, port: u16, ssh: &SshArgs, usual_user: Option<&s
         (None, Some(user)) => user.to_owned(),
         (None, None) => local_user()?,
     };
-    Ok(Dest { host, port, user })
+    Ok(Dest { host, port, user, known_as: None })
 }
 
 fn local_user() -> Result<String, Error> {

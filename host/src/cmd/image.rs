@@ -1,11 +1,16 @@
 //! `hutch image prepare BASE`: boot a VM from a base image that lacks the
-//! agent, install it over SSH, and stop the VM so its disk keeps it. Works
-//! with any backend whose guests run an SSH server (`Backend::ssh_endpoint`).
+//! agent, install it over SSH, run the user's setup hook through it, and stop
+//! the VM so its disk keeps both. Works with any backend whose guests run an
+//! SSH server (`Backend::ssh_endpoint`). With QEMU, BASE is a disk file and
+//! the result is an image folder (`$state/images/NAME`, see
+//! `backend::qemu::prepared`); with Tart, the stopped VM is the image.
 
 use std::time::{Duration, Instant};
 
+use crate::agent_install::known_hosts;
+use crate::agent_install::ssh::Dest;
 use crate::agent_install::{self, InstallError, Mode, Options};
-use crate::backend::{self, Backend, SshEndpoint, VmSpec};
+use crate::backend::{self, Backend, SshEndpoint, VmSpec, VmState};
 use crate::cli::{ImageCommand, PrepareArgs};
 use crate::cmd::agent;
 use crate::error::Error;
@@ -14,6 +19,8 @@ use crate::state::{BackendKind, StateDir, StateError, VmLock, VmName, VmRecord, 
 
 /// Pause between attempts to reach a booting guest's SSH server.
 const SSH_RETRY_EVERY: Duration = Duration::from_millis(500);
+/// How long a guest may take to power itself off after the install (then it is stopped anyway).
+const POWER_OFF_WITHIN: Duration = Duration::from_secs(60);
 
 /// Runs `hutch image …`; returns the exit code.
 pub async fn run(command: ImageCommand) -> Result<u8, Error> {
@@ -25,9 +32,7 @@ pub async fn run(command: ImageCommand) -> Result<u8, Error> {
 async fn prepare(args: PrepareArgs) -> Result<u8, Error> {
     let state = StateDir::from_env()?;
     let backend = backend::for_kind(args.backend, &state)?;
-    if args.backend == BackendKind::Qemu {
-        return Err(agent::no_ssh(backend.as_ref()).into());
-    }
+    let qemu = args.backend == BackendKind::Qemu;
     let name = match &args.name {
         Some(name) => name.clone(),
         None => prepared_name(&args.base)?,
@@ -35,6 +40,12 @@ async fn prepare(args: PrepareArgs) -> Result<u8, Error> {
     let dir = state.create_vm_dir(&name)?;
     let _lock = VmLock::acquire(&dir)?;
     let mut record = match state.load(&name) {
+        // QEMU's VM is only a means to the image: never reuse someone's VM for it.
+        Ok(_) if qemu => {
+            return Err(Error::Usage(format!(
+                "a VM named {name} exists already; pass --name for the prepared image, or remove the VM (`hutch rm -f {name}`)"
+            )));
+        }
         Ok(record) => record,
         Err(StateError::NoSuchVm(_)) => {
             let spec = VmSpec {
@@ -47,16 +58,30 @@ async fn prepare(args: PrepareArgs) -> Result<u8, Error> {
                 heavy_dirs: Vec::new(),
                 ro: None,
             };
-            let record = backend.create(&spec, &dir)?;
+            let record = match backend.create(&spec, &dir) {
+                Ok(record) => record,
+                Err(e) => {
+                    let _ = state.remove_vm_dir(&name);
+                    return Err(e.into());
+                }
+            };
             record.save(&dir)?;
             record
         }
         Err(e) => return Err(e.into()),
     };
-    backend.start(&mut record, &dir)?;
-    record.started_unix = Some(now_unix());
-    record.save(&dir)?;
-    let result = install(&state, backend.as_ref(), &record, &args).await;
+    let started = backend.start(&mut record, &dir);
+    let result = match started {
+        Ok(()) => {
+            record.started_unix = Some(now_unix());
+            record.save(&dir)?;
+            install(&state, backend.as_ref(), &record, &args).await
+        }
+        Err(e) => Err(e.into()),
+    };
+    if qemu {
+        return finish_qemu(&state, backend.as_ref(), &mut record, result).await;
+    }
     // Stopped either way: on success the disk keeps the agent; on failure
     // nothing is left running behind the user's back.
     let stopped = lifecycle::stop(&state, backend.as_ref(), &mut record);
@@ -64,6 +89,35 @@ async fn prepare(args: PrepareArgs) -> Result<u8, Error> {
     let version = result?;
     stopped?;
     println!("{name} has {version} and is stopped: `hutch up --name {name}` boots it with the agent");
+    Ok(0)
+}
+
+/// QEMU: once the guest has powered itself off, its disk becomes the image
+/// `$state/images/NAME`; the VM that made it is deleted either way (the
+/// base image was never written).
+async fn finish_qemu(state: &StateDir, backend: &dyn Backend, record: &mut VmRecord, result: Result<String, Error>) -> Result<u8, Error> {
+    let name = VmName::new(&record.name)?;
+    let dir = state.vm_dir(&name);
+    if result.is_ok() {
+        let deadline = Instant::now() + POWER_OFF_WITHIN;
+        while backend.state(record, &dir) == VmState::Running && Instant::now() < deadline {
+            tokio::time::sleep(SSH_RETRY_EVERY).await;
+        }
+    }
+    let stopped = lifecycle::stop(state, backend, record);
+    let saved = match (&result, &stopped) {
+        (Ok(_), Ok(())) => Some(crate::backend::qemu::Qemu::from_env(state).save_image(&dir, name.as_str())),
+        _ => None,
+    };
+    let destroyed = lifecycle::destroy(state, backend, record);
+    let version = result?;
+    stopped?;
+    let image = saved.expect("saved after a successful stop")?;
+    destroyed?;
+    println!(
+        "image {name} ({version}) is ready in {}: `hutch run --image {name} -- CMD` boots a copy of it with the agent",
+        image.display()
+    );
     Ok(0)
 }
 
@@ -88,12 +142,23 @@ fn expand_home(path: &str) -> std::path::PathBuf {
 async fn install(state: &StateDir, backend: &dyn Backend, record: &VmRecord, args: &PrepareArgs) -> Result<String, Error> {
     let deadline = Instant::now() + backend.boot_timeout(record);
     let endpoint = wait_for_endpoint(state, backend, record, deadline).await?;
-    let dest = agent::destination(endpoint.host.clone(), endpoint.port, &args.ssh, endpoint.user.as_deref())?;
+    let dest = Dest {
+        known_as: Some(known_hosts::vm_entry(&record.name)),
+        ..agent::destination(endpoint.host.clone(), endpoint.port, &args.ssh, endpoint.user.as_deref())?
+    };
     let session = loop {
         match agent::connect(state, &dest, &args.ssh).await {
             Ok(session) => break session,
-            // sshd is not up yet while the guest boots.
-            Err(Error::Install(InstallError::Connect { .. })) if Instant::now() < deadline => {
+            // sshd is not up yet while the guest boots (behind QEMU's port
+            // forward, that is a connection closed during the handshake).
+            Err(Error::Install(InstallError::Connect { .. } | InstallError::Ssh { .. })) if Instant::now() < deadline => {
+                if backend.state(record, &state.vm_dir(&VmName::new(&record.name)?)) != VmState::Running {
+                    return Err(Error::Boot {
+                        name: record.name.clone(),
+                        why: "the VM stopped while booting".into(),
+                        console: backend.console_tail(&state.vm_dir(&VmName::new(&record.name)?), 30),
+                    });
+                }
                 tokio::time::sleep(SSH_RETRY_EVERY).await;
             }
             Err(e) => return Err(e),
@@ -105,6 +170,11 @@ async fn install(state: &StateDir, backend: &dyn Backend, record: &VmRecord, arg
     agent::answers_on_vm_transport(record).await?;
     run_setup_hook(state, record).await?;
     agent_install::sync_disks(&session).await?;
+    if record.backend == BackendKind::Qemu {
+        // A clean power-off (file systems unmounted, journal closed) before
+        // the disk becomes an image; QEMU exits with the guest (-no-reboot).
+        agent_install::shut_down(&session, &installed.sudo).await?;
+    }
     session.close().await;
     Ok(installed.version)
 }
@@ -127,6 +197,7 @@ fn prepared_name(base: &str) -> Result<VmName, Error> {
     // `ghcr.io/org/macos-base:latest` → `macos-base`.
     let last = base.rsplit('/').find(|part| !part.is_empty()).unwrap_or(base);
     let last = last.split(':').next().unwrap_or(last);
+    let last = [".qcow2", ".img", ".raw"].iter().find_map(|ext| last.strip_suffix(ext)).unwrap_or(last);
     let mut name: String =
         last.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c.to_ascii_lowercase() } else { '-' }).collect();
     name = name.trim_start_matches(['-', '_']).chars().take(40).collect();
@@ -145,5 +216,7 @@ mod tests {
         assert_eq!(prepared_name("ghcr.io/cirruslabs/macos-sequoia-base:latest").expect("name").as_str(), "macos-sequoia-base-hutch");
         assert_eq!(prepared_name("Ubuntu 24.04").expect("name").as_str(), "ubuntu-24-04-hutch");
         assert_eq!(prepared_name("///").expect("name").as_str(), "image-hutch");
+        assert_eq!(prepared_name("./images/debian-12.qcow2").expect("name").as_str(), "debian-12-hutch");
+        assert_eq!(prepared_name("/tmp/base.img").expect("name").as_str(), "base-hutch");
     }
 }

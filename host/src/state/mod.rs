@@ -7,6 +7,7 @@
 //!   vms/NAME/lock             flock(2) held by up/down/rm/reset/run for NAME
 //!   vms/NAME/...              backend files: console.log, qemu.pid, vsock sockets
 //!   images/default/           the guest image `cargo xtask image` installs
+//!   images/NAME/              images made by `hutch image prepare` (QEMU)
 //! ```
 
 mod lock;
@@ -97,7 +98,13 @@ impl StateDir {
 
     /// Where `cargo xtask image` installs the default guest image.
     pub fn default_image(&self) -> PathBuf {
-        self.root.join("images").join("default")
+        self.images_dir().join("default")
+    }
+
+    /// Where installed and prepared images live, one folder per name
+    /// (`hutch up --image NAME` finds them there).
+    pub fn images_dir(&self) -> PathBuf {
+        self.root.join("images")
     }
 
     /// Creates the folder of VM `name` (mode 0700: it holds tokens and sockets).

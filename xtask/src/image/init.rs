@@ -1,6 +1,50 @@
-//! The guest's boot scripts: busybox `init` runs `rc.hutch` once, then keeps
+//! The guest's boot scripts. `/init` (PID 1) either hands over to busybox
+//! `init` (the RAM image), which runs `rc.hutch` once, then keeps
 //! `hutch-agent` running (respawned if it dies) and reaps orphans, which the
-//! agent must not do itself (it waits for its own children only).
+//! agent must not do itself (it waits for its own children only); or, with
+//! `hutch.root=` on the kernel command line, loads the modules, mounts a
+//! disk's root filesystem and hands over to the disk's own init (systemd).
+
+/// /init: RAM image or disk image, by the kernel command line.
+pub const INIT: &str = r#"#!/bin/sh
+# hutch guest init (PID 1). With hutch.root=auto|DEVICE on the kernel command
+# line: boot a disk image (hutch image prepare). Otherwise: the RAM image.
+/bin/busybox mount -t proc proc /proc
+root=""
+for arg in $(cat /proc/cmdline); do
+  case "$arg" in hutch.root=*) root="${arg#hutch.root=}";; esac
+done
+if [ -z "$root" ]; then
+  umount /proc
+  exec /bin/busybox init
+fi
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+# The disk's userland never needs modules of its own for what hutch uses:
+# virtio (disk, network, vsock), 9p and ext4 are loaded here and stay loaded.
+for m in $(cat /lib/modules/load-order); do
+  insmod "/lib/modules/$m.ko" || echo "hutch-init: insmod $m failed"
+done
+i=0
+while [ ! -b /dev/vda ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+if [ "$root" = auto ]; then candidates="/dev/vda $(ls /dev/vda[0-9]* 2>/dev/null)"; else candidates="$root"; fi
+mkdir -p /newroot
+found=""
+for dev in $candidates; do
+  [ -b "$dev" ] || continue
+  if mount -o rw "$dev" /newroot 2>/dev/null; then
+    if [ -e /newroot/sbin/init ] || [ -L /newroot/sbin/init ]; then found="$dev"; break; fi
+    umount /newroot
+  fi
+done
+if [ -z "$found" ]; then
+  echo "hutch-init: no root file system with /sbin/init on ${candidates:-the first disk} (ext4 is supported)"
+  poweroff -f
+fi
+echo "hutch-init: root file system on $found, starting its /sbin/init"
+for fs in dev proc sys; do mkdir -p "/newroot/$fs"; mount --move "/$fs" "/newroot/$fs"; done
+exec switch_root /newroot /sbin/init
+"#;
 
 /// /etc/inittab for busybox init.
 pub const INITTAB: &str = "\

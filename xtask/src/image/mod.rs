@@ -40,8 +40,24 @@ pub fn run(install: bool) -> Result<PathBuf> {
     let modules = modules::resolve(&moddir, modules::WANTED)?;
 
     let mut archive = cpio::Archive::new();
-    for dir in ["bin", "sbin", "usr", "usr/bin", "usr/sbin", "dev", "proc", "sys", "tmp", "run", "root", "etc", "lib", "lib/modules", "mnt"]
-    {
+    for dir in [
+        "bin",
+        "sbin",
+        "usr",
+        "usr/bin",
+        "usr/sbin",
+        "dev",
+        "proc",
+        "sys",
+        "tmp",
+        "run",
+        "root",
+        "etc",
+        "lib",
+        "lib/modules",
+        "mnt",
+        "newroot",
+    ] {
         archive.dir(dir, 0o755);
     }
     archive.file("bin/busybox", 0o755, &busybox_bytes);
@@ -50,7 +66,7 @@ pub fn run(install: bool) -> Result<PathBuf> {
             archive.symlink(&format!("bin/{applet}"), "busybox");
         }
     }
-    archive.symlink("init", "bin/busybox");
+    archive.file("init", 0o755, init::INIT.as_bytes());
     archive.symlink("sbin/init", "../bin/busybox");
     archive.file("bin/hutch-agent", 0o755, &std::fs::read(&agent)?);
     archive.file("etc/inittab", 0o644, init::INITTAB.as_bytes());
@@ -70,8 +86,14 @@ pub fn run(install: bool) -> Result<PathBuf> {
     std::fs::create_dir_all(&out)?;
     archive.write_to(std::fs::File::create(out.join("initramfs.cpio"))?)?;
     std::fs::write(out.join("vmlinux"), kernel::extract_vmlinux(&kernel)?)?;
-    let spec =
-        ImageSpec { format: 1, kernel: "vmlinux".into(), initrd: "initramfs.cpio".into(), cmdline: CMDLINE.into(), agent_port: 8080 };
+    let spec = ImageSpec {
+        format: 1,
+        kernel: "vmlinux".into(),
+        initrd: "initramfs.cpio".into(),
+        cmdline: CMDLINE.into(),
+        agent_port: 8080,
+        disk: None,
+    };
     std::fs::write(out.join(IMAGE_FILE), serde_json::to_string_pretty(&spec)?)?;
     let names: Vec<&str> = modules.iter().map(|m| m.name.as_str()).collect();
     eprintln!("xtask: image in {} (kernel {kver}; modules {}; extra tools: {})", out.display(), names.join(" "), tools.join(" "));

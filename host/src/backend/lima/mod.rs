@@ -8,6 +8,7 @@
 //! | stop | `limactl stop NAME` |
 //! | delete | `limactl delete -f NAME` |
 //! | state | Lima's own `ha.pid` alive? else `limactl list --json` |
+//! | ssh_endpoint | `limactl list --json`: `sshAddress`, `sshLocalPort`, `config.user.name` (for `hutch agent install --name`, `image prepare`) |
 //!
 //! Transport: the template forwards the agent's guest socket to
 //! `$LIMA_HOME/NAME/sock/hutch.sock` over Lima's SSH master connection, which
@@ -178,6 +179,14 @@ impl Backend for Lima {
 
     fn boot_timeout(&self, _record: &VmRecord) -> Duration {
         self.boot_timeout
+    }
+
+    fn ssh_endpoint(&self, record: &VmRecord, _dir: &Path) -> Option<crate::backend::SshEndpoint> {
+        let out = self.tool.run(&["list", "--json"]).ok()?;
+        list::ssh_of(&out, &record.name).unwrap_or_else(|why| {
+            tracing::warn!("{why}");
+            None
+        })
     }
 
     fn workspace_share(&self, record: &VmRecord) -> Option<hutch_proto::v1::WorkspaceShare> {

@@ -38,6 +38,17 @@ pub struct Machine<'a> {
     /// The host's TSC rate: under TCG the guest TSC runs at it, and telling
     /// the kernel saves its calibration (~0.7 s of boot).
     pub tsc_khz: Option<u64>,
+    /// Disk images: the VM's overlay (virtio-blk) and the host port on
+    /// 127.0.0.1 forwarded to the guest's SSH server (user-mode network).
+    pub disk: Option<DiskAttachment<'a>>,
+}
+
+/// The root disk of a disk-image VM and its network.
+pub struct DiskAttachment<'a> {
+    /// The VM's qcow2 overlay.
+    pub overlay: &'a Path,
+    /// Host port forwarded to the guest's port 22.
+    pub ssh_port: u16,
 }
 
 impl Machine<'_> {
@@ -61,6 +72,12 @@ impl Machine<'_> {
         if let Some(ws) = self.workspace {
             let fsdev = format!("local,id=ws0,path={},security_model=none", escape_commas(&ws.display().to_string()));
             push(&["-fsdev", &fsdev, "-device", &format!("virtio-9p-pci,fsdev=ws0,mount_tag={WORKSPACE_TAG}")]);
+        }
+        if let Some(disk) = &self.disk {
+            let drive = format!("file={},if=none,id=disk0,format=qcow2,discard=unmap", escape_commas(&disk.overlay.display().to_string()));
+            push(&["-drive", &drive, "-device", "virtio-blk-pci,drive=disk0"]);
+            let net = format!("user,id=net0,hostfwd=tcp:127.0.0.1:{}-:22", disk.ssh_port);
+            push(&["-netdev", &net, "-device", "virtio-net-pci,netdev=net0"]);
         }
         push(&["-serial", &format!("file:{}", dir.join(CONSOLE_LOG).display())]);
         push(&["-qmp", &format!("unix:{},server=on,wait=off", dir.join(QMP_SOCKET).display())]);
@@ -96,6 +113,7 @@ mod tests {
                 initrd: "initramfs.cpio".into(),
                 cmdline: "console=ttyS0".into(),
                 agent_port: 8080,
+                disk: None,
             },
         };
         let machine = Machine {
@@ -107,6 +125,7 @@ mod tests {
             vsock: &Device::UserSpace { pid: 1 },
             workspace: Some(Path::new("/home/me/a,b")),
             tsc_khz: None,
+            disk: None,
         };
         let args: Vec<String> = machine.args().into_iter().map(|a| a.into_string().unwrap()).collect();
         let joined = args.join(" ");
@@ -116,5 +135,13 @@ mod tests {
         assert!(joined.contains("path=/home/me/a,,b,security_model=none"));
         assert!(joined.contains("-serial file:/vm/console.log"));
         assert_eq!(args.last().unwrap(), "console=ttyS0");
+        assert!(!joined.contains("-drive") && !joined.contains("-netdev"));
+
+        let overlay = Path::new("/vm/disk.qcow2");
+        let machine = Machine { disk: Some(DiskAttachment { overlay, ssh_port: 40022 }), ..machine };
+        let joined = machine.args().into_iter().map(|a| a.into_string().unwrap()).collect::<Vec<_>>().join(" ");
+        assert!(joined.contains("-drive file=/vm/disk.qcow2,if=none,id=disk0,format=qcow2"), "{joined}");
+        assert!(joined.contains("-device virtio-blk-pci,drive=disk0"));
+        assert!(joined.contains("-netdev user,id=net0,hostfwd=tcp:127.0.0.1:40022-:22 -device virtio-net-pci,netdev=net0"));
     }
 }

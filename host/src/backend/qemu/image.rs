@@ -1,13 +1,17 @@
 //! Guest images for the QEMU backend: a folder with a kernel, an initramfs
-//! and `image.json` describing them, as `cargo xtask image` builds.
+//! and `image.json` describing them, as `cargo xtask image` builds, plus for
+//! disk images (`hutch image prepare`) a disk file.
 //!
 //! ```json
 //! { "format": 1, "kernel": "vmlinuz", "initrd": "initramfs.cpio",
-//!   "cmdline": "console=ttyS0 quiet panic=-1", "agent_port": 8080 }
+//!   "cmdline": "console=ttyS0 quiet panic=-1", "agent_port": 8080,
+//!   "disk": { "file": "disk.qcow2", "format": "qcow2" } }
 //! ```
 //!
-//! The guest's root filesystem lives in RAM, so a VM's "clone" of its image is
-//! a plain copy that the base image can change under without affecting it.
+//! Without a disk the guest's root filesystem lives in RAM. With one, the
+//! initramfs mounts the disk's root filesystem and hands over to its own init
+//! (systemd); each VM then writes to a copy-on-write overlay of the disk
+//! ([`super::disk`]). A VM's copy of its image is a set of hard links either way.
 
 use std::path::{Path, PathBuf};
 
@@ -34,6 +38,38 @@ pub struct ImageSpec {
     pub cmdline: String,
     /// The vsock port the guest agent listens on.
     pub agent_port: u32,
+    /// The root disk, for images whose system lives on a disk (absent: RAM only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<DiskSpec>,
+}
+
+/// An image's root disk.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskSpec {
+    /// File name, relative to the image folder.
+    pub file: String,
+    /// Its format, as QEMU names it.
+    pub format: DiskFormat,
+}
+
+/// Disk file formats QEMU reads (and hutch detects by their first bytes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskFormat {
+    /// A plain disk image (`.img`, `.raw`), e.g. from `mke2fs -d` or `dd`.
+    Raw,
+    /// QEMU's copy-on-write format (cloud images, hutch's prepared images).
+    Qcow2,
+}
+
+impl DiskFormat {
+    /// QEMU's name for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DiskFormat::Raw => "raw",
+            DiskFormat::Qcow2 => "qcow2",
+        }
+    }
 }
 
 /// A loaded, checked image.
@@ -54,7 +90,7 @@ impl GuestImage {
         if spec.format != 1 {
             return Err(bad(format!("image format {} is not supported (expected 1)", spec.format)));
         }
-        for file in [&spec.kernel, &spec.initrd] {
+        for file in [&spec.kernel, &spec.initrd].into_iter().chain(spec.disk.as_ref().map(|d| &d.file)) {
             if file.contains('/') || !dir.join(file).is_file() {
                 return Err(bad(format!("{file} is missing")));
             }
@@ -72,15 +108,29 @@ impl GuestImage {
         self.dir.join(&self.spec.initrd)
     }
 
+    /// The root disk's path, for disk images.
+    pub fn disk(&self) -> Option<PathBuf> {
+        self.spec.disk.as_ref().map(|d| self.dir.join(&d.file))
+    }
+
     /// Gives a VM its own copy of the image in `to` (created): hard links
     /// where possible (no file is ever written in place: a rebuilt base image
     /// gets new files, so the VM's links keep the old ones), copies otherwise.
+    /// A disk is only ever read through the link (VMs write to an overlay).
     pub fn copy_to(&self, to: &Path) -> Result<GuestImage, BackendError> {
         std::fs::create_dir_all(to).map_err(BackendError::io(format!("creating {}", to.display())))?;
-        for file in [IMAGE_FILE, &self.spec.kernel, &self.spec.initrd] {
+        let disk = self.spec.disk.as_ref().map(|d| d.file.as_str());
+        for file in [IMAGE_FILE, &self.spec.kernel, &self.spec.initrd].into_iter().chain(disk) {
             let (from, dest) = (self.dir.join(file), to.join(file));
             let _ = std::fs::remove_file(&dest);
-            if std::fs::hard_link(&from, &dest).is_err() {
+            if std::fs::hard_link(&from, &dest).is_ok() {
+                continue;
+            }
+            if Some(file) == disk {
+                // Disks are big and only read: across file systems, point at the image's.
+                let from = std::fs::canonicalize(&from).map_err(BackendError::io(format!("resolving {}", from.display())))?;
+                std::os::unix::fs::symlink(&from, &dest).map_err(BackendError::io(format!("linking {}", from.display())))?;
+            } else {
                 std::fs::copy(&from, &dest).map_err(BackendError::io(format!("copying {} to {}", from.display(), dest.display())))?;
             }
         }

@@ -1,13 +1,16 @@
 //! The QEMU backend: hutch runs `qemu-system-*` itself (Linux hosts, CI).
 //!
-//! A VM is a folder in the state dir holding its own copy of the guest image,
-//! its sockets, logs and pids. `start` launches vhost-device-vsock (when the
+//! A VM is a folder in the state dir holding its own copy of the guest image
+//! (and, for disk images, its copy-on-write overlay: [`disk`]), its sockets,
+//! logs and pids. `start` launches vhost-device-vsock (when the
 //! kernel's vhost-vsock is missing) and QEMU, detached from hutch; `stop` asks
 //! QEMU to quit over QMP, then stops the vsock daemon.
 
 pub mod accel;
 pub mod args;
+pub mod disk;
 pub mod image;
+pub mod prepared;
 pub mod process;
 pub mod qmp;
 pub mod vsock;
@@ -20,13 +23,13 @@ use hutch_proto::addr::Addr;
 use hutch_proto::v1::{WorkspaceShare, workspace_share};
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{Backend, BackendError, VmSpec, VmState, tail_of_file};
+use crate::backend::{Backend, BackendError, SshEndpoint, VmSpec, VmState, tail_of_file};
 use crate::state::{BackendKind, StateDir, VmRecord};
 use accel::{Accel, Choice};
 use image::GuestImage;
 
 /// The VM's copy of its image, inside its folder.
-const IMAGE_DIR: &str = "image";
+pub(crate) const IMAGE_DIR: &str = "image";
 /// QEMU's own stdout/stderr.
 const QEMU_LOG: &str = "qemu.log";
 
@@ -34,6 +37,7 @@ const QEMU_LOG: &str = "qemu.log";
 pub struct Qemu {
     qemu: PathBuf,
     vhost_device_vsock: PathBuf,
+    qemu_img: PathBuf,
     accel_preference: Option<String>,
     state_root: PathBuf,
 }
@@ -46,6 +50,9 @@ struct QemuState {
     accel: Option<Accel>,
     accel_reason: String,
     probing_kvm: bool,
+    /// Disk images: the host port forwarded to the guest's SSH server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ssh_port: Option<u16>,
 }
 
 impl QemuState {
@@ -59,12 +66,18 @@ impl QemuState {
 }
 
 impl Qemu {
-    /// Reads `HUTCH_QEMU`, `HUTCH_VHOST_DEVICE_VSOCK` and `HUTCH_QEMU_ACCEL`.
+    /// Reads `HUTCH_QEMU`, `HUTCH_QEMU_IMG`, `HUTCH_VHOST_DEVICE_VSOCK` and `HUTCH_QEMU_ACCEL`.
     pub fn from_env(state: &StateDir) -> Qemu {
         let default_qemu = format!("qemu-system-{}", std::env::consts::ARCH);
         let qemu = std::env::var_os("HUTCH_QEMU").map_or_else(|| PathBuf::from(default_qemu), PathBuf::from);
         let vhost_device_vsock = std::env::var_os("HUTCH_VHOST_DEVICE_VSOCK").map_or_else(find_vhost_device_vsock, PathBuf::from);
-        Qemu { qemu, vhost_device_vsock, accel_preference: std::env::var("HUTCH_QEMU_ACCEL").ok(), state_root: state.root().to_path_buf() }
+        Qemu {
+            qemu,
+            vhost_device_vsock,
+            qemu_img: disk::qemu_img(),
+            accel_preference: std::env::var("HUTCH_QEMU_ACCEL").ok(),
+            state_root: state.root().to_path_buf(),
+        }
     }
 
     fn launch(&self, record: &mut VmRecord, dir: &Path, choice: Choice) -> Result<(), BackendError> {
@@ -77,6 +90,11 @@ impl Qemu {
         } else {
             vsock::start_user_space(&self.vhost_device_vsock, dir)?
         };
+        let overlay = dir.join(disk::OVERLAY);
+        let ssh_port = match image.spec.disk {
+            Some(_) => Some(disk::free_port()?),
+            None => None,
+        };
         let machine = args::Machine {
             accel: choice.accel,
             cpus: record.cpus,
@@ -86,6 +104,7 @@ impl Qemu {
             vsock: &device,
             workspace: record.shared_workspace(),
             tsc_khz: if choice.accel == Accel::Tcg { accel::host_tsc_khz() } else { None },
+            disk: ssh_port.map(|ssh_port| args::DiskAttachment { overlay: &overlay, ssh_port }),
         };
         let mut cmd = Command::new(&self.qemu);
         cmd.args(machine.args());
@@ -114,9 +133,27 @@ impl Qemu {
             accel: Some(choice.accel),
             accel_reason: choice.reason,
             probing_kvm: choice.probing,
+            ssh_port,
         };
         state.store(record);
         Ok(())
+    }
+
+    /// An image folder or disk file by path, else a prepared image by name
+    /// (`$state/images/NAME`).
+    fn resolve_image(&self, base: &str) -> Result<PathBuf, BackendError> {
+        let path = PathBuf::from(base);
+        if path.exists() {
+            return Ok(path);
+        }
+        let named = StateDir::at(&self.state_root).images_dir().join(base);
+        if !base.contains('/') && !base.is_empty() && named.is_dir() {
+            return Ok(named);
+        }
+        Err(BackendError::Image {
+            path,
+            why: format!("no such file or folder, and no prepared image of that name in {}", named.parent().unwrap_or(&named).display()),
+        })
     }
 
     fn shut_down(&self, record: &mut VmRecord, dir: &Path) {
@@ -130,6 +167,7 @@ impl Qemu {
         if let Some(pid) = state.vhost_pid.take() {
             process::terminate(pid, dir, Duration::from_secs(5));
         }
+        state.ssh_port = None;
         for socket in [args::QMP_SOCKET, vsock::VHOST_SOCKET, vsock::HVSOCK_SOCKET] {
             let _ = std::fs::remove_file(dir.join(socket));
         }
@@ -144,7 +182,17 @@ impl Backend for Qemu {
 
     fn create(&self, spec: &VmSpec, dir: &Path) -> Result<VmRecord, BackendError> {
         let base = spec.image.as_deref().ok_or_else(|| BackendError::Image { path: PathBuf::new(), why: "no image given".into() })?;
-        GuestImage::load(Path::new(base))?.copy_to(&dir.join(IMAGE_DIR))?;
+        let path = self.resolve_image(base)?;
+        let image = if path.is_dir() {
+            GuestImage::load(&path)?.copy_to(&dir.join(IMAGE_DIR))?
+        } else {
+            let boot = GuestImage::load(&StateDir::at(&self.state_root).default_image()).map_err(|e| BackendError::Image {
+                path: path.clone(),
+                why: format!("a disk image boots with the kernel and initramfs of the default image, which is unusable: {e}"),
+            })?;
+            disk::image_for_disk(&path, &boot, &dir.join(IMAGE_DIR))?
+        };
+        disk::create_overlay(&self.qemu_img, &image, &dir.join(disk::OVERLAY))?;
         Ok(spec.record(BackendKind::Qemu, base.to_owned(), String::new(), serde_json::Value::Null))
     }
 
@@ -223,6 +271,12 @@ impl Backend for Qemu {
         let reason = format!("KVM did not boot a guest on this host (remembered in {})", accel::verdict_path(&self.state_root).display());
         self.launch(record, dir, Choice { accel: Accel::Tcg, probing: false, reason })?;
         Ok(true)
+    }
+
+    fn ssh_endpoint(&self, record: &VmRecord, dir: &Path) -> Option<SshEndpoint> {
+        let state = QemuState::of(record);
+        let running = state.qemu_pid.is_some_and(|pid| process::is_ours(pid, dir));
+        state.ssh_port.filter(|_| running).map(|port| SshEndpoint { host: "127.0.0.1".into(), port, user: None })
     }
 
     fn booted(&self, record: &mut VmRecord, _dir: &Path) {

@@ -1,0 +1,149 @@
+//! Disk images for the QEMU backend: a VM boots hutch's kernel and initramfs
+//! (from the default image) and the initramfs hands over to the disk's own
+//! init (systemd). Each VM writes to its own copy-on-write overlay
+//! (`qemu-img create -f qcow2 -b BASE`), so the base is never written.
+//!
+//! Where the base comes from:
+//! - an image folder whose `image.json` names a disk (`hutch image prepare`
+//!   makes those under `$state/images/NAME`): the VM's copy links the disk;
+//! - a bare disk file (raw or qcow2), as `hutch image prepare BASE` boots:
+//!   the VM's image folder gets a symlink to it plus the default image's
+//!   kernel and initramfs.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::image::{DiskFormat, DiskSpec, GuestImage, IMAGE_FILE, ImageSpec};
+use crate::backend::BackendError;
+
+/// Each VM's writable overlay, in its folder.
+pub const OVERLAY: &str = "disk.qcow2";
+
+/// Kernel command line for disk images: the initramfs's `/init` finds the
+/// root filesystem on the first disk (whole disk or a partition) when it sees
+/// `hutch.root=`.
+pub const DISK_CMDLINE: &str = "console=ttyS0 quiet panic=-1 8250.nr_uarts=1 no_timer_check hutch.root=auto";
+
+/// The qcow2 magic: `QFI\xfb`.
+const QCOW2_MAGIC: &[u8; 4] = b"QFI\xfb";
+
+/// Tells a disk file's format by its first bytes; refuses what is clearly
+/// not a disk (empty, tiny, a folder).
+pub fn detect(path: &Path) -> Result<DiskFormat, BackendError> {
+    let bad = |why: String| BackendError::Image { path: path.to_path_buf(), why };
+    let mut file = std::fs::File::open(path).map_err(|e| bad(e.to_string()))?;
+    let meta = file.metadata().map_err(|e| bad(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(bad("not a disk image file".into()));
+    }
+    let len = meta.len();
+    let mut magic = [0u8; 4];
+    file.read_exact(&mut magic).map_err(|_| bad(format!("{len} bytes is too small for a disk image")))?;
+    if &magic == QCOW2_MAGIC {
+        return Ok(DiskFormat::Qcow2);
+    }
+    if len < 1 << 20 || len % 512 != 0 {
+        return Err(bad(format!("{len} bytes is not a raw disk image (expected a multiple of 512 bytes, at least 1 MiB) nor qcow2")));
+    }
+    Ok(DiskFormat::Raw)
+}
+
+/// Builds a VM's image folder `to` for a bare disk file `disk`: a symlink to
+/// it (never written: VMs write to their overlay) and the kernel and
+/// initramfs of `boot` (the default image), with the disk command line.
+pub fn image_for_disk(disk: &Path, boot: &GuestImage, to: &Path) -> Result<GuestImage, BackendError> {
+    let format = detect(disk)?;
+    let disk = std::fs::canonicalize(disk).map_err(BackendError::io(format!("resolving {}", disk.display())))?;
+    std::fs::create_dir_all(to).map_err(BackendError::io(format!("creating {}", to.display())))?;
+    let file = format!("base.{}", format.as_str());
+    let _ = std::fs::remove_file(to.join(&file));
+    std::os::unix::fs::symlink(&disk, to.join(&file)).map_err(BackendError::io(format!("linking {}", disk.display())))?;
+    for name in [&boot.spec.kernel, &boot.spec.initrd] {
+        link_or_copy(&boot.dir.join(name), &to.join(name))?;
+    }
+    let spec = ImageSpec { cmdline: DISK_CMDLINE.into(), disk: Some(DiskSpec { file, format }), ..boot.spec.clone() };
+    write_spec(to, &spec)?;
+    GuestImage::load(to)
+}
+
+/// Writes `image.json` into `dir`.
+pub fn write_spec(dir: &Path, spec: &ImageSpec) -> Result<(), BackendError> {
+    let text = serde_json::to_string_pretty(spec).map_err(|e| BackendError::Io { what: "encoding image.json".into(), source: e.into() })?;
+    std::fs::write(dir.join(IMAGE_FILE), text).map_err(BackendError::io(format!("writing {}", dir.join(IMAGE_FILE).display())))
+}
+
+/// A hard link, or a copy across file systems.
+pub fn link_or_copy(from: &Path, to: &Path) -> Result<(), BackendError> {
+    let _ = std::fs::remove_file(to);
+    if std::fs::hard_link(from, to).is_err() {
+        std::fs::copy(from, to).map_err(BackendError::io(format!("copying {} to {}", from.display(), to.display())))?;
+    }
+    Ok(())
+}
+
+/// Creates the VM's overlay `overlay` on top of `image`'s disk.
+pub fn create_overlay(qemu_img: &Path, image: &GuestImage, overlay: &Path) -> Result<(), BackendError> {
+    let (Some(disk), Some(spec)) = (image.disk(), image.spec.disk.as_ref()) else { return Ok(()) };
+    let _ = std::fs::remove_file(overlay);
+    let mut cmd = Command::new(qemu_img);
+    cmd.args(["create", "-q", "-f", "qcow2", "-F", spec.format.as_str(), "-b"]).arg(&disk).arg(overlay);
+    run(qemu_img, cmd)
+}
+
+/// Writes `overlay` (with everything of its backing chain) as one standalone
+/// qcow2 file at `dest`.
+pub fn flatten(qemu_img: &Path, overlay: &Path, dest: &Path) -> Result<(), BackendError> {
+    let mut cmd = Command::new(qemu_img);
+    cmd.args(["convert", "-q", "-O", "qcow2"]).arg(overlay).arg(dest);
+    run(qemu_img, cmd)
+}
+
+fn run(program: &Path, mut cmd: Command) -> Result<(), BackendError> {
+    let shown = format!("{cmd:?}").replace('"', "");
+    let out = cmd.output().map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => BackendError::MissingTool {
+            tool: program.display().to_string(),
+            install: "install it (Debian/Ubuntu: `apt-get install qemu-utils`), or set HUTCH_QEMU_IMG to its path".into(),
+        },
+        _ => BackendError::Io { what: format!("running {}", program.display()), source: e },
+    })?;
+    if !out.status.success() {
+        return Err(BackendError::Command { command: shown, why: String::from_utf8_lossy(&out.stderr).trim().to_owned() });
+    }
+    Ok(())
+}
+
+/// A TCP port on 127.0.0.1 that nothing listens on right now, for QEMU's
+/// forward to the guest's SSH server.
+pub fn free_port() -> Result<u16, BackendError> {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).map_err(BackendError::io("finding a free port"))?;
+    Ok(listener.local_addr().map_err(BackendError::io("finding a free port"))?.port())
+}
+
+/// qemu-img: `HUTCH_QEMU_IMG`, else from PATH.
+pub fn qemu_img() -> PathBuf {
+    std::env::var_os("HUTCH_QEMU_IMG").map_or_else(|| PathBuf::from("qemu-img"), PathBuf::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_by_their_first_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let qcow = dir.path().join("a.qcow2");
+        std::fs::write(&qcow, b"QFI\xfb\0\0\0\x03").unwrap();
+        assert_eq!(detect(&qcow).unwrap(), DiskFormat::Qcow2);
+        let raw = dir.path().join("a.img");
+        std::fs::write(&raw, vec![0u8; 2 << 20]).unwrap();
+        assert_eq!(detect(&raw).unwrap(), DiskFormat::Raw);
+        let text = dir.path().join("notes.txt");
+        std::fs::write(&text, "hello").unwrap();
+        let err = detect(&text).unwrap_err().to_string();
+        assert!(err.contains("not a raw disk image"), "{err}");
+        assert!(detect(dir.path()).is_err());
+        assert!(detect(&dir.path().join("missing")).is_err());
+    }
+}
