@@ -107,3 +107,38 @@ fn a_reader_that_stops_reading_stops_the_writer_instead_of_growing_the_agent() {
     assert_eq!(child.wait().unwrap().code(), Some(0));
     assert_eq!(received, total);
 }
+
+#[test]
+fn a_non_blocking_stdout_still_gets_every_byte() {
+    // A terminal or pipe shared with a program that set O_NONBLOCK on it (node
+    // does) makes writes fail with EAGAIN whenever it is full; hutch must wait
+    // for room, not drop the rest of the output.
+    use std::io::Read;
+    use std::os::fd::AsFd;
+    let agent = Agent::unix();
+    let data = pseudo_random(8 * 1024 * 1024, 0x0b10c);
+    let path = write_file(agent.dir.path(), "data.bin", &data);
+    let (mut reader, writer) = std::io::pipe().unwrap();
+    let flags = nix::fcntl::OFlag::from_bits_retain(nix::fcntl::fcntl(writer.as_fd(), nix::fcntl::FcntlArg::F_GETFL).unwrap());
+    nix::fcntl::fcntl(writer.as_fd(), nix::fcntl::FcntlArg::F_SETFL(flags | nix::fcntl::OFlag::O_NONBLOCK)).unwrap();
+    let mut child = agent
+        .hutch()
+        .args(["exec", "--", "cat", path.to_str().unwrap()])
+        .stdin(std::process::Stdio::null())
+        .stdout(writer)
+        .spawn()
+        .unwrap();
+    // Read in small pieces, so the 64 KiB pipe is full most of the time.
+    let mut received = Vec::with_capacity(data.len());
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = reader.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        received.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert_eq!(received.len(), data.len());
+    assert!(received == data, "stdout differs from the file");
+}
