@@ -86,9 +86,9 @@ pub fn walk(root: &Path, rules: &WalkRules) -> Result<Tree, WalkError> {
     }
 
     let root_len = root.as_os_str().len();
-    let (tx, rx) = mpsc::channel::<Result<ManifestEntry, ignore::Error>>();
+    let (tx, rx) = mpsc::channel::<Result<Vec<ManifestEntry>, ignore::Error>>();
     builder.build_parallel().run(|| {
-        let tx = tx.clone();
+        let mut batch = Batch { entries: Vec::new(), tx: tx.clone() };
         let mut folders = FolderCache::default();
         Box::new(move |result| {
             let found = match result {
@@ -98,12 +98,12 @@ pub fn walk(root: &Path, rules: &WalkRules) -> Result<Tree, WalkError> {
             };
             match found {
                 Ok(Some(e)) => {
-                    let _ = tx.send(Ok(e));
+                    batch.entries.push(e);
                     WalkState::Continue
                 }
                 Ok(None) => WalkState::Continue,
                 Err(e) => {
-                    let _ = tx.send(Err(e));
+                    let _ = batch.tx.send(Err(e));
                     WalkState::Quit
                 }
             }
@@ -113,12 +113,25 @@ pub fn walk(root: &Path, rules: &WalkRules) -> Result<Tree, WalkError> {
     let mut entries = Vec::new();
     for item in rx {
         match item {
-            Ok(e) => entries.push(e),
+            Ok(mut found) => entries.append(&mut found),
             Err(source) => return Err(WalkError::Entry { root: root.display().to_string(), source }),
         }
     }
     entries.sort_unstable_by(|a, b| a.path.cmp(&b.path));
     Ok(Tree { root: root_entry, entries })
+}
+
+/// One walker thread's entries, handed over in one piece when the thread's
+/// visitor is dropped (at the end of the walk) rather than one by one.
+struct Batch {
+    entries: Vec<ManifestEntry>,
+    tx: mpsc::Sender<Result<Vec<ManifestEntry>, ignore::Error>>,
+}
+
+impl Drop for Batch {
+    fn drop(&mut self) {
+        let _ = self.tx.send(Ok(std::mem::take(&mut self.entries)));
+    }
 }
 
 /// Folder descriptors a walker thread opened lately. A thread visits the
@@ -232,4 +245,39 @@ pub fn unchanged(a: &ManifestEntry, b: &ManifestEntry) -> bool {
 
 fn walk_threads() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::symlink;
+
+    use super::*;
+
+    /// The descriptor-relative walk reports what `lstat` (via [`entry`]) does,
+    /// whether or not the root is given with a trailing `/`.
+    #[test]
+    fn walk_agrees_with_lstat() {
+        let dir = std::env::temp_dir().join(format!("hutch-tree-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("a/b")).unwrap();
+        std::fs::write(dir.join("a/b/f.txt"), "data").unwrap();
+        std::fs::write(dir.join("top"), "x").unwrap();
+        std::fs::set_permissions(dir.join("top"), std::fs::Permissions::from_mode(0o750)).unwrap();
+        symlink("a/b/f.txt", dir.join("link")).unwrap();
+        symlink("/nowhere", dir.join("a/dangling")).unwrap();
+        for root in [dir.clone(), Path::new(&format!("{}/", dir.display())).to_path_buf()] {
+            let tree = walk(&root, &WalkRules::default()).unwrap();
+            let expected: Vec<ManifestEntry> = ["a", "a/b", "a/b/f.txt", "a/dangling", "link", "top"]
+                .iter()
+                .map(|rel| {
+                    let full = dir.join(rel);
+                    let meta = std::fs::symlink_metadata(&full).unwrap();
+                    let target = std::fs::read_link(&full).map(|t| t.as_os_str().as_bytes().to_vec()).unwrap_or_default();
+                    entry(rel.as_bytes().to_vec(), &meta, target).unwrap()
+                })
+                .collect();
+            assert_eq!(tree.entries, expected);
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
