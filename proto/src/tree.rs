@@ -5,12 +5,19 @@
 //! walks must leave out exactly the same paths (ignored files, `.git`). Keeping
 //! the one walk here, in the crate both sides link, makes that true by
 //! construction. The walk runs on several threads (`ignore`'s parallel walker)
-//! and never follows symlinks.
+//! and never follows symlinks. Entries are stat'ed relative to a descriptor
+//! of their folder (`fstatat`), not by full path: the kernel then resolves
+//! one name instead of every component of the path, which was most of a
+//! no-change sync's time.
 
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::sync::mpsc;
+
+use nix::fcntl::{AtFlags, OFlag};
+use nix::sys::stat::{FileStat, Mode, SFlag};
 
 use ignore::{WalkBuilder, WalkState};
 
@@ -78,23 +85,25 @@ pub fn walk(root: &Path, rules: &WalkRules) -> Result<Tree, WalkError> {
         builder.filter_entry(|e| e.depth() == 0 || e.file_name() != ".git");
     }
 
-    let (tx, rx) = mpsc::channel::<Result<ManifestEntry, ignore::Error>>();
+    let root_len = root.as_os_str().len();
+    let (tx, rx) = mpsc::channel::<Result<Vec<ManifestEntry>, ignore::Error>>();
     builder.build_parallel().run(|| {
-        let tx = tx.clone();
+        let mut batch = Batch { entries: Vec::new(), tx: tx.clone() };
+        let mut folders = FolderCache::default();
         Box::new(move |result| {
             let found = match result {
                 Ok(dent) if dent.depth() == 0 => return WalkState::Continue,
-                Ok(dent) => visit(root, &dent),
+                Ok(dent) => visit(root_len, &dent, &mut folders),
                 Err(e) => Err(e),
             };
             match found {
                 Ok(Some(e)) => {
-                    let _ = tx.send(Ok(e));
+                    batch.entries.push(e);
                     WalkState::Continue
                 }
                 Ok(None) => WalkState::Continue,
                 Err(e) => {
-                    let _ = tx.send(Err(e));
+                    let _ = batch.tx.send(Err(e));
                     WalkState::Quit
                 }
             }
@@ -104,7 +113,7 @@ pub fn walk(root: &Path, rules: &WalkRules) -> Result<Tree, WalkError> {
     let mut entries = Vec::new();
     for item in rx {
         match item {
-            Ok(e) => entries.push(e),
+            Ok(mut found) => entries.append(&mut found),
             Err(source) => return Err(WalkError::Entry { root: root.display().to_string(), source }),
         }
     }
@@ -112,21 +121,88 @@ pub fn walk(root: &Path, rules: &WalkRules) -> Result<Tree, WalkError> {
     Ok(Tree { root: root_entry, entries })
 }
 
+/// One walker thread's entries, handed over in one piece when the thread's
+/// visitor is dropped (at the end of the walk) rather than one by one.
+struct Batch {
+    entries: Vec<ManifestEntry>,
+    tx: mpsc::Sender<Result<Vec<ManifestEntry>, ignore::Error>>,
+}
+
+impl Drop for Batch {
+    fn drop(&mut self) {
+        let _ = self.tx.send(Ok(std::mem::take(&mut self.entries)));
+    }
+}
+
+/// Folder descriptors a walker thread opened lately. A thread visits the
+/// children of one folder in a run (the walker queues them together), so a
+/// handful of descriptors serve nearly every entry.
+#[derive(Default)]
+struct FolderCache {
+    open: Vec<(Vec<u8>, OwnedFd)>,
+}
+
+/// Folders each walker thread keeps open.
+const CACHED_FOLDERS: usize = 4;
+
+impl FolderCache {
+    /// A descriptor (`O_PATH`) of the folder at `path`.
+    fn get(&mut self, path: &Path) -> nix::Result<&OwnedFd> {
+        let key = path.as_os_str().as_bytes();
+        if let Some(i) = self.open.iter().rposition(|(p, _)| p == key) {
+            let last = self.open.len() - 1;
+            self.open.swap(i, last);
+        } else {
+            let fd = nix::fcntl::open(path, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())?;
+            if self.open.len() == CACHED_FOLDERS {
+                self.open.remove(0);
+            }
+            self.open.push((key.to_vec(), fd));
+        }
+        Ok(&self.open[self.open.len() - 1].1)
+    }
+}
+
 /// Turns one walked entry into a manifest entry; `None` for skipped kinds.
-fn visit(root: &Path, dent: &ignore::DirEntry) -> Result<Option<ManifestEntry>, ignore::Error> {
+fn visit(root_len: usize, dent: &ignore::DirEntry, folders: &mut FolderCache) -> Result<Option<ManifestEntry>, ignore::Error> {
     let path = dent.path();
-    let rel = path.strip_prefix(root).unwrap_or(path).as_os_str().as_bytes().to_vec();
-    let meta = dent.metadata()?;
-    let target = if meta.file_type().is_symlink() {
-        std::fs::read_link(path)
-            .map_err(|e| ignore::Error::WithPath { path: path.to_path_buf(), err: Box::new(ignore::Error::Io(e)) })?
-            .as_os_str()
-            .as_bytes()
-            .to_vec()
+    let io_error = |e: nix::Error| ignore::Error::WithPath { path: path.to_path_buf(), err: Box::new(ignore::Error::Io(e.into())) };
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(io_error(nix::Error::EINVAL));
+    };
+    // The walker builds every path as `root.join(...)`: the relative part
+    // follows the root's bytes and one `/` (none if the root ends in one).
+    let bytes = path.as_os_str().as_bytes();
+    let rel = bytes.get(root_len..).unwrap_or_default();
+    let rel = rel.strip_prefix(b"/").unwrap_or(rel).to_vec();
+    let dir = folders.get(parent).map_err(io_error)?;
+    let st = nix::sys::stat::fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW).map_err(io_error)?;
+    let target = if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFLNK {
+        nix::fcntl::readlinkat(dir, name).map_err(io_error)?.into_vec()
     } else {
         Vec::new()
     };
-    Ok(entry(rel, &meta, target))
+    Ok(stat_entry(rel, &st, target))
+}
+
+/// The manifest entry for `st` (from `fstatat` without following symlinks);
+/// `None` for kinds a snapshot does not hold. Agrees with [`entry`].
+fn stat_entry(path: Vec<u8>, st: &FileStat, link_target: Vec<u8>) -> Option<ManifestEntry> {
+    let format = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
+    let kind = match format {
+        SFlag::S_IFREG => EntryKind::EntryFile,
+        SFlag::S_IFDIR => EntryKind::EntryDirectory,
+        SFlag::S_IFLNK => EntryKind::EntrySymlink,
+        _ => return None,
+    };
+    Some(ManifestEntry {
+        path,
+        kind: kind as i32,
+        size: if kind == EntryKind::EntryFile { u64::try_from(st.st_size).unwrap_or(0) } else { 0 },
+        mtime_ns: st.st_mtime.saturating_mul(1_000_000_000).saturating_add(st.st_mtime_nsec),
+        mode: if kind == EntryKind::EntrySymlink { 0 } else { st.st_mode & 0o7777 },
+        link_target,
+    })
 }
 
 /// The manifest entry for `meta` (from lstat); `None` for kinds a snapshot
@@ -169,4 +245,39 @@ pub fn unchanged(a: &ManifestEntry, b: &ManifestEntry) -> bool {
 
 fn walk_threads() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::symlink;
+
+    use super::*;
+
+    /// The descriptor-relative walk reports what `lstat` (via [`entry`]) does,
+    /// whether or not the root is given with a trailing `/`.
+    #[test]
+    fn walk_agrees_with_lstat() {
+        let dir = std::env::temp_dir().join(format!("hutch-tree-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("a/b")).unwrap();
+        std::fs::write(dir.join("a/b/f.txt"), "data").unwrap();
+        std::fs::write(dir.join("top"), "x").unwrap();
+        std::fs::set_permissions(dir.join("top"), std::fs::Permissions::from_mode(0o750)).unwrap();
+        symlink("a/b/f.txt", dir.join("link")).unwrap();
+        symlink("/nowhere", dir.join("a/dangling")).unwrap();
+        for root in [dir.clone(), Path::new(&format!("{}/", dir.display())).to_path_buf()] {
+            let tree = walk(&root, &WalkRules::default()).unwrap();
+            let expected: Vec<ManifestEntry> = ["a", "a/b", "a/b/f.txt", "a/dangling", "link", "top"]
+                .iter()
+                .map(|rel| {
+                    let full = dir.join(rel);
+                    let meta = std::fs::symlink_metadata(&full).unwrap();
+                    let target = std::fs::read_link(&full).map(|t| t.as_os_str().as_bytes().to_vec()).unwrap_or_default();
+                    entry(rel.as_bytes().to_vec(), &meta, target).unwrap()
+                })
+                .collect();
+            assert_eq!(tree.entries, expected);
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -5,8 +5,6 @@
 //! else is sent; what the guest has and the host has not is deleted. A path
 //! whose kind changed (a folder became a file) is deleted first, then sent.
 
-use std::collections::HashMap;
-
 use hutch_proto::tree::unchanged;
 use hutch_proto::v1::{EntryKind, ManifestEntry};
 
@@ -28,14 +26,20 @@ impl Plan {
     }
 }
 
-/// Compares the host's entries (sorted) with the guest's manifest.
-pub fn compare(host: &[ManifestEntry], guest: Vec<ManifestEntry>) -> Plan {
-    let mut guest: HashMap<Vec<u8>, ManifestEntry> = guest.into_iter().map(|e| (e.path.clone(), e)).collect();
+/// Compares the host's entries (sorted by path) with the guest's manifest
+/// (in any order), as one merge of two sorted lists.
+pub fn compare(host: &[ManifestEntry], mut guest: Vec<ManifestEntry>) -> Plan {
+    // The agent sends its walk sorted, which this sort merely confirms.
+    guest.sort_unstable_by(|a, b| a.path.cmp(&b.path));
     let mut plan = Plan::default();
+    let mut theirs = guest.into_iter().peekable();
     for entry in host {
-        match guest.remove(&entry.path) {
+        while let Some(extra) = theirs.next_if(|g| g.path < entry.path) {
+            plan.deletes.push(extra.path);
+        }
+        match theirs.next_if(|g| g.path == entry.path) {
             Some(theirs) if unchanged(entry, &theirs) => continue,
-            Some(theirs) if theirs.kind != entry.kind => plan.deletes.push(entry.path.clone()),
+            Some(theirs) if theirs.kind != entry.kind => plan.deletes.push(theirs.path),
             _ => {}
         }
         if entry.kind == EntryKind::EntryFile as i32 {
@@ -43,7 +47,7 @@ pub fn compare(host: &[ManifestEntry], guest: Vec<ManifestEntry>) -> Plan {
         }
         plan.sends.push(entry.clone());
     }
-    plan.deletes.extend(guest.into_keys());
+    plan.deletes.extend(theirs.map(|e| e.path));
     plan.deletes.sort_unstable();
     // A folder's removal takes what is inside it.
     let mut kept: Vec<Vec<u8>> = Vec::with_capacity(plan.deletes.len());
