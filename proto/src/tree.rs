@@ -145,15 +145,23 @@ struct FolderCache {
 /// Folders each walker thread keeps open.
 const CACHED_FOLDERS: usize = 4;
 
+/// How a folder is opened for `fstatat`: `O_PATH` where it exists (Linux:
+/// no read permission needed, nothing read), a plain read-only open elsewhere
+/// (macOS hosts, whose walk is this same code).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const FOLDER_FLAGS: OFlag = OFlag::O_PATH.union(OFlag::O_DIRECTORY).union(OFlag::O_CLOEXEC);
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+const FOLDER_FLAGS: OFlag = OFlag::O_RDONLY.union(OFlag::O_DIRECTORY).union(OFlag::O_CLOEXEC);
+
 impl FolderCache {
-    /// A descriptor (`O_PATH`) of the folder at `path`.
+    /// A descriptor ([`FOLDER_FLAGS`]) of the folder at `path`.
     fn get(&mut self, path: &Path) -> nix::Result<&OwnedFd> {
         let key = path.as_os_str().as_bytes();
         if let Some(i) = self.open.iter().rposition(|(p, _)| p == key) {
             let last = self.open.len() - 1;
             self.open.swap(i, last);
         } else {
-            let fd = nix::fcntl::open(path, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())?;
+            let fd = nix::fcntl::open(path, FOLDER_FLAGS, Mode::empty())?;
             if self.open.len() == CACHED_FOLDERS {
                 self.open.remove(0);
             }
@@ -200,7 +208,9 @@ fn stat_entry(path: Vec<u8>, st: &FileStat, link_target: Vec<u8>) -> Option<Mani
         kind: kind as i32,
         size: if kind == EntryKind::EntryFile { u64::try_from(st.st_size).unwrap_or(0) } else { 0 },
         mtime_ns: st.st_mtime.saturating_mul(1_000_000_000).saturating_add(st.st_mtime_nsec),
-        mode: if kind == EntryKind::EntrySymlink { 0 } else { st.st_mode & 0o7777 },
+        // `mode_t` is u32 on Linux but u16 on macOS.
+        #[allow(clippy::useless_conversion)]
+        mode: if kind == EntryKind::EntrySymlink { 0 } else { u32::from(st.st_mode & 0o7777) },
         link_target,
     })
 }
