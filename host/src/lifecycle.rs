@@ -170,7 +170,7 @@ pub fn destroy(state: &StateDir, backend: &dyn Backend, record: &VmRecord) -> Re
     crate::prepare::remove_links(&mut record.clone());
     state.remove_vm_dir(&name)?;
     // A VM made again under this name is a new machine with new host keys.
-    let known = crate::agent_install::known_hosts::KnownHosts::at(state.root().join("known_hosts"));
+    let known = crate::agent_install::known_hosts::KnownHosts::at(state.known_hosts());
     if let Err(e) = known.forget(&crate::agent_install::known_hosts::vm_entry(name.as_str())) {
         tracing::warn!("{e}");
     }

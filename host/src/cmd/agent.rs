@@ -131,7 +131,7 @@ fn local_user() -> Result<String, Error> {
 
 /// Connects and logs in with the credentials the flags ask for.
 pub async fn connect(state: &StateDir, dest: &Dest, ssh: &SshArgs) -> Result<Session, Error> {
-    let known = KnownHosts::at(state.root().join("known_hosts"));
+    let known = KnownHosts::at(state.known_hosts());
     let credentials = if ssh.password {
         Credentials::Password(password::read(&dest.user, &dest.host)?)
     } else if let Some(key) = &ssh.identity {

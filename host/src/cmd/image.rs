@@ -146,17 +146,18 @@ async fn install(state: &StateDir, backend: &dyn Backend, record: &VmRecord, arg
         known_as: Some(known_hosts::vm_entry(&record.name)),
         ..agent::destination(endpoint.host.clone(), endpoint.port, &args.ssh, endpoint.user.as_deref())?
     };
+    let vm_dir = state.vm_dir(&VmName::new(&record.name)?);
     let session = loop {
         match agent::connect(state, &dest, &args.ssh).await {
             Ok(session) => break session,
             // sshd is not up yet while the guest boots (behind QEMU's port
             // forward, that is a connection closed during the handshake).
             Err(Error::Install(InstallError::Connect { .. } | InstallError::Ssh { .. })) if Instant::now() < deadline => {
-                if backend.state(record, &state.vm_dir(&VmName::new(&record.name)?)) != VmState::Running {
+                if backend.state(record, &vm_dir) != VmState::Running {
                     return Err(Error::Boot {
                         name: record.name.clone(),
                         why: "the VM stopped while booting".into(),
-                        console: backend.console_tail(&state.vm_dir(&VmName::new(&record.name)?), 30),
+                        console: backend.console_tail(&vm_dir, 30),
                     });
                 }
                 tokio::time::sleep(SSH_RETRY_EVERY).await;

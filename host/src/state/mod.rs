@@ -107,6 +107,11 @@ impl StateDir {
         self.root.join("images")
     }
 
+    /// The SSH host keys hutch has pinned (`hutch agent install`, `image prepare`).
+    pub fn known_hosts(&self) -> PathBuf {
+        self.root.join("known_hosts")
+    }
+
     /// Creates the folder of VM `name` (mode 0700: it holds tokens and sockets).
     pub fn create_vm_dir(&self, name: &VmName) -> Result<PathBuf, StateError> {
         use std::os::unix::fs::DirBuilderExt;
@@ -151,4 +156,19 @@ impl StateDir {
             Err(e) => Err(StateError::Io { what: "removing", path: dir, source: e }),
         }
     }
+}
+
+/// Puts the finished folder `staging` at `dest` in one rename, moving a
+/// previous `dest` aside first and deleting it afterwards: readers see the
+/// old folder or the new one, never a half-written one. `staging` must be on
+/// the same file system (a sibling of `dest`).
+pub fn replace_dir(staging: &Path, dest: &Path) -> std::io::Result<()> {
+    let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let old = dest.with_file_name(format!(".{name}.old.{}", std::process::id()));
+    if dest.exists() {
+        std::fs::rename(dest, &old)?;
+    }
+    std::fs::rename(staging, dest)?;
+    let _ = std::fs::remove_dir_all(&old);
+    Ok(())
 }

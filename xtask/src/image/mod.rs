@@ -117,12 +117,7 @@ fn install_default(image: &Path) -> Result<PathBuf> {
     for file in [IMAGE_FILE, "vmlinux", "initramfs.cpio"] {
         std::fs::copy(image.join(file), staging.join(file))?;
     }
-    let old = parent.join(format!(".old.{}", std::process::id()));
-    if dest.exists() {
-        std::fs::rename(&dest, &old)?;
-    }
-    std::fs::rename(&staging, &dest)?;
-    let _ = std::fs::remove_dir_all(&old);
+    hutch::state::replace_dir(&staging, &dest)?;
     Ok(dest)
 }
 

@@ -35,12 +35,7 @@ impl Qemu {
             return Err(e);
         }
         let dest = images.join(name);
-        let old = images.join(format!(".{name}.old.{}", std::process::id()));
-        if dest.exists() {
-            std::fs::rename(&dest, &old).map_err(BackendError::io(format!("moving the previous {} aside", dest.display())))?;
-        }
-        std::fs::rename(&staging, &dest).map_err(BackendError::io(format!("installing {}", dest.display())))?;
-        let _ = std::fs::remove_dir_all(&old);
+        crate::state::replace_dir(&staging, &dest).map_err(BackendError::io(format!("installing {}", dest.display())))?;
         Ok(dest)
     }
 }
