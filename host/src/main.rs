@@ -9,7 +9,9 @@ use hutch::exec::terminal::RawMode;
 use hutch::exit;
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    // `hutch exec` skips building the whole command tree (see cli::fast).
+    let parsed = hutch::cli::parse_exec(std::env::args_os()).map_or_else(Cli::try_parse, Ok);
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(e)
             if matches!(

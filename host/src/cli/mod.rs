@@ -13,6 +13,7 @@ use crate::state::VmName;
 use crate::transport::BearerToken;
 
 mod exec;
+mod fast;
 mod install;
 mod parse;
 mod snapshot;
@@ -20,6 +21,7 @@ mod tools;
 mod vm;
 
 pub use exec::*;
+pub use fast::parse_exec;
 pub use install::*;
 pub use parse::*;
 pub use snapshot::*;
