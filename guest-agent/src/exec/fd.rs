@@ -42,9 +42,13 @@ impl AsyncPipe {
 
     /// Waits until data (or EOF) is available and appends it to `buf`, up to
     /// its capacity (the spare capacity is filled without zeroing it first).
-    pub async fn read(&self, buf: &mut Vec<u8>) -> io::Result<ReadOutcome> {
+    /// A full (or never allocated) `buf` first gets room for `room` bytes, and
+    /// only once the pipe is readable: a stream that stays silent (`true`,
+    /// most stderr) never allocates.
+    pub async fn read(&self, buf: &mut Vec<u8>, room: usize) -> io::Result<ReadOutcome> {
         loop {
             let mut guard = self.fd.readable().await?;
+            make_room(buf, room);
             match guard.try_io(|fd| read_once(fd.get_ref(), buf)) {
                 Ok(result) => return result,
                 Err(_would_block) => continue,
@@ -52,8 +56,10 @@ impl AsyncPipe {
         }
     }
 
-    /// Appends what is available now to `buf` (up to its capacity), without waiting.
-    pub fn try_read(&self, buf: &mut Vec<u8>) -> io::Result<ReadOutcome> {
+    /// Appends what is available now to `buf` (up to its capacity), without
+    /// waiting; a full `buf` first gets room for `room` bytes.
+    pub fn try_read(&self, buf: &mut Vec<u8>, room: usize) -> io::Result<ReadOutcome> {
+        make_room(buf, room);
         match read_once(self.fd.get_ref(), buf) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(ReadOutcome::Empty),
             other => other,
@@ -76,6 +82,13 @@ impl AsyncPipe {
     /// The underlying descriptor, for ioctls (terminal size, termios).
     pub fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.fd.get_ref().as_fd()
+    }
+}
+
+/// Gives a full `buf` room for `room` more bytes (malloc, no zeroing).
+fn make_room(buf: &mut Vec<u8>, room: usize) {
+    if buf.len() == buf.capacity() {
+        buf.reserve_exact(room);
     }
 }
 

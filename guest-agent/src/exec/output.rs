@@ -61,14 +61,15 @@ pub enum PumpEnd {
 
 /// Copies `source` into `responses` until EOF, a cut, or the client leaving.
 pub async fn pump(source: Arc<AsyncPipe>, channel: Channel, responses: Responses, mut cut: watch::Receiver<bool>) -> PumpEnd {
-    let mut buf = Vec::with_capacity(OUTPUT_CHUNK);
+    // Allocated at the first byte: most streams of most commands stay empty.
+    let mut buf = Vec::new();
     loop {
         if *cut.borrow() {
             return drain_after_cut(&source, channel, &responses, &mut buf).await;
         }
         let outcome = tokio::select! {
             biased;
-            outcome = source.read(&mut buf) => outcome,
+            outcome = source.read(&mut buf, OUTPUT_CHUNK) => outcome,
             _ = cut.changed() => continue,
         };
         match outcome {
@@ -94,7 +95,7 @@ pub async fn pump(source: Arc<AsyncPipe>, channel: Channel, responses: Responses
 /// Returns whether EOF was seen.
 fn fill(source: &AsyncPipe, buf: &mut Vec<u8>) -> bool {
     while buf.len() < buf.capacity() {
-        match source.try_read(buf) {
+        match source.try_read(buf, OUTPUT_CHUNK) {
             Ok(ReadOutcome::Data) => {}
             Ok(ReadOutcome::Eof) => return true,
             Ok(ReadOutcome::Empty) | Err(_) => break,
@@ -103,13 +104,13 @@ fn fill(source: &AsyncPipe, buf: &mut Vec<u8>) -> bool {
     false
 }
 
-/// Hands over what `buf` holds and leaves it empty with room for a chunk. A
-/// large chunk takes the buffer itself along (no copy) and a new one is
-/// allocated (malloc without zeroing: no page is touched until read into);
-/// a small one, the usual line or two, is copied out so the buffer is reused.
+/// Hands over what `buf` holds and leaves it empty. A large chunk takes the
+/// buffer itself along (no copy; the next read allocates a new one, without
+/// zeroing it); a small one, the usual line or two, is copied out so the
+/// buffer is reused.
 fn take(buf: &mut Vec<u8>) -> Bytes {
     if buf.len() >= OUTPUT_CHUNK / 4 {
-        Bytes::from(std::mem::replace(buf, Vec::with_capacity(OUTPUT_CHUNK)))
+        Bytes::from(std::mem::take(buf))
     } else {
         let small = Bytes::copy_from_slice(buf);
         buf.clear();
@@ -119,7 +120,7 @@ fn take(buf: &mut Vec<u8>) -> Bytes {
 
 async fn drain_after_cut(source: &AsyncPipe, channel: Channel, responses: &Responses, buf: &mut Vec<u8>) -> PumpEnd {
     for _ in 0..MAX_CHUNKS_AFTER_CUT {
-        match source.try_read(buf) {
+        match source.try_read(buf, OUTPUT_CHUNK) {
             Ok(ReadOutcome::Data) => {
                 if responses.send(Ok(chunk(channel, take(buf)))).await.is_err() {
                     return PumpEnd::ClientGone;
