@@ -11,6 +11,7 @@ mod exec;
 mod forward;
 mod info;
 mod listen;
+mod malloc;
 mod prepare;
 mod service;
 mod sync;
@@ -100,6 +101,7 @@ const STREAM_WINDOW: u32 = hutch_proto::STREAM_WINDOW;
 const CONNECTION_WINDOW: u32 = hutch_proto::CONNECTION_WINDOW;
 
 fn main() -> ExitCode {
+    malloc::tune();
     let args = Args::parse();
     init_logging(args.verbose);
     // One event-loop thread: an exec is a handful of tasks (session, pumps,
