@@ -4,7 +4,7 @@
 use std::io::Read;
 use std::process::{Command, Stdio};
 
-use super::stats::{Stats, throughput_gbps, time_runs};
+use super::stats::{Contender, Stats, throughput_gbps, time_interleaved, time_runs};
 use super::table::{Goal, Table, Unit};
 use super::{Plan, Setup};
 use crate::workspace::Result;
@@ -17,33 +17,44 @@ const FRESH_SSH_GOAL: f64 = 100.0;
 const THROUGHPUT_GOAL_GBPS: f64 = 1.0;
 
 /// `hutch exec -- true` beside `/bin/true`, a fresh `ssh host true` and `ssh`
-/// through a ControlMaster.
+/// through a ControlMaster, all timed in turn (see [`time_interleaved`]).
 pub fn latency(table: &mut Table, plan: &Plan, setup: &Setup) -> Result<()> {
-    let hutch = measure(plan.latency_runs, || run_ok(setup.hutch_exec(&["true"]).stdin(Stdio::null())))?;
-    let goal = Goal { text: format!("≤ {EXEC_TRUE_GOAL_MS} ms"), met: hutch.median <= EXEC_TRUE_GOAL_MS };
-    table.figure("exec_true", "hutch exec -- true (whole CLI, unix agent)", Unit::Ms, hutch.clone(), Some(goal));
-
-    if let Some(dynamic) = &setup.hutch_dynamic {
-        let linked = measure(plan.latency_runs, || {
+    let true_bin = which("true")?;
+    let ssh = match &setup.sshd {
+        Ok(sshd) => Ok((sshd, sshd.master()?)),
+        Err(why) => Err(why),
+    };
+    let runs = plan.latency_runs;
+    let mut contenders = Vec::new();
+    let hutch = enter(&mut contenders, runs, || run_ok(setup.hutch_exec(&["true"]).stdin(Stdio::null())));
+    let local = enter(&mut contenders, runs, || run_ok(Command::new(&true_bin).stdin(Stdio::null())));
+    let dynamic = setup.hutch_dynamic.as_ref().map(|dynamic| {
+        enter(&mut contenders, runs, move || {
             let mut cmd = Command::new(dynamic);
             cmd.args(["exec", "--", "true"]).env("HUTCH_ADDR", &setup.agent.addr).stdin(Stdio::null());
             run_ok(&mut cmd)
-        })?;
-        table.anchor("exec_true.dynamic", "the same, dynamically linked (cargo install --path host)", &hutch, linked, Unit::Ms);
+        })
+    });
+    let ssh = ssh.as_ref().map(|(sshd, master)| {
+        let fresh = enter(&mut contenders, plan.ssh_fresh_runs, || run_ok(sshd.fresh(&["true"]).stdin(Stdio::null())));
+        let muxed = enter(&mut contenders, runs, || run_ok(master.command(&["true"]).stdin(Stdio::null())));
+        (fresh, muxed)
+    });
+    let samples = time_interleaved(&mut contenders)?;
+    let stats = |i: usize| Stats::of(samples[i].clone()).ok_or("no samples");
+
+    let hutch = stats(hutch)?;
+    let goal = Goal { text: format!("≤ {EXEC_TRUE_GOAL_MS} ms"), met: hutch.median <= EXEC_TRUE_GOAL_MS };
+    table.figure("exec_true", "hutch exec -- true (whole CLI, unix agent)", Unit::Ms, hutch.clone(), Some(goal));
+    if let Some(dynamic) = dynamic {
+        table.anchor("exec_true.dynamic", "the same, dynamically linked (cargo install --path host)", &hutch, stats(dynamic)?, Unit::Ms);
     }
-
-    let true_bin = which("true")?;
-    let local = measure(plan.latency_runs, || run_ok(Command::new(&true_bin).stdin(Stdio::null())))?;
-    table.anchor("exec_true.bin_true", "/bin/true (local process)", &hutch, local, Unit::Ms);
-
-    match &setup.sshd {
-        Ok(sshd) => {
-            let fresh = measure(plan.ssh_fresh_runs, || run_ok(sshd.fresh(&["true"]).stdin(Stdio::null())))?;
-            let advantage = table.anchor("exec_true.ssh_fresh", "ssh host true (fresh connection)", &hutch, fresh, Unit::Ms);
+    table.anchor("exec_true.bin_true", "/bin/true (local process)", &hutch, stats(local)?, Unit::Ms);
+    match ssh {
+        Ok((fresh, muxed)) => {
+            let advantage = table.anchor("exec_true.ssh_fresh", "ssh host true (fresh connection)", &hutch, stats(fresh)?, Unit::Ms);
             table.goal_on_last(Goal { text: format!("≥ {FRESH_SSH_GOAL}× faster"), met: advantage >= FRESH_SSH_GOAL });
-            let master = sshd.master()?;
-            let muxed = measure(plan.latency_runs, || run_ok(master.command(&["true"]).stdin(Stdio::null())))?;
-            table.anchor("exec_true.ssh_control_master", "ssh host true (over a ControlMaster)", &hutch, muxed, Unit::Ms);
+            table.anchor("exec_true.ssh_control_master", "ssh host true (over a ControlMaster)", &hutch, stats(muxed)?, Unit::Ms);
         }
         Err(why) => table.note(format!("ssh rows for `exec -- true` skipped: {why}")),
     }
@@ -51,36 +62,37 @@ pub fn latency(table: &mut Table, plan: &Plan, setup: &Setup) -> Result<()> {
 }
 
 /// Stdout of `head -c N /dev/zero` through hutch, beside the same command into
-/// a local pipe and through `ssh host`.
+/// a local pipe and through `ssh host`, timed in turn.
 pub fn throughput(table: &mut Table, plan: &Plan, setup: &Setup) -> Result<()> {
     let bytes = plan.stream_bytes;
     let count = bytes.to_string();
     let head = ["head", "-c", count.as_str(), "/dev/zero"];
-    let rate = |cmd: &mut dyn FnMut() -> Command| -> Result<Stats> {
-        let millis = time_runs(plan.stream_runs, || drain(&mut cmd()))?;
-        Stats::of(throughput_gbps(bytes, &millis)).ok_or_else(|| "no samples".into())
-    };
+    let runs = plan.stream_runs;
+    let mut contenders = Vec::new();
+    let hutch = enter(&mut contenders, runs, || drain(&mut setup.hutch_exec(&head)));
+    let local = enter(&mut contenders, runs, || drain(Command::new(head[0]).args(&head[1..])));
+    let ssh = setup.sshd.as_ref().map(|sshd| enter(&mut contenders, runs, || drain(&mut sshd.fresh(&head))));
+    let samples = time_interleaved(&mut contenders)?;
+    let rate = |i: usize| Stats::of(throughput_gbps(bytes, &samples[i])).ok_or("no samples");
 
-    let hutch = rate(&mut || setup.hutch_exec(&head))?;
+    let hutch = rate(hutch)?;
     let goal = Goal { text: format!("≥ {THROUGHPUT_GOAL_GBPS} GB/s"), met: hutch.median >= THROUGHPUT_GOAL_GBPS };
     let figure = format!("stdout of {} through exec", size(bytes));
     table.figure("stdout", &figure, Unit::Gbps, hutch.clone(), Some(goal));
-
-    let local = rate(&mut || {
-        let mut cmd = Command::new(head[0]);
-        cmd.args(&head[1..]);
-        cmd
-    })?;
-    table.anchor("stdout.local_pipe", "the same command into a local pipe", &hutch, local, Unit::Gbps);
-
-    match &setup.sshd {
-        Ok(sshd) => {
-            let ssh = rate(&mut || sshd.fresh(&head))?;
-            table.anchor("stdout.ssh", "ssh host head -c N /dev/zero", &hutch, ssh, Unit::Gbps);
+    table.anchor("stdout.local_pipe", "the same command into a local pipe", &hutch, rate(local)?, Unit::Gbps);
+    match ssh {
+        Ok(ssh) => {
+            table.anchor("stdout.ssh", "ssh host head -c N /dev/zero", &hutch, rate(ssh)?, Unit::Gbps);
         }
         Err(why) => table.note(format!("ssh row for stdout throughput skipped: {why}")),
     }
     Ok(())
+}
+
+/// Adds a contender; returns its index in [`time_interleaved`]'s result.
+fn enter<'a>(contenders: &mut Vec<Contender<'a>>, runs: usize, call: impl FnMut() -> Result<()> + 'a) -> usize {
+    contenders.push(Contender::new(runs, call));
+    contenders.len() - 1
 }
 
 pub fn measure(runs: usize, f: impl FnMut() -> Result<()>) -> Result<Stats> {
