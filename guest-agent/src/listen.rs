@@ -2,7 +2,7 @@
 //! required) and vsock (inside a guest).
 
 use std::io;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
 use hutch_proto::addr::Addr;
@@ -76,22 +76,7 @@ fn unix_in_use(path: &Path) -> Option<ListenError> {
     }
 }
 
-/// Binds under a temporary name, restricts it to the owner, then renames it
-/// into place, so the socket is never reachable with looser permissions.
+/// [`hutch_proto::unix_socket::bind_private`], as a tokio listener.
 fn bind_unix(path: &Path) -> io::Result<UnixListener> {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    std::fs::create_dir_all(dir)?;
-    let file_name = path.file_name().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the socket path has no file name"))?;
-    let tmp = dir.join(format!(".{}.{}.tmp", file_name.to_string_lossy(), std::process::id()));
-    let _ = std::fs::remove_file(&tmp);
-    let listener = UnixListener::bind(&tmp)?;
-    let placed = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).and_then(|()| std::fs::rename(&tmp, path));
-    if let Err(e) = placed {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
-    Ok(listener)
+    UnixListener::from_std(hutch_proto::unix_socket::bind_private(path)?)
 }

@@ -9,6 +9,7 @@
 pub mod addr;
 pub mod mountinfo;
 pub mod tree;
+pub mod unix_socket;
 
 /// Generated types and gRPC stubs for the `hutch.v1` package.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
