@@ -11,11 +11,12 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use hutch_proto::{CONNECTION_WINDOW, MAX_FRAME_SIZE, STREAM_WINDOW};
 use hyper::body::Incoming;
 use hyper::client::conn::http2::{Builder, SendRequest};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tonic::body::Body;
 use tonic::codegen::http::{Request, Response};
 
@@ -31,18 +32,32 @@ impl Connection {
     /// Runs the HTTP/2 handshake over `stream` and drives the connection on
     /// a background task until every clone of the returned handle is gone.
     pub async fn handshake(stream: Box<dyn Stream>) -> hyper::Result<Connection> {
-        let (sender, connection) = Builder::new(TokioExecutor::new())
-            .max_frame_size(MAX_FRAME_SIZE)
-            .initial_stream_window_size(STREAM_WINDOW)
-            .initial_connection_window_size(CONNECTION_WINDOW)
-            .handshake(TokioIo::new(stream))
-            .await?;
-        tokio::spawn(async move {
+        let (connection, driver) = Connection::open(stream, None).await?;
+        tokio::spawn(driver);
+        Ok(connection)
+    }
+
+    /// The handshake alone: the returned future drives the connection and
+    /// ends when it does, for the caller to spawn and watch. With
+    /// `keepalive`, the agent is pinged after that long without traffic and
+    /// the connection is given up when a ping goes unanswered as long, so a
+    /// long-lived connection notices a VM that froze or vanished.
+    pub async fn open(
+        stream: Box<dyn Stream>,
+        keepalive: Option<Duration>,
+    ) -> hyper::Result<(Connection, impl Future<Output = ()> + Send + 'static)> {
+        let mut builder = Builder::new(TokioExecutor::new());
+        builder.max_frame_size(MAX_FRAME_SIZE).initial_stream_window_size(STREAM_WINDOW).initial_connection_window_size(CONNECTION_WINDOW);
+        if let Some(interval) = keepalive {
+            builder.timer(TokioTimer::new()).keep_alive_interval(interval).keep_alive_timeout(interval).keep_alive_while_idle(true);
+        }
+        let (sender, connection) = builder.handshake(TokioIo::new(stream)).await?;
+        let driver = async move {
             if let Err(e) = connection.await {
                 tracing::debug!("agent connection ended: {e}");
             }
-        });
-        Ok(Connection { sender })
+        };
+        Ok((Connection { sender }, driver))
     }
 }
 

@@ -8,8 +8,10 @@ mod http2;
 mod hvsock;
 pub mod unix;
 
+use std::future::Future;
 use std::io;
 use std::path::Path;
+use std::time::Duration;
 
 use hutch_proto::addr::Addr;
 use hutch_proto::v1::agent_client::AgentClient;
@@ -107,6 +109,13 @@ impl BearerToken {
     }
 }
 
+impl BearerToken {
+    /// The `authorization` header's value, when a token is set.
+    pub fn header_value(&self) -> Option<tonic::codegen::http::HeaderValue> {
+        self.0.as_ref().and_then(|value| tonic::codegen::http::HeaderValue::from_bytes(value.as_encoded_bytes()).ok())
+    }
+}
+
 impl Interceptor for BearerToken {
     fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
         if let Some(value) = &self.0 {
@@ -125,6 +134,21 @@ pub async fn connect(addr: &Addr, token: BearerToken) -> Result<Client, Transpor
     let connection = Connection::handshake(stream).await.map_err(|e| classify(addr, e))?;
     // The origin only names the HTTP/2 authority; the stream decides where bytes go.
     Ok(AgentClient::with_origin(InterceptedService::new(connection, token), Uri::from_static("http://agent")))
+}
+
+/// Opens a bare HTTP/2 connection to the agent at `addr` for a long-lived
+/// user that adds the token itself (the multiplexer, see `crate::mux`); the
+/// returned future drives it (see [`Connection::open`]).
+pub async fn open(
+    addr: &Addr,
+    token: &BearerToken,
+    keepalive: Duration,
+) -> Result<(Connection, impl Future<Output = ()> + Send + 'static), TransportError> {
+    if matches!(addr, Addr::Tcp { .. }) && token.0.is_none() {
+        return Err(TransportError::TokenRequired(addr.to_string()));
+    }
+    let stream = open_stream(addr).await.map_err(|e| classify(addr, e))?;
+    Connection::open(stream, Some(keepalive)).await.map_err(|e| classify(addr, e))
 }
 
 /// Any byte stream tonic can run HTTP/2 over.
