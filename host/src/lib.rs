@@ -18,6 +18,7 @@ pub mod exit;
 pub mod forward;
 pub mod hooks;
 pub mod lifecycle;
+pub mod mux;
 pub mod prepare;
 pub mod state;
 pub mod sync;

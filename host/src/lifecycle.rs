@@ -155,6 +155,7 @@ pub fn stop(state: &StateDir, backend: &dyn Backend, record: &mut VmRecord) -> R
     let name = crate::state::VmName::new(&record.name)?;
     let dir = state.vm_dir(&name);
     crate::forward::detached::stop(record);
+    crate::mux::lock::stop(&dir);
     backend.stop(record, &dir)?;
     crate::prepare::remove_links(record);
     record.started_unix = None;
@@ -166,6 +167,7 @@ pub fn stop(state: &StateDir, backend: &dyn Backend, record: &mut VmRecord) -> R
 pub fn destroy(state: &StateDir, backend: &dyn Backend, record: &VmRecord) -> Result<(), Error> {
     let name = crate::state::VmName::new(&record.name)?;
     crate::forward::detached::stop(&mut record.clone());
+    crate::mux::lock::stop(&state.vm_dir(&name));
     backend.delete(record, &state.vm_dir(&name))?;
     crate::prepare::remove_links(&mut record.clone());
     state.remove_vm_dir(&name)?;

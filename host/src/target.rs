@@ -70,8 +70,23 @@ impl Target {
         Ok(Some(crate::sync::sync(client, &source, progress).await?))
     }
 
-    /// Connects, turning a failure into the reason and the fix.
+    /// Connects, through the VM's multiplexer when it has one running (see
+    /// `crate::mux`), turning a failure into the reason and the fix.
     pub async fn connect(&self) -> Result<Client, Error> {
+        let vm = self.vm.as_ref().filter(|_| crate::mux::enabled());
+        let Some((state, name)) = vm.and_then(|(state, record)| Some((state, VmName::new(&record.name).ok()?))) else {
+            return self.connect_directly().await;
+        };
+        if let Some(client) = crate::mux::connect(state, &name).await {
+            return Ok(client);
+        }
+        let client = self.connect_directly().await?;
+        crate::mux::start(state, &name);
+        Ok(client)
+    }
+
+    /// Connects to the agent itself, never through a multiplexer.
+    pub async fn connect_directly(&self) -> Result<Client, Error> {
         match transport::connect(&self.addr, self.token.clone()).await {
             Ok(client) => Ok(client),
             Err(e) => Err(self.diagnose(e)),

@@ -84,6 +84,18 @@ pub enum Command {
     Sync(SyncArgs),
     /// Print the guest's changes to its `--ro` snapshot as a patch for `git apply`.
     Diff(DiffArgs),
+
+    /// Relay a VM's calls over one shared agent connection (started by hutch itself).
+    #[command(hide = true)]
+    Mux(MuxArgs),
+}
+
+/// `hutch mux`: the per-VM multiplexer (see `crate::mux`).
+#[derive(Args, Debug)]
+pub struct MuxArgs {
+    /// The VM whose agent to relay to.
+    #[arg(short = 'n', long = "name", value_name = "NAME")]
+    pub name: VmName,
 }
 
 /// Which VM, for commands that act on one.

@@ -26,6 +26,7 @@ pub async fn run(args: NameArg) -> Result<u8, Error> {
         heavy_dirs: record.heavy_dirs.clone(),
         ro: record.ro,
     };
+    crate::mux::lock::stop(&state.vm_dir(&name));
     backend.delete(&record, &state.vm_dir(&name))?;
     std::fs::remove_file(state.vm_dir(&name).join("vm.json")).map_err(|e| Error::local("removing the old record", e))?;
     announce(backend.as_ref(), lifecycle::ensure_running(&state, backend.as_ref(), &spec).await?);

@@ -1,0 +1,92 @@
+//! The per-VM multiplexer: one long-lived HTTP/2 connection to a VM's agent
+//! that every `hutch` command for that VM shares, as ssh's ControlMaster
+//! shares one SSH connection.
+//!
+//! Opening a connection to a guest costs more than the call it carries: a
+//! vsock connect and an HTTP/2 handshake handled by an agent in a VM (about
+//! 4 ms of a 16 ms `exec -- true` in a TCG guest). The multiplexer pays it
+//! once. It listens on `vms/NAME/mux.sock` (mode 0600, in the VM's private
+//! folder, beside the agent's own socket) and relays each call, unchanged,
+//! as a new stream on its connection to the agent; streams, trailers,
+//! cancellation and flow control pass through as they are.
+//!
+//! Commands that address a VM by name try the multiplexer first and, when
+//! none answers, connect directly and start one in the background for the
+//! next command (see `Target::connect`). It leaves when its agent
+//! connection ends (the VM stopped or stopped answering pings) or after
+//! [`serve::IDLE`] without a client; `down`, `rm` and `reset` stop it first
+//! ([`lock::stop`]). `HUTCH_MUX=0` turns it off.
+
+pub mod lock;
+pub mod serve;
+
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::state::{StateDir, VmName};
+use crate::transport::{self, BearerToken, Client};
+
+/// The multiplexer's socket in a VM's folder.
+pub fn socket_path(vm_dir: &Path) -> PathBuf {
+    vm_dir.join("mux.sock")
+}
+
+/// Whether commands use multiplexers (`HUTCH_MUX=0` says no).
+pub fn enabled() -> bool {
+    std::env::var_os("HUTCH_MUX").is_none_or(|v| v != "0")
+}
+
+/// A client through VM `name`'s multiplexer, when one is running.
+pub async fn connect(state: &StateDir, name: &VmName) -> Option<Client> {
+    let socket = socket_path(&state.vm_dir(name));
+    match transport::connect(&hutch_proto::addr::Addr::Unix(socket), BearerToken::default()).await {
+        Ok(client) => Some(client),
+        Err(e) => {
+            tracing::debug!("no multiplexer for {name}: {e}");
+            None
+        }
+    }
+}
+
+/// Starts `hutch mux --name NAME` for the next commands, and waits (at most
+/// [`START_WAIT`]) until it serves or has given up. Detached: its own process
+/// group (a Ctrl-C for this command is not for it), none of this command's
+/// descriptors (a caller reading our stdout to EOF must not wait for it),
+/// stderr into `mux.log`. Waiting makes `down` and `rm` right after this
+/// command find the multiplexer and stop it, rather than race its start.
+/// Best effort: without a multiplexer, commands connect directly.
+pub fn start(state: &StateDir, name: &VmName) {
+    if let Err(e) = spawn(state, name, &state.vm_dir(name)) {
+        tracing::debug!("cannot start a multiplexer for {name}: {e}");
+    }
+}
+
+/// How long [`start`] waits for the multiplexer to say it serves.
+const START_WAIT: Duration = Duration::from_secs(5);
+
+/// The line a multiplexer prints on stdout once it serves (and holds its lock).
+pub const READY: &str = "ready";
+
+fn spawn(state: &StateDir, name: &VmName, dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::process::CommandExt;
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("mux.log"))?;
+    let mut child = Command::new(std::env::current_exe()?)
+        .args(["mux", "--name", name.as_str()])
+        .env("HUTCH_STATE_DIR", state.root())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .process_group(0)
+        .spawn()?;
+    let Some(stdout) = child.stdout.take() else { return Ok(()) };
+    // Its first line, or EOF if it gave up (another one serves, or the agent
+    // would not answer); either way it has settled.
+    let timeout = nix::poll::PollTimeout::try_from(START_WAIT).unwrap_or(nix::poll::PollTimeout::MAX);
+    let mut fds = [nix::poll::PollFd::new(stdout.as_fd(), nix::poll::PollFlags::POLLIN)];
+    if nix::poll::poll(&mut fds, timeout)? == 0 {
+        tracing::debug!("the multiplexer for {name} did not start within {START_WAIT:?}");
+    }
+    Ok(())
+}
