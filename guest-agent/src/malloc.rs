@@ -12,6 +12,8 @@
 //! where glibc's defaults leave it (4 MiB kept 2.6 MiB more for good). Other
 //! C libraries keep their own policy.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 /// Chunks up to this size come from the heap, where freed ones are reused.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 const MMAP_THRESHOLD: i32 = 1 << 20;
@@ -19,6 +21,30 @@ const MMAP_THRESHOLD: i32 = 1 << 20;
 /// Free memory at the heap's top is given back only beyond this.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 const TRIM_THRESHOLD: i32 = 2 << 20;
+
+/// Whether bulk output went through since the heap was last trimmed.
+static BULK_SINCE_TRIM: AtomicBool = AtomicBool::new(false);
+
+/// Notes that a large output chunk was handed over: the heap grew for it.
+pub fn note_bulk() {
+    BULK_SINCE_TRIM.store(true, Ordering::Relaxed);
+}
+
+/// Gives the heap's free memory back to the kernel (`malloc_trim`) if bulk
+/// output went through since last time: called when the last running exec
+/// ends, so what a bulk exec used does not stay resident while the agent
+/// idles. After small execs there is nothing worth it, and trimming anyway
+/// cost `exec -- true` 0.19 ms of agent CPU.
+pub fn give_back() {
+    if !BULK_SINCE_TRIM.swap(false, Ordering::Relaxed) {
+        return;
+    }
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free memory; it is thread-safe.
+    unsafe {
+        nix::libc::malloc_trim(0);
+    }
+}
 
 /// Sets the thresholds; call once, before the runtime starts.
 pub fn tune() {

@@ -110,6 +110,7 @@ fn fill(source: &AsyncPipe, buf: &mut Vec<u8>) -> bool {
 /// buffer is reused.
 fn take(buf: &mut Vec<u8>) -> Bytes {
     if buf.len() >= OUTPUT_CHUNK / 4 {
+        crate::malloc::note_bulk();
         Bytes::from(std::mem::take(buf))
     } else {
         let small = Bytes::copy_from_slice(buf);

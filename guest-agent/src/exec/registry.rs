@@ -43,6 +43,11 @@ impl Groups {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.groups.inner.lock().unwrap_or_else(PoisonError::into_inner).remove(&self.pgid);
+        let mut running = self.groups.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        running.remove(&self.pgid);
+        if running.is_empty() {
+            // The agent is idle now: let go of what the execs used.
+            crate::malloc::give_back();
+        }
     }
 }
