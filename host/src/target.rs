@@ -86,7 +86,7 @@ impl Target {
     }
 
     /// Connects to the agent itself, never through a multiplexer.
-    pub async fn connect_directly(&self) -> Result<Client, Error> {
+    async fn connect_directly(&self) -> Result<Client, Error> {
         match transport::connect(&self.addr, self.token.clone()).await {
             Ok(client) => Ok(client),
             Err(e) => Err(self.diagnose(e)),

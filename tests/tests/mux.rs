@@ -15,11 +15,20 @@ fn ok(out: &std::process::Output) {
     assert_eq!(code(out), 0, "hutch failed:\n{}{}", stdout(out), stderr(out));
 }
 
-/// A fake Tart with VM `web` up.
+/// A fake Tart with VM `web` up, brought up without its multiplexer (each
+/// test starts one, or not, itself).
 fn web() -> FakeVmm {
     let fake = FakeVmm::tart();
     let ws = fake.workspace();
-    ok(&fake.run(&["up", "--name", "web", "--image", "base", "--workspace", ws.to_str().unwrap()]));
+    let up = fake
+        .hutch()
+        .args(["up", "--name", "web", "--image", "base", "--workspace", ws.to_str().unwrap()])
+        .env("HUTCH_MUX", "0")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    ok(&up);
+    assert!(!vm_dir(&fake).join("mux.sock").exists(), "a multiplexer started despite HUTCH_MUX=0");
     fake
 }
 
@@ -118,6 +127,21 @@ fn hutch_mux_0_connects_directly() {
         fake.hutch().args(["exec", "--name", "web", "--", "echo", "plain"]).env("HUTCH_MUX", "0").stdin(Stdio::null()).output().unwrap();
     assert_eq!((code(&out), stdout(&out).as_str()), (0, "plain\n"), "{}", stderr(&out));
     assert!(!vm_dir(&fake).join("mux.sock").exists(), "a multiplexer started despite HUTCH_MUX=0");
+}
+
+#[test]
+fn up_starts_one_for_the_first_command() {
+    let fake = FakeVmm::tart();
+    let ws = fake.workspace();
+    ok(&fake.run(&["up", "--name", "web", "--image", "base", "--workspace", ws.to_str().unwrap()]));
+    let pid = mux_pid(&vm_dir(&fake).join("mux.log"));
+    assert!(alive(pid));
+    // `up` again finds it and starts no second one.
+    ok(&fake.run(&["up", "--name", "web", "--image", "base", "--workspace", ws.to_str().unwrap()]));
+    let log = std::fs::read_to_string(vm_dir(&fake).join("mux.log")).unwrap();
+    assert_eq!(log.matches(": relaying ").count(), 1, "{log}");
+    ok(&fake.run(&["rm", "-f", "web"]));
+    assert!(!alive(pid), "the multiplexer outlived `hutch rm`");
 }
 
 #[test]

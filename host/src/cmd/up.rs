@@ -21,6 +21,7 @@ pub async fn run(args: UpArgs) -> Result<u8, Error> {
     if fresh {
         run_runtime_hook(&state, &plan).await?;
     }
+    crate::mux::ensure_started(&state, &plan.spec.name);
     if !args.forward.is_empty() {
         crate::forward::detached::start(&state, &plan.spec.name, &args.forward)?;
         let ports: Vec<String> = args.forward.iter().map(ToString::to_string).collect();

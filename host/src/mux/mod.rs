@@ -10,9 +10,9 @@
 //! as a new stream on its connection to the agent; streams, trailers,
 //! cancellation and flow control pass through as they are.
 //!
-//! Commands that address a VM by name try the multiplexer first and, when
-//! none answers, connect directly and start one in the background for the
-//! next command (see `Target::connect`). It leaves when its agent
+//! `hutch up` starts it. Commands that address a VM by name try it first
+//! and, when none answers, connect directly and start one in the background
+//! for the next command (see `Target::connect`). It leaves when its agent
 //! connection ends (the VM stopped or stopped answering pings) or after
 //! [`serve::IDLE`] without a client; `down`, `rm` and `reset` stop it first
 //! ([`lock::stop`]). `HUTCH_MUX=0` turns it off.
@@ -60,6 +60,14 @@ pub async fn connect(state: &StateDir, name: &VmName) -> Option<Client> {
 pub fn start(state: &StateDir, name: &VmName) {
     if let Err(e) = spawn(state, name, &state.vm_dir(name)) {
         tracing::debug!("cannot start a multiplexer for {name}: {e}");
+    }
+}
+
+/// Starts VM `name`'s multiplexer unless one already answers (`hutch up`
+/// does, so its first command finds it ready).
+pub fn ensure_started(state: &StateDir, name: &VmName) {
+    if enabled() && std::os::unix::net::UnixStream::connect(socket_path(&state.vm_dir(name))).is_err() {
+        start(state, name);
     }
 }
 
