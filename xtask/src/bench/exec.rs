@@ -4,7 +4,7 @@
 use std::io::Read;
 use std::process::{Command, Stdio};
 
-use super::stats::{Contender, Stats, throughput_gbps, time_interleaved, time_runs};
+use super::stats::{Contender, Stats, Turns, throughput_gbps, time_interleaved, time_runs};
 use super::table::{Goal, Table, Unit};
 use super::{Plan, Setup};
 use crate::workspace::Result;
@@ -15,6 +15,10 @@ const EXEC_TRUE_GOAL_MS: f64 = 3.0;
 const FRESH_SSH_GOAL: f64 = 100.0;
 /// Stdout through exec is meant to reach this many GB/s.
 const THROUGHPUT_GOAL_GBPS: f64 = 1.0;
+
+/// Latency figures take turns of 10 calls, each turn after one untimed call
+/// (see [`Turns`]); throughput runs are long enough to alternate one by one.
+pub const LATENCY_TURNS: Turns = Turns { block: 10, settle: true };
 
 /// `hutch exec -- true` beside `/bin/true`, a fresh `ssh host true` and `ssh`
 /// through a ControlMaster, all timed in turn (see [`time_interleaved`]).
@@ -40,7 +44,7 @@ pub fn latency(table: &mut Table, plan: &Plan, setup: &Setup) -> Result<()> {
         let muxed = enter(&mut contenders, runs, || run_ok(master.command(&["true"]).stdin(Stdio::null())));
         (fresh, muxed)
     });
-    let samples = time_interleaved(&mut contenders)?;
+    let samples = time_interleaved(&mut contenders, LATENCY_TURNS)?;
     let stats = |i: usize| Stats::of(samples[i].clone()).ok_or("no samples");
 
     let hutch = stats(hutch)?;
@@ -72,7 +76,7 @@ pub fn throughput(table: &mut Table, plan: &Plan, setup: &Setup) -> Result<()> {
     let hutch = enter(&mut contenders, runs, || drain(&mut setup.hutch_exec(&head)));
     let local = enter(&mut contenders, runs, || drain(Command::new(head[0]).args(&head[1..])));
     let ssh = setup.sshd.as_ref().map(|sshd| enter(&mut contenders, runs, || drain(&mut sshd.fresh(&head))));
-    let samples = time_interleaved(&mut contenders)?;
+    let samples = time_interleaved(&mut contenders, Turns { block: 1, settle: false })?;
     let rate = |i: usize| Stats::of(throughput_gbps(bytes, &samples[i])).ok_or("no samples");
 
     let hutch = rate(hutch)?;

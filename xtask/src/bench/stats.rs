@@ -49,33 +49,50 @@ pub fn time_runs(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<Vec<f
 
 /// One of several commands timed in turn by [`time_interleaved`].
 pub struct Contender<'a> {
-    /// How many rounds it takes part in (the first `runs` ones).
+    /// How many timed calls it gets.
     pub runs: usize,
     /// One timed call.
     pub call: Box<dyn FnMut() -> Result<()> + 'a>,
 }
 
 impl<'a> Contender<'a> {
-    /// `call`, timed in `runs` rounds.
+    /// `call`, timed `runs` times.
     pub fn new(runs: usize, call: impl FnMut() -> Result<()> + 'a) -> Self {
         Contender { runs, call: Box::new(call) }
     }
 }
 
-/// Times several commands in turn, round after round, after one untimed
-/// warm-up call of each; milliseconds, one list per contender. A VM's speed
-/// drifts (by ±30% within an hour on the benchmarks' machine): timed in
-/// turn, a figure and its anchors see the same machine, so their ratio
+/// How [`time_interleaved`] takes turns.
+#[derive(Clone, Copy)]
+pub struct Turns {
+    /// Timed calls of one contender in a row.
+    pub block: usize,
+    /// Whether each turn starts with one untimed call, which absorbs what the
+    /// previous contender left running (an sshd closing its session, an
+    /// agent closing its connection) instead of charging it to this one.
+    pub settle: bool,
+}
+
+/// Times several commands in turn, `turns.block` calls at a time, after one
+/// untimed warm-up call of each; milliseconds, one list per contender. A VM's
+/// speed drifts (by ±50% within an hour on the benchmarks' machine): timed
+/// in turn, a figure and its anchors see the same machine, so their ratio
 /// holds even when the absolute figures move.
-pub fn time_interleaved(contenders: &mut [Contender]) -> Result<Vec<Vec<f64>>> {
+pub fn time_interleaved(contenders: &mut [Contender], turns: Turns) -> Result<Vec<Vec<f64>>> {
     for contender in contenders.iter_mut() {
         (contender.call)()?;
     }
     let mut samples: Vec<Vec<f64>> = contenders.iter().map(|c| Vec::with_capacity(c.runs)).collect();
-    let rounds = contenders.iter().map(|c| c.runs).max().unwrap_or(0);
-    for round in 0..rounds {
+    while contenders.iter().zip(&samples).any(|(c, s)| s.len() < c.runs) {
         for (contender, samples) in contenders.iter_mut().zip(&mut samples) {
-            if round < contender.runs {
+            let take = turns.block.min(contender.runs - samples.len());
+            if take == 0 {
+                continue;
+            }
+            if turns.settle {
+                (contender.call)()?;
+            }
+            for _ in 0..take {
                 let begin = Instant::now();
                 (contender.call)()?;
                 samples.push(begin.elapsed().as_secs_f64() * 1000.0);

@@ -66,7 +66,7 @@ pub fn guest(table: &mut Table, plan: &Plan, setup: &Setup) -> Result<()> {
     if let Some((socket, port)) = &hvsock {
         contenders.push(Contender::new(runs, move || connect_handshake(socket, *port)));
     }
-    let samples = time_interleaved(&mut contenders)?;
+    let samples = time_interleaved(&mut contenders, super::exec::LATENCY_TURNS)?;
     drop(contenders);
     let stats = |i: usize| Stats::of(samples[i].clone()).ok_or("no samples");
     let exec = stats(0)?;
