@@ -49,3 +49,10 @@ pub fn proc_state(pid: i32) -> Option<char> {
     // The command name is in parentheses and may contain spaces: skip past it.
     stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next())
 }
+
+/// The parent pid of `pid` from /proc, or `None` if it is gone.
+pub fn proc_parent(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the parenthesised name: state, then the parent's pid.
+    stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse().ok())
+}

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 
 use hutch_tests::fakes::FakeVmm;
-use hutch_tests::pidfd::proc_state;
+use hutch_tests::pidfd::{proc_parent, proc_state};
 use hutch_tests::{code, pseudo_random, stderr, stdout};
 
 fn ok(out: &std::process::Output) {
@@ -118,6 +118,38 @@ fn the_first_command_starts_one_and_down_stops_it_before_the_vm() {
     let out = fake.run(&["exec", "--name", "web", "--", "true"]);
     assert_eq!(code(&out), 125);
     assert!(stderr(&out).contains("VM web is stopped"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_long_command_that_starts_one_is_not_its_parent() {
+    let fake = web();
+    let mut exec = fake
+        .hutch()
+        .args(["exec", "--name", "web", "--", "cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = exec.stdin.take().unwrap();
+    let mut output = BufReader::new(exec.stdout.take().unwrap());
+    // A line back through `cat`: the command runs, so the multiplexer it
+    // started before running it serves.
+    input.write_all(b"through\n").unwrap();
+    let mut line = String::new();
+    output.read_line(&mut line).unwrap();
+    assert_eq!(line, "through\n");
+    let pid = mux_pid(&vm_dir(&fake).join("mux.log"));
+    assert!(alive(pid));
+    // Were it the command's child, it would stay a zombie of the command
+    // (which never reaps) from the moment it leaves until the command ends.
+    assert_ne!(proc_parent(pid), Some(exec.id() as i32), "the multiplexer is a child of the command that started it");
+
+    drop(input);
+    let out = exec.wait_with_output().unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    ok(&fake.run(&["rm", "-f", "web"]));
+    assert!(!alive(pid), "the multiplexer outlived `hutch rm`");
 }
 
 #[test]

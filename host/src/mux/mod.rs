@@ -51,10 +51,13 @@ pub async fn connect(state: &StateDir, name: &VmName) -> Option<Client> {
 }
 
 /// Starts `hutch mux --name NAME` for the next commands, and waits (at most
-/// [`START_WAIT`]) until it serves or has given up. Detached: its own process
-/// group (a Ctrl-C for this command is not for it), none of this command's
-/// descriptors (a caller reading our stdout to EOF must not wait for it),
-/// stderr into `mux.log`. Waiting makes `down` and `rm` right after this
+/// [`START_WAIT`]) until it serves or has given up. Detached: its own session
+/// (a Ctrl-C or hang-up for this command is not for it), none of this
+/// command's descriptors (a caller reading our stdout to EOF must not wait
+/// for it), stderr into `mux.log`, and not our child (a double fork): a
+/// long-running command such as `hutch exec -- claude` that started it never
+/// reaps children, so a multiplexer leaving before it would linger as its
+/// zombie. Waiting makes `down` and `rm` right after this
 /// command find the multiplexer and stop it, rather than race its start.
 /// Best effort: without a multiplexer, commands connect directly.
 pub fn start(state: &StateDir, name: &VmName) {
@@ -80,14 +83,25 @@ pub const READY: &str = "ready";
 fn spawn(state: &StateDir, name: &VmName, dir: &Path) -> std::io::Result<()> {
     use std::os::unix::process::CommandExt;
     let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("mux.log"))?;
-    let mut child = Command::new(std::env::current_exe()?)
-        .args(["mux", "--name", name.as_str()])
-        .env("HUTCH_STATE_DIR", state.root())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .process_group(0)
-        .spawn()?;
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.args(["mux", "--name", name.as_str()]).env("HUTCH_STATE_DIR", state.root()).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log);
+    // SAFETY: runs in the forked child, which has a single thread, and makes
+    // only async-signal-safe calls (fork, _exit, setsid).
+    unsafe {
+        cmd.pre_exec(|| {
+            // The child leaves at once; its own child, which init (or the
+            // nearest subreaper) adopts, goes on to become the multiplexer.
+            if let nix::unistd::ForkResult::Parent { .. } = nix::unistd::fork()? {
+                nix::libc::_exit(0);
+            }
+            nix::unistd::setsid()?;
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn()?;
+    // Reaps the intermediate child: it has left by the time `spawn` returns,
+    // which std does once the multiplexer's exec succeeded.
+    child.wait()?;
     let Some(stdout) = child.stdout.take() else { return Ok(()) };
     // Its first line, or EOF if it gave up (another one serves, or the agent
     // would not answer); either way it has settled.
