@@ -34,20 +34,21 @@ pub fn target_dir() -> PathBuf {
 }
 
 /// Builds `package`'s binary for `target_triple` statically linked
-/// (crt-static) and returns its path. The explicit `--target` keeps RUSTFLAGS
-/// away from the host's own build artifacts (build scripts, proc macros), so
-/// the normal build is not invalidated.
-pub fn build_static(package: &str, target_triple: &str) -> Result<PathBuf> {
+/// (crt-static) in cargo profile `profile` ("release", or "dist" for the
+/// installed CLI) and returns its path. The explicit `--target` keeps
+/// RUSTFLAGS away from the host's own build artifacts (build scripts, proc
+/// macros), so the normal build is not invalidated.
+pub fn build_static(package: &str, target_triple: &str, profile: &str) -> Result<PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
         .current_dir(root())
-        .args(["build", "--release", "-p", package, "--target", target_triple])
+        .args(["build", "--profile", profile, "-p", package, "--target", target_triple])
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
         .status()?;
     if !status.success() {
         return Err(format!("building the static {package} failed").into());
     }
-    let binary = target_dir().join(target_triple).join("release").join(package);
+    let binary = target_dir().join(target_triple).join(profile).join(package);
     if is_dynamic(&std::fs::read(&binary)?) {
         return Err(format!("{} is not statically linked", binary.display()).into());
     }

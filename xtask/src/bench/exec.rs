@@ -51,7 +51,13 @@ pub fn latency(table: &mut Table, plan: &Plan, setup: &Setup) -> Result<()> {
     let goal = Goal { text: format!("≤ {EXEC_TRUE_GOAL_MS} ms"), met: hutch.median <= EXEC_TRUE_GOAL_MS };
     table.figure("exec_true", "hutch exec -- true (whole CLI, unix agent)", Unit::Ms, hutch.clone(), Some(goal));
     if let Some(dynamic) = dynamic {
-        table.anchor("exec_true.dynamic", "the same, dynamically linked (cargo install --path host)", &hutch, stats(dynamic)?, Unit::Ms);
+        table.anchor(
+            "exec_true.dynamic",
+            "the plain release build, dynamically linked (cargo install --path host)",
+            &hutch,
+            stats(dynamic)?,
+            Unit::Ms,
+        );
     }
     table.anchor("exec_true.bin_true", "/bin/true (local process)", &hutch, stats(local)?, Unit::Ms);
     match ssh {

@@ -84,7 +84,7 @@ pub fn run(quick: bool, json_out: Option<&Path>) -> Result<()> {
         "hutch bench{}: {}; hutch CLI as `cargo xtask install` builds it{}; local agent on a Unix socket{}\n",
         if quick { " --quick" } else { "" },
         machine(),
-        if crate::install::STATIC_HOST { " (release, statically linked)" } else { " (release)" },
+        if crate::install::STATIC_HOST { " (dist profile: full LTO, statically linked)" } else { " (release)" },
         if setup.sshd.is_ok() { "; sshd on 127.0.0.1" } else { "" }
     );
 

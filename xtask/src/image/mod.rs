@@ -124,7 +124,7 @@ fn install_default(image: &Path) -> Result<PathBuf> {
 /// Builds hutch-agent for `target_triple` statically linked (crt-static), for a guest
 /// that has no libc of ours.
 pub fn build_static_agent(target_triple: &str) -> Result<PathBuf> {
-    build_static("hutch-agent", target_triple)
+    build_static("hutch-agent", target_triple, "release")
 }
 
 /// The triple rustc builds for by default.
