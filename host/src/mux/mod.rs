@@ -57,9 +57,9 @@ pub async fn connect(state: &StateDir, name: &VmName) -> Option<Client> {
 /// for it), stderr into `mux.log`, and not our child (a double fork): a
 /// long-running command such as `hutch exec -- claude` that started it never
 /// reaps children, so a multiplexer leaving before it would linger as its
-/// zombie. Waiting makes `down` and `rm` right after this
-/// command find the multiplexer and stop it, rather than race its start.
-/// Best effort: without a multiplexer, commands connect directly.
+/// zombie. Waiting makes `down` and `rm` right after this command find the
+/// multiplexer and stop it, rather than race its start. Best effort: without
+/// a multiplexer, commands connect directly.
 pub fn start(state: &StateDir, name: &VmName) {
     if let Err(e) = spawn(state, name, &state.vm_dir(name)) {
         tracing::debug!("cannot start a multiplexer for {name}: {e}");
