@@ -45,14 +45,19 @@ impl PidFd {
 
 /// The state letter of `pid` from /proc (R, S, Z, ...), or `None` if it is gone.
 pub fn proc_state(pid: i32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name is in parentheses and may contain spaces: skip past it.
-    stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next())
+    stat_fields(pid)?.first()?.chars().next()
 }
 
 /// The parent pid of `pid` from /proc, or `None` if it is gone.
 pub fn proc_parent(pid: i32) -> Option<i32> {
+    stat_fields(pid)?.get(1)?.parse().ok()
+}
+
+/// The fields of `/proc/PID/stat` after the command name (state, parent
+/// pid, ...). The name is in parentheses and may contain spaces, so the
+/// split starts after its closing one.
+fn stat_fields(pid: i32) -> Option<Vec<String>> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // After the parenthesised name: state, then the parent's pid.
-    stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse().ok())
+    let (_, rest) = stat.rsplit_once(')')?;
+    Some(rest.split_whitespace().map(str::to_owned).collect())
 }
