@@ -16,6 +16,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .bytes(".hutch.v1.ExecResponse.stdout")
         .bytes(".hutch.v1.ExecResponse.stderr")
         .bytes(".IOChunk.data")
+        .bytes(".hutch.v1.ForwardRequest.data")
+        .bytes(".hutch.v1.ForwardResponse.data")
         .compile_fds(descriptors)?;
     Ok(())
 }

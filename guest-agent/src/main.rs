@@ -7,6 +7,7 @@
 //! still runs. It also receives `--ro` snapshots of host folders (`Sync`).
 
 mod auth;
+mod egress;
 mod exec;
 mod forward;
 mod info;
@@ -71,6 +72,12 @@ struct Args {
     /// itself (for an agent running beside the host, as in tests).
     #[arg(long, value_name = "DIR")]
     snapshot_prefix: Option<PathBuf>,
+
+    /// Where the egress proxy's guest-wide configuration goes: the trust
+    /// bundle, environment, npm, git and pip files (a private folder for an
+    /// agent running beside the host, as in tests).
+    #[arg(long, value_name = "DIR", default_value = "/etc")]
+    etc_dir: PathBuf,
 
     /// More logging on stderr (-v debug, -vv trace). HUTCH_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count)]
@@ -146,7 +153,8 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     };
     let prepare = prepare::Config { local_root: args.local_dir, strategy, tart_shares: args.tart_shares };
     let sync = sync::Config { state_dir: args.state_dir, prefix: args.snapshot_prefix };
-    let service = AgentService::new(groups.clone(), prepare, sync);
+    let egress = egress::listener::Config { etc: args.etc_dir, home: std::env::var_os("HOME").map(PathBuf::from) };
+    let service = AgentService::new(groups.clone(), prepare, sync, egress);
     let tart = TartService::new(groups.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut servers = JoinSet::new();

@@ -120,7 +120,8 @@ pub fn spawn(spec: &Spec) -> Result<Spawned, StartFailure> {
         check_cwd(cwd)?;
     }
     let mut cmd = Command::new(&spec.argv[0]);
-    cmd.args(&spec.argv[1..]).envs(&spec.env).kill_on_drop(false);
+    // The egress proxy's variables first, so the call's own win.
+    cmd.args(&spec.argv[1..]).envs(crate::egress::env::defaults()).envs(&spec.env).kill_on_drop(false);
     if let Some(cwd) = &spec.cwd {
         cmd.current_dir(cwd);
     }
