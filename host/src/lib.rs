@@ -19,6 +19,7 @@ pub mod forward;
 pub mod hooks;
 pub mod lifecycle;
 pub mod mux;
+pub mod net;
 pub mod prepare;
 pub mod state;
 pub mod sync;
