@@ -98,6 +98,9 @@ pub enum Error {
     /// Port forwarding could not start.
     #[error(transparent)]
     Forward(#[from] crate::forward::ForwardError),
+    /// The VM's network could not be set up.
+    #[error(transparent)]
+    Net(#[from] crate::net::NetError),
     /// A local operation failed.
     #[error("{what}: {source}")]
     Local {
@@ -165,6 +168,7 @@ impl Error {
             Error::Hook { .. } => Some("fix the hook, or run without it (its output is above)".into()),
             Error::Interrupted(_) | Error::Local { .. } => None,
             Error::Forward(e) => e.hint(),
+            Error::Net(e) => e.hint(),
         }
     }
 

@@ -156,6 +156,7 @@ pub fn stop(state: &StateDir, backend: &dyn Backend, record: &mut VmRecord) -> R
     let dir = state.vm_dir(&name);
     crate::forward::detached::stop(record);
     crate::mux::lock::stop(&dir);
+    crate::net::daemon::stop(&dir);
     backend.stop(record, &dir)?;
     crate::prepare::remove_links(record);
     record.started_unix = None;
@@ -168,6 +169,7 @@ pub fn destroy(state: &StateDir, backend: &dyn Backend, record: &VmRecord) -> Re
     let name = crate::state::VmName::new(&record.name)?;
     crate::forward::detached::stop(&mut record.clone());
     crate::mux::lock::stop(&state.vm_dir(&name));
+    crate::net::daemon::stop(&state.vm_dir(&name));
     backend.delete(record, &state.vm_dir(&name))?;
     crate::prepare::remove_links(&mut record.clone());
     state.remove_vm_dir(&name)?;

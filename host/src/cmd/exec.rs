@@ -2,6 +2,7 @@
 //! exit code.
 
 use std::io::IsTerminal;
+use std::time::Instant;
 
 use serde_json::json;
 
@@ -16,20 +17,27 @@ pub async fn run(args: ExecArgs) -> Result<u8, Error> {
     let result = async {
         let target = Target::resolve(args.name.as_ref(), &args.agent)?;
         let mut options = options(&args.flags, args.command.clone(), target.default_cwd());
-        add_configured_env(&mut options)?;
+        let secrets = add_configured_env(&mut options)?;
         // One connection for the re-sync of a --ro snapshot and the command.
         let mut client = target.connect().await?;
         target.sync_snapshot(&mut client, !args.flags.json).await?;
-        exec::run(&mut client, &options).await
+        let began = Instant::now();
+        let result = exec::run(&mut client, &options).await;
+        crate::net::exec::record(&target, &options, &result, began.elapsed(), &secrets);
+        result
     }
     .await;
     report(result, args.flags.json)
 }
 
-/// Runs `options` on `target`.
+/// Runs `options` on `target`, and writes it into the VM's audit log.
 pub async fn run_on(target: &Target, options: &Options) -> Result<Finished, Error> {
-    let mut client = target.connect().await?;
-    exec::run(&mut client, options).await
+    let began = Instant::now();
+    let result = async { exec::run(&mut target.connect().await?, options).await }.await;
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let secrets = Config::load(&cwd).map(|c| crate::net::exec::real_values(&c.network)).unwrap_or_default();
+    crate::net::exec::record(target, options, &result, began.elapsed(), &secrets);
+    result
 }
 
 /// Turns an exec's result into hutch's exit code, printing what the user
@@ -55,13 +63,18 @@ pub fn report(result: Result<Finished, Error>, json: bool) -> Result<u8, Error> 
     }
 }
 
-/// Adds the `env` entries of the configuration in force here (flags win).
-pub fn add_configured_env(options: &mut Options) -> Result<(), Error> {
+/// Adds the `env` entries of the configuration in force here (flags win),
+/// leaving out any that would carry a secret's real value into the guest;
+/// returns the secrets' real values (for the audit log's redaction).
+pub fn add_configured_env(options: &mut Options) -> Result<Vec<(String, String)>, Error> {
     let cwd = std::env::current_dir().map_err(|e| Error::local("reading the current directory", e))?;
-    for (key, value) in env_pairs(&Config::load(&cwd)?.env.value) {
+    let config = Config::load(&cwd)?;
+    for (key, value) in env_pairs(&config.env.value) {
         options.env.entry(key).or_insert(value);
     }
-    Ok(())
+    let secrets = crate::net::exec::real_values(&config.network);
+    crate::net::exec::scrub_env(&mut options.env, &secrets);
+    Ok(secrets)
 }
 
 /// Options for one exec from the command-line flags.

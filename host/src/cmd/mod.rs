@@ -9,6 +9,7 @@ pub mod down;
 pub mod exec;
 pub mod forward;
 pub mod image;
+pub mod log;
 pub mod ls;
 pub mod ping;
 pub mod reset;

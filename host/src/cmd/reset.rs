@@ -27,8 +27,15 @@ pub async fn run(args: NameArg) -> Result<u8, Error> {
         ro: record.ro,
     };
     crate::mux::lock::stop(&state.vm_dir(&name));
+    crate::net::daemon::stop(&state.vm_dir(&name));
     backend.delete(&record, &state.vm_dir(&name))?;
     std::fs::remove_file(state.vm_dir(&name).join("vm.json")).map_err(|e| Error::local("removing the old record", e))?;
     announce(backend.as_ref(), lifecycle::ensure_running(&state, backend.as_ref(), &spec).await?);
+    let here = match &spec.workspace {
+        Some(ws) => ws.clone(),
+        None => std::env::current_dir().map_err(|e| Error::local("reading the current directory", e))?,
+    };
+    let config = crate::config::Config::load(&here)?;
+    crate::net::daemon::ensure(&state, &name, &config.network, spec.workspace.as_deref())?;
     Ok(0)
 }

@@ -48,6 +48,7 @@ pub async fn run(args: RunArgs) -> Result<u8, Error> {
     for (key, value) in env_pairs(&plan.config.env.value) {
         options.env.entry(key).or_insert(value);
     }
+    crate::net::exec::scrub_env(&mut options.env, &crate::net::exec::real_values(&plan.config.network));
     let result = if forwards.is_empty() { run_on(&target, &options).await } else { run_forwarding(&target, &options, forwards).await };
     if args.rm {
         clean_up(&state, backend, &spec.name);
@@ -68,6 +69,7 @@ async fn boot(state: &StateDir, plan: &Plan) -> Result<(), Error> {
             false
         }
     };
+    crate::net::daemon::ensure(state, &plan.spec.name, &plan.config.network, plan.spec.workspace.as_deref())?;
     initial_sync(state, &plan.spec.name).await?;
     if fresh {
         run_runtime_hook(state, plan).await?;

@@ -17,6 +17,7 @@ pub async fn run(args: UpArgs) -> Result<u8, Error> {
     let outcome = lifecycle::ensure_running(&state, plan.backend.as_ref(), &plan.spec).await?;
     let fresh = matches!(outcome, Outcome::Started(..));
     announce(plan.backend.as_ref(), outcome);
+    crate::net::daemon::ensure(&state, &plan.spec.name, &plan.config.network, plan.spec.workspace.as_deref())?;
     initial_sync(&state, &plan.spec.name).await?;
     if fresh {
         run_runtime_hook(&state, &plan).await?;
@@ -68,6 +69,8 @@ pub fn plan(args: &UpArgs, state: &StateDir, name: Option<VmName>, ephemeral: bo
     Config::flag(&mut config.image, args.image.clone().map(Some));
     Config::flag(&mut config.cpus, args.cpus);
     Config::flag(&mut config.memory, args.memory);
+    Config::flag(&mut config.network.mode, args.network);
+    config.network.allow_flags(&args.allow);
     if args.no_heavy {
         Config::flag(&mut config.heavy, Some(Vec::new()));
     }

@@ -37,7 +37,14 @@ fn whole_file(kind: libc::c_short) -> libc::flock {
 
 /// Takes the lock in `vm_dir`; `None` when another multiplexer holds it.
 pub fn try_acquire(vm_dir: &Path) -> io::Result<Option<MuxLock>> {
-    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path(vm_dir))?;
+    try_acquire_file(&path(vm_dir))
+}
+
+/// Takes the lock of the daemon whose lock file is `lock` (other per-VM
+/// daemons, as the network's, use the same kind of lock); `None` when
+/// another process holds it.
+pub fn try_acquire_file(lock: &Path) -> io::Result<Option<MuxLock>> {
+    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(lock)?;
     match fcntl(&file, FcntlArg::F_SETLK(&whole_file(libc::F_WRLCK as libc::c_short))) {
         Ok(_) => Ok(Some(MuxLock { _file: file })),
         Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EACCES) => Ok(None),
@@ -49,24 +56,36 @@ pub fn try_acquire(vm_dir: &Path) -> io::Result<Option<MuxLock>> {
 /// exited. Best effort: a failure only means a multiplexer may outlive the
 /// VM until its agent connection ends.
 pub fn stop(vm_dir: &Path) {
-    if let Err(e) = stop_holder(vm_dir) {
-        tracing::debug!("stopping the multiplexer in {}: {e}", vm_dir.display());
+    stop_file(&path(vm_dir));
+}
+
+/// Stops the daemon holding `lock`, if one does, and returns once it has exited.
+pub fn stop_file(lock: &Path) {
+    if let Err(e) = stop_holder(lock) {
+        tracing::debug!("stopping the holder of {}: {e}", lock.display());
     }
 }
 
-fn stop_holder(vm_dir: &Path) -> io::Result<()> {
-    let file = match std::fs::OpenOptions::new().write(true).open(path(vm_dir)) {
+/// Whether a process holds `lock` right now.
+pub fn is_held(lock: &Path) -> bool {
+    holder(lock).is_ok_and(|pid| pid.is_some())
+}
+
+fn holder(lock: &Path) -> io::Result<Option<(File, i32)>> {
+    let file = match std::fs::OpenOptions::new().write(true).open(lock) {
         Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
     let mut holder = whole_file(libc::F_WRLCK as libc::c_short);
     fcntl(&file, FcntlArg::F_GETLK(&mut holder))?;
-    if holder.l_type == libc::F_UNLCK as libc::c_short {
-        return Ok(());
-    }
-    kill(Pid::from_raw(holder.l_pid), Signal::SIGTERM)?;
-    // Waits until the kernel releases the dead multiplexer's lock.
+    Ok((holder.l_type != libc::F_UNLCK as libc::c_short).then_some((file, holder.l_pid)))
+}
+
+fn stop_holder(lock: &Path) -> io::Result<()> {
+    let Some((file, pid)) = holder(lock)? else { return Ok(()) };
+    kill(Pid::from_raw(pid), Signal::SIGTERM)?;
+    // Waits until the kernel releases the dead daemon's lock.
     fcntl(&file, FcntlArg::F_SETLKW(&whole_file(libc::F_WRLCK as libc::c_short)))?;
     Ok(())
 }

@@ -81,16 +81,28 @@ const START_WAIT: Duration = Duration::from_secs(5);
 pub const READY: &str = "ready";
 
 fn spawn(state: &StateDir, name: &VmName, dir: &Path) -> std::io::Result<()> {
+    if start_daemon(state, &["mux", "--name", name.as_str()], &dir.join("mux.log"), START_WAIT)?.is_none() {
+        tracing::debug!("the multiplexer for {name} did not start within {START_WAIT:?}");
+    }
+    Ok(())
+}
+
+/// Starts `hutch ARGS…` as a per-VM daemon (detached as [`start`] says,
+/// stderr appended to `log`) and waits at most `wait` for its first line on
+/// stdout: `Some(line)` (empty when it exited without one), `None` when it
+/// said nothing in time.
+pub fn start_daemon(state: &StateDir, args: &[&str], log: &Path, wait: Duration) -> std::io::Result<Option<String>> {
+    use std::io::Read;
     use std::os::unix::process::CommandExt;
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("mux.log"))?;
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
     let mut cmd = Command::new(std::env::current_exe()?);
-    cmd.args(["mux", "--name", name.as_str()]).env("HUTCH_STATE_DIR", state.root()).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log);
+    cmd.args(args).env("HUTCH_STATE_DIR", state.root()).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log);
     // SAFETY: runs in the forked child, which has a single thread, and makes
     // only async-signal-safe calls (fork, _exit, setsid).
     unsafe {
         cmd.pre_exec(|| {
             // The child leaves at once; its own child, which init (or the
-            // nearest subreaper) adopts, goes on to become the multiplexer.
+            // nearest subreaper) adopts, goes on to become the daemon.
             if let nix::unistd::ForkResult::Parent { .. } = nix::unistd::fork()? {
                 nix::libc::_exit(0);
             }
@@ -100,15 +112,23 @@ fn spawn(state: &StateDir, name: &VmName, dir: &Path) -> std::io::Result<()> {
     }
     let mut child = cmd.spawn()?;
     // Reaps the intermediate child: it has left by the time `spawn` returns,
-    // which std does once the multiplexer's exec succeeded.
+    // which std does once the daemon's exec succeeded.
     child.wait()?;
-    let Some(stdout) = child.stdout.take() else { return Ok(()) };
-    // Its first line, or EOF if it gave up (another one serves, or the agent
-    // would not answer); either way it has settled.
-    let timeout = nix::poll::PollTimeout::try_from(START_WAIT).unwrap_or(nix::poll::PollTimeout::MAX);
-    let mut fds = [nix::poll::PollFd::new(stdout.as_fd(), nix::poll::PollFlags::POLLIN)];
-    if nix::poll::poll(&mut fds, timeout)? == 0 {
-        tracing::debug!("the multiplexer for {name} did not start within {START_WAIT:?}");
+    let Some(mut stdout) = child.stdout.take() else { return Ok(Some(String::new())) };
+    // Its first line, or EOF if it gave up; either way it has settled.
+    let deadline = std::time::Instant::now() + wait;
+    let mut line = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let timeout = nix::poll::PollTimeout::try_from(left).unwrap_or(nix::poll::PollTimeout::MAX);
+        let mut fds = [nix::poll::PollFd::new(stdout.as_fd(), nix::poll::PollFlags::POLLIN)];
+        if nix::poll::poll(&mut fds, timeout)? == 0 {
+            return Ok(None);
+        }
+        let mut byte = [0u8; 1];
+        if stdout.read(&mut byte)? == 0 || byte[0] == b'\n' {
+            return Ok(Some(String::from_utf8_lossy(&line).into_owned()));
+        }
+        line.push(byte[0]);
     }
-    Ok(())
 }

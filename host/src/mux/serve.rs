@@ -77,10 +77,10 @@ pub async fn run(name: &VmName) -> Result<u8, Error> {
 
 /// Tells whoever started us that we serve ([`super::READY`] on stdout), then
 /// points stdout at /dev/null: that reader is gone soon, and nothing else is
-/// written there.
-fn announce_ready() -> Result<(), Error> {
+/// written there. (Every per-VM daemon started by `super::start_daemon` says so.)
+pub fn announce_ready() -> Result<(), Error> {
     use std::io::Write;
-    let failed = |e| Error::local("announcing the multiplexer", e);
+    let failed = |e| Error::local("announcing readiness", e);
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "{}", super::READY).and_then(|()| stdout.flush()).map_err(failed)?;
     let null = std::fs::File::options().write(true).open("/dev/null").map_err(failed)?;

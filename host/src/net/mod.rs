@@ -22,8 +22,20 @@
 //! - [`daemon`]: the process itself, started by `up`, stopped by `down`/`rm`.
 
 pub mod address;
+pub mod audit;
+pub mod body;
+pub mod ca;
+pub mod daemon;
+pub mod exec;
+pub mod guest_io;
+pub mod intercept;
 pub mod pattern;
 pub mod policy;
+pub mod proxy;
+pub mod secrets;
+pub mod sni;
+pub mod tls;
+pub mod upstream;
 
 use std::path::{Path, PathBuf};
 
