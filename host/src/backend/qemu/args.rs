@@ -39,7 +39,8 @@ pub struct Machine<'a> {
     /// the kernel saves its calibration (~0.7 s of boot).
     pub tsc_khz: Option<u64>,
     /// Disk images: the VM's overlay (virtio-blk) and the host port on
-    /// 127.0.0.1 forwarded to the guest's SSH server (user-mode network).
+    /// 127.0.0.1 forwarded to the guest's SSH server (user-mode network,
+    /// restricted: no egress).
     pub disk: Option<DiskAttachment<'a>>,
 }
 
@@ -76,7 +77,10 @@ impl Machine<'_> {
         if let Some(disk) = &self.disk {
             let drive = format!("file={},if=none,id=disk0,format=qcow2,discard=unmap", escape_commas(&disk.overlay.display().to_string()));
             push(&["-drive", &drive, "-device", "virtio-blk-pci,drive=disk0"]);
-            let net = format!("user,id=net0,hostfwd=tcp:127.0.0.1:{}-:22", disk.ssh_port);
+            // restrict=on: the guest reaches nothing through this NIC (no
+            // route to the host or beyond); only the forwarded SSH port comes
+            // in. Its way out is the agent's egress pipe to hutch's proxy.
+            let net = format!("user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{}-:22", disk.ssh_port);
             push(&["-netdev", &net, "-device", "virtio-net-pci,netdev=net0"]);
         }
         push(&["-serial", &format!("file:{}", dir.join(CONSOLE_LOG).display())]);
@@ -142,6 +146,6 @@ mod tests {
         let joined = machine.args().into_iter().map(|a| a.into_string().unwrap()).collect::<Vec<_>>().join(" ");
         assert!(joined.contains("-drive file=/vm/disk.qcow2,if=none,id=disk0,format=qcow2"), "{joined}");
         assert!(joined.contains("-device virtio-blk-pci,drive=disk0"));
-        assert!(joined.contains("-netdev user,id=net0,hostfwd=tcp:127.0.0.1:40022-:22 -device virtio-net-pci,netdev=net0"));
+        assert!(joined.contains("-netdev user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:40022-:22 -device virtio-net-pci,netdev=net0"));
     }
 }
