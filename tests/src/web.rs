@@ -1,15 +1,18 @@
 //! Real web servers on the host's loopback for the network tests: plain HTTP
 //! and HTTPS with a private test CA, each answering every request with what
 //! it received (method, path, headers), so a test sees exactly what reached
-//! the server. `GET /bytes/N` answers N bytes instead (for downloads).
+//! the server. `GET /bytes/N` answers N zero bytes instead, streamed in
+//! 1 MiB frames (for downloads and their benchmarks).
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http_body_util::Full;
-use hyper::body::Incoming;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
@@ -89,13 +92,45 @@ impl WebServer {
     }
 }
 
-async fn answer(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
-    if let Some(n) = request.uri().path().strip_prefix("/bytes/").and_then(|n| n.parse::<usize>().ok()) {
-        return Ok(Response::new(Full::new(Bytes::from(vec![b'x'; n]))));
+type AnyBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+async fn answer(request: Request<Incoming>) -> Result<Response<AnyBody>, Infallible> {
+    if let Some(n) = request.uri().path().strip_prefix("/bytes/").and_then(|n| n.parse::<u64>().ok()) {
+        return Ok(Response::new(Zeros { left: n }.boxed()));
     }
     let mut text = format!("{} {}\n", request.method(), request.uri());
     for (name, value) in request.headers() {
         text.push_str(&format!("{name}: {}\n", String::from_utf8_lossy(value.as_bytes())));
     }
-    Ok(Response::new(Full::new(Bytes::from(text))))
+    Ok(Response::new(Full::new(Bytes::from(text)).boxed()))
+}
+
+/// One MiB of zeros, sent again and again without copying.
+static ZEROS: [u8; 1 << 20] = [0; 1 << 20];
+
+/// A body of `left` zero bytes.
+struct Zeros {
+    left: u64,
+}
+
+impl Body for Zeros {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if self.left == 0 {
+            return Poll::Ready(None);
+        }
+        let n = self.left.min(ZEROS.len() as u64);
+        self.left -= n;
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(&ZEROS[..n as usize])))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.left == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.left)
+    }
 }

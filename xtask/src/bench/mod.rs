@@ -5,11 +5,13 @@
 //! hutch-agent on a private Unix socket and, when Debian's openssh-server is
 //! installed, a private sshd on 127.0.0.1 (see [`ssh`]). One module per kind
 //! of figure: [`exec`] (latency, throughput), [`pty`] (echo round trip),
-//! [`memory`] (agent RSS), [`vm`] (a QEMU guest, when the image is built);
+//! [`memory`] (agent RSS), [`vm`] (a QEMU guest, when the image is built),
+//! [`net`] (the egress proxy: first-byte latency, downloads into a guest);
 //! [`table`] prints and serialises the rows.
 
 mod exec;
 mod memory;
+mod net;
 mod pty;
 mod ssh;
 mod stats;
@@ -94,6 +96,9 @@ pub fn run(quick: bool, json_out: Option<&Path>) -> Result<()> {
     echo(&mut table, &plan, &setup)?;
     memory::agent_rss(&mut table, &setup)?;
     vm::guest(&mut table, &plan, &setup)?;
+    if let Err(e) = net::figures(&mut table, &plan, &setup, &agent_bin) {
+        table.note(format!("network rows stopped: {e}"));
+    }
     table.print();
     // The `--ro` sync rows (beside rsync, on a seeded tree under target/) print their own table.
     println!();
