@@ -33,7 +33,7 @@ use super::pattern::normalize_host;
 use super::policy::{Policy, Verdict};
 use super::secrets::{Misuse, Secrets};
 use super::sni::{self, Opening, Peeked};
-use super::upstream::Upstream;
+use super::upstream::{Connected, Upstream};
 
 /// How long a guest has, after CONNECT, to send its first bytes.
 const OPENING_TIMEOUT: Duration = Duration::from_secs(30);
@@ -136,23 +136,14 @@ async fn connect(ctx: Arc<Context>, request: Request<Incoming>) -> Response<Prox
         return answer(StatusCode::BAD_REQUEST, "CONNECT needs host:port", "hutch: CONNECT needs a host and a port\n".into());
     };
     let mut event = Egress { host: host.clone(), port, method: "CONNECT".into(), ..Egress::default() };
-    let explicit = match ctx.policy.decide(&host, port) {
-        Verdict::Deny { reason } => return ctx.refuse(event, StatusCode::FORBIDDEN, reason, start),
-        Verdict::Allow { rule, explicit } => {
-            event.rule = Some(rule);
-            explicit
-        }
+    let explicit = match decide(&ctx, &mut event, start) {
+        Ok(explicit) => explicit,
+        Err(refused) => return refused,
     };
-    let connected = match ctx.upstream.connect(&host, port, explicit).await {
+    let connected = match open(&ctx, &mut event, explicit, start).await {
         Ok(connected) => connected,
-        Err(refusal) if refusal.is_policy() => {
-            event.rule = None;
-            return ctx.refuse(event, StatusCode::FORBIDDEN, refusal.reason(&host), start);
-        }
-        Err(refusal) => return ctx.refuse(event, StatusCode::BAD_GATEWAY, refusal.reason(&host), start),
+        Err(refused) => return refused,
     };
-    event.addr = Some(connected.addr);
-    event.decision = "allow".into();
     tokio::spawn(async move {
         match hyper::upgrade::on(request).await {
             Ok(upgraded) => tunnel(ctx, TokioIo::new(upgraded), connected.stream, event, explicit, start).await,
@@ -160,6 +151,36 @@ async fn connect(ctx: Arc<Context>, request: Request<Incoming>) -> Response<Prox
         }
     });
     Response::new(empty())
+}
+
+/// The policy's verdict on `event`'s host: whether the rule that allows it
+/// names the host itself, or the guest's 403.
+fn decide(ctx: &Context, event: &mut Egress, start: Instant) -> Result<bool, Response<ProxyBody>> {
+    match ctx.policy.decide(&event.host, event.port) {
+        Verdict::Deny { reason } => Err(ctx.refuse(event.clone(), StatusCode::FORBIDDEN, reason, start)),
+        Verdict::Allow { rule, explicit } => {
+            event.rule = Some(rule);
+            Ok(explicit)
+        }
+    }
+}
+
+/// Opens the host side of an allowed request (resolved and checked on the
+/// host), recording where it went; or the guest's 403 (a restricted
+/// address) or 502 (unreachable).
+async fn open(ctx: &Context, event: &mut Egress, explicit: bool, start: Instant) -> Result<Connected, Response<ProxyBody>> {
+    match ctx.upstream.connect(&event.host, event.port, explicit).await {
+        Ok(connected) => {
+            event.addr = Some(connected.addr.clone());
+            event.decision = "allow".into();
+            Ok(connected)
+        }
+        Err(refusal) if refusal.is_policy() => {
+            event.rule = None;
+            Err(ctx.refuse(event.clone(), StatusCode::FORBIDDEN, refusal.reason(&event.host), start))
+        }
+        Err(refusal) => Err(ctx.refuse(event.clone(), StatusCode::BAD_GATEWAY, refusal.reason(&event.host), start)),
+    }
 }
 
 /// After a CONNECT: checks the ClientHello's name, then intercepts (a host
@@ -230,26 +251,17 @@ async fn forward(ctx: Arc<Context>, request: Request<Incoming>) -> Response<Prox
     };
     let path = request.uri().path().to_owned();
     let mut event = Egress { host: host.clone(), port, method, path: Some(path), ..Egress::default() };
-    let explicit = match ctx.policy.decide(&host, port) {
-        Verdict::Deny { reason } => return ctx.refuse(event, StatusCode::FORBIDDEN, reason, start),
-        Verdict::Allow { rule, explicit } => {
-            event.rule = Some(rule);
-            explicit
-        }
+    let explicit = match decide(&ctx, &mut event, start) {
+        Ok(explicit) => explicit,
+        Err(refused) => return refused,
     };
     if let Some(misuse) = placeholder_in(&ctx.secrets, &host, &request) {
         return ctx.refuse(event, StatusCode::FORBIDDEN, misuse.reason(&host), start);
     }
-    let connected = match ctx.upstream.connect(&host, port, explicit).await {
+    let connected = match open(&ctx, &mut event, explicit, start).await {
         Ok(connected) => connected,
-        Err(refusal) if refusal.is_policy() => {
-            event.rule = None;
-            return ctx.refuse(event, StatusCode::FORBIDDEN, refusal.reason(&host), start);
-        }
-        Err(refusal) => return ctx.refuse(event, StatusCode::BAD_GATEWAY, refusal.reason(&host), start),
+        Err(refused) => return refused,
     };
-    event.addr = Some(connected.addr);
-    event.decision = "allow".into();
     let (mut sender, connection) = match hyper::client::conn::http1::handshake(TokioIo::new(connected.stream)).await {
         Ok(pair) => pair,
         Err(e) => return ctx.refuse(event, StatusCode::BAD_GATEWAY, format!("HTTP with {host}:{port} failed: {e}"), start),
