@@ -26,7 +26,7 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
 const READY_SIGNAL_WAIT: Duration = Duration::from_secs(20);
 
 /// How `ensure_running` found or left the VM.
-pub enum Outcome {
+pub enum Up {
     /// It was already running and answering: nothing was done.
     AlreadyUp(VmRecord),
     /// It was created and/or started, and its agent answered after this long.
@@ -34,7 +34,7 @@ pub enum Outcome {
 }
 
 /// Creates the VM if needed, starts it if needed, and waits for its agent.
-pub async fn ensure_running(state: &StateDir, backend: &dyn Backend, spec: &VmSpec) -> Result<Outcome, Error> {
+pub async fn ensure_running(state: &StateDir, backend: &dyn Backend, spec: &VmSpec) -> Result<Up, Error> {
     let dir = state.create_vm_dir(&spec.name)?;
     let existing = match state.load(&spec.name) {
         Ok(record) => Some(record),
@@ -62,7 +62,7 @@ pub async fn ensure_running(state: &StateDir, backend: &dyn Backend, spec: &VmSp
             )));
         }
         Some(record) => match backend.state(&record, &dir) {
-            VmState::Running if agent_info(&record).await.is_ok() => return Ok(Outcome::AlreadyUp(record)),
+            VmState::Running if agent_info(&record).await.is_ok() => return Ok(Up::AlreadyUp(record)),
             VmState::Running => {
                 // Up but not answering (half-booted, or the agent died): restart it.
                 let mut record = record;
@@ -91,13 +91,13 @@ pub async fn ensure_running(state: &StateDir, backend: &dyn Backend, spec: &VmSp
     backend.booted(&mut record, &dir);
     record.protocol = Some(info.protocol);
     record.save(&dir)?;
-    if let Err(e) = crate::prepare::prepare(backend, &mut record).await {
+    if let Err(e) = crate::workspace::prepare(backend, &mut record).await {
         let mut failed = record.clone();
         let _ = stop(state, backend, &mut failed);
         return Err(e);
     }
     record.save(&dir)?;
-    Ok(Outcome::Started(record, begin.elapsed()))
+    Ok(Up::Started(record, begin.elapsed()))
 }
 
 fn create(backend: &dyn Backend, spec: &VmSpec, dir: &Path) -> Result<VmRecord, Error> {
@@ -157,7 +157,7 @@ pub fn stop(state: &StateDir, backend: &dyn Backend, record: &mut VmRecord) -> R
     crate::forward::detached::stop(record);
     crate::mux::lock::stop(&dir);
     backend.stop(record, &dir)?;
-    crate::prepare::remove_links(record);
+    crate::workspace::remove_links(record);
     record.started_unix = None;
     record.save(&dir)?;
     Ok(())
@@ -169,7 +169,7 @@ pub fn destroy(state: &StateDir, backend: &dyn Backend, record: &VmRecord) -> Re
     crate::forward::detached::stop(&mut record.clone());
     crate::mux::lock::stop(&state.vm_dir(&name));
     backend.delete(record, &state.vm_dir(&name))?;
-    crate::prepare::remove_links(&mut record.clone());
+    crate::workspace::remove_links(&mut record.clone());
     state.remove_vm_dir(&name)?;
     // A VM made again under this name is a new machine with new host keys.
     let known = crate::agent_install::known_hosts::KnownHosts::at(state.known_hosts());

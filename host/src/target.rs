@@ -4,8 +4,6 @@
 //! connects. It never runs a VM manager's CLI; only when connecting fails does
 //! it ask the backend why, to say what is wrong and what fixes it.
 
-use std::path::{Path, PathBuf};
-
 use hutch_proto::addr::Addr;
 
 use crate::backend::{self, VmState};
@@ -129,19 +127,4 @@ pub fn vm_name(state: &StateDir, name: Option<&VmName>) -> Result<VmName, Error>
         }
     }
     best.map(|(_, name)| name).ok_or_else(|| Error::State(StateError::NoSuchVm(own.to_string())))
-}
-
-/// The workspace folder for `hutch up`/`run`: `--workspace` or the current
-/// directory, absolute and with symlinks resolved (the guest mounts it at
-/// this exact path).
-pub fn workspace(given: Option<&Path>) -> Result<PathBuf, Error> {
-    let path = match given {
-        Some(path) => path.to_path_buf(),
-        None => std::env::current_dir().map_err(|e| Error::local("reading the current directory", e))?,
-    };
-    let resolved = path.canonicalize().map_err(|e| Error::local(&format!("workspace {}", path.display()), e))?;
-    if !resolved.is_dir() {
-        return Err(Error::Usage(format!("workspace {} is not a directory", resolved.display())));
-    }
-    Ok(resolved)
 }

@@ -250,7 +250,7 @@ pub const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(180);
 /// without a reason to differ: `HUTCH_BOOT_TIMEOUT` (e.g. `90`, `2m`) or
 /// [`DEFAULT_BOOT_TIMEOUT`].
 pub fn configured_boot_timeout() -> Duration {
-    std::env::var("HUTCH_BOOT_TIMEOUT").ok().and_then(|t| crate::cli::parse_duration(&t).ok()).unwrap_or(DEFAULT_BOOT_TIMEOUT)
+    std::env::var("HUTCH_BOOT_TIMEOUT").ok().and_then(|t| crate::duration::parse(&t).ok()).unwrap_or(DEFAULT_BOOT_TIMEOUT)
 }
 
 /// The backend for `kind`.

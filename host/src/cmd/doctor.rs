@@ -6,10 +6,12 @@ use serde_json::Value;
 use crate::cli::DoctorArgs;
 use crate::doctor::{Check, Status, guest, host};
 use crate::error::Error;
+use crate::exit;
 use crate::state::StateDir;
 use crate::target::Target;
 
-/// Runs `hutch doctor`; returns 0 when nothing failed, 1 otherwise.
+/// Runs `hutch doctor`; returns 0 when nothing failed, else
+/// [`exit::DOCTOR_FOUND_FAILURES`].
 pub async fn run(args: DoctorArgs) -> Result<u8, Error> {
     let state = StateDir::from_env()?;
     let mut checks = host::checks(&state);
@@ -27,5 +29,5 @@ pub async fn run(args: DoctorArgs) -> Result<u8, Error> {
             check.print();
         }
     }
-    Ok(u8::from(checks.iter().any(|c| c.status == Status::Fail)))
+    Ok(if checks.iter().any(|c| c.status == Status::Fail) { exit::DOCTOR_FOUND_FAILURES } else { 0 })
 }

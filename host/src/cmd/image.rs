@@ -3,7 +3,7 @@
 //! the VM so its disk keeps both. Works with any backend whose guests run an
 //! SSH server (`Backend::ssh_endpoint`). With QEMU, BASE is a disk file and
 //! the result is an image folder (`$state/images/NAME`, see
-//! `backend::qemu::prepared`); with Tart, the stopped VM is the image.
+//! `backend::qemu::saved_image`); with Tart, the stopped VM is the image.
 
 use std::time::{Duration, Instant};
 

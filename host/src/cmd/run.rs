@@ -15,7 +15,7 @@ use crate::config::env_pairs;
 use crate::error::Error;
 use crate::exec::{Finished, Options};
 use crate::forward::Bound;
-use crate::lifecycle::{self, Outcome};
+use crate::lifecycle::{self, Up};
 use crate::state::{StateDir, VmLock, VmName};
 use crate::target::Target;
 
@@ -59,11 +59,11 @@ pub async fn run(args: RunArgs) -> Result<u8, Error> {
 /// the runtime hook in a fresh VM (after the sync: it runs in the project).
 async fn boot(state: &StateDir, plan: &Plan) -> Result<(), Error> {
     let fresh = match lifecycle::ensure_running(state, plan.backend.as_ref(), &plan.spec).await? {
-        Outcome::Started(record, took) => {
+        Up::Started(record, took) => {
             tracing::info!("{} booted in {:.1} s ({})", record.name, took.as_secs_f64(), plan.backend.notes(&record).join("; "));
             true
         }
-        Outcome::AlreadyUp(record) => {
+        Up::AlreadyUp(record) => {
             tracing::info!("{} was already up", record.name);
             false
         }

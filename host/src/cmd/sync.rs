@@ -40,7 +40,7 @@ pub fn resolve(args: &crate::cli::SnapshotArgs) -> Result<(Target, Source), Erro
             sync::source(&root, ro.git, ro.no_ignore)
         }
         None => {
-            let root = crate::target::workspace(args.workspace.as_deref())?;
+            let root = crate::workspace::resolve(args.workspace.as_deref())?;
             sync::source(&root, args.ro_git, args.no_ignore)
         }
     };

@@ -5,9 +5,9 @@ use crate::cli::UpArgs;
 use crate::config::Config;
 use crate::error::Error;
 use crate::hooks;
-use crate::lifecycle::{self, Outcome};
+use crate::lifecycle::{self, Up};
 use crate::state::{StateDir, VmLock, VmName, default_name};
-use crate::target::{self, Target};
+use crate::target::Target;
 
 /// Runs `hutch up`; returns the exit code.
 pub async fn run(args: UpArgs) -> Result<u8, Error> {
@@ -15,7 +15,7 @@ pub async fn run(args: UpArgs) -> Result<u8, Error> {
     let plan = plan(&args, &state, None, false)?;
     let _lock = VmLock::acquire(&state.create_vm_dir(&plan.spec.name)?)?;
     let outcome = lifecycle::ensure_running(&state, plan.backend.as_ref(), &plan.spec).await?;
-    let fresh = matches!(outcome, Outcome::Started(..));
+    let fresh = matches!(outcome, Up::Started(..));
     announce(plan.backend.as_ref(), outcome);
     initial_sync(&state, &plan.spec.name).await?;
     if fresh {
@@ -58,7 +58,7 @@ pub struct Plan {
 
 /// Resolves the VM `up`/`run` asks for. `name` overrides `--name` and the default.
 pub fn plan(args: &UpArgs, state: &StateDir, name: Option<VmName>, ephemeral: bool) -> Result<Plan, Error> {
-    let workspace = if args.no_workspace { None } else { Some(target::workspace(args.workspace.as_deref())?) };
+    let workspace = if args.no_workspace { None } else { Some(crate::workspace::resolve(args.workspace.as_deref())?) };
     let here = match &workspace {
         Some(ws) => ws.clone(),
         None => std::env::current_dir().map_err(|e| Error::local("reading the current directory", e))?,
@@ -98,10 +98,10 @@ pub async fn run_runtime_hook(state: &StateDir, plan: &Plan) -> Result<(), Error
 }
 
 /// Tells the user what `ensure_running` did.
-pub fn announce(backend: &dyn Backend, outcome: Outcome) {
+pub fn announce(backend: &dyn Backend, outcome: Up) {
     match outcome {
-        Outcome::AlreadyUp(record) => println!("{} is already up: {}", record.name, record.addr),
-        Outcome::Started(record, took) => {
+        Up::AlreadyUp(record) => println!("{} is already up: {}", record.name, record.addr),
+        Up::Started(record, took) => {
             for note in backend.notes(&record) {
                 eprintln!("hutch: {note}");
             }

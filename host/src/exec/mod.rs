@@ -18,7 +18,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::error::Error;
 use crate::transport::Client;
-use output::{Sink, Target};
+use output::{Sink, Stream};
 pub use report::Outcome;
 use terminal::RawMode;
 
@@ -77,8 +77,8 @@ pub async fn run(client: &mut Client, options: &Options) -> Result<Finished, Err
         tokio::select! {
             message = responses.next() => match message {
                 Some(Ok(message)) => match message.kind {
-                    Some(Kind::Stdout(data)) => sink.write(Target::Stdout, data).await,
-                    Some(Kind::Stderr(data)) => sink.write(Target::Stderr, data).await,
+                    Some(Kind::Stdout(data)) => sink.write(Stream::Stdout, data).await,
+                    Some(Kind::Stderr(data)) => sink.write(Stream::Stderr, data).await,
                     Some(Kind::Started(started)) => tracing::debug!(pid = started.pid, "remote process started"),
                     Some(Kind::Exited(exited)) => break Outcome::Exited(exited),
                     Some(Kind::StartFailed(failed)) => break Outcome::StartFailed(failed),

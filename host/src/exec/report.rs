@@ -1,4 +1,4 @@
-//! How an exec ended, as an exit code (DESIGN.md's table) and as JSON.
+//! How an exec ended, as an exit code (the exit-code table in the README) and as JSON.
 
 use std::str::FromStr;
 

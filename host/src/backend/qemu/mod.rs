@@ -10,9 +10,9 @@ pub mod accel;
 pub mod args;
 pub mod disk;
 pub mod image;
-pub mod prepared;
 pub mod process;
 pub mod qmp;
+pub mod saved_image;
 pub mod vsock;
 
 use std::path::{Path, PathBuf};

@@ -1,5 +1,8 @@
-//! Asking the agent to set up the workspace (its `Prepare` call), and undoing
-//! on the host what it left there.
+//! The host project in the guest: which folder it is (`--workspace` or the
+//! current directory), asking the agent to set it up at the same path (its
+//! `Prepare` call), and undoing on the host what that left there.
+
+use std::path::{Path, PathBuf};
 
 use hutch_proto::addr::Addr;
 use hutch_proto::v1::{HeavyMethod, PrepareRequest};
@@ -8,9 +11,6 @@ use crate::backend::Backend;
 use crate::error::Error;
 use crate::state::{HeavyLink, VmRecord};
 use crate::transport::{self, BearerToken};
-
-/// Heavy artifact dirs kept on VM-local disk unless told otherwise.
-pub const DEFAULT_HEAVY_DIRS: &[&str] = &["node_modules", ".next", ".svelte-kit", ".venv", "target"];
 
 /// Shares the workspace at its host path in the guest and redirects heavy
 /// dirs; records the symlinks it put into the host project, if any.
@@ -52,4 +52,19 @@ pub fn remove_links(record: &mut VmRecord) {
             let _ = std::fs::remove_file(&link.path);
         }
     }
+}
+
+/// The workspace folder for `hutch up`/`run`: `--workspace` or the current
+/// directory, absolute and with symlinks resolved (the guest mounts it at
+/// this exact path).
+pub fn resolve(given: Option<&Path>) -> Result<PathBuf, Error> {
+    let path = match given {
+        Some(path) => path.to_path_buf(),
+        None => std::env::current_dir().map_err(|e| Error::local("reading the current directory", e))?,
+    };
+    let resolved = path.canonicalize().map_err(|e| Error::local(&format!("workspace {}", path.display()), e))?;
+    if !resolved.is_dir() {
+        return Err(Error::Usage(format!("workspace {} is not a directory", resolved.display())));
+    }
+    Ok(resolved)
 }
