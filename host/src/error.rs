@@ -144,6 +144,7 @@ impl Error {
             Error::State(StateError::NoSuchVm(name)) => Some(format!(
                 "create it with `hutch up --name {name}`, pick another with --name (`hutch ls` lists them), or reach an agent directly with --addr"
             )),
+            Error::State(StateError::NoAddress(name)) => Some(format!("start it with `hutch up --name {name}`")),
             Error::State(_) => None,
             Error::Backend(e) => e.hint(),
             Error::Install(e) => e.hint(),

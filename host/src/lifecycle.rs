@@ -7,7 +7,6 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use hutch_proto::addr::Addr;
 use hutch_proto::v1::{InfoRequest, InfoResponse};
 
 use crate::backend::{Backend, VmSpec, VmState};
@@ -42,11 +41,11 @@ pub async fn ensure_running(state: &StateDir, backend: &dyn Backend, spec: &VmSp
         Err(e) => return Err(e.into()),
     };
     let mut record = match existing {
-        Some(record) if record.backend != backend.kind() => {
+        Some(record) if record.kind() != backend.kind() => {
             return Err(Error::Usage(format!(
                 "VM {} exists with the {} backend; remove it first (`hutch rm -f {}`) to recreate it with {}",
                 spec.name,
-                record.backend.as_str(),
+                record.kind().as_str(),
                 spec.name,
                 backend.kind().as_str()
             )));
@@ -120,7 +119,7 @@ async fn wait_for_agent(backend: &dyn Backend, record: &mut VmRecord, dir: &Path
         }
         if backend.state(record, dir) != VmState::Running {
             return Err(Error::Boot {
-                name: record.name.clone(),
+                name: record.name.to_string(),
                 why: "the VM stopped while booting".into(),
                 console: backend.console_tail(dir, CONSOLE_LINES),
             });
@@ -133,7 +132,7 @@ async fn wait_for_agent(backend: &dyn Backend, record: &mut VmRecord, dir: &Path
                 continue;
             }
             let why = format!("its agent did not answer within {:?}", backend.boot_timeout(record));
-            return Err(Error::Boot { name: record.name.clone(), why, console: backend.console_tail(dir, CONSOLE_LINES) });
+            return Err(Error::Boot { name: record.name.to_string(), why, console: backend.console_tail(dir, CONSOLE_LINES) });
         }
         tokio::time::sleep(RETRY_EVERY).await;
     }
@@ -141,18 +140,18 @@ async fn wait_for_agent(backend: &dyn Backend, record: &mut VmRecord, dir: &Path
 
 /// Asks the VM's agent for `Info` over the address in its record.
 pub async fn agent_info(record: &VmRecord) -> Result<InfoResponse, Error> {
-    let addr: Addr = record.addr.parse()?;
+    let addr = record.agent_addr()?;
     let token = match &record.token_file {
         Some(path) => BearerToken::from_file(path)?,
         None => BearerToken::default(),
     };
-    let mut client = transport::connect(&addr, token).await?;
+    let mut client = transport::connect(addr, token).await?;
     Ok(client.info(InfoRequest {}).await.map_err(Error::from_status)?.into_inner())
 }
 
 /// Stops the VM if it runs and records that it is stopped.
 pub fn stop(state: &StateDir, backend: &dyn Backend, record: &mut VmRecord) -> Result<(), Error> {
-    let name = crate::state::VmName::new(&record.name)?;
+    let name = record.name.clone();
     let dir = state.vm_dir(&name);
     crate::forward::detached::stop(record);
     crate::mux::lock::stop(&dir);
@@ -165,7 +164,7 @@ pub fn stop(state: &StateDir, backend: &dyn Backend, record: &mut VmRecord) -> R
 
 /// Stops and deletes the VM and removes its state folder.
 pub fn destroy(state: &StateDir, backend: &dyn Backend, record: &VmRecord) -> Result<(), Error> {
-    let name = crate::state::VmName::new(&record.name)?;
+    let name = record.name.clone();
     crate::forward::detached::stop(&mut record.clone());
     crate::mux::lock::stop(&state.vm_dir(&name));
     backend.delete(record, &state.vm_dir(&name))?;

@@ -47,7 +47,7 @@ impl Target {
             Some(path) => BearerToken::from_file(path)?,
             None => BearerToken::default(),
         };
-        Ok(Target { addr: record.addr.parse()?, token, vm: Some((state, record)) })
+        Ok(Target { addr: record.agent_addr()?.clone(), token, vm: Some((state, record)) })
     }
 
     /// The guest working directory to use when none is given: the host's
@@ -72,7 +72,7 @@ impl Target {
     /// `crate::mux`), turning a failure into the reason and the fix.
     pub async fn connect(&self) -> Result<Client, Error> {
         let vm = self.vm.as_ref().filter(|_| crate::mux::enabled());
-        let Some((state, name)) = vm.and_then(|(state, record)| Some((state, VmName::new(&record.name).ok()?))) else {
+        let Some((state, name)) = vm.map(|(state, record)| (state, record.name.clone())) else {
             return self.connect_directly().await;
         };
         if let Some(client) = crate::mux::connect(state, &name).await {
@@ -94,14 +94,13 @@ impl Target {
     /// Asks the backend why the agent of this target's VM cannot be reached.
     fn diagnose(&self, error: TransportError) -> Error {
         let Some((state, record)) = &self.vm else { return error.into() };
-        let Ok(backend) = backend::for_kind(record.backend, state) else { return error.into() };
-        let Ok(name) = VmName::new(&record.name) else { return error.into() };
-        let dir = state.vm_dir(&name);
+        let Ok(backend) = backend::for_kind(record.kind(), state) else { return error.into() };
+        let dir = state.vm_dir(&record.name);
         match backend.state(record, &dir) {
             VmState::Running => {
-                Error::AgentSilent { name: record.name.clone(), cause: error.to_string(), console: backend.console_tail(&dir, 15) }
+                Error::AgentSilent { name: record.name.to_string(), cause: error.to_string(), console: backend.console_tail(&dir, 15) }
             }
-            other => Error::VmDown { name: record.name.clone(), state: other.as_str().to_owned() },
+            other => Error::VmDown { name: record.name.to_string(), state: other.as_str().to_owned() },
         }
     }
 }

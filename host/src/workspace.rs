@@ -4,7 +4,6 @@
 
 use std::path::{Path, PathBuf};
 
-use hutch_proto::addr::Addr;
 use hutch_proto::v1::{HeavyMethod, PrepareRequest};
 
 use crate::backend::Backend;
@@ -18,12 +17,12 @@ pub async fn prepare(backend: &dyn Backend, record: &mut VmRecord) -> Result<(),
     let (Some(workspace), Some(share)) = (record.workspace.clone(), backend.workspace_share(record)) else {
         return Ok(());
     };
-    let addr: Addr = record.addr.parse()?;
+    let addr = record.agent_addr()?;
     let token = match &record.token_file {
         Some(path) => BearerToken::from_file(path)?,
         None => BearerToken::default(),
     };
-    let mut client = transport::connect(&addr, token).await?;
+    let mut client = transport::connect(addr, token).await?;
     let request = PrepareRequest {
         workspace: workspace.display().to_string(),
         share: Some(share),

@@ -9,7 +9,6 @@
 
 pub mod lima;
 pub mod qemu;
-pub mod share;
 pub mod tart;
 pub mod tool;
 
@@ -18,7 +17,9 @@ use std::time::Duration;
 
 use hutch_proto::v1::WorkspaceShare;
 
-use crate::state::{BackendKind, StateDir, VmName, VmRecord};
+use hutch_proto::addr::Addr;
+
+use crate::state::{BackendKind, BackendState, StateDir, VmName, VmRecord};
 
 /// What `hutch up`/`run` asks for.
 #[derive(Clone, Debug)]
@@ -49,11 +50,10 @@ impl VmSpec {
     }
 
     /// The first record of a VM just created from this spec, in state stopped.
-    pub fn record(&self, backend: BackendKind, image: String, addr: String, backend_state: serde_json::Value) -> VmRecord {
+    pub fn record(&self, image: String, addr: Option<Addr>, backend: BackendState) -> VmRecord {
         VmRecord {
             version: crate::state::RECORD_VERSION,
-            name: self.name.to_string(),
-            backend,
+            name: self.name.clone(),
             addr,
             token_file: None,
             workspace: self.workspace.clone(),
@@ -66,7 +66,7 @@ impl VmSpec {
             protocol: None,
             heavy_dirs: self.heavy_dirs.clone(),
             heavy_links: Vec::new(),
-            backend_state,
+            backend,
             forward_pid: None,
             ro: self.ro,
         }

@@ -28,7 +28,7 @@ async fn install(args: InstallArgs) -> Result<u8, Error> {
     let vm = match &args.name {
         Some(name) => {
             let record = state.load(name)?;
-            let backend = backend::for_kind(record.backend, &state)?;
+            let backend = backend::for_kind(record.kind(), &state)?;
             let endpoint = running_endpoint(backend.as_ref(), &state, &record)?;
             Some((record, backend, endpoint))
         }
@@ -36,7 +36,7 @@ async fn install(args: InstallArgs) -> Result<u8, Error> {
     };
     let dest = match (&vm, &args.host) {
         (Some((record, _, endpoint)), _) => Dest {
-            known_as: Some(known_hosts::vm_entry(&record.name)),
+            known_as: Some(known_hosts::vm_entry(record.name.as_str())),
             ..destination(endpoint.host.clone(), endpoint.port, &args.ssh, endpoint.user.as_deref())?
         },
         (None, Some(host)) => destination(host.clone(), args.port, &args.ssh, None)?,
@@ -62,7 +62,7 @@ async fn install(args: InstallArgs) -> Result<u8, Error> {
             Some((mut record, backend, _)) => {
                 agent_install::sync_disks(&session).await?;
                 session.close().await;
-                let name = crate::state::VmName::new(&record.name)?;
+                let name = record.name.clone();
                 let _lock = VmLock::acquire(&state.vm_dir(&name))?;
                 lifecycle::stop(&state, backend.as_ref(), &mut record)?;
                 println!("{} is stopped; its disk keeps the agent", record.name);
@@ -85,11 +85,11 @@ async fn install(args: InstallArgs) -> Result<u8, Error> {
 
 /// The SSH endpoint of a hutch VM that must be running.
 pub fn running_endpoint(backend: &dyn Backend, state: &StateDir, record: &VmRecord) -> Result<SshEndpoint, Error> {
-    let name = crate::state::VmName::new(&record.name)?;
+    let name = record.name.clone();
     let dir = state.vm_dir(&name);
     match backend.state(record, &dir) {
         VmState::Running => {}
-        other => return Err(Error::VmDown { name: record.name.clone(), state: other.as_str().to_owned() }),
+        other => return Err(Error::VmDown { name: record.name.to_string(), state: other.as_str().to_owned() }),
     }
     backend.ssh_endpoint(record, &dir).ok_or_else(|| no_ssh(backend).into())
 }
@@ -166,13 +166,13 @@ pub async fn answers_on_vm_transport(record: &VmRecord) -> Result<(), Error> {
     loop {
         match lifecycle::agent_info(record).await {
             Ok(info) => {
-                println!("{} answers on {} (hutch-agent {})", record.name, record.addr, info.version);
+                println!("{} answers on {} (hutch-agent {})", record.name, record.addr_text(), info.version);
                 return Ok(());
             }
             Err(e) if Instant::now() >= deadline => {
-                return Err(InstallError::AgentSilent { socket: record.addr.clone(), why: e.to_string(), log: None }.into());
+                return Err(InstallError::AgentSilent { socket: record.addr_text(), why: e.to_string(), log: None }.into());
             }
-            Err(e) => tracing::trace!("agent not answering on {} yet: {e}", record.addr),
+            Err(e) => tracing::trace!("agent not answering on {} yet: {e}", record.addr_text()),
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

@@ -96,7 +96,7 @@ async fn prepare(args: PrepareArgs) -> Result<u8, Error> {
 /// `$state/images/NAME`; the VM that made it is deleted either way (the
 /// base image was never written).
 async fn finish_qemu(state: &StateDir, backend: &dyn Backend, record: &mut VmRecord, result: Result<String, Error>) -> Result<u8, Error> {
-    let name = VmName::new(&record.name)?;
+    let name = record.name.clone();
     let dir = state.vm_dir(&name);
     if result.is_ok() {
         let deadline = Instant::now() + POWER_OFF_WITHIN;
@@ -127,7 +127,7 @@ async fn run_setup_hook(state: &StateDir, record: &VmRecord) -> Result<(), Error
     let cwd = std::env::current_dir().map_err(|e| Error::local("reading the current directory", e))?;
     let Some(script) = crate::config::Config::load(&cwd)?.setup_hook.value else { return Ok(()) };
     let script = expand_home(&script);
-    let target = crate::target::Target::for_vm(state.clone(), &VmName::new(&record.name)?)?;
+    let target = crate::target::Target::for_vm(state.clone(), &record.name.clone())?;
     crate::hooks::run_setup(&target, &script).await
 }
 
@@ -143,10 +143,10 @@ async fn install(state: &StateDir, backend: &dyn Backend, record: &VmRecord, arg
     let deadline = Instant::now() + backend.boot_timeout(record);
     let endpoint = wait_for_endpoint(state, backend, record, deadline).await?;
     let dest = Dest {
-        known_as: Some(known_hosts::vm_entry(&record.name)),
+        known_as: Some(known_hosts::vm_entry(record.name.as_str())),
         ..agent::destination(endpoint.host.clone(), endpoint.port, &args.ssh, endpoint.user.as_deref())?
     };
-    let vm_dir = state.vm_dir(&VmName::new(&record.name)?);
+    let vm_dir = state.vm_dir(&record.name.clone());
     let session = loop {
         match agent::connect(state, &dest, &args.ssh).await {
             Ok(session) => break session,
@@ -155,7 +155,7 @@ async fn install(state: &StateDir, backend: &dyn Backend, record: &VmRecord, arg
             Err(Error::Install(InstallError::Connect { .. } | InstallError::Ssh { .. })) if Instant::now() < deadline => {
                 if backend.state(record, &vm_dir) != VmState::Running {
                     return Err(Error::Boot {
-                        name: record.name.clone(),
+                        name: record.name.to_string(),
                         why: "the VM stopped while booting".into(),
                         console: backend.console_tail(&vm_dir, 30),
                     });
@@ -171,7 +171,7 @@ async fn install(state: &StateDir, backend: &dyn Backend, record: &VmRecord, arg
     agent::answers_on_vm_transport(record).await?;
     run_setup_hook(state, record).await?;
     agent_install::sync_disks(&session).await?;
-    if record.backend == BackendKind::Qemu {
+    if record.kind() == BackendKind::Qemu {
         // A clean power-off (file systems unmounted, journal closed) before
         // the disk becomes an image; QEMU exits with the guest (-no-reboot).
         agent_install::shut_down(&session, &installed.sudo).await?;
@@ -181,7 +181,7 @@ async fn install(state: &StateDir, backend: &dyn Backend, record: &VmRecord, arg
 }
 
 async fn wait_for_endpoint(state: &StateDir, backend: &dyn Backend, record: &VmRecord, deadline: Instant) -> Result<SshEndpoint, Error> {
-    let dir = state.vm_dir(&VmName::new(&record.name)?);
+    let dir = state.vm_dir(&record.name.clone());
     loop {
         if let Some(endpoint) = backend.ssh_endpoint(record, &dir) {
             return Ok(endpoint);

@@ -15,7 +15,7 @@ pub async fn run(args: NameArg) -> Result<u8, Error> {
     let name = vm_name(&state, args.name())?;
     let record = state.load(&name)?;
     let _lock = VmLock::acquire(&state.vm_dir(&name))?;
-    let backend = backend::for_kind(record.backend, &state)?;
+    let backend = backend::for_kind(record.kind(), &state)?;
     let spec = VmSpec {
         name: name.clone(),
         image: Some(record.image.clone()),

@@ -100,12 +100,12 @@ pub async fn run_runtime_hook(state: &StateDir, plan: &Plan) -> Result<(), Error
 /// Tells the user what `ensure_running` did.
 pub fn announce(backend: &dyn Backend, outcome: Up) {
     match outcome {
-        Up::AlreadyUp(record) => println!("{} is already up: {}", record.name, record.addr),
+        Up::AlreadyUp(record) => println!("{} is already up: {}", record.name, record.addr_text()),
         Up::Started(record, took) => {
             for note in backend.notes(&record) {
                 eprintln!("hutch: {note}");
             }
-            println!("{} is up in {:.1} s: {}", record.name, took.as_secs_f64(), record.addr);
+            println!("{} is up in {:.1} s: {}", record.name, took.as_secs_f64(), record.addr_text());
         }
     }
 }

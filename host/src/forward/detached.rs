@@ -54,14 +54,14 @@ pub fn start(state: &StateDir, name: &VmName, mappings: &[PortMapping]) -> Resul
 /// Stops the VM's forwarder if it still runs, and forgets its pid.
 pub fn stop(record: &mut VmRecord) {
     let Some(pid) = record.forward_pid.take() else { return };
-    if !is_forwarder(pid, &record.name) {
+    if !is_forwarder(pid, record.name.as_str()) {
         return;
     }
     let target = Pid::from_raw(pid as i32);
     let _ = kill(target, Signal::SIGTERM);
-    if !wait_gone(pid, &record.name, STOP_GRACE) {
+    if !wait_gone(pid, record.name.as_str(), STOP_GRACE) {
         let _ = kill(target, Signal::SIGKILL);
-        wait_gone(pid, &record.name, STOP_GRACE);
+        wait_gone(pid, record.name.as_str(), STOP_GRACE);
     }
 }
 

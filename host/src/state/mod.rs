@@ -10,12 +10,14 @@
 //!   images/NAME/              images made by `hutch image prepare` (QEMU)
 //! ```
 
+mod backend_state;
 mod lock;
 mod name;
 mod record;
 
 use std::path::{Path, PathBuf};
 
+pub use backend_state::{Accel, BackendState, LimaState, MadeBy, QemuState, ShareSource, TartState, WorkspaceShare};
 pub use lock::VmLock;
 pub use name::{VmName, default_name};
 pub use record::{BackendKind, HeavyLink, RECORD_VERSION, RoMode, VmRecord, now_unix};
@@ -32,6 +34,9 @@ pub enum StateError {
     /// No record exists for this VM.
     #[error("no VM named {0}")]
     NoSuchVm(String),
+    /// The VM was never started, so its record has no agent address.
+    #[error("VM {0} has not been started yet, so it has no agent address")]
+    NoAddress(String),
     /// The record exists but cannot be understood.
     #[error("the record {path} is unreadable: {why}")]
     BadRecord {

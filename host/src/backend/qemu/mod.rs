@@ -21,10 +21,9 @@ use std::time::Duration;
 
 use hutch_proto::addr::Addr;
 use hutch_proto::v1::{WorkspaceShare, workspace_share};
-use serde::{Deserialize, Serialize};
 
 use crate::backend::{Backend, BackendError, SshEndpoint, VmSpec, VmState, tail_of_file};
-use crate::state::{BackendKind, StateDir, VmRecord};
+use crate::state::{BackendKind, BackendState, QemuState, StateDir, VmRecord};
 use accel::{Accel, Choice};
 use image::GuestImage;
 
@@ -42,26 +41,12 @@ pub struct Qemu {
     state_root: PathBuf,
 }
 
-/// What the QEMU backend keeps in `VmRecord::backend_state`.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-struct QemuState {
-    qemu_pid: Option<u32>,
-    vhost_pid: Option<u32>,
-    accel: Option<Accel>,
-    accel_reason: String,
-    probing_kvm: bool,
-    /// Disk images: the host port forwarded to the guest's SSH server.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    ssh_port: Option<u16>,
-}
-
-impl QemuState {
-    fn of(record: &VmRecord) -> QemuState {
-        serde_json::from_value(record.backend_state.clone()).unwrap_or_default()
-    }
-
-    fn store(&self, record: &mut VmRecord) {
-        record.backend_state = serde_json::to_value(self).unwrap_or_default();
+/// This backend's part of a record (a record of another backend never
+/// reaches it: `backend::for_kind` picks the backend by the record's tag).
+fn qemu_state(record: &VmRecord) -> QemuState {
+    match &record.backend {
+        BackendState::Qemu(state) => state.clone(),
+        _ => QemuState::default(),
     }
 }
 
@@ -86,7 +71,7 @@ impl Qemu {
             let _ = std::fs::remove_file(dir.join(stale));
         }
         let device = if vsock::kernel_available() {
-            vsock::Device::Kernel { cid: vsock::kernel_cid(&record.name, 0) }
+            vsock::Device::Kernel { cid: vsock::kernel_cid(record.name.as_str(), 0) }
         } else {
             vsock::start_user_space(&self.vhost_device_vsock, dir)?
         };
@@ -126,7 +111,7 @@ impl Qemu {
             vsock::Device::Kernel { cid } => Addr::Vsock { cid, port: image.spec.agent_port },
             vsock::Device::UserSpace { .. } => Addr::Hvsock { path: vsock::hvsock_path(dir), port: image.spec.agent_port },
         }
-        .to_string();
+        .into();
         let state = QemuState {
             qemu_pid: Some(qemu_pid),
             vhost_pid,
@@ -135,7 +120,7 @@ impl Qemu {
             probing_kvm: choice.probing,
             ssh_port,
         };
-        state.store(record);
+        record.backend = BackendState::Qemu(state);
         Ok(())
     }
 
@@ -157,7 +142,7 @@ impl Qemu {
     }
 
     fn shut_down(&self, record: &mut VmRecord, dir: &Path) {
-        let mut state = QemuState::of(record);
+        let mut state = qemu_state(record);
         if let Some(pid) = state.qemu_pid.take() {
             let quit = || qmp::quit(&dir.join(args::QMP_SOCKET)).is_ok() && process::wait_gone(pid, dir, Duration::from_secs(10));
             if process::is_ours(pid, dir) && !quit() {
@@ -171,7 +156,7 @@ impl Qemu {
         for socket in [args::QMP_SOCKET, vsock::VHOST_SOCKET, vsock::HVSOCK_SOCKET] {
             let _ = std::fs::remove_file(dir.join(socket));
         }
-        state.store(record);
+        record.backend = BackendState::Qemu(state);
     }
 }
 
@@ -193,7 +178,7 @@ impl Backend for Qemu {
             disk::image_for_disk(&path, &boot, &dir.join(IMAGE_DIR))?
         };
         disk::create_overlay(&self.qemu_img, &image, &dir.join(disk::OVERLAY))?;
-        Ok(spec.record(BackendKind::Qemu, base.to_owned(), String::new(), serde_json::Value::Null))
+        Ok(spec.record(base.to_owned(), None, BackendState::Qemu(QemuState::default())))
     }
 
     fn start(&self, record: &mut VmRecord, dir: &Path) -> Result<(), BackendError> {
@@ -218,7 +203,7 @@ impl Backend for Qemu {
     }
 
     fn state(&self, record: &VmRecord, dir: &Path) -> VmState {
-        let state = QemuState::of(record);
+        let state = qemu_state(record);
         if state.qemu_pid.is_some_and(|pid| process::is_ours(pid, dir)) {
             VmState::Running
         } else if dir.join(IMAGE_DIR).join(image::IMAGE_FILE).exists() {
@@ -241,7 +226,7 @@ impl Backend for Qemu {
     }
 
     fn notes(&self, record: &VmRecord) -> Vec<String> {
-        let state = QemuState::of(record);
+        let state = qemu_state(record);
         match state.accel {
             Some(Accel::Tcg) => vec![format!("running under TCG (software emulation): {}", state.accel_reason)],
             Some(Accel::Kvm) => vec!["running under KVM".to_owned()],
@@ -258,11 +243,11 @@ impl Backend for Qemu {
     }
 
     fn boot_timeout(&self, record: &VmRecord) -> Duration {
-        if QemuState::of(record).probing_kvm { accel::KVM_PROBE_TIMEOUT } else { crate::backend::DEFAULT_BOOT_TIMEOUT }
+        if qemu_state(record).probing_kvm { accel::KVM_PROBE_TIMEOUT } else { crate::backend::DEFAULT_BOOT_TIMEOUT }
     }
 
     fn retry_boot(&self, record: &mut VmRecord, dir: &Path) -> Result<bool, BackendError> {
-        if !QemuState::of(record).probing_kvm {
+        if !qemu_state(record).probing_kvm {
             return Ok(false);
         }
         eprintln!("hutch: KVM did not boot the guest within {:?}; falling back to TCG (software emulation)", accel::KVM_PROBE_TIMEOUT);
@@ -274,17 +259,17 @@ impl Backend for Qemu {
     }
 
     fn ssh_endpoint(&self, record: &VmRecord, dir: &Path) -> Option<SshEndpoint> {
-        let state = QemuState::of(record);
+        let state = qemu_state(record);
         let running = state.qemu_pid.is_some_and(|pid| process::is_ours(pid, dir));
         state.ssh_port.filter(|_| running).map(|port| SshEndpoint { host: "127.0.0.1".into(), port, user: None })
     }
 
     fn booted(&self, record: &mut VmRecord, _dir: &Path) {
-        let mut state = QemuState::of(record);
+        let mut state = qemu_state(record);
         if state.probing_kvm {
             accel::remember(&self.state_root, true);
             state.probing_kvm = false;
-            state.store(record);
+            record.backend = BackendState::Qemu(state);
         }
     }
 }

@@ -23,12 +23,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use hutch_proto::addr::Addr;
-use serde::{Deserialize, Serialize};
 
-use crate::backend::share::{ShareSource, WorkspaceShare};
 use crate::backend::tool::Tool;
 use crate::backend::{Backend, BackendError, VmSpec, VmState, configured_boot_timeout, tail_of_file};
-use crate::state::{BackendKind, StateDir, VmRecord};
+use crate::state::{BackendKind, BackendState, ShareSource, StateDir, TartState, VmRecord, WorkspaceShare};
 
 /// `tart run`'s stdout/stderr, in the VM's state folder; also its liveness lock.
 const RUN_LOG: &str = "tart-run.log";
@@ -56,23 +54,12 @@ pub struct Tart {
     boot_timeout: Duration,
 }
 
-/// What the Tart backend keeps in `VmRecord::backend_state`.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-struct TartState {
-    /// The shared workspace, for the agent to mount at the host's path.
-    share: Option<WorkspaceShare>,
-    /// hutch's `tart run`, while it runs (see [`run`]).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    run_pid: Option<u32>,
-}
-
-impl TartState {
-    fn of(record: &VmRecord) -> TartState {
-        serde_json::from_value(record.backend_state.clone()).unwrap_or_default()
-    }
-
-    fn store(&self, record: &mut VmRecord) {
-        record.backend_state = serde_json::to_value(self).unwrap_or_default();
+/// This backend's part of a record (a record of another backend never
+/// reaches it: `backend::for_kind` picks the backend by the record's tag).
+fn tart_state(record: &VmRecord) -> TartState {
+    match &record.backend {
+        BackendState::Tart(state) => state.clone(),
+        _ => TartState::default(),
     }
 }
 
@@ -166,18 +153,17 @@ impl Backend for Tart {
             .map(Path::to_path_buf)
             .map(|host_path| WorkspaceShare { host_path, source: ShareSource::TartDir { name: SHARE_NAME.into(), read_only: false } });
         let addr = match self.transport {
-            Transport::ControlSocket => Addr::Unix(self.control_socket(name)).to_string(),
-            Transport::Ip { .. } => String::new(),
+            Transport::ControlSocket => Some(Addr::Unix(self.control_socket(name))),
+            Transport::Ip { .. } => None,
         };
-        let state = serde_json::to_value(TartState { share, run_pid: None }).unwrap_or_default();
-        Ok(spec.record(BackendKind::Tart, base.to_owned(), addr, state))
+        Ok(spec.record(base.to_owned(), addr, BackendState::Tart(TartState { share, run_pid: None })))
     }
 
     fn start(&self, record: &mut VmRecord, dir: &Path) -> Result<(), BackendError> {
         let name = record.name.clone();
         let name = name.as_str();
         let mut args = vec!["run".to_owned(), name.to_owned(), "--no-graphics".to_owned()];
-        if let Some(share) = &TartState::of(record).share
+        if let Some(share) = &tart_state(record).share
             && let ShareSource::TartDir { name, read_only } = &share.source
         {
             let ro = if *read_only { ":ro" } else { "" };
@@ -185,13 +171,13 @@ impl Backend for Tart {
         }
         let log = dir.join(RUN_LOG);
         let pid = run::spawn(&self.tool, self.tool.command(&args), &log)?;
-        let mut state = TartState::of(record);
+        let mut state = tart_state(record);
         state.run_pid = Some(pid);
-        state.store(record);
+        record.backend = BackendState::Tart(state);
         match &self.transport {
             Transport::ControlSocket => {
                 self.wait_for_control_socket(name, &log)?;
-                record.addr = Addr::Unix(self.control_socket(name)).to_string();
+                record.addr = Some(Addr::Unix(self.control_socket(name)));
                 record.token_file = None;
             }
             Transport::Ip { port, token_file } => {
@@ -201,7 +187,7 @@ impl Backend for Tart {
                     Err(_) if !run::running(&log) => return Err(exited(name, &log)),
                     Err(e) => return Err(e),
                 };
-                record.addr = Addr::Tcp { host: ip, port: *port }.to_string();
+                record.addr = Some(Addr::Tcp { host: ip, port: *port });
                 record.token_file = Some(token_file.clone());
             }
         }
@@ -211,7 +197,7 @@ impl Backend for Tart {
     fn stop(&self, record: &mut VmRecord, dir: &Path) -> Result<(), BackendError> {
         let log = dir.join(RUN_LOG);
         let ours = run::running(&log);
-        if !ours && self.listed_state(&record.name)? != VmState::Running {
+        if !ours && self.listed_state(record.name.as_str())? != VmState::Running {
             return Ok(());
         }
         let stopped = self.tool.run(&["stop", record.name.as_str()]);
@@ -220,14 +206,14 @@ impl Backend for Tart {
         }
         // Ours: make sure it is gone, even if `tart stop` failed or hung up.
         let grace = if stopped.is_ok() { STOP_GRACE } else { Duration::ZERO };
-        let mut state = TartState::of(record);
+        let mut state = tart_state(record);
         if !run::wait_exit(&log, grace)
             && let Some(pid) = state.run_pid
         {
             run::terminate(&log, pid, Duration::from_secs(5));
         }
         state.run_pid = None;
-        state.store(record);
+        record.backend = BackendState::Tart(state);
         Ok(())
     }
 
@@ -239,7 +225,7 @@ impl Backend for Tart {
         match self.tool.run(&["delete", record.name.as_str()]) {
             Ok(_) => Ok(()),
             // Deleted behind hutch's back: nothing left to delete.
-            Err(_) if self.listed_state(&record.name)? == VmState::Missing => Ok(()),
+            Err(_) if self.listed_state(record.name.as_str())? == VmState::Missing => Ok(()),
             Err(e) => Err(e),
         }
     }
@@ -248,7 +234,7 @@ impl Backend for Tart {
         if run::running(&dir.join(RUN_LOG)) {
             return VmState::Running;
         }
-        match self.listed_state(&record.name) {
+        match self.listed_state(record.name.as_str()) {
             Ok(state) => state,
             Err(e) => {
                 tracing::warn!("cannot ask Tart about {}: {e}", record.name);
@@ -259,7 +245,7 @@ impl Backend for Tart {
 
     fn ready_to_connect(&self, record: &VmRecord, _dir: &Path) -> bool {
         match self.transport {
-            Transport::ControlSocket => self.control_socket(&record.name).exists(),
+            Transport::ControlSocket => self.control_socket(record.name.as_str()).exists(),
             Transport::Ip { .. } => true,
         }
     }
@@ -286,6 +272,6 @@ impl Backend for Tart {
     }
 
     fn workspace_share(&self, record: &VmRecord) -> Option<hutch_proto::v1::WorkspaceShare> {
-        TartState::of(record).share.map(|share| share.to_proto())
+        tart_state(record).share.map(|share| share.to_proto())
     }
 }
