@@ -60,7 +60,7 @@ pub async fn ensure_running(state: &StateDir, backend: &dyn Backend, spec: &VmSp
                 spec.name
             )));
         }
-        Some(record) => match backend.state(&record, &dir) {
+        Some(record) => match backend.state(&record, &dir)? {
             VmState::Running if agent_info(&record).await.is_ok() => return Ok(Up::AlreadyUp(record)),
             VmState::Running => {
                 // Up but not answering (half-booted, or the agent died): restart it.
@@ -117,7 +117,7 @@ async fn wait_for_agent(backend: &dyn Backend, record: &mut VmRecord, dir: &Path
                 Err(_) => tracing::trace!("agent attempt timed out"),
             }
         }
-        if backend.state(record, dir) != VmState::Running {
+        if backend.state(record, dir)? != VmState::Running {
             return Err(Error::Boot {
                 name: record.name.to_string(),
                 why: "the VM stopped while booting".into(),

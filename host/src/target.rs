@@ -97,10 +97,14 @@ impl Target {
         let Ok(backend) = backend::for_kind(record.kind(), state) else { return error.into() };
         let dir = state.vm_dir(&record.name);
         match backend.state(record, &dir) {
-            VmState::Running => {
+            Err(e) => {
+                tracing::warn!("cannot ask the backend about {}: {e}", record.name);
+                error.into()
+            }
+            Ok(VmState::Running) => {
                 Error::AgentSilent { name: record.name.to_string(), cause: error.to_string(), console: backend.console_tail(&dir, 15) }
             }
-            other => Error::VmDown { name: record.name.to_string(), state: other.as_str().to_owned() },
+            Ok(other) => Error::VmDown { name: record.name.to_string(), state: other.as_str().to_owned() },
         }
     }
 }

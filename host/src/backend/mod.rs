@@ -194,7 +194,10 @@ pub trait Backend {
     fn delete(&self, record: &VmRecord, dir: &Path) -> Result<(), BackendError>;
 
     /// The VM's state, asked of the backend (used off the hot path only).
-    fn state(&self, record: &VmRecord, dir: &Path) -> VmState;
+    /// An error means the backend could not tell (its CLI failed): never
+    /// take it for [`VmState::Missing`], which would make `up` create the VM
+    /// again.
+    fn state(&self, record: &VmRecord, dir: &Path) -> Result<VmState, BackendError>;
 
     /// Whether the guest has said its agent is listening. Until it does, the
     /// lifecycle does not try to connect (for a while): some vsock devices

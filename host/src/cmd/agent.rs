@@ -87,7 +87,7 @@ async fn install(args: InstallArgs) -> Result<u8, Error> {
 pub fn running_endpoint(backend: &dyn Backend, state: &StateDir, record: &VmRecord) -> Result<SshEndpoint, Error> {
     let name = record.name.clone();
     let dir = state.vm_dir(&name);
-    match backend.state(record, &dir) {
+    match backend.state(record, &dir)? {
         VmState::Running => {}
         other => return Err(Error::VmDown { name: record.name.to_string(), state: other.as_str().to_owned() }),
     }

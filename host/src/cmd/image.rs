@@ -100,7 +100,7 @@ async fn finish_qemu(state: &StateDir, backend: &dyn Backend, record: &mut VmRec
     let dir = state.vm_dir(&name);
     if result.is_ok() {
         let deadline = Instant::now() + POWER_OFF_WITHIN;
-        while backend.state(record, &dir) == VmState::Running && Instant::now() < deadline {
+        while backend.state(record, &dir)? == VmState::Running && Instant::now() < deadline {
             tokio::time::sleep(SSH_RETRY_EVERY).await;
         }
     }
@@ -153,7 +153,7 @@ async fn install(state: &StateDir, backend: &dyn Backend, record: &VmRecord, arg
             // sshd is not up yet while the guest boots (behind QEMU's port
             // forward, that is a connection closed during the handshake).
             Err(Error::Install(InstallError::Connect { .. } | InstallError::Ssh { .. })) if Instant::now() < deadline => {
-                if backend.state(record, &vm_dir) != VmState::Running {
+                if backend.state(record, &vm_dir)? != VmState::Running {
                     return Err(Error::Boot {
                         name: record.name.to_string(),
                         why: "the VM stopped while booting".into(),

@@ -20,7 +20,13 @@ pub async fn run(args: LsArgs) -> Result<u8, Error> {
             }
         };
         let vm_state = match backend::for_kind(record.kind(), &state) {
-            Ok(backend) => backend.state(&record, &state.vm_dir(&name)).as_str(),
+            Ok(backend) => match backend.state(&record, &state.vm_dir(&name)) {
+                Ok(vm_state) => vm_state.as_str(),
+                Err(e) => {
+                    eprintln!("hutch: cannot tell the state of {name}: {e}");
+                    "unknown"
+                }
+            },
             Err(_) => "unknown",
         };
         rows.push((record, vm_state));

@@ -142,17 +142,11 @@ impl Backend for Lima {
         }
     }
 
-    fn state(&self, record: &VmRecord, _dir: &Path) -> VmState {
+    fn state(&self, record: &VmRecord, _dir: &Path) -> Result<VmState, BackendError> {
         if self.host_agent_alive(record.name.as_str()) {
-            return VmState::Running;
+            return Ok(VmState::Running);
         }
-        match self.listed_state(record.name.as_str()) {
-            Ok(state) => state,
-            Err(e) => {
-                tracing::warn!("cannot ask Lima about {}: {e}", record.name);
-                VmState::Missing
-            }
-        }
+        self.listed_state(record.name.as_str())
     }
 
     fn console_tail(&self, dir: &Path, lines: usize) -> Option<String> {

@@ -202,15 +202,15 @@ impl Backend for Qemu {
         }
     }
 
-    fn state(&self, record: &VmRecord, dir: &Path) -> VmState {
+    fn state(&self, record: &VmRecord, dir: &Path) -> Result<VmState, BackendError> {
         let state = qemu_state(record);
-        if state.qemu_pid.is_some_and(|pid| process::is_ours(pid, dir)) {
+        Ok(if state.qemu_pid.is_some_and(|pid| process::is_ours(pid, dir)) {
             VmState::Running
         } else if dir.join(IMAGE_DIR).join(image::IMAGE_FILE).exists() {
             VmState::Stopped
         } else {
             VmState::Missing
-        }
+        })
     }
 
     fn ready_to_connect(&self, _record: &VmRecord, dir: &Path) -> bool {

@@ -230,17 +230,11 @@ impl Backend for Tart {
         }
     }
 
-    fn state(&self, record: &VmRecord, dir: &Path) -> VmState {
+    fn state(&self, record: &VmRecord, dir: &Path) -> Result<VmState, BackendError> {
         if run::running(&dir.join(RUN_LOG)) {
-            return VmState::Running;
+            return Ok(VmState::Running);
         }
-        match self.listed_state(record.name.as_str()) {
-            Ok(state) => state,
-            Err(e) => {
-                tracing::warn!("cannot ask Tart about {}: {e}", record.name);
-                VmState::Missing
-            }
-        }
+        self.listed_state(record.name.as_str())
     }
 
     fn ready_to_connect(&self, record: &VmRecord, _dir: &Path) -> bool {
