@@ -6,30 +6,64 @@ use std::path::{Path, PathBuf};
 
 use hutch_proto::v1::{HeavyMethod, PrepareRequest};
 
+use tonic::Status;
+
 use crate::backend::Backend;
-use crate::error::Error;
-use crate::state::{HeavyLink, VmRecord};
-use crate::transport::{self, BearerToken};
+use crate::connect::{self, ConnectError};
+use crate::state::{HeavyLink, StateDir, VmRecord};
+
+/// Why the workspace could not be found or set up.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkspaceError {
+    /// The workspace folder cannot be resolved.
+    #[error("workspace {}: {source}", path.display())]
+    Unusable {
+        /// The folder as given.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The workspace is not a folder.
+    #[error("workspace {} is not a directory", .0.display())]
+    NotADirectory(PathBuf),
+    /// The current directory (the default workspace) is unreadable.
+    #[error("reading the current directory: {0}")]
+    Cwd(std::io::Error),
+    /// The VM's agent cannot be reached.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// The agent's `Prepare` failed.
+    #[error("the agent could not set up the workspace: {}", .0.message())]
+    Prepare(Status),
+}
+
+impl WorkspaceError {
+    /// What the user can do about it.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            WorkspaceError::Connect(e) => e.hint(),
+            WorkspaceError::Prepare(_) => {
+                Some("check that the workspace folder exists and is shared with the VM; `hutch reset NAME` starts over".into())
+            }
+            _ => None,
+        }
+    }
+}
 
 /// Shares the workspace at its host path in the guest and redirects heavy
 /// dirs; records the symlinks it put into the host project, if any.
-pub async fn prepare(backend: &dyn Backend, record: &mut VmRecord) -> Result<(), Error> {
+pub async fn prepare(state: &StateDir, backend: &dyn Backend, record: &mut VmRecord) -> Result<(), WorkspaceError> {
     let (Some(workspace), Some(share)) = (record.workspace.clone(), backend.workspace_share(record)) else {
         return Ok(());
     };
-    let addr = record.agent_addr()?;
-    let token = match &record.token_file {
-        Some(path) => BearerToken::from_file(path)?,
-        None => BearerToken::default(),
-    };
-    let mut client = transport::connect(addr, token).await?;
+    let mut client = connect::connect(state, record).await?;
     let request = PrepareRequest {
         workspace: workspace.display().to_string(),
         share: Some(share),
         heavy_dirs: record.heavy_dirs.clone(),
         heavy_depth: 0,
     };
-    let response = client.prepare(request).await.map_err(|status| Error::Prepare(status.message().to_owned()))?.into_inner();
+    let response = client.prepare(request).await.map_err(WorkspaceError::Prepare)?.into_inner();
     record.heavy_links = response
         .heavy
         .iter()
@@ -56,14 +90,14 @@ pub fn remove_links(record: &mut VmRecord) {
 /// The workspace folder for `hutch up`/`run`: `--workspace` or the current
 /// directory, absolute and with symlinks resolved (the guest mounts it at
 /// this exact path).
-pub fn resolve(given: Option<&Path>) -> Result<PathBuf, Error> {
+pub fn resolve(given: Option<&Path>) -> Result<PathBuf, WorkspaceError> {
     let path = match given {
         Some(path) => path.to_path_buf(),
-        None => std::env::current_dir().map_err(|e| Error::local("reading the current directory", e))?,
+        None => std::env::current_dir().map_err(WorkspaceError::Cwd)?,
     };
-    let resolved = path.canonicalize().map_err(|e| Error::local(&format!("workspace {}", path.display()), e))?;
+    let resolved = path.canonicalize().map_err(|source| WorkspaceError::Unusable { path: path.clone(), source })?;
     if !resolved.is_dir() {
-        return Err(Error::Usage(format!("workspace {} is not a directory", resolved.display())));
+        return Err(WorkspaceError::NotADirectory(resolved));
     }
     Ok(resolved)
 }

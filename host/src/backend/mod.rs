@@ -67,7 +67,6 @@ impl VmSpec {
             heavy_dirs: self.heavy_dirs.clone(),
             heavy_links: Vec::new(),
             backend,
-            forward_pid: None,
             ro: self.ro,
         }
     }
@@ -94,6 +93,12 @@ pub enum VmState {
     Stopped,
     /// The backend has no such VM any more (deleted behind hutch's back).
     Missing,
+}
+
+impl std::fmt::Display for VmState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl VmState {

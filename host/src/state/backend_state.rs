@@ -38,14 +38,12 @@ impl BackendState {
     }
 }
 
-/// What the QEMU backend keeps: how the running instance was started.
+/// What the QEMU backend keeps: how the running instance was started. (Its
+/// processes' pids are the daemons' own business: see `crate::daemon`;
+/// records from before keep `qemu_pid`/`vhost_pid` keys, which are ignored.)
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct QemuState {
-    /// QEMU's pid while it runs.
-    pub qemu_pid: Option<u32>,
-    /// vhost-device-vsock's pid while it runs.
-    pub vhost_pid: Option<u32>,
     /// The accelerator of the running (or last) instance.
     pub accel: Option<Accel>,
     /// Why that accelerator (shown by `hutch up`).
@@ -83,9 +81,6 @@ impl Accel {
 pub struct TartState {
     /// The shared workspace, for the agent to mount at the host's path.
     pub share: Option<WorkspaceShare>,
-    /// hutch's `tart run`, while it runs.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub run_pid: Option<u32>,
 }
 
 /// What the Lima backend keeps.

@@ -58,6 +58,17 @@ pub enum StateError {
 }
 
 impl StateError {
+    /// What the user can do about it.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            StateError::NoSuchVm(name) => Some(format!(
+                "create it with `hutch up --name {name}`, pick another with --name (`hutch ls` lists them), or reach an agent directly with --addr"
+            )),
+            StateError::NoAddress(name) => Some(format!("start it with `hutch up --name {name}`")),
+            _ => None,
+        }
+    }
+
     /// Wraps an I/O error with what was being done and where.
     pub fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StateError + 'a {
         move |source| StateError::Io { what, path: path.to_path_buf(), source }

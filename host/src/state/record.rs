@@ -94,11 +94,6 @@ pub struct VmRecord {
     /// disk).
     #[serde(flatten)]
     pub backend: BackendState,
-    /// The background `hutch forward` started by `hutch up --forward`,
-    /// stopped by `down`/`rm`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub forward_pid: Option<u32>,
-
     /// `--ro`: the workspace is not shared but copied into the guest (a
     /// snapshot synced before each exec); `None` in shared mode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -217,8 +212,7 @@ mod tests {
             protocol: Some(1),
             heavy_dirs: vec!["node_modules".into()],
             heavy_links: Vec::new(),
-            backend: BackendState::Qemu(crate::state::QemuState { qemu_pid: Some(42), ..Default::default() }),
-            forward_pid: None,
+            backend: BackendState::Qemu(crate::state::QemuState { accel: Some(crate::state::Accel::Kvm), ..Default::default() }),
             ro: Some(RoMode { git: true, no_ignore: false }),
         }
     }
@@ -264,12 +258,10 @@ mod tests {
         assert_eq!(record.kind(), BackendKind::Qemu);
         assert_eq!(record.addr, Some(Addr::Hvsock { path: "/s/vms/web/vsock.sock".into(), port: 8080 }));
         let BackendState::Qemu(qemu) = &record.backend else { panic!("not QEMU: {record:?}") };
-        assert_eq!(
-            (qemu.qemu_pid, qemu.vhost_pid, qemu.accel, qemu.probing_kvm, qemu.ssh_port),
-            (Some(4242), Some(4241), Some(crate::state::Accel::Tcg), false, Some(40022))
-        );
+        // Its pids are the daemons' business now (crate::daemon): ignored.
+        assert_eq!((qemu.accel, qemu.probing_kvm, qemu.ssh_port), (Some(crate::state::Accel::Tcg), false, Some(40022)));
         assert!(qemu.accel_reason.starts_with("KVM is unavailable"));
-        assert_eq!((record.forward_pid, record.heavy_dirs.len(), record.started_unix), (Some(4300), 2, Some(1700000100)));
+        assert_eq!((record.heavy_dirs.len(), record.started_unix), (2, Some(1700000100)));
     }
 
     #[test]
@@ -297,7 +289,7 @@ mod tests {
         let BackendState::Tart(tart) = &record.backend else { panic!("not Tart: {record:?}") };
         let share = tart.share.as_ref().unwrap();
         assert_eq!(share.source, crate::state::ShareSource::TartDir { name: "workspace".into(), read_only: false });
-        assert_eq!((share.host_path.to_str(), tart.run_pid, record.heavy_links.len()), (Some("/Users/me/web"), Some(77), 1));
+        assert_eq!((share.host_path.to_str(), record.heavy_links.len()), (Some("/Users/me/web"), 1));
 
         // The TCP fallback: an address and token file, nothing shared.
         let record = load(
@@ -329,7 +321,7 @@ mod tests {
     fn a_corrupt_backend_state_or_address_is_an_error_not_a_default() {
         let base = r#""version":1,"name":"web","image":"/img","cpus":1,"memory_mib":512,"created_unix":1"#;
         for bad in [
-            r#""backend":"qemu","addr":"","backend_state":{"qemu_pid":"forty-two"}"#,
+            r#""backend":"qemu","addr":"","backend_state":{"accel":"warp","ssh_port":"twenty-two"}"#,
             r#""backend":"lima","addr":"","backend_state":{"made_by":"magic"}"#,
             r#""backend":"qemu","addr":"carrier-pigeon://x","backend_state":{}"#,
             r#""backend":"vmware","addr":"","backend_state":{}"#,

@@ -3,14 +3,14 @@
 //! A VM is a folder in the state dir holding its own copy of the guest image
 //! (and, for disk images, its copy-on-write overlay: [`disk`]), its sockets,
 //! logs and pids. `start` launches vhost-device-vsock (when the
-//! kernel's vhost-vsock is missing) and QEMU, detached from hutch; `stop` asks
-//! QEMU to quit over QMP, then stops the vsock daemon.
+//! kernel's vhost-vsock is missing) and QEMU as daemons (`crate::daemon`:
+//! detached, found again by the lock on their logs); `stop` asks QEMU to quit
+//! over QMP, then stops the vsock daemon.
 
 pub mod accel;
 pub mod args;
 pub mod disk;
 pub mod image;
-pub mod process;
 pub mod qmp;
 pub mod saved_image;
 pub mod vsock;
@@ -23,14 +23,17 @@ use hutch_proto::addr::Addr;
 use hutch_proto::v1::{WorkspaceShare, workspace_share};
 
 use crate::backend::{Backend, BackendError, SshEndpoint, VmSpec, VmState, tail_of_file};
+use crate::daemon::{Daemon, DaemonError};
 use crate::state::{BackendKind, BackendState, QemuState, StateDir, VmRecord};
 use accel::{Accel, Choice};
 use image::GuestImage;
 
 /// The VM's copy of its image, inside its folder.
 pub(crate) const IMAGE_DIR: &str = "image";
-/// QEMU's own stdout/stderr.
-const QEMU_LOG: &str = "qemu.log";
+/// QEMU as a daemon of the VM: its stdout/stderr go to `qemu.log`.
+fn qemu_daemon(dir: &Path) -> Daemon {
+    Daemon::new(dir, "qemu")
+}
 
 /// The QEMU backend, configured from the environment.
 pub struct Qemu {
@@ -93,33 +96,16 @@ impl Qemu {
         };
         let mut cmd = Command::new(&self.qemu);
         cmd.args(machine.args());
-        let started = process::spawn_detached(cmd, &dir.join(QEMU_LOG));
-        let vhost_pid = match device {
-            vsock::Device::UserSpace { pid } => Some(pid),
-            vsock::Device::Kernel { .. } => None,
-        };
-        let qemu_pid = match started {
-            Ok(pid) => pid,
-            Err(e) => {
-                if let Some(pid) = vhost_pid {
-                    process::terminate(pid, dir, Duration::from_secs(2));
-                }
-                return Err(e);
-            }
-        };
+        if let Err(e) = qemu_daemon(dir).spawn(cmd) {
+            vsock::daemon(dir).terminate(Duration::from_secs(2));
+            return Err(daemon_error(e));
+        }
         record.addr = match device {
             vsock::Device::Kernel { cid } => Addr::Vsock { cid, port: image.spec.agent_port },
-            vsock::Device::UserSpace { .. } => Addr::Hvsock { path: vsock::hvsock_path(dir), port: image.spec.agent_port },
+            vsock::Device::UserSpace => Addr::Hvsock { path: vsock::hvsock_path(dir), port: image.spec.agent_port },
         }
         .into();
-        let state = QemuState {
-            qemu_pid: Some(qemu_pid),
-            vhost_pid,
-            accel: Some(choice.accel),
-            accel_reason: choice.reason,
-            probing_kvm: choice.probing,
-            ssh_port,
-        };
+        let state = QemuState { accel: Some(choice.accel), accel_reason: choice.reason, probing_kvm: choice.probing, ssh_port };
         record.backend = BackendState::Qemu(state);
         Ok(())
     }
@@ -143,15 +129,12 @@ impl Qemu {
 
     fn shut_down(&self, record: &mut VmRecord, dir: &Path) {
         let mut state = qemu_state(record);
-        if let Some(pid) = state.qemu_pid.take() {
-            let quit = || qmp::quit(&dir.join(args::QMP_SOCKET)).is_ok() && process::wait_gone(pid, dir, Duration::from_secs(10));
-            if process::is_ours(pid, dir) && !quit() {
-                process::terminate(pid, dir, Duration::from_secs(5));
-            }
+        let qemu = qemu_daemon(dir);
+        let quit = || qmp::quit(&dir.join(args::QMP_SOCKET)).is_ok() && qemu.wait_exit(Duration::from_secs(10));
+        if qemu.running() && !quit() {
+            qemu.terminate(Duration::from_secs(5));
         }
-        if let Some(pid) = state.vhost_pid.take() {
-            process::terminate(pid, dir, Duration::from_secs(5));
-        }
+        vsock::daemon(dir).terminate(Duration::from_secs(5));
         state.ssh_port = None;
         for socket in [args::QMP_SOCKET, vsock::VHOST_SOCKET, vsock::HVSOCK_SOCKET] {
             let _ = std::fs::remove_file(dir.join(socket));
@@ -202,9 +185,8 @@ impl Backend for Qemu {
         }
     }
 
-    fn state(&self, record: &VmRecord, dir: &Path) -> Result<VmState, BackendError> {
-        let state = qemu_state(record);
-        Ok(if state.qemu_pid.is_some_and(|pid| process::is_ours(pid, dir)) {
+    fn state(&self, _record: &VmRecord, dir: &Path) -> Result<VmState, BackendError> {
+        Ok(if qemu_daemon(dir).running() {
             VmState::Running
         } else if dir.join(IMAGE_DIR).join(image::IMAGE_FILE).exists() {
             VmState::Stopped
@@ -220,7 +202,8 @@ impl Backend for Qemu {
     fn console_tail(&self, dir: &Path, lines: usize) -> Option<String> {
         let console =
             tail_of_file(&dir.join(args::CONSOLE_LOG), lines).map(|t| format!("console ({}):\n{t}", dir.join(args::CONSOLE_LOG).display()));
-        let qemu = tail_of_file(&dir.join(QEMU_LOG), lines).map(|t| format!("qemu ({}):\n{t}", dir.join(QEMU_LOG).display()));
+        let log = qemu_daemon(dir).log().to_path_buf();
+        let qemu = tail_of_file(&log, lines).map(|t| format!("qemu ({}):\n{t}", log.display()));
         let parts: Vec<String> = [qemu, console].into_iter().flatten().collect();
         (!parts.is_empty()).then(|| parts.join("\n"))
     }
@@ -260,8 +243,7 @@ impl Backend for Qemu {
 
     fn ssh_endpoint(&self, record: &VmRecord, dir: &Path) -> Option<SshEndpoint> {
         let state = qemu_state(record);
-        let running = state.qemu_pid.is_some_and(|pid| process::is_ours(pid, dir));
-        state.ssh_port.filter(|_| running).map(|port| SshEndpoint { host: "127.0.0.1".into(), port, user: None })
+        state.ssh_port.filter(|_| qemu_daemon(dir).running()).map(|port| SshEndpoint { host: "127.0.0.1".into(), port, user: None })
     }
 
     fn booted(&self, record: &mut VmRecord, _dir: &Path) {
@@ -271,6 +253,22 @@ impl Backend for Qemu {
             state.probing_kvm = false;
             record.backend = BackendState::Qemu(state);
         }
+    }
+}
+
+/// The backend's error for a daemon that would not start, with how to
+/// install the program when it is missing.
+fn daemon_error(error: DaemonError) -> BackendError {
+    match error {
+        DaemonError::NotFound { program } => {
+            let install = if program.contains("vhost-device-vsock") {
+                "install it with `cargo install vhost-device-vsock --locked` (or set HUTCH_VHOST_DEVICE_VSOCK to its path)".into()
+            } else {
+                "install QEMU (Debian/Ubuntu: `apt-get install qemu-system-x86`), or set HUTCH_QEMU to its path".into()
+            };
+            BackendError::MissingTool { tool: program, install }
+        }
+        other => BackendError::Boot(other.to_string()),
     }
 }
 
