@@ -11,7 +11,7 @@
 
 use hutch_proto::addr::Addr;
 
-use crate::backend::{self, VmState};
+use crate::backend::{self, Backend, VmState};
 use crate::state::{StateDir, StateError, VmName, VmRecord};
 use crate::transport::{self, BearerToken, Client, TransportError};
 
@@ -91,10 +91,19 @@ pub async fn to_addr(addr: &Addr, token: BearerToken) -> Result<Client, ConnectE
     Ok(transport::connect(addr, token).await?)
 }
 
-/// Asks the backend why the agent of `record`'s VM cannot be reached.
+/// Asks the VM's backend why the agent of `record`'s VM cannot be reached.
 fn diagnose(state: &StateDir, record: &VmRecord, error: ConnectError) -> ConnectError {
+    match backend::for_kind(record.kind(), state) {
+        Ok(backend) => diagnose_with(backend.as_ref(), state, record, error),
+        Err(_) => error,
+    }
+}
+
+/// Asks `backend` why the agent of `record`'s VM cannot be reached: a
+/// transport failure becomes [`ConnectError::VmDown`] or
+/// [`ConnectError::AgentSilent`] when the backend can tell.
+pub fn diagnose_with(backend: &dyn Backend, state: &StateDir, record: &VmRecord, error: ConnectError) -> ConnectError {
     let ConnectError::Transport(cause) = error else { return error };
-    let Ok(backend) = backend::for_kind(record.kind(), state) else { return ConnectError::Transport(cause) };
     let dir = state.vm_dir(&record.name);
     match backend.state(record, &dir) {
         Ok(VmState::Running) => {
@@ -105,5 +114,68 @@ fn diagnose(state: &StateDir, record: &VmRecord, error: ConnectError) -> Connect
             tracing::warn!("cannot ask the backend about {}: {e}", record.name);
             ConnectError::Transport(cause)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::fake::FakeBackend;
+    use crate::state::{BackendState, QemuState};
+
+    /// The record of a VM `web` whose agent socket does not exist, and the
+    /// transport error connecting to it gives.
+    async fn unreachable() -> (tempfile::TempDir, StateDir, VmRecord, ConnectError) {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::at(dir.path());
+        let spec = crate::backend::VmSpec {
+            name: VmName::new("web").unwrap(),
+            image: None,
+            cpus: 1,
+            memory_mib: 64,
+            workspace: None,
+            ephemeral: false,
+            heavy_dirs: Vec::new(),
+            ro: None,
+        };
+        let addr = Addr::Unix(dir.path().join("gone.sock"));
+        let record = spec.record("base".into(), Some(addr), BackendState::Qemu(QemuState::default()));
+        let error = direct(&record).await.err().expect("nothing listens");
+        (dir, state, record, error)
+    }
+
+    #[tokio::test]
+    async fn a_stopped_vm_is_down() {
+        let (_dir, state, record, error) = unreachable().await;
+        let diagnosed = diagnose_with(&FakeBackend::new([Ok(VmState::Stopped)]), &state, &record, error);
+        assert!(matches!(&diagnosed, ConnectError::VmDown { state: VmState::Stopped, .. }), "{diagnosed}");
+        assert_eq!(diagnosed.to_string(), "VM web is stopped, so its agent cannot answer");
+        assert_eq!(diagnosed.hint().unwrap(), "start it with `hutch up --name web`");
+    }
+
+    #[tokio::test]
+    async fn a_running_vm_whose_agent_is_silent_shows_its_console() {
+        let (_dir, state, record, error) = unreachable().await;
+        let diagnosed = diagnose_with(&FakeBackend::new([Ok(VmState::Running)]), &state, &record, error);
+        let ConnectError::AgentSilent { cause: TransportError::NoSocket(_), console: Some(console), .. } = &diagnosed else {
+            panic!("{diagnosed:?}")
+        };
+        assert!(console.contains("kernel panic"));
+        assert!(diagnosed.hint().unwrap().contains("hutch reset web"));
+    }
+
+    #[tokio::test]
+    async fn a_backend_that_cannot_tell_leaves_the_transport_error() {
+        let (_dir, state, record, error) = unreachable().await;
+        let diagnosed = diagnose_with(&FakeBackend::new([Err("no answer".into())]), &state, &record, error);
+        assert!(matches!(diagnosed, ConnectError::Transport(TransportError::NoSocket(_))), "{diagnosed}");
+    }
+
+    #[tokio::test]
+    async fn a_record_without_an_address_says_so() {
+        let (_dir, _state, mut record, _) = unreachable().await;
+        record.addr = None;
+        let err = direct(&record).await.err().expect("no address");
+        assert!(matches!(err, ConnectError::State(StateError::NoAddress(_))), "{err}");
     }
 }

@@ -318,3 +318,102 @@ pub fn destroy(state: &StateDir, backend: &dyn Backend, record: &VmRecord) -> Re
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::fake::FakeBackend;
+    use crate::state::{BackendState, QemuState, RoMode};
+
+    fn spec(name: &str, ro: Option<RoMode>) -> VmSpec {
+        VmSpec {
+            name: VmName::new(name).unwrap(),
+            image: None,
+            cpus: 1,
+            memory_mib: 64,
+            workspace: None,
+            ephemeral: false,
+            heavy_dirs: Vec::new(),
+            ro,
+        }
+    }
+
+    /// A state dir holding a stopped VM `web` made by `backend`.
+    fn existing(backend: BackendState, ro: Option<RoMode>) -> (tempfile::TempDir, StateDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::at(dir.path());
+        let vm_dir = state.create_vm_dir(&VmName::new("web").unwrap()).unwrap();
+        spec("web", ro).record("base".into(), None, backend).save(&vm_dir).unwrap();
+        (dir, state)
+    }
+
+    fn qemu() -> BackendState {
+        BackendState::Qemu(QemuState::default())
+    }
+
+    #[tokio::test]
+    async fn a_vm_manager_that_cannot_tell_fails_up_and_creates_nothing() {
+        let (_dir, state) = existing(qemu(), None);
+        let fake = FakeBackend::new([Err("connection to the VM manager's daemon lost".to_owned())]);
+        let err = ensure_running(&state, &fake, &spec("web", None)).await.err().expect("an error");
+        assert!(matches!(&err, LifecycleError::Backend(BackendError::Command { why, .. }) if why.contains("daemon lost")), "{err}");
+        assert_eq!(fake.calls(), ["state"]);
+        assert!(state.load(&VmName::new("web").unwrap()).is_ok(), "the record must stay");
+    }
+
+    #[tokio::test]
+    async fn a_missing_vm_is_made_again_and_one_that_dies_booting_is_stopped() {
+        let (_dir, state) = existing(qemu(), None);
+        // Missing before the start, then stopped while booting.
+        let fake = FakeBackend::new([Ok(VmState::Missing), Ok(VmState::Stopped)]);
+        let err = ensure_running(&state, &fake, &spec("web", None)).await.err().expect("an error");
+        let LifecycleError::Boot { why: BootFailure::Stopped, console: Some(console), .. } = &err else { panic!("{err:?}") };
+        assert!(console.contains("kernel panic"));
+        assert!(err.to_string().contains("VM web did not boot: the VM stopped while booting"), "{err}");
+        assert_eq!(fake.calls(), ["state", "create", "start", "state", "stop"]);
+        let record = state.load(&VmName::new("web").unwrap()).unwrap();
+        assert_eq!(record.started_unix, None, "a failed boot is recorded as stopped");
+    }
+
+    #[tokio::test]
+    async fn an_agent_that_never_answers_times_out_after_the_backends_retry() {
+        let (_dir, state) = existing(qemu(), None);
+        let mut fake = FakeBackend::new([Ok(VmState::Stopped), Ok(VmState::Running)]);
+        fake.boot_timeout = Duration::from_millis(50);
+        *fake.retries.borrow_mut() = 1;
+        let err = ensure_running(&state, &fake, &spec("web", None)).await.err().expect("an error");
+        assert!(matches!(err, LifecycleError::Boot { why: BootFailure::AgentSilent(t), .. } if t == Duration::from_millis(50)), "{err}");
+        let calls = fake.calls();
+        assert_eq!(calls.iter().filter(|c| **c == "retry_boot").count(), 2, "{calls:?}");
+        assert_eq!(calls.iter().filter(|c| **c == "start").count(), 1, "{calls:?}");
+        assert_eq!(calls.last(), Some(&"stop"));
+    }
+
+    #[tokio::test]
+    async fn a_vm_of_another_backend_or_mode_is_refused_untouched() {
+        let (_dir, state) = existing(BackendState::Tart(Default::default()), None);
+        let fake = FakeBackend::new([Ok(VmState::Stopped)]);
+        let err = ensure_running(&state, &fake, &spec("web", None)).await.err().expect("an error");
+        assert!(matches!(err, LifecycleError::OtherBackend { has: BackendKind::Tart, wanted: BackendKind::Qemu, .. }), "{err}");
+        assert!(err.to_string().contains("exists with the tart backend"), "{err}");
+
+        let (_dir, state) = existing(qemu(), Some(RoMode::default()));
+        let err = ensure_running(&state, &fake, &spec("web", None)).await.err().expect("an error");
+        assert!(err.to_string().contains("VM web exists with a --ro snapshot, not a shared workspace"), "{err}");
+        assert!(fake.calls().is_empty(), "{:?}", fake.calls());
+    }
+
+    #[test]
+    fn stop_and_destroy_go_through_the_backend() {
+        let (_dir, state) = existing(qemu(), None);
+        let name = VmName::new("web").unwrap();
+        let fake = FakeBackend::new([Ok(VmState::Running)]);
+        let mut record = state.load(&name).unwrap();
+        record.started_unix = Some(1);
+        stop(&state, &fake, &mut record).unwrap();
+        assert_eq!(state.load(&name).unwrap().started_unix, None);
+        destroy(&state, &fake, &record).unwrap();
+        assert_eq!(fake.calls(), ["stop", "delete"]);
+        assert!(!state.vm_dir(&name).exists());
+    }
+}

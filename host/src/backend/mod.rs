@@ -7,6 +7,8 @@
 //! answers on. Waiting for the agent is not a backend's job; the lifecycle code
 //! does it the same way for every backend (see `crate::lifecycle`).
 
+#[cfg(test)]
+pub mod fake;
 pub mod lima;
 pub mod qemu;
 pub mod tart;
