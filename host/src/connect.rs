@@ -128,16 +128,7 @@ mod tests {
     async fn unreachable() -> (tempfile::TempDir, StateDir, VmRecord, ConnectError) {
         let dir = tempfile::tempdir().unwrap();
         let state = StateDir::at(dir.path());
-        let spec = crate::backend::VmSpec {
-            name: VmName::new("web").unwrap(),
-            image: None,
-            cpus: 1,
-            memory_mib: 64,
-            workspace: None,
-            ephemeral: false,
-            heavy_dirs: Vec::new(),
-            ro: None,
-        };
+        let spec = crate::backend::fake::spec("web", None);
         let addr = Addr::Unix(dir.path().join("gone.sock"));
         let record = spec.record("base".into(), Some(addr), BackendState::Qemu(QemuState::default()));
         let error = direct(&record).await.err().expect("nothing listens");

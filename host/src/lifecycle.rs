@@ -322,21 +322,8 @@ pub fn destroy(state: &StateDir, backend: &dyn Backend, record: &VmRecord) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::fake::FakeBackend;
+    use crate::backend::fake::{FakeBackend, spec};
     use crate::state::{BackendState, QemuState, RoMode};
-
-    fn spec(name: &str, ro: Option<RoMode>) -> VmSpec {
-        VmSpec {
-            name: VmName::new(name).unwrap(),
-            image: None,
-            cpus: 1,
-            memory_mib: 64,
-            workspace: None,
-            ephemeral: false,
-            heavy_dirs: Vec::new(),
-            ro,
-        }
-    }
 
     /// A state dir holding a stopped VM `web` made by `backend`.
     fn existing(backend: BackendState, ro: Option<RoMode>) -> (tempfile::TempDir, StateDir) {

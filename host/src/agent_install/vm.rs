@@ -13,7 +13,7 @@ use super::login::Login;
 use super::ssh::{Dest, Session};
 use crate::backend::{Backend, SshEndpoint, VmState};
 use crate::connect;
-use crate::daemon::poll_until_async;
+use crate::daemon::{poll_until_async, retry_until_async};
 use crate::state::{BackendKind, StateDir, VmRecord};
 
 /// Pause between attempts to reach a booting guest's SSH server.
@@ -96,28 +96,20 @@ pub async fn log_in_while_booting(
 /// Waits until the VM's agent answers on the VM's own transport (vsock,
 /// Tart's control socket…), directly: no multiplexer for a VM being set up.
 pub async fn answers_on_vm_transport(record: &VmRecord) -> Result<(), InstallError> {
-    let last = std::cell::RefCell::new(String::new());
-    let last_error = &last;
-    let answered = poll_until_async(TRANSPORT_WITHIN, Duration::from_millis(200), move || async move {
-        let attempt = async {
-            let mut client = connect::direct(record).await.map_err(|e| e.to_string())?;
-            client.info(InfoRequest {}).await.map(tonic::Response::into_inner).map_err(|s| s.message().to_owned())
-        };
-        match attempt.await {
-            Ok(info) => Some(info),
-            Err(e) => {
-                tracing::trace!("agent not answering on {} yet: {e}", record.addr_text());
-                *last_error.borrow_mut() = e;
-                None
-            }
+    let answered = retry_until_async(TRANSPORT_WITHIN, Duration::from_millis(200), || async {
+        let mut client = connect::direct(record).await.map_err(|e| e.to_string())?;
+        let answer = client.info(InfoRequest {}).await.map(tonic::Response::into_inner).map_err(|s| s.message().to_owned());
+        if let Err(e) = &answer {
+            tracing::trace!("agent not answering on {} yet: {e}", record.addr_text());
         }
+        answer
     })
     .await;
     match answered {
-        Some(info) => {
+        Ok(info) => {
             println!("{} answers on {} (hutch-agent {})", record.name, record.addr_text(), info.version);
             Ok(())
         }
-        None => Err(InstallError::AgentSilent { socket: record.addr_text(), why: last.into_inner(), log: None }),
+        Err(why) => Err(InstallError::AgentSilent { socket: record.addr_text(), why, log: None }),
     }
 }

@@ -13,7 +13,21 @@ use hutch_proto::addr::Addr;
 use hutch_proto::v1::WorkspaceShare;
 
 use super::{Backend, BackendError, VmSpec, VmState};
-use crate::state::{BackendKind, BackendState, QemuState, StateDir, VmRecord};
+use crate::state::{BackendKind, BackendState, QemuState, RoMode, StateDir, VmRecord};
+
+/// A small spec for VM `name`, with no workspace.
+pub fn spec(name: &str, ro: Option<RoMode>) -> VmSpec {
+    VmSpec {
+        name: crate::state::VmName::new(name).expect("a valid test name"),
+        image: None,
+        cpus: 1,
+        memory_mib: 64,
+        workspace: None,
+        ephemeral: false,
+        heavy_dirs: Vec::new(),
+        ro,
+    }
+}
 
 /// The fake.
 pub struct FakeBackend {

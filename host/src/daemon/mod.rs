@@ -51,7 +51,7 @@ use nix::fcntl::{Flock, FlockArg};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-pub use poll::{poll_until, poll_until_async};
+pub use poll::{poll_until, poll_until_async, retry_until_async};
 
 /// How often [`Daemon`] looks at its lock or log while waiting.
 const POLL: Duration = Duration::from_millis(10);

@@ -40,6 +40,27 @@ pub async fn poll_until_async<T, F: Future<Output = Option<T>>>(
     }
 }
 
+/// Runs `attempt` every `every` until it succeeds, or until `timeout` has
+/// passed; then the last attempt's error.
+pub async fn retry_until_async<T, E, F: Future<Output = Result<T, E>>>(
+    timeout: Duration,
+    every: Duration,
+    mut attempt: impl FnMut() -> F,
+) -> Result<T, E> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let error = match attempt().await {
+            Ok(done) => return Ok(done),
+            Err(error) => error,
+        };
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(error);
+        }
+        tokio::time::sleep(every.min(deadline - now)).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
