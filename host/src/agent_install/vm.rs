@@ -65,7 +65,7 @@ pub async fn log_in_while_booting(
     record: &VmRecord,
     login: &Login,
     deadline: Instant,
-) -> Result<(Session, Dest), InstallError> {
+) -> Result<Session, InstallError> {
     let dir = state.vm_dir(&record.name);
     let left = || deadline.saturating_duration_since(Instant::now());
     let endpoint =
@@ -89,8 +89,7 @@ pub async fn log_in_while_booting(
     })
     .await;
     // The last attempt runs at the deadline and settles; `None` only if it never ran.
-    let session = session.unwrap_or_else(|| Err(no_ssh(backend)))?;
-    Ok((session, dest))
+    session.unwrap_or_else(|| Err(no_ssh(backend)))
 }
 
 /// Waits until the VM's agent answers on the VM's own transport (vsock,

@@ -136,7 +136,7 @@ fn expand_home(path: &str) -> std::path::PathBuf {
 
 async fn install(state: &StateDir, backend: &dyn Backend, record: &VmRecord, args: &PrepareArgs) -> Result<String, Error> {
     let deadline = Instant::now() + backend.boot_timeout(record);
-    let (session, _) = vm::log_in_while_booting(state, backend, record, &args.ssh.login(), deadline).await?;
+    let session = vm::log_in_while_booting(state, backend, record, &args.ssh.login(), deadline).await?;
     let options = Options { agent_binary: args.ssh.agent_binary.clone(), prefix: None, mode: Mode::Service };
     let installed = agent_install::install(&session, &options).await?;
     println!("{}", installed.summary());
