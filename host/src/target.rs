@@ -134,3 +134,45 @@ pub fn vm_name(state: &StateDir, name: Option<&VmName>) -> Result<VmName, Target
     }
     best.map(|(_, name)| name).ok_or_else(|| TargetError::State(StateError::NoSuchVm(own.to_string())))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::VmState;
+    use crate::backend::fake::spec;
+    use crate::state::{BackendState, QemuState};
+
+    #[tokio::test]
+    async fn an_address_is_an_agent_and_a_name_is_a_vm_whose_failure_is_diagnosed() {
+        let dir = tempfile::tempdir().unwrap();
+        let addr: Addr = format!("unix://{}", dir.path().join("agent.sock").display()).parse().unwrap();
+        let agent = Target::resolve(None, Some(&addr), None).unwrap();
+        assert!(agent.record().is_none());
+        assert_eq!(agent.addr_text(), addr.to_string());
+        assert!(matches!(agent.connect().await.err(), Some(ConnectError::Transport(TransportError::NoSocket(_)))));
+
+        // A VM by name: its record, its workspace as the default directory,
+        // and a failure to connect explained by its backend (here QEMU, with
+        // neither process nor disk: missing).
+        let state = StateDir::at(dir.path().join("state"));
+        let name = VmName::new("web").unwrap();
+        let mut record = spec("web", None).record("base".into(), Some(addr.clone()), BackendState::Qemu(QemuState::default()));
+        record.workspace = Some(dir.path().to_path_buf());
+        record.save(&state.create_vm_dir(&name).unwrap()).unwrap();
+        let vm = Target::for_vm(state, &name).unwrap();
+        assert_eq!(vm.record().map(|r| r.name.as_str()), Some("web"));
+        assert_eq!(vm.default_cwd(), Some(dir.path().display().to_string()));
+        let err = vm.connect().await.err().expect("nothing listens");
+        assert!(matches!(&err, ConnectError::VmDown { state: VmState::Missing, .. }), "{err}");
+        assert_eq!(err.to_string(), "VM web is missing, so its agent cannot answer");
+    }
+
+    #[test]
+    fn a_bad_token_file_with_an_address_is_a_target_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let addr: Addr = "tcp://127.0.0.1:9".parse().unwrap();
+        let err = Target::resolve(None, Some(&addr), Some(&dir.path().join("no-token"))).err().expect("no token file");
+        assert!(matches!(err, TargetError::Token(TransportError::BadToken { .. })), "{err}");
+        assert!(err.hint().is_some());
+    }
+}
