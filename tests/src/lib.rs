@@ -190,14 +190,10 @@ pub fn write_file(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
 /// machine does not fail the test, yet far below what a hang would take.
 pub const PROMPT: Duration = Duration::from_secs(5);
 
-/// Whether some process holds a POSIX write lock on `path` (how hutch's
-/// per-VM daemons, the multiplexer and the network process, say they run).
-pub fn lock_is_held(path: &Path) -> bool {
-    use nix::fcntl::{FcntlArg, fcntl};
-    let Ok(file) = std::fs::OpenOptions::new().write(true).open(path) else { return false };
-    // SAFETY: `flock` is plain data; all-zero is a valid value (whole file).
-    let mut lock: nix::libc::flock = unsafe { std::mem::zeroed() };
-    lock.l_type = nix::libc::F_WRLCK as nix::libc::c_short;
-    lock.l_whence = nix::libc::SEEK_SET as nix::libc::c_short;
-    fcntl(&file, FcntlArg::F_GETLK(&mut lock)).is_ok() && lock.l_type != nix::libc::F_UNLCK as nix::libc::c_short
+/// Whether the hutch daemon whose log is `log` runs: it keeps the log
+/// locked (`flock`) for its whole life (see hutch's `daemon` module).
+pub fn daemon_running(log: &Path) -> bool {
+    use nix::fcntl::{Flock, FlockArg};
+    let Ok(file) = std::fs::File::open(log) else { return false };
+    matches!(Flock::lock(file, FlockArg::LockSharedNonblock), Err((_, nix::errno::Errno::EWOULDBLOCK)))
 }

@@ -181,9 +181,9 @@ fn private_addresses_and_direct_connections_are_refused() {
     assert!(stdout(&out).starts_with("GET /now\n"), "{}{}", stdout(&out), stderr(&out));
 
     // `down` stops the network process: the guest's listener is gone.
-    assert!(hutch_tests::lock_is_held(&fake.state().join("vms/net/net/net.lock")));
+    assert!(hutch_tests::daemon_running(&fake.state().join("vms/net/net/net.log")));
     ok(&fake.run(&["down", "net"]));
-    assert!(!hutch_tests::lock_is_held(&fake.state().join("vms/net/net/net.lock")));
+    assert!(!hutch_tests::daemon_running(&fake.state().join("vms/net/net/net.log")));
     assert!(std::net::TcpStream::connect(("127.0.0.1", guest_port)).is_err(), "the egress listener outlived the VM's network");
     ok(&fake.run(&["rm", "-f", "net"]));
 }

@@ -2,12 +2,12 @@
 //! stopping it.
 //!
 //! One per VM with its network on, living as long as the VM: `up` and `run`
-//! start it (and restart it when the policy or a secret's value changed),
-//! `down`, `rm` and `reset` stop it. It is separate from the multiplexer,
-//! which is optional (`HUTCH_MUX=0`) and leaves when idle; the network must
-//! not. Like the multiplexer it holds a POSIX lock (`net/net.lock`) for its
-//! whole life, which is how it is found and stopped, and it prints `ready`
-//! once the guest's listener is up, which `up` waits for.
+//! start it (and restart it when the VM was started afresh, or the policy or
+//! a secret's value changed), `down`, `rm` and `reset` stop it. It is
+//! separate from the multiplexer, which is optional (`HUTCH_MUX=0`) and
+//! leaves when idle; the network must not. It is a `crate::daemon` that
+//! claims its own lock (`net/net.log`, pid in `net/net.pid`), and says
+//! `ready` in its log once the guest's listener is up, which `up` waits for.
 //!
 //! It keeps one HTTP/2 connection to the agent (pinged, so a frozen VM is
 //! noticed), holds the `EgressListen` call, and keeps [`WAITING`]
@@ -18,6 +18,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,18 +42,15 @@ use super::tls::HostRoots;
 use super::upstream::Upstream;
 use super::{NetError, net_dir};
 use crate::config::network::{Mode, NetworkConfig};
+use crate::daemon::Daemon;
 use crate::error::Error;
-use crate::mux::lock;
-use crate::state::{StateDir, VmName};
-use crate::target::Target;
-use crate::transport::{self, Client};
+use crate::state::{StateDir, VmName, VmRecord};
+use crate::transport::{self, BearerToken, Client};
 
-/// The process's lock in the VM's `net/` folder.
-pub const LOCK_FILE: &str = "net.lock";
-/// Its log (stderr).
-pub const LOG_FILE: &str = "net.log";
 /// What it was started with (policy, secrets' fingerprints), to know when to restart it.
 const INPUTS_FILE: &str = "inputs.json";
+/// The line it writes to its log once the guest's listener is up.
+pub const READY: &str = "ready";
 
 /// Accept streams kept waiting in the agent.
 pub const WAITING: usize = 4;
@@ -62,55 +60,55 @@ pub const MAX_CONNECTIONS: usize = 512;
 const KEEPALIVE: Duration = Duration::from_secs(20);
 /// How long `up` waits for the process to say it is ready.
 const START_WAIT: Duration = Duration::from_secs(30);
+/// How long it has to leave after SIGTERM before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(5);
 /// Requests that may wait on one accept stream.
 const REQUEST_QUEUE: usize = 8;
 
+/// The network process of the VM whose folder is `vm_dir`.
+pub fn daemon(vm_dir: &Path) -> Daemon {
+    Daemon::new(&net_dir(vm_dir), "net")
+}
+
 /// Makes VM `name`'s network what `config` says: no process for
-/// `mode = "none"`; otherwise a process serving this policy, restarted
-/// when the policy or a secret's value changed since it started.
-/// `project` is the workspace, where a refusal tells the user to add rules.
-pub fn ensure(state: &StateDir, name: &VmName, config: &NetworkConfig, project: Option<&Path>) -> Result<(), Error> {
-    let net = net_dir(&state.vm_dir(name));
-    let lock_file = net.join(LOCK_FILE);
+/// `mode = "none"`; otherwise a process serving this policy, restarted when
+/// `fresh` (the VM was just started: its agent has no listener yet) or when
+/// the policy or a secret's value changed since it started. `project` is the
+/// workspace, where a refusal tells the user to add rules.
+pub fn ensure(state: &StateDir, name: &VmName, config: &NetworkConfig, project: Option<&Path>, fresh: bool) -> Result<(), NetError> {
+    let vm_dir = state.vm_dir(name);
+    let net = net_dir(&vm_dir);
+    let process = daemon(&vm_dir);
     if config.mode.value == Mode::None {
-        lock::stop_file(&lock_file);
+        process.terminate(STOP_GRACE);
         let _ = std::fs::remove_file(net.join(INPUTS_FILE));
         return Ok(());
     }
     let policy = PolicyFile::new(config, project);
     let inputs = inputs(&net, &policy)?;
     let same = std::fs::read(net.join(INPUTS_FILE)).is_ok_and(|old| old == inputs.as_bytes());
-    if same && lock::is_held(&lock_file) {
+    if same && !fresh && process.running() {
         return Ok(());
     }
-    lock::stop_file(&lock_file);
+    process.terminate(STOP_GRACE);
     let text = serde_json::to_string_pretty(&policy).map_err(|e| NetError::Policy(e.to_string()))?;
     super::write_private(&net.join(POLICY_FILE), text.as_bytes())?;
     super::write_private(&net.join(INPUTS_FILE), inputs.as_bytes())?;
-    let log = net.join(LOG_FILE);
-    let offset = std::fs::metadata(&log).map_or(0, |m| m.len());
-    let started = crate::mux::start_daemon(state, &["net", "--name", name.as_str()], &log, START_WAIT)
-        .map_err(|e| NetError::io("starting the network process", e))?;
-    match started {
-        Some(line) if line == crate::mux::READY => Ok(()),
-        other => {
-            let text = std::fs::read(&log).unwrap_or_default();
-            let news = String::from_utf8_lossy(text.get(offset as usize..).unwrap_or_default()).into_owned();
-            let last = news.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("it exited without a word");
-            let why = match other {
-                None => format!("it did not get ready within {START_WAIT:?}: {last}"),
-                Some(_) => last.trim_start_matches("hutch: ").to_owned(),
-            };
-            lock::stop_file(&lock_file);
-            let _ = std::fs::remove_file(net.join(INPUTS_FILE));
-            Err(NetError::Daemon { name: name.to_string(), why }.into())
-        }
+    let exe = std::env::current_exe().map_err(|e| NetError::io("finding the hutch executable", e))?;
+    let mut cmd = Command::new(exe);
+    cmd.args(["net", "--name", name.as_str()]).env("HUTCH_STATE_DIR", state.root());
+    let started = process.spawn_claiming(cmd).and_then(|spawned| spawned.wait_until(START_WAIT, |news| news.lines().any(|l| l == READY)));
+    if let Err(e) = started {
+        process.terminate(STOP_GRACE);
+        let _ = std::fs::remove_file(net.join(INPUTS_FILE));
+        return Err(NetError::Daemon { name: name.to_string(), why: e.to_string() });
     }
+    Ok(())
 }
 
 /// Stops VM `vm_dir`'s network process, if one runs.
 pub fn stop(vm_dir: &Path) {
-    lock::stop_file(&net_dir(vm_dir).join(LOCK_FILE));
+    daemon(vm_dir).terminate(STOP_GRACE);
 }
 
 /// What the process depends on, as text: the policy, and per secret a
@@ -128,9 +126,8 @@ pub async fn run(name: &VmName) -> Result<u8, Error> {
     let state = StateDir::from_env()?;
     let dir = state.vm_dir(name);
     let net = net_dir(&dir);
-    let Some(_lock) = lock::try_acquire_file(&net.join(LOCK_FILE)).map_err(|e| NetError::io("taking the network lock", e))? else {
+    let Some(_claim) = daemon(&dir).claim().map_err(|e| NetError::io("taking the network process's lock", e))? else {
         // Another one serves this VM.
-        println!("{}", crate::mux::READY);
         return Ok(0);
     };
     let policy_file = PolicyFile::load(&net)?;
@@ -152,13 +149,13 @@ pub async fn run(name: &VmName) -> Result<u8, Error> {
     let mut ready = false;
     let mut backoff = Duration::from_millis(100);
     loop {
-        let target = Target::for_vm(state.clone(), name)?;
-        match session(&target, &listen, &ctx, name, &mut ready).await {
+        let record = state.load(name)?;
+        match session(&record, &listen, &ctx, &mut ready).await {
             Ok(why) => eprintln!("hutch net {}: {why}", std::process::id()),
             Err(e) if !ready => return Err(e),
             Err(e) => eprintln!("hutch net {}: {e}", std::process::id()),
         }
-        if !vm_running(&state, name) {
+        if !vm_running(&state, &record) {
             eprintln!("hutch net {}: the VM is not running; leaving", std::process::id());
             return Ok(0);
         }
@@ -191,21 +188,15 @@ fn listen_request(policy: &PolicyFile, secrets: &Secrets, roots: &HostRoots, aut
 /// One agent connection: listen, then serve guest connections until the
 /// connection or the listen call ends (`Ok` with why), or a setup step
 /// fails (`Err`).
-async fn session(
-    target: &Target,
-    listen: &EgressListenRequest,
-    ctx: &Arc<Context>,
-    name: &VmName,
-    ready: &mut bool,
-) -> Result<String, Error> {
-    let (connection, driver) = transport::open(&target.addr, &target.token, KEEPALIVE).await?;
+async fn session(record: &VmRecord, listen: &EgressListenRequest, ctx: &Arc<Context>, ready: &mut bool) -> Result<String, Error> {
+    let token = BearerToken::load(record.token_file.as_deref()).map_err(crate::connect::ConnectError::from)?;
+    let addr = record.agent_addr()?;
+    let (connection, driver) = transport::open(addr, &token, KEEPALIVE).await.map_err(crate::connect::ConnectError::from)?;
     let mut driver = tokio::spawn(driver);
-    let client: Client = AgentClient::with_origin(
-        InterceptedService::new(connection, target.token.clone()),
-        tonic::transport::Uri::from_static("http://agent"),
-    );
-    let agent_failed = |why: String| Error::from(NetError::Agent { name: name.to_string(), why });
-    let info = client.clone().info(InfoRequest {}).await.map_err(Error::from_status)?.into_inner();
+    let client: Client =
+        AgentClient::with_origin(InterceptedService::new(connection, token), tonic::transport::Uri::from_static("http://agent"));
+    let agent_failed = |why: String| Error::from(NetError::Agent { name: record.name.to_string(), why });
+    let info = client.clone().info(InfoRequest {}).await.map_err(|s| agent_failed(s.message().to_owned()))?.into_inner();
     if !info.capabilities.iter().any(|c| c == super::CAPABILITY) {
         return Err(agent_failed(format!("its version {} has no egress pipe", info.version)));
     }
@@ -226,7 +217,8 @@ async fn session(
         Err(status) => return Err(agent_failed(status.message().to_owned())),
     }
     if !*ready {
-        crate::mux::serve::announce_ready()?;
+        // stdout is the log, where `up` waits for this line.
+        println!("{READY}");
         *ready = true;
     }
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
@@ -275,8 +267,7 @@ async fn wait_for_guest(mut client: Client, permits: Arc<Semaphore>) -> Result<(
 }
 
 /// Whether the VM still runs, as its backend sees it.
-fn vm_running(state: &StateDir, name: &VmName) -> bool {
-    let Ok(record) = state.load(name) else { return false };
-    let Ok(backend) = crate::backend::for_kind(record.backend, state) else { return false };
-    backend.state(&record, &state.vm_dir(name)) == crate::backend::VmState::Running
+fn vm_running(state: &StateDir, record: &VmRecord) -> bool {
+    let Ok(backend) = crate::backend::for_kind(record.kind(), state) else { return false };
+    matches!(backend.state(record, &state.vm_dir(&record.name)), Ok(crate::backend::VmState::Running))
 }

@@ -37,12 +37,24 @@ pub fn scrub_env(env: &mut HashMap<String, String>, values: &[(String, String)])
     });
 }
 
+/// Runs `options` on `target` and writes it into the VM's audit log, with
+/// the configuration in force here saying which values to redact (for the
+/// commands that do not load it themselves: `run`, `shell`).
+pub async fn run_audited(target: &Target, options: &Options) -> Result<Finished, Error> {
+    let began = std::time::Instant::now();
+    let result = async { Ok(crate::exec::run(&mut target.connect().await?, options).await?) }.await;
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let secrets = crate::config::Config::load(&cwd).map(|c| real_values(&c.network)).unwrap_or_default();
+    record(target, options, &result, began.elapsed(), &secrets);
+    result
+}
+
 /// Appends the line of one exec on `target` to its VM's audit log (nothing
 /// for an `--addr` target, which has no VM), with real secret values
 /// replaced by their names.
 pub fn record(target: &Target, options: &Options, result: &Result<Finished, Error>, took: Duration, values: &[(String, String)]) {
-    let Some((state, record)) = &target.vm else { return };
-    let Ok(name) = crate::state::VmName::new(&record.name) else { return };
+    let Target::Vm { state, record } = target else { return };
+    let name = &record.name;
     let redact = |text: &str| redact_values(text, values.iter().map(|(n, v)| (n.as_str(), v.as_str())));
     let mut exec = audit::Exec {
         argv: options.argv.iter().map(|a| redact(a)).collect(),
@@ -69,5 +81,5 @@ pub fn record(target: &Target, options: &Options, result: &Result<Finished, Erro
         Ok(finished) => exec.error = finished.outcome.message().or_else(|| Some(format!("exit {}", finished.outcome.exit_code()))),
         Err(error) => exec.error = Some(redact(&error.to_string())),
     }
-    audit::append(&audit::path(&state.vm_dir(&name)), &Event::now(What::Exec(exec)));
+    audit::append(&audit::path(&state.vm_dir(name)), &Event::now(What::Exec(exec)));
 }

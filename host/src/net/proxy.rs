@@ -138,11 +138,11 @@ async fn connect(ctx: Arc<Context>, request: Request<Incoming>) -> Response<Prox
     let mut event = Egress { host: host.clone(), port, method: "CONNECT".into(), ..Egress::default() };
     let explicit = match decide(&ctx, &mut event, start) {
         Ok(explicit) => explicit,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     let connected = match open(&ctx, &mut event, explicit, start).await {
         Ok(connected) => connected,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     tokio::spawn(async move {
         match hyper::upgrade::on(request).await {
@@ -155,9 +155,9 @@ async fn connect(ctx: Arc<Context>, request: Request<Incoming>) -> Response<Prox
 
 /// The policy's verdict on `event`'s host: whether the rule that allows it
 /// names the host itself, or the guest's 403.
-fn decide(ctx: &Context, event: &mut Egress, start: Instant) -> Result<bool, Response<ProxyBody>> {
+fn decide(ctx: &Context, event: &mut Egress, start: Instant) -> Result<bool, Box<Response<ProxyBody>>> {
     match ctx.policy.decide(&event.host, event.port) {
-        Verdict::Deny { reason } => Err(ctx.refuse(event.clone(), StatusCode::FORBIDDEN, reason, start)),
+        Verdict::Deny { reason } => Err(Box::new(ctx.refuse(event.clone(), StatusCode::FORBIDDEN, reason, start))),
         Verdict::Allow { rule, explicit } => {
             event.rule = Some(rule);
             Ok(explicit)
@@ -168,7 +168,7 @@ fn decide(ctx: &Context, event: &mut Egress, start: Instant) -> Result<bool, Res
 /// Opens the host side of an allowed request (resolved and checked on the
 /// host), recording where it went; or the guest's 403 (a restricted
 /// address) or 502 (unreachable).
-async fn open(ctx: &Context, event: &mut Egress, explicit: bool, start: Instant) -> Result<Connected, Response<ProxyBody>> {
+async fn open(ctx: &Context, event: &mut Egress, explicit: bool, start: Instant) -> Result<Connected, Box<Response<ProxyBody>>> {
     match ctx.upstream.connect(&event.host, event.port, explicit).await {
         Ok(connected) => {
             event.addr = Some(connected.addr.clone());
@@ -177,9 +177,9 @@ async fn open(ctx: &Context, event: &mut Egress, explicit: bool, start: Instant)
         }
         Err(refusal) if refusal.is_policy() => {
             event.rule = None;
-            Err(ctx.refuse(event.clone(), StatusCode::FORBIDDEN, refusal.reason(&event.host), start))
+            Err(Box::new(ctx.refuse(event.clone(), StatusCode::FORBIDDEN, refusal.reason(&event.host), start)))
         }
-        Err(refusal) => Err(ctx.refuse(event.clone(), StatusCode::BAD_GATEWAY, refusal.reason(&event.host), start)),
+        Err(refusal) => Err(Box::new(ctx.refuse(event.clone(), StatusCode::BAD_GATEWAY, refusal.reason(&event.host), start))),
     }
 }
 
@@ -253,14 +253,14 @@ async fn forward(ctx: Arc<Context>, request: Request<Incoming>) -> Response<Prox
     let mut event = Egress { host: host.clone(), port, method, path: Some(path), ..Egress::default() };
     let explicit = match decide(&ctx, &mut event, start) {
         Ok(explicit) => explicit,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     if let Some(misuse) = placeholder_in(&ctx.secrets, &host, &request) {
         return ctx.refuse(event, StatusCode::FORBIDDEN, misuse.reason(&host), start);
     }
     let connected = match open(&ctx, &mut event, explicit, start).await {
         Ok(connected) => connected,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     let (mut sender, connection) = match hyper::client::conn::http1::handshake(TokioIo::new(connected.stream)).await {
         Ok(pair) => pair,

@@ -19,7 +19,7 @@ use std::process::{Child, Command, Stdio};
 
 use hutch::config::network::{NetworkConfig, Rule, SecretConfig};
 use hutch::net::policy::{POLICY_FILE, PolicyFile};
-use hutch::state::{BackendKind, StateDir, VmName};
+use hutch::state::{BackendState, StateDir, VmName};
 use hutch_tests::web::WebServer;
 
 use super::exec::run_ok;
@@ -73,7 +73,8 @@ fn net_process(setup: &Setup, agent_bin: &Path, tunnelled: &str, intercepted: &s
         heavy_dirs: Vec::new(),
         ro: None,
     };
-    spec.record(BackendKind::Lima, "none".into(), agent.addr.clone(), serde_json::Value::Null).save(&dir)?;
+    let addr: hutch_proto::addr::Addr = agent.addr.parse()?;
+    spec.record("none".into(), Some(addr), BackendState::Lima(Default::default())).save(&dir)?;
     let guest_port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let mut config = NetworkConfig::default();
     config.guest_port.value = guest_port;
