@@ -166,6 +166,12 @@ fn private_addresses_and_direct_connections_are_refused() {
     let config = format!("[network]\nguest_port = {guest_port}\nallow = [\"127.0.0.0/8:*\"]\n");
     let fake = vm_with_network(&config, None);
     up(&fake);
+    // doctor says what stands between the guest and the outside.
+    let doctor = stdout(&fake.run(&["doctor", "--name", "net"]));
+    assert!(
+        doctor.contains(&format!("ok   network: mode allow, 15 allow rules, 0 secrets, guest proxy 127.0.0.1:{guest_port}")),
+        "{doctor}"
+    );
     let out = guest(&fake, &format!("curl -sS -o /dev/null -w '%{{http_code}}' {}", server.url("/")));
     assert_eq!(stdout(&out), "403", "{}", stderr(&out));
     let lines = audit_lines(&fake);

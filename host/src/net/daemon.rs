@@ -106,6 +106,25 @@ pub fn ensure(state: &StateDir, name: &VmName, config: &NetworkConfig, project: 
     Ok(())
 }
 
+/// What `hutch doctor` shows of a VM's network.
+pub struct NetStatus {
+    /// The policy the last `up` started the process with; `None` when the
+    /// network is off (`mode = "none"`).
+    pub policy: Option<PolicyFile>,
+    /// The process's pid, while it runs.
+    pub pid: Option<u32>,
+    /// Its log.
+    pub log: std::path::PathBuf,
+}
+
+/// The network of the VM whose folder is `vm_dir`, as its files say.
+pub fn status(vm_dir: &Path) -> NetStatus {
+    let net = net_dir(vm_dir);
+    let process = daemon(vm_dir);
+    let policy = if net.join(INPUTS_FILE).exists() { PolicyFile::load(&net).ok() } else { None };
+    NetStatus { policy, pid: process.pid(), log: process.log().to_path_buf() }
+}
+
 /// Stops VM `vm_dir`'s network process, if one runs.
 pub fn stop(vm_dir: &Path) {
     daemon(vm_dir).terminate(STOP_GRACE);
