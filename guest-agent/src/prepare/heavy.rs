@@ -8,9 +8,11 @@
 //! - [`Strategy::Symlink`] (macOS guests, as the VM Sandbox scripts do): the
 //!   path becomes a symlink to it; a non-empty host dir is never replaced.
 //!
-//! Top-level heavy dirs are always redirected (created if missing, so a later
-//! `npm install` lands on local disk); nested ones (`packages/a/node_modules`)
-//! when a bounded walk finds them.
+//! Heavy dirs are redirected where they exist: top-level ones (the host
+//! creates those a project's manifest implies before it calls `Prepare`, so a
+//! first `npm install` lands on local disk, and removes them again when the VM
+//! stops), nested ones (`packages/a/node_modules`) when a bounded walk finds
+//! them. A name the project does not have leaves no trace.
 
 use std::path::{Path, PathBuf};
 
@@ -44,13 +46,17 @@ impl Strategy {
 pub fn redirect(workspace: &Path, names: &[String], depth: usize, config: &Config) -> Result<Vec<HeavyDir>, PrepareError> {
     let names: Vec<&str> = names.iter().map(String::as_str).filter(|n| is_plain_name(n)).collect();
     let local_base = config.local_root.join(workspace_key(workspace));
-    let mut found: Vec<PathBuf> = names.iter().map(|n| workspace.join(n)).collect();
+    // A symlink counts: it is one an earlier Prepare made (macOS guests).
+    let mut found: Vec<PathBuf> = names.iter().map(|n| workspace.join(n)).filter(|p| p.symlink_metadata().is_ok()).collect();
     found.extend(nested(workspace, &names, depth)); // nested() never returns top-level dirs
     let mut done = Vec::with_capacity(found.len());
     for path in found {
         let relative = path.strip_prefix(workspace).unwrap_or(&path);
         let local = local_base.join(relative);
         std::fs::create_dir_all(&local).map_err(PrepareError::io("creating", &local))?;
+        if let Some((uid, gid)) = config.owner {
+            std::os::unix::fs::chown(&local, Some(uid), Some(gid)).map_err(PrepareError::io("giving the command user", &local))?;
+        }
         let (method, note) = match config.strategy {
             Strategy::Bind => (bind(&local, &path)?, String::new()),
             Strategy::Symlink => symlink(&local, &path)?,
@@ -167,8 +173,9 @@ mod tests {
         std::fs::create_dir_all(ws.path().join("packages/b/src")).unwrap();
         std::fs::create_dir_all(ws.path().join("target/debug")).unwrap(); // host data: keep
         std::fs::create_dir_all(ws.path().join(".git/node_modules")).unwrap(); // never looked at
-        let config = Config { local_root: local.path().to_path_buf(), strategy: Strategy::Symlink, tart_shares: None };
-        let first = redirect(ws.path(), &names(&["node_modules", "target", "../evil"]), DEFAULT_DEPTH, &config).unwrap();
+        std::fs::create_dir(ws.path().join("node_modules")).unwrap(); // created by the host for the guest
+        let config = Config { local_root: local.path().to_path_buf(), strategy: Strategy::Symlink, tart_shares: None, owner: None };
+        let first = redirect(ws.path(), &names(&["node_modules", "target", ".venv", "../evil"]), DEFAULT_DEPTH, &config).unwrap();
         let by_path = |p: &str| {
             first.iter().find(|h| h.path == ws.path().join(p).display().to_string()).unwrap_or_else(|| panic!("{p} not handled: {first:?}"))
         };
@@ -176,13 +183,14 @@ mod tests {
         assert_eq!(by_path("packages/a/node_modules").method, HeavyMethod::HeavySymlink as i32);
         assert_eq!(by_path("target").method, HeavyMethod::HeavySkipped as i32);
         assert_eq!(first.len(), 3, "{first:?}");
+        assert!(!ws.path().join(".venv").exists(), "a name the project does not have leaves no trace");
         assert!(ws.path().join("target/debug").is_dir());
         assert!(std::fs::symlink_metadata(ws.path().join(".git/node_modules")).unwrap().is_dir());
         let link = std::fs::read_link(ws.path().join("packages/a/node_modules")).unwrap();
         assert!(link.starts_with(local.path()));
 
         // Idempotent: the same answer, nothing new on disk.
-        let second = redirect(ws.path(), &names(&["node_modules", "target"]), DEFAULT_DEPTH, &config).unwrap();
+        let second = redirect(ws.path(), &names(&["node_modules", "target", ".venv"]), DEFAULT_DEPTH, &config).unwrap();
         assert_eq!(first, second);
     }
 
