@@ -21,6 +21,7 @@ pub async fn run(args: NameArg) -> Result<u8, Error> {
         image: Some(record.image.clone()),
         cpus: record.cpus,
         memory_mib: record.memory_mib,
+        disk_bytes: record.disk_bytes,
         workspace: record.workspace.clone(),
         ephemeral: record.ephemeral,
         heavy_dirs: record.heavy_dirs.clone(),

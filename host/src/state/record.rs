@@ -71,6 +71,9 @@ pub struct VmRecord {
     pub cpus: u32,
     /// Memory in MiB.
     pub memory_mib: u32,
+    /// The disk size asked for (`--disk`, `disk`), for `hutch reset`; `None`: the image's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_bytes: Option<u64>,
     /// Created by `hutch run`: deleted when its command ends.
     #[serde(default)]
     pub ephemeral: bool,
@@ -89,6 +92,10 @@ pub struct VmRecord {
     /// removed again by `hutch down`/`rm`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub heavy_links: Vec<HeavyLink>,
+    /// Mount points for heavy dirs that hutch created in the host project
+    /// (they did not exist before), removed by `hutch down`/`rm` if still empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub created_dirs: Vec<PathBuf>,
     /// Backend-specific details (process ids, accelerator, ...).
     #[serde(default)]
     pub backend_state: serde_json::Value,
@@ -169,12 +176,14 @@ mod tests {
             image: "/img".into(),
             cpus: 2,
             memory_mib: 1024,
+            disk_bytes: Some(40 << 30),
             ephemeral: false,
             created_unix: 1,
             started_unix: Some(2),
             protocol: Some(1),
             heavy_dirs: vec!["node_modules".into()],
             heavy_links: Vec::new(),
+            created_dirs: vec!["/home/me/web/node_modules".into()],
             backend_state: serde_json::json!({ "qemu_pid": 42 }),
             forward_pid: None,
             ro: Some(RoMode { git: true, no_ignore: false }),
