@@ -16,6 +16,7 @@ pub mod error;
 pub mod exec;
 pub mod exit;
 pub mod forward;
+pub mod heavy;
 pub mod hooks;
 pub mod lifecycle;
 pub mod mux;

@@ -1,5 +1,5 @@
 //! Asking the agent to set up the workspace (its `Prepare` call), and undoing
-//! on the host what it left there.
+//! on the host what it and hutch left there ([`crate::heavy`]).
 
 use hutch_proto::addr::Addr;
 use hutch_proto::v1::{HeavyMethod, PrepareRequest};
@@ -23,6 +23,9 @@ pub async fn prepare(backend: &dyn Backend, record: &mut VmRecord) -> Result<(),
         Some(path) => BearerToken::from_file(path)?,
         None => BearerToken::default(),
     };
+    let created = crate::heavy::create_mount_points(&workspace, &record.heavy_dirs)
+        .map_err(|e| Error::local(&format!("creating heavy-dir mount points in {}", workspace.display()), e))?;
+    record.created_dirs.extend(created.into_iter().filter(|c| !record.created_dirs.contains(c)).collect::<Vec<_>>());
     let mut client = transport::connect(&addr, token).await?;
     let request = PrepareRequest {
         workspace: workspace.display().to_string(),
@@ -43,13 +46,14 @@ pub async fn prepare(backend: &dyn Backend, record: &mut VmRecord) -> Result<(),
     Ok(())
 }
 
-/// Removes the symlinks `prepare` put into the host project (macOS guests),
-/// leaving the project as it was. A path that is no longer our symlink is
-/// left alone.
+/// Removes the symlinks `prepare` put into the host project (macOS guests)
+/// and the mount points hutch created that are still empty, leaving the
+/// project as it was. A path that is no longer ours is left alone.
 pub fn remove_links(record: &mut VmRecord) {
     for link in std::mem::take(&mut record.heavy_links) {
         if std::fs::read_link(&link.path).is_ok_and(|target| target == link.target) {
             let _ = std::fs::remove_file(&link.path);
         }
     }
+    crate::heavy::remove_mount_points(&std::mem::take(&mut record.created_dirs));
 }
