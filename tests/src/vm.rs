@@ -24,7 +24,7 @@ pub fn e2e() -> &'static E2e {
     E2E.get_or_init(|| {
         let image = std::env::var_os("HUTCH_E2E_IMAGE")
             .map(PathBuf::from)
-            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/hutch-image"));
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/hutch-image/minimal"));
         assert!(image.join("image.json").exists(), "no guest image at {}: run `cargo xtask e2e` (it builds one)", image.display());
         // Short path: Unix socket paths are limited to 107 bytes.
         let state = tempfile::Builder::new().prefix("he2e").tempdir_in("/tmp").expect("state dir");

@@ -25,7 +25,7 @@ const VM: &str = "bench";
 
 /// Boots the guest (`boots` times for the boot figure), then times execs into it.
 pub fn guest(table: &mut Table, plan: &Plan, setup: &Setup) -> Result<()> {
-    let image = target_dir().join("hutch-image");
+    let image = target_dir().join("hutch-image").join("minimal");
     if !image.join("image.json").exists() {
         table.note("QEMU rows skipped: no guest image under target/hutch-image (run `cargo xtask image`)");
         return Ok(());
