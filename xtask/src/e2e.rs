@@ -24,7 +24,7 @@ pub fn run() -> Result<u8> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
         .current_dir(root())
-        .args(["test", "-p", "hutch-tests", "--test", "e2e_qemu", "--", "--ignored", "--test-threads=1"])
+        .args(["test", "-p", "hutch-tests", "--test", "e2e_qemu", "--test", "e2e_debian", "--", "--ignored", "--test-threads=1"])
         .env("HUTCH_E2E_IMAGE", &images.minimal)
         .env("HUTCH_E2E_DEBIAN_IMAGE", &debian)
         .env("HUTCH_E2E_BASE", &base.disk)

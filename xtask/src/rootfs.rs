@@ -276,7 +276,7 @@ fn make_ext4(privilege: Privilege, rootfs: &Path, recipe: &Recipe, out: &Path) -
     let _ = std::fs::remove_file(&tmp);
     let file = std::fs::File::create(&tmp)?;
     file.set_len(recipe.size)?;
-    let mut cmd = privilege.command("mke2fs");
+    let mut cmd = privilege.command(&sbin_tool("mke2fs")?);
     cmd.args(["-q", "-F", "-t", "ext4", "-L", &recipe.label, "-d"]).arg(rootfs);
     match privilege {
         Privilege::Unshare => {
@@ -313,6 +313,16 @@ fn make_ext4(privilege: Privilege, rootfs: &Path, recipe: &Recipe, out: &Path) -
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644))?;
     std::fs::rename(&tmp, out)?;
     Ok(())
+}
+
+/// A tool from e2fsprogs by its full path: /sbin is not in a user's PATH on Debian.
+fn sbin_tool(name: &str) -> Result<String> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let dirs = std::env::split_paths(&path).chain(["/usr/sbin", "/sbin"].map(PathBuf::from));
+    dirs.map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .map(|p| p.display().to_string())
+        .ok_or_else(|| format!("{name} is not installed: run scripts/install-deps (or `apt-get install e2fsprogs`)").into())
 }
 
 fn run(cmd: &mut Command, what: &str) -> Result<()> {

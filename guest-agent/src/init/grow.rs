@@ -30,7 +30,7 @@ pub fn start() -> Option<Pid> {
         return None;
     }
     log(format!("growing the root file system on {device} from {} to {} MiB", fs_bytes >> 20, (sectors * 512) >> 20));
-    match Command::new("resize2fs").arg(&device).stdin(Stdio::null()).stdout(Stdio::null()).spawn() {
+    match Command::new("/sbin/resize2fs").arg(&device).stdin(Stdio::null()).stdout(Stdio::null()).spawn() {
         Ok(child) => Some(Pid::from_raw(child.id() as i32)),
         Err(e) => {
             log(format!("resize2fs: {e}"));

@@ -71,7 +71,7 @@ pub fn shut_down(signals: &SigSet) -> ! {
     while !all_gone() {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            log("processes still running after SIGTERM: killing them");
+            log(format!("still running {TERM_GRACE:?} after SIGTERM, killed: {}", survivors().join(", ")));
             let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
             std::thread::sleep(Duration::from_millis(100));
             reap();
@@ -98,6 +98,21 @@ pub fn shut_down(signals: &SigSet) -> ! {
 /// kill(-1, 0) finds nobody to signal).
 fn all_gone() -> bool {
     kill(Pid::from_raw(-1), None).is_err()
+}
+
+/// `comm (pid)` of every user-space process but the init (kernel threads
+/// have an empty command line).
+fn survivors() -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if pid != 1 && !cmdline.is_empty() {
+            let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+            found.push(format!("{} ({pid})", comm.trim()));
+        }
+    }
+    found
 }
 
 /// Detaches every mount below the root that is not a kernel file system
