@@ -138,9 +138,21 @@ fn commands_run_as_an_unprivileged_user_with_the_host_users_ids() {
         Command::new("chown").arg("-R").arg(format!("{uid}:{gid}")).arg(&state).arg(&ws).status().unwrap();
     }
 
-    let script = "id -u; id -g; id -un; echo $HOME; touch from-guest; mkdir node_modules/made-by-user && sudo -n true && echo sudo ok";
-    let mut cmd = Command::new(&hutch);
-    cmd.args(["run", "--rm", "--image", image.to_str().unwrap(), "--workspace", ws.to_str().unwrap(), "--cpus", "1", "--memory", "512"])
+    let run = |flags: &[&str], script: &str| {
+        let mut cmd = Command::new(&hutch);
+        cmd.args([
+            "run",
+            "--rm",
+            "--image",
+            image.to_str().unwrap(),
+            "--workspace",
+            ws.to_str().unwrap(),
+            "--cpus",
+            "1",
+            "--memory",
+            "512",
+        ])
+        .args(flags)
         .args(["--", "sh", "-c", script])
         .env_clear()
         .env("PATH", "/usr/local/bin:/usr/bin:/bin")
@@ -148,14 +160,22 @@ fn commands_run_as_an_unprivileged_user_with_the_host_users_ids() {
         .env("HUTCH_STATE_DIR", &state)
         .env("HUTCH_VHOST_DEVICE_VSOCK", &vsock)
         .stdin(Stdio::null());
-    if root {
-        std::os::unix::process::CommandExt::uid(&mut cmd, uid);
-        std::os::unix::process::CommandExt::gid(&mut cmd, gid);
-    }
-    let out = cmd.output().unwrap();
-    assert_eq!(code(&out), 0, "{}\n{}", stdout(&out), stderr(&out));
-    assert_eq!(stdout(&out), format!("{uid}\n{gid}\nhutch\n/home/hutch\nsudo ok\n"));
+        if root {
+            std::os::unix::process::CommandExt::uid(&mut cmd, uid);
+            std::os::unix::process::CommandExt::gid(&mut cmd, gid);
+        }
+        let out = cmd.output().unwrap();
+        assert_eq!(code(&out), 0, "{script}\n{}\n{}", stdout(&out), stderr(&out));
+        stdout(&out)
+    };
+    let out =
+        run(&[], "id -u; id -g; id -un; echo $HOME; touch from-guest; mkdir node_modules/made-by-user && sudo -n true && echo sudo ok");
+    assert_eq!(out, format!("{uid}\n{gid}\nhutch\n/home/hutch\nsudo ok\n"));
     let made = std::fs::metadata(ws.join("from-guest")).unwrap();
     assert_eq!((made.uid(), made.gid()), (uid, gid), "a file the guest made is not the host user's");
+    // A --ro snapshot is the user's to edit too (and the host's file stays as it was).
+    let out = run(&["--ro"], "echo more >> package.json && mkdir new && stat -c %u:%g package.json . new");
+    assert_eq!(out, format!("{uid}:{gid}\n").repeat(3));
+    assert_eq!(std::fs::read_to_string(ws.join("package.json")).unwrap(), "{}\n");
     assert_eq!(entries(&ws), ["from-guest", "package.json"], "run --rm left something in the project");
 }

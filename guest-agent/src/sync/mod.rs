@@ -9,6 +9,7 @@
 //! [`diff`].
 
 pub mod diff;
+pub mod owner;
 pub mod receive;
 pub mod session;
 pub mod state;

@@ -329,11 +329,14 @@ fn make_symlink(parent: BorrowedFd<'_>, name: &[u8], target: &[u8], mtime_ns: i6
         }
         Err(e) => return Err(e),
     }
+    super::owner::own_at(parent, name)?;
     utimensat(parent, name, &TimeSpec::UTIME_OMIT, &timespec(mtime_ns), UtimensatFlags::NoFollowSymlink)
 }
 
-/// Sets a file's or folder's mode and mtime through its descriptor.
+/// Sets a file's or folder's owner (the command user's), mode and mtime
+/// through its descriptor (chown first: it clears set-id bits).
 fn set_meta(fd: BorrowedFd<'_>, mode: u32, mtime_ns: i64) -> Result<(), Errno> {
+    super::owner::own(fd)?;
     fchmod(fd, Mode::from_bits_truncate(mode))?;
     futimens(fd, &TimeSpec::UTIME_OMIT, &timespec(mtime_ns))
 }

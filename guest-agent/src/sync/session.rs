@@ -50,6 +50,13 @@ async fn serve(
     let dest = config.snapshot_path(&start.root)?;
     let fresh = !dest.exists();
     std::fs::create_dir_all(&dest).map_err(SyncError::io(format!("creating {}", dest.display())))?;
+    if fresh && let Some(user) = crate::exec::user::get() {
+        std::os::unix::fs::chown(&dest, Some(user.uid), Some(user.gid)).map_err(SyncError::io(format!(
+            "giving {} to {}",
+            dest.display(),
+            user.name
+        )))?;
+    }
 
     let walk_dest = dest.clone();
     let tree = blocking(move || hutch_proto::tree::walk(&walk_dest, &rules).map_err(SyncError::from)).await?;

@@ -145,7 +145,8 @@ pub fn open_dir(parent: BorrowedFd<'_>, name: &[u8], create: bool) -> Result<Own
         Ok(fd) => Ok(fd),
         Err(Errno::ENOENT) if create => {
             match mkdirat(parent, name, Mode::from_bits_truncate(0o755)) {
-                Ok(()) | Err(Errno::EEXIST) => {}
+                Ok(()) => super::owner::own_at(parent, name)?,
+                Err(Errno::EEXIST) => {}
                 Err(e) => return Err(e.into()),
             }
             openat(parent, name, flags, Mode::empty()).map_err(|e| classify(parent, name, e))

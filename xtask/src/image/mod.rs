@@ -176,7 +176,7 @@ fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<()> {
     if std::fs::read(path).is_ok_and(|old| old == bytes) {
         return Ok(());
     }
-    let tmp = path.with_extension("tmp");
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)?;
     Ok(())
@@ -212,7 +212,7 @@ fn link(from: &Path, to: &Path) -> Result<()> {
     {
         return Ok(());
     }
-    let tmp = to.with_extension("link-tmp");
+    let tmp = to.with_extension(format!("link-tmp.{}", std::process::id()));
     let _ = std::fs::remove_file(&tmp);
     if std::fs::hard_link(from, &tmp).is_err() {
         let status = Command::new("cp").arg("--sparse=always").arg(from).arg(&tmp).status()?;
