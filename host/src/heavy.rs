@@ -45,8 +45,12 @@ pub fn create_mount_points(workspace: &Path, names: &[String]) -> std::io::Resul
         if path.symlink_metadata().is_ok() || !implied(workspace, name) {
             continue;
         }
-        std::fs::create_dir(&path)?;
-        created.push(path);
+        match std::fs::create_dir(&path) {
+            Ok(()) => created.push(path),
+            // Made meanwhile (by the running guest, through the share): not ours.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
     }
     Ok(created)
 }

@@ -29,6 +29,8 @@ pub async fn run(args: NameArg) -> Result<u8, Error> {
     };
     crate::mux::lock::stop(&state.vm_dir(&name));
     backend.delete(&record, &state.vm_dir(&name))?;
+    // The new VM starts from a clean project: what the old one left goes first.
+    crate::prepare::remove_links(&mut record.clone());
     std::fs::remove_file(state.vm_dir(&name).join("vm.json")).map_err(|e| Error::local("removing the old record", e))?;
     announce(backend.as_ref(), lifecycle::ensure_running(&state, backend.as_ref(), &spec).await?);
     Ok(0)
