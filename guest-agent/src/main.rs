@@ -10,12 +10,14 @@ mod auth;
 mod exec;
 mod forward;
 mod info;
+mod limits;
 mod listen;
 mod malloc;
 mod prepare;
 mod service;
 mod sync;
 mod tart;
+mod untrusted;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,6 +30,7 @@ use hutch_proto::v1::agent_server::AgentServer;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
 
 use crate::auth::TokenCheck;
@@ -164,18 +167,18 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         match listener {
             Listener::Unix(l, path) => {
                 sockets.push(path);
-                let router = builder.clone().add_service(AgentServer::new(service.clone())).add_service(TartServer::new(tart.clone()));
+                let router = builder.clone().add_service(agent_server(&service)).add_service(tart_server(&tart));
                 servers.spawn(router.serve_with_incoming_shutdown(UnixListenerStream::new(l), stop));
             }
             Listener::Vsock(l) => {
-                let router = builder.clone().add_service(AgentServer::new(service.clone())).add_service(TartServer::new(tart.clone()));
+                let router = builder.clone().add_service(agent_server(&service)).add_service(tart_server(&tart));
                 servers.spawn(router.serve_with_incoming_shutdown(l.incoming(), stop));
             }
             Listener::Tcp(l) => {
                 let check = token.clone().ok_or("TCP listener without a token")?;
                 let tart_check = check.clone();
-                let svc = AgentServer::with_interceptor(service.clone(), move |req| check.check(req));
-                let tart_svc = TartServer::with_interceptor(tart.clone(), move |req| tart_check.check(req));
+                let svc = InterceptedService::new(agent_server(&service), move |req| check.check(req));
+                let tart_svc = InterceptedService::new(tart_server(&tart), move |req| tart_check.check(req));
                 let router = builder.clone().add_service(svc).add_service(tart_svc);
                 servers.spawn(router.serve_with_incoming_shutdown(TcpListenerStream::new(l), stop));
             }
@@ -196,6 +199,16 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         let _ = std::fs::remove_file(path);
     }
     Ok(())
+}
+
+/// The hutch.v1 service with the agent's message size limit.
+fn agent_server(service: &AgentService) -> AgentServer<AgentService> {
+    AgentServer::new(service.clone()).max_decoding_message_size(limits::MAX_MESSAGE_BYTES)
+}
+
+/// Tart's service with the agent's message size limit.
+fn tart_server(tart: &TartService) -> TartServer<TartService> {
+    TartServer::new(tart.clone()).max_decoding_message_size(limits::MAX_MESSAGE_BYTES)
 }
 
 /// Announces readiness on stdout (one line), for scripts that start the agent
@@ -226,5 +239,8 @@ fn init_logging(verbose: u8) {
         _ => "trace",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("HUTCH_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    // Colours only on a terminal: in a log file or a journal, escape codes
+    // are noise (and make escaped untrusted text harder to read).
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).with_ansi(ansi).init();
 }
