@@ -18,3 +18,37 @@ pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 /// path, short enough that a status fits in any client's header limits and
 /// a log line stays one line.
 pub const SHOWN_BYTES: usize = 200;
+
+/// Longest path the agent accepts from a Sync (a tar entry, a link target,
+/// a delete, a snapshot root): Linux's PATH_MAX, which the host's own paths
+/// cannot exceed (macOS's is 1024). It is checked before a path is read
+/// into memory, logged or echoed.
+pub const MAX_PATH_BYTES: usize = 4096;
+
+/// Largest PAX extended header in a Sync archive. hutch's host writes one
+/// `mtime` record per entry (30 bytes) and `path`/`linkpath` records of at
+/// most [`MAX_PATH_BYTES`]; 64 KiB leaves room for other writers' records.
+pub const MAX_PAX_BYTES: usize = 64 * 1024;
+
+/// Zeros accepted after a Sync archive's end marker: tar writers pad to a
+/// record (hutch: 1 KiB; GNU tar: 10 KiB). More, or anything but zeros, is
+/// refused; the stream is read to its end so zstd checks its checksum.
+pub const MAX_ARCHIVE_TRAILER: usize = 1024 * 1024;
+
+/// Largest zstd window a Sync archive may ask for (2^23 = 8 MiB of decoder
+/// memory): zstd levels up to 19 use at most that; hutch uses level 1
+/// (512 KiB). Without it a hostile frame makes the decoder allocate 128 MiB
+/// (zstd's default maximum) or, with long mode, 2 GiB.
+pub const ZSTD_WINDOW_LOG_MAX: u32 = 23;
+
+/// Paths in one `delete` message of a Sync: hutch sends 4096 per message,
+/// and deletions are applied as they arrive, so a Sync may delete any
+/// number of paths; only one message's list is ever held.
+pub const MAX_DELETE_PATHS: usize = 16_384;
+
+/// Sync messages (`delete` lists, `archive` chunks) queued between the call
+/// and the thread that applies them: enough to keep that thread busy (the
+/// host's 256 KiB chunks arrive faster than they unpack), and a bound on
+/// what a Sync holds besides HTTP/2's own window: at most 4 messages of at
+/// most [`MAX_MESSAGE_BYTES`].
+pub const SYNC_QUEUE: usize = 4;

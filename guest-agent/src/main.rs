@@ -148,7 +148,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         None => prepare::Strategy::native(),
     };
     let prepare = prepare::Config { local_root: args.local_dir, strategy, tart_shares: args.tart_shares };
-    let sync = sync::Config { state_dir: args.state_dir, prefix: args.snapshot_prefix };
+    let sync = sync::Config::new(args.state_dir, args.snapshot_prefix);
     let service = AgentService::new(groups.clone(), prepare, sync);
     let tart = TartService::new(groups.clone());
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -46,6 +46,18 @@ pub fn give_back() {
     }
 }
 
+/// Gives the heap's free memory back to the kernel now, whatever went
+/// before: after a Sync or a diff (rare, and megabytes through the heap,
+/// on threads with arenas of their own), and when a connection ends.
+pub fn trim() {
+    BULK_SINCE_TRIM.store(false, Ordering::Relaxed);
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free memory; it is thread-safe.
+    unsafe {
+        nix::libc::malloc_trim(0);
+    }
+}
+
 /// Sets the thresholds; call once, before the runtime starts.
 pub fn tune() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]

@@ -12,6 +12,7 @@ pub mod raw;
 pub mod rss;
 pub mod snapshot;
 pub mod sshd;
+pub mod tarball;
 pub mod vm;
 pub mod wire;
 
