@@ -13,6 +13,7 @@ mod info;
 mod limits;
 mod listen;
 mod malloc;
+mod nofollow;
 mod prepare;
 mod service;
 mod sync;

@@ -12,8 +12,8 @@
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use nix::errno::Errno;
-use nix::fcntl::{OFlag, openat};
-use nix::sys::stat::{Mode, mkdirat};
+
+use crate::nofollow::NotOpened;
 
 /// Why the agent refused an entry or a path.
 #[derive(Debug, thiserror::Error)]
@@ -147,34 +147,15 @@ impl SafeRoot {
     }
 }
 
-/// Opens `name` in `parent` as a folder, refusing symlinks and non-folders.
+/// Opens `name` in `parent` as a folder, refusing symlinks and non-folders
+/// ([`crate::nofollow`], with this module's refusals).
 pub fn open_dir(parent: BorrowedFd<'_>, name: &[u8], create: bool) -> Result<OwnedFd, OpenError> {
-    let flags = OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_RDONLY | OFlag::O_CLOEXEC;
-    match openat(parent, name, flags, Mode::empty()) {
-        Ok(fd) => Ok(fd),
-        Err(Errno::ENOENT) if create => {
-            match mkdirat(parent, name, Mode::from_bits_truncate(0o755)) {
-                Ok(()) | Err(Errno::EEXIST) => {}
-                Err(e) => return Err(e.into()),
-            }
-            openat(parent, name, flags, Mode::empty()).map_err(|e| classify(parent, name, e))
-        }
-        Err(e) => Err(classify(parent, name, e)),
-    }
-}
-
-/// Names the refusal: Linux says ENOTDIR (or ELOOP) for a symlink opened
-/// with `O_DIRECTORY | O_NOFOLLOW`, so look at what is there.
-fn classify(parent: BorrowedFd<'_>, name: &[u8], e: Errno) -> OpenError {
-    match e {
-        Errno::ELOOP | Errno::ENOTDIR => {
-            let st = nix::sys::stat::fstatat(parent, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW);
-            let symlink = st.is_ok_and(|st| st.st_mode & nix::libc::S_IFMT == nix::libc::S_IFLNK);
-            if symlink || e == Errno::ELOOP { Refused::Symlink.into() } else { Refused::NotAFolder.into() }
-        }
-        Errno::ENOENT => OpenError::Missing,
-        e => e.into(),
-    }
+    crate::nofollow::open_dir(parent, name, create).map_err(|e| match e {
+        NotOpened::Symlink => Refused::Symlink.into(),
+        NotOpened::NotAFolder => Refused::NotAFolder.into(),
+        NotOpened::Missing => OpenError::Missing,
+        NotOpened::Os(errno) => OpenError::Os(errno),
+    })
 }
 
 #[cfg(test)]
