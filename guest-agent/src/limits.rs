@@ -6,6 +6,12 @@
 //! token that leaked, a guest process that found the socket. None of these
 //! may make it hold unbounded memory, descriptors or threads, or hang a call.
 //! The README's "Limits" table lists these values; change both together.
+//!
+//! Two bounds live next to the code they shape: the output held per exec
+//! whose client stopped reading is `exec::output::RESPONSE_QUEUE` chunks of
+//! `exec::output::OUTPUT_CHUNK` (1 MiB) plus h2's send buffer per stream
+//! (400 KiB); past that the child's writes block. Stdin waiting per exec is
+//! `exec::input::STDIN_QUEUE` messages.
 
 /// Largest gRPC message the agent decodes (tonic's default, stated here so it
 /// is one of the documented limits): a `stdin`, `archive` or `delete` message
@@ -52,3 +58,42 @@ pub const MAX_DELETE_PATHS: usize = 16_384;
 /// what a Sync holds besides HTTP/2's own window: at most 4 messages of at
 /// most [`MAX_MESSAGE_BYTES`].
 pub const SYNC_QUEUE: usize = 4;
+
+/// Connections served at once per listener (Unix socket, vsock, TCP).
+/// Further ones wait in the kernel's backlog until one ends, costing the
+/// agent nothing. hutch opens one connection per command (or one per VM
+/// through its multiplexer), so 128 is far above use; together with
+/// [`HANDSHAKE_TIMEOUT`] it keeps a flood of idle connections from taking
+/// every descriptor.
+pub const MAX_CONNECTIONS: usize = 128;
+
+/// How long a new connection has to send the HTTP/2 preface and its first
+/// frame before it is closed. hutch sends them at once; 10 s leaves room for
+/// a loaded guest under emulation.
+pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Pause between accept attempts while the agent is out of descriptors
+/// (EMFILE, ENFILE) or memory: the connection waits in the backlog, and
+/// the agent does not spin at 100% CPU retrying.
+pub const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Streams one connection may have open at once
+/// (SETTINGS_MAX_CONCURRENT_STREAMS). Each open Exec costs the agent a task,
+/// queues and HTTP/2 state (about 12 KiB before its process starts), so
+/// 20,000 streams cost 286 MB; hutch's multiplexer carries every command of
+/// a VM on one connection, and 256 concurrent commands is far above use
+/// (a client past it waits for a stream to end).
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 256;
+
+/// Largest HTTP/2 frame a client may send: the SETTINGS_MAX_FRAME_SIZE the
+/// agent advertises (1 MiB, so a 256 KiB chunk travels as one frame).
+pub const MAX_FRAME_BYTES: usize = hutch_proto::MAX_FRAME_SIZE as usize;
+
+/// Largest header block (HEADERS and its CONTINUATIONs, compressed) a
+/// client may send, and the decoded header list
+/// (SETTINGS_MAX_HEADER_LIST_SIZE): gRPC metadata is a few hundred bytes;
+/// grpc-go and grpc-java default to 8-16 KiB.
+pub const MAX_HEADER_BLOCK_BYTES: usize = 64 * 1024;
+
+/// See [`MAX_HEADER_BLOCK_BYTES`].
+pub const MAX_HEADER_LIST_BYTES: usize = 64 * 1024;

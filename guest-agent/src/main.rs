@@ -7,6 +7,7 @@
 //! still runs. It also receives `--ro` snapshots of host folders (`Sync`).
 
 mod auth;
+mod conn;
 mod exec;
 mod forward;
 mod info;
@@ -30,11 +31,11 @@ use hutch_proto::tart::agent_server::AgentServer as TartServer;
 use hutch_proto::v1::agent_server::AgentServer;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
 
 use crate::auth::TokenCheck;
+use crate::conn::accept::incoming;
 use crate::exec::registry::Groups;
 use crate::listen::Listener;
 use crate::service::AgentService;
@@ -162,18 +163,20 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             .max_frame_size(Some(MAX_FRAME_SIZE))
             .initial_stream_window_size(Some(STREAM_WINDOW))
             .initial_connection_window_size(Some(CONNECTION_WINDOW))
+            .max_concurrent_streams(Some(limits::MAX_STREAMS_PER_CONNECTION))
+            .http2_max_header_list_size(Some(limits::MAX_HEADER_LIST_BYTES as u32))
             .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
-            .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
-            .tcp_nodelay(true);
+            .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT));
+        let name = addr.to_string();
         match listener {
             Listener::Unix(l, path) => {
                 sockets.push(path);
                 let router = builder.clone().add_service(agent_server(&service)).add_service(tart_server(&tart));
-                servers.spawn(router.serve_with_incoming_shutdown(UnixListenerStream::new(l), stop));
+                servers.spawn(router.serve_with_incoming_shutdown(incoming(l, name), stop));
             }
             Listener::Vsock(l) => {
                 let router = builder.clone().add_service(agent_server(&service)).add_service(tart_server(&tart));
-                servers.spawn(router.serve_with_incoming_shutdown(l.incoming(), stop));
+                servers.spawn(router.serve_with_incoming_shutdown(incoming(l, name), stop));
             }
             Listener::Tcp(l) => {
                 let check = token.clone().ok_or("TCP listener without a token")?;
@@ -181,7 +184,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 let svc = InterceptedService::new(agent_server(&service), move |req| check.check(req));
                 let tart_svc = InterceptedService::new(tart_server(&tart), move |req| tart_check.check(req));
                 let router = builder.clone().add_service(svc).add_service(tart_svc);
-                servers.spawn(router.serve_with_incoming_shutdown(TcpListenerStream::new(l), stop));
+                servers.spawn(router.serve_with_incoming_shutdown(incoming(l, name), stop));
             }
         }
     }

@@ -58,6 +58,24 @@ pub fn trim() {
     }
 }
 
+/// Free heap worth a trim when a connection ends: more than the trim
+/// threshold keeps anyway, so an ordinary connection's end costs no trim
+/// (0.2 ms), and one that left megabytes behind gives them back.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const WORTH_TRIMMING: usize = 4 << 20;
+
+/// Trims the heap if it holds more than [`WORTH_TRIMMING`] free.
+pub fn trim_if_worth() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallinfo2 only reads the allocator's statistics.
+        let free = unsafe { nix::libc::mallinfo2() }.fordblks;
+        if free > WORTH_TRIMMING {
+            trim();
+        }
+    }
+}
+
 /// Sets the thresholds; call once, before the runtime starts.
 pub fn tune() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]

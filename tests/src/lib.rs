@@ -5,6 +5,7 @@
 //! through cargo, so `cargo test` never runs stale binaries.
 
 pub mod fakes;
+pub mod h2raw;
 pub mod hvsock_proxy;
 pub mod pidfd;
 pub mod pty;
