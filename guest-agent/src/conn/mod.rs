@@ -15,3 +15,5 @@ pub mod accept;
 pub mod frames;
 pub mod headers;
 pub mod inbound;
+#[cfg(test)]
+mod props;

@@ -13,6 +13,8 @@
 pub mod archive;
 pub mod diff;
 pub mod lock;
+#[cfg(test)]
+mod props;
 pub mod receive;
 pub mod root;
 pub mod session;
