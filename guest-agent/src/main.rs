@@ -109,6 +109,7 @@ fn main() -> ExitCode {
     malloc::tune();
     let args = Args::parse();
     init_logging(args.verbose);
+    raise_fd_limit();
     // One event-loop thread: an exec is a handful of tasks (session, pumps,
     // stdin) passing messages, and on a multi-threaded runtime each hand-off
     // may wake another core (13 context switches per `exec true` instead of
@@ -234,6 +235,24 @@ async fn shutdown_signal() -> std::io::Result<String> {
         _ = term.recv() => "SIGTERM".to_owned(),
         _ = int.recv() => "SIGINT".to_owned(),
     })
+}
+
+/// Raises the soft limit on open descriptors to the hard one: service
+/// managers often start daemons with a soft limit of 1024, and every
+/// connection and exec (3 to 6 pipes and fds each) takes some. The
+/// connection cap and the accept back-off (see `conn`) keep the agent
+/// working when even the hard limit is reached.
+fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::debug!("keeping the descriptor limit at {soft}: {e}");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::debug!("cannot read the descriptor limit: {e}"),
+    }
 }
 
 fn init_logging(verbose: u8) {

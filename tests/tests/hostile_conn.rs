@@ -50,6 +50,7 @@ fn connections_that_never_send_the_preface_are_closed() {
             }
         }
     }
+    assert_back_under_limit(agent.pid(), "connections that never spoke");
 }
 
 #[test]
@@ -62,6 +63,7 @@ fn idle_connections_past_the_cap_wait_and_a_real_client_is_served_once_they_time
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let open = fds(pid);
     assert!(open < MAX_CONNECTIONS + 40, "the agent holds {open} descriptors: it took more connections than its cap");
+    assert_back_under_limit(pid, "a flood of idle connections");
 }
 
 #[test]
@@ -94,6 +96,7 @@ fn an_agent_out_of_descriptors_backs_off_and_serves_again() {
     // SAFETY: sysconf only reads a configuration value.
     let per_second = u64::try_from(unsafe { nix::libc::sysconf(nix::libc::_SC_CLK_TCK) }).unwrap_or(100);
     assert!(ticks < per_second, "the agent burned {ticks} ticks (at {per_second}/s) waiting for descriptors: it spins on EMFILE");
+    assert_back_under_limit(pid, "running out of descriptors");
 }
 
 #[test]

@@ -10,6 +10,7 @@ use hutch_proto::v1::exec_response::Kind;
 use hutch_proto::v1::{ExecRequest, ExecResponse, SignalRequest as Signal, Start, StdinMode, exec_request};
 use hutch_tests::Agent;
 use hutch_tests::raw::block_on;
+use hutch_tests::rss::assert_back_under_limit;
 use hutch_tests::wire::{bidi, bytes_field};
 use prost::Message;
 use tonic::Code;
@@ -63,6 +64,7 @@ fn undecodable_start_requests_end_with_invalid_argument_and_the_reason() {
     refused("undecodable protobuf", exec(&socket, vec![garbage]), Code::InvalidArgument, "decode");
     let huge = start_with(&bytes_field(1, &vec![b'a'; 5 << 20]));
     refused("a 5 MiB start", exec(&socket, vec![huge]), Code::ResourceExhausted, "4194304");
+    assert_back_under_limit(agent.pid(), "undecodable and oversized starts");
 }
 
 #[test]
@@ -76,6 +78,7 @@ fn an_oversized_stdin_chunk_ends_the_exec_with_a_status_not_silence() {
         assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
         assert!(status.message().contains("stdin") || status.message().contains("request"), "{status:?}");
     }
+    assert_back_under_limit(agent.pid(), "a 5 MiB stdin chunk");
 }
 
 #[test]

@@ -72,6 +72,7 @@ fn a_root_through_a_symlink_in_a_snapshot_is_refused_and_nothing_outside_is_touc
     let diff = raw_diff(&s.socket(), &escaped);
     assert!(diff.is_err(), "SnapshotDiff read through the symlink: {diff:?}");
     assert_eq!(listing(&outside, &[]), before, "the folder outside the snapshot changed");
+    assert_back_under_limit(s.agent.pid(), "a root through a symlink");
 }
 
 /// Row 2: GNU long-name and PAX headers that claim 64 MiB.
@@ -148,6 +149,7 @@ fn concurrent_syncs_of_one_root_never_mix_files() {
         assert!(found == a || found == b, "round {round}: the snapshot mixes the two syncs' files");
         assert_eq!(names(&snap).len(), 60, "round {round}: leftovers: {:?}", names(&snap));
     }
+    assert_back_under_limit(s.agent.pid(), "concurrent syncs");
 }
 
 /// Row 5: a zstd stream whose checksum does not match.
@@ -167,6 +169,7 @@ fn a_corrupt_archive_is_refused_and_leaves_nothing_it_carried() {
     let snap = s.snapshot(Path::new(&root));
     assert!(!snap.join("a.txt").exists(), "a file from a corrupt archive was kept");
     assert!(raw_diff(&s.socket(), &root).unwrap().is_empty(), "the corrupt sync left a diff");
+    assert_back_under_limit(s.agent.pid(), "a corrupt archive");
 }
 
 /// Row 6: a Sync refused halfway, then a diff, a sync and a diff.
@@ -239,6 +242,7 @@ fn a_fifo_swapped_in_during_a_diff_ends_the_diff_instead_of_hanging_it() {
     let status = outcome.expect("the diff hung on the FIFO").expect_err("the diff reported a FIFO as a file");
     assert_eq!(status.code(), Code::Aborted, "{status:?}");
     assert!(status.message().contains("z.txt"), "{status:?}");
+    assert_back_under_limit(s.agent.pid(), "a diff of 256 MiB cut short");
 }
 
 /// Row 12: many large delete lists before the archive.
