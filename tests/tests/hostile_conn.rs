@@ -9,6 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hutch_tests::h2raw::{self, Conn, frame};
+use hutch_tests::pidfd::proc_cpu_ticks;
 use hutch_tests::rss::{assert_back_under_limit, status_kib};
 use hutch_tests::{Agent, PROMPT, binaries, code, free_tcp_port, stderr};
 
@@ -26,10 +27,7 @@ fn fds(pid: u32) -> usize {
 
 /// CPU time the agent has used, in clock ticks (user + system).
 fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
-    let fields: Vec<&str> = after_name.split(' ').collect();
-    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    proc_cpu_ticks(pid as i32).expect("the agent is running")
 }
 
 #[test]
