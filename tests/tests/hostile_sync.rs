@@ -38,6 +38,20 @@ fn synced_with(s: SnapshotAgent) -> (SnapshotAgent, String) {
     (s, root)
 }
 
+/// An agent whose snapshot of a host tree holding `files` was made by
+/// `hutch sync` (so its state is the host's own).
+fn hutch_synced(files: &[(&str, &str)]) -> SnapshotAgent {
+    let s = SnapshotAgent::start();
+    let root = s.root();
+    std::fs::create_dir_all(&root).unwrap();
+    for (name, data) in files {
+        std::fs::write(root.join(name), data).unwrap();
+    }
+    let out = s.hutch("sync", &[]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    s
+}
+
 fn refused(result: Result<hutch_proto::v1::SyncSummary, tonic::Status>, case: &str) -> tonic::Status {
     let status = result.expect_err(&format!("{case}: the agent accepted it"));
     assert!(status.message().len() < 1024, "{case}: a {}-byte status", status.message().len());
@@ -175,13 +189,8 @@ fn a_corrupt_archive_is_refused_and_leaves_nothing_it_carried() {
 /// Row 6: a Sync refused halfway, then a diff, a sync and a diff.
 #[test]
 fn after_a_sync_refused_halfway_diff_and_the_next_sync_are_right() {
-    let s = SnapshotAgent::start();
+    let s = hutch_synced(&[("host.txt", "host\n")]);
     let root = s.root();
-    std::fs::create_dir_all(&root).unwrap();
-    std::fs::write(root.join("host.txt"), "host\n").unwrap();
-    let out = s.hutch("sync", &[]);
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
-
     let parts = [file(b"a.txt", b"A\n"), file(b"b.txt", b"B\n"), file(b"../evil", b"x")];
     let (_, result) = raw_sync(&s.socket(), root.to_str().unwrap(), vec![], archive(&parts));
     assert_eq!(refused(result, "`..`").code(), Code::InvalidArgument);
@@ -205,13 +214,8 @@ fn after_a_sync_refused_halfway_diff_and_the_next_sync_are_right() {
 /// Row 7: the guest swaps a FIFO in while a client reads a diff slowly.
 #[test]
 fn a_fifo_swapped_in_during_a_diff_ends_the_diff_instead_of_hanging_it() {
-    let s = SnapshotAgent::start();
+    let s = hutch_synced(&[("a.bin", "a"), ("z.txt", "z\n")]);
     let root = s.root();
-    std::fs::create_dir_all(&root).unwrap();
-    std::fs::write(root.join("a.bin"), "a").unwrap();
-    std::fs::write(root.join("z.txt"), "z\n").unwrap();
-    let out = s.hutch("sync", &[]);
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
     let snap = s.snapshot(&root);
     // A guest change large enough that the agent blocks on a slow reader
     // while sending it, and one after it.

@@ -280,7 +280,9 @@ mod tests {
     }
 
     fn literal(name: &str, value: &str) -> Vec<u8> {
-        [&[0u8, name.len() as u8][..], name.as_bytes(), &[value.len() as u8], value.as_bytes()].concat()
+        let mut out = Vec::new();
+        super::super::headers::literal(&mut out, name.as_bytes(), value.as_bytes());
+        out
     }
 
     /// Feeds `bytes` in pieces of `step` and collects the output.

@@ -82,7 +82,7 @@ impl Rewriter {
 }
 
 /// A "literal header field without indexing, new name", raw (no Huffman).
-fn literal(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+pub fn literal(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.push(0x00);
     string(out, name);
     string(out, value);

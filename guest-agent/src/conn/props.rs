@@ -57,22 +57,8 @@ fn field() -> impl Strategy<Value = (Vec<u8>, Vec<u8>)> {
 }
 
 fn literal(name: &[u8], value: &[u8]) -> Vec<u8> {
-    let mut out = vec![0u8];
-    for s in [name, value] {
-        let mut len = s.len();
-        if len < 127 {
-            out.push(len as u8);
-        } else {
-            out.push(127);
-            len -= 127;
-            while len >= 128 {
-                out.push((len % 128) as u8 | 0x80);
-                len /= 128;
-            }
-            out.push(len as u8);
-        }
-        out.extend_from_slice(s);
-    }
+    let mut out = Vec::new();
+    super::headers::literal(&mut out, name, value);
     out
 }
 
