@@ -1,4 +1,4 @@
-//! Exec and Tart calls with requests no honest client sends: undecodable or
+//! Exec, Forward and Tart calls with requests no honest client sends: undecodable or
 //! oversized messages, invalid UTF-8, control characters in names. Every
 //! stream ends with `exited`, `start_failed` or an error status that says
 //! why, never a bare OK; untrusted strings reach the log and the status
@@ -7,7 +7,7 @@
 use hutch_proto::tart::agent_client::AgentClient as TartClient;
 use hutch_proto::tart::{SignalRequest, signal_request};
 use hutch_proto::v1::exec_response::Kind;
-use hutch_proto::v1::{ExecRequest, ExecResponse, SignalRequest as Signal, Start, StdinMode, exec_request};
+use hutch_proto::v1::{ExecRequest, ExecResponse, ForwardResponse, SignalRequest as Signal, Start, StdinMode, exec_request};
 use hutch_tests::Agent;
 use hutch_tests::raw::block_on;
 use hutch_tests::rss::assert_back_under_limit;
@@ -64,6 +64,9 @@ fn undecodable_start_requests_end_with_invalid_argument_and_the_reason() {
     refused("undecodable protobuf", exec(&socket, vec![garbage]), Code::InvalidArgument, "decode");
     let huge = start_with(&bytes_field(1, &vec![b'a'; 5 << 20]));
     refused("a 5 MiB start", exec(&socket, vec![huge]), Code::ResourceExhausted, "4194304");
+    let forward = block_on(bidi::<ForwardResponse>(&socket, "/hutch.v1.Agent/Forward", vec![vec![0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f]]));
+    let status = forward.1.expect_err("an undecodable forward ended with status OK");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
     assert_back_under_limit(agent.pid(), "undecodable and oversized starts");
 }
 
