@@ -6,7 +6,7 @@ use std::path::Path;
 use nix::mount::{MsFlags, mount};
 
 use super::log;
-use crate::prepare::mounts::is_mountpoint;
+use crate::prepare::mounts::{Mounts, System};
 
 /// The host name when the image names none in /etc/hostname.
 const DEFAULT_HOSTNAME: &str = "hutch-guest";
@@ -27,7 +27,7 @@ pub fn system() {
     ];
     for (source, target, fstype, flags, data) in mounts {
         let target = Path::new(target);
-        if is_mountpoint(target) {
+        if System.is_mountpoint(target) {
             continue;
         }
         let _ = std::fs::create_dir_all(target);
