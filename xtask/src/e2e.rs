@@ -1,8 +1,8 @@
 //! `cargo xtask e2e`: build the guest images (the minimal one, the Debian
 //! default with the suite's own extras, and the Debian base image that `hutch
 //! image prepare` is tested with; the Debian ones cached by their recipes) and
-//! run the end-to-end suite (tests/tests/e2e_qemu.rs) against real QEMU
-//! guests, one at a time.
+//! run the end-to-end suites (tests/tests/e2e_qemu.rs on the minimal image,
+//! e2e_debian.rs on the Debian one) against real QEMU guests, one at a time.
 
 use std::process::Command;
 

@@ -9,10 +9,10 @@
 //! - `install [--root DIR]`: the `hutch` CLI into DIR/bin, static on Linux;
 //! - `base-image`: a Debian disk image with systemd and sshd but no agent
 //!   (what `hutch image prepare` takes; its e2e test uses it);
-//!
-//! Both Debian images come from one builder, [`rootfs`].
 //! - `bench [--quick] [--json FILE]`: measure hutch against its anchors;
 //! - `bench-sync [--quick] [--json FILE]`: `--ro` snapshot sync beside rsync.
+//!
+//! Both Debian images come from one builder, [`rootfs`].
 
 mod base_image;
 mod bench;
