@@ -10,6 +10,8 @@
 //! - [`sync`] keeps `--ro` snapshots equal to the host tree, and diffs them;
 //! - [`net`] is the guest's network under the host's control: the per-VM
 //!   egress proxy, its policy, secrets and audit log;
+//! - [`workspace`] sets the project up in the guest, with mount points only
+//!   for the [`heavy`] dirs it uses, and removes them again;
 //! - [`state`] holds the typed VM records;
 //! - [`error`] and [`exit`] gather each module's errors and map exit codes in
 //!   one place (see the README's Architecture section).
@@ -27,6 +29,7 @@ pub mod error;
 pub mod exec;
 pub mod exit;
 pub mod forward;
+pub mod heavy;
 pub mod hooks;
 pub mod lifecycle;
 pub mod mux;
