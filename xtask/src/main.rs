@@ -69,7 +69,10 @@ enum Task {
     /// Build static hutch-agent binaries for Linux guests and the systemd/launchd service files, into target/dist.
     Dist,
     /// Build the guest image and the Debian base image, and run the end-to-end tests in real QEMU guests.
-    E2e,
+    E2e {
+        /// Run only the tests whose names contain one of these (cargo test's filters).
+        filters: Vec<String>,
+    },
     /// Measure hutch beside its anchors (/bin/true, ...) and print ratios.
     Bench {
         /// Fewer runs, for a quick look.
@@ -99,7 +102,7 @@ fn main() -> ExitCode {
             println!("{}", image.disk.display());
             0
         }),
-        Task::E2e => e2e::run(),
+        Task::E2e { filters } => e2e::run(&filters),
         Task::Image { no_install, minimal_only, rebuild } => (|| {
             let debian = if minimal_only { None } else { Some(("default", image::debian::Extras::from_user_config()?)) };
             image::run(&image::Options { install: !no_install, debian, rebuild }).map(|_| 0)
