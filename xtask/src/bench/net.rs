@@ -166,9 +166,9 @@ fn first_byte(table: &mut Table, plan: &Plan, setup: &Setup, agent_bin: &Path) -
 }
 
 fn download(table: &mut Table, plan: &Plan, setup: &Setup) -> Result<()> {
-    let image = target_dir().join("hutch-image");
+    let image = target_dir().join("hutch-image").join("minimal");
     if !image.join("image.json").exists() {
-        table.note("guest download rows skipped: no guest image under target/hutch-image (run `cargo xtask image`)");
+        table.note("guest download rows skipped: no minimal image under target/hutch-image (run `cargo xtask image`)");
         return Ok(());
     }
     // The size, in --quick runs too: smaller downloads under TCG
