@@ -248,6 +248,10 @@ fn the_guest_reaches_only_what_the_hosts_policy_allows() {
     let out = guest(&format!("curl -sS --fail-with-body -H \"Authorization: Bearer $TEST_API_KEY\" {}", api.url("/v1/messages")));
     assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
     assert!(stdout(&out).contains(&format!("authorization: Bearer {SECRET}\n")), "{}", stdout(&out));
+    // The guest's system store trusts the VM's CA too: curl told of no bundle.
+    let script = format!("env -u SSL_CERT_FILE -u CURL_CA_BUNDLE curl -sS --fail-with-body {}", api.url("/store"));
+    let out = guest(&script);
+    assert!(stdout(&out).starts_with("GET /store\n"), "{}{}", stdout(&out), stderr(&out));
     // The placeholder sent to a host that is not the secret's: refused.
     let out = guest(&format!("curl -sS -o /dev/null -w '%{{http_code}}' -H \"X-Key: $TEST_API_KEY\" {}", other.url("/leak")));
     assert_eq!(stdout(&out), "403", "{}", stderr(&out));
@@ -291,8 +295,8 @@ fn the_guest_reaches_only_what_the_hosts_policy_allows() {
     let egress: Vec<_> = events.iter().filter(|e| e["event"] == "egress").collect();
     let decision =
         |host: String| egress.iter().filter(|e| e["host"] == host.as_str()).map(|e| e["decision"].as_str().unwrap()).collect::<Vec<_>>();
-    // The intercepted CONNECT, then its request (with the secret, by name).
-    assert_eq!(decision(api.addr.ip().to_string()), ["allow", "allow"], "{log}");
+    // Each intercepted CONNECT, then its request (with the secret, by name).
+    assert_eq!(decision(api.addr.ip().to_string()), ["allow"; 4], "{log}");
     assert!(egress.iter().any(|e| e["secrets"] == serde_json::json!(["TEST_API_KEY"]) && e["status"] == 200), "{log}");
     let leak = egress.iter().find(|e| e["path"] == "/leak").expect("the refused placeholder is logged");
     assert!(leak["reason"].as_str().unwrap().contains("placeholder of secret TEST_API_KEY"), "{leak}");
@@ -303,7 +307,7 @@ fn the_guest_reaches_only_what_the_hosts_policy_allows() {
         first_allowed > 0 && npm[..first_allowed].iter().all(|d| *d == "deny") && npm[first_allowed..].iter().all(|d| *d == "allow"),
         "{npm:?}"
     );
-    assert_eq!(egress.len(), 2 + 1 + 1 + npm.len(), "a request was not logged exactly once:\n{log}");
+    assert_eq!(egress.len(), 4 + 1 + 1 + npm.len(), "a request was not logged exactly once:\n{log}");
     let shown = hutch(&["log", "--name", NAME]);
     assert!(stdout(&shown).contains(&format!("egress deny  CONNECT {registry_host}:443")), "{}", stdout(&shown));
 

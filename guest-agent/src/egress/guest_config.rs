@@ -9,6 +9,12 @@
 //! it was; pip's file, whose format does not allow a second `[global]`
 //! section, is written only when it is absent or hutch's own.
 //!
+//! The certificates also go, as such a block, into the guest's system store
+//! itself when that is a plain file (Debian's `ca-certificates.crt`), so
+//! programs that read only the system store trust them too; PEM readers
+//! skip the marker lines. A rebuilt store (`update-ca-certificates`) loses
+//! the block until the network process starts again.
+//!
 //! None of this is a security boundary (the guest may change any of it); it
 //! is what makes well-behaved programs work through the proxy.
 
@@ -53,6 +59,13 @@ pub struct Applied {
 /// for the bundle when `etc` is not writable (an agent not running as root).
 pub fn apply(etc: &Path, home: Option<&Path>, host_env: &BTreeMap<String, String>, ca_pem: &[u8]) -> Applied {
     let mut applied = Applied { env: host_env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(), ..Applied::default() };
+    if let Some((store, result)) = add_to_system_store(etc, ca_pem) {
+        match result {
+            Ok(true) => applied.configured.push(store.display().to_string()),
+            Ok(false) => {}
+            Err(e) => applied.problems.push(format!("{}: {e}", store.display())),
+        }
+    }
     if !ca_pem.is_empty() {
         let bundle = bundle_text(etc, ca_pem);
         let mut places = vec![etc.join(BUNDLE)];
@@ -82,9 +95,33 @@ pub fn apply(etc: &Path, home: Option<&Path>, host_env: &BTreeMap<String, String
     applied
 }
 
-/// The guest's own system store (when it has one) followed by `extra`.
+/// Puts `ca_pem` into hutch's block of the guest's system store (an empty
+/// `ca_pem` removes the block), when the store is a plain file: a symbolic
+/// link means a tool manages it (Fedora's `update-ca-trust`, macOS), and it
+/// is left alone (`Ok(false)`). `None` when the guest has no such store.
+fn add_to_system_store(etc: &Path, ca_pem: &[u8]) -> Option<(PathBuf, io::Result<bool>)> {
+    let store = SYSTEM_STORES.iter().map(|s| etc.join(s)).find(|p| p.exists())?;
+    if !std::fs::symlink_metadata(&store).is_ok_and(|m| m.file_type().is_file()) {
+        return Some((store, Ok(false)));
+    }
+    let lines: Vec<String> = String::from_utf8_lossy(ca_pem).lines().map(str::to_owned).collect();
+    if lines.is_empty() && !std::fs::read_to_string(&store).is_ok_and(|text| text.contains(BEGIN)) {
+        return Some((store, Ok(false)));
+    }
+    let result = match replace_block(&store, "#", &lines) {
+        Ok(()) => Ok(!lines.is_empty()),
+        // An agent not running as root: the bundle and the variables do it.
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => Ok(false),
+        Err(e) => Err(e),
+    };
+    Some((store, result))
+}
+
+/// The guest's own system store (when it has one, without hutch's block)
+/// followed by `extra`.
 fn bundle_text(etc: &Path, extra: &[u8]) -> Vec<u8> {
-    let mut bundle = SYSTEM_STORES.iter().find_map(|store| std::fs::read(etc.join(store)).ok()).unwrap_or_default();
+    let own = SYSTEM_STORES.iter().find_map(|store| std::fs::read(etc.join(store)).ok()).unwrap_or_default();
+    let mut bundle = without_block(&String::from_utf8_lossy(&own), "#").into_bytes();
     if !bundle.is_empty() && !bundle.ends_with(b"\n") {
         bundle.push(b'\n');
     }
@@ -162,18 +199,7 @@ fn replace_block(path: &Path, comment: &str, lines: &[String]) -> io::Result<()>
         Err(e) => return Err(e),
     };
     let (begin, end) = (format!("{comment} {BEGIN}"), format!("{comment} {END}"));
-    let mut kept = Vec::new();
-    let mut inside = false;
-    for line in old.lines() {
-        if line == begin {
-            inside = true;
-        } else if line == end && inside {
-            inside = false;
-        } else if !inside {
-            kept.push(line);
-        }
-    }
-    let mut text: String = kept.iter().map(|l| format!("{l}\n")).collect();
+    let mut text = without_block(&old, comment);
     if !lines.is_empty() {
         text.push_str(&format!("{begin}\n{}\n{end}\n", lines.join("\n")));
     }
@@ -181,6 +207,25 @@ fn replace_block(path: &Path, comment: &str, lines: &[String]) -> io::Result<()>
         return Ok(());
     }
     write_file(path, text.as_bytes(), 0o644)
+}
+
+/// `text` without hutch's block (lines between the markers, commented with
+/// `comment`), each kept line ending in a newline.
+fn without_block(text: &str, comment: &str) -> String {
+    let (begin, end) = (format!("{comment} {BEGIN}"), format!("{comment} {END}"));
+    let mut kept = String::new();
+    let mut inside = false;
+    for line in text.lines() {
+        if line == begin {
+            inside = true;
+        } else if line == end && inside {
+            inside = false;
+        } else if !inside {
+            kept.push_str(line);
+            kept.push('\n');
+        }
+    }
+    kept
 }
 
 /// Writes `path` whole (a temporary file renamed into place), creating its folder.
@@ -224,9 +269,29 @@ mod tests {
         }
         assert_eq!(vars["KEY"], "hutch-placeholder-1");
         assert!(applied.problems.is_empty(), "{:?}", applied.problems);
+        // The system store itself gets them too, in a block.
+        let store = etc.path().join("ssl/certs/ca-certificates.crt");
+        let with_block = format!("GUEST STORE\n# {BEGIN}\nHOST CA\n# {END}\n");
+        assert_eq!(std::fs::read_to_string(&store).unwrap(), with_block);
         // A second call rewrites, never appends.
         apply(etc.path(), None, &env(), b"HOST CA\n");
         assert_eq!(std::fs::read_to_string(&bundle).unwrap(), "GUEST STORE\nHOST CA\n");
+        assert_eq!(std::fs::read_to_string(&store).unwrap(), with_block);
+        // No certificates: the store is the guest's own again.
+        apply(etc.path(), None, &env(), b"");
+        assert_eq!(std::fs::read_to_string(&store).unwrap(), "GUEST STORE\n");
+    }
+
+    #[test]
+    fn a_system_store_behind_a_link_is_left_to_its_tool() {
+        let etc = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(etc.path().join("pki/tls/certs")).unwrap();
+        std::fs::write(etc.path().join("extracted.pem"), "MANAGED\n").unwrap();
+        std::os::unix::fs::symlink(etc.path().join("extracted.pem"), etc.path().join("pki/tls/certs/ca-bundle.crt")).unwrap();
+        let applied = apply(etc.path(), None, &env(), b"HOST CA\n");
+        assert_eq!(std::fs::read_to_string(etc.path().join("extracted.pem")).unwrap(), "MANAGED\n");
+        assert!(applied.problems.is_empty(), "{:?}", applied.problems);
+        assert_eq!(std::fs::read_to_string(applied.ca_bundle.unwrap()).unwrap(), "MANAGED\nHOST CA\n");
     }
 
     #[test]
