@@ -91,6 +91,12 @@ enum Task {
         #[arg(long, value_name = "FILE")]
         json: Option<std::path::PathBuf>,
     },
+    /// Only the egress proxy's rows of `bench`: HTTPS first byte through it, a guest download beside slirp.
+    BenchNet {
+        /// Fewer runs, for a quick look.
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -108,6 +114,7 @@ fn main() -> ExitCode {
             image::run(&image::Options { install: !no_install, debian, rebuild }).map(|_| 0)
         })(),
         Task::Bench { quick, json } => bench::run(quick, json.as_deref()).map(|()| 0),
+        Task::BenchNet { quick } => bench::run_net(quick).map(|()| 0),
         Task::BenchSync { quick, json } => bench_sync::run(quick).and_then(|report| {
             if let Some(path) = json {
                 std::fs::write(path, format!("{report:#}\n"))?;

@@ -115,6 +115,21 @@ pub fn run(quick: bool, json_out: Option<&Path>) -> Result<()> {
     Ok(())
 }
 
+/// Only the network rows ([`net`]), for a look at the proxy's cost without
+/// the whole run.
+pub fn run_net(quick: bool) -> Result<()> {
+    let (plain, agent_bin) = build_bins("release")?;
+    let hutch = crate::install::build_host_cli()?;
+    let hutch_dynamic = (hutch != plain).then_some(plain);
+    let plan = Plan::new(quick);
+    let setup = Setup { hutch, hutch_dynamic, agent: LocalAgent::start(&agent_bin)?, sshd: Err("not needed".into()) };
+    println!("hutch bench-net{}: {}\n", if quick { " --quick" } else { "" }, machine());
+    let mut table = Table::default();
+    net::figures(&mut table, &plan, &setup, &agent_bin)?;
+    table.print();
+    Ok(())
+}
+
 /// PTY echo through hutch, and through `ssh -tt` when sshd is there.
 fn echo(table: &mut Table, plan: &Plan, setup: &Setup) -> Result<()> {
     let script = pty::remote_script(plan.echoes);
