@@ -186,6 +186,19 @@ fn private_addresses_and_direct_connections_are_refused() {
     let out = guest(&fake, &format!("curl -sS {}", server.url("/now")));
     assert!(stdout(&out).starts_with("GET /now\n"), "{}{}", stdout(&out), stderr(&out));
 
+    // A network process that dies while the VM runs is started again by the
+    // next command, with the policy it had.
+    let pid_file = fake.state().join("vms/net/net/net.pid");
+    let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    let pidfd = hutch_tests::pidfd::PidFd::open(pid).expect("the network process runs");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let net_log = fake.state().join("vms/net/net/net.log");
+    assert!(pidfd.wait_exit(std::time::Duration::from_secs(10)), "the network process did not die");
+    assert!(!hutch_tests::daemon_running(&net_log));
+    let out = guest(&fake, &format!("curl -sS {}", server.url("/again")));
+    assert!(stdout(&out).starts_with("GET /again\n"), "{}{}", stdout(&out), stderr(&out));
+    assert!(stderr(&out).contains("the network process of net was gone; starting it again"), "{}", stderr(&out));
+
     // `down` stops the network process: the guest's listener is gone.
     assert!(hutch_tests::daemon_running(&fake.state().join("vms/net/net/net.log")));
     ok(&fake.run(&["down", "net"]));

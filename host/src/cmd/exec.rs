@@ -17,6 +17,7 @@ pub async fn run(args: ExecArgs) -> Result<u8, Error> {
         // A secret's real value never rides into the guest on an exec's environment.
         let secrets = crate::net::exec::real_values(&config.network);
         crate::net::exec::scrub_env(&mut options.env, &secrets);
+        crate::net::exec::keep_network(&target);
         // One connection for the re-sync of a --ro snapshot and the command.
         let mut client = target.connect().await?;
         if let Some(record) = target.record() {

@@ -94,6 +94,30 @@ pub fn ensure(state: &StateDir, name: &VmName, config: &NetworkConfig, project: 
     let text = serde_json::to_string_pretty(&policy).map_err(|e| NetError::Policy(e.to_string()))?;
     super::write_private(&net.join(POLICY_FILE), text.as_bytes())?;
     super::write_private(&net.join(INPUTS_FILE), inputs.as_bytes())?;
+    start(state, name, &process)
+}
+
+/// Starts the network process again when VM `name` had one and it is gone
+/// (killed, crashed) while the VM runs: commands that use a running VM
+/// (`exec`, `shell`) call it, so the guest does not lose its network until
+/// the next `up`. It serves the policy it was last started with, and the
+/// secrets' values of the calling environment. Costs a file check and a
+/// lock probe when all is well (the VM manager is asked only when the
+/// process is gone).
+pub fn revive(state: &StateDir, record: &VmRecord) -> Result<(), NetError> {
+    let name = &record.name;
+    let vm_dir = state.vm_dir(name);
+    let process = daemon(&vm_dir);
+    if !net_dir(&vm_dir).join(INPUTS_FILE).exists() || process.running() || !vm_running(state, record) {
+        return Ok(());
+    }
+    eprintln!("hutch: the network process of {name} was gone; starting it again");
+    start(state, name, &process)
+}
+
+/// Spawns `hutch net --name NAME` and waits for it to say it is ready.
+fn start(state: &StateDir, name: &VmName, process: &Daemon) -> Result<(), NetError> {
+    let net = net_dir(&state.vm_dir(name));
     let exe = std::env::current_exe().map_err(|e| NetError::io("finding the hutch executable", e))?;
     let mut cmd = Command::new(exe);
     cmd.args(["net", "--name", name.as_str()]).env("HUTCH_STATE_DIR", state.root());

@@ -37,10 +37,23 @@ pub fn scrub_env(env: &mut HashMap<String, String>, values: &[(String, String)])
     });
 }
 
+/// Before a command runs in a VM: its network process, if it had one and
+/// it died, is started again (see `daemon::revive`); failing that, a
+/// warning, and the command runs (without a network, as the guest would
+/// see it anyway).
+pub fn keep_network(target: &Target) {
+    if let Target::Vm { state, record } = target
+        && let Err(e) = super::daemon::revive(state, record)
+    {
+        eprintln!("hutch: warning: {e}");
+    }
+}
+
 /// Runs `options` on `target` and writes it into the VM's audit log, with
 /// the configuration in force here saying which values to redact (for the
 /// commands that do not load it themselves: `run`, `shell`).
 pub async fn run_audited(target: &Target, options: &Options) -> Result<Finished, Error> {
+    keep_network(target);
     let began = std::time::Instant::now();
     let result = async { Ok(crate::exec::run(&mut target.connect().await?, options).await?) }.await;
     let cwd = std::env::current_dir().unwrap_or_default();
