@@ -67,6 +67,9 @@ impl WebServer {
                 let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
                 loop {
                     let Ok((stream, _)) = listener.accept().await else { continue };
+                    // As real servers do (nginx's tcp_nodelay): without it a
+                    // response in two writes waits on the client's delayed ACK.
+                    let _ = stream.set_nodelay(true);
                     let acceptor = acceptor.clone();
                     tokio::spawn(async move {
                         let service = service_fn(answer);
