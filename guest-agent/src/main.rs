@@ -31,7 +31,9 @@ use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tonic::transport::Server;
 
 use crate::auth::TokenCheck;
+use crate::exec::journal::Journal;
 use crate::exec::registry::Groups;
+use crate::exec::sessions::{Limits, Sessions};
 use crate::listen::Listener;
 use crate::service::AgentService;
 use crate::tart::TartService;
@@ -71,6 +73,20 @@ struct Args {
     /// itself (for an agent running beside the host, as in tests).
     #[arg(long, value_name = "DIR")]
     snapshot_prefix: Option<PathBuf>,
+
+    /// Largest output buffer one session may ask for (`hutch exec --buffer`),
+    /// in bytes (suffixes K, M, G: powers of 1024). Sessions get 4M unless they ask.
+    #[arg(long, value_name = "BYTES", default_value = "64M", value_parser = hutch_proto::size::parse_size)]
+    session_buffer_max: u64,
+
+    /// Output buffers of all kept sessions together, at most (new sessions
+    /// past it are refused, after dropping finished ones).
+    #[arg(long, value_name = "BYTES", default_value = "1G", value_parser = hutch_proto::size::parse_size)]
+    session_memory: u64,
+
+    /// Sessions kept at once (running and finished).
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    max_sessions: usize,
 
     /// More logging on stderr (-v debug, -vv trace). HUTCH_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count)]
@@ -145,9 +161,17 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         None => prepare::Strategy::native(),
     };
     let prepare = prepare::Config { local_root: args.local_dir, strategy, tart_shares: args.tart_shares };
+    let (journal, lost) = Journal::open(&args.state_dir);
+    let limits = Limits {
+        max_buffer: usize::try_from(args.session_buffer_max).unwrap_or(usize::MAX),
+        memory: args.session_memory,
+        max_sessions: args.max_sessions,
+        ..Limits::default()
+    };
+    let sessions = Sessions::new(limits, groups.clone(), journal, lost);
     let sync = sync::Config { state_dir: args.state_dir, prefix: args.snapshot_prefix };
-    let service = AgentService::new(groups.clone(), prepare, sync);
-    let tart = TartService::new(groups.clone());
+    let service = AgentService::new(groups.clone(), sessions.clone(), prepare, sync);
+    let tart = TartService::new(groups.clone(), sessions);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut servers = JoinSet::new();
     let mut sockets = Vec::new();

@@ -8,6 +8,7 @@ use tonic::{Code, Status};
 use crate::agent_install::InstallError;
 use crate::backend::BackendError;
 use crate::exit;
+use crate::sessions::SessionError;
 use crate::state::StateError;
 use crate::sync::SyncError;
 use crate::transport::TransportError;
@@ -98,6 +99,9 @@ pub enum Error {
     /// Port forwarding could not start.
     #[error(transparent)]
     Forward(#[from] crate::forward::ForwardError),
+    /// A session could not be found or used.
+    #[error(transparent)]
+    Session(#[from] SessionError),
     /// A local operation failed.
     #[error("{what}: {source}")]
     Local {
@@ -165,6 +169,7 @@ impl Error {
             Error::Hook { .. } => Some("fix the hook, or run without it (its output is above)".into()),
             Error::Interrupted(_) | Error::Local { .. } => None,
             Error::Forward(e) => e.hint(),
+            Error::Session(e) => e.hint(),
         }
     }
 

@@ -5,12 +5,21 @@
 //! - [`output`] pumps stdout/stderr to the client with backpressure;
 //! - [`input`] applies stdin, EOF, resizes and signals from the client;
 //! - [`pty`] and [`fd`] are the terminal and non-blocking fd plumbing;
-//! - [`registry`] tracks live process groups so agent shutdown kills them.
+//! - [`registry`] tracks live process groups so agent shutdown kills them;
+//! - [`sessions`] keeps processes that outlive their stream (`--detach`,
+//!   `--keep`): [`kept`] owns one such process and its output [`ring`],
+//!   [`attach`] serves one client of it, [`journal`] tells the next agent
+//!   what ended with this one.
 
+pub mod attach;
 pub mod fd;
 pub mod input;
+pub mod journal;
+pub mod kept;
 pub mod output;
 pub mod pty;
 pub mod registry;
+pub mod ring;
 pub mod session;
+pub mod sessions;
 pub mod spawn;

@@ -94,6 +94,9 @@ pub struct RunArgs {
     #[command(flatten)]
     pub exec: ExecFlags,
 
+    #[command(flatten)]
+    pub session: SessionFlags,
+
     /// The command and its arguments.
     #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
     pub command: Vec<String>,

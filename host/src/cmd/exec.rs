@@ -5,10 +5,11 @@ use std::io::IsTerminal;
 
 use serde_json::json;
 
-use crate::cli::{ExecArgs, ExecFlags};
+use crate::cli::{ExecArgs, ExecFlags, SessionFlags};
 use crate::config::{Config, env_pairs};
 use crate::error::Error;
-use crate::exec::{self, Finished, Options};
+use crate::exec::{self, Finished, Options, Outcome, SessionSpec};
+use crate::sessions::{SessionError, printable};
 use crate::target::Target;
 
 /// Runs `hutch exec`; returns the exit code.
@@ -16,11 +17,15 @@ pub async fn run(args: ExecArgs) -> Result<u8, Error> {
     let result = async {
         let target = Target::resolve(args.name.as_ref(), &args.agent)?;
         let mut options = options(&args.flags, args.command.clone(), target.default_cwd());
-        add_configured_env(&mut options)?;
+        let config = add_configured_env(&mut options)?;
+        let session = session(&args.session, &options, config.keep.value)?;
         // One connection for the re-sync of a --ro snapshot and the command.
         let mut client = target.connect().await?;
         target.sync_snapshot(&mut client, !args.flags.json).await?;
-        exec::run(&mut client, &options).await
+        match &session {
+            None => exec::run(&mut client, &options).await,
+            Some(session) => exec::run_kept(&mut client, &options, session).await,
+        }
     }
     .await;
     report(result, args.flags.json)
@@ -28,8 +33,32 @@ pub async fn run(args: ExecArgs) -> Result<u8, Error> {
 
 /// Runs `options` on `target`.
 pub async fn run_on(target: &Target, options: &Options) -> Result<Finished, Error> {
+    run_session_on(target, options, None).await
+}
+
+/// Runs `options` on `target`, as a session when `session` says so.
+pub async fn run_session_on(target: &Target, options: &Options, session: Option<&SessionSpec>) -> Result<Finished, Error> {
     let mut client = target.connect().await?;
-    exec::run(&mut client, options).await
+    match session {
+        None => exec::run(&mut client, options).await,
+        Some(session) => exec::run_kept(&mut client, options, session).await,
+    }
+}
+
+/// The session the flags ask for, if any: `--detach`, `--keep`, or the
+/// configuration's `keep` for a command on a terminal.
+pub fn session(flags: &SessionFlags, options: &Options, keep_by_default: bool) -> Result<Option<SessionSpec>, Error> {
+    let keep = flags.keep || (keep_by_default && options.tty && !flags.no_keep);
+    if !flags.detach && !keep {
+        if flags.tag.is_some() {
+            return Err(SessionError::NotASession("--tag").into());
+        }
+        if flags.buffer.is_some() {
+            return Err(SessionError::NotASession("--buffer").into());
+        }
+        return Ok(None);
+    }
+    Ok(Some(SessionSpec { name: flags.tag.clone().unwrap_or_default(), detach: flags.detach, buffer: flags.buffer.unwrap_or(0) }))
 }
 
 /// Turns an exec's result into hutch's exit code, printing what the user
@@ -38,6 +67,13 @@ pub fn report(result: Result<Finished, Error>, json: bool) -> Result<u8, Error> 
     match result {
         Ok(finished) => {
             let code = finished.outcome.exit_code();
+            if let Outcome::Detached(detached) = &finished.outcome
+                && detached.reason == hutch_proto::v1::DetachReason::DetachAtStart as i32
+                && !json
+            {
+                // `--detach`: the tag, for `hutch attach` and for scripts.
+                println!("{}", printable(&detached.session));
+            }
             if let Some(message) = finished.outcome.message() {
                 eprintln!("hutch: {message}");
             }
@@ -55,13 +91,15 @@ pub fn report(result: Result<Finished, Error>, json: bool) -> Result<u8, Error> 
     }
 }
 
-/// Adds the `env` entries of the configuration in force here (flags win).
-pub fn add_configured_env(options: &mut Options) -> Result<(), Error> {
+/// Adds the `env` entries of the configuration in force here (flags win);
+/// returns that configuration.
+pub fn add_configured_env(options: &mut Options) -> Result<Config, Error> {
     let cwd = std::env::current_dir().map_err(|e| Error::local("reading the current directory", e))?;
-    for (key, value) in env_pairs(&Config::load(&cwd)?.env.value) {
+    let config = Config::load(&cwd)?;
+    for (key, value) in env_pairs(&config.env.value) {
         options.env.entry(key).or_insert(value);
     }
-    Ok(())
+    Ok(config)
 }
 
 /// Options for one exec from the command-line flags.

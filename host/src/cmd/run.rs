@@ -9,18 +9,22 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::backend::Backend;
 use crate::cli::RunArgs;
-use crate::cmd::exec::{options, report, run_on};
+use crate::cmd::exec::{options, report, run_session_on, session};
 use crate::cmd::up::{Plan, initial_sync, plan, run_runtime_hook};
 use crate::config::env_pairs;
 use crate::error::Error;
-use crate::exec::{Finished, Options};
+use crate::exec::{Finished, Options, SessionSpec};
 use crate::forward::Bound;
 use crate::lifecycle::{self, Outcome};
+use crate::sessions::SessionError;
 use crate::state::{StateDir, VmLock, VmName};
 use crate::target::Target;
 
 /// Runs `hutch run`; returns the exit code.
 pub async fn run(args: RunArgs) -> Result<u8, Error> {
+    if args.rm && (args.session.detach || args.session.keep) {
+        return Err(SessionError::RmWithSession(if args.session.detach { "--detach" } else { "--keep" }).into());
+    }
     let state = StateDir::from_env()?;
     // Before booting: a busy host port fails at once, with nothing to clean up.
     let forwards = crate::forward::bind(&args.up.forward)?;
@@ -48,7 +52,15 @@ pub async fn run(args: RunArgs) -> Result<u8, Error> {
     for (key, value) in env_pairs(&plan.config.env.value) {
         options.env.entry(key).or_insert(value);
     }
-    let result = if forwards.is_empty() { run_on(&target, &options).await } else { run_forwarding(&target, &options, forwards).await };
+    // A throw-away VM cannot keep a session (refused above for the flags;
+    // the configuration's default does not apply to it).
+    let keep_by_default = plan.config.keep.value && !args.rm;
+    let session = session(&args.session, &options, keep_by_default)?;
+    let result = if forwards.is_empty() {
+        run_session_on(&target, &options, session.as_ref()).await
+    } else {
+        run_forwarding(&target, &options, session.as_ref(), forwards).await
+    };
     if args.rm {
         clean_up(&state, backend, &spec.name);
     }
@@ -77,13 +89,18 @@ async fn boot(state: &StateDir, plan: &Plan) -> Result<(), Error> {
 
 /// Runs the command while `forwards` are served (their lines go to stderr:
 /// stdout is the command's).
-async fn run_forwarding(target: &Target, options: &Options, forwards: Vec<Bound>) -> Result<Finished, Error> {
+async fn run_forwarding(
+    target: &Target,
+    options: &Options,
+    session: Option<&SessionSpec>,
+    forwards: Vec<Bound>,
+) -> Result<Finished, Error> {
     let lines: Vec<String> = forwards.iter().map(ToString::to_string).collect();
     let _serving = crate::cmd::forward::start(target, forwards).await?;
     for line in lines {
         eprintln!("hutch: forwarding {line}");
     }
-    run_on(target, options).await
+    run_session_on(target, options, session).await
 }
 
 /// Deletes a throw-away VM, whatever state it got to.

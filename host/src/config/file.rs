@@ -27,6 +27,16 @@ pub struct ConfigFile {
     pub env: Option<Vec<String>>,
     /// Hook scripts.
     pub hooks: Option<Hooks>,
+    /// How `hutch exec` runs commands.
+    pub exec: Option<ExecTable>,
+}
+
+/// The `[exec]` table.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ExecTable {
+    /// Keep commands on a terminal as sessions (`--keep`) unless `--no-keep`.
+    pub keep: Option<bool>,
 }
 
 /// The `[hooks]` table.

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
-pub use file::{ConfigError, ConfigFile, Hooks, env_pairs};
+pub use file::{ConfigError, ConfigFile, ExecTable, Hooks, env_pairs};
 
 use crate::prepare::DEFAULT_HEAVY_DIRS;
 use crate::state::BackendKind;
@@ -83,6 +83,8 @@ pub struct Config {
     pub setup_hook: Sourced<Option<String>>,
     /// Per-project runtime hook (relative to the project).
     pub runtime_hook: Sourced<String>,
+    /// `hutch exec` on a terminal keeps its command as a session (`--keep`).
+    pub keep: Sourced<bool>,
     /// The files that were read, in order.
     pub files: Vec<PathBuf>,
 }
@@ -99,6 +101,7 @@ impl Default for Config {
             env: Sourced::default(Vec::new()),
             setup_hook: Sourced::default(None),
             runtime_hook: Sourced::default(DEFAULT_RUNTIME_HOOK.to_owned()),
+            keep: Sourced::default(false),
             files: Vec::new(),
         }
     }
@@ -131,6 +134,7 @@ impl Config {
         let hooks = file.hooks.unwrap_or_default();
         self.setup_hook.set(hooks.setup.map(Some), &source);
         self.runtime_hook.set(hooks.runtime, &source);
+        self.keep.set(file.exec.and_then(|e| e.keep), &source);
         self.files.push(path.to_path_buf());
         Ok(())
     }
@@ -153,6 +157,7 @@ impl Config {
             "env": entry(json!(self.env.value), &self.env.source),
             "hooks.setup": entry(json!(self.setup_hook.value), &self.setup_hook.source),
             "hooks.runtime": entry(json!(self.runtime_hook.value), &self.runtime_hook.source),
+            "exec.keep": entry(json!(self.keep.value), &self.keep.source),
             "files": self.files,
         })
     }

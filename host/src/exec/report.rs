@@ -2,7 +2,7 @@
 
 use std::str::FromStr;
 
-use hutch_proto::v1::{Exited, StartError, StartFailed, exited};
+use hutch_proto::v1::{DetachReason, Detached, Exited, OutputDropped, StartError, StartFailed, exited};
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 
@@ -21,6 +21,9 @@ pub enum Outcome {
     /// The user pressed Ctrl-C repeatedly; hutch stopped waiting and the remote
     /// group is killed.
     Abandoned,
+    /// Sessions: the process runs on without hutch (`--detach`, the detach
+    /// keys, a SIGHUP, another client taking over, the end of `logs`).
+    Detached(Detached),
 }
 
 impl Outcome {
@@ -40,6 +43,7 @@ impl Outcome {
             },
             Outcome::BrokenPipe => exit::signaled(Signal::SIGPIPE as u32),
             Outcome::Abandoned => exit::signaled(Signal::SIGINT as u32),
+            Outcome::Detached(_) => 0,
         }
     }
 
@@ -49,6 +53,18 @@ impl Outcome {
             Outcome::StartFailed(f) => Some(f.message.clone()),
             Outcome::Exited(e) if e.timed_out => Some(format!("timed out after {} ms; the process group was killed", e.duration_ms)),
             Outcome::Abandoned => Some("interrupted; the remote process group was killed".into()),
+            Outcome::Detached(d) => {
+                let name = if d.session.is_empty() { "the session".to_owned() } else { crate::sessions::printable(&d.session) };
+                let back =
+                    if d.session.is_empty() { "`hutch ps` lists sessions".to_owned() } else { format!("`hutch attach {name}` to return") };
+                match DetachReason::try_from(d.reason) {
+                    Ok(DetachReason::DetachRequested) => Some(format!("detached; {name} runs on ({back})")),
+                    Ok(DetachReason::DetachTakenOver) => {
+                        Some(format!("another client took {name} over (`hutch attach --force`); it runs on ({back})"))
+                    }
+                    _ => None,
+                }
+            }
             _ => None,
         }
     }
@@ -78,6 +94,9 @@ impl Outcome {
             Outcome::BrokenPipe | Outcome::Abandoned => {
                 report["error"] = json!({ "kind": "ABANDONED", "message": self.message().unwrap_or_default() });
             }
+            Outcome::Detached(d) => {
+                report["session"] = json!(d.session);
+            }
         }
         if let Some((stdout, stderr)) = captured {
             put_bytes(&mut report, "stdout", stdout);
@@ -85,6 +104,20 @@ impl Outcome {
         }
         report
     }
+}
+
+/// The line hutch writes (on stderr, in order with the output) where a
+/// session's output has a gap. `raw`: the local terminal is raw, so the line
+/// ends with CR LF.
+pub fn dropped_notice(dropped: &OutputDropped, raw: bool) -> String {
+    let (out, err) = (dropped.stdout_bytes, dropped.stderr_bytes);
+    let what = match (out, err) {
+        (0, err) => format!("{err} bytes of stderr"),
+        (out, 0) => format!("{out} bytes of output"),
+        (out, err) => format!("{out} bytes of stdout and {err} of stderr"),
+    };
+    let eol = if raw { "\r\n" } else { "\n" };
+    format!("hutch: [{what} dropped here: the session's buffer keeps only its newest output]{eol}")
 }
 
 /// Text as a string; anything that is not UTF-8 as base64 under `<key>_base64`,
