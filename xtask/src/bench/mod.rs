@@ -4,10 +4,12 @@
 //! The run starts what it needs and stops it afterwards: a release-build
 //! hutch-agent on a private Unix socket and, when Debian's openssh-server is
 //! installed, a private sshd on 127.0.0.1 (see [`ssh`]). One module per kind
-//! of figure: [`exec`] (latency, throughput), [`pty`] (echo round trip),
+//! of figure: [`exec`] (latency, throughput), [`attach`] (attach to first
+//! byte), [`pty`] (echo round trip),
 //! [`memory`] (agent RSS), [`vm`] (a QEMU guest, when the image is built);
 //! [`table`] prints and serialises the rows.
 
+mod attach;
 mod exec;
 mod memory;
 mod pty;
@@ -40,14 +42,32 @@ pub struct Plan {
     pub echoes: usize,
     /// QEMU guest boots timed.
     pub boots: usize,
+    /// Bytes each detached session prints for the sessions memory figure.
+    pub session_bytes: u64,
 }
 
 impl Plan {
     fn new(quick: bool) -> Plan {
         if quick {
-            Plan { latency_runs: 30, ssh_fresh_runs: 10, stream_bytes: 256 << 20, stream_runs: 3, echoes: 200, boots: 1 }
+            Plan {
+                latency_runs: 30,
+                ssh_fresh_runs: 10,
+                stream_bytes: 256 << 20,
+                stream_runs: 3,
+                echoes: 200,
+                boots: 1,
+                session_bytes: 256 << 20,
+            }
         } else {
-            Plan { latency_runs: 200, ssh_fresh_runs: 30, stream_bytes: 1 << 30, stream_runs: 5, echoes: 1000, boots: 3 }
+            Plan {
+                latency_runs: 200,
+                ssh_fresh_runs: 30,
+                stream_bytes: 1 << 30,
+                stream_runs: 5,
+                echoes: 1000,
+                boots: 3,
+                session_bytes: 1 << 30,
+            }
         }
     }
 }
@@ -90,9 +110,11 @@ pub fn run(quick: bool, json_out: Option<&Path>) -> Result<()> {
 
     let mut table = Table::default();
     exec::latency(&mut table, &plan, &setup)?;
+    attach::first_byte(&mut table, &plan, &setup)?;
     exec::throughput(&mut table, &plan, &setup)?;
     echo(&mut table, &plan, &setup)?;
     memory::agent_rss(&mut table, &setup)?;
+    memory::sessions_rss(&mut table, &plan, &setup)?;
     vm::guest(&mut table, &plan, &setup)?;
     table.print();
     // The `--ro` sync rows (beside rsync, on a seeded tree under target/) print their own table.
