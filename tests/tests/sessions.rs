@@ -379,3 +379,15 @@ fn a_plain_exec_still_dies_with_its_client() {
     let list: Value = serde_json::from_str(&ok(&run(&agent, &["ps", "--json"]))).unwrap();
     assert_eq!(list, Value::Array(Vec::new()), "a plain exec is no session");
 }
+
+#[test]
+fn an_attached_writer_gets_every_byte_however_small_the_buffer() {
+    let agent = Agent::unix();
+    let data = pseudo_random(10_000_000, 7);
+    let file = hutch_tests::write_file(agent.dir.path(), "data", &data);
+    let script = format!("cat '{}'; echo to-stderr >&2", file.display());
+    let out = run(&agent, &["exec", "--keep", "--buffer", "64K", "--", "sh", "-c", &script]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(out.stdout == data, "{} bytes of 10 MB arrived", out.stdout.len());
+    assert_eq!(stderr(&out), "to-stderr\n", "no gap notice: the writer holds the session back instead");
+}

@@ -203,7 +203,7 @@ async fn read_input(kept: Arc<Kept>, client: Client, mut inbound: impl Requests,
         match kind {
             Request::Stdin(data) if !data.is_empty() => kept.write_stdin(data).await,
             Request::CloseStdin(_) => kept.close_stdin().await,
-            Request::Resize(size) => kept.resize(Some(size)),
+            Request::Resize(size) => kept.resize(size),
             Request::Signal(signal) => match parse_signal(&signal.name) {
                 Some(sig) => {
                     if let Err(e) = kept.signal(sig) {

@@ -320,9 +320,18 @@ impl Kept {
         }
     }
 
-    /// Resizes the terminal (PTY sessions) and makes its program redraw,
-    /// even when the size does not change.
-    pub fn resize(&self, size: Option<TerminalSize>) {
+    /// Resizes the terminal (PTY sessions), as a writer's `resize` asks.
+    pub fn resize(&self, size: TerminalSize) {
+        let Some(master) = &self.master else { return };
+        if let Err(e) = pty::resize(master.as_fd(), input::clamp(size.rows), input::clamp(size.cols)) {
+            tracing::debug!(pid = self.pid, "resize failed: {e}");
+        }
+    }
+
+    /// Resizes the terminal (PTY sessions) to a newly attached client's
+    /// `size`, if given, and makes its program redraw, even when the size
+    /// does not change.
+    pub fn redraw(&self, size: Option<TerminalSize>) {
         let Some(master) = &self.master else { return };
         let fd = master.as_fd();
         let before = current_size(fd);
@@ -477,7 +486,7 @@ async fn pump(kept: Arc<Kept>, source: Arc<AsyncPipe>, channel: Channel, mut cut
     let mut room = kept.room.subscribe();
     loop {
         if *cut.borrow() {
-            return drain_after_cut(&kept, &source, channel);
+            return drain_after_cut(&kept, &source, channel, &mut room).await;
         }
         room.borrow_and_update();
         let mut full = false;
@@ -508,13 +517,28 @@ async fn pump(kept: Arc<Kept>, source: Arc<AsyncPipe>, channel: Channel, mut cut
     }
 }
 
-/// After the grace: takes what is already in the pipe, then stops.
-fn drain_after_cut(kept: &Kept, source: &AsyncPipe, channel: Channel) -> PumpEnd {
-    for _ in 0..MAX_READS_AFTER_CUT {
+/// After the grace: takes what is already in the pipe (everything the main
+/// process wrote), then stops. Like a plain exec's pump, it waits for an
+/// attached writer to make room rather than cut what the process wrote.
+async fn drain_after_cut(kept: &Kept, source: &AsyncPipe, channel: Channel, room: &mut watch::Receiver<u64>) -> PumpEnd {
+    let mut reads = 0;
+    while reads < MAX_READS_AFTER_CUT {
+        room.borrow_and_update();
+        let mut full = false;
         let read = source.try_read_with(|fd| match kept.write_output(channel, |slice| read_slice(fd, slice)) {
             Some(result) => result,
-            None => Err(std::io::ErrorKind::WouldBlock.into()),
+            None => {
+                full = true;
+                Ok(1)
+            }
         });
+        if full {
+            if room.changed().await.is_err() {
+                break;
+            }
+            continue;
+        }
+        reads += 1;
         match read {
             Ok(Some(0)) => return PumpEnd::Eof,
             Ok(Some(_)) => {}

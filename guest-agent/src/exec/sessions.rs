@@ -255,7 +255,7 @@ impl Sessions {
         if mode != AttachMode::AttachLogs && kept.end().is_none() {
             // A writer's size, or just a nudge: either way the program redraws.
             let size = if client.role == Role::Writer { start.size } else { None };
-            kept.resize(size);
+            kept.redraw(size);
         }
         let attached =
             Attached { session: kept.name.clone(), pid: kept.pid as u32, mode: mode as i32, tty: kept.tty, took_over: client.took_over };

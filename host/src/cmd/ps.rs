@@ -14,6 +14,9 @@ pub async fn run(args: PsArgs) -> Result<u8, Error> {
         println!("{}", table::json(&list));
     } else {
         print!("{}", table::text(&list));
+        if let Some(note) = table::empty_note(&list) {
+            eprintln!("hutch: {note}");
+        }
     }
     Ok(0)
 }

@@ -43,6 +43,17 @@ pub fn text(list: &ListSessionsResponse) -> String {
     out
 }
 
+/// What `hutch ps` adds on stderr when there is no session: how long the
+/// agent has run, since a restart of it or of the VM ends every session.
+pub fn empty_note(list: &ListSessionsResponse) -> Option<String> {
+    if !list.sessions.is_empty() {
+        return None;
+    }
+    let up = age(list.now_unix_ms.saturating_sub(list.agent_started_unix_ms));
+    let up = up.trim_end_matches(" ago");
+    Some(format!("no sessions; the agent started {up} ago (sessions end when the agent or the VM restarts)"))
+}
+
 /// The JSON array `hutch ps --json` prints.
 pub fn json(list: &ListSessionsResponse) -> Value {
     Value::Array(list.sessions.iter().map(entry).collect())
