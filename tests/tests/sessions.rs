@@ -61,6 +61,14 @@ fn ps_until(agent: &Agent, tag: &str, what: &str, done: impl Fn(&Value) -> bool)
     }
 }
 
+/// Starts `hutch ARGS` with stdout piped; returns it and its first line.
+fn spawn_until_first_line(agent: &Agent, args: &[&str]) -> (Child, String) {
+    let mut child = agent.hutch().args(args).stdin(Stdio::null()).stdout(Stdio::piped()).spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    (child, line)
+}
+
 /// Reads stderr lines of `child` until one contains `needle`.
 fn stderr_line(reader: &mut impl BufRead, needle: &str) -> String {
     let mut line = String::new();
@@ -112,15 +120,7 @@ fn a_keep_client_killed_mid_run_leaves_the_command_running_and_attach_finds_it()
     let agent = Agent::unix();
     let go = fifo(&agent, "go");
     let script = format!("echo started; read x < '{}'; echo finished; exit 5", go.display());
-    let mut client = agent
-        .hutch()
-        .args(["exec", "--keep", "--tag", "job", "--", "sh", "-c", &script])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(client.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let (mut client, line) = spawn_until_first_line(&agent, &["exec", "--keep", "--tag", "job", "--", "sh", "-c", &script]);
     assert_eq!(line, "started\n");
     client.kill().unwrap(); // SIGKILL: no goodbye
     client.wait().unwrap();
@@ -363,15 +363,7 @@ fn sessions_end_with_the_agent_and_the_next_one_says_so() {
 #[test]
 fn a_plain_exec_still_dies_with_its_client() {
     let agent = Agent::unix();
-    let mut client = agent
-        .hutch()
-        .args(["exec", "--", "sh", "-c", "echo $$; exec sleep 1000"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(client.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let (mut client, line) = spawn_until_first_line(&agent, &["exec", "--", "sh", "-c", "echo $$; exec sleep 1000"]);
     let remote = PidFd::open(line.trim().parse().unwrap()).unwrap();
     client.kill().unwrap();
     client.wait().unwrap();

@@ -39,8 +39,9 @@ use super::output::{Channel, PumpEnd};
 use super::pty;
 use super::registry::Registration;
 use super::ring::{Cursor, Read, Ring};
-use super::session::{TIMEOUT_KILL_GRACE, drain, exited_message, sleep_until_opt};
+use super::session::{drain, exited_message};
 use super::spawn::ChildIo;
+use super::timeout::Timeout;
 
 /// Stdin chunks that may wait for a session's process.
 const STDIN_QUEUE: usize = 8;
@@ -445,25 +446,15 @@ async fn run(
         pumps.spawn(pump(kept.clone(), source, channel, cut_rx.clone()));
     }
     let pid = kept.pid;
-    let mut term_at = timeout.map(|t| started_at + t);
-    let mut kill_at = None;
-    let mut timed_out = false;
+    let mut limit = Timeout::new(started_at, timeout);
     let status = loop {
         tokio::select! {
             status = child.wait() => break status,
-            _ = sleep_until_opt(term_at) => {
-                timed_out = true;
-                term_at = None;
-                kill_at = Some(tokio::time::Instant::now() + TIMEOUT_KILL_GRACE);
-                let _ = killpg(Pid::from_raw(pid), Signal::SIGTERM);
-            }
-            _ = sleep_until_opt(kill_at) => {
-                kill_at = None;
-                let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
-            }
+            () = limit.step(pid) => {}
         }
     };
     let duration = started_at.elapsed();
+    let timed_out = limit.timed_out();
     if timed_out {
         let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
     }

@@ -6,6 +6,7 @@
 //! - [`input`] applies stdin, EOF, resizes and signals from the client;
 //! - [`pty`] and [`fd`] are the terminal and non-blocking fd plumbing;
 //! - [`registry`] tracks live process groups so agent shutdown kills them;
+//! - [`timeout`] is a group's time limit (SIGTERM, then SIGKILL);
 //! - [`sessions`] keeps processes that outlive their stream (`--detach`,
 //!   `--keep`): [`kept`] owns one such process and its output [`ring`],
 //!   [`attach`] serves one client of it, [`journal`] tells the next agent
@@ -23,3 +24,4 @@ pub mod ring;
 pub mod session;
 pub mod sessions;
 pub mod spawn;
+pub mod timeout;

@@ -25,13 +25,14 @@ use nix::unistd::Pid;
 use tokio::process::Child;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tokio::time::{Instant, sleep_until};
+use tokio::time::Instant;
 
 use super::input::{self, InputEnd, Requests, StdinTarget};
 use super::output::{Channel, PumpEnd, Responses, pump};
 use super::registry::Groups;
 use super::sessions::Sessions;
 use super::spawn::{ChildIo, Spawned, Spec, StartFailure, TtySpec, spawn};
+use super::timeout::Timeout;
 
 /// How long to wait, after the main process exits, for its stdout/stderr to
 /// reach EOF before cutting them (a background job may hold them open).
@@ -62,7 +63,6 @@ pub async fn run(mut inbound: impl Requests, responses: Responses, groups: Group
     if let Some(options) = session {
         return sessions.start(spec.spec, spec.timeout, options, inbound, responses).await;
     }
-    let timeout = spec.timeout;
     let started_at = Instant::now();
     let Spawned { mut child, pid, io } = match spawn(&spec.spec) {
         Ok(spawned) => spawned,
@@ -90,22 +90,11 @@ pub async fn run(mut inbound: impl Requests, responses: Responses, groups: Group
     let mut input = AbortOnDrop(tokio::spawn(input::serve(inbound, pid, stdin, master)));
     let mut input_open = true;
 
-    let mut term_at = timeout.map(|t| started_at + t);
-    let mut kill_at: Option<Instant> = None;
-    let mut timed_out = false;
+    let mut timeout = Timeout::new(started_at, spec.timeout);
     let status = loop {
         tokio::select! {
             status = child.wait() => break status,
-            _ = sleep_until_opt(term_at) => {
-                timed_out = true;
-                term_at = None;
-                kill_at = Some(Instant::now() + TIMEOUT_KILL_GRACE);
-                signal_group(pid, Signal::SIGTERM);
-            }
-            _ = sleep_until_opt(kill_at) => {
-                kill_at = None;
-                signal_group(pid, Signal::SIGKILL);
-            }
+            () = timeout.step(pid) => {}
             end = &mut input.0, if input_open => {
                 input_open = false;
                 if matches!(end, Ok(InputEnd::Cancelled)) {
@@ -116,6 +105,7 @@ pub async fn run(mut inbound: impl Requests, responses: Responses, groups: Group
         }
     };
     let duration = started_at.elapsed();
+    let timed_out = timeout.timed_out();
     if timed_out {
         signal_group(pid, Signal::SIGKILL);
     }
@@ -253,13 +243,6 @@ async fn kill_and_reap(child: &mut Child, pid: i32) {
 fn signal_group(pgid: i32, signal: Signal) {
     if let Err(e) = killpg(Pid::from_raw(pgid), signal) {
         tracing::debug!(pgid, "killpg {signal} failed: {e}");
-    }
-}
-
-pub(super) async fn sleep_until_opt(deadline: Option<Instant>) {
-    match deadline {
-        Some(at) => sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
 
