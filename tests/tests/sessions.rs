@@ -383,3 +383,32 @@ fn an_attached_writer_gets_every_byte_however_small_the_buffer() {
     assert!(out.stdout == data, "{} bytes of 10 MB arrived", out.stdout.len());
     assert_eq!(stderr(&out), "to-stderr\n", "no gap notice: the writer holds the session back instead");
 }
+
+#[test]
+fn the_configured_keep_applies_to_commands_on_a_terminal_only() {
+    let agent = Agent::unix();
+    let project = tempfile::tempdir().unwrap();
+    std::fs::write(project.path().join("hutch.toml"), "[exec]\nkeep = true\n").unwrap();
+    let hutch = || {
+        let mut cmd = agent.hutch();
+        cmd.current_dir(project.path()).env("XDG_CONFIG_HOME", project.path());
+        cmd
+    };
+    let out = hutch().args(["exec", "--", "true"]).stdin(Stdio::null()).output().unwrap();
+    assert_eq!(code(&out), 0);
+    assert_eq!(ok(&run(&agent, &["ps", "--json"])), "[]\n", "a script's exec is no session");
+
+    let mut on_terminal = hutch();
+    on_terminal.args(["exec", "--", "sh", "-c", "echo on-a-terminal"]);
+    let mut run_pty = OnPty::spawn(on_terminal, 24, 80);
+    run_pty.wait_for("on-a-terminal", PROMPT);
+    assert_eq!(run_pty.child.wait().unwrap().code(), Some(0));
+    let list: Value = serde_json::from_str(&ok(&run(&agent, &["ps", "--json"]))).unwrap();
+    assert_eq!(list[0]["argv"][2], "echo on-a-terminal", "kept, as the configuration says: {list}");
+
+    let mut opted_out = hutch();
+    opted_out.args(["exec", "--no-keep", "--", "true"]);
+    assert_eq!(OnPty::spawn(opted_out, 24, 80).child.wait().unwrap().code(), Some(0));
+    let list: Value = serde_json::from_str(&ok(&run(&agent, &["ps", "--json"]))).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1, "--no-keep wins: {list}");
+}
