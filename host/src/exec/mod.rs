@@ -163,7 +163,12 @@ impl Drive {
                     Some(Ok(message)) => match message.kind {
                         Some(Kind::Stdout(data)) => sink.write(Target::Stdout, data).await,
                         Some(Kind::Stderr(data)) => sink.write(Target::Stderr, data).await,
-                        Some(Kind::Started(started)) => tracing::debug!(pid = started.pid, session = started.session, "remote process started"),
+                        Some(Kind::Started(started)) => {
+                            tracing::debug!(pid = started.pid, session = started.session, "remote process started");
+                            if started.session.is_empty() && matches!(self.role, Role::Session { .. }) {
+                                eprintln!("hutch: warning: the agent does not keep sessions (it is older than this hutch): this command ends with hutch{}", if self.raw { "\r" } else { "" });
+                            }
+                        }
                         Some(Kind::Exited(exited)) => match leaving.take() {
                             // hutch had the session killed: it reports that, as for a plain exec.
                             Some((_, outcome @ (Outcome::Abandoned | Outcome::BrokenPipe))) => break outcome,
