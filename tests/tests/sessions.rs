@@ -412,3 +412,52 @@ fn the_configured_keep_applies_to_commands_on_a_terminal_only() {
     let list: Value = serde_json::from_str(&ok(&run(&agent, &["ps", "--json"]))).unwrap();
     assert_eq!(list.as_array().unwrap().len(), 1, "--no-keep wins: {list}");
 }
+
+#[test]
+fn a_third_ctrl_c_kills_what_exec_keep_started_but_only_detaches_an_attach() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let agent = Agent::unix();
+    // The command says when an interrupt reached it, and lives on: only hutch
+    // giving up can end it.
+    let script = "trap 'echo int' INT; echo ready; while :; do sleep 1 & wait $!; done";
+    let interrupt_thrice = |child: &mut Child| {
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        for _ in 0..2 {
+            kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
+            line.clear();
+            out.read_line(&mut line).unwrap();
+            assert_eq!(line, "int\n", "the first two are passed on");
+        }
+        kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
+    };
+    let mut keep = agent
+        .hutch()
+        .args(["exec", "--keep", "--tag", "stubborn", "--", "sh", "-c", script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    interrupt_thrice_after_ready(&mut keep, &interrupt_thrice);
+    assert_eq!(keep.wait().unwrap().code(), Some(130));
+    let entry = ps_until(&agent, "stubborn", "its end", |e| e["state"] == "exited");
+    assert_eq!(entry["signal"], "SIGKILL", "{entry}");
+
+    ok(&run(&agent, &["exec", "-d", "--tag", "other", "--", "sh", "-c", script]));
+    let mut attach = agent.hutch().args(["attach", "other"]).stdin(Stdio::null()).stdout(Stdio::piped()).spawn().unwrap();
+    interrupt_thrice_after_ready(&mut attach, &interrupt_thrice);
+    assert_eq!(attach.wait().unwrap().code(), Some(0), "an attach detaches");
+    assert_eq!(ps_entry(&agent, "other")["state"], "running");
+    ok(&run(&agent, &["kill", "-s", "KILL", "other"]));
+}
+
+/// Reads up to the command's "ready" line, then runs `interrupt`.
+fn interrupt_thrice_after_ready(child: &mut Child, interrupt: &dyn Fn(&mut Child)) {
+    let mut stdout = child.stdout.take().unwrap();
+    let mut ready = [0u8; 6];
+    stdout.read_exact(&mut ready).unwrap();
+    assert_eq!(&ready, b"ready\n");
+    child.stdout = Some(stdout);
+    interrupt(child);
+}

@@ -98,7 +98,7 @@ pub async fn attach(client: &mut Client, options: &AttachOptions) -> Result<Fini
         stdin::forward(tx.clone());
     }
     let drive = Drive {
-        role: Role::Session { viewer: !writer, kill_on_abandon: writer },
+        role: Role::Session { viewer: !writer, kill_on_abandon: false },
         resizes: writer && attached.tty,
         capture: false,
         raw: raw.is_some(),

@@ -121,8 +121,9 @@ pub enum Role {
     Session {
         /// Watching only: Ctrl-C detaches instead of interrupting.
         viewer: bool,
-        /// Giving up (a third Ctrl-C, a closed stdout) kills the session, as
-        /// it kills a plain exec; otherwise leaving only detaches.
+        /// hutch started the session (`exec --keep`): giving up (a third
+        /// Ctrl-C, a closed stdout) kills it, as it kills a plain exec. An
+        /// `attach` gives up by detaching.
         kill_on_abandon: bool,
     },
 }
@@ -192,14 +193,12 @@ impl Drive {
                 result = &mut local, if !local_done => {
                     local_done = true;
                     match result {
-                        Ok(signals::Local::Detach) => {
-                            let _ = tx.send(ExecRequest { kind: Some(exec_request::Kind::Detach(Detach {})) }).await;
-                            let detached = Detached { reason: DetachReason::DetachRequested as i32, session: String::new() };
-                            leaving = Some((tokio::time::Instant::now() + GOODBYE_WAIT, Outcome::Detached(detached)));
-                        }
+                        Ok(signals::Local::Detach) => leaving = Some(detach(&tx).await),
                         Ok(signals::Local::Abandon) => match self.role {
                             Role::Session { kill_on_abandon: true, .. } => leaving = Some(kill(&tx, Outcome::Abandoned).await),
-                            _ => break Outcome::Abandoned,
+                            // A client that did not start the session leaves it running.
+                            Role::Session { kill_on_abandon: false, .. } => leaving = Some(detach(&tx).await),
+                            Role::Exec => break Outcome::Abandoned,
                         },
                         Err(e) => {
                             eprintln!("hutch: warning: cannot forward signals: {e}");
@@ -222,6 +221,14 @@ impl Drive {
         sink.finish();
         Ok(Finished { outcome, captured: sink.captured() })
     }
+}
+
+/// Asks the agent to detach this client; hutch leaves once it confirms, or
+/// after [`GOODBYE_WAIT`].
+async fn detach(tx: &mpsc::Sender<ExecRequest>) -> (tokio::time::Instant, Outcome) {
+    let _ = tx.send(ExecRequest { kind: Some(exec_request::Kind::Detach(Detach {})) }).await;
+    let detached = Detached { reason: DetachReason::DetachRequested as i32, session: String::new() };
+    (tokio::time::Instant::now() + GOODBYE_WAIT, Outcome::Detached(detached))
 }
 
 /// Asks the agent to kill the session's group; hutch leaves with `outcome`
