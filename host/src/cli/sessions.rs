@@ -4,6 +4,8 @@
 use clap::Args;
 
 use super::*;
+use crate::exec::{Options, SessionSpec};
+use crate::sessions::SessionError;
 use crate::state::VmName;
 
 /// Keeping a command as a session (shared by `exec` and `run`).
@@ -32,6 +34,22 @@ pub struct SessionFlags {
     /// Output the session keeps for whoever attaches later, e.g. 16M [default: 4M; the agent caps it].
     #[arg(long, value_name = "SIZE", value_parser = hutch_proto::size::parse_size)]
     pub buffer: Option<u64>,
+}
+
+impl SessionFlags {
+    /// The session these flags ask for, if any: `--detach`, `--keep`, or the
+    /// configuration's `keep` (`keep_by_default`) for a command on a terminal.
+    pub fn spec(&self, options: &Options, keep_by_default: bool) -> Result<Option<SessionSpec>, SessionError> {
+        let keep = self.keep || (keep_by_default && options.tty && !self.no_keep);
+        if !self.detach && !keep {
+            return match (&self.tag, &self.buffer) {
+                (Some(_), _) => Err(SessionError::NotASession("--tag")),
+                (_, Some(_)) => Err(SessionError::NotASession("--buffer")),
+                (None, None) => Ok(None),
+            };
+        }
+        Ok(Some(SessionSpec { name: self.tag.clone().unwrap_or_default(), detach: self.detach, buffer: self.buffer.unwrap_or(0) }))
+    }
 }
 
 /// Which session of which VM.

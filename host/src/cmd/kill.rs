@@ -3,11 +3,10 @@
 use crate::cli::KillArgs;
 use crate::error::Error;
 use crate::sessions;
-use crate::target::Target;
 
 /// Runs `hutch kill`.
 pub async fn run(args: KillArgs) -> Result<u8, Error> {
-    let target = Target::resolve(args.target.name.as_ref(), &args.target.agent)?;
+    let target = args.target.agent.target(args.target.name.as_ref())?;
     let mut client = target.connect().await?;
     sessions::signal(&mut client, &args.target.tag, &args.signal).await?;
     Ok(0)

@@ -7,12 +7,11 @@ use crate::cli::LogsArgs;
 use crate::error::Error;
 use crate::exec::Outcome;
 use crate::exec::attach::{AttachOptions, attach};
-use crate::target::Target;
 
 /// Runs `hutch logs`; exits 0 (141 when stdout closed early), whatever the
 /// session's own code (`hutch wait` gives that).
 pub async fn run(args: LogsArgs) -> Result<u8, Error> {
-    let target = Target::resolve(args.target.name.as_ref(), &args.target.agent)?;
+    let target = args.target.agent.target(args.target.name.as_ref())?;
     let mut client = target.connect().await?;
     let options = AttachOptions { session: args.target.tag, mode: AttachMode::AttachLogs, force: false, follow: args.follow };
     let finished = attach(&mut client, &options).await?;

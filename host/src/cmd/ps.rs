@@ -3,11 +3,10 @@
 use crate::cli::PsArgs;
 use crate::error::Error;
 use crate::sessions::{self, table};
-use crate::target::Target;
 
 /// Runs `hutch ps`.
 pub async fn run(args: PsArgs) -> Result<u8, Error> {
-    let target = Target::resolve(args.name.as_ref(), &args.agent)?;
+    let target = args.agent.target(args.name.as_ref())?;
     let mut client = target.connect().await?;
     let list = sessions::list(&mut client).await?;
     if args.json {

@@ -6,11 +6,11 @@ use crate::cli::WaitArgs;
 use crate::error::Error;
 use crate::exec::Outcome;
 use crate::sessions::{self, SessionError, printable};
-use crate::target::Target;
+use crate::transport::CallError;
 
 /// Runs `hutch wait`; the session's exit code, by the exit-code table.
 pub async fn run(args: WaitArgs) -> Result<u8, Error> {
-    let target = Target::resolve(args.target.name.as_ref(), &args.target.agent)?;
+    let target = args.target.agent.target(args.target.name.as_ref())?;
     let mut client = target.connect().await?;
     let info = sessions::wait(&mut client, &args.target.tag).await?;
     match (SessionState::try_from(info.state), info.exited) {
@@ -24,6 +24,6 @@ pub async fn run(args: WaitArgs) -> Result<u8, Error> {
         (Ok(SessionState::SessionLost), _) => {
             Err(SessionError::Lost { name: printable(&info.name), reason: printable(&info.lost_reason) }.into())
         }
-        _ => Err(Error::Protocol("the agent answered a wait with a session that has not ended".into())),
+        _ => Err(Error::Call(CallError::Protocol("the agent answered a wait with a session that has not ended".into()))),
     }
 }

@@ -17,10 +17,9 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::terminal::{self, RawMode};
-use super::{Drive, Finished, Options, Outcome, REQUEST_QUEUE, Role, SessionSpec, keys, start_request, stdin};
-use crate::error::Error;
+use super::{Drive, ExecError, Finished, Options, Outcome, REQUEST_QUEUE, Role, SessionSpec, keys, start_request, stdin};
 use crate::sessions::{self, SessionError};
-use crate::transport::Client;
+use crate::transport::{CallError, Client};
 
 /// What `hutch attach` or `hutch logs` asks for.
 #[derive(Debug, Clone)]
@@ -37,12 +36,12 @@ pub struct AttachOptions {
 
 /// Starts `options` as a detached session: returns once it runs, with
 /// `Outcome::Detached` (its name inside) or why it did not start.
-pub async fn start_detached(client: &mut Client, options: &Options, session: &SessionSpec) -> Result<Finished, Error> {
+pub async fn start_detached(client: &mut Client, options: &Options, session: &SessionSpec) -> Result<Finished, ExecError> {
     // Pipe-mode sessions read /dev/null, as `docker run -d` without `-i`;
     // on a PTY the terminal is their input, for whoever attaches.
     let start = start_request(options, stdin::Source::Null, Some(session));
     let requests = tokio_stream::once(ExecRequest { kind: Some(Request::Start(start)) });
-    let mut responses = client.exec(requests).await.map_err(Error::from_status)?.into_inner();
+    let mut responses = client.exec(requests).await.map_err(CallError::from_status)?.into_inner();
     loop {
         let outcome = match responses.next().await {
             Some(Ok(ExecResponse { kind: Some(kind) })) => match kind {
@@ -57,15 +56,15 @@ pub async fn start_detached(client: &mut Client, options: &Options, session: &Se
                 _ => continue,
             },
             Some(Ok(ExecResponse { kind: None })) => continue,
-            Some(Err(status)) => return Err(Error::lost(status)),
-            None => return Err(Error::Protocol("the agent ended the exec without saying whether the session started".into())),
+            Some(Err(status)) => return Err(CallError::lost(status).into()),
+            None => return Err(CallError::Protocol("the agent ended the exec without saying whether the session started".into()).into()),
         };
         return Ok(Finished { outcome, captured: None });
     }
 }
 
 /// Connects to a session and stays until it ends or hutch detaches.
-pub async fn attach(client: &mut Client, options: &AttachOptions) -> Result<Finished, Error> {
+pub async fn attach(client: &mut Client, options: &AttachOptions) -> Result<Finished, ExecError> {
     let size = terminal::size().map(|(rows, cols)| TerminalSize { rows: rows.into(), cols: cols.into() });
     let start =
         AttachStart { session: options.session.clone(), mode: options.mode as i32, force: options.force, size, follow: options.follow };
@@ -76,8 +75,8 @@ pub async fn attach(client: &mut Client, options: &AttachOptions) -> Result<Fini
     let mut responses = client.attach(requests).await.map_err(status_error)?.into_inner();
     let attached = match responses.next().await {
         Some(Ok(ExecResponse { kind: Some(Kind::Attached(attached)) })) => attached,
-        Some(Err(status)) => return Err(status_error(status)),
-        _ => return Err(Error::Protocol("the agent did not answer the attach with `attached`".into())),
+        Some(Err(status)) => return Err(status_error(status).into()),
+        _ => return Err(CallError::Protocol("the agent did not answer the attach with `attached`".into()).into()),
     };
     let mode = AttachMode::try_from(attached.mode).unwrap_or(AttachMode::AttachViewer);
     let writer = mode == AttachMode::AttachWriter;

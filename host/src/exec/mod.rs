@@ -24,14 +24,35 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
 
-use crate::error::Error;
-use crate::transport::Client;
-use output::{Sink, Target};
+use crate::sessions::SessionError;
+use crate::transport::{CallError, Client};
+use output::{Sink, Stream};
 pub use report::Outcome;
 use terminal::RawMode;
 
 /// Requests that may wait to be sent (stdin chunks, signals, resizes).
 const REQUEST_QUEUE: usize = 16;
+
+/// Why an exec failed before hutch learnt how the process ended.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// The agent refused or failed the Exec call, or the connection broke.
+    #[error(transparent)]
+    Call(#[from] CallError),
+    /// A session could not be started or found.
+    #[error(transparent)]
+    Session(#[from] SessionError),
+}
+
+impl ExecError {
+    /// What the user can do about it.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            ExecError::Call(e) => Some(e.hint()),
+            ExecError::Session(e) => e.hint(),
+        }
+    }
+}
 
 /// What to run and how.
 #[derive(Debug, Clone)]
@@ -50,6 +71,16 @@ pub struct Options {
     pub capture: bool,
     /// Do not forward local stdin (the process gets /dev/null).
     pub no_stdin: bool,
+}
+
+impl Options {
+    /// Adds environment entries that flags did not set already (flags win):
+    /// the configuration's `env`, for `exec` and `run` alike.
+    pub fn add_env(&mut self, pairs: impl IntoIterator<Item = (String, String)>) {
+        for (key, value) in pairs {
+            self.env.entry(key).or_insert(value);
+        }
+    }
 }
 
 /// The result of one exec: how it ended, and its output if captured.
@@ -72,29 +103,37 @@ pub struct SessionSpec {
 }
 
 /// Runs `options` on the agent behind `client` and waits for the end.
-pub async fn run(client: &mut Client, options: &Options) -> Result<Finished, Error> {
+pub async fn run(client: &mut Client, options: &Options) -> Result<Finished, ExecError> {
     run_with(client, options, None).await
+}
+
+/// Runs `options`, as a session when `session` says so (see [`run_kept`]).
+pub async fn run_as(client: &mut Client, options: &Options, session: Option<&SessionSpec>) -> Result<Finished, ExecError> {
+    match session {
+        None => run(client, options).await,
+        Some(session) => run_kept(client, options, session).await,
+    }
 }
 
 /// Runs `options` as a session: returns once it runs (`detach`), or stays
 /// attached as its writer until it ends or the client detaches (`--keep`).
-pub async fn run_kept(client: &mut Client, options: &Options, session: &SessionSpec) -> Result<Finished, Error> {
+pub async fn run_kept(client: &mut Client, options: &Options, session: &SessionSpec) -> Result<Finished, ExecError> {
     if session.detach {
         return attach::start_detached(client, options, session).await;
     }
     run_with(client, options, Some(session)).await
 }
 
-async fn run_with(client: &mut Client, options: &Options, session: Option<&SessionSpec>) -> Result<Finished, Error> {
+async fn run_with(client: &mut Client, options: &Options, session: Option<&SessionSpec>) -> Result<Finished, ExecError> {
     let stdin_source = if options.no_stdin { stdin::Source::Null } else { stdin::classify() };
     let (tx, rx) = mpsc::channel(REQUEST_QUEUE);
     let start = start_request(options, stdin_source, session);
     tx.send(ExecRequest { kind: Some(exec_request::Kind::Start(start)) })
         .await
-        .map_err(|_| Error::Protocol("request queue closed".into()))?;
+        .map_err(|_| CallError::Protocol("request queue closed".into()))?;
 
     let raw_mode = if options.tty { RawMode::enable() } else { None };
-    let responses = client.exec(ReceiverStream::new(rx)).await.map_err(Error::from_status)?.into_inner();
+    let responses = client.exec(ReceiverStream::new(rx)).await.map_err(CallError::from_status)?.into_inner();
 
     if stdin_source == stdin::Source::Readable {
         match session {
@@ -146,7 +185,7 @@ pub struct Drive {
 
 impl Drive {
     /// Runs until the remote side says how it ended, or hutch gives up.
-    pub async fn run(self, mut responses: Streaming<ExecResponse>, tx: mpsc::Sender<ExecRequest>) -> Result<Finished, Error> {
+    pub async fn run(self, mut responses: Streaming<ExecResponse>, tx: mpsc::Sender<ExecRequest>) -> Result<Finished, ExecError> {
         let mut resizes = std::pin::pin!(signals::forward_resizes(tx.clone()));
         let policy = match self.role {
             Role::Exec => signals::Policy::Exec,
@@ -162,8 +201,8 @@ impl Drive {
             tokio::select! {
                 message = responses.next() => match message {
                     Some(Ok(message)) => match message.kind {
-                        Some(Kind::Stdout(data)) => sink.write(Target::Stdout, data).await,
-                        Some(Kind::Stderr(data)) => sink.write(Target::Stderr, data).await,
+                        Some(Kind::Stdout(data)) => sink.write(Stream::Stdout, data).await,
+                        Some(Kind::Stderr(data)) => sink.write(Stream::Stderr, data).await,
                         Some(Kind::Started(started)) => {
                             tracing::debug!(pid = started.pid, session = started.session, "remote process started");
                             if started.session.is_empty() && matches!(self.role, Role::Session { .. }) {
@@ -177,13 +216,13 @@ impl Drive {
                         },
                         Some(Kind::StartFailed(failed)) => break Outcome::StartFailed(failed),
                         Some(Kind::Detached(detached)) => break Outcome::Detached(detached),
-                        Some(Kind::Dropped(dropped)) => sink.write(Target::Stderr, report::dropped_notice(&dropped, self.raw).into()).await,
+                        Some(Kind::Dropped(dropped)) => sink.write(Stream::Stderr, report::dropped_notice(&dropped, self.raw).into()).await,
                         Some(Kind::Attached(_)) | None => {}
                     },
-                    Some(Err(status)) => return Err(Error::lost(status)),
+                    Some(Err(status)) => return Err(CallError::lost(status).into()),
                     None => match leaving {
                         Some((_, outcome)) => break outcome,
-                        None => return Err(Error::Protocol("the agent ended the exec without reporting how the process ended".into())),
+                        None => return Err(CallError::Protocol("the agent ended the exec without reporting how the process ended".into()).into()),
                     },
                 },
                 _ = sink.broken_pipe(), if leaving.is_none() => match self.role {

@@ -7,8 +7,7 @@ pub mod table;
 use hutch_proto::v1::{ListSessionsRequest, ListSessionsResponse, SessionInfo, SignalSessionRequest, WaitSessionRequest};
 use tonic::{Code, Status};
 
-use crate::error::Error;
-use crate::transport::Client;
+use crate::transport::{CallError, Client};
 
 /// Why a session could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +38,9 @@ pub enum SessionError {
     /// `--tag`/`--buffer` without a session.
     #[error("{0} names a session's setting: add --detach or --keep")]
     NotASession(&'static str),
+    /// The call failed otherwise (connection lost, protocol).
+    #[error(transparent)]
+    Call(#[from] CallError),
 }
 
 impl SessionError {
@@ -54,6 +56,7 @@ impl SessionError {
                 "drop --rm to keep the VM (`hutch run --detach` leaves it up with the session), or drop the session flag".into()
             }
             SessionError::NotASession(_) => "`hutch exec --detach --tag NAME -- CMD` starts a named session".into(),
+            SessionError::Call(e) => e.hint(),
         })
     }
 }
@@ -65,29 +68,29 @@ pub fn printable(text: &str) -> String {
 }
 
 /// Classifies a status from a call on session `name`.
-pub fn from_status(status: Status, name: &str) -> Error {
+pub fn from_status(status: Status, name: &str) -> SessionError {
     match status.code() {
-        Code::NotFound => SessionError::NotFound(name.to_owned()).into(),
-        Code::FailedPrecondition => SessionError::Ended(name.to_owned()).into(),
-        Code::InvalidArgument => SessionError::Refused(printable(status.message())).into(),
-        Code::Unimplemented => SessionError::Unsupported.into(),
-        _ => Error::lost(status),
+        Code::NotFound => SessionError::NotFound(name.to_owned()),
+        Code::FailedPrecondition => SessionError::Ended(name.to_owned()),
+        Code::InvalidArgument => SessionError::Refused(printable(status.message())),
+        Code::Unimplemented => SessionError::Unsupported,
+        _ => CallError::lost(status).into(),
     }
 }
 
 /// The agent's sessions.
-pub async fn list(client: &mut Client) -> Result<ListSessionsResponse, Error> {
+pub async fn list(client: &mut Client) -> Result<ListSessionsResponse, SessionError> {
     Ok(client.list_sessions(ListSessionsRequest {}).await.map_err(|s| from_status(s, ""))?.into_inner())
 }
 
 /// Waits until session `name` has ended; how it did.
-pub async fn wait(client: &mut Client, name: &str) -> Result<SessionInfo, Error> {
+pub async fn wait(client: &mut Client, name: &str) -> Result<SessionInfo, SessionError> {
     let response = client.wait_session(WaitSessionRequest { name: name.to_owned() }).await.map_err(|s| from_status(s, name))?;
-    response.into_inner().session.ok_or_else(|| Error::Protocol("the agent answered a wait without the session".into()))
+    response.into_inner().session.ok_or_else(|| CallError::Protocol("the agent answered a wait without the session".into()).into())
 }
 
 /// Sends `signal` (a name: "TERM", "KILL", ...) to session `name`.
-pub async fn signal(client: &mut Client, name: &str, signal: &str) -> Result<(), Error> {
+pub async fn signal(client: &mut Client, name: &str, signal: &str) -> Result<(), SessionError> {
     let request = SignalSessionRequest { name: name.to_owned(), signal: signal.to_owned() };
     client.signal_session(request).await.map_err(|s| from_status(s, name))?;
     Ok(())
