@@ -1,7 +1,5 @@
 //! How an exec ended, as an exit code (the exit-code table in the README) and as JSON.
 
-use std::str::FromStr;
-
 use hutch_proto::v1::{DetachReason, Detached, Exited, OutputDropped, StartError, StartFailed, exited};
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
@@ -61,12 +59,7 @@ impl Outcome {
     /// The exit code hutch leaves with.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Outcome::Exited(e) if e.timed_out => exit::TIMED_OUT,
-            Outcome::Exited(Exited { status: Some(exited::Status::Code(code)), .. }) => (*code & 0xff) as u8,
-            Outcome::Exited(Exited { status: Some(exited::Status::Signal(number)), signal_name, .. }) => {
-                exit::signaled(local_signal_number(signal_name).unwrap_or(*number))
-            }
-            Outcome::Exited(Exited { status: None, .. }) => exit::HUTCH_FAILED,
+            Outcome::Exited(exited) => exit::of_exited(exited),
             Outcome::StartFailed(f) => match StartError::try_from(f.error) {
                 Ok(StartError::NotFound) => exit::NOT_FOUND,
                 Ok(StartError::NotExecutable) => exit::NOT_EXECUTABLE,
@@ -161,15 +154,6 @@ fn put_bytes(report: &mut Value, key: &str, bytes: Vec<u8>) {
             report[format!("{key}_base64")] = json!(base64::engine::general_purpose::STANDARD.encode(e.into_bytes()));
         }
     }
-}
-
-/// The host's number for a guest signal name, so `128+N` means what local
-/// tools expect even when guest and host number signals differently.
-fn local_signal_number(name: &str) -> Option<u32> {
-    if name.is_empty() {
-        return None;
-    }
-    Signal::from_str(&format!("SIG{name}")).ok().map(|s| s as u32)
 }
 
 #[cfg(test)]

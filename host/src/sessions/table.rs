@@ -8,7 +8,7 @@ use hutch_proto::v1::{ListSessionsResponse, SessionInfo, SessionState, exited};
 use serde_json::{Value, json};
 
 use super::printable;
-use crate::exec::Outcome;
+use crate::exit;
 
 /// The table `hutch ps` prints.
 pub fn text(list: &ListSessionsResponse) -> String {
@@ -77,7 +77,7 @@ fn entry(s: &SessionInfo) -> Value {
         "exit_code": Value::Null, "signal": Value::Null, "timed_out": false,
     });
     if let Some(exited) = &s.exited {
-        value["exit_code"] = json!(Outcome::Exited(exited.clone()).exit_code());
+        value["exit_code"] = json!(exit::of_exited(exited));
         value["timed_out"] = json!(exited.timed_out);
         if let Some(exited::Status::Signal(number)) = exited.status {
             value["signal"] = json!(if exited.signal_name.is_empty() { number.to_string() } else { format!("SIG{}", exited.signal_name) });
