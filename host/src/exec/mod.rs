@@ -219,7 +219,11 @@ impl Drive {
                         Some(Kind::Dropped(dropped)) => sink.write(Stream::Stderr, report::dropped_notice(&dropped, self.raw).into()).await,
                         Some(Kind::Attached(_)) | None => {}
                     },
-                    Some(Err(status)) => return Err(CallError::lost(status).into()),
+                    Some(Err(status)) => match leaving {
+                        // Leaving anyway: a stream that breaks now ends as asked.
+                        Some((_, outcome)) => break outcome,
+                        None => return Err(CallError::lost(status).into()),
+                    },
                     None => match leaving {
                         Some((_, outcome)) => break outcome,
                         None => return Err(CallError::Protocol("the agent ended the exec without reporting how the process ended".into()).into()),
