@@ -46,8 +46,9 @@ pub enum Until {
 enum Leave {
     /// It sent `detach`.
     Detach,
-    /// Its call was cancelled or its connection broke.
-    Gone,
+    /// A request could not be decoded (or the connection broke): the stream
+    /// ends with this status; the session runs on.
+    Broken(Status),
 }
 
 /// An Attach call: reads its `start`, joins the session (or fails the call,
@@ -56,7 +57,7 @@ pub async fn call(
     sessions: &Sessions,
     mut inbound: Streaming<AttachRequest>,
 ) -> Result<impl Stream<Item = Result<ExecResponse, Status>> + Send + 'static, Status> {
-    let start = match inbound.message().await? {
+    let start = match inbound.message().await.map_err(|status| crate::untrusted::request_error(&status))? {
         Some(AttachRequest { kind: Some(AttachKind::Start(start)) }) => start,
         Some(_) => return Err(Status::invalid_argument("the first message of an Attach must be `start`")),
         None => return Err(Status::invalid_argument("the Attach stream ended before its `start`")),
@@ -103,12 +104,13 @@ pub async fn serve(
     // that attaches right after its `detached` finds it free.
     kept.leave(&client);
     if let Some(last) = last {
-        let _ = responses.send(Ok(last)).await;
+        let _ = responses.send(last).await;
     }
 }
 
 /// Sends output until the client leaves or everything is sent; returns the
-/// last message to send (`exited`, `detached`), if any.
+/// last word to send (`exited`, `detached`, or the status of a broken
+/// request), if any.
 async fn stream_output(
     kept: &Kept,
     client: &Client,
@@ -116,7 +118,7 @@ async fn stream_output(
     until: Until,
     mut leave: oneshot::Receiver<Leave>,
     responses: &Responses,
-) -> Option<ExecResponse> {
+) -> Option<Result<ExecResponse, Status>> {
     let mut news = kept.news();
     let mut listening = true;
     let kicked = client.kicked.clone().unwrap_or_else(|| Arc::new(Notify::new()));
@@ -131,20 +133,20 @@ async fn stream_output(
             Step::Dropped(lost, next) => (Kind::Dropped(OutputDropped { stdout_bytes: lost[0], stderr_bytes: lost[1] }), Some(next)),
             Step::Ended(exited) => {
                 kept.mark_reported();
-                return Some(response(Kind::Exited(exited)));
+                return Some(Ok(response(Kind::Exited(exited))));
             }
             Step::Idle => {
                 if let Until::Offset(stop) = until
                     && cursor.offset >= stop
                 {
-                    return Some(detached(kept, DetachReason::DetachCaughtUp));
+                    return Some(Ok(detached(kept, DetachReason::DetachCaughtUp)));
                 }
                 tokio::select! {
                     left = &mut leave, if listening => match left {
                         Ok(leave) => return goodbye(kept, leave),
                         Err(_) => listening = false,
                     },
-                    () = kicked.notified() => return Some(detached(kept, DetachReason::DetachTakenOver)),
+                    () = kicked.notified() => return Some(Ok(detached(kept, DetachReason::DetachTakenOver))),
                     _ = news.changed() => {}
                     () = responses.closed() => return None,
                 }
@@ -157,7 +159,7 @@ async fn stream_output(
                 Ok(leave) => return goodbye(kept, leave),
                 Err(_) => listening = false,
             },
-            () = kicked.notified() => return Some(detached(kept, DetachReason::DetachTakenOver)),
+            () = kicked.notified() => return Some(Ok(detached(kept, DetachReason::DetachTakenOver))),
             sent = responses.send(Ok(response(message))) => {
                 if sent.is_err() {
                     return None;
@@ -171,23 +173,25 @@ async fn stream_output(
     }
 }
 
-/// The answer to a client that leaves: `detached` if it asked, nothing if it is gone.
-fn goodbye(kept: &Kept, leave: Leave) -> Option<ExecResponse> {
-    match leave {
-        Leave::Detach => Some(detached(kept, DetachReason::DetachRequested)),
-        Leave::Gone => None,
-    }
+/// The answer to a client that leaves: `detached` if it asked, the reason
+/// if its requests broke.
+fn goodbye(kept: &Kept, leave: Leave) -> Option<Result<ExecResponse, Status>> {
+    Some(match leave {
+        Leave::Detach => Ok(detached(kept, DetachReason::DetachRequested)),
+        Leave::Broken(status) => Err(status),
+    })
 }
 
 /// Applies the client's requests (a writer's) until it leaves or stops sending.
 async fn read_input(kept: Arc<Kept>, client: Client, mut inbound: impl Requests, leave: oneshot::Sender<Leave>) {
     loop {
         let request = match inbound.next().await {
-            // Half-closed: nothing more will come, but the client still listens.
+            // Half-closed, or the call was cancelled (tonic ends the stream
+            // then): nothing more will come; a client still there listens on.
             None => return,
             Some(Err(status)) => {
-                tracing::debug!(session = %kept.name.escape_debug(), %status, "attached client's requests broke off");
-                let _ = leave.send(Leave::Gone);
+                tracing::debug!(session = %crate::untrusted::shown_str(&kept.name), code = ?status.code(), "attached client's requests broke off");
+                let _ = leave.send(Leave::Broken(crate::untrusted::request_error(&status)));
                 return;
             }
             Some(Ok(request)) => request,
@@ -210,7 +214,7 @@ async fn read_input(kept: Arc<Kept>, client: Client, mut inbound: impl Requests,
                         tracing::debug!(pid = kept.pid, "signal {sig} not delivered: {e}");
                     }
                 }
-                None => tracing::warn!(pid = kept.pid, name = %signal.name.escape_debug(), "unknown signal name ignored"),
+                None => tracing::warn!(pid = kept.pid, name = %crate::untrusted::shown_str(&signal.name), "unknown signal name ignored"),
             },
             _ => {}
         }

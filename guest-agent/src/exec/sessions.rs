@@ -32,6 +32,8 @@ use super::kept::{self, Kept, Launch, Role};
 use super::output::Responses;
 use super::registry::Groups;
 use super::spawn::{Spawned, Spec, spawn};
+use crate::limits;
+use crate::untrusted::shown_str;
 
 /// The agent's limits on sessions.
 #[derive(Clone, Debug)]
@@ -53,18 +55,18 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            default_buffer: 4 << 20,
-            max_buffer: 64 << 20,
-            memory: 1 << 30,
-            max_sessions: 256,
-            keep_finished: Duration::from_secs(3600),
-            keep_reported: Duration::from_secs(60),
+            default_buffer: limits::SESSION_BUFFER,
+            max_buffer: usize::try_from(limits::SESSION_BUFFER_MAX).unwrap_or(usize::MAX),
+            memory: limits::SESSION_MEMORY,
+            max_sessions: limits::MAX_SESSIONS,
+            keep_finished: limits::SESSION_KEEP,
+            keep_reported: limits::SESSION_KEEP_REPORTED,
         }
     }
 }
 
 /// Smallest buffer a session gets, whatever it asks for.
-const MIN_BUFFER: usize = 4096;
+const MIN_BUFFER: usize = limits::SESSION_BUFFER_MIN;
 
 /// How often finished sessions past their time are dropped.
 const SWEEP_EVERY: Duration = Duration::from_secs(30);
@@ -149,14 +151,14 @@ impl Entry {
 /// Why a session could not be found or used.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
-    /// No session has that name.
-    #[error("no session named {0:?} (`hutch ps` lists them)")]
+    /// No session has that name (shown as untrusted text).
+    #[error("no session named \"{0}\" (`hutch ps` lists them)")]
     NotFound(String),
-    /// It has ended.
-    #[error("session {0:?} has ended")]
+    /// It has ended (its name, shown as untrusted text).
+    #[error("session \"{0}\" has ended")]
     Ended(String),
-    /// The signal name is unknown.
-    #[error("unknown signal {0:?}")]
+    /// The signal name is unknown (shown as untrusted text).
+    #[error("unknown signal \"{0}\"")]
     BadSignal(String),
     /// The request is malformed.
     #[error("{0}")]
@@ -215,7 +217,7 @@ impl Sessions {
         let launch = Launch { name: name.clone(), argv: spec.argv, buffer, timeout };
         let sessions = self.clone();
         let kept = kept::launch(launch, child, pid, io, registration, move |kept| sessions.ended(kept));
-        tracing::debug!(pid, session = %name.escape_debug(), "session started");
+        tracing::debug!(pid, session = %shown_str(&name), "session started");
         self.store().entries.push(Entry::Kept(kept.clone()));
         self.write_journal();
         self.ensure_sweeper();
@@ -299,7 +301,7 @@ impl Sessions {
 
     /// Sends the signal named `signal` to session `name`'s process group.
     pub fn signal(&self, name: &str, signal: &str) -> Result<SessionInfo, SessionError> {
-        let sig = parse_signal(signal).ok_or_else(|| SessionError::BadSignal(signal.to_owned()))?;
+        let sig = parse_signal(signal).ok_or_else(|| SessionError::BadSignal(shown_str(signal)))?;
         self.signal_with(name, sig)
     }
 
@@ -307,9 +309,9 @@ impl Sessions {
     pub fn signal_with(&self, name: &str, sig: Signal) -> Result<SessionInfo, SessionError> {
         let kept = match self.find(name)? {
             Found::Kept(kept) => kept,
-            Found::Lost(_) => return Err(SessionError::Ended(name.to_owned())),
+            Found::Lost(_) => return Err(SessionError::Ended(shown_str(name))),
         };
-        kept.signal(sig).map_err(|_| SessionError::Ended(name.to_owned()))?;
+        kept.signal(sig).map_err(|_| SessionError::Ended(shown_str(name)))?;
         Ok(kept.info())
     }
 
@@ -319,7 +321,7 @@ impl Sessions {
         match store.entries.iter().find(|e| e.name() == name) {
             Some(Entry::Kept(kept)) => Ok(Found::Kept(kept.clone())),
             Some(Entry::Lost { info, .. }) => Ok(Found::Lost((**info).clone())),
-            None => Err(SessionError::NotFound(name.to_owned())),
+            None => Err(SessionError::NotFound(shown_str(name))),
         }
     }
 
@@ -397,7 +399,7 @@ impl Sessions {
 
     /// Runs when a session's process has ended.
     fn ended(&self, kept: &Kept) {
-        tracing::debug!(pid = kept.pid, session = %kept.name.escape_debug(), "session ended");
+        tracing::debug!(pid = kept.pid, session = %shown_str(&kept.name), "session ended");
         self.write_journal();
     }
 
@@ -464,8 +466,8 @@ pub fn check_name(name: &str) -> Result<(), String> {
     let valid_chars = name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
     if name.is_empty() || name.len() > MAX_NAME || !valid_chars || name.starts_with(['-', '.']) {
         return Err(format!(
-            "{:?} is not a valid session name: use 1 to {MAX_NAME} letters, digits, '.', '_' or '-', not starting with '-' or '.'",
-            name.escape_debug().to_string()
+            "\"{}\" is not a valid session name: use 1 to {MAX_NAME} letters, digits, '.', '_' or '-', not starting with '-' or '.'",
+            shown_str(name)
         ));
     }
     Ok(())

@@ -67,7 +67,10 @@ impl Agent for TartService {
         match self.sessions.signal_with(&request.exec_id, signal) {
             // As tart-guest-agent: a command that has already exited is no error.
             Ok(_) | Err(SessionError::Ended(_)) => Ok(Response::new(())),
-            Err(SessionError::NotFound(_)) => Err(Status::not_found(format!("no detached command with id {:?}", request.exec_id))),
+            Err(SessionError::NotFound(_)) => {
+                let id = crate::untrusted::shown_str(&request.exec_id);
+                Err(Status::not_found(format!("no detached command with id \"{id}\"")))
+            }
             Err(e) => Err(e.into()),
         }
     }
