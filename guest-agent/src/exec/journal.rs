@@ -12,54 +12,95 @@
 //! so a recycled pid is never touched), and it lists every one of them as
 //! `lost`, saying whether the agent or the VM restarted.
 //!
-//! One agent per state dir writes the journal: it holds an exclusive lock on
-//! `sessions.lock` for its life. A second agent on the same dir (tests, a
-//! person trying things) gets no journal and touches nothing.
+//! One agent at a time writes the journal: it holds an exclusive lock on
+//! `sessions.lock` while it runs sessions (and only then, so an agent that
+//! runs none holds no extra descriptor). Whoever takes the lock first reads
+//! what the previous holder left, so sessions of an agent that crashed are
+//! found at the next start, or at the next session of an agent sharing the
+//! dir. An agent that finds the lock held (another live agent on the same
+//! dir: tests, a person trying things) writes nothing and touches nothing.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 
 use hutch_proto::v1::{JournalEntry, SessionInfo, SessionJournal, SessionState};
 use nix::fcntl::{Flock, FlockArg};
 use prost::Message;
 
-/// The journal of one agent, which holds its lock.
+/// The session journal in one state dir.
 pub struct Journal {
+    dir: PathBuf,
     path: PathBuf,
-    _lock: Flock<File>,
+    /// The lock, while this agent runs sessions.
+    lock: Mutex<Option<Flock<File>>>,
 }
 
 impl Journal {
-    /// Takes over the journal in `state_dir`: returns it (or `None` when
-    /// another agent holds it, or the dir is unusable) and the sessions the
-    /// previous agent left, now ended.
+    /// The journal in `state_dir`, and the sessions the previous agent left
+    /// (now ended: what still ran of them is killed). `None` when the dir
+    /// is unusable.
     pub fn open(state_dir: &Path) -> (Option<Journal>, Vec<SessionInfo>) {
-        match Journal::try_open(state_dir) {
-            Ok(opened) => opened,
-            Err(e) => {
-                tracing::warn!("no session journal in {}: {e}; sessions of a crashed agent would not be reported", state_dir.display());
-                (None, Vec::new())
+        if let Err(e) = std::fs::create_dir_all(state_dir) {
+            tracing::warn!("no session journal in {}: {e}; sessions of a crashed agent would not be reported", state_dir.display());
+            return (None, Vec::new());
+        }
+        let journal = Journal { dir: state_dir.to_path_buf(), path: state_dir.join("sessions.journal"), lock: Mutex::new(None) };
+        // Take over whatever a previous agent left, then let go until a session runs.
+        let lost = journal.record(&[]);
+        (Some(journal), lost)
+    }
+
+    /// Replaces the journal with `running`. Takes the lock first if this
+    /// agent does not hold it, and returns the sessions the previous holder
+    /// left (ended now); lets it go again when nothing runs.
+    pub fn record(&self, running: &[JournalEntry]) -> Vec<SessionInfo> {
+        self.record_with(|| running.to_vec())
+    }
+
+    /// [`Journal::record`] with the running sessions listed under the
+    /// journal's own mutex: two sessions' events recorded at once are
+    /// written in the order they were listed, so a list made before a
+    /// session ended never overwrites the one made after (and keeps the lock
+    /// held for a session that no longer runs).
+    pub fn record_with(&self, running: impl FnOnce() -> Vec<JournalEntry>) -> Vec<SessionInfo> {
+        let mut lock = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let running = running();
+        let mut lost = Vec::new();
+        if lock.is_none() {
+            match self.acquire() {
+                Ok(Some(acquired)) => {
+                    *lock = Some(acquired);
+                    lost = self.take_over();
+                }
+                Ok(None) => {
+                    tracing::info!("another agent keeps the session journal in {}; this one keeps none for now", self.dir.display());
+                    return lost;
+                }
+                Err(e) => {
+                    tracing::warn!("cannot lock the session journal in {}: {e}", self.dir.display());
+                    return lost;
+                }
             }
+        }
+        self.write(&running);
+        if running.is_empty() {
+            *lock = None; // nothing to look after: the descriptor goes
+        }
+        lost
+    }
+
+    /// The lock, or `None` when another agent holds it.
+    fn acquire(&self) -> std::io::Result<Option<Flock<File>>> {
+        let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(self.dir.join("sessions.lock"))?;
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => Ok(Some(lock)),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+            Err((_, errno)) => Err(errno.into()),
         }
     }
 
-    fn try_open(state_dir: &Path) -> std::io::Result<(Option<Journal>, Vec<SessionInfo>)> {
-        std::fs::create_dir_all(state_dir)?;
-        let lock_file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(state_dir.join("sessions.lock"))?;
-        let lock = match Flock::lock(lock_file, FlockArg::LockExclusiveNonblock) {
-            Ok(lock) => lock,
-            Err((_, errno)) => {
-                tracing::info!("another agent keeps the session journal in {} ({errno}); this one keeps none", state_dir.display());
-                return Ok((None, Vec::new()));
-            }
-        };
-        let journal = Journal { path: state_dir.join("sessions.journal"), _lock: lock };
-        let lost = journal.take_over();
-        journal.record(&[]);
-        Ok((Some(journal), lost))
-    }
-
-    /// Reads what the previous agent left; ends what still runs of it.
+    /// Reads what the previous holder left; ends what still runs of it.
     fn take_over(&self) -> Vec<SessionInfo> {
         let Ok(bytes) = std::fs::read(&self.path) else { return Vec::new() };
         let Ok(old) = SessionJournal::decode(bytes.as_slice()) else {
@@ -90,10 +131,9 @@ impl Journal {
         JournalEntry { info: Some(info), start_ticks }
     }
 
-    /// Replaces the journal with `running` (written beside, flushed to disk,
-    /// then renamed: a VM powered off right after a session started still
-    /// has it).
-    pub fn record(&self, running: &[JournalEntry]) {
+    /// Writes `running` as the journal (beside, flushed to disk, then
+    /// renamed: a VM powered off right after a session started still has it).
+    fn write(&self, running: &[JournalEntry]) {
         let journal = SessionJournal { boot_id: boot_id(), sessions: running.to_vec() };
         let staging = self.path.with_extension("new");
         let write = || -> std::io::Result<()> {
@@ -102,8 +142,7 @@ impl Journal {
             file.sync_data()?;
             std::fs::rename(&staging, &self.path)
         };
-        let written = write();
-        if let Err(e) = written {
+        if let Err(e) = write() {
             tracing::warn!("cannot write the session journal {}: {e}", self.path.display());
         }
     }
@@ -154,24 +193,43 @@ mod tests {
         assert_eq!(start_ticks(u32::MAX), None);
     }
 
-    #[test]
-    fn a_second_agent_on_the_same_dir_keeps_no_journal() {
-        let dir = tempfile::tempdir().unwrap();
-        let (first, lost) = Journal::open(dir.path());
-        assert!(first.is_some() && lost.is_empty());
-        let (second, _) = Journal::open(dir.path());
-        assert!(second.is_none());
+    /// A running session's entry, with a pid that cannot be running (so
+    /// taking over kills nothing).
+    fn running(name: &str) -> JournalEntry {
+        let info = SessionInfo { name: name.into(), pid: u32::MAX, state: SessionState::SessionRunning as i32, ..Default::default() };
+        JournalEntry { info: Some(info), start_ticks: 1 }
     }
 
     #[test]
-    fn the_next_agent_lists_what_ran_as_lost() {
+    fn the_lock_is_held_while_sessions_run_and_only_then() {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, lost) = Journal::open(dir.path());
+        let first = first.unwrap();
+        assert!(lost.is_empty());
+        assert!(first.lock.lock().unwrap().is_none(), "no session: no descriptor held");
+        assert!(first.record(&[running("a")]).is_empty());
+        assert!(first.lock.lock().unwrap().is_some());
+
+        // A second agent on the same dir neither takes over nor writes.
+        let (second, lost) = Journal::open(dir.path());
+        let second = second.unwrap();
+        assert!(lost.is_empty(), "a live agent's sessions are not lost");
+        assert!(second.record(&[running("b")]).is_empty());
+        let on_disk = SessionJournal::decode(std::fs::read(dir.path().join("sessions.journal")).unwrap().as_slice()).unwrap();
+        assert_eq!(on_disk.sessions.len(), 1);
+        assert_eq!(on_disk.sessions[0].info.as_ref().unwrap().name, "a");
+
+        first.record(&[]);
+        assert!(first.lock.lock().unwrap().is_none());
+        assert!(second.record(&[running("b")]).is_empty(), "the first one ended its sessions cleanly");
+    }
+
+    #[test]
+    fn whoever_takes_the_lock_next_lists_what_ran_as_lost() {
         let dir = tempfile::tempdir().unwrap();
         let (journal, _) = Journal::open(dir.path());
-        let journal = journal.unwrap();
-        // A pid that cannot be running, so nothing gets killed.
-        let info = SessionInfo { name: "build".into(), pid: u32::MAX, state: SessionState::SessionRunning as i32, ..Default::default() };
-        journal.record(&[JournalEntry { info: Some(info), start_ticks: 1 }]);
-        drop(journal);
+        journal.unwrap().record(&[running("build")]);
+        // Dropped while holding the lock, with a session running: a crash.
         let (_journal, lost) = Journal::open(dir.path());
         assert_eq!(lost.len(), 1);
         assert_eq!(lost[0].name, "build");

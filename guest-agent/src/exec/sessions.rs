@@ -19,9 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use hutch_proto::v1::exec_response::Kind;
-use hutch_proto::v1::{
-    AttachMode, Attached, ExecResponse, JournalEntry, SessionInfo, SessionOptions, SessionState, StartError, StartFailed, Started,
-};
+use hutch_proto::v1::{AttachMode, Attached, ExecResponse, SessionInfo, SessionOptions, SessionState, StartError, StartFailed, Started};
 use nix::sys::signal::Signal;
 use tonic::Status;
 
@@ -403,19 +401,22 @@ impl Sessions {
         self.write_journal();
     }
 
-    /// Records the running sessions for the next agent.
+    /// Records the running sessions for the next agent (taking over the
+    /// journal lists what a crashed holder left as lost).
     fn write_journal(&self) {
         let Some(journal) = &self.inner.journal else { return };
-        let running: Vec<JournalEntry> = self
-            .store()
-            .entries
-            .iter()
-            .filter_map(|e| match e {
-                Entry::Kept(kept) if kept.end().is_none() => Some(journal.entry(kept.info())),
-                _ => None,
-            })
-            .collect();
-        journal.record(&running);
+        let lost = journal.record_with(|| {
+            self.store()
+                .entries
+                .iter()
+                .filter_map(|e| match e {
+                    Entry::Kept(kept) if kept.end().is_none() => Some(journal.entry(kept.info())),
+                    _ => None,
+                })
+                .collect()
+        });
+        let now = Instant::now();
+        self.store().entries.extend(lost.into_iter().map(|info| Entry::Lost { info: Box::new(info), noted: now, reported: None }));
     }
 
     /// Starts the task that drops finished sessions past their time, once.
