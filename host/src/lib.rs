@@ -9,6 +9,8 @@
 //! - [`exec`] drives one remote process from the local terminal or pipes;
 //! - [`sync`] keeps `--ro` snapshots equal to the host tree, and diffs them;
 //! - [`sessions`] lists, waits for and signals a VM's sessions;
+//! - [`workspace`] sets the project up in the guest, with mount points only
+//!   for the [`heavy`] dirs it uses, and removes them again;
 //! - [`state`] holds the typed VM records;
 //! - [`error`] and [`exit`] gather each module's errors and map exit codes in
 //!   one place (see the README's Architecture section).
@@ -26,6 +28,7 @@ pub mod error;
 pub mod exec;
 pub mod exit;
 pub mod forward;
+pub mod heavy;
 pub mod hooks;
 pub mod lifecycle;
 pub mod mux;

@@ -10,7 +10,8 @@
 //! - [`sessions`] keeps processes that outlive their stream (`--detach`,
 //!   `--keep`): [`kept`] owns one such process and its output [`ring`],
 //!   [`attach`] serves one client of it, [`journal`] tells the next agent
-//!   what ended with this one.
+//!   what ended with this one;
+//! - [`user`] is who commands run as (`--exec-user`).
 
 pub mod attach;
 pub mod fd;
@@ -25,3 +26,4 @@ pub mod session;
 pub mod sessions;
 pub mod spawn;
 pub mod timeout;
+pub mod user;
