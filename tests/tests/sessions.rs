@@ -361,6 +361,23 @@ fn sessions_end_with_the_agent_and_the_next_one_says_so() {
 }
 
 #[test]
+fn sessions_run_as_the_user_plain_execs_run_as() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: only root can start an agent with --exec-user (CI runs as root)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let addr = format!("unix://{}", dir.path().join("agent.sock").display());
+    let agent = Agent::start(dir, addr, None, &["--exec-user", "nobody"]);
+    let script = "id -u; id -g; echo $HOME";
+    let plain = ok(&run(&agent, &["exec", "--", "sh", "-c", script]));
+    assert_eq!(plain, "65534\n65534\n/nonexistent\n");
+    assert_eq!(ok(&run(&agent, &["exec", "--detach", "--tag", "who", "--", "sh", "-c", script])), "who\n");
+    assert_eq!(code(&run(&agent, &["wait", "who"])), 0);
+    assert_eq!(ok(&run(&agent, &["logs", "who"])), plain, "a session runs as the user a plain exec runs as");
+}
+
+#[test]
 fn a_plain_exec_still_dies_with_its_client() {
     let agent = Agent::unix();
     let (mut client, line) = spawn_until_first_line(&agent, &["exec", "--", "sh", "-c", "echo $$; exec sleep 1000"]);
