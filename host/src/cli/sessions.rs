@@ -52,15 +52,29 @@ impl SessionFlags {
     }
 }
 
-/// Which session of which VM.
+/// Which VM's sessions (`ps`, and every command that names one session).
 #[derive(Args, Debug, Clone)]
-pub struct SessionTarget {
+pub struct SessionsOf {
     /// The VM (default: --addr/HUTCH_ADDR if set, else the VM of the current workspace).
     #[arg(short = 'n', long, value_name = "NAME")]
     pub name: Option<VmName>,
 
     #[command(flatten)]
     pub agent: AgentArgs,
+}
+
+impl SessionsOf {
+    /// The agent these flags choose.
+    pub fn target(&self) -> Result<Target, TargetError> {
+        self.agent.target(self.name.as_ref())
+    }
+}
+
+/// Which session of which VM.
+#[derive(Args, Debug, Clone)]
+pub struct SessionTarget {
+    #[command(flatten)]
+    pub vm: SessionsOf,
 
     /// The session's tag (`hutch ps` lists them).
     #[arg(value_name = "TAG")]
@@ -85,12 +99,8 @@ pub struct AttachArgs {
 /// `hutch ps`.
 #[derive(Args, Debug)]
 pub struct PsArgs {
-    /// The VM (default: --addr/HUTCH_ADDR if set, else the VM of the current workspace).
-    #[arg(short = 'n', long, value_name = "NAME")]
-    pub name: Option<VmName>,
-
     #[command(flatten)]
-    pub agent: AgentArgs,
+    pub vm: SessionsOf,
 
     /// Print a JSON array.
     #[arg(long)]

@@ -9,7 +9,7 @@ use crate::exec::attach::{AttachOptions, attach};
 /// Runs `hutch attach`; returns the session's exit code if it ends while
 /// attached, 0 after a detach.
 pub async fn run(args: AttachArgs) -> Result<u8, Error> {
-    let target = args.target.agent.target(args.target.name.as_ref())?;
+    let target = args.target.vm.target()?;
     let mut client = target.connect().await?;
     let mode = if args.read_only { AttachMode::AttachViewer } else { AttachMode::AttachWriter };
     let options = AttachOptions { session: args.target.tag, mode, force: args.force, follow: true };

@@ -6,7 +6,7 @@ use crate::sessions;
 
 /// Runs `hutch kill`.
 pub async fn run(args: KillArgs) -> Result<u8, Error> {
-    let target = args.target.agent.target(args.target.name.as_ref())?;
+    let target = args.target.vm.target()?;
     let mut client = target.connect().await?;
     sessions::signal(&mut client, &args.target.tag, &args.signal).await?;
     Ok(0)

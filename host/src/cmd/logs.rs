@@ -11,7 +11,7 @@ use crate::exec::attach::{AttachOptions, attach};
 /// Runs `hutch logs`; exits 0 (141 when stdout closed early), whatever the
 /// session's own code (`hutch wait` gives that).
 pub async fn run(args: LogsArgs) -> Result<u8, Error> {
-    let target = args.target.agent.target(args.target.name.as_ref())?;
+    let target = args.target.vm.target()?;
     let mut client = target.connect().await?;
     let options = AttachOptions { session: args.target.tag, mode: AttachMode::AttachLogs, force: false, follow: args.follow };
     let finished = attach(&mut client, &options).await?;

@@ -6,7 +6,7 @@ use crate::sessions::{self, table};
 
 /// Runs `hutch ps`.
 pub async fn run(args: PsArgs) -> Result<u8, Error> {
-    let target = args.agent.target(args.name.as_ref())?;
+    let target = args.vm.target()?;
     let mut client = target.connect().await?;
     let list = sessions::list(&mut client).await?;
     if args.json {

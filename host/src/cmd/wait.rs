@@ -10,7 +10,7 @@ use crate::transport::CallError;
 
 /// Runs `hutch wait`; the session's exit code, by the exit-code table.
 pub async fn run(args: WaitArgs) -> Result<u8, Error> {
-    let target = args.target.agent.target(args.target.name.as_ref())?;
+    let target = args.target.vm.target()?;
     let mut client = target.connect().await?;
     let info = sessions::wait(&mut client, &args.target.tag).await?;
     match (SessionState::try_from(info.state), info.exited) {
