@@ -8,6 +8,7 @@ mod file;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use hutch_proto::size::parse_size;
 use serde_json::{Value, json};
 
 pub use file::{ConfigError, ConfigFile, ExecTable, Hooks, ImageKey, ImageTable, env_pairs};
@@ -163,7 +164,7 @@ impl Config {
         self.image.set(file.image.as_ref().and_then(ImageKey::name).map(|name| Some(name.to_owned())), &source);
         if let Some(text) = &file.disk {
             let bytes =
-                parse_size(text).ok_or_else(|| invalid("disk", format!("disk = {text:?} is not a size such as \"20G\" or \"512M\"")))?;
+                parse_size(text).map_err(|_| invalid("disk", format!("disk = {text:?} is not a size such as \"20G\" or \"512M\"")))?;
             self.disk.set(Some(Some(bytes)), &source);
         }
         self.cpus.set(file.cpus, &source);
@@ -215,26 +216,6 @@ pub fn user_file() -> Option<PathBuf> {
     Some(base.join("hutch").join("config.toml"))
 }
 
-/// Parses a size: bytes, or a number with K, M, G or T (powers of 1024, an
-/// optional `iB`/`B` after it): `"20G"`, `"512MiB"`, `"1048576"`.
-pub fn parse_size(text: &str) -> Option<u64> {
-    let text = text.trim();
-    let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(digits);
-    let number: u64 = number.parse().ok()?;
-    let unit = unit.trim_start();
-    let unit = unit.strip_suffix("iB").or_else(|| unit.strip_suffix('B')).unwrap_or(unit);
-    let shift = match unit.to_ascii_uppercase().as_str() {
-        "" => 0,
-        "K" => 10,
-        "M" => 20,
-        "G" => 30,
-        "T" => 40,
-        _ => return None,
-    };
-    number.checked_mul(1 << shift)
-}
-
 /// `~/x` → `$HOME/x`, as a shell would for a path in a configuration file.
 pub fn expand_home(path: &str) -> PathBuf {
     match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
@@ -270,14 +251,8 @@ mod tests {
     }
 
     #[test]
-    fn sizes_and_where_image_contents_may_be_set() {
-        assert_eq!(parse_size("20G"), Some(20 << 30));
-        assert_eq!(parse_size("512MiB"), Some(512 << 20));
-        assert_eq!(parse_size("1048576"), Some(1 << 20));
-        assert_eq!(parse_size("2 TB"), Some(2 << 40));
-        for bad in ["", "G", "20X", "-1G", "1.5G", "99999999999T"] {
-            assert_eq!(parse_size(bad), None, "{bad}");
-        }
+    fn disk_sizes_and_where_image_contents_may_be_set() {
+        assert_eq!(parse_size("20G"), Ok(20 << 30));
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("c.toml");
         std::fs::write(&file, "cpus = 2\n[image]\nnpm = [\"@openai/codex\"]\n").unwrap();
