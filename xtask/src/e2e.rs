@@ -1,6 +1,7 @@
 //! `cargo xtask e2e`: build the guest image (and the Debian base image that
-//! `hutch image prepare` is tested with) and run the end-to-end suite
-//! (tests/tests/e2e_qemu.rs) against real QEMU guests, one at a time.
+//! `hutch image prepare` is tested with) and run the end-to-end suites
+//! (tests/tests/e2e_qemu.rs, e2e_workspace.rs) against real QEMU guests, one
+//! at a time.
 
 use std::process::Command;
 
@@ -14,12 +15,14 @@ pub fn run() -> Result<u8> {
     if !kernel_vsock {
         check_tool("vhost-device-vsock", "cargo install vhost-device-vsock --locked")?;
     }
+    // The workspace suite checks the share is virtio-fs (and, hiding it, 9p).
+    check_tool("virtiofsd", "cargo install virtiofsd --locked")?;
     let image = image::run(false)?;
     let base = base_image::run()?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
         .current_dir(root())
-        .args(["test", "-p", "hutch-tests", "--test", "e2e_qemu", "--", "--ignored", "--test-threads=1"])
+        .args(["test", "-p", "hutch-tests", "--test", "e2e_qemu", "--test", "e2e_workspace", "--", "--ignored", "--test-threads=1"])
         .env("HUTCH_E2E_IMAGE", &image)
         .env("HUTCH_E2E_BASE", &base.disk)
         .env("HUTCH_E2E_BASE_KEY", &base.key)

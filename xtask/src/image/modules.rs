@@ -7,11 +7,11 @@ use std::process::Command;
 
 use crate::workspace::Result;
 
-/// Modules the guest needs: virtio over PCI, vsock over virtio, 9p over
-/// virtio; for disk images also the disk (virtio-blk, ext4 with its crc32c)
-/// and the network (virtio-net).
+/// Modules the guest needs: virtio over PCI, vsock over virtio, the workspace
+/// over virtio-fs (with fuse) or 9p over virtio; for disk images also the disk
+/// (virtio-blk, ext4 with its crc32c) and the network (virtio-net).
 pub const WANTED: &[&str] =
-    &["virtio_pci", "vmw_vsock_virtio_transport", "9pnet_virtio", "9p", "virtio_blk", "crc32c_generic", "ext4", "virtio_net"];
+    &["virtio_pci", "vmw_vsock_virtio_transport", "virtiofs", "9pnet_virtio", "9p", "virtio_blk", "crc32c_generic", "ext4", "virtio_net"];
 
 /// One module to pack.
 pub struct Module {

@@ -3,8 +3,9 @@
 //! A VM is a folder in the state dir holding its own copy of the guest image
 //! (and, for disk images, its copy-on-write overlay: [`disk`]), its sockets,
 //! logs and pids. `start` launches vhost-device-vsock (when the
-//! kernel's vhost-vsock is missing) and QEMU, detached from hutch; `stop` asks
-//! QEMU to quit over QMP, then stops the vsock daemon.
+//! kernel's vhost-vsock is missing), virtiofsd for the workspace ([`virtiofs`])
+//! and QEMU, detached from hutch; `stop` asks QEMU to quit over QMP, then stops
+//! the daemons.
 
 pub mod accel;
 pub mod args;
@@ -13,6 +14,7 @@ pub mod image;
 pub mod prepared;
 pub mod process;
 pub mod qmp;
+pub mod virtiofs;
 pub mod vsock;
 
 use std::path::{Path, PathBuf};
@@ -37,6 +39,7 @@ const QEMU_LOG: &str = "qemu.log";
 pub struct Qemu {
     qemu: PathBuf,
     vhost_device_vsock: PathBuf,
+    virtiofsd: Option<PathBuf>,
     qemu_img: PathBuf,
     accel_preference: Option<String>,
     state_root: PathBuf,
@@ -50,6 +53,13 @@ struct QemuState {
     accel: Option<Accel>,
     accel_reason: String,
     probing_kvm: bool,
+    /// virtiofsd's pid, when the workspace goes over virtio-fs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    virtiofsd_pid: Option<u32>,
+    /// How the workspace reaches the guest (None: no workspace, or a record
+    /// from before virtio-fs, which always meant 9p).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    share: Option<virtiofs::Transport>,
     /// Disk images: the host port forwarded to the guest's SSH server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     ssh_port: Option<u16>,
@@ -66,14 +76,17 @@ impl QemuState {
 }
 
 impl Qemu {
-    /// Reads `HUTCH_QEMU`, `HUTCH_QEMU_IMG`, `HUTCH_VHOST_DEVICE_VSOCK` and `HUTCH_QEMU_ACCEL`.
+    /// Reads `HUTCH_QEMU`, `HUTCH_QEMU_IMG`, `HUTCH_VHOST_DEVICE_VSOCK`,
+    /// `HUTCH_VIRTIOFSD` and `HUTCH_QEMU_ACCEL`.
     pub fn from_env(state: &StateDir) -> Qemu {
         let default_qemu = format!("qemu-system-{}", std::env::consts::ARCH);
         let qemu = std::env::var_os("HUTCH_QEMU").map_or_else(|| PathBuf::from(default_qemu), PathBuf::from);
-        let vhost_device_vsock = std::env::var_os("HUTCH_VHOST_DEVICE_VSOCK").map_or_else(find_vhost_device_vsock, PathBuf::from);
+        let vhost_device_vsock = std::env::var_os("HUTCH_VHOST_DEVICE_VSOCK")
+            .map_or_else(|| find_program("vhost-device-vsock").unwrap_or_else(|| "vhost-device-vsock".into()), PathBuf::from);
         Qemu {
             qemu,
             vhost_device_vsock,
+            virtiofsd: find_virtiofsd(),
             qemu_img: disk::qemu_img(),
             accel_preference: std::env::var("HUTCH_QEMU_ACCEL").ok(),
             state_root: state.root().to_path_buf(),
@@ -90,9 +103,37 @@ impl Qemu {
         } else {
             vsock::start_user_space(&self.vhost_device_vsock, dir)?
         };
+        let vhost_pid = match device {
+            vsock::Device::UserSpace { pid } => Some(pid),
+            vsock::Device::Kernel { .. } => None,
+        };
+        let stop_daemons = |virtiofsd_pid: Option<u32>| {
+            for pid in vhost_pid.into_iter().chain(virtiofsd_pid) {
+                process::terminate(pid, dir, Duration::from_secs(2));
+            }
+        };
+        let workspace_path = record.shared_workspace().map(Path::to_path_buf);
+        let share = match &workspace_path {
+            Some(ws) => {
+                let settled = virtiofs::Preference::from_env()
+                    .and_then(|preference| virtiofs::settle(preference, self.virtiofsd.as_deref(), ws, dir))
+                    .inspect_err(|_| stop_daemons(None))?;
+                if let Some(notice) = &settled.notice {
+                    eprintln!("hutch: {notice}");
+                }
+                Some((ws.as_path(), settled))
+            }
+            None => None,
+        };
+        let virtiofsd_pid = share.as_ref().and_then(|(_, settled)| settled.pid);
+        let socket = dir.join(virtiofs::SOCKET);
+        let workspace = share.as_ref().map(|(ws, settled)| match settled.transport {
+            virtiofs::Transport::Virtiofs => args::Workspace::Virtiofs { socket: &socket },
+            virtiofs::Transport::NineP => args::Workspace::NineP { path: ws },
+        });
         let overlay = dir.join(disk::OVERLAY);
         let ssh_port = match image.spec.disk {
-            Some(_) => Some(disk::free_port()?),
+            Some(_) => Some(disk::free_port().inspect_err(|_| stop_daemons(virtiofsd_pid))?),
             None => None,
         };
         let machine = args::Machine {
@@ -102,26 +143,13 @@ impl Qemu {
             image: &image,
             vm_dir: dir,
             vsock: &device,
-            workspace: record.shared_workspace(),
+            workspace,
             tsc_khz: if choice.accel == Accel::Tcg { accel::host_tsc_khz() } else { None },
             disk: ssh_port.map(|ssh_port| args::DiskAttachment { overlay: &overlay, ssh_port }),
         };
         let mut cmd = Command::new(&self.qemu);
         cmd.args(machine.args());
-        let started = process::spawn_detached(cmd, &dir.join(QEMU_LOG));
-        let vhost_pid = match device {
-            vsock::Device::UserSpace { pid } => Some(pid),
-            vsock::Device::Kernel { .. } => None,
-        };
-        let qemu_pid = match started {
-            Ok(pid) => pid,
-            Err(e) => {
-                if let Some(pid) = vhost_pid {
-                    process::terminate(pid, dir, Duration::from_secs(2));
-                }
-                return Err(e);
-            }
-        };
+        let qemu_pid = process::spawn_detached(cmd, &dir.join(QEMU_LOG)).inspect_err(|_| stop_daemons(virtiofsd_pid))?;
         record.addr = match device {
             vsock::Device::Kernel { cid } => Addr::Vsock { cid, port: image.spec.agent_port },
             vsock::Device::UserSpace { .. } => Addr::Hvsock { path: vsock::hvsock_path(dir), port: image.spec.agent_port },
@@ -133,6 +161,8 @@ impl Qemu {
             accel: Some(choice.accel),
             accel_reason: choice.reason,
             probing_kvm: choice.probing,
+            virtiofsd_pid,
+            share: share.map(|(_, settled)| settled.transport),
             ssh_port,
         };
         state.store(record);
@@ -164,9 +194,11 @@ impl Qemu {
                 process::terminate(pid, dir, Duration::from_secs(5));
             }
         }
-        if let Some(pid) = state.vhost_pid.take() {
+        // virtiofsd exits by itself once QEMU has closed its connection.
+        for pid in [state.vhost_pid.take(), state.virtiofsd_pid.take()].into_iter().flatten() {
             process::terminate(pid, dir, Duration::from_secs(5));
         }
+        virtiofs::remove_leftovers(dir);
         state.ssh_port = None;
         for socket in [args::QMP_SOCKET, vsock::VHOST_SOCKET, vsock::HVSOCK_SOCKET] {
             let _ = std::fs::remove_file(dir.join(socket));
@@ -250,7 +282,12 @@ impl Backend for Qemu {
     }
 
     fn workspace_share(&self, record: &VmRecord) -> Option<WorkspaceShare> {
-        record.shared_workspace().map(|_| WorkspaceShare { kind: Some(workspace_share::Kind::NinepTag(args::WORKSPACE_TAG.into())) })
+        let tag = args::WORKSPACE_TAG.to_owned();
+        let kind = match QemuState::of(record).share {
+            Some(virtiofs::Transport::Virtiofs) => workspace_share::Kind::VirtiofsTag(tag),
+            Some(virtiofs::Transport::NineP) | None => workspace_share::Kind::NinepTag(tag),
+        };
+        record.shared_workspace().map(|_| WorkspaceShare { kind: Some(kind) })
     }
 
     fn default_image(&self, state: &StateDir) -> Option<String> {
@@ -289,14 +326,24 @@ impl Backend for Qemu {
     }
 }
 
-/// vhost-device-vsock from PATH, or where `cargo install` puts it.
-fn find_vhost_device_vsock() -> PathBuf {
-    const NAME: &str = "vhost-device-vsock";
-    let in_path = std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).map(|d| d.join(NAME)).find(|p| p.is_file()));
+/// virtiofsd: `HUTCH_VIRTIOFSD` when set (even if it does not exist, so a
+/// wrong path is reported rather than silently replaced), else found like
+/// [`find_program`]; None when it is nowhere.
+pub fn find_virtiofsd() -> Option<PathBuf> {
+    match std::env::var_os("HUTCH_VIRTIOFSD") {
+        Some(path) if !path.is_empty() => Some(PathBuf::from(path)),
+        _ => find_program(virtiofs::PROGRAM),
+    }
+}
+
+/// A program from PATH, or where `cargo install` puts it (`$CARGO_HOME/bin`,
+/// `~/.cargo/bin`), which is often not in PATH.
+pub fn find_program(name: &str) -> Option<PathBuf> {
+    let in_path = std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).map(|d| d.join(name)).find(|p| p.is_file()));
     let in_cargo = || {
         let cargo_home =
             std::env::var_os("CARGO_HOME").map(PathBuf::from).or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")));
-        cargo_home.map(|c| c.join("bin").join(NAME)).filter(|p| p.is_file())
+        cargo_home.map(|c| c.join("bin").join(name)).filter(|p| p.is_file())
     };
-    in_path.or_else(in_cargo).unwrap_or_else(|| PathBuf::from(NAME))
+    in_path.or_else(in_cargo)
 }
