@@ -1,16 +1,27 @@
-//! Errors of the hutch CLI itself (as opposed to the command it runs). Every
-//! one of them exits with [`exit::HUTCH_FAILED`] and prints one line saying
-//! what went wrong, then a hint saying what to do.
+//! Errors of the hutch CLI itself (as opposed to the command it runs), and
+//! their exit codes, in one place. Each module has its own error enum
+//! keeping its typed causes (`ConnectError`, `LifecycleError`, …); this one
+//! gathers them for `main`, which prints one line saying what went wrong,
+//! then a hint saying what to do, and exits with [`Error::exit_code`]:
+//! [`exit::HUTCH_FAILED`] unless a hook's or a signal's code is passed on.
 
 use hutch_proto::addr::AddrError;
-use tonic::{Code, Status};
 
 use crate::agent_install::InstallError;
 use crate::backend::BackendError;
+use crate::config::ConfigError;
+use crate::connect::ConnectError;
+use crate::exec::ExecError;
 use crate::exit;
+use crate::forward::ForwardError;
+use crate::hooks::HookError;
+use crate::lifecycle::LifecycleError;
+use crate::mux::MuxError;
 use crate::state::StateError;
 use crate::sync::SyncError;
-use crate::transport::TransportError;
+use crate::target::TargetError;
+use crate::transport::CallError;
+use crate::workspace::WorkspaceError;
 
 /// A failure of hutch, not of the remote command.
 #[derive(Debug, thiserror::Error)]
@@ -18,21 +29,30 @@ pub enum Error {
     /// The address does not parse.
     #[error(transparent)]
     Addr(#[from] AddrError),
+    /// No agent or VM could be chosen.
+    #[error(transparent)]
+    Target(#[from] TargetError),
     /// The agent cannot be reached.
-    #[error("cannot reach the agent: {0}")]
-    Transport(#[from] TransportError),
-    /// The agent rejected the credentials.
-    #[error("the agent refused the call: {0}")]
-    Unauthenticated(String),
-    /// The agent answered with an error.
-    #[error("the agent failed the call: {0}")]
-    Rpc(String),
-    /// The connection broke while a command was running.
-    #[error("lost the connection to the agent while the command was running ({0}); its outcome is unknown")]
-    ConnectionLost(String),
-    /// The agent broke the protocol.
-    #[error("protocol error: {0}")]
-    Protocol(String),
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// The agent refused or failed a call.
+    #[error(transparent)]
+    Call(#[from] CallError),
+    /// An exec failed before its process ended.
+    #[error(transparent)]
+    Exec(#[from] ExecError),
+    /// A VM could not be brought up or down.
+    #[error(transparent)]
+    Lifecycle(#[from] LifecycleError),
+    /// The workspace could not be found or set up.
+    #[error(transparent)]
+    Workspace(#[from] WorkspaceError),
+    /// A hook failed; hutch exits with its code.
+    #[error(transparent)]
+    Hook(#[from] HookError),
+    /// The multiplexer could not serve.
+    #[error(transparent)]
+    Mux(#[from] MuxError),
     /// The state directory or a VM record is unusable.
     #[error(transparent)]
     State(#[from] StateError),
@@ -45,59 +65,18 @@ pub enum Error {
     /// A `--ro` snapshot could not be synced or diffed.
     #[error(transparent)]
     Sync(#[from] SyncError),
+    /// A configuration file is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Port forwarding could not start.
+    #[error(transparent)]
+    Forward(#[from] ForwardError),
     /// The request contradicts what exists.
     #[error("{0}")]
     Usage(String),
-    /// A VM did not come up.
-    #[error("VM {name} did not boot: {why}")]
-    Boot {
-        /// The VM.
-        name: String,
-        /// What went wrong.
-        why: String,
-        /// The end of its console, when the backend has one.
-        console: Option<String>,
-    },
-    /// The VM is not in a state where its agent can answer.
-    #[error("VM {name} is {state}, so its agent cannot answer")]
-    VmDown {
-        /// The VM.
-        name: String,
-        /// Its state ("stopped", "missing").
-        state: String,
-    },
-    /// The VM runs but its agent does not answer.
-    #[error("VM {name} is running but its agent does not answer ({cause})")]
-    AgentSilent {
-        /// The VM.
-        name: String,
-        /// The transport error.
-        cause: String,
-        /// Where to look.
-        console: Option<String>,
-    },
-    /// The agent could not set up the workspace.
-    #[error("the agent could not set up the workspace: {0}")]
-    Prepare(String),
-    /// A configuration file is unusable.
-    #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
-    /// A hook script failed; hutch exits with its code.
-    #[error("hook {} failed: {why}", script.display())]
-    Hook {
-        /// The script.
-        script: std::path::PathBuf,
-        /// How it failed.
-        why: String,
-        /// Its exit code, which hutch passes on.
-        code: u8,
-    },
     /// hutch was asked to stop by a signal before the command ran.
     #[error("interrupted by {0}")]
     Interrupted(nix::sys::signal::Signal),
-    /// Port forwarding could not start.
-    #[error(transparent)]
-    Forward(#[from] crate::forward::ForwardError),
     /// A local operation failed.
     #[error("{what}: {source}")]
     Local {
@@ -109,23 +88,6 @@ pub enum Error {
 }
 
 impl Error {
-    /// Classifies a gRPC status from a call that had not started streaming.
-    pub fn from_status(status: Status) -> Self {
-        match status.code() {
-            Code::Unauthenticated | Code::PermissionDenied => Error::Unauthenticated(status.message().to_owned()),
-            Code::Unavailable => Error::ConnectionLost(status.message().to_owned()),
-            _ => Error::Rpc(format!("{}: {}", status.code(), status.message())),
-        }
-    }
-
-    /// Classifies a gRPC status that broke a running exec stream.
-    pub fn lost(status: Status) -> Self {
-        match status.code() {
-            Code::Unavailable | Code::Cancelled | Code::Unknown => Error::ConnectionLost(status.message().to_owned()),
-            _ => Error::from_status(status),
-        }
-    }
-
     /// Wraps a local I/O failure.
     pub fn local(what: &str, source: std::io::Error) -> Self {
         Error::Local { what: what.to_owned(), source }
@@ -134,36 +96,20 @@ impl Error {
     /// What the user can do about it.
     pub fn hint(&self) -> Option<String> {
         match self {
-            Error::Addr(_) => None,
-            Error::Transport(e) => Some(e.hint()),
-            Error::Unauthenticated(_) => Some("pass the agent's token with --token-file (or HUTCH_TOKEN_FILE)".into()),
-            Error::ConnectionLost(_) => Some("check that the agent (or its VM) is still running: `hutch ping`".into()),
-            Error::Rpc(_) | Error::Protocol(_) => {
-                Some("the agent and hutch may be different versions: compare `hutch --version` with `hutch ping`".into())
-            }
-            Error::State(StateError::NoSuchVm(name)) => Some(format!(
-                "create it with `hutch up --name {name}`, pick another with --name (`hutch ls` lists them), or reach an agent directly with --addr"
-            )),
-            Error::State(_) => None,
+            Error::Addr(_) | Error::Usage(_) | Error::Interrupted(_) | Error::Local { .. } => None,
+            Error::Target(e) => e.hint(),
+            Error::Connect(e) => e.hint(),
+            Error::Call(e) => Some(e.hint()),
+            Error::Exec(e) => e.hint(),
+            Error::Lifecycle(e) => e.hint(),
+            Error::Workspace(e) => e.hint(),
+            Error::Hook(e) => e.hint(),
+            Error::Mux(e) => e.hint(),
+            Error::State(e) => e.hint(),
             Error::Backend(e) => e.hint(),
             Error::Install(e) => e.hint(),
-            Error::Usage(_) => None,
-            Error::Prepare(_) => {
-                Some("check that the workspace folder exists and is shared with the VM; `hutch reset NAME` starts over".into())
-            }
             Error::Sync(e) => e.hint(),
-            Error::Boot { console, .. } => Some(match console {
-                Some(console) => format!("the VM's last output:\n{console}"),
-                None => "rerun with -v for details".into(),
-            }),
-            Error::VmDown { name, .. } => Some(format!("start it with `hutch up --name {name}`")),
-            Error::AgentSilent { name, console, .. } => Some(match console {
-                Some(console) => format!("restart it with `hutch reset {name}`; its last output:\n{console}"),
-                None => format!("restart it with `hutch reset {name}`"),
-            }),
             Error::Config(_) => Some("fix the file (`hutch config` shows what is in force and where it comes from)".into()),
-            Error::Hook { .. } => Some("fix the hook, or run without it (its output is above)".into()),
-            Error::Interrupted(_) | Error::Local { .. } => None,
             Error::Forward(e) => e.hint(),
         }
     }
@@ -174,7 +120,7 @@ impl Error {
             // As if the signal had killed hutch, which is what the user asked.
             Error::Interrupted(signal) => exit::signaled(*signal as u32),
             // The hook's own code, as `run` passes on its command's.
-            Error::Hook { code, .. } => *code,
+            Error::Hook(e) | Error::Lifecycle(LifecycleError::Hook(e)) => e.exit_code().unwrap_or(exit::HUTCH_FAILED),
             _ => exit::HUTCH_FAILED,
         }
     }

@@ -1,17 +1,26 @@
 //! hutch, the host side: the CLI's building blocks.
 //!
-//! - [`transport`] connects to an agent over any supported address;
+//! - [`cli`] has the flags, [`cmd`] one module per subcommand (parse, call);
+//! - [`plan`] resolves what `up`/`run` ask for, [`lifecycle`] brings VMs up
+//!   (start, workspace, `--ro` sync, runtime hook) and down, through
+//!   [`backend`]s, whose long-lived processes are [`daemon`]s;
+//! - [`target`] chooses the agent, [`connect`] reaches a VM's agent (through
+//!   its [`mux`] when one runs) and says why not, over [`transport`];
 //! - [`exec`] drives one remote process from the local terminal or pipes;
 //! - [`sync`] keeps `--ro` snapshots equal to the host tree, and diffs them;
-//! - [`cmd`] has one module per subcommand, [`cli`] their flags;
-//! - [`error`] and [`exit`] define failures and exit codes in one place.
+//! - [`state`] holds the typed VM records;
+//! - [`error`] and [`exit`] gather each module's errors and map exit codes in
+//!   one place (see the README's Architecture section).
 
 pub mod agent_install;
 pub mod backend;
 pub mod cli;
 pub mod cmd;
 pub mod config;
+pub mod connect;
+pub mod daemon;
 pub mod doctor;
+pub mod duration;
 pub mod error;
 pub mod exec;
 pub mod exit;
@@ -19,8 +28,9 @@ pub mod forward;
 pub mod hooks;
 pub mod lifecycle;
 pub mod mux;
-pub mod prepare;
+pub mod plan;
 pub mod state;
 pub mod sync;
 pub mod target;
 pub mod transport;
+pub mod workspace;

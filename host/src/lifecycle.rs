@@ -1,4 +1,7 @@
-//! Bringing VMs up and down, the same way for every backend.
+//! Bringing VMs up and down, the same way for every backend: create and
+//! start a VM, wait for its agent, set up its workspace, copy a `--ro`
+//! snapshot in, run the project's runtime hook once per fresh start; stop it
+//! with its daemons; delete it.
 //!
 //! Callers hold the VM's lock (`state::VmLock`) around these functions, so two
 //! `hutch up` for one name never race; different names never wait on each
@@ -7,13 +10,16 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use hutch_proto::addr::Addr;
 use hutch_proto::v1::{InfoRequest, InfoResponse};
 
-use crate::backend::{Backend, VmSpec, VmState};
-use crate::error::Error;
-use crate::state::{StateDir, VmRecord, now_unix};
-use crate::transport::{self, BearerToken};
+use crate::backend::{Backend, BackendError, VmSpec, VmState};
+use crate::connect::{self, ConnectError};
+use crate::daemon::poll_until_async;
+use crate::hooks::{self, HookError};
+use crate::state::{BackendKind, RoMode, StateDir, StateError, VmName, VmRecord, now_unix};
+use crate::sync::SyncError;
+use crate::transport::CallError;
+use crate::workspace::WorkspaceError;
 
 /// Lines of console shown when a VM fails to boot.
 const CONSOLE_LINES: usize = 30;
@@ -25,51 +31,182 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
 /// connect anyway (an image that never says so still works, just later).
 const READY_SIGNAL_WAIT: Duration = Duration::from_secs(20);
 
-/// How `ensure_running` found or left the VM.
-pub enum Outcome {
+/// Why a VM could not be brought up or down.
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    /// The state directory or the VM's record is unusable.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The VM manager failed.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    /// A VM of that name exists with another backend.
+    #[error("VM {name} exists with the {} backend; remove it first (`hutch rm -f {name}`) to recreate it with {}", has.as_str(), wanted.as_str())]
+    OtherBackend {
+        /// The VM.
+        name: VmName,
+        /// Its backend.
+        has: BackendKind,
+        /// The one asked for.
+        wanted: BackendKind,
+    },
+    /// A VM of that name exists with the other workspace mode.
+    #[error("VM {name} exists with {}, not {}; remove it first (`hutch rm -f {name}`) to recreate it", mode(*has), mode(*wanted))]
+    OtherWorkspaceMode {
+        /// The VM.
+        name: VmName,
+        /// Its `--ro` mode (`None`: it shares the workspace).
+        has: Option<RoMode>,
+        /// The one asked for.
+        wanted: Option<RoMode>,
+    },
+    /// The VM did not come up.
+    #[error("VM {name} did not boot: {why}")]
+    Boot {
+        /// The VM.
+        name: VmName,
+        /// What went wrong.
+        why: BootFailure,
+        /// The end of its console, when the backend has one.
+        console: Option<String>,
+    },
+    /// Its agent cannot be reached.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// Its agent failed a call.
+    #[error(transparent)]
+    Call(#[from] CallError),
+    /// The workspace could not be set up in the guest.
+    #[error(transparent)]
+    Workspace(#[from] WorkspaceError),
+    /// The `--ro` snapshot could not be copied in.
+    #[error(transparent)]
+    Sync(#[from] SyncError),
+    /// The runtime hook failed.
+    #[error(transparent)]
+    Hook(#[from] HookError),
+}
+
+/// How a VM failed to boot.
+#[derive(Debug, thiserror::Error)]
+pub enum BootFailure {
+    /// Its processes went away.
+    #[error("the VM stopped while booting")]
+    Stopped,
+    /// Its agent never answered.
+    #[error("its agent did not answer within {0:?}")]
+    AgentSilent(Duration),
+}
+
+fn mode(ro: Option<RoMode>) -> &'static str {
+    if ro.is_some() { "a --ro snapshot" } else { "a shared workspace" }
+}
+
+impl LifecycleError {
+    /// What the user can do about it.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            LifecycleError::State(e) => e.hint(),
+            LifecycleError::Backend(e) => e.hint(),
+            LifecycleError::OtherBackend { .. } | LifecycleError::OtherWorkspaceMode { .. } => None,
+            LifecycleError::Boot { console, .. } => Some(match console {
+                Some(console) => format!("the VM's last output:\n{console}"),
+                None => "rerun with -v for details".into(),
+            }),
+            LifecycleError::Connect(e) => e.hint(),
+            LifecycleError::Call(e) => Some(e.hint()),
+            LifecycleError::Workspace(e) => e.hint(),
+            LifecycleError::Sync(e) => e.hint(),
+            LifecycleError::Hook(e) => e.hint(),
+        }
+    }
+}
+
+/// How [`ensure_running`] found or left the VM.
+pub enum Up {
     /// It was already running and answering: nothing was done.
     AlreadyUp(VmRecord),
     /// It was created and/or started, and its agent answered after this long.
     Started(VmRecord, Duration),
 }
 
-/// Creates the VM if needed, starts it if needed, and waits for its agent.
-pub async fn ensure_running(state: &StateDir, backend: &dyn Backend, spec: &VmSpec) -> Result<Outcome, Error> {
+impl Up {
+    /// The VM's record.
+    pub fn record(&self) -> &VmRecord {
+        match self {
+            Up::AlreadyUp(record) | Up::Started(record, _) => record,
+        }
+    }
+
+    /// Tells the user what happened (the backend's notes on stderr).
+    pub fn announce(&self, backend: &dyn Backend) {
+        match self {
+            Up::AlreadyUp(record) => println!("{} is already up: {}", record.name, record.addr_text()),
+            Up::Started(record, took) => {
+                for note in backend.notes(record) {
+                    eprintln!("hutch: {note}");
+                }
+                println!("{} is up in {:.1} s: {}", record.name, took.as_secs_f64(), record.addr_text());
+            }
+        }
+    }
+}
+
+/// What `up` and `run` do: [`ensure_running`] (then `started`, to tell the
+/// user), then bring a `--ro` snapshot up to date, then (in a fresh VM only,
+/// after the sync: it runs in the project) run the project's runtime hook,
+/// `runtime_hook` relative to the workspace.
+pub async fn up(
+    state: &StateDir,
+    backend: &dyn Backend,
+    spec: &VmSpec,
+    runtime_hook: &str,
+    started: impl FnOnce(&Up),
+) -> Result<Up, LifecycleError> {
+    let up = ensure_running(state, backend, spec).await?;
+    started(&up);
+    let record = up.record();
+    if record.ro.is_some() {
+        let mut client = connect::connect(state, record).await?;
+        if let Some(report) = crate::sync::refresh_snapshot(&mut client, record, true).await? {
+            eprintln!("hutch: snapshot of the workspace: {}", report.line());
+        }
+    }
+    if let (Up::Started(..), Some(workspace)) = (&up, &spec.workspace) {
+        hooks::run_runtime(state, record, workspace, runtime_hook).await?;
+    }
+    Ok(up)
+}
+
+/// Creates the VM if needed, starts it if needed, waits for its agent and
+/// sets up its workspace.
+pub async fn ensure_running(state: &StateDir, backend: &dyn Backend, spec: &VmSpec) -> Result<Up, LifecycleError> {
     let dir = state.create_vm_dir(&spec.name)?;
     let existing = match state.load(&spec.name) {
         Ok(record) => Some(record),
-        Err(crate::state::StateError::NoSuchVm(_)) => None,
+        Err(StateError::NoSuchVm(_)) => None,
         Err(e) => return Err(e.into()),
     };
     let mut record = match existing {
-        Some(record) if record.backend != backend.kind() => {
-            return Err(Error::Usage(format!(
-                "VM {} exists with the {} backend; remove it first (`hutch rm -f {}`) to recreate it with {}",
-                spec.name,
-                record.backend.as_str(),
-                spec.name,
-                backend.kind().as_str()
-            )));
+        Some(record) if record.kind() != backend.kind() => {
+            return Err(LifecycleError::OtherBackend { name: spec.name.clone(), has: record.kind(), wanted: backend.kind() });
         }
         Some(record) if record.ro != spec.ro => {
-            let mode = |ro: Option<crate::state::RoMode>| if ro.is_some() { "a --ro snapshot" } else { "a shared workspace" };
-            return Err(Error::Usage(format!(
-                "VM {} exists with {}, not {}; remove it first (`hutch rm -f {}`) to recreate it",
-                spec.name,
-                mode(record.ro),
-                mode(spec.ro),
-                spec.name
-            )));
+            return Err(LifecycleError::OtherWorkspaceMode { name: spec.name.clone(), has: record.ro, wanted: spec.ro });
         }
-        Some(record) => match backend.state(&record, &dir) {
-            VmState::Running if agent_info(&record).await.is_ok() => return Ok(Outcome::AlreadyUp(record)),
+        Some(record) => match backend.state(&record, &dir)? {
+            VmState::Running if agent_info(state, &record).await.is_ok() => return Ok(Up::AlreadyUp(record)),
             VmState::Running => {
-                // Up but not answering (half-booted, or the agent died): restart it.
+                // Up but not answering (half-booted, or the agent died): restart
+                // it, and its multiplexer, whose agent connection is dead.
                 let mut record = record;
+                crate::mux::stop(&dir);
                 backend.stop(&mut record, &dir)?;
                 record
             }
             VmState::Stopped => record,
+            // The VM manager says it has no such VM (deleted behind hutch's
+            // back): make it again.
             VmState::Missing => create(backend, spec, &dir)?,
         },
         None => create(backend, spec, &dir)?,
@@ -91,90 +228,179 @@ pub async fn ensure_running(state: &StateDir, backend: &dyn Backend, spec: &VmSp
     backend.booted(&mut record, &dir);
     record.protocol = Some(info.protocol);
     record.save(&dir)?;
-    if let Err(e) = crate::prepare::prepare(backend, &mut record).await {
+    if let Err(e) = crate::workspace::prepare(state, backend, &mut record).await {
         let mut failed = record.clone();
         let _ = stop(state, backend, &mut failed);
-        return Err(e);
+        return Err(e.into());
     }
     record.save(&dir)?;
-    Ok(Outcome::Started(record, begin.elapsed()))
+    Ok(Up::Started(record, begin.elapsed()))
 }
 
-fn create(backend: &dyn Backend, spec: &VmSpec, dir: &Path) -> Result<VmRecord, Error> {
+fn create(backend: &dyn Backend, spec: &VmSpec, dir: &Path) -> Result<VmRecord, LifecycleError> {
     let record = backend.create(spec, dir)?;
     record.save(dir)?;
     Ok(record)
 }
 
 /// Waits until the VM's agent answers `Info`, failing fast if the VM dies.
-async fn wait_for_agent(backend: &dyn Backend, record: &mut VmRecord, dir: &Path) -> Result<InfoResponse, Error> {
-    let mut begin = Instant::now();
-    let mut deadline = begin + backend.boot_timeout(record);
+async fn wait_for_agent(backend: &dyn Backend, record: &mut VmRecord, dir: &Path) -> Result<InfoResponse, LifecycleError> {
     loop {
-        if backend.ready_to_connect(record, dir) || begin.elapsed() >= READY_SIGNAL_WAIT {
-            match tokio::time::timeout(ATTEMPT_TIMEOUT, agent_info(record)).await {
-                Ok(Ok(info)) => return Ok(info),
-                Ok(Err(e)) => tracing::trace!("agent not ready: {e}"),
-                Err(_) => tracing::trace!("agent attempt timed out"),
+        let begin = Instant::now();
+        let timeout = backend.boot_timeout(record);
+        let booting = &*record;
+        let settled = poll_until_async(timeout, RETRY_EVERY, move || async move {
+            if backend.ready_to_connect(booting, dir) || begin.elapsed() >= READY_SIGNAL_WAIT {
+                match tokio::time::timeout(ATTEMPT_TIMEOUT, info_directly(booting)).await {
+                    Ok(Ok(info)) => return Some(Ok(info)),
+                    Ok(Err(e)) => tracing::trace!("agent not ready: {e}"),
+                    Err(_) => tracing::trace!("agent attempt timed out"),
+                }
             }
-        }
-        if backend.state(record, dir) != VmState::Running {
-            return Err(Error::Boot {
-                name: record.name.clone(),
-                why: "the VM stopped while booting".into(),
-                console: backend.console_tail(dir, CONSOLE_LINES),
-            });
-        }
-        if Instant::now() >= deadline {
-            if backend.retry_boot(record, dir)? {
-                record.save(dir)?;
-                begin = Instant::now();
-                deadline = begin + backend.boot_timeout(record);
-                continue;
+            match backend.state(booting, dir) {
+                Ok(VmState::Running) => None,
+                Ok(_) => Some(Err(boot_failed(backend, booting, dir, BootFailure::Stopped))),
+                Err(e) => Some(Err(e.into())),
             }
-            let why = format!("its agent did not answer within {:?}", backend.boot_timeout(record));
-            return Err(Error::Boot { name: record.name.clone(), why, console: backend.console_tail(dir, CONSOLE_LINES) });
+        })
+        .await;
+        if let Some(settled) = settled {
+            return settled;
         }
-        tokio::time::sleep(RETRY_EVERY).await;
+        if !backend.retry_boot(record, dir)? {
+            return Err(boot_failed(backend, record, dir, BootFailure::AgentSilent(timeout)));
+        }
+        record.save(dir)?;
     }
 }
 
-/// Asks the VM's agent for `Info` over the address in its record.
-pub async fn agent_info(record: &VmRecord) -> Result<InfoResponse, Error> {
-    let addr: Addr = record.addr.parse()?;
-    let token = match &record.token_file {
-        Some(path) => BearerToken::from_file(path)?,
-        None => BearerToken::default(),
-    };
-    let mut client = transport::connect(&addr, token).await?;
-    Ok(client.info(InfoRequest {}).await.map_err(Error::from_status)?.into_inner())
+fn boot_failed(backend: &dyn Backend, record: &VmRecord, dir: &Path, why: BootFailure) -> LifecycleError {
+    LifecycleError::Boot { name: record.name.clone(), why, console: backend.console_tail(dir, CONSOLE_LINES) }
 }
 
-/// Stops the VM if it runs and records that it is stopped.
-pub fn stop(state: &StateDir, backend: &dyn Backend, record: &mut VmRecord) -> Result<(), Error> {
-    let name = crate::state::VmName::new(&record.name)?;
-    let dir = state.vm_dir(&name);
-    crate::forward::detached::stop(record);
-    crate::mux::lock::stop(&dir);
+/// Asks the VM's agent for `Info` (see `crate::connect`).
+pub async fn agent_info(state: &StateDir, record: &VmRecord) -> Result<InfoResponse, LifecycleError> {
+    let mut client = connect::connect(state, record).await?;
+    Ok(client.info(InfoRequest {}).await.map_err(CallError::from_status)?.into_inner())
+}
+
+/// Asks a booting VM's agent for `Info`, directly: no multiplexer yet, and
+/// the boot loop watches the VM itself.
+pub async fn info_directly(record: &VmRecord) -> Result<InfoResponse, LifecycleError> {
+    let mut client = connect::direct(record).await?;
+    Ok(client.info(InfoRequest {}).await.map_err(CallError::from_status)?.into_inner())
+}
+
+/// Stops the VM if it runs, with its daemons, and records that it is stopped.
+pub fn stop(state: &StateDir, backend: &dyn Backend, record: &mut VmRecord) -> Result<(), LifecycleError> {
+    let dir = state.vm_dir(&record.name);
+    crate::forward::detached::stop(&dir);
+    crate::mux::stop(&dir);
     backend.stop(record, &dir)?;
-    crate::prepare::remove_links(record);
+    crate::workspace::remove_links(record);
     record.started_unix = None;
     record.save(&dir)?;
     Ok(())
 }
 
 /// Stops and deletes the VM and removes its state folder.
-pub fn destroy(state: &StateDir, backend: &dyn Backend, record: &VmRecord) -> Result<(), Error> {
-    let name = crate::state::VmName::new(&record.name)?;
-    crate::forward::detached::stop(&mut record.clone());
-    crate::mux::lock::stop(&state.vm_dir(&name));
-    backend.delete(record, &state.vm_dir(&name))?;
-    crate::prepare::remove_links(&mut record.clone());
-    state.remove_vm_dir(&name)?;
+pub fn destroy(state: &StateDir, backend: &dyn Backend, record: &VmRecord) -> Result<(), LifecycleError> {
+    let dir = state.vm_dir(&record.name);
+    crate::forward::detached::stop(&dir);
+    crate::mux::stop(&dir);
+    backend.delete(record, &dir)?;
+    crate::workspace::remove_links(&mut record.clone());
+    state.remove_vm_dir(&record.name)?;
     // A VM made again under this name is a new machine with new host keys.
     let known = crate::agent_install::known_hosts::KnownHosts::at(state.known_hosts());
-    if let Err(e) = known.forget(&crate::agent_install::known_hosts::vm_entry(name.as_str())) {
+    if let Err(e) = known.forget(&crate::agent_install::known_hosts::vm_entry(record.name.as_str())) {
         tracing::warn!("{e}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::fake::{FakeBackend, spec};
+    use crate::state::{BackendState, QemuState, RoMode};
+
+    /// A state dir holding a stopped VM `web` made by `backend`.
+    fn existing(backend: BackendState, ro: Option<RoMode>) -> (tempfile::TempDir, StateDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::at(dir.path());
+        let vm_dir = state.create_vm_dir(&VmName::new("web").unwrap()).unwrap();
+        spec("web", ro).record("base".into(), None, backend).save(&vm_dir).unwrap();
+        (dir, state)
+    }
+
+    fn qemu() -> BackendState {
+        BackendState::Qemu(QemuState::default())
+    }
+
+    #[tokio::test]
+    async fn a_vm_manager_that_cannot_tell_fails_up_and_creates_nothing() {
+        let (_dir, state) = existing(qemu(), None);
+        let fake = FakeBackend::new([Err("connection to the VM manager's daemon lost".to_owned())]);
+        let err = ensure_running(&state, &fake, &spec("web", None)).await.err().expect("an error");
+        assert!(matches!(&err, LifecycleError::Backend(BackendError::Command { why, .. }) if why.contains("daemon lost")), "{err}");
+        assert_eq!(fake.calls(), ["state"]);
+        assert!(state.load(&VmName::new("web").unwrap()).is_ok(), "the record must stay");
+    }
+
+    #[tokio::test]
+    async fn a_missing_vm_is_made_again_and_one_that_dies_booting_is_stopped() {
+        let (_dir, state) = existing(qemu(), None);
+        // Missing before the start, then stopped while booting.
+        let fake = FakeBackend::new([Ok(VmState::Missing), Ok(VmState::Stopped)]);
+        let err = ensure_running(&state, &fake, &spec("web", None)).await.err().expect("an error");
+        let LifecycleError::Boot { why: BootFailure::Stopped, console: Some(console), .. } = &err else { panic!("{err:?}") };
+        assert!(console.contains("kernel panic"));
+        assert!(err.to_string().contains("VM web did not boot: the VM stopped while booting"), "{err}");
+        assert_eq!(fake.calls(), ["state", "create", "start", "state", "stop"]);
+        let record = state.load(&VmName::new("web").unwrap()).unwrap();
+        assert_eq!(record.started_unix, None, "a failed boot is recorded as stopped");
+    }
+
+    #[tokio::test]
+    async fn an_agent_that_never_answers_times_out_after_the_backends_retry() {
+        let (_dir, state) = existing(qemu(), None);
+        let mut fake = FakeBackend::new([Ok(VmState::Stopped), Ok(VmState::Running)]);
+        fake.boot_timeout = Duration::from_millis(50);
+        *fake.retries.borrow_mut() = 1;
+        let err = ensure_running(&state, &fake, &spec("web", None)).await.err().expect("an error");
+        assert!(matches!(err, LifecycleError::Boot { why: BootFailure::AgentSilent(t), .. } if t == Duration::from_millis(50)), "{err}");
+        let calls = fake.calls();
+        assert_eq!(calls.iter().filter(|c| **c == "retry_boot").count(), 2, "{calls:?}");
+        assert_eq!(calls.iter().filter(|c| **c == "start").count(), 1, "{calls:?}");
+        assert_eq!(calls.last(), Some(&"stop"));
+    }
+
+    #[tokio::test]
+    async fn a_vm_of_another_backend_or_mode_is_refused_untouched() {
+        let (_dir, state) = existing(BackendState::Tart(Default::default()), None);
+        let fake = FakeBackend::new([Ok(VmState::Stopped)]);
+        let err = ensure_running(&state, &fake, &spec("web", None)).await.err().expect("an error");
+        assert!(matches!(err, LifecycleError::OtherBackend { has: BackendKind::Tart, wanted: BackendKind::Qemu, .. }), "{err}");
+        assert!(err.to_string().contains("exists with the tart backend"), "{err}");
+
+        let (_dir, state) = existing(qemu(), Some(RoMode::default()));
+        let err = ensure_running(&state, &fake, &spec("web", None)).await.err().expect("an error");
+        assert!(err.to_string().contains("VM web exists with a --ro snapshot, not a shared workspace"), "{err}");
+        assert!(fake.calls().is_empty(), "{:?}", fake.calls());
+    }
+
+    #[test]
+    fn stop_and_destroy_go_through_the_backend() {
+        let (_dir, state) = existing(qemu(), None);
+        let name = VmName::new("web").unwrap();
+        let fake = FakeBackend::new([Ok(VmState::Running)]);
+        let mut record = state.load(&name).unwrap();
+        record.started_unix = Some(1);
+        stop(&state, &fake, &mut record).unwrap();
+        assert_eq!(state.load(&name).unwrap().started_unix, None);
+        destroy(&state, &fake, &record).unwrap();
+        assert_eq!(fake.calls(), ["stop", "delete"]);
+        assert!(!state.vm_dir(&name).exists());
+    }
 }

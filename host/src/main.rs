@@ -56,7 +56,7 @@ fn main() -> ExitCode {
             Command::Image(command) => hutch::cmd::image::run(command).await,
             Command::Sync(args) => hutch::cmd::sync::run(args).await,
             Command::Diff(args) => hutch::cmd::diff::run(args).await,
-            Command::Mux(args) => hutch::mux::serve::run(&args.name).await,
+            Command::Mux(args) => Ok(hutch::mux::serve::run(&args.name).await?),
         }
     });
     RawMode::restore();

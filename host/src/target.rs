@@ -1,120 +1,124 @@
-//! Which agent a command talks to: an explicit address, or a VM by name.
+//! Which agent a command talks to: an agent at an address (`--addr`), or a VM
+//! hutch manages, by name or from the current directory.
 //!
-//! This is `hutch exec`'s hot path: it reads one small JSON record and
-//! connects. It never runs a VM manager's CLI; only when connecting fails does
-//! it ask the backend why, to say what is wrong and what fixes it.
+//! Choosing is all this module does: connecting is `crate::connect`'s job,
+//! and bringing a `--ro` snapshot up to date `crate::sync`'s.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use hutch_proto::addr::Addr;
 
-use crate::backend::{self, VmState};
-use crate::cli::AgentArgs;
-use crate::error::Error;
+use crate::connect::{self, ConnectError};
 use crate::state::{StateDir, StateError, VmName, VmRecord, default_name};
-use crate::transport::{self, BearerToken, Client, TransportError};
+use crate::transport::{BearerToken, Client, TransportError};
 
-/// Where to send calls, and the VM behind it if there is one.
-pub struct Target {
-    /// The agent's address.
-    pub addr: Addr,
-    /// Token for `tcp://`.
-    pub token: BearerToken,
-    /// The VM, when the target was chosen by name.
-    pub vm: Option<(StateDir, VmRecord)>,
+/// Why no target could be chosen.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    /// The state directory or the VM's record is unusable (no such VM…).
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The token file given with `--addr` is unusable.
+    #[error("cannot reach the agent: {0}")]
+    Token(#[from] TransportError),
+    /// The current directory (which says which VM is meant) is unreadable.
+    #[error("reading the current directory: {0}")]
+    Cwd(std::io::Error),
+}
+
+impl TargetError {
+    /// What the user can do about it.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            TargetError::State(e) => e.hint(),
+            TargetError::Token(e) => Some(e.hint()),
+            TargetError::Cwd(_) => None,
+        }
+    }
+}
+
+/// Where to send calls.
+pub enum Target {
+    /// An agent at an address, with no VM behind it as far as hutch knows.
+    Agent {
+        /// Its address.
+        addr: Addr,
+        /// Token for `tcp://`.
+        token: BearerToken,
+    },
+    /// A VM hutch manages.
+    Vm {
+        /// The state directory it lives in.
+        state: StateDir,
+        /// Its record.
+        record: Box<VmRecord>,
+    },
 }
 
 impl Target {
-    /// `--name` wins; then `--addr`/`HUTCH_ADDR`; then the current workspace's VM.
-    pub fn resolve(name: Option<&VmName>, agent: &AgentArgs) -> Result<Target, Error> {
-        if name.is_none()
-            && let Some(addr) = &agent.addr
-        {
-            return Ok(Target { addr: addr.clone(), token: agent.token()?, vm: None });
+    /// `name` wins; then `addr` (with the token in `token_file`); then the
+    /// current workspace's VM.
+    pub fn resolve(name: Option<&VmName>, addr: Option<&Addr>, token_file: Option<&Path>) -> Result<Target, TargetError> {
+        match (name, addr) {
+            (None, Some(addr)) => Ok(Target::Agent { addr: addr.clone(), token: BearerToken::load(token_file)? }),
+            _ => Target::vm(name),
         }
-        Target::vm(name)
     }
 
     /// The target for VM `name`, or for the current workspace's VM.
-    pub fn vm(name: Option<&VmName>) -> Result<Target, Error> {
+    pub fn vm(name: Option<&VmName>) -> Result<Target, TargetError> {
         let state = StateDir::from_env()?;
         let name = vm_name(&state, name)?;
         Target::for_vm(state, &name)
     }
 
     /// The target for VM `name`.
-    pub fn for_vm(state: StateDir, name: &VmName) -> Result<Target, Error> {
+    pub fn for_vm(state: StateDir, name: &VmName) -> Result<Target, TargetError> {
         let record = state.load(name)?;
-        let token = match &record.token_file {
-            Some(path) => BearerToken::from_file(path)?,
-            None => BearerToken::default(),
-        };
-        Ok(Target { addr: record.addr.parse()?, token, vm: Some((state, record)) })
+        Ok(Target::Vm { state, record: Box::new(record) })
+    }
+
+    /// The VM's record, when the target is a VM.
+    pub fn record(&self) -> Option<&VmRecord> {
+        match self {
+            Target::Agent { .. } => None,
+            Target::Vm { record, .. } => Some(record),
+        }
+    }
+
+    /// The agent's address, as shown to people.
+    pub fn addr_text(&self) -> String {
+        match self {
+            Target::Agent { addr, .. } => addr.to_string(),
+            Target::Vm { record, .. } => record.addr_text(),
+        }
     }
 
     /// The guest working directory to use when none is given: the host's
     /// current directory when it lies inside the VM's workspace (which the
     /// guest sees at the same path), else the workspace itself.
     pub fn default_cwd(&self) -> Option<String> {
-        let workspace = self.vm.as_ref()?.1.workspace.as_ref()?;
+        let workspace = self.record()?.workspace.as_ref()?;
         let cwd = std::env::current_dir().ok().filter(|cwd| cwd.starts_with(workspace));
         Some(cwd.unwrap_or_else(|| workspace.clone()).display().to_string())
     }
 
-    /// For a `--ro` VM, brings its snapshot up to date with the host (a cheap
-    /// call when nothing changed); `None` for any other target.
-    pub async fn sync_snapshot(&self, client: &mut Client, progress: bool) -> Result<Option<crate::sync::Report>, Error> {
-        let Some((_, record)) = &self.vm else { return Ok(None) };
-        let (Some(ro), Some(root)) = (record.ro, &record.workspace) else { return Ok(None) };
-        let source = crate::sync::source(root, ro.git, ro.no_ignore);
-        Ok(Some(crate::sync::sync(client, &source, progress).await?))
-    }
-
-    /// Connects, through the VM's multiplexer when it has one running (see
-    /// `crate::mux`), turning a failure into the reason and the fix.
-    pub async fn connect(&self) -> Result<Client, Error> {
-        let vm = self.vm.as_ref().filter(|_| crate::mux::enabled());
-        let Some((state, name)) = vm.and_then(|(state, record)| Some((state, VmName::new(&record.name).ok()?))) else {
-            return self.connect_directly().await;
-        };
-        if let Some(client) = crate::mux::connect(state, &name).await {
-            return Ok(client);
-        }
-        let client = self.connect_directly().await?;
-        crate::mux::start(state, &name);
-        Ok(client)
-    }
-
-    /// Connects to the agent itself, never through a multiplexer.
-    async fn connect_directly(&self) -> Result<Client, Error> {
-        match transport::connect(&self.addr, self.token.clone()).await {
-            Ok(client) => Ok(client),
-            Err(e) => Err(self.diagnose(e)),
-        }
-    }
-
-    /// Asks the backend why the agent of this target's VM cannot be reached.
-    fn diagnose(&self, error: TransportError) -> Error {
-        let Some((state, record)) = &self.vm else { return error.into() };
-        let Ok(backend) = backend::for_kind(record.backend, state) else { return error.into() };
-        let Ok(name) = VmName::new(&record.name) else { return error.into() };
-        let dir = state.vm_dir(&name);
-        match backend.state(record, &dir) {
-            VmState::Running => {
-                Error::AgentSilent { name: record.name.clone(), cause: error.to_string(), console: backend.console_tail(&dir, 15) }
-            }
-            other => Error::VmDown { name: record.name.clone(), state: other.as_str().to_owned() },
+    /// Connects (see `crate::connect`).
+    pub async fn connect(&self) -> Result<Client, ConnectError> {
+        match self {
+            Target::Agent { addr, token } => connect::to_addr(addr, token.clone()).await,
+            Target::Vm { state, record } => connect::connect(state, record).await,
         }
     }
 }
 
 /// `name`, or the VM for the current directory: the one named after it, else
 /// the one whose workspace contains it (the deepest).
-pub fn vm_name(state: &StateDir, name: Option<&VmName>) -> Result<VmName, Error> {
+pub fn vm_name(state: &StateDir, name: Option<&VmName>) -> Result<VmName, TargetError> {
     if let Some(name) = name {
         return Ok(name.clone());
     }
-    let cwd = std::env::current_dir().map_err(|e| Error::local("reading the current directory", e))?;
+    let cwd = std::env::current_dir().map_err(TargetError::Cwd)?;
     let own = default_name(&cwd);
     if state.vm_dir(&own).join("vm.json").exists() {
         return Ok(own);
@@ -128,20 +132,47 @@ pub fn vm_name(state: &StateDir, name: Option<&VmName>) -> Result<VmName, Error>
             }
         }
     }
-    best.map(|(_, name)| name).ok_or_else(|| Error::State(StateError::NoSuchVm(own.to_string())))
+    best.map(|(_, name)| name).ok_or_else(|| TargetError::State(StateError::NoSuchVm(own.to_string())))
 }
 
-/// The workspace folder for `hutch up`/`run`: `--workspace` or the current
-/// directory, absolute and with symlinks resolved (the guest mounts it at
-/// this exact path).
-pub fn workspace(given: Option<&Path>) -> Result<PathBuf, Error> {
-    let path = match given {
-        Some(path) => path.to_path_buf(),
-        None => std::env::current_dir().map_err(|e| Error::local("reading the current directory", e))?,
-    };
-    let resolved = path.canonicalize().map_err(|e| Error::local(&format!("workspace {}", path.display()), e))?;
-    if !resolved.is_dir() {
-        return Err(Error::Usage(format!("workspace {} is not a directory", resolved.display())));
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::VmState;
+    use crate::backend::fake::spec;
+    use crate::state::{BackendState, QemuState};
+
+    #[tokio::test]
+    async fn an_address_is_an_agent_and_a_name_is_a_vm_whose_failure_is_diagnosed() {
+        let dir = tempfile::tempdir().unwrap();
+        let addr: Addr = format!("unix://{}", dir.path().join("agent.sock").display()).parse().unwrap();
+        let agent = Target::resolve(None, Some(&addr), None).unwrap();
+        assert!(agent.record().is_none());
+        assert_eq!(agent.addr_text(), addr.to_string());
+        assert!(matches!(agent.connect().await.err(), Some(ConnectError::Transport(TransportError::NoSocket(_)))));
+
+        // A VM by name: its record, its workspace as the default directory,
+        // and a failure to connect explained by its backend (here QEMU, with
+        // neither process nor disk: missing).
+        let state = StateDir::at(dir.path().join("state"));
+        let name = VmName::new("web").unwrap();
+        let mut record = spec("web", None).record("base".into(), Some(addr.clone()), BackendState::Qemu(QemuState::default()));
+        record.workspace = Some(dir.path().to_path_buf());
+        record.save(&state.create_vm_dir(&name).unwrap()).unwrap();
+        let vm = Target::for_vm(state, &name).unwrap();
+        assert_eq!(vm.record().map(|r| r.name.as_str()), Some("web"));
+        assert_eq!(vm.default_cwd(), Some(dir.path().display().to_string()));
+        let err = vm.connect().await.err().expect("nothing listens");
+        assert!(matches!(&err, ConnectError::VmDown { state: VmState::Missing, .. }), "{err}");
+        assert_eq!(err.to_string(), "VM web is missing, so its agent cannot answer");
     }
-    Ok(resolved)
+
+    #[test]
+    fn a_bad_token_file_with_an_address_is_a_target_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let addr: Addr = "tcp://127.0.0.1:9".parse().unwrap();
+        let err = Target::resolve(None, Some(&addr), Some(&dir.path().join("no-token"))).err().expect("no token file");
+        assert!(matches!(err, TargetError::Token(TransportError::BadToken { .. })), "{err}");
+        assert!(err.hint().is_some());
+    }
 }

@@ -150,3 +150,24 @@ fn agent_install_by_name_logs_in_where_limactl_list_says_sshd_answers() {
     assert!(stderr(&out).contains(&format!("cannot connect to 127.0.0.1:{port} over SSH")), "{}", stderr(&out));
     ok(&fake.run(&["rm", "-f", "web"]));
 }
+
+#[test]
+fn a_failing_limactl_list_fails_up_and_never_creates_the_vm_again() {
+    let mut fake = FakeVmm::lima();
+    ok(&fake.run(&["up", "--name", "web", "--no-workspace"]));
+    ok(&fake.run(&["down", "web"]));
+    fake.take_commands();
+
+    // Lima cannot say whether the instance exists: that is an error, not "missing".
+    fake.env.push(("FAKE_LIMACTL_FAIL".into(), "list:fail".into()));
+    let out = fake.run(&["up", "--name", "web", "--no-workspace"]);
+    assert_eq!(code(&out), 125, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("`limactl list --json` failed: FATA[0000] injected transient failure"), "{err}");
+    assert_eq!(fake.take_commands(), vec![argv(&["list", "--json"])]);
+
+    // Once Lima answers again, the same instance starts: no create.
+    fake.env.pop();
+    ok(&fake.run(&["up", "--name", "web", "--no-workspace"]));
+    assert_eq!(fake.take_commands(), vec![argv(&["list", "--json"]), argv(&["start", "web"])]);
+}

@@ -119,6 +119,31 @@ fn a_missing_base_vm_is_a_clear_failure() {
 }
 
 #[test]
+fn a_failing_tart_list_fails_up_and_never_creates_the_vm_again() {
+    let mut fake = FakeVmm::tart();
+    ok(&fake.run(&["up", "--name", "web", "--image", "base", "--no-workspace"]));
+    ok(&fake.run(&["down", "web"]));
+    fake.take_commands();
+
+    // Tart cannot say whether the VM exists: that is an error, not "missing".
+    fake.env.push(("FAKE_TART_FAIL".into(), "list:fail".into()));
+    let out = fake.run(&["up", "--name", "web", "--image", "base", "--no-workspace"]);
+    assert_eq!(code(&out), 125, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("`tart list --format json` failed: Error: The operation couldn't be completed. (injected transient failure)"),
+        "{err}"
+    );
+    assert_eq!(fake.take_commands(), vec![argv(&["list", "--format", "json"])]);
+    assert!(fake.vmm_home().join("vms/web").exists());
+
+    // Once Tart answers again, the same VM starts: no clone.
+    fake.env.pop();
+    ok(&fake.run(&["up", "--name", "web", "--image", "base", "--no-workspace"]));
+    assert_eq!(fake.take_commands(), vec![argv(&["list", "--format", "json"]), argv(&["run", "web", "--no-graphics"])]);
+}
+
+#[test]
 fn a_vm_already_running_elsewhere_is_a_clear_failure() {
     let mut fake = FakeVmm::tart();
     fake.env.push(("FAKE_TART_FAIL".into(), "run:already-running".into()));

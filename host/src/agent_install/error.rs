@@ -126,6 +126,28 @@ pub enum InstallError {
     /// `hutch image prepare` cannot work with this backend or VM.
     #[error("{0}")]
     Unsupported(String),
+    /// The VM to install into is not running.
+    #[error("VM {name} is {state}, so its agent cannot answer")]
+    VmDown {
+        /// The VM.
+        name: crate::state::VmName,
+        /// What its backend says it is.
+        state: crate::backend::VmState,
+    },
+    /// The VM being prepared stopped while it booted.
+    #[error("VM {name} did not boot: the VM stopped while booting")]
+    VmStopped {
+        /// The VM.
+        name: crate::state::VmName,
+        /// The end of its console, when the backend has one.
+        console: Option<String>,
+    },
+    /// The VM's backend failed.
+    #[error(transparent)]
+    Backend(#[from] crate::backend::BackendError),
+    /// The local user's name (the default SSH login) is unknown.
+    #[error("cannot tell the local user name: pass --user")]
+    NoLocalUser,
 }
 
 impl InstallError {
@@ -156,7 +178,11 @@ impl InstallError {
             InstallError::Remote { .. } => "rerun with -v to see each step; the guest's own logs may say more".into(),
             InstallError::AgentSilent { log: Some(log), .. } => format!("the agent's log ends with:\n{log}"),
             InstallError::AgentSilent { .. } => "check the service's status on the guest (`systemctl status hutch-agent` / `launchctl print system/dev.hutch.agent`)".into(),
-            InstallError::Unsupported(_) => return None,
+            InstallError::Unsupported(_) | InstallError::NoLocalUser => return None,
+            InstallError::VmDown { name, .. } => format!("start it with `hutch up --name {name}`"),
+            InstallError::VmStopped { console: Some(console), .. } => format!("the VM's last output:\n{console}"),
+            InstallError::VmStopped { console: None, .. } => "rerun with -v for details".into(),
+            InstallError::Backend(e) => return e.hint(),
         })
     }
 }

@@ -92,6 +92,12 @@ impl fmt::Display for Platform {
     }
 }
 
+/// The systemd unit's file name (Linux guests).
+pub const SYSTEMD_UNIT: &str = "hutch-agent.service";
+
+/// The launchd job's label (and plist file name without `.plist`; macOS guests).
+pub const LAUNCHD_LABEL: &str = "dev.hutch.agent";
+
 /// Where the agent's files go on the guest.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Layout {
@@ -113,8 +119,8 @@ impl Layout {
         match prefix {
             None => {
                 let (socket, service_file) = match os {
-                    Os::Linux => ("/run/hutch/agent.sock", format!("/etc/systemd/system/{}", super::service::SYSTEMD_UNIT)),
-                    Os::MacOs => ("/var/run/hutch/agent.sock", format!("/Library/LaunchDaemons/{}.plist", super::service::LAUNCHD_LABEL)),
+                    Os::Linux => ("/run/hutch/agent.sock", format!("/etc/systemd/system/{}", SYSTEMD_UNIT)),
+                    Os::MacOs => ("/var/run/hutch/agent.sock", format!("/Library/LaunchDaemons/{}.plist", LAUNCHD_LABEL)),
                 };
                 Layout {
                     binary: "/usr/local/bin/hutch-agent".into(),
@@ -127,8 +133,8 @@ impl Layout {
             Some(prefix) => {
                 let prefix = prefix.trim_end_matches('/');
                 let service_file = match os {
-                    Os::Linux => format!("{prefix}/etc/systemd/system/{}", super::service::SYSTEMD_UNIT),
-                    Os::MacOs => format!("{prefix}/Library/LaunchDaemons/{}.plist", super::service::LAUNCHD_LABEL),
+                    Os::Linux => format!("{prefix}/etc/systemd/system/{}", SYSTEMD_UNIT),
+                    Os::MacOs => format!("{prefix}/Library/LaunchDaemons/{}.plist", LAUNCHD_LABEL),
                 };
                 Layout {
                     binary: format!("{prefix}/bin/hutch-agent"),

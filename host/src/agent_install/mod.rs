@@ -21,10 +21,12 @@ pub mod binary;
 pub mod error;
 pub mod guest;
 pub mod known_hosts;
+pub mod login;
 pub mod password;
 pub mod service;
 pub mod ssh;
 pub mod verify;
+pub mod vm;
 
 use std::path::PathBuf;
 
@@ -72,6 +74,28 @@ pub struct Installed {
     pub checked: Option<String>,
     /// `"sudo -n "` when commands needing root go through sudo, else empty.
     pub sudo: String,
+}
+
+impl Installed {
+    /// What was installed and how it was checked, in one line.
+    pub fn summary(&self) -> String {
+        let layout = &self.layout;
+        match (&self.info, &self.checked) {
+            (Some(info), _) => format!(
+                "hutch-agent {} installed at {} ({}): answers on {} ({}/{}, protocol {})",
+                info.version, layout.binary, self.platform, layout.socket, info.os, info.arch, info.protocol
+            ),
+            (None, checked) => {
+                format!(
+                    "{} installed at {} ({}); {}",
+                    self.version,
+                    layout.binary,
+                    self.platform,
+                    checked.as_deref().unwrap_or("not checked")
+                )
+            }
+        }
+    }
 }
 
 /// Installs, starts and checks the agent over `session`.

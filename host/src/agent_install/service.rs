@@ -8,12 +8,7 @@
 //! install's own check through SSH). It creates the socket's folder itself.
 
 use super::guest::Layout;
-
-/// The systemd unit's file name.
-pub const SYSTEMD_UNIT: &str = "hutch-agent.service";
-
-/// The launchd job's label (and plist file name without `.plist`).
-pub const LAUNCHD_LABEL: &str = "dev.hutch.agent";
+pub use super::guest::{LAUNCHD_LABEL, SYSTEMD_UNIT};
 
 /// The guest vsock port the agent listens on.
 pub const VSOCK_PORT: u32 = 8080;

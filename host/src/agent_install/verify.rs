@@ -2,13 +2,14 @@
 //! call to its Unix socket on the guest, carried by the SSH connection
 //! (`direct-streamlocal`), retried until the agent has bound its socket.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hutch_proto::v1::agent_client::AgentClient;
 use hutch_proto::v1::{InfoRequest, InfoResponse};
 use tonic::transport::Uri;
 
 use super::ssh::SocketOpener;
+use crate::daemon::retry_until_async;
 use crate::transport::Connection;
 
 /// How long a freshly started agent may take to answer.
@@ -21,19 +22,16 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Calls `Info` through `opener` until it answers or `within` has passed;
 /// the error is the last attempt's.
 pub async fn info_over_ssh(opener: &SocketOpener, within: Duration) -> Result<InfoResponse, String> {
-    let deadline = Instant::now() + within;
-    loop {
-        let last = match tokio::time::timeout(ATTEMPT_TIMEOUT, attempt(opener)).await {
-            Ok(Ok(info)) => return Ok(info),
-            Ok(Err(e)) => e,
-            Err(_) => format!("no answer within {ATTEMPT_TIMEOUT:?}"),
-        };
-        tracing::trace!("agent not answering yet: {last}");
-        if Instant::now() >= deadline {
-            return Err(last);
+    retry_until_async(within, RETRY_EVERY, || async {
+        let answer = tokio::time::timeout(ATTEMPT_TIMEOUT, attempt(opener))
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer within {ATTEMPT_TIMEOUT:?}")));
+        if let Err(e) = &answer {
+            tracing::trace!("agent not answering yet: {e}");
         }
-        tokio::time::sleep(RETRY_EVERY).await;
-    }
+        answer
+    })
+    .await
 }
 
 async fn attempt(opener: &SocketOpener) -> Result<InfoResponse, String> {

@@ -7,9 +7,10 @@
 //! answers on. Waiting for the agent is not a backend's job; the lifecycle code
 //! does it the same way for every backend (see `crate::lifecycle`).
 
+#[cfg(test)]
+pub mod fake;
 pub mod lima;
 pub mod qemu;
-pub mod share;
 pub mod tart;
 pub mod tool;
 
@@ -18,7 +19,9 @@ use std::time::Duration;
 
 use hutch_proto::v1::WorkspaceShare;
 
-use crate::state::{BackendKind, StateDir, VmName, VmRecord};
+use hutch_proto::addr::Addr;
+
+use crate::state::{BackendKind, BackendState, StateDir, VmName, VmRecord};
 
 /// What `hutch up`/`run` asks for.
 #[derive(Clone, Debug)]
@@ -49,11 +52,10 @@ impl VmSpec {
     }
 
     /// The first record of a VM just created from this spec, in state stopped.
-    pub fn record(&self, backend: BackendKind, image: String, addr: String, backend_state: serde_json::Value) -> VmRecord {
+    pub fn record(&self, image: String, addr: Option<Addr>, backend: BackendState) -> VmRecord {
         VmRecord {
             version: crate::state::RECORD_VERSION,
-            name: self.name.to_string(),
-            backend,
+            name: self.name.clone(),
             addr,
             token_file: None,
             workspace: self.workspace.clone(),
@@ -66,8 +68,7 @@ impl VmSpec {
             protocol: None,
             heavy_dirs: self.heavy_dirs.clone(),
             heavy_links: Vec::new(),
-            backend_state,
-            forward_pid: None,
+            backend,
             ro: self.ro,
         }
     }
@@ -94,6 +95,12 @@ pub enum VmState {
     Stopped,
     /// The backend has no such VM any more (deleted behind hutch's back).
     Missing,
+}
+
+impl std::fmt::Display for VmState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl VmState {
@@ -194,7 +201,10 @@ pub trait Backend {
     fn delete(&self, record: &VmRecord, dir: &Path) -> Result<(), BackendError>;
 
     /// The VM's state, asked of the backend (used off the hot path only).
-    fn state(&self, record: &VmRecord, dir: &Path) -> VmState;
+    /// An error means the backend could not tell (its CLI failed): never
+    /// take it for [`VmState::Missing`], which would make `up` create the VM
+    /// again.
+    fn state(&self, record: &VmRecord, dir: &Path) -> Result<VmState, BackendError>;
 
     /// Whether the guest has said its agent is listening. Until it does, the
     /// lifecycle does not try to connect (for a while): some vsock devices
@@ -250,7 +260,7 @@ pub const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(180);
 /// without a reason to differ: `HUTCH_BOOT_TIMEOUT` (e.g. `90`, `2m`) or
 /// [`DEFAULT_BOOT_TIMEOUT`].
 pub fn configured_boot_timeout() -> Duration {
-    std::env::var("HUTCH_BOOT_TIMEOUT").ok().and_then(|t| crate::cli::parse_duration(&t).ok()).unwrap_or(DEFAULT_BOOT_TIMEOUT)
+    std::env::var("HUTCH_BOOT_TIMEOUT").ok().and_then(|t| crate::duration::parse(&t).ok()).unwrap_or(DEFAULT_BOOT_TIMEOUT)
 }
 
 /// The backend for `kind`.

@@ -76,3 +76,22 @@ pub struct PingArgs {
     #[arg(long)]
     pub json: bool,
 }
+
+impl ExecFlags {
+    /// The exec these flags ask for: `argv` in `default_cwd` unless `--cwd`
+    /// says otherwise. Like `ssh` and `docker exec -it`, a terminal when both
+    /// ends are terminals.
+    pub fn options(&self, argv: Vec<String>, default_cwd: Option<String>) -> crate::exec::Options {
+        use std::io::IsTerminal;
+        let interactive = std::io::stdin().is_terminal() && std::io::stdout().is_terminal() && !self.json;
+        crate::exec::Options {
+            argv,
+            env: self.env.iter().cloned().collect(),
+            cwd: self.cwd.clone().or(default_cwd).unwrap_or_default(),
+            tty: self.tty || (interactive && !self.no_tty),
+            timeout: self.timeout,
+            capture: self.json,
+            no_stdin: self.no_stdin,
+        }
+    }
+}

@@ -98,3 +98,10 @@ pub struct PrepareArgs {
     #[command(flatten)]
     pub ssh: SshArgs,
 }
+
+impl SshArgs {
+    /// How to log in, as these flags say.
+    pub fn login(&self) -> crate::agent_install::login::Login {
+        crate::agent_install::login::Login { user: self.user.clone(), identity: self.identity.clone(), password: self.password }
+    }
+}

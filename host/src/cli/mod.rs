@@ -8,9 +8,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use hutch_proto::addr::Addr;
 
-use crate::error::Error;
 use crate::state::VmName;
-use crate::transport::BearerToken;
+use crate::target::{Target, TargetError};
 
 mod exec;
 mod fast;
@@ -130,11 +129,8 @@ pub struct AgentArgs {
 }
 
 impl AgentArgs {
-    /// The token to send, if a token file was given.
-    pub fn token(&self) -> Result<BearerToken, Error> {
-        Ok(match &self.token_file {
-            Some(path) => BearerToken::from_file(path)?,
-            None => BearerToken::default(),
-        })
+    /// The target these flags and `--name` choose (see [`Target::resolve`]).
+    pub fn target(&self, name: Option<&VmName>) -> Result<Target, TargetError> {
+        Target::resolve(name, self.addr.as_ref(), self.token_file.as_deref())
     }
 }

@@ -5,7 +5,10 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::*;
+use crate::error::Error;
 use crate::state::VmName;
+use crate::sync::{self, Source};
+use crate::target::Target;
 
 /// Which snapshot `sync`/`diff` act on.
 #[derive(Args, Debug, Clone)]
@@ -28,6 +31,31 @@ pub struct SnapshotArgs {
     /// With --addr: ignore .gitignore and .hutchignore.
     #[arg(long)]
     pub no_ignore: bool,
+}
+
+impl SnapshotArgs {
+    /// The agent and the snapshot source for `sync`/`diff`: a `--ro` VM's
+    /// record, or, with `--addr`, the given (or current) folder and walk flags.
+    pub fn resolve(&self) -> Result<(Target, Source), Error> {
+        let target = self.agent.target(self.name.as_ref())?;
+        let source = match target.record() {
+            Some(record) => {
+                let Some(ro) = record.ro else {
+                    return Err(Error::Usage(format!(
+                        "VM {} shares its workspace with the host (no --ro snapshot): there is nothing to sync",
+                        record.name
+                    )));
+                };
+                let root = record.workspace.clone().ok_or_else(|| Error::Usage(format!("VM {} has no workspace", record.name)))?;
+                sync::source(&root, ro.git, ro.no_ignore)
+            }
+            None => {
+                let root = crate::workspace::resolve(self.workspace.as_deref())?;
+                sync::source(&root, self.ro_git, self.no_ignore)
+            }
+        };
+        Ok((target, source))
+    }
 }
 
 /// `hutch sync`.

@@ -4,13 +4,12 @@
 use std::io::Write;
 
 use crate::cli::DiffArgs;
-use crate::cmd::sync::resolve;
 use crate::error::Error;
 use crate::sync;
 
 /// Runs `hutch diff`; prints the patch on stdout, warnings on stderr.
 pub async fn run(args: DiffArgs) -> Result<u8, Error> {
-    let (target, source) = resolve(&args.snapshot)?;
+    let (target, source) = args.snapshot.resolve()?;
     let mut client = target.connect().await?;
     let patch = sync::diff::diff(&mut client, &source.root).await?;
     for warning in &patch.warnings {

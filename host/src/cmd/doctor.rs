@@ -6,14 +6,15 @@ use serde_json::Value;
 use crate::cli::DoctorArgs;
 use crate::doctor::{Check, Status, guest, host};
 use crate::error::Error;
+use crate::exit;
 use crate::state::StateDir;
-use crate::target::Target;
 
-/// Runs `hutch doctor`; returns 0 when nothing failed, 1 otherwise.
+/// Runs `hutch doctor`; returns 0 when nothing failed, else
+/// [`exit::DOCTOR_FOUND_FAILURES`].
 pub async fn run(args: DoctorArgs) -> Result<u8, Error> {
     let state = StateDir::from_env()?;
     let mut checks = host::checks(&state);
-    match Target::resolve(args.name.as_ref(), &args.agent) {
+    match args.agent.target(args.name.as_ref()) {
         Ok(target) => checks.extend(guest::checks(&target).await),
         Err(e) if args.name.is_some() || args.agent.addr.is_some() => {
             checks.push(Check::fail("VM", e.to_string(), e.hint().unwrap_or_else(|| "check the name with `hutch ls`".into())));
@@ -27,5 +28,5 @@ pub async fn run(args: DoctorArgs) -> Result<u8, Error> {
             check.print();
         }
     }
-    Ok(u8::from(checks.iter().any(|c| c.status == Status::Fail)))
+    Ok(if checks.iter().any(|c| c.status == Status::Fail) { exit::DOCTOR_FOUND_FAILURES } else { 0 })
 }

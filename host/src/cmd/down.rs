@@ -13,7 +13,7 @@ pub async fn run(args: NameArg) -> Result<u8, Error> {
     let name = vm_name(&state, args.name())?;
     let mut record = state.load(&name)?;
     let _lock = VmLock::acquire(&state.vm_dir(&name))?;
-    let backend = backend::for_kind(record.backend, &state)?;
+    let backend = backend::for_kind(record.kind(), &state)?;
     lifecycle::stop(&state, backend.as_ref(), &mut record)?;
     println!("{name} is stopped");
     Ok(0)

@@ -1,36 +1,22 @@
 //! `hutch forward [--name NAME | --addr ADDR] HOSTPORT[:GUESTPORT]…`: forward
 //! host ports to guest ports until Ctrl-C or SIGTERM.
 
-use hutch_proto::v1::InfoRequest;
-
 use crate::cli::ForwardArgs;
 use crate::error::Error;
-use crate::forward::{self, Bound, ForwardError, Serving};
-use crate::target::Target;
+use crate::forward;
 
 /// Runs `hutch forward`; returns the exit code (0 once stopped by a signal).
 pub async fn run(args: ForwardArgs) -> Result<u8, Error> {
     let bound = forward::bind(&args.ports)?;
-    let target = Target::resolve(args.name.as_ref(), &args.agent)?;
+    let target = args.agent.target(args.name.as_ref())?;
     let lines: Vec<String> = bound.iter().map(ToString::to_string).collect();
-    let _serving = start(&target, bound).await?;
+    let _serving = forward::start(&target, bound).await?;
     for line in lines {
         println!("{line}");
     }
     let signal = termination().await?;
     tracing::debug!("stopping on {signal}");
     Ok(0)
-}
-
-/// Serves `bound` through `target`'s agent (checked first: it must answer and
-/// support forwarding). Forwarding lasts as long as the returned value.
-pub async fn start(target: &Target, bound: Vec<Bound>) -> Result<Serving, Error> {
-    let mut client = target.connect().await?;
-    let info = client.info(InfoRequest {}).await.map_err(Error::from_status)?.into_inner();
-    if !info.capabilities.iter().any(|c| c == forward::CAPABILITY) {
-        return Err(ForwardError::Unsupported { addr: target.addr.to_string(), version: info.version }.into());
-    }
-    Ok(forward::serve(bound, &client)?)
 }
 
 /// Resolves with the name of the first SIGINT, SIGTERM or SIGHUP.

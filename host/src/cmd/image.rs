@@ -3,22 +3,20 @@
 //! the VM so its disk keeps both. Works with any backend whose guests run an
 //! SSH server (`Backend::ssh_endpoint`). With QEMU, BASE is a disk file and
 //! the result is an image folder (`$state/images/NAME`, see
-//! `backend::qemu::prepared`); with Tart, the stopped VM is the image.
+//! `backend::qemu::saved_image`); with Tart, the stopped VM is the image.
 
 use std::time::{Duration, Instant};
 
-use crate::agent_install::known_hosts;
-use crate::agent_install::ssh::Dest;
-use crate::agent_install::{self, InstallError, Mode, Options};
-use crate::backend::{self, Backend, SshEndpoint, VmSpec, VmState};
+use crate::agent_install::{self, Mode, Options, vm};
+use crate::backend::{self, Backend, VmSpec, VmState};
 use crate::cli::{ImageCommand, PrepareArgs};
-use crate::cmd::agent;
+use crate::daemon::poll_until_async;
 use crate::error::Error;
 use crate::lifecycle;
 use crate::state::{BackendKind, StateDir, StateError, VmLock, VmName, VmRecord, now_unix};
 
-/// Pause between attempts to reach a booting guest's SSH server.
-const SSH_RETRY_EVERY: Duration = Duration::from_millis(500);
+/// Pause between looks at a guest powering itself off.
+const POWER_OFF_POLL: Duration = Duration::from_millis(500);
 /// How long a guest may take to power itself off after the install (then it is stopped anyway).
 const POWER_OFF_WITHIN: Duration = Duration::from_secs(60);
 
@@ -96,13 +94,11 @@ async fn prepare(args: PrepareArgs) -> Result<u8, Error> {
 /// `$state/images/NAME`; the VM that made it is deleted either way (the
 /// base image was never written).
 async fn finish_qemu(state: &StateDir, backend: &dyn Backend, record: &mut VmRecord, result: Result<String, Error>) -> Result<u8, Error> {
-    let name = VmName::new(&record.name)?;
+    let name = record.name.clone();
     let dir = state.vm_dir(&name);
     if result.is_ok() {
-        let deadline = Instant::now() + POWER_OFF_WITHIN;
-        while backend.state(record, &dir) == VmState::Running && Instant::now() < deadline {
-            tokio::time::sleep(SSH_RETRY_EVERY).await;
-        }
+        let powered_off = || async { (backend.state(record, &dir).ok() != Some(VmState::Running)).then_some(()) };
+        poll_until_async(POWER_OFF_WITHIN, POWER_OFF_POLL, powered_off).await;
     }
     let stopped = lifecycle::stop(state, backend, record);
     let saved = match (&result, &stopped) {
@@ -127,8 +123,7 @@ async fn run_setup_hook(state: &StateDir, record: &VmRecord) -> Result<(), Error
     let cwd = std::env::current_dir().map_err(|e| Error::local("reading the current directory", e))?;
     let Some(script) = crate::config::Config::load(&cwd)?.setup_hook.value else { return Ok(()) };
     let script = expand_home(&script);
-    let target = crate::target::Target::for_vm(state.clone(), &VmName::new(&record.name)?)?;
-    crate::hooks::run_setup(&target, &script).await
+    Ok(crate::hooks::run_setup(state, record, &script).await?)
 }
 
 /// `~/x` → `$HOME/x`, as a shell would for a path in a configuration file.
@@ -141,56 +136,20 @@ fn expand_home(path: &str) -> std::path::PathBuf {
 
 async fn install(state: &StateDir, backend: &dyn Backend, record: &VmRecord, args: &PrepareArgs) -> Result<String, Error> {
     let deadline = Instant::now() + backend.boot_timeout(record);
-    let endpoint = wait_for_endpoint(state, backend, record, deadline).await?;
-    let dest = Dest {
-        known_as: Some(known_hosts::vm_entry(&record.name)),
-        ..agent::destination(endpoint.host.clone(), endpoint.port, &args.ssh, endpoint.user.as_deref())?
-    };
-    let vm_dir = state.vm_dir(&VmName::new(&record.name)?);
-    let session = loop {
-        match agent::connect(state, &dest, &args.ssh).await {
-            Ok(session) => break session,
-            // sshd is not up yet while the guest boots (behind QEMU's port
-            // forward, that is a connection closed during the handshake).
-            Err(Error::Install(InstallError::Connect { .. } | InstallError::Ssh { .. })) if Instant::now() < deadline => {
-                if backend.state(record, &vm_dir) != VmState::Running {
-                    return Err(Error::Boot {
-                        name: record.name.clone(),
-                        why: "the VM stopped while booting".into(),
-                        console: backend.console_tail(&vm_dir, 30),
-                    });
-                }
-                tokio::time::sleep(SSH_RETRY_EVERY).await;
-            }
-            Err(e) => return Err(e),
-        }
-    };
+    let session = vm::log_in_while_booting(state, backend, record, &args.ssh.login(), deadline).await?;
     let options = Options { agent_binary: args.ssh.agent_binary.clone(), prefix: None, mode: Mode::Service };
     let installed = agent_install::install(&session, &options).await?;
-    agent::report(&installed);
-    agent::answers_on_vm_transport(record).await?;
+    println!("{}", installed.summary());
+    vm::answers_on_vm_transport(record).await?;
     run_setup_hook(state, record).await?;
     agent_install::sync_disks(&session).await?;
-    if record.backend == BackendKind::Qemu {
+    if record.kind() == BackendKind::Qemu {
         // A clean power-off (file systems unmounted, journal closed) before
         // the disk becomes an image; QEMU exits with the guest (-no-reboot).
         agent_install::shut_down(&session, &installed.sudo).await?;
     }
     session.close().await;
     Ok(installed.version)
-}
-
-async fn wait_for_endpoint(state: &StateDir, backend: &dyn Backend, record: &VmRecord, deadline: Instant) -> Result<SshEndpoint, Error> {
-    let dir = state.vm_dir(&VmName::new(&record.name)?);
-    loop {
-        if let Some(endpoint) = backend.ssh_endpoint(record, &dir) {
-            return Ok(endpoint);
-        }
-        if Instant::now() >= deadline {
-            return Err(agent::no_ssh(backend).into());
-        }
-        tokio::time::sleep(SSH_RETRY_EVERY).await;
-    }
 }
 
 /// `BASE` made into a VM name, with `-hutch` appended.

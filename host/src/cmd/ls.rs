@@ -19,8 +19,14 @@ pub async fn run(args: LsArgs) -> Result<u8, Error> {
                 continue;
             }
         };
-        let vm_state = match backend::for_kind(record.backend, &state) {
-            Ok(backend) => backend.state(&record, &state.vm_dir(&name)).as_str(),
+        let vm_state = match backend::for_kind(record.kind(), &state) {
+            Ok(backend) => match backend.state(&record, &state.vm_dir(&name)) {
+                Ok(vm_state) => vm_state.as_str(),
+                Err(e) => {
+                    eprintln!("hutch: cannot tell the state of {name}: {e}");
+                    "unknown"
+                }
+            },
             Err(_) => "unknown",
         };
         rows.push((record, vm_state));
@@ -34,7 +40,7 @@ pub async fn run(args: LsArgs) -> Result<u8, Error> {
     for (record, vm_state) in &rows {
         let workspace = record.workspace.as_ref().map_or_else(|| "-".to_owned(), |w| w.display().to_string());
         let uptime = uptime(record, vm_state).map_or_else(|| "-".to_owned(), human);
-        println!("{:<24} {:<8} {:<9} {:<8} {:<44} {workspace}", record.name, record.backend.as_str(), vm_state, uptime, record.addr);
+        println!("{:<24} {:<8} {:<9} {:<8} {:<44} {workspace}", record.name, record.kind().as_str(), vm_state, uptime, record.addr_text());
     }
     Ok(0)
 }
@@ -42,9 +48,9 @@ pub async fn run(args: LsArgs) -> Result<u8, Error> {
 fn row_json(record: &VmRecord, vm_state: &str) -> serde_json::Value {
     json!({
         "name": record.name,
-        "backend": record.backend.as_str(),
+        "backend": record.kind().as_str(),
         "state": vm_state,
-        "address": record.addr,
+        "address": record.addr_text(),
         "workspace": record.workspace,
         "uptime_s": uptime(record, vm_state),
         "ephemeral": record.ephemeral,

@@ -7,30 +7,30 @@ use serde_json::json;
 
 use crate::cli::PingArgs;
 use crate::error::Error;
-use crate::target::Target;
+use crate::transport::CallError;
 
 /// Runs `hutch ping`; returns the exit code.
 pub async fn run(args: PingArgs) -> Result<u8, Error> {
-    let target = Target::resolve(args.name.as_ref(), &args.agent)?;
-    let addr = &target.addr;
+    let target = args.agent.target(args.name.as_ref())?;
     let begin = Instant::now();
     let mut client = target.connect().await?;
+    let addr = target.addr_text();
     let connect = begin.elapsed();
     let mut info = None;
     let mut rtts = Vec::with_capacity(args.count as usize);
     for _ in 0..args.count {
         let sent = Instant::now();
-        let answer = client.info(InfoRequest {}).await.map_err(Error::from_status)?;
+        let answer = client.info(InfoRequest {}).await.map_err(CallError::from_status)?;
         rtts.push(sent.elapsed());
         info = Some(answer.into_inner());
     }
-    let info = info.ok_or_else(|| Error::Protocol("no answer".into()))?;
+    let info = info.ok_or_else(|| CallError::Protocol("no answer".into()))?;
     rtts.sort();
     let median = rtts[rtts.len() / 2];
     let (min, max) = (rtts[0], rtts[rtts.len() - 1]);
     if args.json {
         let report = json!({
-            "addr": addr.to_string(),
+            "addr": addr,
             "version": info.version, "os": info.os, "arch": info.arch, "kernel": info.kernel,
             "hostname": info.hostname, "protocol": info.protocol, "capabilities": info.capabilities,
             "uptime_ms": info.uptime_ms, "agent_pid": info.pid,
@@ -38,7 +38,7 @@ pub async fn run(args: PingArgs) -> Result<u8, Error> {
         });
         println!("{report}");
     } else {
-        println!("{}", describe(addr, &info));
+        println!("{}", describe(&addr, &info));
         println!(
             "round trip {:.3} ms (median of {}, min {:.3}, max {:.3}); connect {:.3} ms",
             ms(median),
@@ -54,7 +54,7 @@ pub async fn run(args: PingArgs) -> Result<u8, Error> {
     Ok(0)
 }
 
-fn describe(addr: &hutch_proto::addr::Addr, info: &InfoResponse) -> String {
+fn describe(addr: &str, info: &InfoResponse) -> String {
     format!(
         "hutch-agent {} at {addr}: {}/{} (kernel {}), host {}, protocol {}, up {}",
         info.version,

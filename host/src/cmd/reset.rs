@@ -3,7 +3,6 @@
 
 use crate::backend::{self, VmSpec};
 use crate::cli::NameArg;
-use crate::cmd::up::announce;
 use crate::error::Error;
 use crate::lifecycle;
 use crate::state::{StateDir, VmLock};
@@ -15,7 +14,7 @@ pub async fn run(args: NameArg) -> Result<u8, Error> {
     let name = vm_name(&state, args.name())?;
     let record = state.load(&name)?;
     let _lock = VmLock::acquire(&state.vm_dir(&name))?;
-    let backend = backend::for_kind(record.backend, &state)?;
+    let backend = backend::for_kind(record.kind(), &state)?;
     let spec = VmSpec {
         name: name.clone(),
         image: Some(record.image.clone()),
@@ -26,9 +25,9 @@ pub async fn run(args: NameArg) -> Result<u8, Error> {
         heavy_dirs: record.heavy_dirs.clone(),
         ro: record.ro,
     };
-    crate::mux::lock::stop(&state.vm_dir(&name));
+    crate::mux::stop(&state.vm_dir(&name));
     backend.delete(&record, &state.vm_dir(&name))?;
     std::fs::remove_file(state.vm_dir(&name).join("vm.json")).map_err(|e| Error::local("removing the old record", e))?;
-    announce(backend.as_ref(), lifecycle::ensure_running(&state, backend.as_ref(), &spec).await?);
+    lifecycle::ensure_running(&state, backend.as_ref(), &spec).await?.announce(backend.as_ref());
     Ok(0)
 }

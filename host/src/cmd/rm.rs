@@ -13,8 +13,8 @@ pub async fn run(args: RmArgs) -> Result<u8, Error> {
     let name = vm_name(&state, args.name.name())?;
     let record = state.load(&name)?;
     let _lock = VmLock::acquire(&state.vm_dir(&name))?;
-    let backend = backend::for_kind(record.backend, &state)?;
-    if !args.force && backend.state(&record, &state.vm_dir(&name)) == VmState::Running {
+    let backend = backend::for_kind(record.kind(), &state)?;
+    if !args.force && backend.state(&record, &state.vm_dir(&name))? == VmState::Running {
         return Err(Error::Usage(format!("{name} is running: stop it first with `hutch down {name}`, or use `hutch rm -f {name}`")));
     }
     lifecycle::destroy(&state, backend.as_ref(), &record)?;

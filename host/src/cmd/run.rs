@@ -9,13 +9,12 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::backend::Backend;
 use crate::cli::RunArgs;
-use crate::cmd::exec::{options, report, run_on};
-use crate::cmd::up::{Plan, initial_sync, plan, run_runtime_hook};
 use crate::config::env_pairs;
 use crate::error::Error;
-use crate::exec::{Finished, Options};
+use crate::exec::{self, Finished, Options};
 use crate::forward::Bound;
-use crate::lifecycle::{self, Outcome};
+use crate::lifecycle::{self, Up};
+use crate::plan::Plan;
 use crate::state::{StateDir, VmLock, VmName};
 use crate::target::Target;
 
@@ -25,7 +24,7 @@ pub async fn run(args: RunArgs) -> Result<u8, Error> {
     // Before booting: a busy host port fails at once, with nothing to clean up.
     let forwards = crate::forward::bind(&args.up.forward)?;
     let name = if args.rm { Some(args.up.name.clone().unwrap_or_else(throwaway_name)) } else { None };
-    let plan = plan(&args.up, &state, name, args.rm)?;
+    let plan = Plan::new(&args.up, &state, name, args.rm)?;
     let (spec, backend) = (&plan.spec, plan.backend.as_ref());
     let lock = VmLock::acquire(&state.create_vm_dir(&spec.name)?)?;
 
@@ -43,43 +42,44 @@ pub async fn run(args: RunArgs) -> Result<u8, Error> {
     // throw-away one stays locked until it is gone.
     let _held = if args.rm { Some(lock) } else { None };
 
-    let target = Target::for_vm(state.clone(), &spec.name)?;
-    let mut options = options(&args.exec, args.command.clone(), target.default_cwd());
-    for (key, value) in env_pairs(&plan.config.env.value) {
-        options.env.entry(key).or_insert(value);
+    let result = async {
+        let target = Target::for_vm(state.clone(), &spec.name)?;
+        let mut options = args.exec.options(args.command.clone(), target.default_cwd());
+        options.add_env(env_pairs(&plan.config.env.value));
+        if forwards.is_empty() { run_on(&target, &options).await } else { run_forwarding(&target, &options, forwards).await }
     }
-    let result = if forwards.is_empty() { run_on(&target, &options).await } else { run_forwarding(&target, &options, forwards).await };
+    .await;
     if args.rm {
         clean_up(&state, backend, &spec.name);
     }
-    report(result, args.exec.json)
+    exec::report::report(result, args.exec.json, Error::exit_code)
 }
 
 /// Boots (or finds) the VM, brings a `--ro` snapshot up to date, and runs
-/// the runtime hook in a fresh VM (after the sync: it runs in the project).
+/// the runtime hook in a fresh VM (see `lifecycle::up`).
 async fn boot(state: &StateDir, plan: &Plan) -> Result<(), Error> {
-    let fresh = match lifecycle::ensure_running(state, plan.backend.as_ref(), &plan.spec).await? {
-        Outcome::Started(record, took) => {
-            tracing::info!("{} booted in {:.1} s ({})", record.name, took.as_secs_f64(), plan.backend.notes(&record).join("; "));
-            true
+    let backend = plan.backend.as_ref();
+    lifecycle::up(state, backend, &plan.spec, &plan.config.runtime_hook.value, |up| match up {
+        Up::Started(record, took) => {
+            tracing::info!("{} booted in {:.1} s ({})", record.name, took.as_secs_f64(), backend.notes(record).join("; "));
         }
-        Outcome::AlreadyUp(record) => {
-            tracing::info!("{} was already up", record.name);
-            false
-        }
-    };
-    initial_sync(state, &plan.spec.name).await?;
-    if fresh {
-        run_runtime_hook(state, plan).await?;
-    }
+        Up::AlreadyUp(record) => tracing::info!("{} was already up", record.name),
+    })
+    .await?;
     Ok(())
+}
+
+/// Runs `options` on `target`.
+async fn run_on(target: &Target, options: &Options) -> Result<Finished, Error> {
+    let mut client = target.connect().await?;
+    Ok(exec::run(&mut client, options).await?)
 }
 
 /// Runs the command while `forwards` are served (their lines go to stderr:
 /// stdout is the command's).
 async fn run_forwarding(target: &Target, options: &Options, forwards: Vec<Bound>) -> Result<Finished, Error> {
     let lines: Vec<String> = forwards.iter().map(ToString::to_string).collect();
-    let _serving = crate::cmd::forward::start(target, forwards).await?;
+    let _serving = crate::forward::start(target, forwards).await?;
     for line in lines {
         eprintln!("hutch: forwarding {line}");
     }

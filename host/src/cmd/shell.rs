@@ -2,7 +2,7 @@
 
 use crate::cli::{ExecFlags, ShellArgs};
 use crate::error::Error;
-use crate::exec::Options;
+use crate::exec;
 use crate::target::Target;
 
 /// Finds the user's shell in the guest's passwd (falling back to /bin/sh) and
@@ -11,11 +11,15 @@ const LOGIN_SHELL: &str = r#"s=$(awk -F: -v u="$(id -un)" '$1 == u { print $7 }'
 
 /// Runs `hutch shell`; returns the shell's exit code.
 pub async fn run(args: ShellArgs) -> Result<u8, Error> {
-    let target = Target::vm(args.name.as_ref())?;
-    let flags = ExecFlags { tty: true, no_tty: false, cwd: None, env: Vec::new(), timeout: None, json: false, no_stdin: false };
-    let mut options: Options = super::exec::options(&flags, vec!["/bin/sh".into(), "-c".into(), LOGIN_SHELL.into()], None);
-    if let Some(cwd) = target.default_cwd() {
-        options.env.insert("HUTCH_CWD".into(), cwd);
+    let result = async {
+        let target = Target::vm(args.name.as_ref())?;
+        let flags = ExecFlags { tty: true, no_tty: false, cwd: None, env: Vec::new(), timeout: None, json: false, no_stdin: false };
+        let mut options = flags.options(vec!["/bin/sh".into(), "-c".into(), LOGIN_SHELL.into()], None);
+        if let Some(cwd) = target.default_cwd() {
+            options.env.insert("HUTCH_CWD".into(), cwd);
+        }
+        Ok(exec::run(&mut target.connect().await?, &options).await?)
     }
-    super::exec::report(super::exec::run_on(&target, &options).await, false)
+    .await;
+    exec::report::report(result, false, Error::exit_code)
 }

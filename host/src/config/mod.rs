@@ -12,11 +12,12 @@ use serde_json::{Value, json};
 
 pub use file::{ConfigError, ConfigFile, Hooks, env_pairs};
 
-use crate::prepare::DEFAULT_HEAVY_DIRS;
 use crate::state::BackendKind;
 
 /// The project file's name.
 pub const PROJECT_FILE: &str = "hutch.toml";
+/// Heavy artifact dirs kept on VM-local disk unless told otherwise.
+pub const DEFAULT_HEAVY_DIRS: &[&str] = &["node_modules", ".next", ".svelte-kit", ".venv", "target"];
 /// The runtime hook, when the configuration names none.
 pub const DEFAULT_RUNTIME_HOOK: &str = ".hutch/runtime.sh";
 

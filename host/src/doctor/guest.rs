@@ -17,7 +17,8 @@ const LATENCY_RUNS: usize = 20;
 /// Less free space than this in the guest is worth a warning.
 const LOW_DISK_KIB: u64 = 1024 * 1024;
 
-/// Every guest check for `target` (and its VM record, when it has one).
+/// Every guest check for `target` (and its VM record, when it has one),
+/// connected to as every command connects (`crate::connect`).
 pub async fn checks(target: &Target) -> Vec<Check> {
     let mut client = match target.connect().await {
         Ok(client) => client,
@@ -41,7 +42,7 @@ pub async fn checks(target: &Target) -> Vec<Check> {
             "rebuild the guest image (`cargo xtask image`) and `hutch reset` the VM",
         )
     });
-    if let Some((_, record)) = &target.vm
+    if let Some(record) = target.record()
         && info.os == "linux"
     {
         out.extend(mounts(&mut client, record).await);

@@ -56,9 +56,9 @@ fn records(state: &StateDir) -> Vec<Check> {
             }
         };
         let dir = state.vm_dir(&name);
-        let vm_state = backend::for_kind(record.backend, state).map(|b| b.state(&record, &dir));
+        let vm_state = backend::for_kind(record.kind(), state).and_then(|b| b.state(&record, &dir));
         match vm_state {
-            Ok(VmState::Running) => out.push(Check::ok(&format!("VM {name}"), format!("running, {}", record.addr))),
+            Ok(VmState::Running) => out.push(Check::ok(&format!("VM {name}"), format!("running, {}", record.addr_text()))),
             Ok(other) if record.started_unix.is_some() => out.push(Check::warn(
                 &format!("VM {name}"),
                 format!("recorded as running but {}", other.as_str()),

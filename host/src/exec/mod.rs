@@ -16,14 +16,30 @@ use hutch_proto::v1::{ExecRequest, Start, StdinMode, TerminalSize, Tty, exec_req
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::error::Error;
-use crate::transport::Client;
-use output::{Sink, Target};
+use crate::transport::{CallError, Client};
+use output::{Sink, Stream};
 pub use report::Outcome;
 use terminal::RawMode;
 
 /// Requests that may wait to be sent (stdin chunks, signals, resizes).
 const REQUEST_QUEUE: usize = 16;
+
+/// Why an exec failed before hutch learnt how the process ended.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// The agent refused or failed the Exec call, or the connection broke.
+    #[error(transparent)]
+    Call(#[from] CallError),
+}
+
+impl ExecError {
+    /// What the user can do about it.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            ExecError::Call(e) => Some(e.hint()),
+        }
+    }
+}
 
 /// What to run and how.
 #[derive(Debug, Clone)]
@@ -44,6 +60,16 @@ pub struct Options {
     pub no_stdin: bool,
 }
 
+impl Options {
+    /// Adds environment entries that flags did not set already (flags win):
+    /// the configuration's `env`, for `exec` and `run` alike.
+    pub fn add_env(&mut self, pairs: impl IntoIterator<Item = (String, String)>) {
+        for (key, value) in pairs {
+            self.env.entry(key).or_insert(value);
+        }
+    }
+}
+
 /// The result of one exec: how it ended, and its output if captured.
 pub struct Finished {
     /// How the process ended (or why it never started).
@@ -53,16 +79,16 @@ pub struct Finished {
 }
 
 /// Runs `options` on the agent behind `client` and waits for the end.
-pub async fn run(client: &mut Client, options: &Options) -> Result<Finished, Error> {
+pub async fn run(client: &mut Client, options: &Options) -> Result<Finished, ExecError> {
     let stdin_source = if options.no_stdin { stdin::Source::Null } else { stdin::classify() };
     let (tx, rx) = mpsc::channel(REQUEST_QUEUE);
     let start = start_request(options, stdin_source);
     tx.send(ExecRequest { kind: Some(exec_request::Kind::Start(start)) })
         .await
-        .map_err(|_| Error::Protocol("request queue closed".into()))?;
+        .map_err(|_| CallError::Protocol("request queue closed".into()))?;
 
     let raw_mode = if options.tty { RawMode::enable() } else { None };
-    let mut responses = client.exec(ReceiverStream::new(rx)).await.map_err(Error::from_status)?.into_inner();
+    let mut responses = client.exec(ReceiverStream::new(rx)).await.map_err(CallError::from_status)?.into_inner();
 
     if stdin_source == stdin::Source::Readable {
         stdin::forward(tx.clone());
@@ -77,15 +103,15 @@ pub async fn run(client: &mut Client, options: &Options) -> Result<Finished, Err
         tokio::select! {
             message = responses.next() => match message {
                 Some(Ok(message)) => match message.kind {
-                    Some(Kind::Stdout(data)) => sink.write(Target::Stdout, data).await,
-                    Some(Kind::Stderr(data)) => sink.write(Target::Stderr, data).await,
+                    Some(Kind::Stdout(data)) => sink.write(Stream::Stdout, data).await,
+                    Some(Kind::Stderr(data)) => sink.write(Stream::Stderr, data).await,
                     Some(Kind::Started(started)) => tracing::debug!(pid = started.pid, "remote process started"),
                     Some(Kind::Exited(exited)) => break Outcome::Exited(exited),
                     Some(Kind::StartFailed(failed)) => break Outcome::StartFailed(failed),
                     None => {}
                 },
-                Some(Err(status)) => return Err(Error::lost(status)),
-                None => return Err(Error::Protocol("the agent ended the exec without reporting how the process ended".into())),
+                Some(Err(status)) => return Err(CallError::lost(status).into()),
+                None => return Err(CallError::Protocol("the agent ended the exec without reporting how the process ended".into()).into()),
             },
             _ = sink.broken_pipe() => break Outcome::BrokenPipe,
             result = &mut interrupts => {

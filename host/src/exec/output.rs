@@ -23,7 +23,7 @@ const WRITE_QUEUE: usize = 8;
 
 /// Which local stream a chunk belongs to.
 #[derive(Clone, Copy, Debug)]
-pub enum Target {
+pub enum Stream {
     /// Local stdout.
     Stdout,
     /// Local stderr.
@@ -45,7 +45,7 @@ pub enum Sink {
 
 /// The handle to the writer thread, once there is one.
 pub struct LocalWriter {
-    chunks: Option<mpsc::Sender<(Target, Bytes)>>,
+    chunks: Option<mpsc::Sender<(Stream, Bytes)>>,
     thread: Option<JoinHandle<()>>,
     broken_tx: Option<watch::Sender<bool>>,
     broken: watch::Receiver<bool>,
@@ -66,12 +66,12 @@ impl Sink {
     }
 
     /// Hands over one chunk; waits when the local side is slow.
-    pub async fn write(&mut self, target: Target, data: Bytes) {
+    pub async fn write(&mut self, target: Stream, data: Bytes) {
         match self {
             Sink::Local(writer) => writer.write(target, data).await,
             Sink::Capture { stdout, stderr } => match target {
-                Target::Stdout => stdout.extend_from_slice(&data),
-                Target::Stderr => stderr.extend_from_slice(&data),
+                Stream::Stdout => stdout.extend_from_slice(&data),
+                Stream::Stderr => stderr.extend_from_slice(&data),
             },
         }
     }
@@ -109,7 +109,7 @@ impl Sink {
 }
 
 impl LocalWriter {
-    async fn write(&mut self, target: Target, data: Bytes) {
+    async fn write(&mut self, target: Stream, data: Bytes) {
         if self.chunks.is_none() && self.inline.is_none() {
             self.start_thread();
         }
@@ -122,7 +122,7 @@ impl LocalWriter {
 
     fn start_thread(&mut self) {
         let Some(broken_tx) = self.broken_tx.take() else { return };
-        let (tx, mut rx) = mpsc::channel::<(Target, Bytes)>(WRITE_QUEUE);
+        let (tx, mut rx) = mpsc::channel::<(Stream, Bytes)>(WRITE_QUEUE);
         let mut writer = Writer::new(broken_tx.clone());
         let spawned = std::thread::Builder::new().name("output".into()).spawn(move || {
             while let Some((target, data)) = rx.blocking_recv() {
@@ -155,9 +155,9 @@ impl Writer {
         Writer { stdout: borrow_fd(1), stderr: borrow_fd(2), stdout_ok: true, broken_tx }
     }
 
-    fn write(&mut self, target: Target, data: &[u8]) {
+    fn write(&mut self, target: Stream, data: &[u8]) {
         match target {
-            Target::Stdout if self.stdout_ok => {
+            Stream::Stdout if self.stdout_ok => {
                 if let Err(e) = write_all(&self.stdout, data) {
                     self.stdout_ok = false;
                     if e.kind() == ErrorKind::BrokenPipe {
@@ -165,8 +165,8 @@ impl Writer {
                     }
                 }
             }
-            Target::Stdout => {}
-            Target::Stderr => {
+            Stream::Stdout => {}
+            Stream::Stderr => {
                 let _ = write_all(&self.stderr, data);
             }
         }

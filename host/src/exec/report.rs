@@ -1,4 +1,4 @@
-//! How an exec ended, as an exit code (DESIGN.md's table) and as JSON.
+//! How an exec ended, as an exit code (the exit-code table in the README) and as JSON.
 
 use std::str::FromStr;
 
@@ -7,6 +7,30 @@ use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 
 use crate::exit;
+
+/// Turns an exec's result into hutch's exit code, printing what the user
+/// should see (and the JSON report when asked; scripts that asked for JSON
+/// get it even when hutch fails, with `exit_code` of the error).
+pub fn report<E: std::fmt::Display>(result: Result<super::Finished, E>, json: bool, exit_code: impl Fn(&E) -> u8) -> Result<u8, E> {
+    match result {
+        Ok(finished) => {
+            let code = finished.outcome.exit_code();
+            if let Some(message) = finished.outcome.message() {
+                eprintln!("hutch: {message}");
+            }
+            if json {
+                println!("{}", finished.outcome.to_json(finished.captured));
+            }
+            Ok(code)
+        }
+        Err(error) => {
+            if json {
+                println!("{}", json!({ "exit_code": exit_code(&error), "error": { "kind": "HUTCH", "message": error.to_string() } }));
+            }
+            Err(error)
+        }
+    }
+}
 
 /// How an exec ended, from hutch's point of view.
 #[derive(Debug)]

@@ -46,6 +46,12 @@ pub enum ForwardError {
         /// Its version.
         version: String,
     },
+    /// The agent cannot be reached.
+    #[error(transparent)]
+    Connect(#[from] crate::connect::ConnectError),
+    /// The agent failed the call that checks it can forward.
+    #[error(transparent)]
+    Call(#[from] crate::transport::CallError),
     /// The background forwarder of `hutch up` did not start.
     #[error("the port forwarder for VM {name} did not start: {why}")]
     Detached {
@@ -67,7 +73,20 @@ impl ForwardError {
             ForwardError::Unsupported { .. } => {
                 Some("update the agent in the guest image (`cargo xtask image`), then `hutch reset`".into())
             }
+            ForwardError::Connect(e) => e.hint(),
+            ForwardError::Call(e) => Some(e.hint()),
             ForwardError::Detached { .. } => Some("run `hutch forward --name NAME HOSTPORT[:GUESTPORT]…` in a terminal to see why".into()),
         }
     }
+}
+
+/// Serves `bound` through `target`'s agent (checked first: it must answer and
+/// support forwarding). Forwarding lasts as long as the returned value.
+pub async fn start(target: &crate::target::Target, bound: Vec<Bound>) -> Result<Serving, ForwardError> {
+    let mut client = target.connect().await?;
+    let info = client.info(hutch_proto::v1::InfoRequest {}).await.map_err(crate::transport::CallError::from_status)?.into_inner();
+    if !info.capabilities.iter().any(|c| c == CAPABILITY) {
+        return Err(ForwardError::Unsupported { addr: target.addr_text(), version: info.version });
+    }
+    serve(bound, &client)
 }

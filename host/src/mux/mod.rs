@@ -15,18 +15,51 @@
 //! for the next command (see `Target::connect`). It leaves when its agent
 //! connection ends (the VM stopped or stopped answering pings) or after
 //! [`serve::IDLE`] without a client; `down`, `rm` and `reset` stop it first
-//! ([`lock::stop`]). `HUTCH_MUX=0` turns it off.
+//! ([`stop`]). `HUTCH_MUX=0` turns it off.
 
-pub mod lock;
 pub mod serve;
 
-use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
+use crate::daemon::Daemon;
 use crate::state::{StateDir, VmName};
 use crate::transport::{self, BearerToken, Client};
+
+/// Why a multiplexer could not serve.
+#[derive(Debug, thiserror::Error)]
+pub enum MuxError {
+    /// The VM's record is unusable.
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+    /// The VM's agent cannot be reached.
+    #[error("cannot reach the agent: {0}")]
+    Transport(#[from] crate::transport::TransportError),
+    /// A local operation failed (its lock, its socket).
+    #[error("{what}: {source}")]
+    Local {
+        /// What it was doing.
+        what: &'static str,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+impl MuxError {
+    fn local(what: &'static str, source: std::io::Error) -> MuxError {
+        MuxError::Local { what, source }
+    }
+
+    /// What the user can do about it.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            MuxError::State(e) => e.hint(),
+            MuxError::Transport(e) => Some(e.hint()),
+            MuxError::Local { .. } => None,
+        }
+    }
+}
 
 /// The multiplexer's socket in a VM's folder.
 pub fn socket_path(vm_dir: &Path) -> PathBuf {
@@ -50,21 +83,40 @@ pub async fn connect(state: &StateDir, name: &VmName) -> Option<Client> {
     }
 }
 
-/// Starts `hutch mux --name NAME` for the next commands, and waits (at most
-/// [`START_WAIT`]) until it serves or has given up. Detached: its own session
-/// (a Ctrl-C or hang-up for this command is not for it), none of this
-/// command's descriptors (a caller reading our stdout to EOF must not wait
-/// for it), stderr into `mux.log`, and not our child (a double fork): a
-/// long-running command such as `hutch exec -- claude` that started it never
-/// reaps children, so a multiplexer leaving before it would linger as its
-/// zombie. Waiting makes `down` and `rm` right after this command find the
+/// Starts `hutch mux --name NAME` for the next commands, as a daemon of the
+/// VM (`crate::daemon`: its own session, not our child, output in
+/// `mux.log`), and waits (at most [`START_WAIT`]) until it serves or has
+/// given up. Waiting makes `down` and `rm` right after this command find the
 /// multiplexer and stop it, rather than race its start. Best effort: without
 /// a multiplexer, commands connect directly.
 pub fn start(state: &StateDir, name: &VmName) {
-    if let Err(e) = spawn(state, name, &state.vm_dir(name)) {
-        tracing::debug!("cannot start a multiplexer for {name}: {e}");
+    let mut cmd = Command::new(match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => return tracing::debug!("cannot start a multiplexer for {name}: {e}"),
+    });
+    cmd.args(["mux", "--name", name.as_str()]).env("HUTCH_STATE_DIR", state.root());
+    let settled =
+        daemon(&state.vm_dir(name)).spawn_claiming(cmd).and_then(|mux| mux.wait_until(START_WAIT, |news| news.lines().any(|l| l == READY)));
+    if let Err(e) = settled {
+        tracing::debug!("no multiplexer for {name}: {e}");
     }
 }
+
+/// Stops VM `vm_dir`'s multiplexer if one runs, and returns once it has
+/// exited.
+pub fn stop(vm_dir: &Path) {
+    daemon(vm_dir).terminate(STOP_GRACE);
+}
+
+/// The multiplexer of the VM whose folder is `vm_dir`. It claims its lock
+/// itself (see `crate::daemon`), which also makes it the only one: a second
+/// leaves at once.
+pub(crate) fn daemon(vm_dir: &Path) -> Daemon {
+    Daemon::new(vm_dir, "mux")
+}
+
+/// How long a multiplexer has to leave after SIGTERM before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// Starts VM `name`'s multiplexer unless one already answers (`hutch up`
 /// does, so its first command finds it ready).
@@ -77,38 +129,5 @@ pub fn ensure_started(state: &StateDir, name: &VmName) {
 /// How long [`start`] waits for the multiplexer to say it serves.
 const START_WAIT: Duration = Duration::from_secs(5);
 
-/// The line a multiplexer prints on stdout once it serves (and holds its lock).
+/// The line a multiplexer prints once it serves.
 pub const READY: &str = "ready";
-
-fn spawn(state: &StateDir, name: &VmName, dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::process::CommandExt;
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("mux.log"))?;
-    let mut cmd = Command::new(std::env::current_exe()?);
-    cmd.args(["mux", "--name", name.as_str()]).env("HUTCH_STATE_DIR", state.root()).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log);
-    // SAFETY: runs in the forked child, which has a single thread, and makes
-    // only async-signal-safe calls (fork, _exit, setsid).
-    unsafe {
-        cmd.pre_exec(|| {
-            // The child leaves at once; its own child, which init (or the
-            // nearest subreaper) adopts, goes on to become the multiplexer.
-            if let nix::unistd::ForkResult::Parent { .. } = nix::unistd::fork()? {
-                nix::libc::_exit(0);
-            }
-            nix::unistd::setsid()?;
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn()?;
-    // Reaps the intermediate child: it has left by the time `spawn` returns,
-    // which std does once the multiplexer's exec succeeded.
-    child.wait()?;
-    let Some(stdout) = child.stdout.take() else { return Ok(()) };
-    // Its first line, or EOF if it gave up (another one serves, or the agent
-    // would not answer); either way it has settled.
-    let timeout = nix::poll::PollTimeout::try_from(START_WAIT).unwrap_or(nix::poll::PollTimeout::MAX);
-    let mut fds = [nix::poll::PollFd::new(stdout.as_fd(), nix::poll::PollFlags::POLLIN)];
-    if nix::poll::poll(&mut fds, timeout)? == 0 {
-        tracing::debug!("the multiplexer for {name} did not start within {START_WAIT:?}");
-    }
-    Ok(())
-}

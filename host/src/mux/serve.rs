@@ -1,7 +1,8 @@
 //! `hutch mux --name NAME`: the multiplexer process itself.
 //!
-//! One instance per VM, guaranteed by the lock of [`super::lock`]; a crash
-//! leaves nothing stale (a later multiplexer replaces the old socket).
+//! One instance per VM, guaranteed by the daemon lock it claims
+//! (`crate::daemon::Daemon::claim`, released when it exits); a crash leaves
+//! nothing stale (a later multiplexer replaces the old socket).
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -18,10 +19,9 @@ use tonic::codegen::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use tonic::codegen::http::{HeaderValue, Request, Response};
 use tower::Service;
 
-use crate::error::Error;
+use super::MuxError;
 use crate::state::{StateDir, VmName};
-use crate::target::Target;
-use crate::transport::{self, Connection};
+use crate::transport::{self, BearerToken, Connection};
 
 /// A multiplexer with no client for this long leaves.
 pub const IDLE: Duration = Duration::from_secs(15 * 60);
@@ -32,22 +32,23 @@ const KEEPALIVE: Duration = Duration::from_secs(20);
 
 /// Serves VM `name` until its agent connection ends or no client came for
 /// [`IDLE`]. Returns at once (0) when another multiplexer already serves it.
-pub async fn run(name: &VmName) -> Result<u8, Error> {
+pub async fn run(name: &VmName) -> Result<u8, MuxError> {
     let state = StateDir::from_env()?;
     let dir = state.vm_dir(name);
-    let Some(_lock) = super::lock::try_acquire(&dir).map_err(|e| Error::local("locking the multiplexer's lock", e))? else {
+    let Some(_claim) = super::daemon(&dir).claim().map_err(|e| MuxError::local("locking the multiplexer's lock", e))? else {
         return Ok(0);
     };
-    let target = Target::for_vm(state, name)?;
-    let (upstream, driver) = transport::open(&target.addr, &target.token, KEEPALIVE).await?;
+    let record = state.load(name)?;
+    let (addr, token) = (record.agent_addr()?, BearerToken::load(record.token_file.as_deref())?);
+    let (upstream, driver) = transport::open(addr, &token, KEEPALIVE).await?;
     let mut driver = std::pin::pin!(driver);
     let socket = super::socket_path(&dir);
     let listener = hutch_proto::unix_socket::bind_private(&socket)
         .and_then(UnixListener::from_std)
-        .map_err(|e| Error::local("binding the multiplexer's socket", e))?;
-    eprintln!("hutch mux {}: relaying {} to {}", std::process::id(), socket.display(), target.addr);
+        .map_err(|e| MuxError::local("binding the multiplexer's socket", e))?;
+    eprintln!("hutch mux {}: relaying {} to {addr}", std::process::id(), socket.display());
     announce_ready()?;
-    let token = target.token.header_value();
+    let token = token.header_value();
 
     let mut clients = JoinSet::new();
     loop {
@@ -75,17 +76,12 @@ pub async fn run(name: &VmName) -> Result<u8, Error> {
     Ok(0)
 }
 
-/// Tells whoever started us that we serve ([`super::READY`] on stdout), then
-/// points stdout at /dev/null: that reader is gone soon, and nothing else is
-/// written there.
-fn announce_ready() -> Result<(), Error> {
+/// Tells whoever started us that we serve: [`super::READY`] on stdout,
+/// which is the multiplexer's log.
+fn announce_ready() -> Result<(), MuxError> {
     use std::io::Write;
-    let failed = |e| Error::local("announcing the multiplexer", e);
     let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "{}", super::READY).and_then(|()| stdout.flush()).map_err(failed)?;
-    let null = std::fs::File::options().write(true).open("/dev/null").map_err(failed)?;
-    nix::unistd::dup2_stdout(null).map_err(|e| failed(e.into()))?;
-    Ok(())
+    writeln!(stdout, "{}", super::READY).and_then(|()| stdout.flush()).map_err(|e| MuxError::local("announcing the multiplexer", e))
 }
 
 /// Serves one client connection: each of its calls becomes a stream on the

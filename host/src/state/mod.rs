@@ -10,12 +10,14 @@
 //!   images/NAME/              images made by `hutch image prepare` (QEMU)
 //! ```
 
+mod backend_state;
 mod lock;
 mod name;
 mod record;
 
 use std::path::{Path, PathBuf};
 
+pub use backend_state::{Accel, BackendState, LimaState, MadeBy, QemuShare, QemuState, ShareSource, TartState, WorkspaceShare};
 pub use lock::VmLock;
 pub use name::{VmName, default_name};
 pub use record::{BackendKind, HeavyLink, RECORD_VERSION, RoMode, VmRecord, now_unix};
@@ -32,6 +34,9 @@ pub enum StateError {
     /// No record exists for this VM.
     #[error("no VM named {0}")]
     NoSuchVm(String),
+    /// The VM was never started, so its record has no agent address.
+    #[error("VM {0} has not been started yet, so it has no agent address")]
+    NoAddress(String),
     /// The record exists but cannot be understood.
     #[error("the record {path} is unreadable: {why}")]
     BadRecord {
@@ -53,6 +58,17 @@ pub enum StateError {
 }
 
 impl StateError {
+    /// What the user can do about it.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            StateError::NoSuchVm(name) => Some(format!(
+                "create it with `hutch up --name {name}`, pick another with --name (`hutch ls` lists them), or reach an agent directly with --addr"
+            )),
+            StateError::NoAddress(name) => Some(format!("start it with `hutch up --name {name}`")),
+            _ => None,
+        }
+    }
+
     /// Wraps an I/O error with what was being done and where.
     pub fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StateError + 'a {
         move |source| StateError::Io { what, path: path.to_path_buf(), source }

@@ -7,7 +7,8 @@ use super::StateError;
 
 /// A validated VM name: 1–48 of `[a-z0-9_-]`, starting with a letter or digit,
 /// so it is safe as a file name, in a socket path and as a Tart/Lima VM name.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct VmName(String);
 
 impl VmName {
@@ -31,6 +32,25 @@ impl VmName {
 impl fmt::Display for VmName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+impl TryFrom<String> for VmName {
+    type Error = StateError;
+    fn try_from(name: String) -> Result<Self, Self::Error> {
+        VmName::new(&name)
+    }
+}
+
+impl From<VmName> for String {
+    fn from(name: VmName) -> String {
+        name.0
+    }
+}
+
+impl AsRef<str> for VmName {
+    fn as_ref(&self) -> &str {
+        &self.0
     }
 }
 

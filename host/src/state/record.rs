@@ -4,9 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
+use hutch_proto::addr::Addr;
 use serde::{Deserialize, Serialize};
 
-use super::{StateError, VmName};
+use super::{BackendState, StateError, VmName};
 
 /// Current record format; records from a newer hutch are refused, not misread.
 pub const RECORD_VERSION: u32 = 1;
@@ -54,11 +55,11 @@ pub struct VmRecord {
     /// Format version ([`RECORD_VERSION`]).
     pub version: u32,
     /// hutch's name for the VM.
-    pub name: String,
-    /// The VM manager.
-    pub backend: BackendKind,
-    /// Where the agent answers (`hvsock://…`, `vsock://…`, `unix://…`, `tcp://…`).
-    pub addr: String,
+    pub name: VmName,
+    /// Where the agent answers (`hvsock://…`, `vsock://…`, `unix://…`,
+    /// `tcp://…`); `None` until the backend knows (an empty string on disk).
+    #[serde(with = "addr_text")]
+    pub addr: Option<Addr>,
     /// Token file for `tcp://` agents.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_file: Option<PathBuf>,
@@ -89,14 +90,10 @@ pub struct VmRecord {
     /// removed again by `hutch down`/`rm`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub heavy_links: Vec<HeavyLink>,
-    /// Backend-specific details (process ids, accelerator, ...).
-    #[serde(default)]
-    pub backend_state: serde_json::Value,
-    /// The background `hutch forward` started by `hutch up --forward`,
-    /// stopped by `down`/`rm`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub forward_pid: Option<u32>,
-
+    /// The VM manager and what it keeps (`backend` and `backend_state` on
+    /// disk).
+    #[serde(flatten)]
+    pub backend: BackendState,
     /// `--ro`: the workspace is not shared but copied into the guest (a
     /// snapshot synced before each exec); `None` in shared mode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -104,6 +101,21 @@ pub struct VmRecord {
 }
 
 impl VmRecord {
+    /// Which VM manager runs the VM.
+    pub fn kind(&self) -> BackendKind {
+        self.backend.kind()
+    }
+
+    /// Where the agent answers; an error for a VM that never started.
+    pub fn agent_addr(&self) -> Result<&Addr, StateError> {
+        self.addr.as_ref().ok_or_else(|| StateError::NoAddress(self.name.to_string()))
+    }
+
+    /// The address as shown to people (empty while unknown).
+    pub fn addr_text(&self) -> String {
+        self.addr.as_ref().map(ToString::to_string).unwrap_or_default()
+    }
+
     /// The host folder the backend shares into the guest: the workspace,
     /// unless the VM holds a `--ro` snapshot of it instead.
     pub fn shared_workspace(&self) -> Option<&Path> {
@@ -121,7 +133,14 @@ impl VmRecord {
             Err(e) => return Err(StateError::Io { what: "reading", path, source: e }),
         };
         let bad = |why: String| StateError::BadRecord { path: path.clone(), why };
-        let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        let mut value: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        // A VM never started has no backend state yet (null, or no key in
+        // hand-written records): the backend's defaults.
+        if let Some(fields) = value.as_object_mut()
+            && fields.get("backend_state").is_none_or(serde_json::Value::is_null)
+        {
+            fields.insert("backend_state".into(), serde_json::json!({}));
+        }
         let version = value.get("version").and_then(serde_json::Value::as_u64).unwrap_or(0);
         if version > u64::from(RECORD_VERSION) {
             return Err(bad(format!("it was written by a newer hutch (format {version}; this one reads up to {RECORD_VERSION})")));
@@ -149,6 +168,25 @@ pub struct HeavyLink {
     pub target: PathBuf,
 }
 
+/// `Option<Addr>` as the address text, empty for `None` (the format since
+/// version 1).
+mod addr_text {
+    use hutch_proto::addr::Addr;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(addr: &Option<Addr>, serializer: S) -> Result<S::Ok, S::Error> {
+        match addr {
+            Some(addr) => serializer.collect_str(addr),
+            None => serializer.serialize_str(""),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Addr>, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if text.is_empty() { Ok(None) } else { text.parse().map(Some).map_err(serde::de::Error::custom) }
+    }
+}
+
 /// Seconds since the epoch, now.
 pub fn now_unix() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
@@ -161,9 +199,8 @@ mod tests {
     fn sample() -> VmRecord {
         VmRecord {
             version: RECORD_VERSION,
-            name: "web".into(),
-            backend: BackendKind::Qemu,
-            addr: "hvsock:///s/vsock.sock:8080".into(),
+            name: VmName::new("web").unwrap(),
+            addr: Some("hvsock:///s/vsock.sock:8080".parse().unwrap()),
             token_file: None,
             workspace: Some("/home/me/web".into()),
             image: "/img".into(),
@@ -175,8 +212,7 @@ mod tests {
             protocol: Some(1),
             heavy_dirs: vec!["node_modules".into()],
             heavy_links: Vec::new(),
-            backend_state: serde_json::json!({ "qemu_pid": 42 }),
-            forward_pid: None,
+            backend: BackendState::Qemu(crate::state::QemuState { accel: Some(crate::state::Accel::Kvm), ..Default::default() }),
             ro: Some(RoMode { git: true, no_ignore: false }),
         }
     }
@@ -196,5 +232,107 @@ mod tests {
 
         std::fs::remove_file(dir.path().join(RECORD_FILE)).unwrap();
         assert!(matches!(VmRecord::load(dir.path(), &name), Err(StateError::NoSuchVm(_))));
+    }
+
+    /// Loads `json` as the record of VM `web`.
+    fn load(json: &str) -> Result<VmRecord, StateError> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(RECORD_FILE), json).unwrap();
+        VmRecord::load(dir.path(), &VmName::new("web").unwrap())
+    }
+
+    // Records exactly as the hutch before typed records wrote them (one per
+    // backend, started and not): they must load, field for field.
+
+    #[test]
+    fn loads_a_running_qemu_record_of_the_first_format() {
+        let record = load(
+            r#"{"version":1,"name":"web","backend":"qemu","addr":"hvsock:///s/vms/web/vsock.sock:8080",
+            "workspace":"/home/me/web","image":"/s/images/default","cpus":2,"memory_mib":1024,"ephemeral":false,
+            "created_unix":1700000000,"started_unix":1700000100,"protocol":1,"heavy_dirs":["node_modules","target"],
+            "backend_state":{"qemu_pid":4242,"vhost_pid":4241,"accel":"tcg","accel_reason":"KVM is unavailable (/dev/kvm: No such file or directory)","probing_kvm":false,"ssh_port":40022},
+            "forward_pid":4300}"#,
+        )
+        .unwrap();
+        assert_eq!(record.name.as_str(), "web");
+        assert_eq!(record.kind(), BackendKind::Qemu);
+        assert_eq!(record.addr, Some(Addr::Hvsock { path: "/s/vms/web/vsock.sock".into(), port: 8080 }));
+        let BackendState::Qemu(qemu) = &record.backend else { panic!("not QEMU: {record:?}") };
+        // Its pids are the daemons' business now (crate::daemon): ignored.
+        assert_eq!((qemu.accel, qemu.probing_kvm, qemu.ssh_port), (Some(crate::state::Accel::Tcg), false, Some(40022)));
+        assert!(qemu.accel_reason.starts_with("KVM is unavailable"));
+        assert_eq!((record.heavy_dirs.len(), record.started_unix), (2, Some(1700000100)));
+    }
+
+    #[test]
+    fn loads_a_created_qemu_record_of_the_first_format() {
+        let record = load(
+            r#"{"version":1,"name":"web","backend":"qemu","addr":"","image":"/img","cpus":1,"memory_mib":512,
+            "ephemeral":true,"created_unix":1,"heavy_dirs":[],"backend_state":null,"ro":{"git":true,"no_ignore":false}}"#,
+        )
+        .unwrap();
+        assert_eq!((record.addr.as_ref(), record.ephemeral, record.ro), (None, true, Some(RoMode { git: true, no_ignore: false })));
+        assert_eq!(record.backend, BackendState::Qemu(crate::state::QemuState::default()));
+        assert!(matches!(record.agent_addr(), Err(StateError::NoAddress(_))));
+    }
+
+    #[test]
+    fn loads_tart_records_of_the_first_format() {
+        let record = load(
+            r#"{"version":1,"name":"web","backend":"tart","addr":"unix:///Users/me/.tart/vms/web/control.sock",
+            "workspace":"/Users/me/web","image":"base","cpus":4,"memory_mib":4096,"ephemeral":false,"created_unix":1,
+            "started_unix":2,"protocol":1,"heavy_dirs":["node_modules"],
+            "heavy_links":[{"path":"/Users/me/web/node_modules","target":"/var/lib/hutch/local/node_modules"}],
+            "backend_state":{"share":{"host_path":"/Users/me/web","source":{"kind":"tart_dir","name":"workspace","read_only":false}},"run_pid":77}}"#,
+        )
+        .unwrap();
+        let BackendState::Tart(tart) = &record.backend else { panic!("not Tart: {record:?}") };
+        let share = tart.share.as_ref().unwrap();
+        assert_eq!(share.source, crate::state::ShareSource::TartDir { name: "workspace".into(), read_only: false });
+        assert_eq!((share.host_path.to_str(), record.heavy_links.len()), (Some("/Users/me/web"), 1));
+
+        // The TCP fallback: an address and token file, nothing shared.
+        let record = load(
+            r#"{"version":1,"name":"web","backend":"tart","addr":"tcp://192.168.64.5:8080","token_file":"/Users/me/token",
+            "image":"base","cpus":4,"memory_mib":4096,"ephemeral":false,"created_unix":1,"heavy_dirs":[],
+            "backend_state":{"share":null}}"#,
+        )
+        .unwrap();
+        assert_eq!(record.addr, Some(Addr::Tcp { host: "192.168.64.5".into(), port: 8080 }));
+        assert_eq!(record.backend, BackendState::Tart(crate::state::TartState::default()));
+    }
+
+    #[test]
+    fn loads_lima_records_of_the_first_format() {
+        for (made_by, expected) in [("create", crate::state::MadeBy::Create), ("clone", crate::state::MadeBy::Clone)] {
+            let record = load(&format!(
+                r#"{{"version":1,"name":"web","backend":"lima","addr":"unix:///Users/me/.lima/web/sock/hutch.sock",
+                "workspace":"/Users/me/web","image":"template://default","cpus":2,"memory_mib":1024,"ephemeral":false,
+                "created_unix":1,"heavy_dirs":[],"backend_state":{{"made_by":"{made_by}","share":{{"host_path":"/Users/me/web","source":{{"kind":"same_path"}}}}}}}}"#
+            ))
+            .unwrap();
+            let BackendState::Lima(lima) = &record.backend else { panic!("not Lima: {record:?}") };
+            assert_eq!(lima.made_by, expected);
+            assert_eq!(lima.share.as_ref().map(|s| s.source.clone()), Some(crate::state::ShareSource::SamePath));
+        }
+    }
+
+    #[test]
+    fn a_corrupt_backend_state_or_address_is_an_error_not_a_default() {
+        let base = r#""version":1,"name":"web","image":"/img","cpus":1,"memory_mib":512,"created_unix":1"#;
+        for bad in [
+            r#""backend":"qemu","addr":"","backend_state":{"accel":"warp","ssh_port":"twenty-two"}"#,
+            r#""backend":"lima","addr":"","backend_state":{"made_by":"magic"}"#,
+            r#""backend":"qemu","addr":"carrier-pigeon://x","backend_state":{}"#,
+            r#""backend":"vmware","addr":"","backend_state":{}"#,
+        ] {
+            let err = load(&format!("{{{base},{bad}}}")).unwrap_err();
+            assert!(matches!(err, StateError::BadRecord { .. }), "{bad}: {err}");
+        }
+        let err = load(
+            r#"{"version":1,"name":"Not/Valid","backend":"qemu","addr":"","image":"/img","cpus":1,"memory_mib":512,"created_unix":1}"#,
+        )
+        .unwrap_err();
+        assert!(matches!(err, StateError::BadRecord { .. }), "{err}");
     }
 }

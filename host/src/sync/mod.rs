@@ -72,6 +72,13 @@ impl SyncError {
     }
 }
 
+/// For a `--ro` VM, brings its snapshot up to date with the host (a cheap
+/// call when nothing changed); `None` for a VM that shares its workspace.
+pub async fn refresh_snapshot(client: &mut Client, record: &crate::state::VmRecord, progress: bool) -> Result<Option<Report>, SyncError> {
+    let (Some(ro), Some(root)) = (record.ro, &record.workspace) else { return Ok(None) };
+    Ok(Some(sync(client, &source(root, ro.git, ro.no_ignore), progress).await?))
+}
+
 /// What to sync: a host folder and how to walk it.
 #[derive(Clone, Debug)]
 pub struct Source {

@@ -4,6 +4,7 @@
 //! runs HTTP/2 over whichever stream the connector returns, so the rest of
 //! hutch never knows which transport it is on.
 
+mod call;
 mod http2;
 mod hvsock;
 pub mod unix;
@@ -20,6 +21,7 @@ use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Uri;
 
+pub use call::CallError;
 pub use http2::Connection;
 
 /// A connected agent client; adds the bearer token to every call when one is set.
@@ -110,6 +112,12 @@ impl BearerToken {
 }
 
 impl BearerToken {
+    /// The token in `path` when there is one (a record's or a flag's token
+    /// file), else none.
+    pub fn load(path: Option<&Path>) -> Result<Self, TransportError> {
+        path.map_or_else(|| Ok(BearerToken::default()), BearerToken::from_file)
+    }
+
     /// The `authorization` header's value, when a token is set.
     pub fn header_value(&self) -> Option<tonic::codegen::http::HeaderValue> {
         self.0.as_ref().and_then(|value| tonic::codegen::http::HeaderValue::from_bytes(value.as_encoded_bytes()).ok())

@@ -23,12 +23,10 @@ use std::time::Duration;
 use hutch_proto::addr::Addr;
 use nix::sys::signal::kill;
 use nix::unistd::Pid;
-use serde::{Deserialize, Serialize};
 
-use crate::backend::share::{ShareSource, WorkspaceShare};
 use crate::backend::tool::Tool;
 use crate::backend::{Backend, BackendError, VmSpec, VmState, configured_boot_timeout, tail_of_file};
-use crate::state::{BackendKind, StateDir, VmRecord};
+use crate::state::{BackendKind, BackendState, LimaState, MadeBy, ShareSource, StateDir, VmRecord, WorkspaceShare};
 
 /// The template hutch writes, in the VM's state folder.
 const TEMPLATE_FILE: &str = "lima.yaml";
@@ -42,15 +40,6 @@ pub struct Lima {
     tool: Tool,
     home: PathBuf,
     boot_timeout: Duration,
-}
-
-/// What the Lima backend keeps in `VmRecord::backend_state`.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-struct LimaState {
-    /// "create" or "clone": how the instance was made.
-    made_by: String,
-    /// The shared workspace (Lima mounts it at the host's path itself).
-    share: Option<WorkspaceShare>,
 }
 
 impl Lima {
@@ -118,27 +107,27 @@ impl Backend for Lima {
         let name = spec.name.as_str();
         let made_by = if is_instance(&image) {
             self.clone_instance(spec, &image)?;
-            "clone"
+            MadeBy::Clone
         } else {
             let file = dir.join(TEMPLATE_FILE);
             std::fs::write(&file, template::template(spec, &image)).map_err(BackendError::io(format!("writing {}", file.display())))?;
             self.tool.run(&[std::ffi::OsStr::new("create"), "--name".as_ref(), name.as_ref(), "--tty=false".as_ref(), file.as_os_str()])?;
-            "create"
+            MadeBy::Create
         };
         let share =
             spec.shared_workspace().map(Path::to_path_buf).map(|host_path| WorkspaceShare { host_path, source: ShareSource::SamePath });
-        let state = serde_json::to_value(LimaState { made_by: made_by.into(), share }).unwrap_or_default();
-        Ok(spec.record(BackendKind::Lima, image, Addr::Unix(self.host_socket(name)).to_string(), state))
+        let addr = Some(Addr::Unix(self.host_socket(name)));
+        Ok(spec.record(image, addr, BackendState::Lima(LimaState { made_by, share })))
     }
 
     fn start(&self, record: &mut VmRecord, _dir: &Path) -> Result<(), BackendError> {
         self.tool.run(&["start", record.name.as_str()])?;
-        record.addr = Addr::Unix(self.host_socket(&record.name)).to_string();
+        record.addr = Some(Addr::Unix(self.host_socket(record.name.as_str())));
         Ok(())
     }
 
     fn stop(&self, record: &mut VmRecord, _dir: &Path) -> Result<(), BackendError> {
-        if self.host_agent_alive(&record.name) {
+        if self.host_agent_alive(record.name.as_str()) {
             self.tool.run(&["stop", record.name.as_str()])?;
         }
         Ok(())
@@ -148,22 +137,16 @@ impl Backend for Lima {
         match self.tool.run(&["delete", "-f", record.name.as_str()]) {
             Ok(_) => Ok(()),
             // Deleted behind hutch's back: nothing left to delete.
-            Err(_) if self.listed_state(&record.name)? == VmState::Missing => Ok(()),
+            Err(_) if self.listed_state(record.name.as_str())? == VmState::Missing => Ok(()),
             Err(e) => Err(e),
         }
     }
 
-    fn state(&self, record: &VmRecord, _dir: &Path) -> VmState {
-        if self.host_agent_alive(&record.name) {
-            return VmState::Running;
+    fn state(&self, record: &VmRecord, _dir: &Path) -> Result<VmState, BackendError> {
+        if self.host_agent_alive(record.name.as_str()) {
+            return Ok(VmState::Running);
         }
-        match self.listed_state(&record.name) {
-            Ok(state) => state,
-            Err(e) => {
-                tracing::warn!("cannot ask Lima about {}: {e}", record.name);
-                VmState::Missing
-            }
-        }
+        self.listed_state(record.name.as_str())
     }
 
     fn console_tail(&self, dir: &Path, lines: usize) -> Option<String> {
@@ -183,13 +166,16 @@ impl Backend for Lima {
 
     fn ssh_endpoint(&self, record: &VmRecord, _dir: &Path) -> Option<crate::backend::SshEndpoint> {
         let out = self.tool.run(&["list", "--json"]).ok()?;
-        list::ssh_of(&out, &record.name).unwrap_or_else(|why| {
+        list::ssh_of(&out, record.name.as_str()).unwrap_or_else(|why| {
             tracing::warn!("{why}");
             None
         })
     }
 
     fn workspace_share(&self, record: &VmRecord) -> Option<hutch_proto::v1::WorkspaceShare> {
-        serde_json::from_value::<LimaState>(record.backend_state.clone()).ok()?.share.map(|share| share.to_proto())
+        match &record.backend {
+            BackendState::Lima(state) => state.share.as_ref().map(WorkspaceShare::to_proto),
+            _ => None,
+        }
     }
 }

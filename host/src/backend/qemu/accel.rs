@@ -17,25 +17,7 @@ use serde::{Deserialize, Serialize};
 /// A KVM boot of the hutch image takes well under a second where it works.
 pub const KVM_PROBE_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// The accelerator QEMU runs with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Accel {
-    /// Hardware virtualisation.
-    Kvm,
-    /// Software emulation (slow, works everywhere).
-    Tcg,
-}
-
-impl Accel {
-    /// QEMU's name for it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Accel::Kvm => "kvm",
-            Accel::Tcg => "tcg",
-        }
-    }
-}
+pub use crate::state::Accel;
 
 /// The decision for one boot.
 #[derive(Clone, Debug, PartialEq, Eq)]

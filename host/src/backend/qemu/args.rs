@@ -78,7 +78,7 @@ impl Machine<'_> {
         push(&["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"]);
         match self.vsock {
             Device::Kernel { cid } => push(&["-device", &format!("vhost-vsock-pci,guest-cid={cid}")]),
-            Device::UserSpace { .. } => {
+            Device::UserSpace => {
                 let chardev = format!("socket,id=vsock0,path={}", dir.join(vsock::VHOST_SOCKET).display());
                 push(&["-chardev", &chardev, "-device", "vhost-user-vsock-pci,chardev=vsock0"]);
             }
@@ -144,7 +144,7 @@ mod tests {
             memory_mib: 512,
             image: &image,
             vm_dir: Path::new("/vm"),
-            vsock: &Device::UserSpace { pid: 1 },
+            vsock: &Device::UserSpace,
             workspace: Some(Workspace::NineP { path: Path::new("/home/me/a,b") }),
             tsc_khz: None,
             disk: None,

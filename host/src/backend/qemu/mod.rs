@@ -2,18 +2,17 @@
 //!
 //! A VM is a folder in the state dir holding its own copy of the guest image
 //! (and, for disk images, its copy-on-write overlay: [`disk`]), its sockets,
-//! logs and pids. `start` launches vhost-device-vsock (when the
-//! kernel's vhost-vsock is missing), virtiofsd for the workspace ([`virtiofs`])
-//! and QEMU, detached from hutch; `stop` asks QEMU to quit over QMP, then stops
-//! the daemons.
+//! logs and pids. `start` launches vhost-device-vsock (when the kernel's
+//! vhost-vsock is missing), virtiofsd for the workspace ([`virtiofs`]) and
+//! QEMU as daemons (`crate::daemon`: detached, found again by the lock on
+//! their logs); `stop` asks QEMU to quit over QMP, then stops the others.
 
 pub mod accel;
 pub mod args;
 pub mod disk;
 pub mod image;
-pub mod prepared;
-pub mod process;
 pub mod qmp;
+pub mod saved_image;
 pub mod virtiofs;
 pub mod vsock;
 
@@ -23,17 +22,19 @@ use std::time::Duration;
 
 use hutch_proto::addr::Addr;
 use hutch_proto::v1::{WorkspaceShare, workspace_share};
-use serde::{Deserialize, Serialize};
 
 use crate::backend::{Backend, BackendError, SshEndpoint, VmSpec, VmState, tail_of_file};
-use crate::state::{BackendKind, StateDir, VmRecord};
+use crate::daemon::{Daemon, DaemonError};
+use crate::state::{BackendKind, BackendState, QemuShare, QemuState, StateDir, VmRecord};
 use accel::{Accel, Choice};
 use image::GuestImage;
 
 /// The VM's copy of its image, inside its folder.
 pub(crate) const IMAGE_DIR: &str = "image";
-/// QEMU's own stdout/stderr.
-const QEMU_LOG: &str = "qemu.log";
+/// QEMU as a daemon of the VM: its stdout/stderr go to `qemu.log`.
+fn qemu_daemon(dir: &Path) -> Daemon {
+    Daemon::new(dir, "qemu")
+}
 
 /// The QEMU backend, configured from the environment.
 pub struct Qemu {
@@ -45,33 +46,12 @@ pub struct Qemu {
     state_root: PathBuf,
 }
 
-/// What the QEMU backend keeps in `VmRecord::backend_state`.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-struct QemuState {
-    qemu_pid: Option<u32>,
-    vhost_pid: Option<u32>,
-    accel: Option<Accel>,
-    accel_reason: String,
-    probing_kvm: bool,
-    /// virtiofsd's pid, when the workspace goes over virtio-fs.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    virtiofsd_pid: Option<u32>,
-    /// How the workspace reaches the guest (None: no workspace, or a record
-    /// from before virtio-fs, which always meant 9p).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    share: Option<virtiofs::Transport>,
-    /// Disk images: the host port forwarded to the guest's SSH server.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    ssh_port: Option<u16>,
-}
-
-impl QemuState {
-    fn of(record: &VmRecord) -> QemuState {
-        serde_json::from_value(record.backend_state.clone()).unwrap_or_default()
-    }
-
-    fn store(&self, record: &mut VmRecord) {
-        record.backend_state = serde_json::to_value(self).unwrap_or_default();
+/// This backend's part of a record (a record of another backend never
+/// reaches it: `backend::for_kind` picks the backend by the record's tag).
+fn qemu_state(record: &VmRecord) -> QemuState {
+    match &record.backend {
+        BackendState::Qemu(state) => state.clone(),
+        _ => QemuState::default(),
     }
 }
 
@@ -99,41 +79,27 @@ impl Qemu {
             let _ = std::fs::remove_file(dir.join(stale));
         }
         let device = if vsock::kernel_available() {
-            vsock::Device::Kernel { cid: vsock::kernel_cid(&record.name, 0) }
+            vsock::Device::Kernel { cid: vsock::kernel_cid(record.name.as_str(), 0) }
         } else {
             vsock::start_user_space(&self.vhost_device_vsock, dir)?
         };
-        let vhost_pid = match device {
-            vsock::Device::UserSpace { pid } => Some(pid),
-            vsock::Device::Kernel { .. } => None,
-        };
-        let stop_daemons = |virtiofsd_pid: Option<u32>| {
-            for pid in vhost_pid.into_iter().chain(virtiofsd_pid) {
-                process::terminate(pid, dir, Duration::from_secs(2));
-            }
+        let stop_daemons = || {
+            vsock::daemon(dir).terminate(Duration::from_secs(2));
+            virtiofs::daemon(dir).terminate(Duration::from_secs(2));
         };
         let workspace_path = record.shared_workspace().map(Path::to_path_buf);
         let share = match &workspace_path {
-            Some(ws) => {
-                let settled = virtiofs::Preference::from_env()
-                    .and_then(|preference| virtiofs::settle(preference, self.virtiofsd.as_deref(), ws, dir))
-                    .inspect_err(|_| stop_daemons(None))?;
-                if let Some(notice) = &settled.notice {
-                    eprintln!("hutch: {notice}");
-                }
-                Some((ws.as_path(), settled))
-            }
+            Some(ws) => Some(virtiofs::settle_from_env(self.virtiofsd.as_deref(), ws, dir).inspect_err(|_| stop_daemons())?),
             None => None,
         };
-        let virtiofsd_pid = share.as_ref().and_then(|(_, settled)| settled.pid);
         let socket = dir.join(virtiofs::SOCKET);
-        let workspace = share.as_ref().map(|(ws, settled)| match settled.transport {
-            virtiofs::Transport::Virtiofs => args::Workspace::Virtiofs { socket: &socket },
-            virtiofs::Transport::NineP => args::Workspace::NineP { path: ws },
+        let workspace = workspace_path.as_deref().zip(share).map(|(path, share)| match share {
+            QemuShare::Virtiofs => args::Workspace::Virtiofs { socket: &socket },
+            QemuShare::NineP => args::Workspace::NineP { path },
         });
         let overlay = dir.join(disk::OVERLAY);
         let ssh_port = match image.spec.disk {
-            Some(_) => Some(disk::free_port().inspect_err(|_| stop_daemons(virtiofsd_pid))?),
+            Some(_) => Some(disk::free_port().inspect_err(|_| stop_daemons())?),
             None => None,
         };
         let machine = args::Machine {
@@ -149,23 +115,17 @@ impl Qemu {
         };
         let mut cmd = Command::new(&self.qemu);
         cmd.args(machine.args());
-        let qemu_pid = process::spawn_detached(cmd, &dir.join(QEMU_LOG)).inspect_err(|_| stop_daemons(virtiofsd_pid))?;
+        if let Err(e) = qemu_daemon(dir).spawn(cmd) {
+            stop_daemons();
+            return Err(daemon_error(e));
+        }
         record.addr = match device {
             vsock::Device::Kernel { cid } => Addr::Vsock { cid, port: image.spec.agent_port },
-            vsock::Device::UserSpace { .. } => Addr::Hvsock { path: vsock::hvsock_path(dir), port: image.spec.agent_port },
+            vsock::Device::UserSpace => Addr::Hvsock { path: vsock::hvsock_path(dir), port: image.spec.agent_port },
         }
-        .to_string();
-        let state = QemuState {
-            qemu_pid: Some(qemu_pid),
-            vhost_pid,
-            accel: Some(choice.accel),
-            accel_reason: choice.reason,
-            probing_kvm: choice.probing,
-            virtiofsd_pid,
-            share: share.map(|(_, settled)| settled.transport),
-            ssh_port,
-        };
-        state.store(record);
+        .into();
+        let state = QemuState { accel: Some(choice.accel), accel_reason: choice.reason, probing_kvm: choice.probing, ssh_port, share };
+        record.backend = BackendState::Qemu(state);
         Ok(())
     }
 
@@ -187,23 +147,21 @@ impl Qemu {
     }
 
     fn shut_down(&self, record: &mut VmRecord, dir: &Path) {
-        let mut state = QemuState::of(record);
-        if let Some(pid) = state.qemu_pid.take() {
-            let quit = || qmp::quit(&dir.join(args::QMP_SOCKET)).is_ok() && process::wait_gone(pid, dir, Duration::from_secs(10));
-            if process::is_ours(pid, dir) && !quit() {
-                process::terminate(pid, dir, Duration::from_secs(5));
-            }
+        let mut state = qemu_state(record);
+        let qemu = qemu_daemon(dir);
+        let quit = || qmp::quit(&dir.join(args::QMP_SOCKET)).is_ok() && qemu.wait_exit(Duration::from_secs(10));
+        if qemu.running() && !quit() {
+            qemu.terminate(Duration::from_secs(5));
         }
+        vsock::daemon(dir).terminate(Duration::from_secs(5));
         // virtiofsd exits by itself once QEMU has closed its connection.
-        for pid in [state.vhost_pid.take(), state.virtiofsd_pid.take()].into_iter().flatten() {
-            process::terminate(pid, dir, Duration::from_secs(5));
-        }
+        virtiofs::daemon(dir).terminate(Duration::from_secs(5));
         virtiofs::remove_leftovers(dir);
         state.ssh_port = None;
         for socket in [args::QMP_SOCKET, vsock::VHOST_SOCKET, vsock::HVSOCK_SOCKET] {
             let _ = std::fs::remove_file(dir.join(socket));
         }
-        state.store(record);
+        record.backend = BackendState::Qemu(state);
     }
 }
 
@@ -225,7 +183,7 @@ impl Backend for Qemu {
             disk::image_for_disk(&path, &boot, &dir.join(IMAGE_DIR))?
         };
         disk::create_overlay(&self.qemu_img, &image, &dir.join(disk::OVERLAY))?;
-        Ok(spec.record(BackendKind::Qemu, base.to_owned(), String::new(), serde_json::Value::Null))
+        Ok(spec.record(base.to_owned(), None, BackendState::Qemu(QemuState::default())))
     }
 
     fn start(&self, record: &mut VmRecord, dir: &Path) -> Result<(), BackendError> {
@@ -249,15 +207,14 @@ impl Backend for Qemu {
         }
     }
 
-    fn state(&self, record: &VmRecord, dir: &Path) -> VmState {
-        let state = QemuState::of(record);
-        if state.qemu_pid.is_some_and(|pid| process::is_ours(pid, dir)) {
+    fn state(&self, _record: &VmRecord, dir: &Path) -> Result<VmState, BackendError> {
+        Ok(if qemu_daemon(dir).running() {
             VmState::Running
         } else if dir.join(IMAGE_DIR).join(image::IMAGE_FILE).exists() {
             VmState::Stopped
         } else {
             VmState::Missing
-        }
+        })
     }
 
     fn ready_to_connect(&self, _record: &VmRecord, dir: &Path) -> bool {
@@ -267,13 +224,14 @@ impl Backend for Qemu {
     fn console_tail(&self, dir: &Path, lines: usize) -> Option<String> {
         let console =
             tail_of_file(&dir.join(args::CONSOLE_LOG), lines).map(|t| format!("console ({}):\n{t}", dir.join(args::CONSOLE_LOG).display()));
-        let qemu = tail_of_file(&dir.join(QEMU_LOG), lines).map(|t| format!("qemu ({}):\n{t}", dir.join(QEMU_LOG).display()));
+        let log = qemu_daemon(dir).log().to_path_buf();
+        let qemu = tail_of_file(&log, lines).map(|t| format!("qemu ({}):\n{t}", log.display()));
         let parts: Vec<String> = [qemu, console].into_iter().flatten().collect();
         (!parts.is_empty()).then(|| parts.join("\n"))
     }
 
     fn notes(&self, record: &VmRecord) -> Vec<String> {
-        let state = QemuState::of(record);
+        let state = qemu_state(record);
         match state.accel {
             Some(Accel::Tcg) => vec![format!("running under TCG (software emulation): {}", state.accel_reason)],
             Some(Accel::Kvm) => vec!["running under KVM".to_owned()],
@@ -283,9 +241,9 @@ impl Backend for Qemu {
 
     fn workspace_share(&self, record: &VmRecord) -> Option<WorkspaceShare> {
         let tag = args::WORKSPACE_TAG.to_owned();
-        let kind = match QemuState::of(record).share {
-            Some(virtiofs::Transport::Virtiofs) => workspace_share::Kind::VirtiofsTag(tag),
-            Some(virtiofs::Transport::NineP) | None => workspace_share::Kind::NinepTag(tag),
+        let kind = match qemu_state(record).share {
+            Some(QemuShare::Virtiofs) => workspace_share::Kind::VirtiofsTag(tag),
+            Some(QemuShare::NineP) | None => workspace_share::Kind::NinepTag(tag),
         };
         record.shared_workspace().map(|_| WorkspaceShare { kind: Some(kind) })
     }
@@ -295,11 +253,11 @@ impl Backend for Qemu {
     }
 
     fn boot_timeout(&self, record: &VmRecord) -> Duration {
-        if QemuState::of(record).probing_kvm { accel::KVM_PROBE_TIMEOUT } else { crate::backend::DEFAULT_BOOT_TIMEOUT }
+        if qemu_state(record).probing_kvm { accel::KVM_PROBE_TIMEOUT } else { crate::backend::DEFAULT_BOOT_TIMEOUT }
     }
 
     fn retry_boot(&self, record: &mut VmRecord, dir: &Path) -> Result<bool, BackendError> {
-        if !QemuState::of(record).probing_kvm {
+        if !qemu_state(record).probing_kvm {
             return Ok(false);
         }
         eprintln!("hutch: KVM did not boot the guest within {:?}; falling back to TCG (software emulation)", accel::KVM_PROBE_TIMEOUT);
@@ -311,18 +269,35 @@ impl Backend for Qemu {
     }
 
     fn ssh_endpoint(&self, record: &VmRecord, dir: &Path) -> Option<SshEndpoint> {
-        let state = QemuState::of(record);
-        let running = state.qemu_pid.is_some_and(|pid| process::is_ours(pid, dir));
-        state.ssh_port.filter(|_| running).map(|port| SshEndpoint { host: "127.0.0.1".into(), port, user: None })
+        let state = qemu_state(record);
+        state.ssh_port.filter(|_| qemu_daemon(dir).running()).map(|port| SshEndpoint { host: "127.0.0.1".into(), port, user: None })
     }
 
     fn booted(&self, record: &mut VmRecord, _dir: &Path) {
-        let mut state = QemuState::of(record);
+        let mut state = qemu_state(record);
         if state.probing_kvm {
             accel::remember(&self.state_root, true);
             state.probing_kvm = false;
-            state.store(record);
+            record.backend = BackendState::Qemu(state);
         }
+    }
+}
+
+/// The backend's error for a daemon that would not start, with how to
+/// install the program when it is missing.
+fn daemon_error(error: DaemonError) -> BackendError {
+    match error {
+        DaemonError::NotFound { program } => {
+            let install = if program.contains("vhost-device-vsock") {
+                "install it with `cargo install vhost-device-vsock --locked` (or set HUTCH_VHOST_DEVICE_VSOCK to its path)".into()
+            } else if program.contains(virtiofs::PROGRAM) {
+                virtiofs::INSTALL.into()
+            } else {
+                "install QEMU (Debian/Ubuntu: `apt-get install qemu-system-x86`), or set HUTCH_QEMU to its path".into()
+            };
+            BackendError::MissingTool { tool: program, install }
+        }
+        other => BackendError::Boot(other.to_string()),
     }
 }
 

@@ -1,8 +1,9 @@
 //! The workspace over virtio-fs: rust-vmm's `virtiofsd` serves the host folder
 //! behind QEMU's `vhost-user-fs-pci` (on the memfd memory QEMU already shares
 //! with vhost-device-vsock) and the agent mounts its tag at the host's path.
-//! One daemon per VM, started before QEMU; it exits by itself when QEMU
-//! closes the connection, and `stop` terminates it if it lingers.
+//! One daemon of the VM (`crate::daemon`, log `virtiofsd.log`), started
+//! before QEMU; it exits by itself when QEMU closes the connection, and
+//! `stop` terminates it if it lingers.
 //!
 //! When `virtiofsd` is missing, or exits before it listens (e.g. a non-root
 //! user on a host that forbids unprivileged user namespaces), the workspace
@@ -29,33 +30,18 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
-use super::process;
 use crate::backend::BackendError;
+use crate::daemon::{Daemon, DaemonError};
+use crate::state::QemuShare;
 
 /// The vhost-user socket QEMU and virtiofsd share, in the VM folder.
 pub const SOCKET: &str = "virtiofs.sock";
-/// virtiofsd's log, in the VM folder.
-pub const LOG: &str = "virtiofsd.log";
-/// The program's name, in PATH or `~/.cargo/bin`.
+/// The program's name, in PATH or `~/.cargo/bin`, and the daemon's.
 pub const PROGRAM: &str = "virtiofsd";
 /// How to get virtiofsd.
 pub const INSTALL: &str = "install it with `cargo install virtiofsd --locked` (building it needs Debian's libseccomp-dev and libcap-ng-dev), or set HUTCH_VIRTIOFSD to its path";
 /// How long virtiofsd may take to create its socket.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How the workspace reaches the guest; kept in the VM's record so `Prepare`
-/// mounts what QEMU was given.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Transport {
-    /// virtio-fs, served by virtiofsd.
-    #[serde(rename = "virtiofs")]
-    Virtiofs,
-    /// QEMU's virtio-9p.
-    #[serde(rename = "9p")]
-    NineP,
-}
 
 /// What the user asked for in `HUTCH_QEMU_SHARE`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,21 +73,34 @@ impl Preference {
     }
 }
 
+/// virtiofsd as a daemon of the VM in `vm_dir` (its output in `virtiofsd.log`).
+pub fn daemon(vm_dir: &Path) -> Daemon {
+    Daemon::new(vm_dir, PROGRAM)
+}
+
 /// The workspace share a VM start settled on.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Settled {
-    /// The transport given to QEMU.
-    pub transport: Transport,
-    /// virtiofsd's pid, for virtio-fs.
-    pub pid: Option<u32>,
+    /// What QEMU is given.
+    pub share: QemuShare,
     /// Why it is 9p although virtio-fs was wanted: the one-line notice.
     pub notice: Option<String>,
+}
+
+/// [`settle`] as `HUTCH_QEMU_SHARE` asks, printing the notice, if any, on
+/// stderr.
+pub fn settle_from_env(binary: Option<&Path>, workspace: &Path, vm_dir: &Path) -> Result<QemuShare, BackendError> {
+    let settled = settle(Preference::from_env()?, binary, workspace, vm_dir)?;
+    if let Some(notice) = &settled.notice {
+        eprintln!("hutch: {notice}");
+    }
+    Ok(settled.share)
 }
 
 /// Starts virtiofsd for `workspace` when `preference` and this host allow,
 /// else settles on 9p. `binary` is where virtiofsd was found, if anywhere.
 pub fn settle(preference: Preference, binary: Option<&Path>, workspace: &Path, vm_dir: &Path) -> Result<Settled, BackendError> {
-    let nine_p = |notice: Option<String>| Ok(Settled { transport: Transport::NineP, pid: None, notice });
+    let nine_p = |notice: Option<String>| Ok(Settled { share: QemuShare::NineP, notice });
     if preference == Preference::NineP {
         return nine_p(None);
     }
@@ -114,32 +113,35 @@ pub fn settle(preference: Preference, binary: Option<&Path>, workspace: &Path, v
         )));
     };
     match start(binary, workspace, vm_dir) {
-        Ok(pid) => Ok(Settled { transport: Transport::Virtiofs, pid: Some(pid), notice: None }),
+        Ok(()) => Ok(Settled { share: QemuShare::Virtiofs, notice: None }),
         Err(e) if preference == Preference::Auto => nine_p(Some(format!(
             "virtiofsd did not start ({e}; its log: {}): the workspace is shared over 9p instead, which is many times slower",
-            vm_dir.join(LOG).display()
+            daemon(vm_dir).log().display()
         ))),
         Err(e) => Err(e),
     }
 }
 
 /// Starts virtiofsd serving `workspace` on the VM's socket and waits for the
-/// socket; returns its pid.
-pub fn start(binary: &Path, workspace: &Path, vm_dir: &Path) -> Result<u32, BackendError> {
+/// socket.
+pub fn start(binary: &Path, workspace: &Path, vm_dir: &Path) -> Result<(), BackendError> {
     let socket = vm_dir.join(SOCKET);
     super::vsock::check_socket_path(&socket)?;
+    // One left from a QEMU that died would hold the log's lock: QEMU is not
+    // running now, so it serves no one.
+    let daemon = daemon(vm_dir);
+    daemon.terminate(Duration::from_secs(2));
     remove_leftovers(vm_dir);
     let mut cmd = Command::new(binary);
     cmd.args(daemon_args(workspace, &socket, nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw()));
-    let pid = process::spawn_detached(cmd, &vm_dir.join(LOG))?;
-    if let Err(e) = process::wait_for_path(&socket, pid, vm_dir, START_TIMEOUT) {
-        process::terminate(pid, vm_dir, Duration::from_secs(2));
-        return Err(match last_log_line(&vm_dir.join(LOG)) {
-            Some(line) => BackendError::Boot(format!("{e}: {line}")),
-            None => e,
-        });
-    }
-    Ok(pid)
+    let spawned = daemon.spawn(cmd).map_err(super::daemon_error)?;
+    spawned.wait_until(START_TIMEOUT, |_| socket.exists()).map_err(|e| match e {
+        DaemonError::TimedOut { .. } => {
+            daemon.terminate(Duration::from_secs(2));
+            BackendError::Boot(e.to_string())
+        }
+        other => super::daemon_error(other),
+    })
 }
 
 /// virtiofsd's command line (see the module documentation for the reasons).
@@ -190,12 +192,6 @@ pub fn remove_leftovers(vm_dir: &Path) {
     }
 }
 
-/// The last non-empty line of `log` (virtiofsd says there why it stopped).
-fn last_log_line(log: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(log).ok()?;
-    text.lines().rev().map(str::trim).find(|l| !l.is_empty()).map(str::to_owned)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,13 +214,13 @@ mod tests {
     fn without_virtiofsd_auto_falls_back_to_9p_with_a_notice_and_virtiofs_fails() {
         let dir = tempfile::tempdir().unwrap();
         let settled = settle(Preference::Auto, None, dir.path(), dir.path()).unwrap();
-        assert_eq!(settled.transport, Transport::NineP);
+        assert_eq!(settled.share, QemuShare::NineP);
         let notice = settled.notice.unwrap();
         assert!(notice.contains("9p") && notice.contains("cargo install virtiofsd --locked"), "{notice}");
         assert!(!notice.contains('\n'));
         assert!(matches!(settle(Preference::Virtiofs, None, dir.path(), dir.path()), Err(BackendError::MissingTool { .. })));
         let chosen = settle(Preference::NineP, Some(Path::new("/bin/false")), dir.path(), dir.path()).unwrap();
-        assert_eq!(chosen, Settled { transport: Transport::NineP, pid: None, notice: None });
+        assert_eq!(chosen, Settled { share: QemuShare::NineP, notice: None });
     }
 
     #[test]
@@ -234,7 +230,7 @@ mod tests {
         std::fs::write(&fake, "#!/bin/sh\necho 'Error: user namespaces are not allowed' >&2\nexit 1\n").unwrap();
         std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
         let settled = settle(Preference::Auto, Some(&fake), dir.path(), dir.path()).unwrap();
-        assert_eq!(settled.transport, Transport::NineP);
+        assert_eq!(settled.share, QemuShare::NineP);
         let notice = settled.notice.unwrap();
         assert!(notice.contains("user namespaces are not allowed") && notice.contains("virtiofsd.log"), "{notice}");
         assert!(settle(Preference::Virtiofs, Some(&fake), dir.path(), dir.path()).is_err());

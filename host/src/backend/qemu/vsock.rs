@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use super::process;
 use crate::backend::BackendError;
+use crate::daemon::{Daemon, DaemonError};
 
 /// The control socket QEMU and vhost-device-vsock share.
 pub const VHOST_SOCKET: &str = "vhost.sock";
@@ -32,11 +32,8 @@ pub enum Device {
         /// The guest's context id.
         cid: u32,
     },
-    /// vhost-device-vsock, whose daemon has this pid.
-    UserSpace {
-        /// The daemon's pid.
-        pid: u32,
-    },
+    /// vhost-device-vsock, running as the VM's daemon [`daemon`].
+    UserSpace,
 }
 
 /// Whether the kernel's vhost-vsock can be used.
@@ -61,9 +58,20 @@ pub fn start_user_space(binary: &Path, vm_dir: &Path) -> Result<Device, BackendE
     }
     let mut cmd = Command::new(binary);
     cmd.arg("--guest-cid").arg(USER_SPACE_CID.to_string()).arg("--socket").arg(&vhost).arg("--uds-path").arg(&uds);
-    let pid = process::spawn_detached(cmd, &vm_dir.join("vhost-device-vsock.log"))?;
-    process::wait_for_path(&vhost, pid, vm_dir, Duration::from_secs(10))?;
-    Ok(Device::UserSpace { pid })
+    let daemon = daemon(vm_dir);
+    let spawned = daemon.spawn(cmd).map_err(super::daemon_error)?;
+    spawned.wait_until(Duration::from_secs(10), |_| vhost.exists()).map_err(|e| match e {
+        DaemonError::Exited { .. } => BackendError::Boot(format!("process {} exited before creating {}", spawned.pid, vhost.display())),
+        DaemonError::TimedOut { timeout, .. } => BackendError::Boot(format!("{} did not appear within {timeout:?}", vhost.display())),
+        other => super::daemon_error(other),
+    })?;
+    Ok(Device::UserSpace)
+}
+
+/// vhost-device-vsock as a daemon of the VM in `vm_dir` (its output in
+/// `vhost-device-vsock.log`).
+pub fn daemon(vm_dir: &Path) -> Daemon {
+    Daemon::new(vm_dir, "vhost-device-vsock")
 }
 
 /// The hybrid-vsock socket of the VM in `vm_dir`.

@@ -4,7 +4,7 @@
 //! | hutch | tart |
 //! |---|---|
 //! | create | `tart clone BASE NAME` (APFS copy-on-write), `tart set NAME --cpu N --memory MIB --random-mac` |
-//! | start | `tart run NAME --no-graphics [--dir=workspace:PATH]`, detached, owned by hutch (see [`run`]) |
+//! | start | `tart run NAME --no-graphics [--dir=workspace:PATH]`, detached, owned by hutch (a `crate::daemon`) |
 //! | stop | `tart stop NAME` |
 //! | delete | `tart delete NAME` |
 //! | state | hutch's own `tart run` alive? else `tart list --format json` |
@@ -17,21 +17,17 @@
 //! instead; the guest's agent must then listen on TCP with the same token.
 
 pub mod list;
-pub mod run;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hutch_proto::addr::Addr;
-use serde::{Deserialize, Serialize};
 
-use crate::backend::share::{ShareSource, WorkspaceShare};
 use crate::backend::tool::Tool;
 use crate::backend::{Backend, BackendError, VmSpec, VmState, configured_boot_timeout, tail_of_file};
-use crate::state::{BackendKind, StateDir, VmRecord};
+use crate::daemon::{Daemon, DaemonError, Spawned};
+use crate::state::{BackendKind, BackendState, ShareSource, StateDir, TartState, VmRecord, WorkspaceShare};
 
-/// `tart run`'s stdout/stderr, in the VM's state folder; also its liveness lock.
-const RUN_LOG: &str = "tart-run.log";
 /// The name of the workspace share (`--dir=workspace:PATH`).
 const SHARE_NAME: &str = "workspace";
 /// How long `tart stop` may take before hutch kills its `tart run`.
@@ -56,23 +52,12 @@ pub struct Tart {
     boot_timeout: Duration,
 }
 
-/// What the Tart backend keeps in `VmRecord::backend_state`.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-struct TartState {
-    /// The shared workspace, for the agent to mount at the host's path.
-    share: Option<WorkspaceShare>,
-    /// hutch's `tart run`, while it runs (see [`run`]).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    run_pid: Option<u32>,
-}
-
-impl TartState {
-    fn of(record: &VmRecord) -> TartState {
-        serde_json::from_value(record.backend_state.clone()).unwrap_or_default()
-    }
-
-    fn store(&self, record: &mut VmRecord) {
-        record.backend_state = serde_json::to_value(self).unwrap_or_default();
+/// This backend's part of a record (a record of another backend never
+/// reaches it: `backend::for_kind` picks the backend by the record's tag).
+fn tart_state(record: &VmRecord) -> TartState {
+    match &record.backend {
+        BackendState::Tart(state) => state.clone(),
+        _ => TartState::default(),
     }
 }
 
@@ -116,25 +101,24 @@ impl Tart {
 
     /// Waits until `tart run` has created its control socket, failing at once
     /// with its own words if it exits first (VM missing, already running…).
-    fn wait_for_control_socket(&self, name: &str, log: &Path) -> Result<(), BackendError> {
+    fn wait_for_control_socket(&self, name: &str, run: &Spawned<'_>, log: &Path) -> Result<(), BackendError> {
         let socket = self.control_socket(name);
-        let deadline = Instant::now() + self.boot_timeout;
-        while !socket.exists() {
-            if !run::running(log) {
-                return Err(exited(name, log));
-            }
-            if Instant::now() >= deadline {
-                let why = format!(
-                    "`tart run {name}` did not create {} within {:?}: Tart 2.x on macOS 14+ is needed for it, or set HUTCH_TART_TOKEN_FILE to reach the agent over TCP",
-                    socket.display(),
-                    self.boot_timeout
-                );
-                return Err(BackendError::Boot(why));
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Ok(())
+        run.wait_until(self.boot_timeout, |_| socket.exists()).map_err(|e| match e {
+            DaemonError::TimedOut { .. } => BackendError::Boot(format!(
+                "`tart run {name}` did not create {} within {:?}: Tart 2.x on macOS 14+ is needed for it, or set HUTCH_TART_TOKEN_FILE to reach the agent over TCP",
+                socket.display(),
+                self.boot_timeout
+            )),
+            _ => exited(name, log),
+        })
     }
+}
+
+/// hutch's own `tart run` of a VM, as a daemon: Tart has no detached mode,
+/// so hutch keeps `tart run` running in the background, its output in the
+/// VM's folder (`tart-run.log`).
+fn tart_run(dir: &Path) -> Daemon {
+    Daemon::new(dir, "tart-run")
 }
 
 /// The error for a `tart run` that exited during start, with its last words.
@@ -166,42 +150,43 @@ impl Backend for Tart {
             .map(Path::to_path_buf)
             .map(|host_path| WorkspaceShare { host_path, source: ShareSource::TartDir { name: SHARE_NAME.into(), read_only: false } });
         let addr = match self.transport {
-            Transport::ControlSocket => Addr::Unix(self.control_socket(name)).to_string(),
-            Transport::Ip { .. } => String::new(),
+            Transport::ControlSocket => Some(Addr::Unix(self.control_socket(name))),
+            Transport::Ip { .. } => None,
         };
-        let state = serde_json::to_value(TartState { share, run_pid: None }).unwrap_or_default();
-        Ok(spec.record(BackendKind::Tart, base.to_owned(), addr, state))
+        Ok(spec.record(base.to_owned(), addr, BackendState::Tart(TartState { share })))
     }
 
     fn start(&self, record: &mut VmRecord, dir: &Path) -> Result<(), BackendError> {
         let name = record.name.clone();
         let name = name.as_str();
         let mut args = vec!["run".to_owned(), name.to_owned(), "--no-graphics".to_owned()];
-        if let Some(share) = &TartState::of(record).share
+        if let Some(share) = &tart_state(record).share
             && let ShareSource::TartDir { name, read_only } = &share.source
         {
             let ro = if *read_only { ":ro" } else { "" };
             args.push(format!("--dir={name}:{}{ro}", share.host_path.display()));
         }
-        let log = dir.join(RUN_LOG);
-        let pid = run::spawn(&self.tool, self.tool.command(&args), &log)?;
-        let mut state = TartState::of(record);
-        state.run_pid = Some(pid);
-        state.store(record);
+        let daemon = tart_run(dir);
+        let log = daemon.log().to_path_buf();
+        let run = daemon.spawn(self.tool.command(&args)).map_err(|e| match e {
+            DaemonError::AlreadyRunning { .. } => BackendError::Boot("a `tart run` for this VM is already running".into()),
+            DaemonError::Spawn { source, .. } => self.tool.spawn_error(source),
+            other => self.tool.spawn_error(std::io::Error::new(std::io::ErrorKind::NotFound, other.to_string())),
+        })?;
         match &self.transport {
             Transport::ControlSocket => {
-                self.wait_for_control_socket(name, &log)?;
-                record.addr = Addr::Unix(self.control_socket(name)).to_string();
+                self.wait_for_control_socket(name, &run, &log)?;
+                record.addr = Some(Addr::Unix(self.control_socket(name)));
                 record.token_file = None;
             }
             Transport::Ip { port, token_file } => {
                 let wait = self.boot_timeout.as_secs().max(1).to_string();
                 let ip = match self.tool.run(&["ip", "--wait", &wait, name]) {
                     Ok(ip) => ip.trim().to_owned(),
-                    Err(_) if !run::running(&log) => return Err(exited(name, &log)),
+                    Err(_) if !daemon.running() => return Err(exited(name, &log)),
                     Err(e) => return Err(e),
                 };
-                record.addr = Addr::Tcp { host: ip, port: *port }.to_string();
+                record.addr = Some(Addr::Tcp { host: ip, port: *port });
                 record.token_file = Some(token_file.clone());
             }
         }
@@ -209,9 +194,9 @@ impl Backend for Tart {
     }
 
     fn stop(&self, record: &mut VmRecord, dir: &Path) -> Result<(), BackendError> {
-        let log = dir.join(RUN_LOG);
-        let ours = run::running(&log);
-        if !ours && self.listed_state(&record.name)? != VmState::Running {
+        let run = tart_run(dir);
+        let ours = run.running();
+        if !ours && self.listed_state(record.name.as_str())? != VmState::Running {
             return Ok(());
         }
         let stopped = self.tool.run(&["stop", record.name.as_str()]);
@@ -220,52 +205,40 @@ impl Backend for Tart {
         }
         // Ours: make sure it is gone, even if `tart stop` failed or hung up.
         let grace = if stopped.is_ok() { STOP_GRACE } else { Duration::ZERO };
-        let mut state = TartState::of(record);
-        if !run::wait_exit(&log, grace)
-            && let Some(pid) = state.run_pid
-        {
-            run::terminate(&log, pid, Duration::from_secs(5));
+        if !run.wait_exit(grace) {
+            run.terminate(Duration::from_secs(5));
         }
-        state.run_pid = None;
-        state.store(record);
         Ok(())
     }
 
     fn delete(&self, record: &VmRecord, dir: &Path) -> Result<(), BackendError> {
-        let log = dir.join(RUN_LOG);
-        if run::running(&log) {
+        if tart_run(dir).running() {
             self.stop(&mut record.clone(), dir)?;
         }
         match self.tool.run(&["delete", record.name.as_str()]) {
             Ok(_) => Ok(()),
             // Deleted behind hutch's back: nothing left to delete.
-            Err(_) if self.listed_state(&record.name)? == VmState::Missing => Ok(()),
+            Err(_) if self.listed_state(record.name.as_str())? == VmState::Missing => Ok(()),
             Err(e) => Err(e),
         }
     }
 
-    fn state(&self, record: &VmRecord, dir: &Path) -> VmState {
-        if run::running(&dir.join(RUN_LOG)) {
-            return VmState::Running;
+    fn state(&self, record: &VmRecord, dir: &Path) -> Result<VmState, BackendError> {
+        if tart_run(dir).running() {
+            return Ok(VmState::Running);
         }
-        match self.listed_state(&record.name) {
-            Ok(state) => state,
-            Err(e) => {
-                tracing::warn!("cannot ask Tart about {}: {e}", record.name);
-                VmState::Missing
-            }
-        }
+        self.listed_state(record.name.as_str())
     }
 
     fn ready_to_connect(&self, record: &VmRecord, _dir: &Path) -> bool {
         match self.transport {
-            Transport::ControlSocket => self.control_socket(&record.name).exists(),
+            Transport::ControlSocket => self.control_socket(record.name.as_str()).exists(),
             Transport::Ip { .. } => true,
         }
     }
 
     fn console_tail(&self, dir: &Path, lines: usize) -> Option<String> {
-        let log = dir.join(RUN_LOG);
+        let log = tart_run(dir).log().to_path_buf();
         tail_of_file(&log, lines).map(|t| format!("tart run ({}):\n{t}", log.display()))
     }
 
@@ -286,6 +259,6 @@ impl Backend for Tart {
     }
 
     fn workspace_share(&self, record: &VmRecord) -> Option<hutch_proto::v1::WorkspaceShare> {
-        TartState::of(record).share.map(|share| share.to_proto())
+        tart_state(record).share.map(|share| share.to_proto())
     }
 }

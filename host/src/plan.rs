@@ -1,0 +1,54 @@
+//! What `hutch up` and `hutch run` ask for, resolved from their flags, the
+//! configuration files and the defaults: the VM to bring up and its backend.
+
+use crate::backend::{self, Backend, VmSpec};
+use crate::cli::UpArgs;
+use crate::config::Config;
+use crate::error::Error;
+use crate::state::{StateDir, VmName, default_name};
+
+/// The resolved request.
+pub struct Plan {
+    /// The merged configuration.
+    pub config: Config,
+    /// The VM to create or start.
+    pub spec: VmSpec,
+    /// Its backend.
+    pub backend: Box<dyn Backend>,
+}
+
+impl Plan {
+    /// Resolves the VM `up`/`run` asks for. `name` overrides `--name` and the default.
+    pub fn new(args: &UpArgs, state: &StateDir, name: Option<VmName>, ephemeral: bool) -> Result<Plan, Error> {
+        let workspace = if args.no_workspace { None } else { Some(crate::workspace::resolve(args.workspace.as_deref())?) };
+        let here = match &workspace {
+            Some(ws) => ws.clone(),
+            None => std::env::current_dir().map_err(|e| Error::local("reading the current directory", e))?,
+        };
+        let mut config = Config::load(&here)?;
+        Config::flag(&mut config.backend, args.backend);
+        Config::flag(&mut config.image, args.image.clone().map(Some));
+        Config::flag(&mut config.cpus, args.cpus);
+        Config::flag(&mut config.memory, args.memory);
+        if args.no_heavy {
+            Config::flag(&mut config.heavy, Some(Vec::new()));
+        }
+        if !args.heavy.is_empty() {
+            let mut heavy = config.heavy.value.clone();
+            heavy.extend(args.heavy.iter().filter(|h| !config.heavy.value.contains(h)).cloned());
+            Config::flag(&mut config.heavy, Some(heavy));
+        }
+        let backend = backend::for_kind(config.backend.value, state)?;
+        let spec = VmSpec {
+            name: name.or_else(|| args.name.clone()).unwrap_or_else(|| default_name(&here)),
+            image: config.image.value.clone().or_else(|| backend.default_image(state)),
+            cpus: config.cpus.value,
+            memory_mib: config.memory.value,
+            workspace,
+            ephemeral,
+            heavy_dirs: config.heavy.value.clone(),
+            ro: args.ro_mode()?,
+        };
+        Ok(Plan { config, spec, backend })
+    }
+}
