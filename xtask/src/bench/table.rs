@@ -106,33 +106,13 @@ impl Table {
     /// Prints the table and the notes on stdout.
     pub fn print(&self) {
         let header = ["figure", "median", "min", "max", "anchor (same run)", "hutch vs anchor", "goal met?"];
-        let lines: Vec<[String; 7]> = self.rows.iter().map(cells).collect();
-        let mut widths = header.map(str::len);
-        for line in &lines {
-            for (w, cell) in widths.iter_mut().zip(line) {
-                *w = (*w).max(cell.chars().count());
-            }
-        }
-        let render = |cells: [&str; 7]| {
-            let mut out = String::new();
-            for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
-                let pad = w.saturating_sub(cell.chars().count());
-                // Numbers right-aligned, text left-aligned.
-                if (1..=3).contains(&i) {
-                    out.push_str(&" ".repeat(pad));
-                    out.push_str(cell);
-                } else {
-                    out.push_str(cell);
-                    out.push_str(&" ".repeat(pad));
-                }
-                out.push_str("  ");
-            }
-            out.trim_end().to_owned()
-        };
-        println!("{}", render(header));
-        println!("{}", render(widths.map(|w| "-".repeat(w)).each_ref().map(String::as_str)));
-        for line in &lines {
-            println!("{}", render(line.each_ref().map(String::as_str)));
+        let mut lines = vec![header.map(str::to_owned).to_vec(), Vec::new()];
+        lines.extend(self.rows.iter().map(|row| cells(row).to_vec()));
+        let widths = widths(&lines);
+        lines[1] = widths.iter().map(|w| "-".repeat(*w)).collect();
+        // Numbers right-aligned, text left-aligned.
+        for line in aligned(&lines, &widths, |i| (1..=3).contains(&i)) {
+            println!("{line}");
         }
         if !self.notes.is_empty() {
             println!();
@@ -168,6 +148,41 @@ impl Table {
             .collect();
         json!({ "rows": rows, "notes": self.notes })
     }
+}
+
+/// The width of each column of `lines` (in characters).
+pub fn widths(lines: &[Vec<String>]) -> Vec<usize> {
+    let mut widths = Vec::new();
+    for line in lines {
+        widths.resize(widths.len().max(line.len()), 0);
+        for (w, cell) in widths.iter_mut().zip(line) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    widths
+}
+
+/// `lines` as text in columns of `widths`, two spaces apart; the columns
+/// `right` says are right-aligned (numbers), the others left-aligned.
+pub fn aligned(lines: &[Vec<String>], widths: &[usize], right: impl Fn(usize) -> bool) -> Vec<String> {
+    lines
+        .iter()
+        .map(|line| {
+            let mut out = String::new();
+            for (i, (cell, w)) in line.iter().zip(widths).enumerate() {
+                let pad = " ".repeat(w.saturating_sub(cell.chars().count()));
+                if right(i) {
+                    out.push_str(&pad);
+                    out.push_str(cell);
+                } else {
+                    out.push_str(cell);
+                    out.push_str(&pad);
+                }
+                out.push_str("  ");
+            }
+            out.trim_end().to_owned()
+        })
+        .collect()
 }
 
 fn cells(row: &Row) -> [String; 7] {

@@ -22,6 +22,7 @@ use serde_json::{Value, json};
 use super::Plan;
 use super::exec::run_ok;
 use super::stats::Stats;
+use super::table;
 use crate::bench_sync::{self, SYNC_TREE, TreeSpec};
 use crate::workspace::{Result, target_dir};
 
@@ -328,7 +329,7 @@ impl Section {
             self.runs.0, self.runs.1
         );
         let header = ["operation", "virtiofs", "local", "÷", "9p", "local", "÷", "goal (virtiofs)"];
-        let mut lines = vec![header.map(str::to_owned)];
+        let mut lines = vec![header.map(str::to_owned).to_vec()];
         let mut seen: Vec<(&str, &str)> = Vec::new();
         for figure in &self.figures {
             if seen.contains(&(figure.tree, figure.step)) {
@@ -346,21 +347,11 @@ impl Section {
             let goal =
                 find("virtiofs").map_or_else(String::new, |f| format!("{} ≤ {}×", if f.ratio() <= f.goal { "yes" } else { "NO " }, f.goal));
             let tree = if figure.tree == "repo" { "5k repo" } else { "30k tree" };
-            lines.push([format!("{} ({tree})", figure.label), vs, vl, vr, ns, nl, nr, goal]);
+            lines.push(vec![format!("{} ({tree})", figure.label), vs, vl, vr, ns, nl, nr, goal]);
         }
-        let mut widths = [0usize; 8];
-        for line in &lines {
-            for (w, cell) in widths.iter_mut().zip(line) {
-                *w = (*w).max(cell.chars().count());
-            }
-        }
-        for line in &lines {
-            let mut out = String::new();
-            for (i, (cell, w)) in line.iter().zip(widths).enumerate() {
-                let pad = " ".repeat(w.saturating_sub(cell.chars().count()));
-                if i == 0 || i == 7 { out.push_str(&format!("{cell}{pad}  ")) } else { out.push_str(&format!("{pad}{cell}  ")) }
-            }
-            println!("{}", out.trim_end());
+        let widths = table::widths(&lines);
+        for line in table::aligned(&lines, &widths, |i| i != 0 && i != 7) {
+            println!("{line}");
         }
         for note in &self.notes {
             println!("note: {note}");

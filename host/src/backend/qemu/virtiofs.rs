@@ -12,8 +12,8 @@
 //! 9p), `virtiofs` (fail rather than fall back) or `9p`.
 //!
 //! The daemon's options are the README's "The workspace in the guest":
-//! - `--cache auto`: the guest caches names and attributes for 1 s and file
-//!   data until a later open sees the file changed, so a host edit is visible
+//! - `--cache auto`: the guest trusts a cached name or attribute for 1 s and
+//!   drops a file's cached contents at every open, so a host edit is visible
 //!   in the guest within 1 s (`always` would keep a stale copy for a day);
 //! - `--sandbox namespace` (the default): virtiofsd pivots into the shared
 //!   folder in its own mount, pid and net namespaces (a user namespace when
