@@ -64,7 +64,8 @@ struct Operation {
     /// The guest program it needs besides busybox's.
     needs: Option<&'static str>,
     /// Shell steps, each timed on its own: key, label, script. `{search}`
-    /// in a label or script is the search command the guest has.
+    /// in a label or script is the search command the guest has, `{needle}`
+    /// the planted string.
     steps: &'static [(&'static str, &'static str, &'static str)],
     /// Whether the first run is untimed (git refreshes its index the first
     /// time it sees a copy's inode numbers).
@@ -98,7 +99,7 @@ const OPERATIONS: &[Operation] = &[
     Operation {
         label: "search",
         needs: None,
-        steps: &[("search", "search ({search} -F)", "{search} -n -F hutch-bench-needle . >/dev/null")],
+        steps: &[("search", "search ({search} -F)", "{search} -n -F {needle} . >/dev/null")],
         warm_up: false,
         goal: READ_GOAL,
     },
@@ -176,10 +177,14 @@ fn prepare(dir: &Path, notes: &mut Vec<String>) -> Result<()> {
             continue;
         }
         for k in 0..3 {
-            let file = tree.join(format!("m00/pkg{k:03}/f000.rs"));
-            let mut text = std::fs::read(&file)?;
+            let dir = tree.join(format!("m00/pkg{k:03}"));
+            let mut sources: Vec<_> =
+                std::fs::read_dir(&dir)?.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "rs")).collect();
+            sources.sort();
+            let file = sources.first().ok_or_else(|| format!("no .rs file in {}", dir.display()))?;
+            let mut text = std::fs::read(file)?;
             text.extend_from_slice(format!("\n// {NEEDLE}\n").as_bytes());
-            std::fs::write(&file, text)?;
+            std::fs::write(file, text)?;
         }
         if name == "repo"
             && let Err(e) = commit(&tree)
@@ -289,7 +294,7 @@ impl Guest {
                     // Share and copy in turn, so both see the same machine.
                     for (side, dir) in [&share, &local].into_iter().enumerate() {
                         for (i, (_, _, script)) in op.steps.iter().enumerate() {
-                            let ms = self.timed(dir, &script.replace("{search}", search))?;
+                            let ms = self.timed(dir, &script.replace("{search}", search).replace("{needle}", NEEDLE))?;
                             if run >= usize::from(op.warm_up) {
                                 if side == 0 { samples[i].0.push(ms) } else { samples[i].1.push(ms) }
                             }
