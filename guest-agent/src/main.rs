@@ -7,15 +7,19 @@
 //! still runs. It also receives `--ro` snapshots of host folders (`Sync`).
 
 mod auth;
+mod conn;
 mod exec;
 mod forward;
 mod info;
+mod limits;
 mod listen;
 mod malloc;
+mod nofollow;
 mod prepare;
 mod service;
 mod sync;
 mod tart;
+mod untrusted;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -27,10 +31,11 @@ use hutch_proto::tart::agent_server::AgentServer as TartServer;
 use hutch_proto::v1::agent_server::AgentServer;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
 
 use crate::auth::TokenCheck;
+use crate::conn::accept::incoming;
 use crate::exec::registry::Groups;
 use crate::listen::Listener;
 use crate::service::AgentService;
@@ -104,6 +109,7 @@ fn main() -> ExitCode {
     malloc::tune();
     let args = Args::parse();
     init_logging(args.verbose);
+    raise_fd_limit();
     // One event-loop thread: an exec is a handful of tasks (session, pumps,
     // stdin) passing messages, and on a multi-threaded runtime each hand-off
     // may wake another core (13 context switches per `exec true` instead of
@@ -145,7 +151,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         None => prepare::Strategy::native(),
     };
     let prepare = prepare::Config { local_root: args.local_dir, strategy, tart_shares: args.tart_shares };
-    let sync = sync::Config { state_dir: args.state_dir, prefix: args.snapshot_prefix };
+    let sync = sync::Config::new(args.state_dir, args.snapshot_prefix);
     let service = AgentService::new(groups.clone(), prepare, sync);
     let tart = TartService::new(groups.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -158,26 +164,28 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             .max_frame_size(Some(MAX_FRAME_SIZE))
             .initial_stream_window_size(Some(STREAM_WINDOW))
             .initial_connection_window_size(Some(CONNECTION_WINDOW))
+            .max_concurrent_streams(Some(limits::MAX_STREAMS_PER_CONNECTION))
+            .http2_max_header_list_size(Some(limits::MAX_HEADER_LIST_BYTES as u32))
             .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
-            .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
-            .tcp_nodelay(true);
+            .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT));
+        let name = addr.to_string();
         match listener {
             Listener::Unix(l, path) => {
                 sockets.push(path);
-                let router = builder.clone().add_service(AgentServer::new(service.clone())).add_service(TartServer::new(tart.clone()));
-                servers.spawn(router.serve_with_incoming_shutdown(UnixListenerStream::new(l), stop));
+                let router = builder.clone().add_service(agent_server(&service)).add_service(tart_server(&tart));
+                servers.spawn(router.serve_with_incoming_shutdown(incoming(l, name), stop));
             }
             Listener::Vsock(l) => {
-                let router = builder.clone().add_service(AgentServer::new(service.clone())).add_service(TartServer::new(tart.clone()));
-                servers.spawn(router.serve_with_incoming_shutdown(l.incoming(), stop));
+                let router = builder.clone().add_service(agent_server(&service)).add_service(tart_server(&tart));
+                servers.spawn(router.serve_with_incoming_shutdown(incoming(l, name), stop));
             }
             Listener::Tcp(l) => {
                 let check = token.clone().ok_or("TCP listener without a token")?;
                 let tart_check = check.clone();
-                let svc = AgentServer::with_interceptor(service.clone(), move |req| check.check(req));
-                let tart_svc = TartServer::with_interceptor(tart.clone(), move |req| tart_check.check(req));
+                let svc = InterceptedService::new(agent_server(&service), move |req| check.check(req));
+                let tart_svc = InterceptedService::new(tart_server(&tart), move |req| tart_check.check(req));
                 let router = builder.clone().add_service(svc).add_service(tart_svc);
-                servers.spawn(router.serve_with_incoming_shutdown(TcpListenerStream::new(l), stop));
+                servers.spawn(router.serve_with_incoming_shutdown(incoming(l, name), stop));
             }
         }
     }
@@ -196,6 +204,16 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         let _ = std::fs::remove_file(path);
     }
     Ok(())
+}
+
+/// The hutch.v1 service with the agent's message size limit.
+fn agent_server(service: &AgentService) -> AgentServer<AgentService> {
+    AgentServer::new(service.clone()).max_decoding_message_size(limits::MAX_MESSAGE_BYTES)
+}
+
+/// Tart's service with the agent's message size limit.
+fn tart_server(tart: &TartService) -> TartServer<TartService> {
+    TartServer::new(tart.clone()).max_decoding_message_size(limits::MAX_MESSAGE_BYTES)
 }
 
 /// Announces readiness on stdout (one line), for scripts that start the agent
@@ -219,6 +237,24 @@ async fn shutdown_signal() -> std::io::Result<String> {
     })
 }
 
+/// Raises the soft limit on open descriptors to the hard one: service
+/// managers often start daemons with a soft limit of 1024, and every
+/// connection and exec (3 to 6 pipes and fds each) takes some. The
+/// connection cap and the accept back-off (see `conn`) keep the agent
+/// working when even the hard limit is reached.
+fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::debug!("keeping the descriptor limit at {soft}: {e}");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::debug!("cannot read the descriptor limit: {e}"),
+    }
+}
+
 fn init_logging(verbose: u8) {
     let default = match verbose {
         0 => "info",
@@ -226,5 +262,8 @@ fn init_logging(verbose: u8) {
         _ => "trace",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("HUTCH_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    // Colours only on a terminal: in a log file or a journal, escape codes
+    // are noise (and make escaped untrusted text harder to read).
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).with_ansi(ansi).init();
 }

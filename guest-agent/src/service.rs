@@ -75,7 +75,7 @@ impl Agent for AgentService {
     async fn prepare(&self, request: Request<PrepareRequest>) -> Result<Response<PrepareResponse>, Status> {
         let request = request.into_inner();
         let config = self.prepare.clone();
-        let done = tokio::task::spawn_blocking(move || prepare::prepare(&request, &config))
+        let done = tokio::task::spawn_blocking(move || prepare::prepare(&request, &config, &prepare::mounts::System))
             .await
             .map_err(|e| Status::internal(format!("prepare panicked: {e}")))?;
         match done {

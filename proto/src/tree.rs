@@ -23,6 +23,13 @@ use ignore::{WalkBuilder, WalkState};
 
 use crate::v1::{EntryKind, ManifestEntry, WalkRules};
 
+/// The mode bits a snapshot keeps: permissions and the sticky bit, never
+/// setuid or setgid. The agent writes snapshots as its own user, not as the
+/// host user who owns the files, so those bits would grant the wrong user's
+/// rights; it drops them, and both walks leave them out, so a setuid file
+/// on the host is not "changed" at every sync.
+pub const SNAPSHOT_MODE_BITS: u32 = 0o1777;
+
 /// Name of the per-folder ignore file hutch reads besides `.gitignore`.
 pub const HUTCHIGNORE: &str = ".hutchignore";
 
@@ -210,7 +217,7 @@ fn stat_entry(path: Vec<u8>, st: &FileStat, link_target: Vec<u8>) -> Option<Mani
         mtime_ns: st.st_mtime.saturating_mul(1_000_000_000).saturating_add(st.st_mtime_nsec),
         // `mode_t` is u32 on Linux but u16 on macOS.
         #[allow(clippy::useless_conversion)]
-        mode: if kind == EntryKind::EntrySymlink { 0 } else { u32::from(st.st_mode & 0o7777) },
+        mode: if kind == EntryKind::EntrySymlink { 0 } else { u32::from(st.st_mode) & SNAPSHOT_MODE_BITS },
         link_target,
     })
 }
@@ -233,7 +240,7 @@ pub fn entry(path: Vec<u8>, meta: &std::fs::Metadata, link_target: Vec<u8>) -> O
         kind: kind as i32,
         size: if ft.is_file() { meta.len() } else { 0 },
         mtime_ns: meta.mtime().saturating_mul(1_000_000_000).saturating_add(meta.mtime_nsec()),
-        mode: if ft.is_symlink() { 0 } else { meta.permissions().mode() & 0o7777 },
+        mode: if ft.is_symlink() { 0 } else { meta.permissions().mode() & SNAPSHOT_MODE_BITS },
         link_target,
     })
 }

@@ -5,13 +5,17 @@
 //! through cargo, so `cargo test` never runs stale binaries.
 
 pub mod fakes;
+pub mod h2raw;
 pub mod hvsock_proxy;
 pub mod pidfd;
 pub mod pty;
 pub mod raw;
+pub mod rss;
 pub mod snapshot;
 pub mod sshd;
+pub mod tarball;
 pub mod vm;
+pub mod wire;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -69,6 +73,8 @@ pub struct Agent {
     pub token_file: Option<PathBuf>,
     /// Scratch directory owned by this agent (socket, token, test files).
     pub dir: TempDir,
+    /// Where its stderr goes, for agents started with [`Agent::start_logged`].
+    log: Option<PathBuf>,
 }
 
 impl Agent {
@@ -91,14 +97,24 @@ impl Agent {
 
     /// Starts an agent listening on `addr`, waiting for its "ready" line.
     pub fn start(dir: TempDir, addr: String, token_file: Option<PathBuf>, extra: &[&str]) -> Agent {
-        let mut cmd = Command::new(&binaries().agent);
-        cmd.arg("--listen")
-            .arg(&addr)
-            .args(extra)
-            .env("HUTCH_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+        Agent::spawn(Command::new(&binaries().agent), dir, addr, token_file, extra, None)
+    }
+
+    /// Like [`Agent::start`], with the agent's stderr (its log) kept in a file
+    /// that [`Agent::log`] reads.
+    pub fn start_logged(dir: TempDir, addr: String, token_file: Option<PathBuf>, extra: &[&str]) -> Agent {
+        let log = dir.path().join("agent.log");
+        Agent::spawn(Command::new(&binaries().agent), dir, addr, token_file, extra, Some(log))
+    }
+
+    /// Starts the agent through `cmd` (the agent binary, or a wrapper that
+    /// execs it with the arguments appended), waiting for its "ready" line.
+    pub fn spawn(mut cmd: Command, dir: TempDir, addr: String, token_file: Option<PathBuf>, extra: &[&str], log: Option<PathBuf>) -> Agent {
+        let stderr = match &log {
+            Some(path) => Stdio::from(std::fs::File::create(path).expect("create the agent log")),
+            None => Stdio::inherit(),
+        };
+        cmd.arg("--listen").arg(&addr).args(extra).env("HUTCH_LOG", "warn").stdin(Stdio::null()).stdout(Stdio::piped()).stderr(stderr);
         if let Some(token) = &token_file {
             cmd.arg("--token-file").arg(token);
         }
@@ -107,7 +123,18 @@ impl Agent {
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).expect("read agent ready line");
         assert!(line.contains("ready on"), "agent did not start: {line:?}");
-        Agent { child, addr, token_file, dir }
+        Agent { child, addr, token_file, dir, log }
+    }
+
+    /// What the agent has logged so far (agents from [`Agent::start_logged`]).
+    pub fn log(&self) -> Vec<u8> {
+        let path = self.log.as_ref().expect("an agent started with start_logged");
+        std::fs::read(path).expect("read the agent log")
+    }
+
+    /// The agent's Unix socket, for agents listening on one.
+    pub fn socket(&self) -> PathBuf {
+        PathBuf::from(self.addr.strip_prefix("unix://").expect("a unix:// agent"))
     }
 
     /// A `hutch` command aimed at this agent (HUTCH_ADDR and token set).

@@ -53,6 +53,13 @@ pub fn proc_parent(pid: i32) -> Option<i32> {
     stat_fields(pid)?.get(1)?.parse().ok()
 }
 
+/// The CPU time `pid` has used (user + system), in clock ticks, or `None`
+/// if it is gone.
+pub fn proc_cpu_ticks(pid: i32) -> Option<u64> {
+    let fields = stat_fields(pid)?;
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
 /// The fields of `/proc/PID/stat` after the command name (state, parent
 /// pid, ...). The name is in parentheses and may contain spaces, so the
 /// split starts after its closing one.

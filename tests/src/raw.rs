@@ -9,15 +9,19 @@ use tonic::transport::{Channel, Endpoint, Uri};
 
 /// Connects to the agent listening on the Unix socket `socket`.
 pub async fn connect(socket: &std::path::Path) -> AgentClient<Channel> {
+    AgentClient::new(channel(socket).await)
+}
+
+/// One HTTP/2 connection to the agent listening on the Unix socket `socket`.
+pub async fn channel(socket: &std::path::Path) -> Channel {
     let socket = socket.to_path_buf();
-    let channel = Endpoint::from_static("http://agent")
+    Endpoint::from_static("http://agent")
         .connect_with_connector(tower::service_fn(move |_: Uri| {
             let socket = socket.clone();
             async move { tokio::net::UnixStream::connect(socket).await.map(TokioIo::new) }
         }))
         .await
-        .expect("connect to agent");
-    AgentClient::new(channel)
+        .expect("connect to agent")
 }
 
 /// Runs `future` to completion on a fresh single-threaded runtime.

@@ -10,7 +10,9 @@ use std::process::{Output, Stdio};
 
 use hutch_proto::v1::sync_request::Kind as Out;
 use hutch_proto::v1::sync_response::Kind as In;
-use hutch_proto::v1::{ManifestEntry, PathList, SyncFinish, SyncRequest, SyncStart, SyncSummary, WalkRules};
+use hutch_proto::v1::{
+    ManifestEntry, PathList, SnapshotDiffRequest, SnapshotDiffResponse, SyncFinish, SyncRequest, SyncStart, SyncSummary, WalkRules,
+};
 use tempfile::TempDir;
 
 use crate::Agent;
@@ -30,12 +32,21 @@ pub struct SnapshotAgent {
 impl SnapshotAgent {
     /// Starts an agent with a private snapshot prefix and state dir.
     pub fn start() -> SnapshotAgent {
+        SnapshotAgent::start_with(Agent::start)
+    }
+
+    /// Like [`SnapshotAgent::start`], keeping the agent's log (`Agent::log`).
+    pub fn start_logged() -> SnapshotAgent {
+        SnapshotAgent::start_with(Agent::start_logged)
+    }
+
+    fn start_with(start: fn(TempDir, String, Option<PathBuf>, &[&str]) -> Agent) -> SnapshotAgent {
         let dir = tempfile::tempdir().expect("tempdir");
         let prefix = dir.path().join("guest");
         let state = dir.path().join("state");
         let addr = format!("unix://{}", dir.path().join("agent.sock").display());
         let extra = ["--snapshot-prefix", prefix.to_str().expect("utf-8"), "--state-dir", state.to_str().expect("utf-8")];
-        let agent = Agent::start(dir, addr, None, &extra);
+        let agent = start(dir, addr, None, &extra);
         let host = tempfile::tempdir().expect("tempdir");
         SnapshotAgent { agent, prefix, state, host }
     }
@@ -130,12 +141,44 @@ pub fn raw_sync(
     deletes: Vec<Vec<u8>>,
     archive: Vec<u8>,
 ) -> (Vec<ManifestEntry>, Result<SyncSummary, tonic::Status>) {
+    let mut requests = vec![delete(deletes)];
+    requests.extend(archive_chunks(&archive));
+    requests.push(finish());
+    raw_sync_requests(socket, root, requests)
+}
+
+/// A `delete` request.
+pub fn delete(paths: Vec<Vec<u8>>) -> SyncRequest {
+    SyncRequest { kind: Some(Out::Delete(PathList { paths })) }
+}
+
+/// `archive` cut into 64 KiB `archive` requests.
+pub fn archive_chunks(archive: &[u8]) -> Vec<SyncRequest> {
+    archive.chunks(64 * 1024).map(|c| SyncRequest { kind: Some(Out::Archive(c.to_vec())) }).collect()
+}
+
+/// The `finish` request.
+pub fn finish() -> SyncRequest {
+    SyncRequest { kind: Some(Out::Finish(SyncFinish { root: None })) }
+}
+
+/// A `start` request for `root`.
+pub fn start(root: &str) -> SyncRequest {
+    SyncRequest { kind: Some(Out::Start(SyncStart { root: root.to_owned(), rules: Some(WalkRules::default()) })) }
+}
+
+/// Runs one Sync call by hand: `start` for `root`, the guest's manifest is
+/// read and returned, then `requests` are sent as they are. Returns the
+/// manifest and the outcome (the summary, or the status the call ended with).
+pub fn raw_sync_requests(
+    socket: &Path,
+    root: &str,
+    requests: Vec<SyncRequest>,
+) -> (Vec<ManifestEntry>, Result<SyncSummary, tonic::Status>) {
     crate::raw::block_on(async {
         let mut client = crate::raw::connect(socket).await;
         let (tx, rx) = tokio::sync::mpsc::channel(64);
-        let request = |kind| SyncRequest { kind: Some(kind) };
-        let start = SyncStart { root: root.to_owned(), rules: Some(WalkRules::default()) };
-        tx.send(request(Out::Start(start))).await.expect("queue start");
+        tx.send(start(root)).await.expect("queue start");
         let mut responses = match client.sync(tokio_stream::wrappers::ReceiverStream::new(rx)).await {
             Ok(r) => r.into_inner(),
             Err(status) => return (Vec::new(), Err(status)),
@@ -152,11 +195,8 @@ pub fn raw_sync(
                 Err(status) => return (manifest, Err(status)),
             }
         }
-        let mut queued = vec![request(Out::Delete(PathList { paths: deletes }))];
-        queued.extend(archive.chunks(64 * 1024).map(|c| request(Out::Archive(c.to_vec()))));
-        queued.push(request(Out::Finish(SyncFinish { root: None })));
         tokio::spawn(async move {
-            for r in queued {
+            for r in requests {
                 if tx.send(r).await.is_err() {
                     break;
                 }
@@ -171,6 +211,20 @@ pub fn raw_sync(
             Err(status) => Err(status),
         };
         (manifest, outcome)
+    })
+}
+
+/// Runs one SnapshotDiff call for `root` and collects every response, or
+/// the status it ended with.
+pub fn raw_diff(socket: &Path, root: &str) -> Result<Vec<SnapshotDiffResponse>, tonic::Status> {
+    crate::raw::block_on(async {
+        let mut client = crate::raw::connect(socket).await;
+        let mut stream = client.snapshot_diff(SnapshotDiffRequest { root: root.to_owned() }).await?.into_inner();
+        let mut out = Vec::new();
+        while let Some(m) = stream.message().await? {
+            out.push(m);
+        }
+        Ok(out)
     })
 }
 

@@ -60,12 +60,25 @@ fn bad_requests_are_refused_with_the_reason() {
     assert_eq!(prepare(&socket, no_share).unwrap_err().code(), tonic::Code::InvalidArgument);
 }
 
+/// Bind mounts need root. CI runs as root, and so does this machine; a run
+/// without root fails here, saying so, rather than passing without having
+/// mounted anything (`cargo test -- --skip bind_` skips these on purpose).
+fn require_root() {
+    assert!(
+        nix::unistd::Uid::effective().is_root(),
+        "this test bind-mounts and needs root (CI runs as root); run as root, or skip it with `cargo test -- --skip bind_`"
+    );
+}
+
+/// The mount points in this process's mount table at or below `dir`.
+fn mounts_under(dir: &Path) -> Vec<String> {
+    let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    table.lines().filter_map(|l| l.split(' ').nth(4)).filter(|m| Path::new(m).starts_with(dir)).map(str::to_owned).collect()
+}
+
 #[test]
 fn bind_mounted_heavy_dirs_hide_guest_builds_from_the_host() {
-    if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("bind mounts need root; CI runs as root");
-        return;
-    }
+    require_root();
     let (ws, local) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let agent = agent_with(local.path(), "bind");
     let socket = agent.dir.path().join("agent.sock");
@@ -82,6 +95,34 @@ fn bind_mounted_heavy_dirs_hide_guest_builds_from_the_host() {
     let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     let mounts = table.lines().filter(|l| l.split(' ').nth(4) == Some(mounted.to_str().unwrap())).count();
     assert_eq!(mounts, 1, "{table}");
+}
+
+#[test]
+fn bind_strategy_leaves_symlinked_heavy_dirs_alone() {
+    require_root();
+    let (ws, local, elsewhere) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (top, nested) = (elsewhere.path().join("top"), elsewhere.path().join("nested"));
+    for dir in [&top, &nested] {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join("keep"), "not the project's").unwrap();
+    }
+    std::os::unix::fs::symlink(&top, ws.path().join("node_modules")).unwrap();
+    std::fs::create_dir_all(ws.path().join("packages/a")).unwrap();
+    std::os::unix::fs::symlink(&nested, ws.path().join("packages/a/node_modules")).unwrap();
+    let _unmount = [Unmount(top.clone()), Unmount(nested.clone())];
+    let agent = agent_with(local.path(), "bind");
+    let done = prepare(&agent.dir.path().join("agent.sock"), request(ws.path(), &["node_modules"])).expect("prepare");
+    assert_eq!(mounts_under(elsewhere.path()), Vec::<String>::new(), "a heavy dir's symlink was followed and mounted over");
+    assert_eq!(mounts_under(ws.path()), Vec::<String>::new());
+    for dir in [&top, &nested] {
+        assert_eq!(std::fs::read_to_string(dir.join("keep")).unwrap(), "not the project's");
+    }
+    for rel in ["node_modules", "packages/a/node_modules"] {
+        let entry = done.heavy.iter().find(|h| h.path == ws.path().join(rel).display().to_string());
+        let entry = entry.unwrap_or_else(|| panic!("{rel} not reported: {done:?}"));
+        assert_eq!(entry.method, HeavyMethod::HeavySkipped as i32, "{entry:?}");
+        assert!(entry.note.contains("symlink"), "{entry:?}");
+    }
 }
 
 /// Detaches a test's bind mount however the test ends.

@@ -4,61 +4,9 @@
 
 use std::path::Path;
 
-use hutch_tests::snapshot::{SnapshotAgent, listing, raw_sync, zstd};
-use tar::{EntryType, Header};
-
-/// A raw tar header: the name bytes go in as given, unchecked.
-fn header(name: &[u8], kind: EntryType, size: u64) -> Header {
-    let mut h = Header::new_gnu();
-    h.as_old_mut().name[..name.len()].copy_from_slice(name);
-    h.set_entry_type(kind);
-    h.set_mode(0o644);
-    h.set_size(size);
-    h.set_mtime(1);
-    h.set_cksum();
-    h
-}
-
-fn file(name: &[u8], data: &[u8]) -> Vec<u8> {
-    let mut out = header(name, EntryType::Regular, data.len() as u64).as_bytes().to_vec();
-    out.extend_from_slice(data);
-    out.resize(out.len().div_ceil(512) * 512, 0);
-    out
-}
-
-fn link(name: &[u8], kind: EntryType, target: &[u8]) -> Vec<u8> {
-    let mut h = header(name, kind, 0);
-    h.as_old_mut().linkname[..target.len()].copy_from_slice(target);
-    h.set_cksum();
-    h.as_bytes().to_vec()
-}
-
-fn gnu_long_name(name: &[u8]) -> Vec<u8> {
-    let mut out = header(b"././@LongLink", EntryType::GNULongName, name.len() as u64 + 1).as_bytes().to_vec();
-    out.extend_from_slice(name);
-    out.push(0);
-    out.resize(out.len().div_ceil(512) * 512, 0);
-    out
-}
-
-fn pax_path(name: &[u8]) -> Vec<u8> {
-    let body = [b" path=", name, b"\n"].concat();
-    let mut len = body.len() + 2;
-    while len.to_string().len() + body.len() != len {
-        len += 1;
-    }
-    let record = [len.to_string().as_bytes(), &body].concat();
-    let mut out = header(b"PaxHeader", EntryType::XHeader, record.len() as u64).as_bytes().to_vec();
-    out.extend_from_slice(&record);
-    out.resize(out.len().div_ceil(512) * 512, 0);
-    out
-}
-
-fn archive(parts: &[Vec<u8>]) -> Vec<u8> {
-    let mut tar = parts.concat();
-    tar.extend_from_slice(&[0; 1024]);
-    zstd(&tar)
-}
+use hutch_tests::snapshot::{SnapshotAgent, listing, raw_sync};
+use hutch_tests::tarball::{archive, file, gnu_long_name, link, pax_path};
+use tar::EntryType;
 
 /// Runs one malicious sync and checks it was refused with `why` in the message
 /// and that nothing changed outside the snapshot.

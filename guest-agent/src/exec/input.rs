@@ -36,12 +36,13 @@ pub enum StdinTarget {
 }
 
 /// How the request stream ended.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum InputEnd {
     /// The client half-closed: it will send nothing more, but still listens.
     HalfClosed,
-    /// The call was cancelled or the connection broke: the client is gone.
-    Cancelled,
+    /// A request could not be decoded (or was over the size limit): the exec
+    /// cannot go on, and the client is told why with this status.
+    Broken(tonic::Status),
 }
 
 enum StdinMsg {
@@ -68,8 +69,11 @@ pub async fn serve(mut inbound: impl Requests, pgid: i32, stdin: Option<StdinTar
                 return InputEnd::HalfClosed;
             }
             Some(Err(status)) => {
-                tracing::debug!(pgid, %status, "exec request stream broke");
-                return InputEnd::Cancelled;
+                // tonic reports a cancelled call as the end of the stream, so
+                // this is a request it could not decode, or a broken
+                // connection (then nobody reads the answer).
+                tracing::debug!(pgid, code = ?status.code(), "exec request stream broke");
+                return InputEnd::Broken(crate::untrusted::request_error(&status));
             }
             Some(Ok(request)) => request,
         };
@@ -102,7 +106,7 @@ pub async fn serve(mut inbound: impl Requests, pgid: i32, stdin: Option<StdinTar
                         tracing::debug!(pgid, "signal {sig} not delivered: {e}");
                     }
                 }
-                None => tracing::warn!(pgid, name = %signal.name, "unknown signal name ignored"),
+                None => tracing::warn!(pgid, name = %crate::untrusted::shown_str(&signal.name), "unknown signal name ignored"),
             },
             Some(Kind::Start(_)) => {
                 tracing::warn!(pgid, "a second start on one exec stream is ignored")

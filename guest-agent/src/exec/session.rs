@@ -101,8 +101,10 @@ pub async fn run(mut inbound: impl Requests, responses: Responses, groups: Group
             }
             end = &mut input.0, if input_open => {
                 input_open = false;
-                if matches!(end, Ok(InputEnd::Cancelled)) {
-                    return kill_and_reap(&mut child, pid).await;
+                if let Ok(InputEnd::Broken(status)) = end {
+                    kill_and_reap(&mut child, pid).await;
+                    let _ = responses.send(Err(status)).await;
+                    return;
                 }
             }
             _ = responses.closed() => return kill_and_reap(&mut child, pid).await,
@@ -150,7 +152,11 @@ async fn read_start(inbound: &mut impl Requests, responses: &Responses) -> Optio
                 send_failure(responses, failure).await;
                 return None;
             }
-            None | Some(Err(_)) => return None,
+            Some(Err(status)) => {
+                let _ = responses.send(Err(crate::untrusted::request_error(&status))).await;
+                return None;
+            }
+            None => return None,
         }
     }
 }
@@ -236,9 +242,10 @@ async fn send_failure(responses: &Responses, failure: StartFailure) {
     let _ = responses.send(Ok(response(Kind::StartFailed(failed)))).await;
 }
 
-/// The client is gone: kill the whole group and reap the main process.
+/// The client is gone (or its requests are broken): kill the whole group and
+/// reap the main process.
 async fn kill_and_reap(child: &mut Child, pid: i32) {
-    tracing::debug!(pid, "client gone: killing the process group");
+    tracing::debug!(pid, "killing the process group");
     signal_group(pid, Signal::SIGKILL);
     let _ = child.wait().await;
 }

@@ -197,10 +197,11 @@ fn agent_has_controlling_terminal() -> bool {
 }
 
 fn check_cwd(cwd: &Path) -> Result<(), StartFailure> {
+    let shown = || crate::untrusted::shown(cwd.as_os_str().as_encoded_bytes());
     match std::fs::metadata(cwd) {
         Ok(meta) if meta.is_dir() => Ok(()),
-        Ok(_) => Err(StartFailure::BadCwd(format!("working directory {}: not a directory", cwd.display()))),
-        Err(e) => Err(StartFailure::BadCwd(format!("working directory {}: {e}", cwd.display()))),
+        Ok(_) => Err(StartFailure::BadCwd(format!("working directory {}: not a directory", shown()))),
+        Err(e) => Err(StartFailure::BadCwd(format!("working directory {}: {e}", shown()))),
     }
 }
 
@@ -230,10 +231,12 @@ fn enlarge(pipe: &OwnedFd) {
 }
 
 /// Maps the errno of a failed `execve` to the protocol's categories.
-fn classify(program: &str, e: io::Error) -> StartFailure {
-    let has_slash = program.contains('/');
+fn classify(argv0: &str, e: io::Error) -> StartFailure {
+    let has_slash = argv0.contains('/');
+    let exists = has_slash && Path::new(argv0).exists();
+    let program = crate::untrusted::shown_str(argv0);
     match e.raw_os_error().map(nix::errno::Errno::from_raw) {
-        Some(nix::errno::Errno::ENOENT) if has_slash && Path::new(program).exists() => {
+        Some(nix::errno::Errno::ENOENT) if exists => {
             // The file is there, so the missing piece is its interpreter (#!).
             StartFailure::NotExecutable(format!("{program}: bad interpreter (the #! line names a missing program)"))
         }

@@ -47,7 +47,11 @@ pub async fn run(mut inbound: Streaming<ForwardRequest>, responses: Responses) {
     let start = match inbound.message().await {
         Ok(Some(ForwardRequest { kind: Some(RequestKind::Start(start)) })) => start,
         Ok(Some(_)) => return fail(&responses, ConnectFailure::Invalid("the first message of a forward must be `start`".into())).await,
-        Ok(None) | Err(_) => return,
+        Ok(None) => return,
+        Err(status) => {
+            let _ = responses.send(Err(crate::untrusted::request_error(&status))).await;
+            return;
+        }
     };
     let addrs = match connect::candidates(&start) {
         Ok(addrs) => addrs,
@@ -80,6 +84,9 @@ pub async fn run(mut inbound: Streaming<ForwardRequest>, responses: Responses) {
         }
         Err(End::Protocol(why)) => {
             let _ = responses.send(Err(Status::invalid_argument(why))).await;
+        }
+        Err(End::Request(status)) => {
+            let _ = responses.send(Err(status)).await;
         }
     }
 }

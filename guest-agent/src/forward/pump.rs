@@ -24,6 +24,8 @@ pub enum End {
     Guest(io::Error),
     /// The client broke the protocol.
     Protocol(String),
+    /// A request could not be decoded (the status says why).
+    Request(tonic::Status),
 }
 
 /// Guest → client: sends what the guest server writes, then `close_write`
@@ -56,7 +58,8 @@ pub async fn client_to_guest(mut inbound: Streaming<ForwardRequest>, mut writer:
             }
             // A kind from a newer client: nothing to do with it.
             Ok(Some(ForwardRequest { kind: None })) => {}
-            Ok(None) | Err(_) => return Err(End::ClientGone),
+            Ok(None) => return Err(End::ClientGone),
+            Err(status) => return Err(End::Request(crate::untrusted::request_error(&status))),
         }
     }
 }

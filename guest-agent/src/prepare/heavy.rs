@@ -4,7 +4,11 @@
 //! pollutes the host with guest-built binaries. Each heavy dir is backed by a
 //! folder under `<local_root>/<workspace hash>/<relative path>`:
 //! - [`Strategy::Bind`] (Linux guests): that folder is bind-mounted over the
-//!   path, which the host sees as an empty dir at most;
+//!   path, which the host sees as an empty dir at most. A heavy dir that is a
+//!   symlink (or lies below one) is the project's own and is left alone: a
+//!   mount would land on wherever it points, hiding that folder's files. The
+//!   path is opened without following symlinks and mounted through that
+//!   descriptor ([`Mounts::bind`]);
 //! - [`Strategy::Symlink`] (macOS guests, as the VM Sandbox scripts do): the
 //!   path becomes a symlink to it; a non-empty host dir is never replaced.
 //!
@@ -12,12 +16,17 @@
 //! `npm install` lands on local disk); nested ones (`packages/a/node_modules`)
 //! when a bounded walk finds them.
 
-use std::path::{Path, PathBuf};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
 
 use hutch_proto::v1::{HeavyDir, HeavyMethod};
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
 
-use super::mounts::is_mountpoint;
+use super::mounts::Mounts;
 use super::{Config, PrepareError};
+use crate::nofollow::{NotOpened, open_dir};
 
 /// How deep the walk for nested heavy dirs goes by default.
 pub const DEFAULT_DEPTH: usize = 4;
@@ -41,7 +50,13 @@ impl Strategy {
 }
 
 /// Redirects every heavy dir of `workspace`; returns what was done to each.
-pub fn redirect(workspace: &Path, names: &[String], depth: usize, config: &Config) -> Result<Vec<HeavyDir>, PrepareError> {
+pub fn redirect(
+    workspace: &Path,
+    names: &[String],
+    depth: usize,
+    config: &Config,
+    mounts: &dyn Mounts,
+) -> Result<Vec<HeavyDir>, PrepareError> {
     let names: Vec<&str> = names.iter().map(String::as_str).filter(|n| is_plain_name(n)).collect();
     let local_base = config.local_root.join(workspace_key(workspace));
     let mut found: Vec<PathBuf> = names.iter().map(|n| workspace.join(n)).collect();
@@ -52,7 +67,7 @@ pub fn redirect(workspace: &Path, names: &[String], depth: usize, config: &Confi
         let local = local_base.join(relative);
         std::fs::create_dir_all(&local).map_err(PrepareError::io("creating", &local))?;
         let (method, note) = match config.strategy {
-            Strategy::Bind => (bind(&local, &path)?, String::new()),
+            Strategy::Bind => bind(&local, workspace, relative, mounts)?,
             Strategy::Symlink => symlink(&local, &path)?,
         };
         done.push(HeavyDir { path: path.display().to_string(), local_path: local.display().to_string(), method: method as i32, note });
@@ -109,23 +124,44 @@ fn nested(workspace: &Path, names: &[&str], depth: usize) -> Vec<PathBuf> {
     found
 }
 
-#[cfg(target_os = "linux")]
-fn bind(local: &Path, path: &Path) -> Result<HeavyMethod, PrepareError> {
-    use nix::mount::{MsFlags, mount};
-    if !is_mountpoint(path) {
-        std::fs::create_dir_all(path).map_err(PrepareError::io("creating", path))?;
-        mount(Some(local), path, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(|e| PrepareError::Mount {
-            what: format!("{} (VM-local)", local.display()),
-            path: path.to_path_buf(),
-            source: e.into(),
-        })?;
+/// Bind-mounts `local` over the heavy dir at `relative` below `workspace`
+/// (creating it if missing), unless it is already mounted, or it (or a
+/// folder on the way) is a symlink or not a folder: then it is left alone.
+fn bind(local: &Path, workspace: &Path, relative: &Path, mounts: &dyn Mounts) -> Result<(HeavyMethod, String), PrepareError> {
+    let path = workspace.join(relative);
+    if mounts.is_mountpoint(&path) {
+        return Ok((HeavyMethod::HeavyBind, String::new()));
     }
-    Ok(HeavyMethod::HeavyBind)
+    let target = match open_below(workspace, relative) {
+        Ok(fd) => fd,
+        Err(NotOpened::Symlink) => return Ok((HeavyMethod::HeavySkipped, "a symlink in the project: left alone, never followed".into())),
+        Err(NotOpened::NotAFolder) => return Ok((HeavyMethod::HeavySkipped, "not a folder: left as is".into())),
+        Err(NotOpened::Missing) => return Err(PrepareError::io("opening", &path)(std::io::ErrorKind::NotFound.into())),
+        Err(NotOpened::Os(e)) => return Err(PrepareError::io("opening", &path)(e.into())),
+    };
+    mounts.bind(local, &path, target.as_fd()).map_err(|source| match source.kind() {
+        std::io::ErrorKind::Unsupported => PrepareError::Unsupported(source.to_string()),
+        _ => PrepareError::Mount { what: format!("{} (VM-local)", local.display()), path: path.clone(), source },
+    })?;
+    Ok((HeavyMethod::HeavyBind, String::new()))
 }
 
-#[cfg(not(target_os = "linux"))]
-fn bind(_local: &Path, path: &Path) -> Result<HeavyMethod, PrepareError> {
-    Err(PrepareError::Unsupported(format!("{}: bind mounts need a Linux guest", path.display())))
+/// Opens the folder `relative` below `workspace` one name at a time without
+/// following a symlink; the last name is created if missing.
+fn open_below(workspace: &Path, relative: &Path) -> Result<OwnedFd, NotOpened> {
+    let flags = OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC;
+    let mut fd = nix::fcntl::open(workspace, flags, Mode::empty()).map_err(NotOpened::Os)?;
+    let names: Vec<&[u8]> = relative
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(name) => Some(name.as_bytes()),
+            _ => None,
+        })
+        .collect();
+    for (i, name) in names.iter().enumerate() {
+        fd = open_dir(fd.as_fd(), name, i + 1 == names.len())?;
+    }
+    Ok(fd)
 }
 
 /// Replaces `path` with a symlink to `local`, unless that would hide host data.
@@ -153,6 +189,7 @@ fn symlink(local: &Path, path: &Path) -> Result<(HeavyMethod, String), PrepareEr
 
 #[cfg(test)]
 mod tests {
+    use super::super::mounts::fake::{Call, Recorder};
     use super::*;
 
     fn names(list: &[&str]) -> Vec<String> {
@@ -168,7 +205,8 @@ mod tests {
         std::fs::create_dir_all(ws.path().join("target/debug")).unwrap(); // host data: keep
         std::fs::create_dir_all(ws.path().join(".git/node_modules")).unwrap(); // never looked at
         let config = Config { local_root: local.path().to_path_buf(), strategy: Strategy::Symlink, tart_shares: None };
-        let first = redirect(ws.path(), &names(&["node_modules", "target", "../evil"]), DEFAULT_DEPTH, &config).unwrap();
+        let mounts = Recorder::default();
+        let first = redirect(ws.path(), &names(&["node_modules", "target", "../evil"]), DEFAULT_DEPTH, &config, &mounts).unwrap();
         let by_path = |p: &str| {
             first.iter().find(|h| h.path == ws.path().join(p).display().to_string()).unwrap_or_else(|| panic!("{p} not handled: {first:?}"))
         };
@@ -182,8 +220,56 @@ mod tests {
         assert!(link.starts_with(local.path()));
 
         // Idempotent: the same answer, nothing new on disk.
-        let second = redirect(ws.path(), &names(&["node_modules", "target"]), DEFAULT_DEPTH, &config).unwrap();
+        let second = redirect(ws.path(), &names(&["node_modules", "target"]), DEFAULT_DEPTH, &config, &mounts).unwrap();
         assert_eq!(first, second);
+        assert_eq!(mounts.calls.borrow().len(), 0, "the symlink strategy mounts nothing");
+    }
+
+    #[test]
+    fn binds_mount_over_real_folders_only_and_once() {
+        let ws = tempfile::tempdir().unwrap();
+        let local = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(ws.path().join("target/debug")).unwrap();
+        std::fs::create_dir_all(ws.path().join("apps/web/node_modules")).unwrap();
+        std::fs::create_dir_all(ws.path().join("apps/api")).unwrap();
+        std::os::unix::fs::symlink(elsewhere.path(), ws.path().join("node_modules")).unwrap();
+        std::os::unix::fs::symlink(elsewhere.path(), ws.path().join("apps/api/node_modules")).unwrap();
+        std::fs::write(ws.path().join(".venv"), "a file").unwrap();
+        let config = Config { local_root: local.path().to_path_buf(), strategy: Strategy::Bind, tart_shares: None };
+        let mounts = Recorder::default();
+        let heavy = names(&["node_modules", "target", ".venv", ".next"]);
+        let first = redirect(ws.path(), &heavy, DEFAULT_DEPTH, &config, &mounts).unwrap();
+        let method = |rel: &str| {
+            let entry = first.iter().find(|h| h.path == ws.path().join(rel).display().to_string());
+            entry.map(|h| (HeavyMethod::try_from(h.method).unwrap(), h.note.contains("symlink")))
+        };
+        assert_eq!(method("node_modules"), Some((HeavyMethod::HeavySkipped, true)));
+        assert_eq!(method("apps/api/node_modules"), Some((HeavyMethod::HeavySkipped, true)));
+        assert_eq!(method(".venv"), Some((HeavyMethod::HeavySkipped, false)));
+        assert_eq!(method("target"), Some((HeavyMethod::HeavyBind, false)));
+        assert_eq!(method(".next"), Some((HeavyMethod::HeavyBind, false)), "a missing top-level heavy dir is created and bound");
+        assert_eq!(method("apps/web/node_modules"), Some((HeavyMethod::HeavyBind, false)));
+        assert!(ws.path().join(".next").is_dir());
+        let bound: Vec<PathBuf> = mounts
+            .calls
+            .borrow()
+            .iter()
+            .map(|c| match c {
+                Call::Bind(source, target) => {
+                    assert!(source.starts_with(local.path()), "{c:?}");
+                    target.clone()
+                }
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(bound.len(), 3, "{bound:?}");
+        assert!(bound.iter().all(|t| !t.starts_with(elsewhere.path())));
+
+        // A second Prepare finds them mounted and mounts nothing more.
+        let second = redirect(ws.path(), &heavy, DEFAULT_DEPTH, &config, &mounts).unwrap();
+        assert_eq!(first, second);
+        assert_eq!(mounts.calls.borrow().len(), 3);
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //!
 //! - [`workspace`] mounts (or links) the share at the workspace path;
 //! - [`heavy`] finds heavy dirs and redirects each to VM-local storage;
-//! - [`mounts`] reads the mount table, so every step can tell it is already
-//!   done and a second `Prepare` changes nothing.
+//! - [`mounts`] is every mount operation (and the mount table, so every step
+//!   can tell it is already done and a second `Prepare` changes nothing),
+//!   behind a trait: the logic above is unit-tested with a fake, no root.
 
 pub mod heavy;
 pub mod mounts;
@@ -15,6 +16,7 @@ use std::path::{Path, PathBuf};
 use hutch_proto::v1::{PrepareRequest, PrepareResponse};
 
 pub use heavy::Strategy;
+pub use mounts::Mounts;
 
 /// Where and how this agent keeps heavy dirs.
 #[derive(Clone, Debug)]
@@ -76,13 +78,14 @@ impl PrepareError {
     }
 }
 
-/// Carries out `request` (blocking: mounts and a directory walk).
-pub fn prepare(request: &PrepareRequest, config: &Config) -> Result<PrepareResponse, PrepareError> {
+/// Carries out `request` (blocking: mounts and a directory walk) with the
+/// mount operations of `mounts` (the kernel's: [`mounts::System`]).
+pub fn prepare(request: &PrepareRequest, config: &Config, mounts: &dyn Mounts) -> Result<PrepareResponse, PrepareError> {
     let workspace = clean_absolute(&request.workspace)?;
     let share = request.share.as_ref().and_then(|s| s.kind.as_ref()).ok_or(PrepareError::NoShare)?;
-    workspace::ensure(&workspace, share, config.tart_shares.as_deref())?;
+    workspace::ensure(&workspace, share, config.tart_shares.as_deref(), mounts)?;
     let depth = if request.heavy_depth == 0 { heavy::DEFAULT_DEPTH } else { request.heavy_depth as usize };
-    let heavy = heavy::redirect(&workspace, &request.heavy_dirs, depth, config)?;
+    let heavy = heavy::redirect(&workspace, &request.heavy_dirs, depth, config, mounts)?;
     Ok(PrepareResponse { workspace: workspace.display().to_string(), heavy })
 }
 

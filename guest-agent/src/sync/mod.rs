@@ -4,27 +4,47 @@
 //! A snapshot of host folder `/p` lives at `/p` on guest-local disk (under
 //! `--snapshot-prefix` when the agent runs beside the host, as in tests). A
 //! Sync walks it ([`hutch_proto::tree`]), sends that manifest, then applies
-//! what the host sends back ([`receive`]) after checking every path
-//! ([`validate`]), and stores the resulting manifest ([`state`]) for
-//! [`diff`].
+//! what the host sends back ([`receive`], on the blocking [`worker`]) after
+//! checking every path ([`validate`]) and every tar header ([`archive`]),
+//! and stores the resulting manifest ([`state`]) for [`diff`]. Roots are
+//! opened without following symlinks ([`root`]) and one call at a time per
+//! root ([`lock`]).
 
+pub mod archive;
 pub mod diff;
+pub mod lock;
+#[cfg(test)]
+mod props;
 pub mod receive;
+pub mod root;
 pub mod session;
 pub mod state;
 pub mod validate;
+pub mod worker;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use tonic::Status;
 
+use self::lock::RootLocks;
+
 /// Where snapshots and their state live.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Config {
     /// Folder for the agent's own state (`snapshots/*.state`).
     pub state_dir: PathBuf,
     /// Prefix for snapshot paths: empty in a VM (same path as on the host).
     pub prefix: Option<PathBuf>,
+    /// One call at a time per snapshot root.
+    pub locks: RootLocks,
+}
+
+impl Config {
+    /// Snapshots at their host paths (under `prefix` if given), their state
+    /// under `state_dir`.
+    pub fn new(state_dir: PathBuf, prefix: Option<PathBuf>) -> Config {
+        Config { state_dir, prefix, locks: RootLocks::default() }
+    }
 }
 
 /// Why a Sync or SnapshotDiff call failed.
@@ -33,6 +53,9 @@ pub enum SyncError {
     /// The request is malformed (no start, a relative root, ...).
     #[error("{0}")]
     BadRequest(String),
+    /// A request message could not be decoded (the status says why).
+    #[error("{}", .0.message())]
+    Request(Status),
     /// The host sent an entry the agent does not accept.
     #[error(transparent)]
     Apply(#[from] receive::ApplyError),
@@ -42,6 +65,9 @@ pub enum SyncError {
     /// No Sync was recorded for this root.
     #[error("no snapshot of {0} was synced by this agent")]
     NeverSynced(String),
+    /// The snapshot changed under a diff in a way it cannot report.
+    #[error("{0}")]
+    Changed(String),
     /// A local operation failed.
     #[error("{what}: {source}")]
     Io {
@@ -55,10 +81,19 @@ pub enum SyncError {
 impl SyncError {
     /// The gRPC status the host sees.
     pub fn status(&self) -> Status {
+        use receive::ApplyError;
         match self {
             SyncError::BadRequest(m) => Status::invalid_argument(m.clone()),
-            SyncError::Apply(receive::ApplyError::Refused { .. }) => Status::invalid_argument(self.to_string()),
+            SyncError::Request(status) => status.clone(),
+            SyncError::Apply(ApplyError::Refused { .. } | ApplyError::Archive(_)) => Status::invalid_argument(self.to_string()),
+            SyncError::Apply(ApplyError::NoSpace { .. }) => Status::resource_exhausted(self.to_string()),
+            SyncError::Apply(ApplyError::Os { source, .. }) | SyncError::Io { source, .. }
+                if source.kind() == std::io::ErrorKind::StorageFull =>
+            {
+                Status::resource_exhausted(self.to_string())
+            }
             SyncError::NeverSynced(_) => Status::failed_precondition(self.to_string()),
+            SyncError::Changed(_) => Status::aborted(self.to_string()),
             _ => Status::internal(self.to_string()),
         }
     }
@@ -66,24 +101,5 @@ impl SyncError {
     fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> SyncError {
         let what = what.into();
         move |source| SyncError::Io { what, source }
-    }
-}
-
-impl Config {
-    /// Where the snapshot of host folder `root` lives in this guest. `root`
-    /// must be absolute and free of `.`/`..` components.
-    pub fn snapshot_path(&self, root: &str) -> Result<PathBuf, SyncError> {
-        let path = Path::new(root);
-        let clean = path.is_absolute()
-            && path.components().all(|c| matches!(c, std::path::Component::RootDir | std::path::Component::Normal(_)))
-            && !root.contains("/./")
-            && !root.ends_with("/.");
-        if !clean || root == "/" {
-            return Err(SyncError::BadRequest(format!("snapshot root {root:?} must be an absolute folder path without . or ..")));
-        }
-        Ok(match &self.prefix {
-            Some(prefix) => prefix.join(path.strip_prefix("/").unwrap_or(path)),
-            None => path.to_path_buf(),
-        })
     }
 }

@@ -10,11 +10,10 @@
 //! calls relative to that folder, again never following a symlink.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::path::Path;
 
 use nix::errno::Errno;
-use nix::fcntl::{OFlag, openat};
-use nix::sys::stat::{Mode, mkdirat};
+
+use crate::nofollow::NotOpened;
 
 /// Why the agent refused an entry or a path.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +21,9 @@ pub enum Refused {
     /// The path is empty.
     #[error("empty path")]
     Empty,
+    /// The path is longer than any the host can have.
+    #[error("a path of {0} bytes: paths are limited to {max} bytes", max = crate::limits::MAX_PATH_BYTES)]
+    TooLong(usize),
     /// The path starts with `/`.
     #[error("absolute path")]
     Absolute,
@@ -31,6 +33,9 @@ pub enum Refused {
     /// A component is `.` or empty (`a//b`).
     #[error("`.` or empty component")]
     Dot,
+    /// A NUL byte, which no path can hold.
+    #[error("a NUL byte")]
+    Nul,
     /// An intermediate component is a symlink.
     #[error("passes through a symlink")]
     Symlink,
@@ -54,6 +59,9 @@ pub enum Refused {
 /// The components of a relative path, or why it is refused. A single
 /// trailing `/` (as tar writes for folders) is allowed.
 pub fn components(path: &[u8]) -> Result<Vec<&[u8]>, Refused> {
+    if path.len() > crate::limits::MAX_PATH_BYTES {
+        return Err(Refused::TooLong(path.len()));
+    }
     let path = path.strip_suffix(b"/").unwrap_or(path);
     if path.is_empty() {
         return Err(Refused::Empty);
@@ -66,6 +74,7 @@ pub fn components(path: &[u8]) -> Result<Vec<&[u8]>, Refused> {
         match *part {
             b".." => return Err(Refused::DotDot),
             b"." | b"" => return Err(Refused::Dot),
+            _ if part.contains(&0) => return Err(Refused::Nul),
             _ => {}
         }
     }
@@ -94,10 +103,10 @@ pub enum OpenError {
 }
 
 impl SafeRoot {
-    /// Opens the root folder (the one path the agent itself chose).
-    pub fn open(path: &Path) -> Result<SafeRoot, Errno> {
-        let fd = nix::fcntl::open(path, OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())?;
-        Ok(SafeRoot { fd, cached: None })
+    /// The snapshot root, already opened without following symlinks
+    /// (`super::root`).
+    pub fn new(fd: OwnedFd) -> SafeRoot {
+        SafeRoot { fd, cached: None }
     }
 
     /// The root folder itself.
@@ -138,34 +147,15 @@ impl SafeRoot {
     }
 }
 
-/// Opens `name` in `parent` as a folder, refusing symlinks and non-folders.
+/// Opens `name` in `parent` as a folder, refusing symlinks and non-folders
+/// ([`crate::nofollow`], with this module's refusals).
 pub fn open_dir(parent: BorrowedFd<'_>, name: &[u8], create: bool) -> Result<OwnedFd, OpenError> {
-    let flags = OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_RDONLY | OFlag::O_CLOEXEC;
-    match openat(parent, name, flags, Mode::empty()) {
-        Ok(fd) => Ok(fd),
-        Err(Errno::ENOENT) if create => {
-            match mkdirat(parent, name, Mode::from_bits_truncate(0o755)) {
-                Ok(()) | Err(Errno::EEXIST) => {}
-                Err(e) => return Err(e.into()),
-            }
-            openat(parent, name, flags, Mode::empty()).map_err(|e| classify(parent, name, e))
-        }
-        Err(e) => Err(classify(parent, name, e)),
-    }
-}
-
-/// Names the refusal: Linux says ENOTDIR (or ELOOP) for a symlink opened
-/// with `O_DIRECTORY | O_NOFOLLOW`, so look at what is there.
-fn classify(parent: BorrowedFd<'_>, name: &[u8], e: Errno) -> OpenError {
-    match e {
-        Errno::ELOOP | Errno::ENOTDIR => {
-            let st = nix::sys::stat::fstatat(parent, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW);
-            let symlink = st.is_ok_and(|st| st.st_mode & nix::libc::S_IFMT == nix::libc::S_IFLNK);
-            if symlink || e == Errno::ELOOP { Refused::Symlink.into() } else { Refused::NotAFolder.into() }
-        }
-        Errno::ENOENT => OpenError::Missing,
-        e => e.into(),
-    }
+    crate::nofollow::open_dir(parent, name, create).map_err(|e| match e {
+        NotOpened::Symlink => Refused::Symlink.into(),
+        NotOpened::NotAFolder => Refused::NotAFolder.into(),
+        NotOpened::Missing => OpenError::Missing,
+        NotOpened::Os(errno) => OpenError::Os(errno),
+    })
 }
 
 #[cfg(test)]
@@ -182,5 +172,8 @@ mod tests {
         assert!(matches!(components(b".."), Err(Refused::DotDot)));
         assert!(matches!(components(b"./a"), Err(Refused::Dot)));
         assert!(matches!(components(b"a//b"), Err(Refused::Dot)));
+        assert!(matches!(components(b"a/b\0c"), Err(Refused::Nul)));
+        assert!(components(&[b'a'; 4096]).is_ok());
+        assert!(matches!(components(&[b'a'; 4097]), Err(Refused::TooLong(4097))));
     }
 }

@@ -32,7 +32,7 @@ pub async fn start(
     mut inbound: Streaming<ExecRequest>,
     groups: Groups,
 ) -> Result<impl Stream<Item = Result<ExecResponse, Status>> + Send + 'static, Status> {
-    let command = match inbound.message().await? {
+    let command = match inbound.message().await.map_err(|status| crate::untrusted::request_error(&status))? {
         Some(ExecRequest { r#type: Some(TartRequest::Command(command)) }) => command,
         Some(_) => return Err(Status::invalid_argument("the first message of an Exec must be `command`")),
         None => return Err(Status::invalid_argument("the Exec stream ended before its `command`")),

@@ -53,6 +53,7 @@ impl Agent for TartService {
     async fn signal(&self, request: Request<SignalRequest>) -> Result<Response<()>, Status> {
         // Only detached commands are signalled by id, and hutch-agent runs none
         // (see `exec::start`): an attached command is signalled by its stream.
-        Err(Status::not_found(format!("no detached command with id {:?}", request.into_inner().exec_id)))
+        let id = crate::untrusted::shown_str(&request.into_inner().exec_id);
+        Err(Status::not_found(format!("no detached command with id \"{id}\"")))
     }
 }

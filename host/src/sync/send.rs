@@ -37,8 +37,7 @@ pub fn archive(
 ) -> io::Result<(u64, u64)> {
     let bar = Progress::new(total, progress);
     let chunks = ChunkWriter { tx, buf: Vec::with_capacity(CHUNK), sent: 0 };
-    let encoder = zstd::stream::write::Encoder::new(chunks, ZSTD_LEVEL)?;
-    let mut builder = tar::Builder::new(encoder);
+    let mut builder = tar::Builder::new(encoder(chunks)?);
     let mut raw = 0u64;
     for entry in entries {
         raw += append(&mut builder, root, entry)?;
@@ -49,6 +48,15 @@ pub fn archive(
     chunks.flush_chunk()?;
     bar.done();
     Ok((raw, chunks.sent))
+}
+
+/// The archive's compressor. Each frame carries its content checksum, which
+/// the agent checks at the end of the stream: a byte corrupted on the way is
+/// a refused sync, never a wrong file in the snapshot.
+fn encoder<W: Write>(out: W) -> io::Result<zstd::stream::write::Encoder<'static, W>> {
+    let mut encoder = zstd::stream::write::Encoder::new(out, ZSTD_LEVEL)?;
+    encoder.include_checksum(true)?;
+    Ok(encoder)
 }
 
 /// Appends one entry; returns the file bytes it carried.
@@ -200,7 +208,19 @@ impl Progress {
 
 #[cfg(test)]
 mod tests {
-    use super::pax_record;
+    use std::io::Write;
+
+    use super::{encoder, pax_record};
+
+    #[test]
+    fn archives_carry_a_content_checksum() {
+        let mut out = encoder(Vec::new()).unwrap();
+        out.write_all(b"some file contents").unwrap();
+        let frame = out.finish().unwrap();
+        assert_eq!(&frame[..4], &[0x28, 0xb5, 0x2f, 0xfd], "a zstd frame");
+        // Frame header descriptor, bit 2: Content_Checksum_flag (RFC 8878 3.1.1.1.1).
+        assert_ne!(frame[4] & 0b100, 0, "the frame carries its checksum");
+    }
 
     #[test]
     fn pax_records_count_their_own_length() {
