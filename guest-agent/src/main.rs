@@ -5,12 +5,15 @@
 //! once (vsock in a VM, a Unix socket for local use and Lima, TCP with a token
 //! as a last resort) and stops cleanly on SIGTERM/SIGINT, killing whatever it
 //! still runs. It also receives `--ro` snapshots of host folders (`Sync`).
+//! Started as PID 1 (the default Debian image), it is that guest's init
+//! instead ([`init`]), which starts it again as the agent proper.
 
 mod auth;
 mod conn;
 mod exec;
 mod forward;
 mod info;
+mod init;
 mod limits;
 mod listen;
 mod malloc;
@@ -77,6 +80,11 @@ struct Args {
     #[arg(long, value_name = "DIR")]
     snapshot_prefix: Option<PathBuf>,
 
+    /// Run every command as this user of /etc/passwd (its uid, gid and home)
+    /// instead of the agent's own; mounts and snapshots stay the agent's.
+    #[arg(long, value_name = "NAME")]
+    exec_user: Option<String>,
+
     /// More logging on stderr (-v debug, -vv trace). HUTCH_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -106,6 +114,9 @@ const STREAM_WINDOW: u32 = hutch_proto::STREAM_WINDOW;
 const CONNECTION_WINDOW: u32 = hutch_proto::CONNECTION_WINDOW;
 
 fn main() -> ExitCode {
+    if init::is_pid1() {
+        return init::run();
+    }
     malloc::tune();
     let args = Args::parse();
     init_logging(args.verbose);
@@ -150,7 +161,13 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         Some(HeavyStrategyArg::Symlink) => prepare::Strategy::Symlink,
         None => prepare::Strategy::native(),
     };
-    let prepare = prepare::Config { local_root: args.local_dir, strategy, tart_shares: args.tart_shares };
+    let exec_user = args.exec_user.as_deref().map(exec::user::ExecUser::lookup).transpose()?;
+    let owner = exec_user.as_ref().map(|u| (u.uid, u.gid));
+    if let Some(user) = exec_user {
+        tracing::info!("commands run as {} (uid {}, gid {})", user.name, user.uid, user.gid);
+        exec::user::set(user);
+    }
+    let prepare = prepare::Config { local_root: args.local_dir, strategy, tart_shares: args.tart_shares, owner };
     let sync = sync::Config::new(args.state_dir, args.snapshot_prefix);
     let service = AgentService::new(groups.clone(), prepare, sync);
     let tart = TartService::new(groups.clone());

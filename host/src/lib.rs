@@ -8,6 +8,8 @@
 //!   its [`mux`] when one runs) and says why not, over [`transport`];
 //! - [`exec`] drives one remote process from the local terminal or pipes;
 //! - [`sync`] keeps `--ro` snapshots equal to the host tree, and diffs them;
+//! - [`workspace`] sets the project up in the guest, with mount points only
+//!   for the [`heavy`] dirs it uses, and removes them again;
 //! - [`state`] holds the typed VM records;
 //! - [`error`] and [`exit`] gather each module's errors and map exit codes in
 //!   one place (see the README's Architecture section).
@@ -25,6 +27,7 @@ pub mod error;
 pub mod exec;
 pub mod exit;
 pub mod forward;
+pub mod heavy;
 pub mod hooks;
 pub mod lifecycle;
 pub mod mux;

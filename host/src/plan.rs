@@ -30,6 +30,7 @@ impl Plan {
         Config::flag(&mut config.image, args.image.clone().map(Some));
         Config::flag(&mut config.cpus, args.cpus);
         Config::flag(&mut config.memory, args.memory);
+        Config::flag(&mut config.disk, args.disk.map(Some));
         if args.no_heavy {
             Config::flag(&mut config.heavy, Some(Vec::new()));
         }
@@ -44,6 +45,7 @@ impl Plan {
             image: config.image.value.clone().or_else(|| backend.default_image(state)),
             cpus: config.cpus.value,
             memory_mib: config.memory.value,
+            disk_bytes: config.disk.value,
             workspace,
             ephemeral,
             heavy_dirs: config.heavy.value.clone(),

@@ -1,6 +1,7 @@
 //! The host project in the guest: which folder it is (`--workspace` or the
 //! current directory), asking the agent to set it up at the same path (its
-//! `Prepare` call), and undoing on the host what that left there.
+//! `Prepare` call), and undoing on the host what that and hutch left there
+//! ([`crate::heavy`]: mount points only for the heavy dirs a project uses).
 
 use std::path::{Path, PathBuf};
 
@@ -32,6 +33,14 @@ pub enum WorkspaceError {
     /// The VM's agent cannot be reached.
     #[error(transparent)]
     Connect(#[from] ConnectError),
+    /// A heavy dir's mount point could not be made in the project.
+    #[error("creating the mount point {}: {source}", path.display())]
+    MountPoint {
+        /// The folder.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// The agent's `Prepare` failed.
     #[error("the agent could not set up the workspace: {}", .0.message())]
     Prepare(Status),
@@ -51,11 +60,14 @@ impl WorkspaceError {
 }
 
 /// Shares the workspace at its host path in the guest and redirects heavy
-/// dirs; records the symlinks it put into the host project, if any.
+/// dirs; records the mount points and symlinks it put into the host project.
 pub async fn prepare(state: &StateDir, backend: &dyn Backend, record: &mut VmRecord) -> Result<(), WorkspaceError> {
     let (Some(workspace), Some(share)) = (record.workspace.clone(), backend.workspace_share(record)) else {
         return Ok(());
     };
+    let created = crate::heavy::create_mount_points(&workspace, &record.heavy_dirs)
+        .map_err(|source| WorkspaceError::MountPoint { path: workspace.clone(), source })?;
+    record.created_dirs.extend(created.into_iter().filter(|c| !record.created_dirs.contains(c)).collect::<Vec<_>>());
     let mut client = connect::connect(state, record).await?;
     let request = PrepareRequest {
         workspace: workspace.display().to_string(),
@@ -76,15 +88,16 @@ pub async fn prepare(state: &StateDir, backend: &dyn Backend, record: &mut VmRec
     Ok(())
 }
 
-/// Removes the symlinks `prepare` put into the host project (macOS guests),
-/// leaving the project as it was. A path that is no longer our symlink is
-/// left alone.
+/// Removes the symlinks `prepare` put into the host project (macOS guests)
+/// and the mount points hutch created that are still empty, leaving the
+/// project as it was. A path that is no longer ours is left alone.
 pub fn remove_links(record: &mut VmRecord) {
     for link in std::mem::take(&mut record.heavy_links) {
         if std::fs::read_link(&link.path).is_ok_and(|target| target == link.target) {
             let _ = std::fs::remove_file(&link.path);
         }
     }
+    crate::heavy::remove_mount_points(&std::mem::take(&mut record.created_dirs));
 }
 
 /// The workspace folder for `hutch up`/`run`: `--workspace` or the current

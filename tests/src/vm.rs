@@ -1,5 +1,6 @@
-//! End-to-end fixtures: hutch driving real QEMU guests booted from the image
-//! `cargo xtask image` builds, with a private state folder per test process.
+//! End-to-end fixtures: hutch driving real QEMU guests booted from the images
+//! `cargo xtask e2e` builds (the minimal one by default, the Debian one where
+//! a test needs it), with a private state folder per test process.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -13,8 +14,11 @@ use crate::binaries;
 pub struct E2e {
     /// HUTCH_STATE_DIR for every hutch this fixture runs.
     pub state: TempDir,
-    /// The guest image folder.
+    /// The minimal guest image folder (busybox in RAM: boots fastest).
     pub image: PathBuf,
+    /// The Debian image folder (`HUTCH_E2E_DEBIAN_IMAGE`), for tests that
+    /// need a real userland.
+    pub debian: PathBuf,
 }
 
 /// The fixture shared by one test process (one state folder, so the KVM
@@ -24,11 +28,14 @@ pub fn e2e() -> &'static E2e {
     E2E.get_or_init(|| {
         let image = std::env::var_os("HUTCH_E2E_IMAGE")
             .map(PathBuf::from)
-            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/hutch-image"));
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/hutch-image/minimal"));
         assert!(image.join("image.json").exists(), "no guest image at {}: run `cargo xtask e2e` (it builds one)", image.display());
         // Short path: Unix socket paths are limited to 107 bytes.
         let state = tempfile::Builder::new().prefix("he2e").tempdir_in("/tmp").expect("state dir");
-        E2e { state, image }
+        let debian = std::env::var_os("HUTCH_E2E_DEBIAN_IMAGE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/hutch-image/e2e-default"));
+        E2e { state, image, debian }
     })
 }
 
@@ -42,6 +49,12 @@ impl E2e {
             .env_remove("HUTCH_BACKEND")
             .env_remove("HUTCH_LOG");
         cmd
+    }
+
+    /// The Debian image's folder; fails the test when `cargo xtask e2e` did not build it.
+    pub fn debian(&self) -> &Path {
+        assert!(self.debian.join("image.json").exists(), "no Debian image at {}: run `cargo xtask e2e`", self.debian.display());
+        &self.debian
     }
 
     /// Runs hutch with `args`, stdin from /dev/null.

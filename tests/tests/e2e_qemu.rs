@@ -29,6 +29,7 @@ fn rm(name: &str) {
 fn a_booted_guest_runs_commands_with_exact_codes_output_and_terminals() {
     // A path with a space: the agent mounts the share there itself.
     let ws = tempfile::Builder::new().prefix("ws e2e").tempdir_in("/tmp").unwrap();
+    std::fs::write(ws.path().join("package.json"), "{}\n").unwrap(); // so node_modules is a heavy dir
     std::fs::create_dir_all(ws.path().join("packages/a/node_modules")).unwrap();
     std::fs::write(ws.path().join("packages/a/node_modules/from-host"), "host data").unwrap();
     up("e2e-main", ws.path());
@@ -127,6 +128,59 @@ fn run_rm_propagates_the_code_and_leaves_nothing_behind() {
         .map(|d| d.flatten().filter(|e| e.file_name().to_string_lossy().starts_with("run-")).count())
         .unwrap_or(0);
     assert_eq!(vms, 0, "a run-* VM folder was left behind");
+}
+
+/// `LISTING` of `dir` plus the folder's own mtime: creating and removing an
+/// entry changes it, so equal listings mean the folder was left as it was.
+fn listing_with_mtime(dir: &std::path::Path) -> String {
+    let mtime = std::fs::metadata(dir).unwrap().modified().unwrap();
+    format!("{mtime:?}\n{}", host_listing(dir))
+}
+
+#[test]
+#[ignore = "needs QEMU and a guest image: run `cargo xtask e2e`"]
+fn run_rm_leaves_a_folder_without_markers_exactly_as_it_was() {
+    let ws = tempfile::tempdir_in("/tmp").unwrap();
+    std::fs::write(ws.path().join("notes.txt"), "plain folder\n").unwrap();
+    std::fs::create_dir(ws.path().join("sub")).unwrap();
+    let before = listing_with_mtime(ws.path());
+    let mut args = vec!["run", "--rm", "--workspace", ws.path().to_str().unwrap()];
+    args.extend_from_slice(SMALL);
+    args.extend_from_slice(&["--", "sh", "-c", "ls -A"]);
+    let out = e2e().run(&args);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(stdout(&out), "notes.txt\nsub\n", "the guest saw something hutch added");
+    assert_eq!(listing_with_mtime(ws.path()), before, "run --rm changed a folder without markers");
+}
+
+#[test]
+#[ignore = "needs QEMU and a guest image: run `cargo xtask e2e`"]
+fn a_node_project_shows_node_modules_only_while_its_vm_runs() {
+    let ws = tempfile::tempdir_in("/tmp").unwrap();
+    std::fs::write(ws.path().join("package.json"), "{}\n").unwrap();
+    let before = listing_with_mtime(ws.path());
+    let entries = || {
+        let mut names: Vec<String> = std::fs::read_dir(ws.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        names.sort();
+        names
+    };
+    up("e2e-node", ws.path());
+    assert_eq!(entries(), ["node_modules", "package.json"], "only the dir package.json implies");
+    assert_eq!(std::fs::read_dir(ws.path().join("node_modules")).unwrap().count(), 0);
+    assert_eq!(code(&e2e().run(&["down", "e2e-node"])), 0);
+    assert_eq!(entries(), ["package.json"], "down left the empty mount point");
+    up("e2e-node", ws.path());
+    rm("e2e-node");
+    assert_eq!(listing_with_mtime(ws.path()).lines().skip(1).collect::<Vec<_>>(), before.lines().skip(1).collect::<Vec<_>>());
+    assert_eq!(entries(), ["package.json"], "rm left the empty mount point");
+
+    // The same at the end of `run --rm`.
+    let mut args = vec!["run", "--rm", "--workspace", ws.path().to_str().unwrap()];
+    args.extend_from_slice(SMALL);
+    args.extend_from_slice(&["--", "sh", "-c", "test -d node_modules && echo present"]);
+    let out = e2e().run(&args);
+    assert_eq!((code(&out), stdout(&out).as_str()), (0, "present\n"), "{}", stderr(&out));
+    assert_eq!(entries(), ["package.json"], "run --rm left the empty mount point");
 }
 
 #[test]

@@ -29,12 +29,13 @@ fn request(ws: &Path, heavy: &[&str]) -> PrepareRequest {
 fn symlinked_heavy_dirs_keep_host_data_and_a_second_call_changes_nothing() {
     let (ws, local) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     std::fs::create_dir_all(ws.path().join("apps/web/node_modules")).unwrap();
+    std::fs::create_dir(ws.path().join("node_modules")).unwrap(); // as the host creates it for a package.json
     std::fs::create_dir_all(ws.path().join(".venv/lib")).unwrap();
     std::fs::write(ws.path().join(".venv/lib/keep"), "host").unwrap();
     let agent = agent_with(local.path(), "symlink");
     let socket = agent.dir.path().join("agent.sock");
 
-    let first = prepare(&socket, request(ws.path(), &["node_modules", ".venv"])).expect("prepare");
+    let first = prepare(&socket, request(ws.path(), &["node_modules", ".venv", ".next"])).expect("prepare");
     let method = |p: &str| first.heavy.iter().find(|h| h.path == ws.path().join(p).display().to_string()).map(|h| h.method);
     assert_eq!(method("node_modules"), Some(HeavyMethod::HeavySymlink as i32));
     assert_eq!(method("apps/web/node_modules"), Some(HeavyMethod::HeavySymlink as i32));
@@ -42,8 +43,10 @@ fn symlinked_heavy_dirs_keep_host_data_and_a_second_call_changes_nothing() {
     assert_eq!(std::fs::read_to_string(ws.path().join(".venv/lib/keep")).unwrap(), "host");
     let target = std::fs::read_link(ws.path().join("node_modules")).unwrap();
     assert!(target.starts_with(local.path()), "{}", target.display());
+    assert_eq!(method(".next"), None);
+    assert!(!ws.path().join(".next").exists(), "a heavy dir the project does not have appeared");
 
-    let second = prepare(&socket, request(ws.path(), &["node_modules", ".venv"])).expect("second prepare");
+    let second = prepare(&socket, request(ws.path(), &["node_modules", ".venv", ".next"])).expect("second prepare");
     assert_eq!(first, second);
 }
 
@@ -83,6 +86,7 @@ fn bind_mounted_heavy_dirs_hide_guest_builds_from_the_host() {
     let agent = agent_with(local.path(), "bind");
     let socket = agent.dir.path().join("agent.sock");
     let mounted = ws.path().join("target");
+    std::fs::create_dir(&mounted).unwrap(); // as the host creates it for a Cargo.toml
     let _unmount = Unmount(mounted.clone());
     let first = prepare(&socket, request(ws.path(), &["target"])).expect("prepare");
     assert_eq!(first.heavy[0].method, HeavyMethod::HeavyBind as i32);

@@ -4,7 +4,8 @@
 //!   through `hutch exec`, stop the agent (the README's first command);
 //! - `dist`: static hutch-agent for Linux guests, plus systemd/launchd files;
 //! - `e2e`: build the image and run the end-to-end suite in QEMU guests;
-//! - `image`: build the QEMU guest image and install it as hutch's default;
+//! - `image [--minimal-only] [--rebuild]`: build the QEMU guest images (the
+//!   Debian default, the busybox `minimal`) and install them;
 //! - `install [--root DIR]`: the `hutch` CLI into DIR/bin, static on Linux;
 //! - `base-image`: a Debian disk image with systemd and sshd but no agent
 //!   (what `hutch image prepare` takes; its e2e test uses it);
@@ -12,6 +13,8 @@
 //! - `bench-sync [--quick] [--json FILE]`: `--ro` snapshot sync beside rsync;
 //! - `bench-workspace [--quick] [--json FILE]`: only `bench`'s "workspace in
 //!   the guest" section (virtio-fs and 9p against a VM-local copy).
+//!
+//! Both Debian images come from one builder, [`rootfs`].
 
 mod base_image;
 mod bench;
@@ -22,6 +25,7 @@ mod e2e;
 mod image;
 mod install;
 mod local_agent;
+mod rootfs;
 mod workspace;
 
 use std::process::ExitCode;
@@ -43,11 +47,18 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
     },
-    /// Build the QEMU guest image (kernel, modules, busybox, static agent) and install it as the default.
+    /// Build the QEMU guest images and install them: the default (Debian 12 on a disk, with what the
+    /// `[image]` table of your configuration adds) and `minimal` (busybox in RAM).
     Image {
-        /// Only build it under target/hutch-image; do not install it.
+        /// Only build them under target/hutch-image; do not install them.
         #[arg(long)]
         no_install: bool,
+        /// Only the minimal image (seconds instead of minutes; `hutch up --image minimal`).
+        #[arg(long)]
+        minimal_only: bool,
+        /// Build the Debian disk again even if its recipe did not change (newer packages).
+        #[arg(long)]
+        rebuild: bool,
     },
     /// Install the `hutch` CLI into ~/.cargo/bin (statically linked on Linux/glibc: faster start-up).
     Install {
@@ -100,7 +111,10 @@ fn main() -> ExitCode {
             0
         }),
         Task::E2e => e2e::run(),
-        Task::Image { no_install } => image::run(!no_install).map(|_| 0),
+        Task::Image { no_install, minimal_only, rebuild } => (|| {
+            let debian = if minimal_only { None } else { Some(("default", image::debian::Extras::from_user_config()?)) };
+            image::run(&image::Options { install: !no_install, debian, rebuild }).map(|_| 0)
+        })(),
         Task::Bench { quick, json } => bench::run(quick, json.as_deref()).map(|()| 0),
         Task::BenchWorkspace { quick, json } => bench::run_workspace(quick, json.as_deref()).map(|()| 0),
         Task::BenchSync { quick, json } => bench_sync::run(quick).and_then(|report| {

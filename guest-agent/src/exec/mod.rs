@@ -5,7 +5,8 @@
 //! - [`output`] pumps stdout/stderr to the client with backpressure;
 //! - [`input`] applies stdin, EOF, resizes and signals from the client;
 //! - [`pty`] and [`fd`] are the terminal and non-blocking fd plumbing;
-//! - [`registry`] tracks live process groups so agent shutdown kills them.
+//! - [`registry`] tracks live process groups so agent shutdown kills them;
+//! - [`user`] is who commands run as (`--exec-user`).
 
 pub mod fd;
 pub mod input;
@@ -14,3 +15,4 @@ pub mod pty;
 pub mod registry;
 pub mod session;
 pub mod spawn;
+pub mod user;

@@ -120,7 +120,14 @@ pub fn spawn(spec: &Spec) -> Result<Spawned, StartFailure> {
         check_cwd(cwd)?;
     }
     let mut cmd = Command::new(&spec.argv[0]);
-    cmd.args(&spec.argv[1..]).envs(&spec.env).kill_on_drop(false);
+    cmd.args(&spec.argv[1..]);
+    if let Some(user) = super::user::get() {
+        // Its ids, and its identity in the environment (the request's own
+        // variables still win). std then forks instead of posix_spawn.
+        cmd.uid(user.uid).gid(user.gid);
+        cmd.env("HOME", &user.home).env("USER", &user.name).env("LOGNAME", &user.name).env("SHELL", &user.shell);
+    }
+    cmd.envs(&spec.env).kill_on_drop(false);
     if let Some(cwd) = &spec.cwd {
         cmd.current_dir(cwd);
     }

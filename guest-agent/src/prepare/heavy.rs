@@ -12,9 +12,11 @@
 //! - [`Strategy::Symlink`] (macOS guests, as the VM Sandbox scripts do): the
 //!   path becomes a symlink to it; a non-empty host dir is never replaced.
 //!
-//! Top-level heavy dirs are always redirected (created if missing, so a later
-//! `npm install` lands on local disk); nested ones (`packages/a/node_modules`)
-//! when a bounded walk finds them.
+//! Heavy dirs are redirected where they exist: top-level ones (the host
+//! creates those a project's manifest implies before it calls `Prepare`, so a
+//! first `npm install` lands on local disk, and removes them again when the VM
+//! stops), nested ones (`packages/a/node_modules`) when a bounded walk finds
+//! them. A name the project does not have leaves no trace.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -59,13 +61,17 @@ pub fn redirect(
 ) -> Result<Vec<HeavyDir>, PrepareError> {
     let names: Vec<&str> = names.iter().map(String::as_str).filter(|n| is_plain_name(n)).collect();
     let local_base = config.local_root.join(workspace_key(workspace));
-    let mut found: Vec<PathBuf> = names.iter().map(|n| workspace.join(n)).collect();
+    // A symlink counts: it is one an earlier Prepare made (macOS guests).
+    let mut found: Vec<PathBuf> = names.iter().map(|n| workspace.join(n)).filter(|p| p.symlink_metadata().is_ok()).collect();
     found.extend(nested(workspace, &names, depth)); // nested() never returns top-level dirs
     let mut done = Vec::with_capacity(found.len());
     for path in found {
         let relative = path.strip_prefix(workspace).unwrap_or(&path);
         let local = local_base.join(relative);
         std::fs::create_dir_all(&local).map_err(PrepareError::io("creating", &local))?;
+        if let Some((uid, gid)) = config.owner {
+            std::os::unix::fs::chown(&local, Some(uid), Some(gid)).map_err(PrepareError::io("giving the command user", &local))?;
+        }
         let (method, note) = match config.strategy {
             Strategy::Bind => bind(&local, workspace, relative, mounts)?,
             Strategy::Symlink => symlink(&local, &path)?,
@@ -204,9 +210,10 @@ mod tests {
         std::fs::create_dir_all(ws.path().join("packages/b/src")).unwrap();
         std::fs::create_dir_all(ws.path().join("target/debug")).unwrap(); // host data: keep
         std::fs::create_dir_all(ws.path().join(".git/node_modules")).unwrap(); // never looked at
-        let config = Config { local_root: local.path().to_path_buf(), strategy: Strategy::Symlink, tart_shares: None };
+        std::fs::create_dir(ws.path().join("node_modules")).unwrap(); // created by the host for the guest
+        let config = Config { local_root: local.path().to_path_buf(), strategy: Strategy::Symlink, tart_shares: None, owner: None };
         let mounts = Recorder::default();
-        let first = redirect(ws.path(), &names(&["node_modules", "target", "../evil"]), DEFAULT_DEPTH, &config, &mounts).unwrap();
+        let first = redirect(ws.path(), &names(&["node_modules", "target", ".venv", "../evil"]), DEFAULT_DEPTH, &config, &mounts).unwrap();
         let by_path = |p: &str| {
             first.iter().find(|h| h.path == ws.path().join(p).display().to_string()).unwrap_or_else(|| panic!("{p} not handled: {first:?}"))
         };
@@ -214,13 +221,14 @@ mod tests {
         assert_eq!(by_path("packages/a/node_modules").method, HeavyMethod::HeavySymlink as i32);
         assert_eq!(by_path("target").method, HeavyMethod::HeavySkipped as i32);
         assert_eq!(first.len(), 3, "{first:?}");
+        assert!(!ws.path().join(".venv").exists(), "a name the project does not have leaves no trace");
         assert!(ws.path().join("target/debug").is_dir());
         assert!(std::fs::symlink_metadata(ws.path().join(".git/node_modules")).unwrap().is_dir());
         let link = std::fs::read_link(ws.path().join("packages/a/node_modules")).unwrap();
         assert!(link.starts_with(local.path()));
 
         // Idempotent: the same answer, nothing new on disk.
-        let second = redirect(ws.path(), &names(&["node_modules", "target"]), DEFAULT_DEPTH, &config, &mounts).unwrap();
+        let second = redirect(ws.path(), &names(&["node_modules", "target", ".venv"]), DEFAULT_DEPTH, &config, &mounts).unwrap();
         assert_eq!(first, second);
         assert_eq!(mounts.calls.borrow().len(), 0, "the symlink strategy mounts nothing");
     }
@@ -236,7 +244,7 @@ mod tests {
         std::os::unix::fs::symlink(elsewhere.path(), ws.path().join("node_modules")).unwrap();
         std::os::unix::fs::symlink(elsewhere.path(), ws.path().join("apps/api/node_modules")).unwrap();
         std::fs::write(ws.path().join(".venv"), "a file").unwrap();
-        let config = Config { local_root: local.path().to_path_buf(), strategy: Strategy::Bind, tart_shares: None };
+        let config = Config { local_root: local.path().to_path_buf(), strategy: Strategy::Bind, tart_shares: None, owner: None };
         let mounts = Recorder::default();
         let heavy = names(&["node_modules", "target", ".venv", ".next"]);
         let first = redirect(ws.path(), &heavy, DEFAULT_DEPTH, &config, &mounts).unwrap();
@@ -248,9 +256,9 @@ mod tests {
         assert_eq!(method("apps/api/node_modules"), Some((HeavyMethod::HeavySkipped, true)));
         assert_eq!(method(".venv"), Some((HeavyMethod::HeavySkipped, false)));
         assert_eq!(method("target"), Some((HeavyMethod::HeavyBind, false)));
-        assert_eq!(method(".next"), Some((HeavyMethod::HeavyBind, false)), "a missing top-level heavy dir is created and bound");
+        assert_eq!(method(".next"), None, "a missing heavy dir is left alone (the host creates the ones a project uses)");
         assert_eq!(method("apps/web/node_modules"), Some((HeavyMethod::HeavyBind, false)));
-        assert!(ws.path().join(".next").is_dir());
+        assert!(!ws.path().join(".next").exists());
         let bound: Vec<PathBuf> = mounts
             .calls
             .borrow()
@@ -263,13 +271,13 @@ mod tests {
                 other => panic!("{other:?}"),
             })
             .collect();
-        assert_eq!(bound.len(), 3, "{bound:?}");
+        assert_eq!(bound.len(), 2, "{bound:?}");
         assert!(bound.iter().all(|t| !t.starts_with(elsewhere.path())));
 
         // A second Prepare finds them mounted and mounts nothing more.
         let second = redirect(ws.path(), &heavy, DEFAULT_DEPTH, &config, &mounts).unwrap();
         assert_eq!(first, second);
-        assert_eq!(mounts.calls.borrow().len(), 3);
+        assert_eq!(mounts.calls.borrow().len(), 2);
     }
 
     #[test]

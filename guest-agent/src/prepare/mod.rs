@@ -28,11 +28,14 @@ pub struct Config {
     /// Where Tart shares are already visible (`None`: the OS's way, see
     /// [`workspace`]).
     pub tart_shares: Option<PathBuf>,
+    /// Who owns the VM-local heavy dirs (uid, gid): the user commands run
+    /// as (`--exec-user`); `None`: the agent's own user.
+    pub owner: Option<(u32, u32)>,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { local_root: PathBuf::from("/var/lib/hutch/local"), strategy: Strategy::native(), tart_shares: None }
+        Config { local_root: PathBuf::from("/var/lib/hutch/local"), strategy: Strategy::native(), tart_shares: None, owner: None }
     }
 }
 

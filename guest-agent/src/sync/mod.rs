@@ -13,6 +13,7 @@
 pub mod archive;
 pub mod diff;
 pub mod lock;
+pub mod owner;
 #[cfg(test)]
 mod props;
 pub mod receive;

@@ -480,6 +480,7 @@ impl Writer {
             }
             Err(e) => return Err(e),
         }
+        super::owner::own_at(parent, name)?;
         utimensat(parent, name, &TimeSpec::UTIME_OMIT, &timespec(mtime_ns), UtimensatFlags::NoFollowSymlink)
     }
 }
@@ -501,8 +502,10 @@ fn make_dir(parent: BorrowedFd<'_>, name: &[u8]) -> Result<(), WriteError> {
     }
 }
 
-/// Sets a file's or folder's mode and mtime through its descriptor.
+/// Sets a file's or folder's owner (the command user's), mode and mtime
+/// through its descriptor (chown first: it clears set-id bits).
 fn set_meta(fd: BorrowedFd<'_>, mode: u32, mtime_ns: i64) -> Result<(), Errno> {
+    super::owner::own(fd)?;
     fchmod(fd, Mode::from_bits_truncate(mode))?;
     futimens(fd, &TimeSpec::UTIME_OMIT, &timespec(mtime_ns))
 }

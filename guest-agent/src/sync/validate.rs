@@ -150,12 +150,22 @@ impl SafeRoot {
 /// Opens `name` in `parent` as a folder, refusing symlinks and non-folders
 /// ([`crate::nofollow`], with this module's refusals).
 pub fn open_dir(parent: BorrowedFd<'_>, name: &[u8], create: bool) -> Result<OwnedFd, OpenError> {
-    crate::nofollow::open_dir(parent, name, create).map_err(|e| match e {
+    let refusal = |e| match e {
         NotOpened::Symlink => Refused::Symlink.into(),
         NotOpened::NotAFolder => Refused::NotAFolder.into(),
         NotOpened::Missing => OpenError::Missing,
         NotOpened::Os(errno) => OpenError::Os(errno),
-    })
+    };
+    match crate::nofollow::open_dir(parent, name, false) {
+        // A folder a Sync creates (on the way to an entry, or to the
+        // snapshot root) belongs to the user commands run as.
+        Err(NotOpened::Missing) if create => {
+            let fd = crate::nofollow::open_dir(parent, name, true).map_err(refusal)?;
+            super::owner::own(fd.as_fd())?;
+            Ok(fd)
+        }
+        other => other.map_err(refusal),
+    }
 }
 
 #[cfg(test)]

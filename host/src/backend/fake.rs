@@ -22,6 +22,7 @@ pub fn spec(name: &str, ro: Option<RoMode>) -> VmSpec {
         image: None,
         cpus: 1,
         memory_mib: 64,
+        disk_bytes: None,
         workspace: None,
         ephemeral: false,
         heavy_dirs: Vec::new(),

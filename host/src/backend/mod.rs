@@ -34,6 +34,8 @@ pub struct VmSpec {
     pub cpus: u32,
     /// Memory in MiB.
     pub memory_mib: u32,
+    /// Size of the VM's disk in bytes, for images with a disk (`None`: the image's).
+    pub disk_bytes: Option<u64>,
     /// Host folder to share into the guest, at the same absolute path.
     pub workspace: Option<PathBuf>,
     /// Created by `hutch run --rm`: deleted when its command ends.
@@ -62,12 +64,14 @@ impl VmSpec {
             image,
             cpus: self.cpus,
             memory_mib: self.memory_mib,
+            disk_bytes: self.disk_bytes,
             ephemeral: self.ephemeral,
             created_unix: crate::state::now_unix(),
             started_unix: None,
             protocol: None,
             heavy_dirs: self.heavy_dirs.clone(),
             heavy_links: Vec::new(),
+            created_dirs: Vec::new(),
             backend,
             ro: self.ro,
         }

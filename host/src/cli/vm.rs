@@ -20,7 +20,7 @@ pub struct UpArgs {
     #[arg(long, value_enum, env = "HUTCH_BACKEND")]
     pub backend: Option<BackendKind>,
 
-    /// Base image (QEMU: a folder from `cargo xtask image`, a disk file, or the NAME of an image from `hutch image prepare`; default: the installed one).
+    /// Base image (QEMU: `minimal` or another NAME installed by `cargo xtask image` or made by `hutch image prepare`, a folder, or a disk file; default: the installed Debian image).
     #[arg(long, env = "HUTCH_IMAGE", value_name = "IMG")]
     pub image: Option<String>,
 
@@ -31,6 +31,11 @@ pub struct UpArgs {
     /// Memory in MiB [default: 1024, or `memory` in the configuration].
     #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u32).range(64..=1_048_576))]
     pub memory: Option<u32>,
+
+    /// Size of the VM's disk, e.g. 40G (sparse; at least the image's own, 20G for the default image;
+    /// `disk` in the configuration). Only when the VM is created.
+    #[arg(long, value_name = "SIZE", value_parser = parse_disk_size)]
+    pub disk: Option<u64>,
 
     /// Host folder shared into the guest at the same path (default: the current directory).
     #[arg(long, value_name = "DIR")]
@@ -66,6 +71,11 @@ pub struct UpArgs {
     /// With --ro: copy everything, ignoring .gitignore and .hutchignore.
     #[arg(long)]
     pub no_ignore: bool,
+}
+
+/// `--disk` values: a size with K, M, G or T.
+fn parse_disk_size(text: &str) -> Result<u64, String> {
+    crate::config::parse_size(text).ok_or_else(|| format!("{text:?} is not a size such as 20G or 512M"))
 }
 
 impl UpArgs {

@@ -51,6 +51,7 @@ async fn prepare(args: PrepareArgs) -> Result<u8, Error> {
                 image: Some(args.base.clone()),
                 cpus: 2,
                 memory_mib: 2048,
+                disk_bytes: None,
                 workspace: None,
                 ephemeral: false,
                 heavy_dirs: Vec::new(),
@@ -122,16 +123,8 @@ async fn finish_qemu(state: &StateDir, backend: &dyn Backend, record: &mut VmRec
 async fn run_setup_hook(state: &StateDir, record: &VmRecord) -> Result<(), Error> {
     let cwd = std::env::current_dir().map_err(|e| Error::local("reading the current directory", e))?;
     let Some(script) = crate::config::Config::load(&cwd)?.setup_hook.value else { return Ok(()) };
-    let script = expand_home(&script);
+    let script = crate::config::expand_home(&script);
     Ok(crate::hooks::run_setup(state, record, &script).await?)
-}
-
-/// `~/x` → `$HOME/x`, as a shell would for a path in a configuration file.
-fn expand_home(path: &str) -> std::path::PathBuf {
-    match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
-        (Some(rest), Some(home)) => std::path::PathBuf::from(home).join(rest),
-        _ => std::path::PathBuf::from(path),
-    }
 }
 
 async fn install(state: &StateDir, backend: &dyn Backend, record: &VmRecord, args: &PrepareArgs) -> Result<String, Error> {

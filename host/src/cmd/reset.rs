@@ -20,6 +20,7 @@ pub async fn run(args: NameArg) -> Result<u8, Error> {
         image: Some(record.image.clone()),
         cpus: record.cpus,
         memory_mib: record.memory_mib,
+        disk_bytes: record.disk_bytes,
         workspace: record.workspace.clone(),
         ephemeral: record.ephemeral,
         heavy_dirs: record.heavy_dirs.clone(),
@@ -27,6 +28,8 @@ pub async fn run(args: NameArg) -> Result<u8, Error> {
     };
     crate::mux::stop(&state.vm_dir(&name));
     backend.delete(&record, &state.vm_dir(&name))?;
+    // The new VM starts from a clean project: what the old one left goes first.
+    crate::workspace::remove_links(&mut record.clone());
     std::fs::remove_file(state.vm_dir(&name).join("vm.json")).map_err(|e| Error::local("removing the old record", e))?;
     lifecycle::ensure_running(&state, backend.as_ref(), &spec).await?.announce(backend.as_ref());
     Ok(0)

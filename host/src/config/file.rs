@@ -13,8 +13,11 @@ use crate::state::BackendKind;
 pub struct ConfigFile {
     /// VM manager.
     pub backend: Option<BackendKind>,
-    /// Base image.
-    pub image: Option<String>,
+    /// Base image: its name or path (`image = "NAME"`), or the `[image]`
+    /// table, which also says what `cargo xtask image` puts into the default image.
+    pub image: Option<ImageKey>,
+    /// Size of each VM's disk (`"20G"`), for images with a disk.
+    pub disk: Option<String>,
     /// Virtual CPUs.
     pub cpus: Option<u32>,
     /// Memory in MiB.
@@ -27,6 +30,60 @@ pub struct ConfigFile {
     pub env: Option<Vec<String>>,
     /// Hook scripts.
     pub hooks: Option<Hooks>,
+}
+
+/// `image = "NAME"`, or an `[image]` table.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ImageKey {
+    /// The base image's name or path.
+    Name(String),
+    /// The `[image]` table.
+    Table(ImageTable),
+}
+
+impl ImageKey {
+    /// The base image named, if any.
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            ImageKey::Name(name) => Some(name),
+            ImageKey::Table(table) => table.name.as_deref(),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ImageKey {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = ImageKey;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an image name or path, or an [image] table")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<ImageKey, E> {
+                Ok(ImageKey::Name(name.to_owned()))
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<ImageKey, A::Error> {
+                ImageTable::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(ImageKey::Table)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// The `[image]` table: which image VMs boot, and what `cargo xtask image`
+/// installs into the default Debian image beyond its own package list.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ImageTable {
+    /// The base image's name or path (as `image = "NAME"`).
+    pub name: Option<String>,
+    /// More Debian packages.
+    pub packages: Option<Vec<String>>,
+    /// npm packages installed globally (`npm install -g`), e.g. coding-agent CLIs.
+    pub npm: Option<Vec<String>>,
 }
 
 /// The `[hooks]` table.
@@ -106,6 +163,20 @@ mod tests {
         assert_eq!(file.cpus, Some(4));
         assert_eq!(file.heavy.as_deref(), Some(&["node_modules".to_owned(), "dist".to_owned()][..]));
         assert_eq!(file.hooks.unwrap().runtime.as_deref(), Some("scripts/boot.sh"));
+    }
+
+    #[test]
+    fn image_is_a_name_or_a_table() {
+        let file = ConfigFile::parse("image = \"debian-hutch\"\ndisk = \"40G\"\n", Path::new("h.toml")).unwrap();
+        assert_eq!(file.image.as_ref().and_then(ImageKey::name), Some("debian-hutch"));
+        assert_eq!(file.disk.as_deref(), Some("40G"));
+        let text = "[image]\nname = \"x\"\npackages = [\"ripgrep\"]\nnpm = [\"@openai/codex\"]\n";
+        let Some(ImageKey::Table(table)) = ConfigFile::parse(text, Path::new("h.toml")).unwrap().image else { panic!("not a table") };
+        assert_eq!((table.name.as_deref(), table.npm.as_deref()), (Some("x"), Some(&["@openai/codex".to_owned()][..])));
+        let err = ConfigFile::parse("[image]\nnpn = [\"a\"]\n", Path::new("h.toml")).unwrap_err().to_string();
+        assert!(err.contains("npn") && err.contains("npm"), "{err}");
+        let err = ConfigFile::parse("image = 3\n", Path::new("h.toml")).unwrap_err().to_string();
+        assert!(err.contains("an image name or path, or an [image] table"), "{err}");
     }
 
     #[test]

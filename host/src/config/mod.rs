@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
-pub use file::{ConfigError, ConfigFile, Hooks, env_pairs};
+pub use file::{ConfigError, ConfigFile, Hooks, ImageKey, ImageTable, env_pairs};
 
 use crate::state::BackendKind;
 
@@ -74,6 +74,12 @@ pub struct Config {
     pub cpus: Sourced<u32>,
     /// Memory in MiB.
     pub memory: Sourced<u32>,
+    /// Each VM's disk size in bytes (`None`: the image's own size).
+    pub disk: Sourced<Option<u64>>,
+    /// Debian packages `cargo xtask image` adds to the default image (`[image] packages`).
+    pub image_packages: Sourced<Vec<String>>,
+    /// npm packages `cargo xtask image` installs globally in the default image (`[image] npm`).
+    pub image_npm: Sourced<Vec<String>>,
     /// Heavy dirs.
     pub heavy: Sourced<Vec<String>>,
     /// Extra ignore patterns for `--ro` snapshots.
@@ -95,6 +101,9 @@ impl Default for Config {
             image: Sourced::default(None),
             cpus: Sourced::default(2),
             memory: Sourced::default(1024),
+            disk: Sourced::default(None),
+            image_packages: Sourced::default(Vec::new()),
+            image_npm: Sourced::default(Vec::new()),
             heavy: Sourced::default(DEFAULT_HEAVY_DIRS.iter().map(|d| (*d).to_owned()).collect()),
             ignore: Sourced::default(Vec::new()),
             env: Sourced::default(Vec::new()),
@@ -111,19 +120,49 @@ impl Config {
     pub fn load(project_dir: &Path) -> Result<Config, ConfigError> {
         let mut config = Config::default();
         if let Some(user) = user_file() {
-            config.layer(&user)?;
+            config.layer(&user, false)?;
         }
         if let Some(project) = project_file(project_dir) {
-            config.layer(&project)?;
+            config.layer(&project, true)?;
         }
         Ok(config)
     }
 
-    fn layer(&mut self, path: &Path) -> Result<(), ConfigError> {
+    /// Defaults, then the user's file only: what `cargo xtask image` builds
+    /// the default image from (it belongs to the user, not to one project).
+    pub fn load_user() -> Result<Config, ConfigError> {
+        let mut config = Config::default();
+        if let Some(user) = user_file() {
+            config.layer(&user, false)?;
+        }
+        Ok(config)
+    }
+
+    fn layer(&mut self, path: &Path, project: bool) -> Result<(), ConfigError> {
         let Some(file) = ConfigFile::load(path)? else { return Ok(()) };
         let source = Source::File(path.to_path_buf());
+        let invalid = |key: &str, message: String| {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            let line = text.lines().position(|l| l.trim_start().starts_with(key)).map_or(1, |i| i + 1);
+            ConfigError::Invalid { path: path.to_path_buf(), line, message }
+        };
         self.backend.set(file.backend, &source);
-        self.image.set(file.image.map(Some), &source);
+        if let Some(ImageKey::Table(table)) = &file.image {
+            if project && (table.packages.is_some() || table.npm.is_some()) {
+                let key = if table.packages.is_some() { "packages" } else { "npm" };
+                let why = "`[image] packages` and `npm` say what goes into your default image, which every project shares: \
+                           put them in your user configuration (~/.config/hutch/config.toml) and run `cargo xtask image`";
+                return Err(invalid(key, why.into()));
+            }
+            self.image_packages.set(table.packages.clone(), &source);
+            self.image_npm.set(table.npm.clone(), &source);
+        }
+        self.image.set(file.image.as_ref().and_then(ImageKey::name).map(|name| Some(name.to_owned())), &source);
+        if let Some(text) = &file.disk {
+            let bytes =
+                parse_size(text).ok_or_else(|| invalid("disk", format!("disk = {text:?} is not a size such as \"20G\" or \"512M\"")))?;
+            self.disk.set(Some(Some(bytes)), &source);
+        }
         self.cpus.set(file.cpus, &source);
         self.memory.set(file.memory, &source);
         self.heavy.set(file.heavy, &source);
@@ -149,6 +188,9 @@ impl Config {
             "image": entry(json!(self.image.value), &self.image.source),
             "cpus": entry(json!(self.cpus.value), &self.cpus.source),
             "memory": entry(json!(self.memory.value), &self.memory.source),
+            "disk": entry(json!(self.disk.value), &self.disk.source),
+            "image.packages": entry(json!(self.image_packages.value), &self.image_packages.source),
+            "image.npm": entry(json!(self.image_npm.value), &self.image_npm.source),
             "heavy": entry(json!(self.heavy.value), &self.heavy.source),
             "ignore": entry(json!(self.ignore.value), &self.ignore.source),
             "env": entry(json!(self.env.value), &self.env.source),
@@ -168,6 +210,34 @@ pub fn user_file() -> Option<PathBuf> {
     Some(base.join("hutch").join("config.toml"))
 }
 
+/// Parses a size: bytes, or a number with K, M, G or T (powers of 1024, an
+/// optional `iB`/`B` after it): `"20G"`, `"512MiB"`, `"1048576"`.
+pub fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let number: u64 = number.parse().ok()?;
+    let unit = unit.trim_start();
+    let unit = unit.strip_suffix("iB").or_else(|| unit.strip_suffix('B')).unwrap_or(unit);
+    let shift = match unit.to_ascii_uppercase().as_str() {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => return None,
+    };
+    number.checked_mul(1 << shift)
+}
+
+/// `~/x` → `$HOME/x`, as a shell would for a path in a configuration file.
+pub fn expand_home(path: &str) -> PathBuf {
+    match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
+        (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => PathBuf::from(path),
+    }
+}
+
 /// The nearest `hutch.toml` at or above `dir`.
 pub fn project_file(dir: &Path) -> Option<PathBuf> {
     dir.ancestors().map(|d| d.join(PROJECT_FILE)).find(|p| p.is_file())
@@ -185,12 +255,34 @@ mod tests {
         let project = dir.path().join(PROJECT_FILE);
         std::fs::write(&project, "cpus = 6\nheavy = [\"dist\"]\n").unwrap();
         let mut config = Config::default();
-        config.layer(&project_file(&nested).unwrap()).unwrap();
+        config.layer(&project_file(&nested).unwrap(), true).unwrap();
         Config::flag(&mut config.cpus, Some(8));
         Config::flag(&mut config.memory, None);
         assert_eq!(config.cpus, Sourced { value: 8, source: Source::Flag });
         assert_eq!(config.memory, Sourced { value: 1024, source: Source::Default });
         assert_eq!(config.heavy, Sourced { value: vec!["dist".to_owned()], source: Source::File(project.clone()) });
         assert_eq!(config.to_json()["heavy"]["source"], project.display().to_string());
+    }
+
+    #[test]
+    fn sizes_and_where_image_contents_may_be_set() {
+        assert_eq!(parse_size("20G"), Some(20 << 30));
+        assert_eq!(parse_size("512MiB"), Some(512 << 20));
+        assert_eq!(parse_size("1048576"), Some(1 << 20));
+        assert_eq!(parse_size("2 TB"), Some(2 << 40));
+        for bad in ["", "G", "20X", "-1G", "1.5G", "99999999999T"] {
+            assert_eq!(parse_size(bad), None, "{bad}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "cpus = 2\n[image]\nnpm = [\"@openai/codex\"]\n").unwrap();
+        let mut config = Config::default();
+        config.layer(&file, false).unwrap();
+        assert_eq!(config.image_npm.value, ["@openai/codex"]);
+        let err = Config::default().layer(&file, true).unwrap_err().to_string();
+        assert!(err.contains(":3: ") && err.contains("user configuration"), "{err}");
+        std::fs::write(&file, "\ndisk = \"lots\"\n").unwrap();
+        let err = Config::default().layer(&file, true).unwrap_err().to_string();
+        assert!(err.contains(":2: ") && err.contains("not a size"), "{err}");
     }
 }

@@ -71,10 +71,12 @@ async fn mounts(client: &mut Client, record: &VmRecord) -> Vec<Check> {
     } else {
         Check::fail("workspace", format!("not mounted at {} in the guest", ws.display()), refresh.clone())
     }];
-    let missing: Vec<&str> = record.heavy_dirs.iter().filter(|h| !mounted.contains(&ws.join(h))).map(String::as_str).collect();
+    // Only the ones the project has: hutch creates no others.
+    let used: Vec<&str> = record.heavy_dirs.iter().filter(|h| ws.join(h).exists()).map(String::as_str).collect();
+    let missing: Vec<&str> = used.iter().filter(|h| !mounted.contains(&ws.join(h))).copied().collect();
     if missing.is_empty() {
-        if !record.heavy_dirs.is_empty() {
-            out.push(Check::ok("heavy dirs", format!("{} on VM-local disk", record.heavy_dirs.join(", "))));
+        if !used.is_empty() {
+            out.push(Check::ok("heavy dirs", format!("{} on VM-local disk", used.join(", "))));
         }
     } else {
         out.push(Check::warn("heavy dirs", format!("not on VM-local disk: {}", missing.join(", ")), refresh));

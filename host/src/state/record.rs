@@ -72,6 +72,9 @@ pub struct VmRecord {
     pub cpus: u32,
     /// Memory in MiB.
     pub memory_mib: u32,
+    /// The disk size asked for (`--disk`, `disk`), for `hutch reset`; `None`: the image's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_bytes: Option<u64>,
     /// Created by `hutch run`: deleted when its command ends.
     #[serde(default)]
     pub ephemeral: bool,
@@ -90,6 +93,10 @@ pub struct VmRecord {
     /// removed again by `hutch down`/`rm`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub heavy_links: Vec<HeavyLink>,
+    /// Mount points for heavy dirs that hutch created in the host project
+    /// (they did not exist before), removed by `hutch down`/`rm` if still empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub created_dirs: Vec<PathBuf>,
     /// The VM manager and what it keeps (`backend` and `backend_state` on
     /// disk).
     #[serde(flatten)]
@@ -206,12 +213,14 @@ mod tests {
             image: "/img".into(),
             cpus: 2,
             memory_mib: 1024,
+            disk_bytes: Some(40 << 30),
             ephemeral: false,
             created_unix: 1,
             started_unix: Some(2),
             protocol: Some(1),
             heavy_dirs: vec!["node_modules".into()],
             heavy_links: Vec::new(),
+            created_dirs: vec!["/home/me/web/node_modules".into()],
             backend: BackendState::Qemu(crate::state::QemuState { accel: Some(crate::state::Accel::Kvm), ..Default::default() }),
             ro: Some(RoMode { git: true, no_ignore: false }),
         }

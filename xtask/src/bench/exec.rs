@@ -4,7 +4,7 @@
 use std::io::Read;
 use std::process::{Command, Stdio};
 
-use super::stats::{Contender, Stats, Turns, throughput_gbps, time_interleaved, time_runs};
+use super::stats::{Contender, Stats, Turns, throughput_gbps, time_interleaved};
 use super::table::{Goal, Table, Unit};
 use super::{Plan, Setup};
 use crate::workspace::Result;
@@ -103,10 +103,6 @@ pub fn throughput(table: &mut Table, plan: &Plan, setup: &Setup) -> Result<()> {
 fn enter<'a>(contenders: &mut Vec<Contender<'a>>, runs: usize, call: impl FnMut() -> Result<()> + 'a) -> usize {
     contenders.push(Contender::new(runs, call));
     contenders.len() - 1
-}
-
-pub fn measure(runs: usize, f: impl FnMut() -> Result<()>) -> Result<Stats> {
-    Stats::of(time_runs(runs, f)?).ok_or_else(|| "no samples".into())
 }
 
 /// Runs `cmd` to completion and fails unless it succeeded.

@@ -35,18 +35,6 @@ impl Stats {
     }
 }
 
-/// Times `runs` calls of `f` after one untimed warm-up call; milliseconds.
-pub fn time_runs(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<Vec<f64>> {
-    f()?;
-    let mut samples = Vec::with_capacity(runs);
-    for _ in 0..runs {
-        let begin = Instant::now();
-        f()?;
-        samples.push(begin.elapsed().as_secs_f64() * 1000.0);
-    }
-    Ok(samples)
-}
-
 /// One of several commands timed in turn by [`time_interleaved`].
 pub struct Contender<'a> {
     /// How many timed calls it gets.

@@ -14,7 +14,7 @@
 //! Timing is done in the guest (`/proc/timer_list`, nanoseconds; else
 //! `/proc/uptime`), so the exec round trip is not part of any figure.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use serde_json::{Value, json};
@@ -148,11 +148,11 @@ pub struct Section {
 /// each in its own VM.
 pub fn measure(plan: &Plan, hutch: &Path) -> Result<Section> {
     let mut section = Section { runs: (plan.workspace_runs, 1), ..Section::default() };
-    let image = target_dir().join("hutch-image");
-    if !image.join("image.json").exists() {
+    let Some(image) = guest_image() else {
         section.notes.push("workspace rows skipped: no guest image under target/hutch-image (run `cargo xtask image`)".into());
         return Ok(section);
-    }
+    };
+    section.notes.push(format!("guest image: {}", image.display()));
     let dir = target_dir().join("bench-workspace");
     prepare(&dir, &mut section.notes)?;
     let dir = dir.canonicalize()?;
@@ -163,6 +163,14 @@ pub fn measure(plan: &Plan, hutch: &Path) -> Result<Section> {
         }
     }
     Ok(section)
+}
+
+/// The image the rows run in: the Debian default (`cargo xtask image`'s, else
+/// the e2e suite's build of it), whose VM-local copy is on its disk as a
+/// user's would be; else the minimal one (the copy in RAM).
+fn guest_image() -> Option<PathBuf> {
+    let images = target_dir().join("hutch-image");
+    ["default", "e2e-default", "minimal"].into_iter().map(|name| images.join(name)).find(|dir| dir.join("image.json").exists())
 }
 
 /// Generates both trees once (kept across runs), plants the needle and

@@ -1,18 +1,26 @@
-//! The guest's boot scripts. `/init` (PID 1) either hands over to busybox
-//! `init` (the RAM image), which runs `rc.hutch` once, then keeps
+//! The initramfs's boot scripts. `/init` (PID 1) either hands over to
+//! busybox `init` (the RAM image), which runs `rc.hutch` once, then keeps
 //! `hutch-agent` running (respawned if it dies) and reaps orphans, which the
 //! agent must not do itself (it waits for its own children only); or, with
 //! `hutch.root=` on the kernel command line, loads the modules, mounts a
-//! disk's root filesystem and hands over to the disk's own init (systemd).
+//! disk's root filesystem and hands over to its init: with `hutch.init=agent`
+//! (the default Debian image) hutch's own init, the agent binary of this
+//! initramfs copied to the new root's `/run` and run as PID 1 there; without
+//! it the disk's own `/sbin/init` (systemd, a prepared image).
 
 /// /init: RAM image or disk image, by the kernel command line.
 pub const INIT: &str = r#"#!/bin/sh
 # hutch guest init (PID 1). With hutch.root=auto|DEVICE on the kernel command
-# line: boot a disk image (hutch image prepare). Otherwise: the RAM image.
+# line: boot a disk image, into hutch's init (hutch.init=agent) or the disk's
+# own /sbin/init. Otherwise: the RAM image.
 /bin/busybox mount -t proc proc /proc
 root=""
+init=""
 for arg in $(cat /proc/cmdline); do
-  case "$arg" in hutch.root=*) root="${arg#hutch.root=}";; esac
+  case "$arg" in
+    hutch.root=*) root="${arg#hutch.root=}";;
+    hutch.init=*) init="${arg#hutch.init=}";;
+  esac
 done
 if [ -z "$root" ]; then
   umount /proc
@@ -28,22 +36,30 @@ done
 i=0
 while [ ! -b /dev/vda ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
 if [ "$root" = auto ]; then candidates="/dev/vda $(ls /dev/vda[0-9]* 2>/dev/null)"; else candidates="$root"; fi
+# hutch's init needs only a root file system; the disk's own, its /sbin/init.
+if [ "$init" = agent ]; then next=/run/hutch/hutch-agent; options=rw,discard; wants=/newroot/etc; else next=/sbin/init; options=rw; wants=/newroot/sbin/init; fi
 mkdir -p /newroot
 found=""
 for dev in $candidates; do
   [ -b "$dev" ] || continue
-  if mount -o rw "$dev" /newroot 2>/dev/null; then
-    if [ -e /newroot/sbin/init ] || [ -L /newroot/sbin/init ]; then found="$dev"; break; fi
+  if mount -o "$options" "$dev" /newroot 2>/dev/null; then
+    if [ -e "$wants" ] || [ -L "$wants" ]; then found="$dev"; break; fi
     umount /newroot
   fi
 done
 if [ -z "$found" ]; then
-  echo "hutch-init: no root file system with /sbin/init on ${candidates:-the first disk} (ext4 is supported)"
+  echo "hutch-init: no root file system with ${wants#/newroot} on ${candidates:-the first disk} (ext4 is supported)"
   poweroff -f
 fi
-echo "hutch-init: root file system on $found, starting its /sbin/init"
+if [ "$init" = agent ]; then
+  mkdir -p /newroot/run
+  mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /newroot/run
+  mkdir /newroot/run/hutch
+  cp /bin/hutch-agent "/newroot$next"
+fi
+echo "hutch-init: root file system on $found, starting $next"
 for fs in dev proc sys; do mkdir -p "/newroot/$fs"; mount --move "/$fs" "/newroot/$fs"; done
-exec switch_root /newroot /sbin/init
+exec switch_root /newroot "$next"
 "#;
 
 /// /etc/inittab for busybox init.

@@ -85,6 +85,7 @@ mod tests {
             image: None,
             cpus: 4,
             memory_mib: 2048,
+            disk_bytes: None,
             workspace: Some("/Users/me/my \"web\"".into()),
             ephemeral: false,
             heavy_dirs: Vec::new(),

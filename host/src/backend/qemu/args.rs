@@ -38,9 +38,12 @@ pub struct Machine<'a> {
     /// The host's TSC rate: under TCG the guest TSC runs at it, and telling
     /// the kernel saves its calibration (~0.7 s of boot).
     pub tsc_khz: Option<u64>,
-    /// Disk images: the VM's overlay (virtio-blk) and the host port on
-    /// 127.0.0.1 forwarded to the guest's SSH server (user-mode network).
+    /// Disk images: the VM's overlay (virtio-blk) and, for images whose own
+    /// init runs sshd, the host port on 127.0.0.1 forwarded to the guest's
+    /// SSH server (user-mode network).
     pub disk: Option<DiskAttachment<'a>>,
+    /// Appended to the image's kernel command line (`hutch.uid=…` for hutch's init).
+    pub cmdline_extra: String,
 }
 
 /// How the workspace reaches the guest.
@@ -61,8 +64,9 @@ pub enum Workspace<'a> {
 pub struct DiskAttachment<'a> {
     /// The VM's qcow2 overlay.
     pub overlay: &'a Path,
-    /// Host port forwarded to the guest's port 22.
-    pub ssh_port: u16,
+    /// Host port forwarded to the guest's port 22, with a network device to
+    /// carry it; `None`: no network device (hutch's init).
+    pub ssh_port: Option<u16>,
 }
 
 impl Machine<'_> {
@@ -98,8 +102,10 @@ impl Machine<'_> {
         if let Some(disk) = &self.disk {
             let drive = format!("file={},if=none,id=disk0,format=qcow2,discard=unmap", escape_commas(&disk.overlay.display().to_string()));
             push(&["-drive", &drive, "-device", "virtio-blk-pci,drive=disk0"]);
-            let net = format!("user,id=net0,hostfwd=tcp:127.0.0.1:{}-:22", disk.ssh_port);
-            push(&["-netdev", &net, "-device", "virtio-net-pci,netdev=net0"]);
+            if let Some(port) = disk.ssh_port {
+                let net = format!("user,id=net0,hostfwd=tcp:127.0.0.1:{port}-:22");
+                push(&["-netdev", &net, "-device", "virtio-net-pci,netdev=net0"]);
+            }
         }
         push(&["-serial", &format!("file:{}", dir.join(CONSOLE_LOG).display())]);
         push(&["-qmp", &format!("unix:{},server=on,wait=off", dir.join(QMP_SOCKET).display())]);
@@ -109,6 +115,10 @@ impl Machine<'_> {
         let mut cmdline = self.image.spec.cmdline.clone();
         if let Some(khz) = self.tsc_khz {
             cmdline.push_str(&format!(" tsc_early_khz={khz}"));
+        }
+        if !self.cmdline_extra.is_empty() {
+            cmdline.push(' ');
+            cmdline.push_str(&self.cmdline_extra);
         }
         push(&["-append", &cmdline]);
         args
@@ -136,6 +146,7 @@ mod tests {
                 cmdline: "console=ttyS0".into(),
                 agent_port: 8080,
                 disk: None,
+                init: Default::default(),
             },
         };
         let machine = Machine {
@@ -148,6 +159,7 @@ mod tests {
             workspace: Some(Workspace::NineP { path: Path::new("/home/me/a,b") }),
             tsc_khz: None,
             disk: None,
+            cmdline_extra: String::new(),
         };
         let args: Vec<String> = machine.args().into_iter().map(|a| a.into_string().unwrap()).collect();
         let joined = args.join(" ");
@@ -164,17 +176,26 @@ mod tests {
 
         let socket = Path::new("/vm/virtiofs.sock");
         let overlay = Path::new("/vm/disk.qcow2");
-        let machine =
-            Machine { disk: Some(DiskAttachment { overlay, ssh_port: 40022 }), workspace: Some(Workspace::Virtiofs { socket }), ..machine };
-        let joined = machine.args().into_iter().map(|a| a.into_string().unwrap()).collect::<Vec<_>>().join(" ");
+        let joined = |m: &Machine| m.args().into_iter().map(|a| a.into_string().unwrap()).collect::<Vec<_>>().join(" ");
+        let machine = Machine {
+            disk: Some(DiskAttachment { overlay, ssh_port: Some(40022) }),
+            workspace: Some(Workspace::Virtiofs { socket }),
+            ..machine
+        };
+        let with_ssh = joined(&machine);
         assert!(
-            joined.contains(
+            with_ssh.contains(
                 "-chardev socket,id=ws0,path=/vm/virtiofs.sock -device vhost-user-fs-pci,queue-size=1024,chardev=ws0,tag=hutch-ws"
             )
         );
-        assert!(!joined.contains("-fsdev"));
-        assert!(joined.contains("-drive file=/vm/disk.qcow2,if=none,id=disk0,format=qcow2"), "{joined}");
-        assert!(joined.contains("-device virtio-blk-pci,drive=disk0"));
-        assert!(joined.contains("-netdev user,id=net0,hostfwd=tcp:127.0.0.1:40022-:22 -device virtio-net-pci,netdev=net0"));
+        assert!(!with_ssh.contains("-fsdev"));
+        assert!(with_ssh.contains("-drive file=/vm/disk.qcow2,if=none,id=disk0,format=qcow2"), "{with_ssh}");
+        assert!(with_ssh.contains("-device virtio-blk-pci,drive=disk0"));
+        assert!(with_ssh.contains("-netdev user,id=net0,hostfwd=tcp:127.0.0.1:40022-:22 -device virtio-net-pci,netdev=net0"));
+        // hutch's init: the disk, no network device, the host's ids for the guest user.
+        let machine = Machine { disk: Some(DiskAttachment { overlay, ssh_port: None }), cmdline_extra: "hutch.uid=1000".into(), ..machine };
+        let hutch_init = joined(&machine);
+        assert!(hutch_init.contains("-device virtio-blk-pci,drive=disk0") && !hutch_init.contains("-netdev"), "{hutch_init}");
+        assert!(hutch_init.ends_with("console=ttyS0 hutch.uid=1000"), "{hutch_init}");
     }
 }

@@ -14,7 +14,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::image::{DiskFormat, DiskSpec, GuestImage, IMAGE_FILE, ImageSpec};
+use super::image::{DiskFormat, DiskSpec, GuestImage, IMAGE_FILE, ImageSpec, Init};
 use crate::backend::BackendError;
 
 /// Each VM's writable overlay, in its folder.
@@ -62,7 +62,8 @@ pub fn image_for_disk(disk: &Path, boot: &GuestImage, to: &Path) -> Result<Guest
     for name in [&boot.spec.kernel, &boot.spec.initrd] {
         link_or_copy(&boot.dir.join(name), &to.join(name))?;
     }
-    let spec = ImageSpec { cmdline: DISK_CMDLINE.into(), disk: Some(DiskSpec { file, format }), ..boot.spec.clone() };
+    // The disk's own init, whatever the default image boots (its kernel and initramfs serve both).
+    let spec = ImageSpec { cmdline: DISK_CMDLINE.into(), disk: Some(DiskSpec { file, format }), init: Init::Disk, ..boot.spec.clone() };
     write_spec(to, &spec)?;
     GuestImage::load(to)
 }
@@ -82,13 +83,51 @@ pub fn link_or_copy(from: &Path, to: &Path) -> Result<(), BackendError> {
     Ok(())
 }
 
-/// Creates the VM's overlay `overlay` on top of `image`'s disk.
-pub fn create_overlay(qemu_img: &Path, image: &GuestImage, overlay: &Path) -> Result<(), BackendError> {
+/// Creates the VM's overlay `overlay` on top of `image`'s disk, of the
+/// base's size or `size` bytes (sparse either way; at least the base's: the
+/// guest grows its file system into the rest).
+pub fn create_overlay(qemu_img: &Path, image: &GuestImage, overlay: &Path, size: Option<u64>) -> Result<(), BackendError> {
     let (Some(disk), Some(spec)) = (image.disk(), image.spec.disk.as_ref()) else { return Ok(()) };
+    let base = virtual_size(&disk, spec.format)?;
+    if let Some(size) = size.filter(|&size| size < base) {
+        return Err(BackendError::Image {
+            path: disk,
+            why: format!(
+                "its disk is {} and a VM's disk can only be as big or bigger, not {}: ask for at least {} (--disk, `disk` in the configuration)",
+                gib(base),
+                gib(size),
+                gib(base)
+            ),
+        });
+    }
     let _ = std::fs::remove_file(overlay);
     let mut cmd = Command::new(qemu_img);
     cmd.args(["create", "-q", "-f", "qcow2", "-F", spec.format.as_str(), "-b"]).arg(&disk).arg(overlay);
+    if let Some(size) = size {
+        cmd.arg(size.to_string());
+    }
     run(qemu_img, cmd)
+}
+
+/// A size for people: `20 GiB`, `1.5 GiB`.
+fn gib(bytes: u64) -> String {
+    let gib = bytes as f64 / f64::from(1u32 << 30);
+    if gib.fract() == 0.0 { format!("{gib:.0} GiB") } else { format!("{gib:.1} GiB") }
+}
+
+/// The size the guest sees of a disk file: a raw file's length, or the
+/// size in a qcow2 header (bytes 24..32, big-endian).
+pub fn virtual_size(path: &Path, format: DiskFormat) -> Result<u64, BackendError> {
+    let bad = |why: String| BackendError::Image { path: path.to_path_buf(), why };
+    let mut file = std::fs::File::open(path).map_err(|e| bad(e.to_string()))?;
+    match format {
+        DiskFormat::Raw => Ok(file.metadata().map_err(|e| bad(e.to_string()))?.len()),
+        DiskFormat::Qcow2 => {
+            let mut header = [0u8; 32];
+            file.read_exact(&mut header).map_err(|e| bad(format!("reading its qcow2 header: {e}")))?;
+            Ok(u64::from_be_bytes(header[24..32].try_into().unwrap_or_default()))
+        }
+    }
 }
 
 /// Writes `overlay` (with everything of its backing chain) as one standalone
@@ -145,5 +184,38 @@ mod tests {
         assert!(err.contains("not a raw disk image"), "{err}");
         assert!(detect(dir.path()).is_err());
         assert!(detect(&dir.path().join("missing")).is_err());
+    }
+
+    #[test]
+    fn overlays_are_the_size_asked_for_and_never_smaller_than_their_base() {
+        let dir = tempfile::tempdir().unwrap();
+        let image_dir = dir.path().join("image");
+        std::fs::create_dir(&image_dir).unwrap();
+        for file in ["vmlinux", "initramfs.cpio"] {
+            std::fs::write(image_dir.join(file), "x").unwrap();
+        }
+        std::fs::File::create(image_dir.join("base.img")).unwrap().set_len(64 << 20).unwrap();
+        let spec = ImageSpec {
+            format: 1,
+            kernel: "vmlinux".into(),
+            initrd: "initramfs.cpio".into(),
+            cmdline: String::new(),
+            agent_port: 8080,
+            disk: Some(DiskSpec { file: "base.img".into(), format: DiskFormat::Raw }),
+            init: Init::Hutch,
+        };
+        write_spec(&image_dir, &spec).unwrap();
+        let image = GuestImage::load(&image_dir).unwrap();
+        let err = create_overlay(&qemu_img(), &image, &dir.path().join("small.qcow2"), Some(32 << 20)).unwrap_err().to_string();
+        assert!(err.contains("its disk is 0.1 GiB") && err.contains("--disk"), "{err}");
+        let overlay = dir.path().join("big.qcow2");
+        match create_overlay(&qemu_img(), &image, &overlay, Some(1 << 30)) {
+            Err(BackendError::MissingTool { .. }) => {} // no qemu-img on this machine
+            other => {
+                other.unwrap();
+                assert_eq!(virtual_size(&overlay, DiskFormat::Qcow2).unwrap(), 1 << 30);
+                assert!(std::fs::metadata(&overlay).unwrap().len() < 1 << 20, "the overlay is sparse");
+            }
+        }
     }
 }

@@ -9,9 +9,12 @@
 //! ```
 //!
 //! Without a disk the guest's root filesystem lives in RAM. With one, the
-//! initramfs mounts the disk's root filesystem and hands over to its own init
-//! (systemd); each VM then writes to a copy-on-write overlay of the disk
-//! ([`super::disk`]). A VM's copy of its image is a set of hard links either way.
+//! initramfs mounts the disk's root filesystem and hands over either to the
+//! disk's own init (systemd: `hutch image prepare` images) or, with `"init":
+//! "hutch"`, to hutch's own init (the agent from the initramfs as PID 1: the
+//! default Debian image); each VM then writes to a copy-on-write overlay of
+//! the disk ([`super::disk`]). A VM's copy of its image is a set of hard links
+//! either way.
 
 use std::path::{Path, PathBuf};
 
@@ -41,6 +44,31 @@ pub struct ImageSpec {
     /// The root disk, for images whose system lives on a disk (absent: RAM only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk: Option<DiskSpec>,
+    /// Which init a disk image boots.
+    #[serde(default, skip_serializing_if = "Init::is_disk")]
+    pub init: Init,
+}
+
+/// Which init a disk image boots, and so how hutch talks to it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Init {
+    /// The disk's own `/sbin/init` (systemd), which runs the agent as a
+    /// service installed over SSH (`hutch image prepare`): the VM gets a
+    /// network device with a forwarded SSH port.
+    #[default]
+    Disk,
+    /// hutch's own init: the initramfs's agent runs as PID 1 on the disk's
+    /// root, starts the agent proper and takes the host user's ids from the
+    /// kernel command line. No network device (egress is the network design's).
+    Hutch,
+}
+
+impl Init {
+    /// Whether this is the default (left out of `image.json`).
+    pub fn is_disk(&self) -> bool {
+        *self == Init::Disk
+    }
 }
 
 /// An image's root disk.

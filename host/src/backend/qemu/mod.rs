@@ -5,7 +5,10 @@
 //! logs and pids. `start` launches vhost-device-vsock (when the kernel's
 //! vhost-vsock is missing), virtiofsd for the workspace ([`virtiofs`]) and
 //! QEMU as daemons (`crate::daemon`: detached, found again by the lock on
-//! their logs); `stop` asks QEMU to quit over QMP, then stops the others.
+//! their logs); `stop` presses the power button of a VM whose disk runs
+//! hutch's init (it flushes its disk and powers off) or asks QEMU to quit over
+//! QMP, then stops the other daemons. `delete` always quits at once: the disk
+//! goes anyway.
 
 pub mod accel;
 pub mod args;
@@ -27,7 +30,7 @@ use crate::backend::{Backend, BackendError, SshEndpoint, VmSpec, VmState, tail_o
 use crate::daemon::{Daemon, DaemonError};
 use crate::state::{BackendKind, BackendState, QemuShare, QemuState, StateDir, VmRecord};
 use accel::{Accel, Choice};
-use image::GuestImage;
+use image::{GuestImage, Init};
 
 /// The VM's copy of its image, inside its folder.
 pub(crate) const IMAGE_DIR: &str = "image";
@@ -35,6 +38,9 @@ pub(crate) const IMAGE_DIR: &str = "image";
 fn qemu_daemon(dir: &Path) -> Daemon {
     Daemon::new(dir, "qemu")
 }
+/// How long a guest with hutch's init gets to power off after its power
+/// button is pressed (it takes about a second under TCG; its processes get 3 s).
+const POWERDOWN_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The QEMU backend, configured from the environment.
 pub struct Qemu {
@@ -98,10 +104,15 @@ impl Qemu {
             QemuShare::NineP => args::Workspace::NineP { path },
         });
         let overlay = dir.join(disk::OVERLAY);
+        let hutch_init = image.spec.init == Init::Hutch;
+        // An image's own init (systemd) runs sshd, reached through a forwarded port.
         let ssh_port = match image.spec.disk {
-            Some(_) => Some(disk::free_port().inspect_err(|_| stop_daemons())?),
-            None => None,
+            Some(_) if !hutch_init => Some(disk::free_port().inspect_err(|_| stop_daemons())?),
+            _ => None,
         };
+        // hutch's init gives the guest's user the host user's ids.
+        let cmdline_extra =
+            if hutch_init { format!("hutch.uid={} hutch.gid={}", nix::unistd::getuid(), nix::unistd::getgid()) } else { String::new() };
         let machine = args::Machine {
             accel: choice.accel,
             cpus: record.cpus,
@@ -111,7 +122,8 @@ impl Qemu {
             vsock: &device,
             workspace,
             tsc_khz: if choice.accel == Accel::Tcg { accel::host_tsc_khz() } else { None },
-            disk: ssh_port.map(|ssh_port| args::DiskAttachment { overlay: &overlay, ssh_port }),
+            disk: image.spec.disk.as_ref().map(|_| args::DiskAttachment { overlay: &overlay, ssh_port }),
+            cmdline_extra,
         };
         let mut cmd = Command::new(&self.qemu);
         cmd.args(machine.args());
@@ -146,11 +158,20 @@ impl Qemu {
         })
     }
 
-    fn shut_down(&self, record: &mut VmRecord, dir: &Path) {
+    /// Stops the VM's processes. `clean`: a guest running hutch's init first
+    /// gets to flush its disk and power off (its disk is kept).
+    fn shut_down(&self, record: &mut VmRecord, dir: &Path, clean: bool) {
         let mut state = qemu_state(record);
         let qemu = qemu_daemon(dir);
-        let quit = || qmp::quit(&dir.join(args::QMP_SOCKET)).is_ok() && qemu.wait_exit(Duration::from_secs(10));
-        if qemu.running() && !quit() {
+        let qmp = dir.join(args::QMP_SOCKET);
+        let powers_off = || {
+            let image = GuestImage::load(&dir.join(IMAGE_DIR));
+            image.is_ok_and(|i| i.spec.disk.is_some() && i.spec.init == Init::Hutch)
+                && qmp::system_powerdown(&qmp).is_ok()
+                && qemu.wait_exit(POWERDOWN_TIMEOUT)
+        };
+        let quit = || qmp::quit(&qmp).is_ok() && qemu.wait_exit(Duration::from_secs(10));
+        if qemu.running() && !(clean && powers_off()) && !quit() {
             qemu.terminate(Duration::from_secs(5));
         }
         vsock::daemon(dir).terminate(Duration::from_secs(5));
@@ -182,7 +203,7 @@ impl Backend for Qemu {
             })?;
             disk::image_for_disk(&path, &boot, &dir.join(IMAGE_DIR))?
         };
-        disk::create_overlay(&self.qemu_img, &image, &dir.join(disk::OVERLAY))?;
+        disk::create_overlay(&self.qemu_img, &image, &dir.join(disk::OVERLAY), spec.disk_bytes)?;
         Ok(spec.record(base.to_owned(), None, BackendState::Qemu(QemuState::default())))
     }
 
@@ -192,13 +213,13 @@ impl Backend for Qemu {
     }
 
     fn stop(&self, record: &mut VmRecord, dir: &Path) -> Result<(), BackendError> {
-        self.shut_down(record, dir);
+        self.shut_down(record, dir, true);
         Ok(())
     }
 
     fn delete(&self, record: &VmRecord, dir: &Path) -> Result<(), BackendError> {
         let mut record = record.clone();
-        self.shut_down(&mut record, dir);
+        self.shut_down(&mut record, dir, false);
         match std::fs::remove_dir_all(dir.join(IMAGE_DIR)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 Err(BackendError::Io { what: "removing the VM's image".into(), source: e })
@@ -262,7 +283,7 @@ impl Backend for Qemu {
         }
         eprintln!("hutch: KVM did not boot the guest within {:?}; falling back to TCG (software emulation)", accel::KVM_PROBE_TIMEOUT);
         accel::remember(&self.state_root, false);
-        self.shut_down(record, dir);
+        self.shut_down(record, dir, false);
         let reason = format!("KVM did not boot a guest on this host (remembered in {})", accel::verdict_path(&self.state_root).display());
         self.launch(record, dir, Choice { accel: Accel::Tcg, probing: false, reason })?;
         Ok(true)

@@ -1,0 +1,226 @@
+//! The default guest: Debian 12 on a disk image, a real userland for coding
+//! agents, booted by hutch's own init (the agent from the initramfs, as PID 1:
+//! no systemd).
+//!
+//! Built by [`crate::rootfs`] (mmdebstrap, rootless where the machine allows)
+//! from [`PACKAGES`], plus what the user's configuration adds (`[image]
+//! packages` and `npm`, `hooks.setup`), and cached under
+//! `target/hutch-image/disks/` by the recipe's key: a second build from the
+//! same recipe is a no-op.
+//!
+//! Inside: the user `hutch` (uid/gid 1000 here; hutch's init gives it the
+//! host user's ids at boot), passwordless sudo for it, npm from npm's own
+//! release (Debian 12 has Node 18 but its npm package drags in ~330 others and
+//! took half the build), host name `hutch-guest`, no apt lists.
+
+use std::path::{Path, PathBuf};
+
+use crate::rootfs::{BUILD_DIR, Recipe};
+use crate::workspace::{Result, target_dir};
+
+/// Debian release.
+pub const SUITE: &str = "bookworm";
+/// What every default image has (on top of Debian's `minbase`).
+pub const PACKAGES: &[&str] = &[
+    "bash",
+    "coreutils",
+    "git",
+    "curl",
+    "ca-certificates",
+    "openssh-client",
+    "procps",
+    "less",
+    "nodejs",
+    "python3",
+    "python3-venv",
+    "python3-pip",
+    "build-essential",
+    "sudo",
+    "e2fsprogs",
+    "iproute2",
+    "netbase",
+    "xz-utils",
+    "unzip",
+    "jq",
+    "ripgrep",
+    "patch",
+];
+/// npm's release, from npm's registry, and its published sha512.
+const NPM_VERSION: &str = "10.9.9";
+const NPM_SHA512: &str =
+    "d60fba8cb42f688b81e33c2f1cbef2ad7b977166700ec0ad057f1b6d60ea6ef2524abf673e20c35931cd8305d1dbb8887134d6eefdc0e7b8435bd458bf65b862";
+/// The file system's size: each VM's disk is at least this big (sparse).
+pub const SIZE: u64 = 20 << 30;
+/// The unprivileged user commands run as (when the host user is not root).
+pub const USER: &str = "hutch";
+/// How many cached disks to keep (e.g. the user's and the e2e suite's).
+const KEEP_DISKS: usize = 3;
+/// The build machine's CA bundle: the build may reach npm's registry
+/// through a TLS-inspecting proxy whose CA only that bundle has. Used while
+/// building, never left in the image.
+const BUILD_CA: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// What a user adds to the default image.
+#[derive(Clone, Debug, Default)]
+pub struct Extras {
+    /// Debian packages.
+    pub packages: Vec<String>,
+    /// npm packages installed globally.
+    pub npm: Vec<String>,
+    /// A setup script run as root in the image (`hooks.setup`): its name, for
+    /// messages, and its text.
+    pub setup: Option<(PathBuf, String)>,
+}
+
+impl Extras {
+    /// From the user's configuration (`~/.config/hutch/config.toml`).
+    pub fn from_user_config() -> Result<Extras> {
+        let config = hutch::config::Config::load_user()?;
+        let setup = match config.setup_hook.value {
+            Some(path) => {
+                let path = hutch::config::expand_home(&path);
+                let text = std::fs::read_to_string(&path).map_err(|e| format!("hooks.setup {}: {e}", path.display()))?;
+                Some((path, text))
+            }
+            None => None,
+        };
+        Ok(Extras { packages: config.image_packages.value, npm: config.image_npm.value, setup })
+    }
+
+    /// What the end-to-end suite tests: a coding-agent CLI from npm and a
+    /// setup hook, installed when the image is built.
+    pub fn e2e() -> Extras {
+        let hook = "echo \"setup hook ran as $(id -un)\" > /etc/hutch-e2e-setup\n".to_owned();
+        Extras { packages: Vec::new(), npm: vec!["@anthropic-ai/claude-code".into()], setup: Some(("e2e-setup.sh".into(), hook)) }
+    }
+}
+
+/// The recipe for `extras`.
+pub fn recipe(extras: &Extras) -> Recipe {
+    let mut include: Vec<String> = PACKAGES.iter().map(|p| (*p).to_owned()).collect();
+    include.extend(extras.packages.iter().filter(|p| !include.contains(p)).cloned().collect::<Vec<_>>());
+    let mut files = Vec::new();
+    let mut script = format!(
+        r#"# hutch's default image: run as root in the chroot by `cargo xtask image`.
+B={BUILD_DIR}
+export DEBIAN_FRONTEND=noninteractive LC_ALL=C.UTF-8 HOME=/root
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+# Only while building: the build machine's CA bundle (see BUILD_CA in debian.rs).
+export NODE_EXTRA_CA_CERTS=$B/ca.crt CURL_CA_BUNDLE=$B/ca.crt SSL_CERT_FILE=$B/ca.crt
+export PIP_CERT=$B/ca.crt REQUESTS_CA_BUNDLE=$B/ca.crt npm_config_cafile=$B/ca.crt
+echo hutch-guest > /etc/hostname
+printf '127.0.0.1\tlocalhost\n127.0.1.1\thutch-guest\n::1\tlocalhost ip6-localhost ip6-loopback\n' > /etc/hosts
+groupadd --gid 1000 {USER}
+useradd --uid 1000 --gid {USER} --create-home --shell /bin/bash --comment 'hutch guest user' {USER}
+printf '{USER} ALL=(ALL:ALL) NOPASSWD: ALL\n' > /etc/sudoers.d/{USER}
+chmod 0440 /etc/sudoers.d/{USER}
+# npm's own release: no dependencies to fetch.
+curl -fsSL -o $B/npm.tgz https://registry.npmjs.org/npm/-/npm-{NPM_VERSION}.tgz
+echo "{NPM_SHA512}  $B/npm.tgz" | sha512sum -c --quiet
+mkdir -p /usr/local/lib/node_modules/npm
+tar -xzf $B/npm.tgz -C /usr/local/lib/node_modules/npm --strip-components=1 --no-same-owner
+printf 'prefix=/usr/local\nupdate-notifier=false\nfund=false\naudit=false\n' > /usr/local/lib/node_modules/npm/npmrc
+ln -sf ../lib/node_modules/npm/bin/npm-cli.js /usr/local/bin/npm
+ln -sf ../lib/node_modules/npm/bin/npx-cli.js /usr/local/bin/npx
+echo "xtask: node $(node --version), npm $(npm --version)"
+"#
+    );
+    if !extras.npm.is_empty() {
+        let list: Vec<String> = extras.npm.iter().map(|p| shell_quote(p)).collect();
+        script
+            .push_str(&format!("echo 'xtask: npm install --global {0}'\nnpm install --global --no-audit --no-fund {0}\n", list.join(" ")));
+    }
+    if let Some((path, text)) = &extras.setup {
+        files.push(("setup.sh".to_owned(), text.clone().into_bytes()));
+        script.push_str(&format!(
+            "echo {}\n(cd /root && sh -e $B/setup.sh)\n",
+            shell_quote(&format!("xtask: hooks.setup {}", path.display()))
+        ));
+    }
+    script.push_str(
+        r#"# Leave nothing of the build behind.
+rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /root/.npm /root/.cache
+find /tmp -mindepth 1 -maxdepth 1 ! -name hutch-build -exec rm -rf {} +
+rm -f /etc/resolv.conf
+"#,
+    );
+    Recipe {
+        suite: SUITE.into(),
+        variant: "minbase".into(),
+        include,
+        updates: true,
+        files,
+        build_files: vec![("ca.crt".into(), PathBuf::from(BUILD_CA))],
+        script,
+        size: SIZE,
+        label: "hutch-root".into(),
+    }
+}
+
+/// The disk for `extras`: the cached one when its recipe is unchanged (and
+/// `rebuild` is false), else a new build. Returns its path.
+pub fn disk(extras: &Extras, rebuild: bool) -> Result<PathBuf> {
+    let recipe = recipe(extras);
+    let dir = target_dir().join("hutch-image").join("disks");
+    std::fs::create_dir_all(&dir)?;
+    let disk = dir.join(format!("debian-{}.img", recipe.key()));
+    if disk.is_file() && !rebuild {
+        eprintln!("xtask: Debian disk {} is up to date (same recipe)", disk.display());
+        touch(&disk);
+        return Ok(disk);
+    }
+    let started = std::time::Instant::now();
+    crate::rootfs::build(&recipe, &disk)?;
+    eprintln!("xtask: Debian disk {} built in {:.0?}", disk.display(), started.elapsed());
+    prune(&dir, &disk);
+    Ok(disk)
+}
+
+/// Marks a cached disk as just used, so pruning keeps it.
+fn touch(path: &Path) {
+    if let Ok(file) = std::fs::File::options().append(true).open(path) {
+        let _ = file.set_modified(std::time::SystemTime::now());
+    }
+}
+
+/// Deletes all but the [`KEEP_DISKS`] most recently used disks.
+fn prune(dir: &Path, keep: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let mut disks: Vec<(std::time::SystemTime, PathBuf)> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "img") && p != keep)
+        .filter_map(|p| Some((p.metadata().ok()?.modified().ok()?, p)))
+        .collect();
+    disks.sort();
+    let excess = (disks.len() + 1).saturating_sub(KEEP_DISKS);
+    for (_, old) in disks.into_iter().take(excess) {
+        eprintln!("xtask: removing the older cached disk {}", old.display());
+        let _ = std::fs::remove_file(old);
+    }
+}
+
+/// `'text'` for sh, with embedded quotes escaped.
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extras_are_in_the_recipe_and_its_key() {
+        let plain = recipe(&Extras::default());
+        let more = Extras { packages: vec!["tmux".into(), "git".into()], npm: vec!["@openai/codex".into(), "it's".into()], setup: None };
+        let with = recipe(&more);
+        assert_ne!(plain.key(), with.key());
+        assert_eq!(with.include.iter().filter(|p| *p == "git").count(), 1);
+        assert!(with.include.contains(&"tmux".to_owned()));
+        assert!(with.script.contains("npm install --global --no-audit --no-fund '@openai/codex' 'it'\\''s'"), "{}", with.script);
+        let hook = Extras { setup: Some(("s.sh".into(), "touch /x\n".into())), ..Extras::default() };
+        let hooked = recipe(&hook);
+        assert_eq!(hooked.files, [("setup.sh".to_owned(), b"touch /x\n".to_vec())]);
+        assert_ne!(hooked.key(), plain.key());
+    }
+}
