@@ -106,20 +106,8 @@ impl Table {
     /// Prints the table and the notes on stdout.
     pub fn print(&self) {
         let header = ["figure", "median", "min", "max", "anchor (same run)", "hutch vs anchor", "goal met?"];
-        let mut lines = vec![header.map(str::to_owned).to_vec(), Vec::new()];
-        lines.extend(self.rows.iter().map(|row| cells(row).to_vec()));
-        let widths = widths(&lines);
-        lines[1] = widths.iter().map(|w| "-".repeat(*w)).collect();
-        // Numbers right-aligned, text left-aligned.
-        for line in aligned(&lines, &widths, |i| (1..=3).contains(&i)) {
-            println!("{line}");
-        }
-        if !self.notes.is_empty() {
-            println!();
-            for note in &self.notes {
-                println!("note: {note}");
-            }
-        }
+        let rows: Vec<Vec<String>> = self.rows.iter().map(|row| cells(row).to_vec()).collect();
+        print_columns(&header, rows, |i| (1..=3).contains(&i), &self.notes);
     }
 
     /// The rows and notes as JSON.
@@ -150,8 +138,27 @@ impl Table {
     }
 }
 
+/// Prints a table of the bench: `header`, a rule, `rows` in columns two
+/// spaces apart (the columns `right` says are numbers, right-aligned; the
+/// others left-aligned), then the notes after a blank line.
+pub fn print_columns(header: &[&str], rows: Vec<Vec<String>>, right: impl Fn(usize) -> bool, notes: &[String]) {
+    let mut lines = vec![header.iter().map(|h| (*h).to_owned()).collect(), Vec::new()];
+    lines.extend(rows);
+    let widths = widths(&lines);
+    lines[1] = widths.iter().map(|w| "-".repeat(*w)).collect();
+    for line in aligned(&lines, &widths, right) {
+        println!("{line}");
+    }
+    if !notes.is_empty() {
+        println!();
+        for note in notes {
+            println!("note: {note}");
+        }
+    }
+}
+
 /// The width of each column of `lines` (in characters).
-pub fn widths(lines: &[Vec<String>]) -> Vec<usize> {
+fn widths(lines: &[Vec<String>]) -> Vec<usize> {
     let mut widths = Vec::new();
     for line in lines {
         widths.resize(widths.len().max(line.len()), 0);
@@ -164,7 +171,7 @@ pub fn widths(lines: &[Vec<String>]) -> Vec<usize> {
 
 /// `lines` as text in columns of `widths`, two spaces apart; the columns
 /// `right` says are right-aligned (numbers), the others left-aligned.
-pub fn aligned(lines: &[Vec<String>], widths: &[usize], right: impl Fn(usize) -> bool) -> Vec<String> {
+fn aligned(lines: &[Vec<String>], widths: &[usize], right: impl Fn(usize) -> bool) -> Vec<String> {
     lines
         .iter()
         .map(|line| {

@@ -342,7 +342,7 @@ impl Section {
             self.runs.0, self.runs.1
         );
         let header = ["operation", "virtiofs", "local", "÷", "9p", "local", "÷", "goal (virtiofs)"];
-        let mut lines = vec![header.map(str::to_owned).to_vec()];
+        let mut lines = Vec::new();
         let mut seen: Vec<(&str, &str)> = Vec::new();
         for figure in &self.figures {
             if seen.contains(&(figure.tree, figure.step)) {
@@ -362,13 +362,7 @@ impl Section {
             let tree = if figure.tree == "repo" { "5k repo" } else { "30k tree" };
             lines.push(vec![format!("{} ({tree})", figure.label), vs, vl, vr, ns, nl, nr, goal]);
         }
-        let widths = table::widths(&lines);
-        for line in table::aligned(&lines, &widths, |i| i != 0 && i != 7) {
-            println!("{line}");
-        }
-        for note in &self.notes {
-            println!("note: {note}");
-        }
+        table::print_columns(&header, lines, |i| i != 0 && i != 7, &self.notes);
     }
 
     /// The figures as JSON (milliseconds).
