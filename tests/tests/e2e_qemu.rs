@@ -57,7 +57,7 @@ fn a_booted_guest_runs_commands_with_exact_codes_output_and_terminals() {
     let out = child.wait_with_output().unwrap();
     assert_eq!((code(&out), out.stdout.as_slice()), (0, b"abc".as_slice()));
 
-    // 10 MB of binary output, byte-exact (the file reaches the guest over 9p).
+    // 10 MB of binary output, byte-exact (the file reaches the guest through the share).
     let data = pseudo_random(10 * 1024 * 1024, 99);
     let file = ws.path().join("ten-mb.bin");
     std::fs::write(&file, &data).unwrap();

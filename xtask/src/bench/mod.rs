@@ -5,8 +5,9 @@
 //! hutch-agent on a private Unix socket and, when Debian's openssh-server is
 //! installed, a private sshd on 127.0.0.1 (see [`ssh`]). One module per kind
 //! of figure: [`exec`] (latency, throughput), [`attach`] (attach to first
-//! byte), [`pty`] (echo round trip),
-//! [`memory`] (agent RSS), [`vm`] (a QEMU guest, when the image is built);
+//! byte), [`pty`] (echo round trip), [`memory`] (agent RSS), [`vm`] (a QEMU
+//! guest, when the image is built), [`workspace`] (the shared workspace in a
+//! guest against a VM-local copy);
 //! [`table`] prints and serialises the rows.
 
 mod attach;
@@ -17,6 +18,7 @@ mod ssh;
 mod stats;
 mod table;
 mod vm;
+mod workspace;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -44,6 +46,8 @@ pub struct Plan {
     pub boots: usize,
     /// Bytes each detached session prints for the sessions memory figure.
     pub session_bytes: u64,
+    /// Timed runs of each workspace operation on the 5k-file repository.
+    pub workspace_runs: usize,
 }
 
 impl Plan {
@@ -57,6 +61,7 @@ impl Plan {
                 echoes: 200,
                 boots: 1,
                 session_bytes: 256 << 20,
+                workspace_runs: 1,
             }
         } else {
             Plan {
@@ -67,6 +72,7 @@ impl Plan {
                 echoes: 1000,
                 boots: 3,
                 session_bytes: 1 << 30,
+                workspace_runs: 3,
             }
         }
     }
@@ -117,17 +123,34 @@ pub fn run(quick: bool, json_out: Option<&Path>) -> Result<()> {
     memory::sessions_rss(&mut table, &plan, &setup)?;
     vm::guest(&mut table, &plan, &setup)?;
     table.print();
-    // The `--ro` sync rows (beside rsync, on a seeded tree under target/) print their own table.
+    // The workspace rows and the `--ro` sync rows (beside rsync, on a seeded
+    // tree under target/) print their own tables.
+    println!();
+    let workspace = workspace::measure(&plan, &setup.hutch)?;
+    workspace.print();
     println!();
     let sync = crate::bench_sync::run(quick)?;
 
     if let Some(path) = json_out {
         let mut report = table.json();
         report["quick"] = json!(quick);
+        report["workspace"] = workspace.json();
         report["sync"] = sync;
         report["machine"] = json!(machine());
         std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
         println!("\nJSON written to {}", path.display());
+    }
+    Ok(())
+}
+
+/// Only the workspace section (`cargo xtask bench-workspace`).
+pub fn run_workspace(quick: bool, json_out: Option<&Path>) -> Result<()> {
+    let hutch = crate::install::build_host_cli()?;
+    println!("hutch bench-workspace{}: {}\n", if quick { " --quick" } else { "" }, machine());
+    let section = workspace::measure(&Plan::new(quick), &hutch)?;
+    section.print();
+    if let Some(path) = json_out {
+        std::fs::write(path, serde_json::to_string_pretty(&section.json())?)?;
     }
     Ok(())
 }
