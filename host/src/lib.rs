@@ -8,6 +8,7 @@
 //!   its [`mux`] when one runs) and says why not, over [`transport`];
 //! - [`exec`] drives one remote process from the local terminal or pipes;
 //! - [`sync`] keeps `--ro` snapshots equal to the host tree, and diffs them;
+//! - [`sessions`] lists, waits for and signals a VM's sessions;
 //! - [`workspace`] sets the project up in the guest, with mount points only
 //!   for the [`heavy`] dirs it uses, and removes them again;
 //! - [`state`] holds the typed VM records;
@@ -32,6 +33,7 @@ pub mod hooks;
 pub mod lifecycle;
 pub mod mux;
 pub mod plan;
+pub mod sessions;
 pub mod state;
 pub mod sync;
 pub mod target;

@@ -12,13 +12,15 @@ pub async fn run(args: ExecArgs) -> Result<u8, Error> {
         let target = args.agent.target(args.name.as_ref())?;
         let mut options = args.flags.options(args.command.clone(), target.default_cwd());
         let cwd = std::env::current_dir().map_err(|e| Error::local("reading the current directory", e))?;
-        options.add_env(env_pairs(&Config::load(&cwd)?.env.value));
+        let config = Config::load(&cwd)?;
+        options.add_env(env_pairs(&config.env.value));
+        let session = args.session.spec(&options, config.keep.value)?;
         // One connection for the re-sync of a --ro snapshot and the command.
         let mut client = target.connect().await?;
         if let Some(record) = target.record() {
             crate::sync::refresh_snapshot(&mut client, record, !args.flags.json).await?;
         }
-        Ok(exec::run(&mut client, &options).await?)
+        Ok(exec::run_as(&mut client, &options, session.as_ref()).await?)
     }
     .await;
     exec::report::report(result, args.flags.json, Error::exit_code)

@@ -4,11 +4,13 @@
 //! The run starts what it needs and stops it afterwards: a release-build
 //! hutch-agent on a private Unix socket and, when Debian's openssh-server is
 //! installed, a private sshd on 127.0.0.1 (see [`ssh`]). One module per kind
-//! of figure: [`exec`] (latency, throughput), [`pty`] (echo round trip),
-//! [`memory`] (agent RSS), [`vm`] (a QEMU guest, when the image is built),
-//! [`workspace`] (the shared workspace in a guest against a VM-local copy);
+//! of figure: [`exec`] (latency, throughput), [`attach`] (attach to first
+//! byte), [`pty`] (echo round trip), [`memory`] (agent RSS), [`vm`] (a QEMU
+//! guest, when the image is built), [`workspace`] (the shared workspace in a
+//! guest against a VM-local copy);
 //! [`table`] prints and serialises the rows.
 
+mod attach;
 mod exec;
 mod memory;
 mod pty;
@@ -42,6 +44,8 @@ pub struct Plan {
     pub echoes: usize,
     /// QEMU guest boots timed.
     pub boots: usize,
+    /// Bytes each detached session prints for the sessions memory figure.
+    pub session_bytes: u64,
     /// Timed runs of each workspace operation on the 5k-file repository.
     pub workspace_runs: usize,
 }
@@ -49,9 +53,27 @@ pub struct Plan {
 impl Plan {
     fn new(quick: bool) -> Plan {
         if quick {
-            Plan { latency_runs: 30, ssh_fresh_runs: 10, stream_bytes: 256 << 20, stream_runs: 3, echoes: 200, boots: 1, workspace_runs: 1 }
+            Plan {
+                latency_runs: 30,
+                ssh_fresh_runs: 10,
+                stream_bytes: 256 << 20,
+                stream_runs: 3,
+                echoes: 200,
+                boots: 1,
+                session_bytes: 256 << 20,
+                workspace_runs: 1,
+            }
         } else {
-            Plan { latency_runs: 200, ssh_fresh_runs: 30, stream_bytes: 1 << 30, stream_runs: 5, echoes: 1000, boots: 3, workspace_runs: 3 }
+            Plan {
+                latency_runs: 200,
+                ssh_fresh_runs: 30,
+                stream_bytes: 1 << 30,
+                stream_runs: 5,
+                echoes: 1000,
+                boots: 3,
+                session_bytes: 1 << 30,
+                workspace_runs: 3,
+            }
         }
     }
 }
@@ -94,9 +116,11 @@ pub fn run(quick: bool, json_out: Option<&Path>) -> Result<()> {
 
     let mut table = Table::default();
     exec::latency(&mut table, &plan, &setup)?;
+    attach::first_byte(&mut table, &plan, &setup)?;
     exec::throughput(&mut table, &plan, &setup)?;
     echo(&mut table, &plan, &setup)?;
     memory::agent_rss(&mut table, &setup)?;
+    memory::sessions_rss(&mut table, &plan, &setup)?;
     vm::guest(&mut table, &plan, &setup)?;
     table.print();
     // The workspace rows and the `--ro` sync rows (beside rsync, on a seeded
