@@ -15,6 +15,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .bytes(".hutch.v1.ExecRequest.stdin")
         .bytes(".hutch.v1.ExecResponse.stdout")
         .bytes(".hutch.v1.ExecResponse.stderr")
+        .bytes(".hutch.v1.AttachRequest.stdin")
         .bytes(".IOChunk.data")
         .bytes(".hutch.v1.ForwardRequest.data")
         .bytes(".hutch.v1.ForwardResponse.data")

@@ -11,7 +11,9 @@
 //! whose client stopped reading is `exec::output::RESPONSE_QUEUE` chunks of
 //! `exec::output::OUTPUT_CHUNK` (1 MiB) plus h2's send buffer per stream
 //! (400 KiB); past that the child's writes block. Stdin waiting per exec is
-//! `exec::input::STDIN_QUEUE` messages.
+//! `exec::input::STDIN_QUEUE` messages. A session's output is its ring's
+//! capacity plus at most 1/32 of it for stream-switch records
+//! (`exec::ring::max_marks`), and the same per-stream queues per client.
 
 /// Largest gRPC message the agent decodes (tonic's default, stated here so it
 /// is one of the documented limits): a `stdin`, `archive` or `delete` message
@@ -97,3 +99,33 @@ pub const MAX_HEADER_BLOCK_BYTES: usize = 64 * 1024;
 
 /// See [`MAX_HEADER_BLOCK_BYTES`].
 pub const MAX_HEADER_LIST_BYTES: usize = 64 * 1024;
+
+/// A session's output buffer when it asks for none: a few screens of a
+/// busy build, the scrollback a person returning to a coding agent wants,
+/// and 100 of them (400 MiB) still fit a small VM's memory.
+pub const SESSION_BUFFER: usize = 4 << 20;
+
+/// The smallest buffer a session gets whatever it asks for: one read of a
+/// pipe's default 64 KiB is the unit anything smaller would split.
+pub const SESSION_BUFFER_MIN: usize = 4096;
+
+/// Default of `--session-buffer-max`, the largest buffer one session may
+/// ask for.
+pub const SESSION_BUFFER_MAX: u64 = 64 << 20;
+
+/// Default of `--session-memory`: output buffers of all kept sessions
+/// together. A new session past it first drops finished ones, and is
+/// refused (SESSION_LIMIT) only when running ones fill it.
+pub const SESSION_MEMORY: u64 = 1 << 30;
+
+/// Default of `--max-sessions`: sessions kept at once, finished ones
+/// included (each costs a task and a few KiB besides its buffer).
+pub const MAX_SESSIONS: usize = 256;
+
+/// How long a finished session keeps its status and buffer: long enough to
+/// come back from lunch to `hutch wait` and `hutch logs`.
+pub const SESSION_KEEP: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// How long it stays once its end was reported (`wait`, `ps`, an attached
+/// client, `logs` to the end): `hutch wait x && hutch logs x` still works.
+pub const SESSION_KEEP_REPORTED: std::time::Duration = std::time::Duration::from_secs(60);

@@ -40,7 +40,9 @@ use tonic::transport::Server;
 
 use crate::auth::TokenCheck;
 use crate::conn::accept::incoming;
+use crate::exec::journal::Journal;
 use crate::exec::registry::Groups;
+use crate::exec::sessions::{Limits, Sessions};
 use crate::listen::Listener;
 use crate::service::AgentService;
 use crate::tart::TartService;
@@ -86,6 +88,20 @@ struct Args {
     /// agent running beside the host, as in tests).
     #[arg(long, value_name = "DIR", default_value = "/etc")]
     etc_dir: PathBuf,
+
+    /// Largest output buffer one session may ask for (`hutch exec --buffer`),
+    /// in bytes (suffixes K, M, G: powers of 1024; default 64M). Sessions get 4M unless they ask.
+    #[arg(long, value_name = "BYTES", default_value_t = limits::SESSION_BUFFER_MAX, value_parser = hutch_proto::size::parse_size)]
+    session_buffer_max: u64,
+
+    /// Output buffers of all kept sessions together, at most (default 1G; new
+    /// sessions past it are refused, after dropping finished ones).
+    #[arg(long, value_name = "BYTES", default_value_t = limits::SESSION_MEMORY, value_parser = hutch_proto::size::parse_size)]
+    session_memory: u64,
+
+    /// Sessions kept at once (running and finished).
+    #[arg(long, value_name = "N", default_value_t = limits::MAX_SESSIONS)]
+    max_sessions: usize,
 
     /// Run every command as this user of /etc/passwd (its uid, gid and home)
     /// instead of the agent's own; mounts and snapshots stay the agent's.
@@ -168,6 +184,15 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         Some(HeavyStrategyArg::Symlink) => prepare::Strategy::Symlink,
         None => prepare::Strategy::native(),
     };
+    let (journal, lost) = Journal::open(&args.state_dir);
+    let limits = Limits {
+        max_buffer: usize::try_from(args.session_buffer_max).unwrap_or(usize::MAX),
+        memory: args.session_memory,
+        max_sessions: args.max_sessions,
+        ..Limits::default()
+    };
+    let sessions = Sessions::new(limits, groups.clone(), journal, lost);
+
     let exec_user = args.exec_user.as_deref().map(exec::user::ExecUser::lookup).transpose()?;
     let owner = exec_user.as_ref().map(|u| (u.uid, u.gid));
     if let Some(user) = exec_user {
@@ -177,8 +202,8 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let prepare = prepare::Config { local_root: args.local_dir, strategy, tart_shares: args.tart_shares, owner };
     let sync = sync::Config::new(args.state_dir, args.snapshot_prefix);
     let egress = egress::listener::Config { etc: args.etc_dir, home: std::env::var_os("HOME").map(PathBuf::from) };
-    let service = AgentService::new(groups.clone(), prepare, sync, egress);
-    let tart = TartService::new(groups.clone());
+    let service = AgentService::new(groups.clone(), sessions.clone(), prepare, sync, egress);
+    let tart = TartService::new(groups.clone(), sessions);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut servers = JoinSet::new();
     let mut sockets = Vec::new();

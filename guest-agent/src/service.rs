@@ -8,8 +8,9 @@ use hutch_proto::v1::agent_server::Agent;
 use std::sync::Arc;
 
 use hutch_proto::v1::{
-    ExecRequest, ExecResponse, InfoRequest, InfoResponse, PrepareRequest, PrepareResponse, SnapshotDiffRequest, SnapshotDiffResponse,
-    SyncRequest, SyncResponse,
+    AttachRequest, ExecRequest, ExecResponse, InfoRequest, InfoResponse, ListSessionsRequest, ListSessionsResponse, PrepareRequest,
+    PrepareResponse, SignalSessionRequest, SignalSessionResponse, SnapshotDiffRequest, SnapshotDiffResponse, SyncRequest, SyncResponse,
+    WaitSessionRequest, WaitSessionResponse,
 };
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
@@ -19,7 +20,8 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::egress::{self, Egress};
 use crate::exec::output::RESPONSE_QUEUE;
 use crate::exec::registry::Groups;
-use crate::exec::session;
+use crate::exec::sessions::Sessions;
+use crate::exec::{attach, session};
 use crate::forward;
 use crate::info;
 use crate::prepare::{self, PrepareError};
@@ -30,17 +32,19 @@ use crate::sync;
 pub struct AgentService {
     started: Instant,
     groups: Groups,
+    sessions: Sessions,
     prepare: prepare::Config,
     sync: Arc<sync::Config>,
     egress: Egress,
 }
 
 impl AgentService {
-    /// A service whose execs register their process groups in `groups`, that
-    /// keeps heavy dirs as `prepare` says, snapshots as `sync` says, and
-    /// writes the egress proxy's guest configuration as `egress` says.
-    pub fn new(groups: Groups, prepare: prepare::Config, sync: sync::Config, egress: egress::listener::Config) -> Self {
-        Self { started: Instant::now(), groups, prepare, sync: Arc::new(sync), egress: Egress::new(egress) }
+    /// A service whose execs register their process groups in `groups` and
+    /// keep sessions in `sessions`, that keeps heavy dirs as `prepare` says,
+    /// snapshots as `sync` says, and writes the egress proxy's guest
+    /// configuration as `egress` says.
+    pub fn new(groups: Groups, sessions: Sessions, prepare: prepare::Config, sync: sync::Config, egress: egress::listener::Config) -> Self {
+        Self { started: Instant::now(), groups, sessions, prepare, sync: Arc::new(sync), egress: Egress::new(egress) }
     }
 }
 
@@ -59,8 +63,32 @@ impl Agent for AgentService {
 
     async fn exec(&self, request: Request<Streaming<ExecRequest>>) -> Result<Response<Self::ExecStream>, Status> {
         let (tx, rx) = mpsc::channel(RESPONSE_QUEUE);
-        tokio::spawn(session::run(request.into_inner(), tx, self.groups.clone()));
+        tokio::spawn(session::run(request.into_inner(), tx, self.groups.clone(), self.sessions.clone()));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    type AttachStream = ExecStream;
+
+    async fn attach(&self, request: Request<Streaming<AttachRequest>>) -> Result<Response<Self::AttachStream>, Status> {
+        let responses = attach::call(&self.sessions, request.into_inner()).await?;
+        Ok(Response::new(Box::pin(responses)))
+    }
+
+    async fn list_sessions(&self, _request: Request<ListSessionsRequest>) -> Result<Response<ListSessionsResponse>, Status> {
+        let (sessions, agent_started_unix_ms) = self.sessions.list();
+        let now_unix_ms = crate::exec::kept::unix_ms(std::time::SystemTime::now());
+        Ok(Response::new(ListSessionsResponse { sessions, agent_started_unix_ms, now_unix_ms }))
+    }
+
+    async fn wait_session(&self, request: Request<WaitSessionRequest>) -> Result<Response<WaitSessionResponse>, Status> {
+        let session = self.sessions.wait(&request.into_inner().name).await?;
+        Ok(Response::new(WaitSessionResponse { session: Some(session) }))
+    }
+
+    async fn signal_session(&self, request: Request<SignalSessionRequest>) -> Result<Response<SignalSessionResponse>, Status> {
+        let request = request.into_inner();
+        let session = self.sessions.signal(&request.name, &request.signal)?;
+        Ok(Response::new(SignalSessionResponse { session: Some(session) }))
     }
 
     async fn info(&self, _request: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {

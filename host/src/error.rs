@@ -18,6 +18,7 @@ use crate::hooks::HookError;
 use crate::lifecycle::LifecycleError;
 use crate::mux::MuxError;
 use crate::net::NetError;
+use crate::sessions::SessionError;
 use crate::state::StateError;
 use crate::sync::SyncError;
 use crate::target::TargetError;
@@ -81,6 +82,9 @@ pub enum Error {
     /// hutch was asked to stop by a signal before the command ran.
     #[error("interrupted by {0}")]
     Interrupted(nix::sys::signal::Signal),
+    /// A session could not be found or used.
+    #[error(transparent)]
+    Session(#[from] SessionError),
     /// A local operation failed.
     #[error("{what}: {source}")]
     Local {
@@ -116,6 +120,7 @@ impl Error {
             Error::Config(_) => Some("fix the file (`hutch config` shows what is in force and where it comes from)".into()),
             Error::Forward(e) => e.hint(),
             Error::Net(e) => e.hint(),
+            Error::Session(e) => e.hint(),
         }
     }
 

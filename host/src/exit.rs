@@ -2,6 +2,11 @@
 //! the command's own code when it ran, and codes that `env(1)`, `timeout(1)`
 //! and shells already use when it did not.
 
+use std::str::FromStr;
+
+use hutch_proto::v1::{Exited, exited};
+use nix::sys::signal::Signal;
+
 /// `--timeout` expired and the process group was killed (as `timeout(1)`).
 pub const TIMED_OUT: u8 = 124;
 /// hutch itself failed: no agent, lost connection, bad flags, protocol error.
@@ -16,4 +21,26 @@ pub const DOCTOR_FOUND_FAILURES: u8 = 1;
 /// The code for a process killed by signal `number`: 128 + N, as shells report.
 pub fn signaled(number: u32) -> u8 {
     u8::try_from(128 + number.min(127)).unwrap_or(u8::MAX)
+}
+
+/// The code for a remote process that ended as `exited` says: its own code,
+/// 128 + N for signal N (by the host's numbering of the guest's signal name,
+/// so `128+N` means what local tools expect even when guest and host number
+/// signals differently), [`TIMED_OUT`] when the agent killed it for its
+/// timeout.
+pub fn of_exited(exited: &Exited) -> u8 {
+    match exited.status {
+        _ if exited.timed_out => TIMED_OUT,
+        Some(exited::Status::Code(code)) => (code & 0xff) as u8,
+        Some(exited::Status::Signal(number)) => signaled(local_signal_number(&exited.signal_name).unwrap_or(number)),
+        None => HUTCH_FAILED,
+    }
+}
+
+/// The host's number for a guest signal name.
+fn local_signal_number(name: &str) -> Option<u32> {
+    if name.is_empty() {
+        return None;
+    }
+    Signal::from_str(&format!("SIG{name}")).ok().map(|s| s as u32)
 }

@@ -10,6 +10,7 @@
 //! - [`sync`] keeps `--ro` snapshots equal to the host tree, and diffs them;
 //! - [`net`] is the guest's network under the host's control: the per-VM
 //!   egress proxy, its policy, secrets and audit log;
+//! - [`sessions`] lists, waits for and signals a VM's sessions;
 //! - [`workspace`] sets the project up in the guest, with mount points only
 //!   for the [`heavy`] dirs it uses, and removes them again;
 //! - [`state`] holds the typed VM records;
@@ -35,6 +36,7 @@ pub mod lifecycle;
 pub mod mux;
 pub mod net;
 pub mod plan;
+pub mod sessions;
 pub mod state;
 pub mod sync;
 pub mod target;

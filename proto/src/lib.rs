@@ -8,6 +8,7 @@
 
 pub mod addr;
 pub mod mountinfo;
+pub mod size;
 pub mod tree;
 pub mod unix_socket;
 

@@ -96,7 +96,9 @@ impl Agent {
         Agent::start(dir, addr, Some(token_file), &[])
     }
 
-    /// Starts an agent listening on `addr`, waiting for its "ready" line.
+    /// Starts an agent listening on `addr`, waiting for its "ready" line. Its
+    /// state (session journal, snapshot records) goes to `dir/state` unless
+    /// `extra` names a `--state-dir`.
     pub fn start(dir: TempDir, addr: String, token_file: Option<PathBuf>, extra: &[&str]) -> Agent {
         Agent::spawn(Command::new(&binaries().agent), dir, addr, token_file, extra, None)
     }
@@ -116,6 +118,9 @@ impl Agent {
             None => Stdio::inherit(),
         };
         cmd.arg("--listen").arg(&addr).args(extra).env("HUTCH_LOG", "warn").stdin(Stdio::null()).stdout(Stdio::piped()).stderr(stderr);
+        if !extra.contains(&"--state-dir") {
+            cmd.arg("--state-dir").arg(dir.path().join("state"));
+        }
         if let Some(token) = &token_file {
             cmd.arg("--token-file").arg(token);
         }

@@ -38,3 +38,36 @@ fn guest_checks_pass_and_broken_host_pieces_fail_with_a_fix() {
     assert_eq!(check(&report, "image")["status"], "fail");
     assert_eq!(code, 1, "a failing check must make doctor exit non-zero");
 }
+
+#[test]
+fn a_missing_virtiofsd_is_a_warning_that_says_how_to_install_it() {
+    let agent = Agent::unix();
+    let state = tempfile::tempdir().unwrap();
+    let empty = tempfile::tempdir().unwrap();
+    let run = |env: &[(&str, &std::ffi::OsStr)]| {
+        let mut cmd = Command::new(&binaries().hutch);
+        cmd.args(["doctor", "--json", "--addr", &agent.addr]).env("HUTCH_STATE_DIR", state.path()).env_remove("HUTCH_QEMU_SHARE");
+        cmd.env("PATH", "/usr/bin:/bin").env("CARGO_HOME", empty.path()).env_remove("HUTCH_VIRTIOFSD");
+        for (key, value) in env {
+            cmd.env(key, value);
+        }
+        let out = cmd.stdin(Stdio::null()).output().unwrap();
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", stderr(&out)));
+        check(&report, "workspace share").clone()
+    };
+    let missing = run(&[]);
+    assert_eq!(missing["status"], "warn", "{missing}");
+    assert!(missing["detail"].as_str().unwrap().contains("9p"), "{missing}");
+    assert!(missing["fix"].as_str().unwrap().contains("cargo install virtiofsd --locked"), "{missing}");
+
+    // A virtiofsd that answers --version is used.
+    let fake = empty.path().join("virtiofsd");
+    std::fs::write(&fake, "#!/bin/sh\necho 'virtiofsd 1.14.0'\n").unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let found = run(&[("HUTCH_VIRTIOFSD", fake.as_os_str())]);
+    assert_ne!(found["status"], "fail", "{found}");
+    assert!(found["detail"].as_str().unwrap().contains("virtiofsd 1.14.0"), "{found}");
+
+    let chosen = run(&[("HUTCH_QEMU_SHARE", "9p".as_ref())]);
+    assert_eq!((chosen["status"].as_str(), chosen["detail"].as_str()), (Some("ok"), Some("9p, as HUTCH_QEMU_SHARE=9p asks")));
+}

@@ -53,6 +53,10 @@ fn the_default_image_is_a_userland_for_coding_agents_on_its_own_disk() {
         "the Debian userland is incomplete"
     );
 
+    // The project comes over virtio-fs (virtiofsd is installed), mounted by the agent under hutch's init.
+    let out = exec_ok("e2e-debian", "awk -v d=\"$PWD\" '$2 == d { print $3 }' /proc/mounts");
+    assert_eq!(out, "virtiofs\n", "the workspace is not shared over virtio-fs");
+
     // git works in the project; what the guest writes there is the host user's.
     let out = exec_ok(
         "e2e-debian",

@@ -57,7 +57,7 @@ fn a_booted_guest_runs_commands_with_exact_codes_output_and_terminals() {
     let out = child.wait_with_output().unwrap();
     assert_eq!((code(&out), out.stdout.as_slice()), (0, b"abc".as_slice()));
 
-    // 10 MB of binary output, byte-exact (the file reaches the guest over 9p).
+    // 10 MB of binary output, byte-exact (the file reaches the guest through the share).
     let data = pseudo_random(10 * 1024 * 1024, 99);
     let file = ws.path().join("ten-mb.bin");
     std::fs::write(&file, &data).unwrap();
@@ -547,4 +547,70 @@ fn the_guest_reaches_only_what_the_hosts_policy_allows() {
     let net_log = e2e().state.path().join("vms/e2e-net/net/net.log");
     assert!(!hutch_tests::daemon_running(&net_log), "the network process outlived the VM");
     rm("e2e-net");
+}
+
+#[test]
+#[ignore = "needs QEMU and a guest image: run `cargo xtask e2e`"]
+fn a_session_in_the_guest_outlives_its_client_and_ends_with_its_agent() {
+    use std::io::{BufRead, BufReader, Read};
+    let ws = tempfile::tempdir_in("/tmp").unwrap();
+    up("e2e-sessions", ws.path());
+    let hutch = |args: &[&str]| {
+        let mut all = vec![args[0], "--name", "e2e-sessions"];
+        all.extend_from_slice(&args[1..]);
+        e2e().run(&all)
+    };
+    // Guest fifos: the session says when its output is out, and waits to be let go.
+    assert_eq!(code(&hutch(&["exec", "--", "mkfifo", "/tmp/written", "/tmp/go"])), 0);
+    let script = "seq 1 100000; : > /tmp/written; read x < /tmp/go; echo after; exit 3";
+    let out = hutch(&["exec", "--detach", "--buffer", "64K", "--tag", "job", "--", "sh", "-c", script]);
+    assert_eq!((code(&out), stdout(&out).as_str()), (0, "job\n"), "{}", stderr(&out));
+    assert_eq!(code(&hutch(&["exec", "--", "cat", "/tmp/written"])), 0);
+
+    let mut attach = e2e()
+        .hutch()
+        .args(["attach", "--name", "e2e-sessions", "job"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut notice = String::new();
+    BufReader::new(attach.stderr.take().unwrap()).read_line(&mut notice).unwrap();
+    let dropped: usize = notice.trim_start_matches("hutch: [").split(' ').next().unwrap().parse().unwrap_or_else(|_| panic!("{notice}"));
+    let all: String = (1..=100_000).map(|i| format!("{i}\n")).collect();
+    let mut out = attach.stdout.take().unwrap();
+    let mut tail = vec![0; all.len() - dropped];
+    out.read_exact(&mut tail).unwrap();
+    assert!(tail == all.as_bytes()[dropped..], "the buffer's tail, in order");
+    assert!(tail.len() <= 64 << 10 && tail.ends_with(b"\n99999\n100000\n"));
+    assert_eq!(code(&hutch(&["exec", "--", "sh", "-c", "echo > /tmp/go"])), 0);
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    assert_eq!(rest, "after\n");
+    assert_eq!(attach.wait().unwrap().code(), Some(3));
+    assert_eq!(code(&hutch(&["wait", "job"])), 3);
+
+    // The agent crashes (its init starts another): the session it ran ends,
+    // and the next agent says so.
+    assert_eq!(code(&hutch(&["exec", "-d", "--tag", "sleeper", "--", "sleep", "1000"])), 0);
+    let list: serde_json::Value = serde_json::from_str(&stdout(&hutch(&["ps", "--json"]))).unwrap();
+    let pid = list.as_array().unwrap().iter().find(|s| s["tag"] == "sleeper").expect("listed")["pid"].to_string();
+    let _ = hutch(&["exec", "--", "sh", "-c", "kill -KILL $PPID"]);
+    let deadline = std::time::Instant::now() + PROMPT * 6;
+    let list = loop {
+        let out = hutch(&["ps", "--json"]);
+        if code(&out) == 0 {
+            break serde_json::from_str::<serde_json::Value>(&stdout(&out)).unwrap();
+        }
+        assert!(std::time::Instant::now() < deadline, "the agent did not come back: {}", stderr(&out));
+    };
+    let sleeper = list.as_array().unwrap().iter().find(|s| s["tag"] == "sleeper").expect("listed");
+    assert_eq!((sleeper["state"].as_str(), sleeper["lost_reason"].as_str()), (Some("lost"), Some("the agent restarted")));
+    // Gone, or a zombie that init has not reaped yet.
+    let state =
+        format!("s=$(sed 's/.*) //' /proc/{pid}/stat 2>/dev/null | cut -c1); [ -n \"$s\" ] && [ \"$s\" != Z ] && echo alive || echo gone");
+    let out = hutch(&["exec", "--", "sh", "-c", &state]);
+    assert_eq!(stdout(&out), "gone\n", "the crashed agent's session was ended");
+    rm("e2e-sessions");
 }

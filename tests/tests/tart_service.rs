@@ -91,11 +91,49 @@ fn exit_codes_and_output_are_those_tart_exec_expects() {
         let mut with_env = command(&["sh", "-c", "echo $HUTCH_TART_TEST"]);
         with_env.env.insert("HUTCH_TART_TEST".into(), "yes".into());
         assert_eq!(exec(&mut c, with_env, vec![]).await.unwrap().stdout, b"yes\n");
+    });
+}
 
-        let mut detached = command(&["true"]);
+#[test]
+fn detach_starts_a_session_that_signal_ends_and_hutch_sees() {
+    use hutch_proto::tart::SignalRequest;
+    use hutch_proto::tart::signal_request::Signal;
+    let agent = Agent::unix();
+    runtime().block_on(async {
+        let mut c = client(&agent).await;
+        let mut detached = command(&["sh", "-c", "echo from-tart; exec sleep 1000"]);
         detached.detach = true;
-        let status = exec(&mut c, detached, vec![]).await.unwrap_err();
-        assert_eq!(status.code(), tonic::Code::Unimplemented);
+        let (tx, rx) = mpsc::channel(4);
+        tx.send(request(Req::Command(detached))).await.unwrap();
+        let mut stream = c.exec(ReceiverStream::new(rx)).await.unwrap().into_inner();
+        let mut exec_id = None;
+        let mut code = None;
+        while let Some(message) = stream.message().await.unwrap() {
+            match message.r#type {
+                Some(Resp::Started(started)) => exec_id = Some(started.exec_id),
+                Some(Resp::Exit(exit)) => code = Some(exit.code),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        let exec_id = exec_id.expect("`started` with an exec id");
+        assert_eq!(code, Some(0), "a detached command answers exit 0 at once, as tart-guest-agent does");
+        assert!(exec_id.starts_with("sh-"), "{exec_id}");
+
+        // The command runs on as a session: hutch's own commands see it.
+        let ps = agent.hutch().args(["ps", "--json"]).output().unwrap();
+        let list: serde_json::Value = serde_json::from_slice(&ps.stdout).unwrap();
+        assert_eq!(list[0]["tag"], exec_id.as_str());
+        assert_eq!(list[0]["state"], "running");
+        let logs = agent.hutch().args(["logs", &exec_id]).output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&logs.stdout), "from-tart\n");
+
+        c.signal(SignalRequest { exec_id: exec_id.clone(), signal: Signal::Sigterm as i32 }).await.expect("signal");
+        let waited = agent.hutch().args(["wait", &exec_id]).output().unwrap();
+        assert_eq!(waited.status.code(), Some(143));
+        // As tart-guest-agent: signalling a command that has ended is no error; an unknown id is.
+        c.signal(SignalRequest { exec_id, signal: Signal::Sigkill as i32 }).await.expect("signal after the end");
+        let unknown = c.signal(SignalRequest { exec_id: "nope".into(), signal: Signal::Sigterm as i32 }).await.unwrap_err();
+        assert_eq!(unknown.code(), tonic::Code::NotFound);
     });
 }
 

@@ -20,15 +20,29 @@ use crate::workspace::{Result, build_bins, root};
 const FILES: usize = 30_000;
 /// Files per folder.
 const PER_DIR: usize = 100;
-/// Seed of the tree's contents.
-const SEED: u64 = 0x5eed_2026;
+
+/// A seeded tree of files, the same on every run: `m??/pkg???/f???.{rs,bin}`.
+pub struct TreeSpec {
+    /// How many files.
+    pub files: usize,
+    /// Files per folder.
+    pub per_dir: usize,
+    /// Seed of the names' sizes and the contents.
+    pub seed: u64,
+    /// Smallest size of the common (source-sized) files, and the range above it.
+    pub small: (u64, u64),
+}
+
+/// The sync bench's tree: 30k files / ~190 MB (also used by `cargo xtask bench`'s
+/// workspace section).
+pub const SYNC_TREE: TreeSpec = TreeSpec { files: FILES, per_dir: PER_DIR, seed: 0x5eed_2026, small: (800, 8_000) };
 
 /// Runs the sync benchmark, prints its table and returns the figures.
 pub fn run(quick: bool) -> Result<Value> {
     let (hutch, agent_bin) = build_bins("release")?;
     let base = root().join("target/bench-sync");
     let tree = base.join("tree");
-    let bytes = generate(&tree)?;
+    let bytes = generate(&tree, &SYNC_TREE)?;
     let scratch = tempfile::Builder::new().prefix("hutch-bench-sync-").tempdir_in(&base)?;
     let agent = Agent::start(&agent_bin, scratch.path())?;
     let tree = tree.canonicalize()?;
@@ -124,7 +138,8 @@ fn opt_median(v: &[f64]) -> Value {
     if v.is_empty() { Value::Null } else { json!(median(v)) }
 }
 
-fn remove(path: &Path) -> Result<()> {
+/// Removes `path` and everything under it; a missing path is fine.
+pub fn remove(path: &Path) -> Result<()> {
     match std::fs::remove_dir_all(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
         _ => Ok(()),
@@ -144,19 +159,19 @@ impl Rng {
 }
 
 /// Writes the tree once (kept across runs); returns its size in bytes.
-fn generate(tree: &Path) -> Result<u64> {
+pub fn generate(tree: &Path, spec: &TreeSpec) -> Result<u64> {
     let marker = tree.join(".generated");
     let words = [
         "fn", "let", "mut", "self", "impl", "struct", "return", "match", "Some", "None", "Ok", "Err", "=>", "{", "}", "(", ")", ";",
         "value", "index", "buffer", "path", "error", "result",
     ];
-    let mut rng = Rng(SEED);
-    let mut plan = Vec::with_capacity(FILES);
+    let mut rng = Rng(spec.seed);
+    let mut plan = Vec::with_capacity(spec.files);
     let mut total = 0u64;
-    for i in 0..FILES {
+    for i in 0..spec.files {
         let r = rng.next();
         // Mostly source-sized files, a few larger ones, some binary.
-        let size = if r.is_multiple_of(20) { 20_000 + (r >> 8) % 60_000 } else { 800 + (r >> 8) % 8_000 } as usize;
+        let size = if r.is_multiple_of(20) { 20_000 + (r >> 8) % 60_000 } else { spec.small.0 + (r >> 8) % spec.small.1 } as usize;
         let binary = (r >> 40).is_multiple_of(5);
         plan.push((i, size, binary));
         total += size as u64;
@@ -165,10 +180,11 @@ fn generate(tree: &Path) -> Result<u64> {
         return Ok(total);
     }
     remove(tree)?;
-    println!("generating {FILES} files ({:.0} MB) under {} ...", total as f64 / 1e6, tree.display());
+    println!("generating {} files ({:.0} MB) under {} ...", spec.files, total as f64 / 1e6, tree.display());
+    let per_dir = spec.per_dir;
     for (i, size, binary) in plan {
-        let dir = tree.join(format!("m{:02}/pkg{:03}", i / (PER_DIR * 30), (i / PER_DIR) % 30));
-        if i % PER_DIR == 0 {
+        let dir = tree.join(format!("m{:02}/pkg{:03}", i / (per_dir * 30), (i / per_dir) % 30));
+        if i % per_dir == 0 {
             std::fs::create_dir_all(&dir)?;
         }
         let mut data = Vec::with_capacity(size + 16);
@@ -182,7 +198,7 @@ fn generate(tree: &Path) -> Result<u64> {
             }
         }
         data.truncate(size);
-        std::fs::write(dir.join(format!("f{:03}.{}", i % PER_DIR, if binary { "bin" } else { "rs" })), data)?;
+        std::fs::write(dir.join(format!("f{:03}.{}", i % per_dir, if binary { "bin" } else { "rs" })), data)?;
     }
     std::fs::write(&marker, total.to_string())?;
     Ok(total)

@@ -1,8 +1,9 @@
 //! `cargo xtask e2e`: build the guest images (the minimal one, the Debian
 //! default with the suite's own extras, and the Debian base image that `hutch
 //! image prepare` is tested with; the Debian ones cached by their recipes) and
-//! run the end-to-end suites (tests/tests/e2e_qemu.rs on the minimal image,
-//! e2e_debian.rs on the Debian one) against real QEMU guests, one at a time.
+//! run the end-to-end suites (tests/tests/e2e_qemu.rs and e2e_workspace.rs on
+//! the minimal image, e2e_debian.rs on the Debian one) against real QEMU
+//! guests, one at a time.
 
 use std::process::Command;
 
@@ -17,6 +18,8 @@ pub fn run(filters: &[String]) -> Result<u8> {
     if !kernel_vsock {
         check_tool("vhost-device-vsock", "cargo install vhost-device-vsock --locked")?;
     }
+    // The workspace suites check the share is virtio-fs (and, hiding it, 9p).
+    check_tool("virtiofsd", "cargo install virtiofsd --locked")?;
     // Its own recipe (not the user's configuration), in its own folder.
     let options = image::Options { install: false, debian: Some(("e2e-default", image::debian::Extras::e2e())), rebuild: false };
     let images = image::run(&options)?;
@@ -25,7 +28,20 @@ pub fn run(filters: &[String]) -> Result<u8> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
         .current_dir(root())
-        .args(["test", "-p", "hutch-tests", "--test", "e2e_qemu", "--test", "e2e_debian", "--", "--ignored", "--test-threads=1"])
+        .args([
+            "test",
+            "-p",
+            "hutch-tests",
+            "--test",
+            "e2e_qemu",
+            "--test",
+            "e2e_workspace",
+            "--test",
+            "e2e_debian",
+            "--",
+            "--ignored",
+            "--test-threads=1",
+        ])
         .args(filters)
         .env("HUTCH_E2E_IMAGE", &images.minimal)
         .env("HUTCH_E2E_DEBIAN_IMAGE", &debian)

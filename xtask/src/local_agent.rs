@@ -34,8 +34,11 @@ impl LocalAgent {
             // Detached from our terminal, as a daemon in a guest is.
             cmd.pre_exec(|| nix::unistd::setsid().map(drop).map_err(std::io::Error::from));
         }
+        let state = dir.path().join("state");
         let mut child = cmd
             .args(["--listen", &addr])
+            .arg("--state-dir")
+            .arg(&state)
             .args(extra)
             .env("HUTCH_LOG", "warn")
             .stdin(Stdio::null())

@@ -10,7 +10,9 @@
 //! - `base-image`: a Debian disk image with systemd and sshd but no agent
 //!   (what `hutch image prepare` takes; its e2e test uses it);
 //! - `bench [--quick] [--json FILE]`: measure hutch against its anchors;
-//! - `bench-sync [--quick] [--json FILE]`: `--ro` snapshot sync beside rsync.
+//! - `bench-sync [--quick] [--json FILE]`: `--ro` snapshot sync beside rsync;
+//! - `bench-workspace [--quick] [--json FILE]`: only `bench`'s "workspace in
+//!   the guest" section (virtio-fs and 9p against a VM-local copy).
 //!
 //! Both Debian images come from one builder, [`rootfs`].
 
@@ -82,6 +84,15 @@ enum Task {
         #[arg(long, value_name = "FILE")]
         json: Option<std::path::PathBuf>,
     },
+    /// Measure the shared workspace in a QEMU guest (virtiofs, 9p) against a VM-local copy, as ratios.
+    BenchWorkspace {
+        /// One run per figure, for a quick look.
+        #[arg(long)]
+        quick: bool,
+        /// Also write the results as JSON to this file.
+        #[arg(long, value_name = "FILE")]
+        json: Option<std::path::PathBuf>,
+    },
     /// Measure `--ro` snapshot sync (initial copy, no-change, 10 files) beside rsync, locally and over ssh.
     BenchSync {
         /// Fewer runs, for a quick look.
@@ -114,6 +125,7 @@ fn main() -> ExitCode {
             image::run(&image::Options { install: !no_install, debian, rebuild }).map(|_| 0)
         })(),
         Task::Bench { quick, json } => bench::run(quick, json.as_deref()).map(|()| 0),
+        Task::BenchWorkspace { quick, json } => bench::run_workspace(quick, json.as_deref()).map(|()| 0),
         Task::BenchNet { quick } => bench::run_net(quick).map(|()| 0),
         Task::BenchSync { quick, json } => bench_sync::run(quick).and_then(|report| {
             if let Some(path) = json {

@@ -6,7 +6,7 @@
 //! both directions, so it is shared (`Arc<AsyncPipe>`) between reader and writer.
 
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
@@ -66,6 +66,29 @@ impl AsyncPipe {
         }
     }
 
+    /// Waits until the descriptor is readable, then calls `read` with it
+    /// (which reads where it likes, e.g. with [`read_slice`] into a session's
+    /// buffer); `WouldBlock` from it waits again. Returns what `read` returned.
+    pub async fn read_with(&self, mut read: impl FnMut(BorrowedFd<'_>) -> io::Result<usize>) -> io::Result<usize> {
+        loop {
+            let mut guard = self.fd.readable().await?;
+            match guard.try_io(|fd| read(fd.get_ref().as_fd())) {
+                Ok(result) => return result,
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    /// Calls `read` with the descriptor now, without waiting: `Ok(None)` when
+    /// it would block.
+    pub fn try_read_with(&self, read: impl FnOnce(BorrowedFd<'_>) -> io::Result<usize>) -> io::Result<Option<usize>> {
+        match read(self.fd.get_ref().as_fd()) {
+            Ok(n) => Ok(Some(n)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Writes all of `data`, waiting for room as needed.
     pub async fn write_all(&self, mut data: &[u8]) -> io::Result<()> {
         while !data.is_empty() {
@@ -80,7 +103,7 @@ impl AsyncPipe {
     }
 
     /// The underlying descriptor, for ioctls (terminal size, termios).
-    pub fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+    pub fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.get_ref().as_fd()
     }
 }
@@ -89,6 +112,17 @@ impl AsyncPipe {
 fn make_room(buf: &mut Vec<u8>, room: usize) {
     if buf.len() == buf.capacity() {
         buf.reserve_exact(room);
+    }
+}
+
+/// One `read(2)` into `slice`: 0 at EOF (or EIO on a PTY master whose
+/// terminal has no more holders), `WouldBlock` when nothing is there.
+pub fn read_slice(fd: BorrowedFd<'_>, slice: &mut [u8]) -> io::Result<usize> {
+    match nix::unistd::read(fd, slice) {
+        Ok(n) => Ok(n),
+        Err(Errno::EIO) => Ok(0),
+        Err(Errno::EAGAIN) => Err(io::ErrorKind::WouldBlock.into()),
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -45,8 +45,11 @@ pub enum InputEnd {
     Broken(tonic::Status),
 }
 
-enum StdinMsg {
+/// What a stdin writer is given: bytes, or the end of them.
+pub(super) enum StdinMsg {
+    /// Bytes to write.
     Data(bytes::Bytes),
+    /// No more: close the pipe (EOF on a terminal).
     Close,
 }
 
@@ -111,12 +114,15 @@ pub async fn serve(mut inbound: impl Requests, pgid: i32, stdin: Option<StdinTar
             Some(Kind::Start(_)) => {
                 tracing::warn!(pgid, "a second start on one exec stream is ignored")
             }
+            // Only sessions can be left running; a plain exec ends with its stream.
+            Some(Kind::Detach(_)) => {}
             None => {}
         }
     }
 }
 
-async fn write_stdin(target: StdinTarget, mut rx: mpsc::Receiver<StdinMsg>) {
+/// Writes what arrives on `rx` to `target` until `Close` or the channel's end.
+pub(super) async fn write_stdin(target: StdinTarget, mut rx: mpsc::Receiver<StdinMsg>) {
     let pipe = match &target {
         StdinTarget::Pipe(pipe) => pipe,
         StdinTarget::Pty(master) => master.as_ref(),

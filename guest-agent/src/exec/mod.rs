@@ -6,13 +6,24 @@
 //! - [`input`] applies stdin, EOF, resizes and signals from the client;
 //! - [`pty`] and [`fd`] are the terminal and non-blocking fd plumbing;
 //! - [`registry`] tracks live process groups so agent shutdown kills them;
+//! - [`timeout`] is a group's time limit (SIGTERM, then SIGKILL);
+//! - [`sessions`] keeps processes that outlive their stream (`--detach`,
+//!   `--keep`): [`kept`] owns one such process and its output [`ring`],
+//!   [`attach`] serves one client of it, [`journal`] tells the next agent
+//!   what ended with this one;
 //! - [`user`] is who commands run as (`--exec-user`).
 
+pub mod attach;
 pub mod fd;
 pub mod input;
+pub mod journal;
+pub mod kept;
 pub mod output;
 pub mod pty;
 pub mod registry;
+pub mod ring;
 pub mod session;
+pub mod sessions;
 pub mod spawn;
+pub mod timeout;
 pub mod user;

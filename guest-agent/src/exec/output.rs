@@ -38,7 +38,7 @@ const MAX_CHUNKS_AFTER_CUT: usize = 16;
 pub type Responses = mpsc::Sender<Result<ExecResponse, Status>>;
 
 /// Which stream a pump feeds.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Channel {
     /// stdout, or the terminal in PTY mode.
     Stdout,

@@ -25,12 +25,14 @@ use nix::unistd::Pid;
 use tokio::process::Child;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tokio::time::{Instant, sleep_until};
+use tokio::time::Instant;
 
 use super::input::{self, InputEnd, Requests, StdinTarget};
 use super::output::{Channel, PumpEnd, Responses, pump};
 use super::registry::Groups;
+use super::sessions::Sessions;
 use super::spawn::{ChildIo, Spawned, Spec, StartFailure, TtySpec, spawn};
+use super::timeout::Timeout;
 
 /// How long to wait, after the main process exits, for its stdout/stderr to
 /// reach EOF before cutting them (a background job may hold them open).
@@ -43,19 +45,24 @@ pub const TIMEOUT_KILL_GRACE: Duration = Duration::from_secs(2);
 const DEFAULT_TERM: &str = "xterm-256color";
 
 /// Runs one exec to completion. Every outcome, failures included, is reported
-/// on `responses`; this function never leaves a child unreaped.
+/// on `responses`; this function never leaves a child unreaped. A `Start`
+/// with `session` set goes to `sessions` instead, which keeps the process
+/// beyond this stream.
 ///
 /// `inbound` is the client's request stream: a gRPC `Streaming` for hutch.v1,
 /// or Tart's requests translated into hutch.v1 ones (see `crate::tart`).
-pub async fn run(mut inbound: impl Requests, responses: Responses, groups: Groups) {
-    let Some((start, early_size)) = read_start(&mut inbound, &responses).await else {
+pub async fn run(mut inbound: impl Requests, responses: Responses, groups: Groups, sessions: Sessions) {
+    let Some((mut start, early_size)) = read_start(&mut inbound, &responses).await else {
         return;
     };
+    let session = start.session.take();
     let spec = match validate(start, early_size) {
         Ok(spec) => spec,
         Err(failure) => return send_failure(&responses, failure).await,
     };
-    let timeout = spec.timeout;
+    if let Some(options) = session {
+        return sessions.start(spec.spec, spec.timeout, options, inbound, responses).await;
+    }
     let started_at = Instant::now();
     let Spawned { mut child, pid, io } = match spawn(&spec.spec) {
         Ok(spawned) => spawned,
@@ -63,7 +70,7 @@ pub async fn run(mut inbound: impl Requests, responses: Responses, groups: Group
     };
     let _registration = groups.register(pid);
     tracing::debug!(pid, argv = ?spec.spec.argv, "started");
-    if responses.send(Ok(response(Kind::Started(Started { pid: pid as u32 })))).await.is_err() {
+    if responses.send(Ok(response(Kind::Started(Started { pid: pid as u32, session: String::new() })))).await.is_err() {
         return kill_and_reap(&mut child, pid).await;
     }
 
@@ -83,22 +90,11 @@ pub async fn run(mut inbound: impl Requests, responses: Responses, groups: Group
     let mut input = AbortOnDrop(tokio::spawn(input::serve(inbound, pid, stdin, master)));
     let mut input_open = true;
 
-    let mut term_at = timeout.map(|t| started_at + t);
-    let mut kill_at: Option<Instant> = None;
-    let mut timed_out = false;
+    let mut timeout = Timeout::new(started_at, spec.timeout);
     let status = loop {
         tokio::select! {
             status = child.wait() => break status,
-            _ = sleep_until_opt(term_at) => {
-                timed_out = true;
-                term_at = None;
-                kill_at = Some(Instant::now() + TIMEOUT_KILL_GRACE);
-                signal_group(pid, Signal::SIGTERM);
-            }
-            _ = sleep_until_opt(kill_at) => {
-                kill_at = None;
-                signal_group(pid, Signal::SIGKILL);
-            }
+            () = timeout.step(pid) => {}
             end = &mut input.0, if input_open => {
                 input_open = false;
                 if let Ok(InputEnd::Broken(status)) = end {
@@ -111,6 +107,7 @@ pub async fn run(mut inbound: impl Requests, responses: Responses, groups: Group
         }
     };
     let duration = started_at.elapsed();
+    let timed_out = timeout.timed_out();
     if timed_out {
         signal_group(pid, Signal::SIGKILL);
     }
@@ -188,13 +185,13 @@ fn validate(start: Start, early_size: Option<TerminalSize>) -> Result<Validated,
 }
 
 /// What draining the output pumps found.
-struct Drained {
-    cut: bool,
+pub(super) struct Drained {
+    pub(super) cut: bool,
     client_gone: bool,
 }
 
 /// Waits for every pump to finish; raises `cut` once the grace has passed.
-async fn drain(pumps: &mut JoinSet<PumpEnd>, cut: &watch::Sender<bool>) -> Drained {
+pub(super) async fn drain(pumps: &mut JoinSet<PumpEnd>, cut: &watch::Sender<bool>) -> Drained {
     let grace = tokio::time::sleep(DRAIN_GRACE);
     tokio::pin!(grace);
     let mut result = Drained { cut: false, client_gone: false };
@@ -217,7 +214,7 @@ async fn drain(pumps: &mut JoinSet<PumpEnd>, cut: &watch::Sender<bool>) -> Drain
     }
 }
 
-fn exited_message(status: ExitStatus, timed_out: bool, duration: Duration, output_cut: bool) -> Exited {
+pub(super) fn exited_message(status: ExitStatus, timed_out: bool, duration: Duration, output_cut: bool) -> Exited {
     let (status_field, signal_name) = match (status.code(), status.signal()) {
         (Some(code), _) => (exited::Status::Code(code), String::new()),
         (None, Some(sig)) => {
@@ -236,7 +233,7 @@ fn exited_message(status: ExitStatus, timed_out: bool, duration: Duration, outpu
     }
 }
 
-async fn send_failure(responses: &Responses, failure: StartFailure) {
+pub(super) async fn send_failure(responses: &Responses, failure: StartFailure) {
     tracing::debug!("start failed: {failure}");
     let failed = StartFailed { error: failure.kind() as i32, message: failure.to_string() };
     let _ = responses.send(Ok(response(Kind::StartFailed(failed)))).await;
@@ -256,19 +253,12 @@ fn signal_group(pgid: i32, signal: Signal) {
     }
 }
 
-async fn sleep_until_opt(deadline: Option<Instant>) {
-    match deadline {
-        Some(at) => sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
 fn response(kind: Kind) -> ExecResponse {
     ExecResponse { kind: Some(kind) }
 }
 
 /// Aborts the task when the session ends, whichever way it ends.
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+pub(super) struct AbortOnDrop<T>(pub(super) tokio::task::JoinHandle<T>);
 
 impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {

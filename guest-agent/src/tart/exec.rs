@@ -10,6 +10,11 @@
 //! tart-guest-agent) reports it. A command that is not found or not executable
 //! answers a message on stderr and exit code 127 or 126, like a shell; other
 //! start failures are gRPC errors.
+//!
+//! `detach`: the command becomes a session (its output kept in the session's
+//! buffer for `hutch logs`, not discarded); the agent answers `started` with
+//! the session's name as the exec id (what `Signal` takes), then `exit` code
+//! 0, as tart-guest-agent does, and the command runs on.
 
 use futures_util::StreamExt;
 use hutch_proto::tart::exec_request::{Command, Type as TartRequest};
@@ -26,11 +31,13 @@ use tonic::{Status, Streaming};
 use crate::exec::output::RESPONSE_QUEUE;
 use crate::exec::registry::Groups;
 use crate::exec::session;
+use crate::exec::sessions::Sessions;
 
 /// Reads the `command`, starts the session, and returns Tart's response stream.
 pub async fn start(
     mut inbound: Streaming<ExecRequest>,
     groups: Groups,
+    sessions: Sessions,
 ) -> Result<impl Stream<Item = Result<ExecResponse, Status>> + Send + 'static, Status> {
     let command = match inbound.message().await.map_err(|status| crate::untrusted::request_error(&status))? {
         Some(ExecRequest { r#type: Some(TartRequest::Command(command)) }) => command,
@@ -42,16 +49,13 @@ pub async fn start(
 
     let (hutch_tx, hutch_rx) = mpsc::channel(RESPONSE_QUEUE);
     let (tart_tx, tart_rx) = mpsc::channel(RESPONSE_QUEUE);
-    tokio::spawn(session::run(requests, hutch_tx, groups));
+    tokio::spawn(session::run(requests, hutch_tx, groups, sessions));
     tokio::spawn(forward(hutch_rx, tart_tx));
     Ok(ReceiverStream::new(tart_rx))
 }
 
 /// Tart's `Command` as a hutch.v1 `Start`, or why it cannot be run.
 fn to_start(command: Command) -> Result<v1::Start, Status> {
-    if command.detach {
-        return Err(Status::unimplemented("hutch-agent does not run detached commands; run it in the background with `sh -c`"));
-    }
     if !command.user.is_empty() {
         return Err(Status::unimplemented("hutch-agent runs commands as its own user; `user` is not supported"));
     }
@@ -62,7 +66,8 @@ fn to_start(command: Command) -> Result<v1::Start, Status> {
         .tty
         .then(|| v1::Tty { term: String::new(), size: command.terminal_size.map(|s| v1::TerminalSize { rows: s.rows, cols: s.cols }) });
     let stdin = if command.interactive { v1::StdinMode::StdinPipe } else { v1::StdinMode::StdinNull };
-    Ok(v1::Start { argv, env: command.env, cwd: command.workdir, tty, timeout_ms: 0, stdin: stdin as i32, tag: "tart".into() })
+    let session = command.detach.then(v1::SessionOptions::default).map(|options| v1::SessionOptions { detach: true, ..options });
+    Ok(v1::Start { argv, env: command.env, cwd: command.workdir, tty, timeout_ms: 0, stdin: stdin as i32, tag: "tart".into(), session })
 }
 
 /// One Tart request after the first, as a hutch.v1 request.
@@ -107,7 +112,15 @@ async fn forward(mut hutch: mpsc::Receiver<Result<v1::ExecResponse, Status>>, ta
 fn to_tart(kind: Response) -> (Vec<Result<ExecResponse, Status>>, bool) {
     let reply = |r#type| Ok(ExecResponse { r#type: Some(r#type) });
     match kind {
+        // A detached command's session name is its exec id; an attached
+        // command's `started` stays unsaid, as before.
+        Response::Started(started) if !started.session.is_empty() => {
+            (vec![reply(TartResponse::Started(tart_started(started.session)))], false)
+        }
         Response::Started(_) => (Vec::new(), false),
+        // The command runs on: the stream ends as tart-guest-agent ends it.
+        Response::Detached(_) => (vec![reply(TartResponse::Exit(Exit { code: 0 }))], true),
+        Response::Dropped(_) | Response::Attached(_) => (Vec::new(), false),
         Response::Stdout(data) => (vec![reply(TartResponse::StandardOutput(IoChunk { data }))], false),
         Response::Stderr(data) => (vec![reply(TartResponse::StandardError(IoChunk { data }))], false),
         Response::Exited(exited) => (vec![reply(TartResponse::Exit(Exit { code: exit_code(&exited) }))], true),
@@ -121,6 +134,10 @@ fn to_tart(kind: Response) -> (Vec<Result<ExecResponse, Status>>, bool) {
             (vec![reply(TartResponse::StandardError(message)), reply(TartResponse::Exit(Exit { code }))], true)
         }
     }
+}
+
+fn tart_started(exec_id: String) -> hutch_proto::tart::exec_response::Started {
+    hutch_proto::tart::exec_response::Started { exec_id }
 }
 
 /// The shell's view of an exit: the code, or 128+N for signal N.

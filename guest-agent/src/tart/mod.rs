@@ -12,23 +12,28 @@ mod ip;
 use std::pin::Pin;
 
 use hutch_proto::tart::agent_server::Agent;
+use hutch_proto::tart::signal_request::Signal;
 use hutch_proto::tart::{ExecRequest, ExecResponse, ResolveIpRequest, ResolveIpResponse, SignalRequest};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::exec::registry::Groups;
+use crate::exec::sessions::{SessionError, Sessions};
 
 /// The Tart-compatible service; shares the agent's process-group registry, so
-/// agent shutdown kills Tart execs too.
+/// agent shutdown kills Tart execs too, and its sessions: a `detach`ed
+/// command is a session (`hutch ps`, `attach` and `logs` see it too).
 #[derive(Clone)]
 pub struct TartService {
     groups: Groups,
+    sessions: Sessions,
 }
 
 impl TartService {
-    /// A service whose execs register their process groups in `groups`.
-    pub fn new(groups: Groups) -> Self {
-        Self { groups }
+    /// A service whose execs register their process groups in `groups` and
+    /// whose detached commands are sessions in `sessions`.
+    pub fn new(groups: Groups, sessions: Sessions) -> Self {
+        Self { groups, sessions }
     }
 }
 
@@ -39,7 +44,7 @@ impl Agent for TartService {
     type ExecStream = ExecStream;
 
     async fn exec(&self, request: Request<Streaming<ExecRequest>>) -> Result<Response<Self::ExecStream>, Status> {
-        let responses = exec::start(request.into_inner(), self.groups.clone()).await?;
+        let responses = exec::start(request.into_inner(), self.groups.clone(), self.sessions.clone()).await?;
         Ok(Response::new(Box::pin(responses)))
     }
 
@@ -51,9 +56,22 @@ impl Agent for TartService {
     }
 
     async fn signal(&self, request: Request<SignalRequest>) -> Result<Response<()>, Status> {
-        // Only detached commands are signalled by id, and hutch-agent runs none
-        // (see `exec::start`): an attached command is signalled by its stream.
-        let id = crate::untrusted::shown_str(&request.into_inner().exec_id);
-        Err(Status::not_found(format!("no detached command with id \"{id}\"")))
+        // Detached commands are sessions, their exec id the session's name; an
+        // attached command is signalled through its own stream.
+        let request = request.into_inner();
+        let signal = match Signal::try_from(request.signal) {
+            Ok(Signal::Sigterm) => nix::sys::signal::Signal::SIGTERM,
+            Ok(Signal::Sigkill) => nix::sys::signal::Signal::SIGKILL,
+            _ => return Err(Status::invalid_argument(format!("unsupported signal {}", request.signal))),
+        };
+        match self.sessions.signal_with(&request.exec_id, signal) {
+            // As tart-guest-agent: a command that has already exited is no error.
+            Ok(_) | Err(SessionError::Ended(_)) => Ok(Response::new(())),
+            Err(SessionError::NotFound(_)) => {
+                let id = crate::untrusted::shown_str(&request.exec_id);
+                Err(Status::not_found(format!("no detached command with id \"{id}\"")))
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 }

@@ -20,6 +20,9 @@ pub struct ExecArgs {
     #[command(flatten)]
     pub flags: ExecFlags,
 
+    #[command(flatten)]
+    pub session: SessionFlags,
+
     /// The command and its arguments.
     #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
     pub command: Vec<String>,

@@ -67,6 +67,9 @@ mod tests {
             &["hutch", "exec", "--addr", "unix:///tmp/agent.sock", "--timeout", "1.5", "--json", "--no-stdin", "--", "env"],
             &["hutch", "exec", "-T", "--", "cat", "--", "-n"],
             &["hutch", "exec", "-vv", "git", "status", "--short"],
+            &["hutch", "exec", "-d", "--tag", "build", "--buffer", "8M", "--", "make", "-j8"],
+            &["hutch", "exec", "--keep", "-t", "--", "claude"],
+            &["hutch", "exec", "--no-keep", "--", "claude"],
         ];
         for line in lines {
             let fast = parse_exec(line.iter().copied()).unwrap_or_else(|| panic!("fast parser refused {line:?}"));
@@ -86,6 +89,8 @@ mod tests {
             &["hutch", "exec", "--no-such-flag", "--", "true"],
             &["hutch", "exec", "-t", "-T", "--", "true"],
             &["hutch", "exec", "--timeout", "soon", "--", "true"],
+            &["hutch", "exec", "--keep", "--no-keep", "--", "true"],
+            &["hutch", "exec", "--buffer", "lots", "--", "true"],
         ];
         for line in lines {
             assert!(parse_exec(line.iter().copied()).is_none(), "fast parser accepted {line:?}");

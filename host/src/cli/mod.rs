@@ -15,6 +15,7 @@ mod exec;
 mod fast;
 mod install;
 mod parse;
+mod sessions;
 mod snapshot;
 mod tools;
 mod vm;
@@ -23,6 +24,7 @@ pub use exec::*;
 pub use fast::parse_exec;
 pub use install::*;
 pub use parse::*;
+pub use sessions::*;
 pub use snapshot::*;
 pub use tools::*;
 pub use vm::*;
@@ -71,6 +73,17 @@ pub enum Command {
     Ping(PingArgs),
     /// Forward host ports (127.0.0.1) to ports in a VM until Ctrl-C or SIGTERM.
     Forward(ForwardArgs),
+
+    /// Connect to a running session (from `exec --detach` or `--keep`); Ctrl-\ twice detaches.
+    Attach(AttachArgs),
+    /// List a VM's sessions: tag, pid, state, attached, started, command.
+    Ps(PsArgs),
+    /// Print a session's buffered output (`-f`: then follow it until it ends).
+    Logs(LogsArgs),
+    /// Wait until a session ends and exit with its exit code.
+    Wait(WaitArgs),
+    /// Send a signal to a session's process group (default TERM).
+    Kill(KillArgs),
 
     /// Manage the agent inside a guest (`install`: put it into a guest over SSH).
     #[command(subcommand)]

@@ -84,7 +84,7 @@ pub struct UpArgs {
 
 /// `--disk` values: a size with K, M, G or T.
 fn parse_disk_size(text: &str) -> Result<u64, String> {
-    crate::config::parse_size(text).ok_or_else(|| format!("{text:?} is not a size such as 20G or 512M"))
+    hutch_proto::size::parse_size(text).map_err(|_| format!("{text:?} is not a size such as 20G or 512M"))
 }
 
 impl UpArgs {
@@ -112,6 +112,9 @@ pub struct RunArgs {
 
     #[command(flatten)]
     pub exec: ExecFlags,
+
+    #[command(flatten)]
+    pub session: SessionFlags,
 
     /// The command and its arguments.
     #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]

@@ -18,13 +18,14 @@ pub async fn run(args: ExecArgs) -> Result<u8, Error> {
         let secrets = crate::net::exec::real_values(&config.network);
         crate::net::exec::scrub_env(&mut options.env, &secrets);
         crate::net::exec::keep_network(&target);
+        let session = args.session.spec(&options, config.keep.value)?;
         // One connection for the re-sync of a --ro snapshot and the command.
         let mut client = target.connect().await?;
         if let Some(record) = target.record() {
             crate::sync::refresh_snapshot(&mut client, record, !args.flags.json).await?;
         }
         let began = std::time::Instant::now();
-        let result = exec::run(&mut client, &options).await.map_err(Error::from);
+        let result = exec::run_as(&mut client, &options, session.as_ref()).await.map_err(Error::from);
         crate::net::exec::record(&target, &options, &result, began.elapsed(), &secrets);
         result
     }

@@ -1,6 +1,7 @@
 //! One module per subcommand; each turns parsed arguments into an exit code.
 
 pub mod agent;
+pub mod attach;
 pub mod completions;
 pub mod config;
 pub mod diff;
@@ -9,12 +10,16 @@ pub mod down;
 pub mod exec;
 pub mod forward;
 pub mod image;
+pub mod kill;
 pub mod log;
+pub mod logs;
 pub mod ls;
 pub mod ping;
+pub mod ps;
 pub mod reset;
 pub mod rm;
 pub mod run;
 pub mod shell;
 pub mod sync;
 pub mod up;
+pub mod wait;

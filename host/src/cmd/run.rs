@@ -11,15 +11,19 @@ use crate::backend::Backend;
 use crate::cli::RunArgs;
 use crate::config::env_pairs;
 use crate::error::Error;
-use crate::exec::{self, Finished, Options};
+use crate::exec::{self, Finished, Options, SessionSpec};
 use crate::forward::Bound;
 use crate::lifecycle::{self, Up};
 use crate::plan::Plan;
+use crate::sessions::SessionError;
 use crate::state::{StateDir, VmLock, VmName};
 use crate::target::Target;
 
 /// Runs `hutch run`; returns the exit code.
 pub async fn run(args: RunArgs) -> Result<u8, Error> {
+    if args.rm && (args.session.detach || args.session.keep) {
+        return Err(SessionError::RmWithSession(if args.session.detach { "--detach" } else { "--keep" }).into());
+    }
     let state = StateDir::from_env()?;
     // Before booting: a busy host port fails at once, with nothing to clean up.
     let forwards = crate::forward::bind(&args.up.forward)?;
@@ -47,7 +51,15 @@ pub async fn run(args: RunArgs) -> Result<u8, Error> {
         let mut options = args.exec.options(args.command.clone(), target.default_cwd());
         options.add_env(env_pairs(&plan.config.env.value));
         crate::net::exec::scrub_env(&mut options.env, &crate::net::exec::real_values(&plan.config.network));
-        if forwards.is_empty() { run_on(&target, &options).await } else { run_forwarding(&target, &options, forwards).await }
+        // A throw-away VM cannot keep a session (refused above for the flags;
+        // the configuration's default does not apply to it).
+        let session = args.session.spec(&options, plan.config.keep.value && !args.rm)?;
+        let session = session.as_ref();
+        if forwards.is_empty() {
+            run_on(&target, &options, session).await
+        } else {
+            run_forwarding(&target, &options, session, forwards).await
+        }
     }
     .await;
     if args.rm {
@@ -70,20 +82,26 @@ async fn boot(state: &StateDir, plan: &Plan) -> Result<(), Error> {
     Ok(())
 }
 
-/// Runs `options` on `target`, and writes it into the VM's audit log.
-async fn run_on(target: &Target, options: &Options) -> Result<Finished, Error> {
-    crate::net::exec::run_audited(target, options).await
+/// Runs `options` on `target`, as a session when `session` says so, and
+/// writes it into the VM's audit log.
+async fn run_on(target: &Target, options: &Options, session: Option<&SessionSpec>) -> Result<Finished, Error> {
+    crate::net::exec::run_audited(target, options, session).await
 }
 
 /// Runs the command while `forwards` are served (their lines go to stderr:
 /// stdout is the command's).
-async fn run_forwarding(target: &Target, options: &Options, forwards: Vec<Bound>) -> Result<Finished, Error> {
+async fn run_forwarding(
+    target: &Target,
+    options: &Options,
+    session: Option<&SessionSpec>,
+    forwards: Vec<Bound>,
+) -> Result<Finished, Error> {
     let lines: Vec<String> = forwards.iter().map(ToString::to_string).collect();
     let _serving = crate::forward::start(target, forwards).await?;
     for line in lines {
         eprintln!("hutch: forwarding {line}");
     }
-    run_on(target, options).await
+    run_on(target, options, session).await
 }
 
 /// Deletes a throw-away VM, whatever state it got to.

@@ -37,6 +37,16 @@ pub struct ConfigFile {
     /// Byte offsets where each line of the file starts, for messages.
     #[serde(skip)]
     pub line_starts: Vec<usize>,
+    /// How `hutch exec` runs commands.
+    pub exec: Option<ExecTable>,
+}
+
+/// The `[exec]` table.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ExecTable {
+    /// Keep commands on a terminal as sessions (`--keep`) unless `--no-keep`.
+    pub keep: Option<bool>,
 }
 
 /// `image = "NAME"`, or an `[image]` table.
@@ -166,12 +176,13 @@ mod tests {
 
     #[test]
     fn parses_every_key() {
-        let text = "backend = \"qemu\"\ncpus = 4\nmemory = 2048\nheavy = [\"node_modules\", \"dist\"]\nenv = [\"A=1\"]\n[hooks]\nruntime = \"scripts/boot.sh\"\n";
+        let text = "backend = \"qemu\"\ncpus = 4\nmemory = 2048\nheavy = [\"node_modules\", \"dist\"]\nenv = [\"A=1\"]\n[hooks]\nruntime = \"scripts/boot.sh\"\n[exec]\nkeep = true\n";
         let file = ConfigFile::parse(text, Path::new("hutch.toml")).unwrap();
         assert_eq!(file.backend, Some(BackendKind::Qemu));
         assert_eq!(file.cpus, Some(4));
         assert_eq!(file.heavy.as_deref(), Some(&["node_modules".to_owned(), "dist".to_owned()][..]));
         assert_eq!(file.hooks.unwrap().runtime.as_deref(), Some("scripts/boot.sh"));
+        assert_eq!(file.exec.and_then(|e| e.keep), Some(true));
     }
 
     #[test]

@@ -9,9 +9,10 @@ pub mod network;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use hutch_proto::size::parse_size;
 use serde_json::{Value, json};
 
-pub use file::{ConfigError, ConfigFile, Hooks, ImageKey, ImageTable, env_pairs};
+pub use file::{ConfigError, ConfigFile, ExecTable, Hooks, ImageKey, ImageTable, env_pairs};
 pub use network::{Mode, NetworkConfig};
 
 use crate::state::BackendKind;
@@ -94,6 +95,8 @@ pub struct Config {
     pub runtime_hook: Sourced<String>,
     /// What the guest may reach, and the secrets the proxy adds.
     pub network: NetworkConfig,
+    /// `hutch exec` on a terminal keeps its command as a session (`--keep`).
+    pub keep: Sourced<bool>,
     /// The files that were read, in order.
     pub files: Vec<PathBuf>,
 }
@@ -114,6 +117,7 @@ impl Default for Config {
             setup_hook: Sourced::default(None),
             runtime_hook: Sourced::default(DEFAULT_RUNTIME_HOOK.to_owned()),
             network: NetworkConfig::default(),
+            keep: Sourced::default(false),
             files: Vec::new(),
         }
     }
@@ -165,7 +169,7 @@ impl Config {
         self.image.set(file.image.as_ref().and_then(ImageKey::name).map(|name| Some(name.to_owned())), &source);
         if let Some(text) = &file.disk {
             let bytes =
-                parse_size(text).ok_or_else(|| invalid("disk", format!("disk = {text:?} is not a size such as \"20G\" or \"512M\"")))?;
+                parse_size(text).map_err(|_| invalid("disk", format!("disk = {text:?} is not a size such as \"20G\" or \"512M\"")))?;
             self.disk.set(Some(Some(bytes)), &source);
         }
         self.cpus.set(file.cpus, &source);
@@ -179,6 +183,7 @@ impl Config {
         let line_starts = file.line_starts.clone();
         let line = |offset: usize| line_starts.partition_point(|start| *start <= offset).max(1);
         self.network.layer(file.network, file.secrets, path, &line)?;
+        self.keep.set(file.exec.and_then(|e| e.keep), &source);
         self.files.push(path.to_path_buf());
         Ok(())
     }
@@ -210,6 +215,7 @@ impl Config {
             "network.trust_host_cas": entry(json!(self.network.trust_host_cas.value), &self.network.trust_host_cas.source),
             "network.guest_port": entry(json!(self.network.guest_port.value), &self.network.guest_port.source),
             "secrets": self.network.secrets,
+            "exec.keep": entry(json!(self.keep.value), &self.keep.source),
             "files": self.files,
         })
     }
@@ -222,26 +228,6 @@ pub fn user_file() -> Option<PathBuf> {
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
     Some(base.join("hutch").join("config.toml"))
-}
-
-/// Parses a size: bytes, or a number with K, M, G or T (powers of 1024, an
-/// optional `iB`/`B` after it): `"20G"`, `"512MiB"`, `"1048576"`.
-pub fn parse_size(text: &str) -> Option<u64> {
-    let text = text.trim();
-    let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(digits);
-    let number: u64 = number.parse().ok()?;
-    let unit = unit.trim_start();
-    let unit = unit.strip_suffix("iB").or_else(|| unit.strip_suffix('B')).unwrap_or(unit);
-    let shift = match unit.to_ascii_uppercase().as_str() {
-        "" => 0,
-        "K" => 10,
-        "M" => 20,
-        "G" => 30,
-        "T" => 40,
-        _ => return None,
-    };
-    number.checked_mul(1 << shift)
 }
 
 /// `~/x` → `$HOME/x`, as a shell would for a path in a configuration file.
@@ -279,14 +265,8 @@ mod tests {
     }
 
     #[test]
-    fn sizes_and_where_image_contents_may_be_set() {
-        assert_eq!(parse_size("20G"), Some(20 << 30));
-        assert_eq!(parse_size("512MiB"), Some(512 << 20));
-        assert_eq!(parse_size("1048576"), Some(1 << 20));
-        assert_eq!(parse_size("2 TB"), Some(2 << 40));
-        for bad in ["", "G", "20X", "-1G", "1.5G", "99999999999T"] {
-            assert_eq!(parse_size(bad), None, "{bad}");
-        }
+    fn disk_sizes_and_where_image_contents_may_be_set() {
+        assert_eq!(parse_size("20G"), Ok(20 << 30));
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("c.toml");
         std::fs::write(&file, "cpus = 2\n[image]\nnpm = [\"@openai/codex\"]\n").unwrap();

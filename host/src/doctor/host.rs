@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use crate::backend::qemu::{accel, image::GuestImage};
+use crate::backend::qemu::{self, accel, image::GuestImage, virtiofs};
 use crate::backend::{self, VmState};
 use crate::config::Config;
 use crate::state::{BackendKind, StateDir};
@@ -104,6 +104,7 @@ fn qemu(state: &StateDir) -> Vec<Check> {
             None => Check::fail("vsock", "no /dev/vhost-vsock and no vhost-device-vsock", "cargo install vhost-device-vsock --locked"),
         });
     }
+    out.push(workspace_share());
     let choice = accel::choose(state.root(), std::env::var("HUTCH_QEMU_ACCEL").ok().as_deref());
     out.push(match choice.accel {
         accel::Accel::Kvm => Check::ok("accelerator", choice.reason),
@@ -119,6 +120,32 @@ fn qemu(state: &StateDir) -> Vec<Check> {
         Err(e) => Check::fail("image", e.to_string(), "build it with `cargo xtask image`, or pass --image DIR"),
     });
     out
+}
+
+/// How `hutch up` will share the workspace: virtio-fs when virtiofsd runs
+/// (and can sandbox itself), else 9p, many times slower.
+fn workspace_share() -> Check {
+    const NAME: &str = "workspace share";
+    match virtiofs::Preference::from_env() {
+        Err(e) => return Check::fail(NAME, e.to_string(), "unset HUTCH_QEMU_SHARE, or set it to auto, virtiofs or 9p"),
+        Ok(virtiofs::Preference::NineP) => return Check::ok(NAME, "9p, as HUTCH_QEMU_SHARE=9p asks"),
+        Ok(_) => {}
+    }
+    let slow = "the workspace goes over 9p, 2-20x slower than virtio-fs (README: The workspace in the guest)";
+    let Some(binary) = qemu::find_virtiofsd() else {
+        return Check::warn(NAME, format!("virtiofsd not found: {slow}"), virtiofs::INSTALL);
+    };
+    let Some(version) = binary.to_str().and_then(|b| first_line(b, "--version")) else {
+        return Check::warn(NAME, format!("{} does not run: {slow}", binary.display()), virtiofs::INSTALL);
+    };
+    match virtiofs::sandbox_obstacle() {
+        Some(why) => Check::warn(
+            NAME,
+            format!("{version} cannot sandbox itself as a user other than root: {why}, so {slow}"),
+            "allow unprivileged user namespaces (e.g. `sudo sysctl kernel.apparmor_restrict_unprivileged_userns=0`), or run hutch as root",
+        ),
+        None => Check::ok(NAME, format!("virtio-fs ({version}, {})", binary.display())),
+    }
 }
 
 fn first_line(program: &str, arg: &str) -> Option<String> {

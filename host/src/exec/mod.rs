@@ -1,6 +1,10 @@
 //! `hutch exec`'s engine: one Exec stream, driven from the local terminal or
 //! pipes, until the remote process has exited and all of its output is out.
+//! The same loop ([`Drive`]) serves a session's clients: `exec --keep`,
+//! `attach` and `logs` (see [`attach`]).
 
+pub mod attach;
+pub mod keys;
 pub mod output;
 pub mod report;
 pub mod signals;
@@ -12,10 +16,15 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use hutch_proto::v1::exec_response::Kind;
-use hutch_proto::v1::{ExecRequest, Start, StdinMode, TerminalSize, Tty, exec_request};
+use hutch_proto::v1::{
+    Detach, DetachReason, Detached, ExecRequest, ExecResponse, SessionOptions, SignalRequest, Start, StdinMode, TerminalSize, Tty,
+    exec_request,
+};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::Streaming;
 
+use crate::sessions::SessionError;
 use crate::transport::{CallError, Client};
 use output::{Sink, Stream};
 pub use report::Outcome;
@@ -30,6 +39,9 @@ pub enum ExecError {
     /// The agent refused or failed the Exec call, or the connection broke.
     #[error(transparent)]
     Call(#[from] CallError),
+    /// A session could not be started or found.
+    #[error(transparent)]
+    Session(#[from] SessionError),
 }
 
 impl ExecError {
@@ -37,6 +49,7 @@ impl ExecError {
     pub fn hint(&self) -> Option<String> {
         match self {
             ExecError::Call(e) => Some(e.hint()),
+            ExecError::Session(e) => e.hint(),
         }
     }
 }
@@ -78,61 +91,204 @@ pub struct Finished {
     pub captured: Option<(Vec<u8>, Vec<u8>)>,
 }
 
+/// How to keep the command as a session (`--detach`, `--keep`).
+#[derive(Debug, Clone, Default)]
+pub struct SessionSpec {
+    /// Its name; empty lets the agent pick one.
+    pub name: String,
+    /// Return as soon as it runs (`--detach`).
+    pub detach: bool,
+    /// Output buffer in bytes; 0 for the agent's default.
+    pub buffer: u64,
+}
+
 /// Runs `options` on the agent behind `client` and waits for the end.
 pub async fn run(client: &mut Client, options: &Options) -> Result<Finished, ExecError> {
+    run_with(client, options, None).await
+}
+
+/// Runs `options`, as a session when `session` says so (see [`run_kept`]).
+pub async fn run_as(client: &mut Client, options: &Options, session: Option<&SessionSpec>) -> Result<Finished, ExecError> {
+    match session {
+        None => run(client, options).await,
+        Some(session) => run_kept(client, options, session).await,
+    }
+}
+
+/// Runs `options` as a session: returns once it runs (`detach`), or stays
+/// attached as its writer until it ends or the client detaches (`--keep`).
+pub async fn run_kept(client: &mut Client, options: &Options, session: &SessionSpec) -> Result<Finished, ExecError> {
+    if session.detach {
+        return attach::start_detached(client, options, session).await;
+    }
+    run_with(client, options, Some(session)).await
+}
+
+async fn run_with(client: &mut Client, options: &Options, session: Option<&SessionSpec>) -> Result<Finished, ExecError> {
     let stdin_source = if options.no_stdin { stdin::Source::Null } else { stdin::classify() };
     let (tx, rx) = mpsc::channel(REQUEST_QUEUE);
-    let start = start_request(options, stdin_source);
+    let start = start_request(options, stdin_source, session);
     tx.send(ExecRequest { kind: Some(exec_request::Kind::Start(start)) })
         .await
         .map_err(|_| CallError::Protocol("request queue closed".into()))?;
 
     let raw_mode = if options.tty { RawMode::enable() } else { None };
-    let mut responses = client.exec(ReceiverStream::new(rx)).await.map_err(CallError::from_status)?.into_inner();
+    let responses = client.exec(ReceiverStream::new(rx)).await.map_err(CallError::from_status)?.into_inner();
 
     if stdin_source == stdin::Source::Readable {
-        stdin::forward(tx.clone());
-    }
-    let mut resizes = std::pin::pin!(signals::forward_resizes(tx.clone()));
-    let resizes_active = options.tty;
-    let mut interrupts = std::pin::pin!(signals::forward(tx.clone()));
-    drop(tx);
-
-    let mut sink = if options.capture { Sink::capture() } else { Sink::local() };
-    let outcome = loop {
-        tokio::select! {
-            message = responses.next() => match message {
-                Some(Ok(message)) => match message.kind {
-                    Some(Kind::Stdout(data)) => sink.write(Stream::Stdout, data).await,
-                    Some(Kind::Stderr(data)) => sink.write(Stream::Stderr, data).await,
-                    Some(Kind::Started(started)) => tracing::debug!(pid = started.pid, "remote process started"),
-                    Some(Kind::Exited(exited)) => break Outcome::Exited(exited),
-                    Some(Kind::StartFailed(failed)) => break Outcome::StartFailed(failed),
-                    None => {}
-                },
-                Some(Err(status)) => return Err(CallError::lost(status).into()),
-                None => return Err(CallError::Protocol("the agent ended the exec without reporting how the process ended".into()).into()),
-            },
-            _ = sink.broken_pipe() => break Outcome::BrokenPipe,
-            result = &mut interrupts => {
-                if let Err(e) = result {
-                    eprintln!("hutch: warning: cannot forward signals: {e}");
-                }
-                break Outcome::Abandoned;
-            }
-            result = &mut resizes, if resizes_active => {
-                if let Err(e) = result {
-                    eprintln!("hutch: warning: cannot follow terminal resizes: {e}");
-                }
-            }
+        match session {
+            Some(_) if raw_mode.is_some() => keys::forward(tx.clone(), true),
+            _ => stdin::forward(tx.clone()),
         }
+    }
+    let role = match session {
+        None => Role::Exec,
+        Some(_) => Role::Session { viewer: false, kill_on_abandon: true },
     };
-    sink.finish();
+    let drive = Drive { role, resizes: options.tty, capture: options.capture, raw: raw_mode.is_some() };
+    let finished = drive.run(responses, tx).await;
     drop(raw_mode);
-    Ok(Finished { outcome, captured: sink.captured() })
+    finished
 }
 
-fn start_request(options: &Options, stdin_source: stdin::Source) -> Start {
+/// Which client hutch is, for what local events mean.
+#[derive(Clone, Copy, Debug)]
+pub enum Role {
+    /// A plain exec: the remote group dies with hutch.
+    Exec,
+    /// Attached to a session.
+    Session {
+        /// Watching only: Ctrl-C detaches instead of interrupting.
+        viewer: bool,
+        /// hutch started the session (`exec --keep`): giving up (a third
+        /// Ctrl-C, a closed stdout) kills it, as it kills a plain exec. An
+        /// `attach` gives up by detaching.
+        kill_on_abandon: bool,
+    },
+}
+
+/// How long hutch waits for the agent to confirm a detach or a kill before
+/// leaving anyway.
+const GOODBYE_WAIT: Duration = Duration::from_secs(2);
+
+/// One client's loop: output to the local side, local events to the agent.
+pub struct Drive {
+    /// What local events mean.
+    pub role: Role,
+    /// Follow local terminal size changes.
+    pub resizes: bool,
+    /// Capture output for `--json`.
+    pub capture: bool,
+    /// The local terminal is raw (line ends need a carriage return).
+    pub raw: bool,
+}
+
+impl Drive {
+    /// Runs until the remote side says how it ended, or hutch gives up.
+    pub async fn run(self, mut responses: Streaming<ExecResponse>, tx: mpsc::Sender<ExecRequest>) -> Result<Finished, ExecError> {
+        let mut resizes = std::pin::pin!(signals::forward_resizes(tx.clone()));
+        let policy = match self.role {
+            Role::Exec => signals::Policy::Exec,
+            Role::Session { viewer, .. } => signals::Policy::Session { viewer },
+        };
+        let mut local = std::pin::pin!(signals::forward(tx.clone(), policy));
+        let mut sink = if self.capture { Sink::capture() } else { Sink::local() };
+        // Set once hutch has asked to detach or to kill, and is waiting for the answer.
+        let mut leaving: Option<(tokio::time::Instant, Outcome)> = None;
+        let mut local_done = false;
+        let outcome = loop {
+            let deadline = leaving.as_ref().map(|(at, _)| *at);
+            tokio::select! {
+                message = responses.next() => match message {
+                    Some(Ok(message)) => match message.kind {
+                        Some(Kind::Stdout(data)) => sink.write(Stream::Stdout, data).await,
+                        Some(Kind::Stderr(data)) => sink.write(Stream::Stderr, data).await,
+                        Some(Kind::Started(started)) => {
+                            tracing::debug!(pid = started.pid, session = started.session, "remote process started");
+                            if started.session.is_empty() && matches!(self.role, Role::Session { .. }) {
+                                eprintln!("hutch: warning: the agent does not keep sessions (it is older than this hutch): this command ends with hutch{}", if self.raw { "\r" } else { "" });
+                            }
+                        }
+                        Some(Kind::Exited(exited)) => match leaving.take() {
+                            // hutch had the session killed: it reports that, as for a plain exec.
+                            Some((_, outcome @ (Outcome::Abandoned | Outcome::BrokenPipe))) => break outcome,
+                            _ => break Outcome::Exited(exited),
+                        },
+                        Some(Kind::StartFailed(failed)) => break Outcome::StartFailed(failed),
+                        Some(Kind::Detached(detached)) => break Outcome::Detached(detached),
+                        Some(Kind::Dropped(dropped)) => sink.write(Stream::Stderr, report::dropped_notice(&dropped, self.raw).into()).await,
+                        Some(Kind::Attached(_)) | None => {}
+                    },
+                    Some(Err(status)) => match leaving {
+                        // Leaving anyway: a stream that breaks now ends as asked.
+                        Some((_, outcome)) => break outcome,
+                        None => return Err(CallError::lost(status).into()),
+                    },
+                    None => match leaving {
+                        Some((_, outcome)) => break outcome,
+                        None => return Err(CallError::Protocol("the agent ended the exec without reporting how the process ended".into()).into()),
+                    },
+                },
+                _ = sink.broken_pipe(), if leaving.is_none() => match self.role {
+                    Role::Session { kill_on_abandon: true, .. } => leaving = Some(kill(&tx, Outcome::BrokenPipe).await),
+                    _ => break Outcome::BrokenPipe,
+                },
+                result = &mut local, if !local_done => {
+                    local_done = true;
+                    match result {
+                        Ok(signals::Local::Detach) => leaving = Some(detach(&tx).await),
+                        Ok(signals::Local::Abandon) => match self.role {
+                            Role::Session { kill_on_abandon: true, .. } => leaving = Some(kill(&tx, Outcome::Abandoned).await),
+                            // A client that did not start the session leaves it running.
+                            Role::Session { kill_on_abandon: false, .. } => leaving = Some(detach(&tx).await),
+                            Role::Exec => break Outcome::Abandoned,
+                        },
+                        Err(e) => {
+                            eprintln!("hutch: warning: cannot forward signals: {e}");
+                            break Outcome::Abandoned;
+                        }
+                    }
+                }
+                result = &mut resizes, if self.resizes => {
+                    if let Err(e) = result {
+                        eprintln!("hutch: warning: cannot follow terminal resizes: {e}");
+                    }
+                }
+                () = sleep_until_opt(deadline) => {
+                    if let Some((_, outcome)) = leaving.take() {
+                        break outcome;
+                    }
+                }
+            }
+        };
+        sink.finish();
+        Ok(Finished { outcome, captured: sink.captured() })
+    }
+}
+
+/// Asks the agent to detach this client; hutch leaves once it confirms, or
+/// after [`GOODBYE_WAIT`].
+async fn detach(tx: &mpsc::Sender<ExecRequest>) -> (tokio::time::Instant, Outcome) {
+    let _ = tx.send(ExecRequest { kind: Some(exec_request::Kind::Detach(Detach {})) }).await;
+    let detached = Detached { reason: DetachReason::DetachRequested as i32, session: String::new() };
+    (tokio::time::Instant::now() + GOODBYE_WAIT, Outcome::Detached(detached))
+}
+
+/// Asks the agent to kill the session's group; hutch leaves with `outcome`
+/// once the end is confirmed, or after [`GOODBYE_WAIT`].
+async fn kill(tx: &mpsc::Sender<ExecRequest>, outcome: Outcome) -> (tokio::time::Instant, Outcome) {
+    let _ = tx.send(ExecRequest { kind: Some(exec_request::Kind::Signal(SignalRequest { name: "KILL".into() })) }).await;
+    (tokio::time::Instant::now() + GOODBYE_WAIT, outcome)
+}
+
+async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn start_request(options: &Options, stdin_source: stdin::Source, session: Option<&SessionSpec>) -> Start {
     let tty = options.tty.then(|| {
         let (rows, cols) = terminal::size().unwrap_or((0, 0));
         Tty { term: std::env::var("TERM").unwrap_or_default(), size: Some(TerminalSize { rows: rows.into(), cols: cols.into() }) }
@@ -148,5 +304,6 @@ fn start_request(options: &Options, stdin_source: stdin::Source) -> Start {
             stdin::Source::Readable => StdinMode::StdinPipe,
         } as i32,
         tag: format!("hutch-{}", std::process::id()),
+        session: session.map(|s| SessionOptions { name: s.name.clone(), detach: s.detach, buffer_bytes: s.buffer }),
     }
 }

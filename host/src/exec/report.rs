@@ -1,8 +1,6 @@
 //! How an exec ended, as an exit code (the exit-code table in the README) and as JSON.
 
-use std::str::FromStr;
-
-use hutch_proto::v1::{Exited, StartError, StartFailed, exited};
+use hutch_proto::v1::{DetachReason, Detached, Exited, OutputDropped, StartError, StartFailed, exited};
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 
@@ -15,6 +13,13 @@ pub fn report<E: std::fmt::Display>(result: Result<super::Finished, E>, json: bo
     match result {
         Ok(finished) => {
             let code = finished.outcome.exit_code();
+            if let Outcome::Detached(detached) = &finished.outcome
+                && detached.reason == DetachReason::DetachAtStart as i32
+                && !json
+            {
+                // `--detach`: the tag, for `hutch attach` and for scripts.
+                println!("{}", crate::sessions::printable(&detached.session));
+            }
             if let Some(message) = finished.outcome.message() {
                 eprintln!("hutch: {message}");
             }
@@ -45,18 +50,16 @@ pub enum Outcome {
     /// The user pressed Ctrl-C repeatedly; hutch stopped waiting and the remote
     /// group is killed.
     Abandoned,
+    /// Sessions: the process runs on without hutch (`--detach`, the detach
+    /// keys, a SIGHUP, another client taking over, the end of `logs`).
+    Detached(Detached),
 }
 
 impl Outcome {
     /// The exit code hutch leaves with.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Outcome::Exited(e) if e.timed_out => exit::TIMED_OUT,
-            Outcome::Exited(Exited { status: Some(exited::Status::Code(code)), .. }) => (*code & 0xff) as u8,
-            Outcome::Exited(Exited { status: Some(exited::Status::Signal(number)), signal_name, .. }) => {
-                exit::signaled(local_signal_number(signal_name).unwrap_or(*number))
-            }
-            Outcome::Exited(Exited { status: None, .. }) => exit::HUTCH_FAILED,
+            Outcome::Exited(exited) => exit::of_exited(exited),
             Outcome::StartFailed(f) => match StartError::try_from(f.error) {
                 Ok(StartError::NotFound) => exit::NOT_FOUND,
                 Ok(StartError::NotExecutable) => exit::NOT_EXECUTABLE,
@@ -64,6 +67,7 @@ impl Outcome {
             },
             Outcome::BrokenPipe => exit::signaled(Signal::SIGPIPE as u32),
             Outcome::Abandoned => exit::signaled(Signal::SIGINT as u32),
+            Outcome::Detached(_) => 0,
         }
     }
 
@@ -73,6 +77,18 @@ impl Outcome {
             Outcome::StartFailed(f) => Some(f.message.clone()),
             Outcome::Exited(e) if e.timed_out => Some(format!("timed out after {} ms; the process group was killed", e.duration_ms)),
             Outcome::Abandoned => Some("interrupted; the remote process group was killed".into()),
+            Outcome::Detached(d) => {
+                let name = if d.session.is_empty() { "the session".to_owned() } else { crate::sessions::printable(&d.session) };
+                let back =
+                    if d.session.is_empty() { "`hutch ps` lists sessions".to_owned() } else { format!("`hutch attach {name}` to return") };
+                match DetachReason::try_from(d.reason) {
+                    Ok(DetachReason::DetachRequested) => Some(format!("detached; {name} runs on ({back})")),
+                    Ok(DetachReason::DetachTakenOver) => {
+                        Some(format!("another client took {name} over (`hutch attach --force`); it runs on ({back})"))
+                    }
+                    _ => None,
+                }
+            }
             _ => None,
         }
     }
@@ -102,6 +118,9 @@ impl Outcome {
             Outcome::BrokenPipe | Outcome::Abandoned => {
                 report["error"] = json!({ "kind": "ABANDONED", "message": self.message().unwrap_or_default() });
             }
+            Outcome::Detached(d) => {
+                report["session"] = json!(d.session);
+            }
         }
         if let Some((stdout, stderr)) = captured {
             put_bytes(&mut report, "stdout", stdout);
@@ -109,6 +128,20 @@ impl Outcome {
         }
         report
     }
+}
+
+/// The line hutch writes (on stderr, in order with the output) where a
+/// session's output has a gap. `raw`: the local terminal is raw, so the line
+/// ends with CR LF.
+pub fn dropped_notice(dropped: &OutputDropped, raw: bool) -> String {
+    let (out, err) = (dropped.stdout_bytes, dropped.stderr_bytes);
+    let what = match (out, err) {
+        (0, err) => format!("{err} bytes of stderr"),
+        (out, 0) => format!("{out} bytes of output"),
+        (out, err) => format!("{out} bytes of stdout and {err} of stderr"),
+    };
+    let eol = if raw { "\r\n" } else { "\n" };
+    format!("hutch: [{what} dropped here: the session's buffer keeps only its newest output]{eol}")
 }
 
 /// Text as a string; anything that is not UTF-8 as base64 under `<key>_base64`,
@@ -121,15 +154,6 @@ fn put_bytes(report: &mut Value, key: &str, bytes: Vec<u8>) {
             report[format!("{key}_base64")] = json!(base64::engine::general_purpose::STANDARD.encode(e.into_bytes()));
         }
     }
-}
-
-/// The host's number for a guest signal name, so `128+N` means what local
-/// tools expect even when guest and host number signals differently.
-fn local_signal_number(name: &str) -> Option<u32> {
-    if name.is_empty() {
-        return None;
-    }
-    Signal::from_str(&format!("SIG{name}")).ok().map(|s| s as u32)
 }
 
 #[cfg(test)]

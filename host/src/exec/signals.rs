@@ -5,6 +5,11 @@
 //! gives up on the remote side: hutch leaves, and the agent kills the group
 //! when the call is dropped. In PTY mode Ctrl-C is just a byte sent to the
 //! remote terminal; SIGTERM/SIGHUP sent to hutch itself are still forwarded.
+//!
+//! Attached to a session (`exec --keep`, `attach`), hutch going away must not
+//! end the session: SIGHUP (the terminal closed), SIGTERM (hutch was asked to
+//! stop) and SIGQUIT (Ctrl-\\ on a terminal that is not raw) detach instead.
+//! SIGINT is still passed on (a viewer, which may not signal, detaches).
 
 use hutch_proto::v1::exec_request::Kind;
 use hutch_proto::v1::{ExecRequest, SignalRequest, TerminalSize};
@@ -16,26 +21,51 @@ use super::terminal;
 /// SIGINTs after which hutch stops waiting for the remote command.
 pub const INTERRUPTS_TO_ABANDON: u32 = 3;
 
-/// Forwards INT, TERM, HUP and QUIT until the user insists on leaving.
-/// Resolves after [`INTERRUPTS_TO_ABANDON`] SIGINTs; otherwise runs forever.
-pub async fn forward(requests: mpsc::Sender<ExecRequest>) -> std::io::Result<()> {
+/// What a signal means for the client hutch is.
+#[derive(Clone, Copy, Debug)]
+pub enum Policy {
+    /// A plain exec: pass everything on.
+    Exec,
+    /// A session's client: leave it running on HUP, TERM and QUIT.
+    Session {
+        /// Watching only: SIGINT detaches too.
+        viewer: bool,
+    },
+}
+
+/// Why hutch stops waiting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Local {
+    /// The user insisted on leaving ([`INTERRUPTS_TO_ABANDON`] SIGINTs).
+    Abandon,
+    /// Leave the session running (sessions only).
+    Detach,
+}
+
+/// Forwards INT, TERM, HUP and QUIT as `policy` says until hutch should
+/// stop waiting; otherwise runs forever.
+pub async fn forward(requests: mpsc::Sender<ExecRequest>, policy: Policy) -> std::io::Result<Local> {
     let mut int = signal(SignalKind::interrupt())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut hup = signal(SignalKind::hangup())?;
     let mut quit = signal(SignalKind::quit())?;
     let mut interrupts = 0;
+    let session = matches!(policy, Policy::Session { .. });
     loop {
         let name = tokio::select! {
             _ = int.recv() => {
+                if matches!(policy, Policy::Session { viewer: true }) {
+                    return Ok(Local::Detach);
+                }
                 interrupts += 1;
                 if interrupts >= INTERRUPTS_TO_ABANDON {
-                    return Ok(());
+                    return Ok(Local::Abandon);
                 }
                 "INT"
             }
-            _ = term.recv() => "TERM",
-            _ = hup.recv() => "HUP",
-            _ = quit.recv() => "QUIT",
+            _ = term.recv() => if session { return Ok(Local::Detach) } else { "TERM" },
+            _ = hup.recv() => if session { return Ok(Local::Detach) } else { "HUP" },
+            _ = quit.recv() => if session { return Ok(Local::Detach) } else { "QUIT" },
         };
         let request = ExecRequest { kind: Some(Kind::Signal(SignalRequest { name: name.into() })) };
         if requests.send(request).await.is_err() {

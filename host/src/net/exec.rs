@@ -12,7 +12,7 @@ use super::audit::{self, Event, What};
 use super::secrets::redact_values;
 use crate::config::network::NetworkConfig;
 use crate::error::Error;
-use crate::exec::{Finished, Options, Outcome};
+use crate::exec::{Finished, Options, Outcome, SessionSpec};
 use crate::target::Target;
 
 /// The secrets' real values in this process's environment, by secret name.
@@ -52,10 +52,10 @@ pub fn keep_network(target: &Target) {
 /// Runs `options` on `target` and writes it into the VM's audit log, with
 /// the configuration in force here saying which values to redact (for the
 /// commands that do not load it themselves: `run`, `shell`).
-pub async fn run_audited(target: &Target, options: &Options) -> Result<Finished, Error> {
+pub async fn run_audited(target: &Target, options: &Options, session: Option<&SessionSpec>) -> Result<Finished, Error> {
     keep_network(target);
     let began = std::time::Instant::now();
-    let result = async { Ok(crate::exec::run(&mut target.connect().await?, options).await?) }.await;
+    let result = async { Ok(crate::exec::run_as(&mut target.connect().await?, options, session).await?) }.await;
     let cwd = std::env::current_dir().unwrap_or_default();
     let secrets = crate::config::Config::load(&cwd).map(|c| real_values(&c.network)).unwrap_or_default();
     record(target, options, &result, began.elapsed(), &secrets);

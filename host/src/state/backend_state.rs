@@ -53,6 +53,22 @@ pub struct QemuState {
     /// Disk images: the host port forwarded to the guest's SSH server.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ssh_port: Option<u16>,
+    /// How the workspace reaches the guest (None: no workspace, or a record
+    /// from before virtio-fs, which always meant 9p).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub share: Option<QemuShare>,
+}
+
+/// How the QEMU backend shares the workspace: what QEMU was given is what
+/// the agent's `Prepare` must mount.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum QemuShare {
+    /// virtio-fs, served by virtiofsd.
+    #[serde(rename = "virtiofs")]
+    Virtiofs,
+    /// QEMU's own virtio-9p.
+    #[serde(rename = "9p")]
+    NineP,
 }
 
 /// The accelerator QEMU runs with.

@@ -17,7 +17,7 @@ mod record;
 
 use std::path::{Path, PathBuf};
 
-pub use backend_state::{Accel, BackendState, LimaState, MadeBy, QemuState, ShareSource, TartState, WorkspaceShare};
+pub use backend_state::{Accel, BackendState, LimaState, MadeBy, QemuShare, QemuState, ShareSource, TartState, WorkspaceShare};
 pub use lock::VmLock;
 pub use name::{VmName, default_name};
 pub use record::{BackendKind, HeavyLink, RECORD_VERSION, RoMode, VmRecord, now_unix};

@@ -4,11 +4,14 @@
 //! The run starts what it needs and stops it afterwards: a release-build
 //! hutch-agent on a private Unix socket and, when Debian's openssh-server is
 //! installed, a private sshd on 127.0.0.1 (see [`ssh`]). One module per kind
-//! of figure: [`exec`] (latency, throughput), [`pty`] (echo round trip),
-//! [`memory`] (agent RSS), [`vm`] (a QEMU guest, when the image is built),
-//! [`net`] (the egress proxy: first-byte latency, downloads into a guest);
+//! of figure: [`exec`] (latency, throughput), [`attach`] (attach to first
+//! byte), [`pty`] (echo round trip), [`memory`] (agent RSS), [`vm`] (a QEMU
+//! guest, when the image is built), [`workspace`] (the shared workspace in a
+//! guest against a VM-local copy), [`net`] (the egress proxy: first-byte
+//! latency, downloads into a guest);
 //! [`table`] prints and serialises the rows.
 
+mod attach;
 mod exec;
 mod memory;
 mod net;
@@ -17,6 +20,7 @@ mod ssh;
 mod stats;
 mod table;
 mod vm;
+mod workspace;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -42,14 +46,36 @@ pub struct Plan {
     pub echoes: usize,
     /// QEMU guest boots timed.
     pub boots: usize,
+    /// Bytes each detached session prints for the sessions memory figure.
+    pub session_bytes: u64,
+    /// Timed runs of each workspace operation on the 5k-file repository.
+    pub workspace_runs: usize,
 }
 
 impl Plan {
     fn new(quick: bool) -> Plan {
         if quick {
-            Plan { latency_runs: 30, ssh_fresh_runs: 10, stream_bytes: 256 << 20, stream_runs: 3, echoes: 200, boots: 1 }
+            Plan {
+                latency_runs: 30,
+                ssh_fresh_runs: 10,
+                stream_bytes: 256 << 20,
+                stream_runs: 3,
+                echoes: 200,
+                boots: 1,
+                session_bytes: 256 << 20,
+                workspace_runs: 1,
+            }
         } else {
-            Plan { latency_runs: 200, ssh_fresh_runs: 30, stream_bytes: 1 << 30, stream_runs: 5, echoes: 1000, boots: 3 }
+            Plan {
+                latency_runs: 200,
+                ssh_fresh_runs: 30,
+                stream_bytes: 1 << 30,
+                stream_runs: 5,
+                echoes: 1000,
+                boots: 3,
+                session_bytes: 1 << 30,
+                workspace_runs: 3,
+            }
         }
     }
 }
@@ -92,21 +118,28 @@ pub fn run(quick: bool, json_out: Option<&Path>) -> Result<()> {
 
     let mut table = Table::default();
     exec::latency(&mut table, &plan, &setup)?;
+    attach::first_byte(&mut table, &plan, &setup)?;
     exec::throughput(&mut table, &plan, &setup)?;
     echo(&mut table, &plan, &setup)?;
     memory::agent_rss(&mut table, &setup)?;
+    memory::sessions_rss(&mut table, &plan, &setup)?;
     vm::guest(&mut table, &plan, &setup)?;
     if let Err(e) = net::figures(&mut table, &plan, &setup, &agent_bin) {
         table.note(format!("network rows stopped: {e}"));
     }
     table.print();
-    // The `--ro` sync rows (beside rsync, on a seeded tree under target/) print their own table.
+    // The workspace rows and the `--ro` sync rows (beside rsync, on a seeded
+    // tree under target/) print their own tables.
+    println!();
+    let workspace = workspace::measure(&plan, &setup.hutch)?;
+    workspace.print();
     println!();
     let sync = crate::bench_sync::run(quick)?;
 
     if let Some(path) = json_out {
         let mut report = table.json();
         report["quick"] = json!(quick);
+        report["workspace"] = workspace.json();
         report["sync"] = sync;
         report["machine"] = json!(machine());
         std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
@@ -127,6 +160,18 @@ pub fn run_net(quick: bool) -> Result<()> {
     let mut table = Table::default();
     net::figures(&mut table, &plan, &setup, &agent_bin)?;
     table.print();
+    Ok(())
+}
+
+/// Only the workspace section (`cargo xtask bench-workspace`).
+pub fn run_workspace(quick: bool, json_out: Option<&Path>) -> Result<()> {
+    let hutch = crate::install::build_host_cli()?;
+    println!("hutch bench-workspace{}: {}\n", if quick { " --quick" } else { "" }, machine());
+    let section = workspace::measure(&Plan::new(quick), &hutch)?;
+    section.print();
+    if let Some(path) = json_out {
+        std::fs::write(path, serde_json::to_string_pretty(&section.json())?)?;
+    }
     Ok(())
 }
 

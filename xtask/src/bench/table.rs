@@ -106,40 +106,8 @@ impl Table {
     /// Prints the table and the notes on stdout.
     pub fn print(&self) {
         let header = ["figure", "median", "min", "max", "anchor (same run)", "hutch vs anchor", "goal met?"];
-        let lines: Vec<[String; 7]> = self.rows.iter().map(cells).collect();
-        let mut widths = header.map(str::len);
-        for line in &lines {
-            for (w, cell) in widths.iter_mut().zip(line) {
-                *w = (*w).max(cell.chars().count());
-            }
-        }
-        let render = |cells: [&str; 7]| {
-            let mut out = String::new();
-            for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
-                let pad = w.saturating_sub(cell.chars().count());
-                // Numbers right-aligned, text left-aligned.
-                if (1..=3).contains(&i) {
-                    out.push_str(&" ".repeat(pad));
-                    out.push_str(cell);
-                } else {
-                    out.push_str(cell);
-                    out.push_str(&" ".repeat(pad));
-                }
-                out.push_str("  ");
-            }
-            out.trim_end().to_owned()
-        };
-        println!("{}", render(header));
-        println!("{}", render(widths.map(|w| "-".repeat(w)).each_ref().map(String::as_str)));
-        for line in &lines {
-            println!("{}", render(line.each_ref().map(String::as_str)));
-        }
-        if !self.notes.is_empty() {
-            println!();
-            for note in &self.notes {
-                println!("note: {note}");
-            }
-        }
+        let rows: Vec<Vec<String>> = self.rows.iter().map(|row| cells(row).to_vec()).collect();
+        print_columns(&header, rows, |i| (1..=3).contains(&i), &self.notes);
     }
 
     /// The rows and notes as JSON.
@@ -168,6 +136,60 @@ impl Table {
             .collect();
         json!({ "rows": rows, "notes": self.notes })
     }
+}
+
+/// Prints a table of the bench: `header`, a rule, `rows` in columns two
+/// spaces apart (the columns `right` says are numbers, right-aligned; the
+/// others left-aligned), then the notes after a blank line.
+pub fn print_columns(header: &[&str], rows: Vec<Vec<String>>, right: impl Fn(usize) -> bool, notes: &[String]) {
+    let mut lines = vec![header.iter().map(|h| (*h).to_owned()).collect(), Vec::new()];
+    lines.extend(rows);
+    let widths = widths(&lines);
+    lines[1] = widths.iter().map(|w| "-".repeat(*w)).collect();
+    for line in aligned(&lines, &widths, right) {
+        println!("{line}");
+    }
+    if !notes.is_empty() {
+        println!();
+        for note in notes {
+            println!("note: {note}");
+        }
+    }
+}
+
+/// The width of each column of `lines` (in characters).
+fn widths(lines: &[Vec<String>]) -> Vec<usize> {
+    let mut widths = Vec::new();
+    for line in lines {
+        widths.resize(widths.len().max(line.len()), 0);
+        for (w, cell) in widths.iter_mut().zip(line) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    widths
+}
+
+/// `lines` as text in columns of `widths`, two spaces apart; the columns
+/// `right` says are right-aligned (numbers), the others left-aligned.
+fn aligned(lines: &[Vec<String>], widths: &[usize], right: impl Fn(usize) -> bool) -> Vec<String> {
+    lines
+        .iter()
+        .map(|line| {
+            let mut out = String::new();
+            for (i, (cell, w)) in line.iter().zip(widths).enumerate() {
+                let pad = " ".repeat(w.saturating_sub(cell.chars().count()));
+                if right(i) {
+                    out.push_str(&pad);
+                    out.push_str(cell);
+                } else {
+                    out.push_str(cell);
+                    out.push_str(&pad);
+                }
+                out.push_str("  ");
+            }
+            out.trim_end().to_owned()
+        })
+        .collect()
 }
 
 fn cells(row: &Row) -> [String; 7] {

@@ -29,7 +29,7 @@ fi
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 # The disk's userland never needs modules of its own for what hutch uses:
-# virtio (disk, network, vsock), 9p and ext4 are loaded here and stay loaded.
+# virtio (disk, network, vsock), virtio-fs, 9p and ext4 are loaded here and stay loaded.
 for m in $(cat /lib/modules/load-order); do
   insmod "/lib/modules/$m.ko" || echo "hutch-init: insmod $m failed"
 done

@@ -7,13 +7,15 @@ use std::process::Command;
 
 use crate::workspace::Result;
 
-/// Modules the guest needs: virtio over PCI, vsock over virtio, 9p over
-/// virtio; for disk images also the disk (virtio-blk, ext4 with its crc32c),
-/// the network (virtio-net), and the ACPI power button with the event device
-/// hutch's init reads it from (a clean shutdown when the host asks).
+/// Modules the guest needs: virtio over PCI, vsock over virtio, the workspace
+/// over virtio-fs (with fuse) or 9p over virtio; for disk images also the disk
+/// (virtio-blk, ext4 with its crc32c), the network (virtio-net), and the ACPI
+/// power button with the event device hutch's init reads it from (a clean
+/// shutdown when the host asks).
 pub const WANTED: &[&str] = &[
     "virtio_pci",
     "vmw_vsock_virtio_transport",
+    "virtiofs",
     "9pnet_virtio",
     "9p",
     "virtio_blk",

@@ -1,5 +1,6 @@
 //! The Lima configuration hutch gives each VM: CPUs, memory, the workspace
-//! mounted at the host's path, and the agent's socket forwarded to the host.
+//! mounted at the host's path (over virtio-fs where the VM type has it), and
+//! the agent's socket forwarded to the host.
 //!
 //! For `limactl create` it is a template file (YAML; `base:` inherits the
 //! image and everything else from the template the user names). For
@@ -19,6 +20,17 @@ pub const GUEST_SOCKET: &str = "/run/hutch/agent.sock";
 /// to the instance's folder.
 pub const HOST_SOCKET: &str = "{{.Dir}}/sock/hutch.sock";
 
+/// The mount type hutch asks Lima for on this host: virtio-fs on macOS,
+/// where Lima's default VM type is vz (Virtualization.framework) and vz has
+/// it; 9p elsewhere (QEMU, the only VM type on Linux hosts, where Lima's
+/// virtio-fs would need virtiofsd set up for Lima). A base template that
+/// forces `vmType: qemu` on macOS makes Lima refuse virtio-fs: use a vz one.
+pub const MOUNT_TYPE: &str = mount_type(cfg!(target_os = "macos"));
+
+const fn mount_type(macos: bool) -> &'static str {
+    if macos { "virtiofs" } else { "9p" }
+}
+
 /// The template for `limactl create`, inheriting from `base`.
 pub fn template(spec: &VmSpec, base: &str) -> String {
     let mut yaml = format!("# Written by hutch for VM {}.\n", spec.name);
@@ -26,6 +38,7 @@ pub fn template(spec: &VmSpec, base: &str) -> String {
     yaml += &format!("cpus: {}\n", spec.cpus);
     yaml += &format!("memory: {}\n", quote(&memory(spec)));
     if let Some(ws) = spec.shared_workspace() {
+        yaml += &format!("mountType: {}\n", quote(MOUNT_TYPE));
         yaml += &format!("mounts:\n- {}\n", mount(ws));
     }
     yaml += &format!("portForwards:\n- {}\n", forward());
@@ -35,7 +48,13 @@ pub fn template(spec: &VmSpec, base: &str) -> String {
 /// The same settings as a yq expression for `limactl clone --set`.
 pub fn set_expression(spec: &VmSpec) -> String {
     let mounts = spec.shared_workspace().map(mount).unwrap_or_default();
-    format!(".cpus = {} | .memory = {} | .mounts = [{mounts}] | .portForwards = [{}]", spec.cpus, quote(&memory(spec)), forward())
+    let mount_type = if mounts.is_empty() { String::new() } else { format!(" | .mountType = {}", quote(MOUNT_TYPE)) };
+    format!(
+        ".cpus = {} | .memory = {}{mount_type} | .mounts = [{mounts}] | .portForwards = [{}]",
+        spec.cpus,
+        quote(&memory(spec)),
+        forward()
+    )
 }
 
 fn memory(spec: &VmSpec) -> String {
@@ -77,16 +96,21 @@ mod tests {
     #[test]
     fn template_and_expression_carry_the_same_settings() {
         let yaml = template(&spec(), "template://default");
-        assert_eq!(
-            yaml,
-            "# Written by hutch for VM web.\nbase: \"template://default\"\ncpus: 4\nmemory: \"2048MiB\"\n\
+        let expected = "# Written by hutch for VM web.\nbase: \"template://default\"\ncpus: 4\nmemory: \"2048MiB\"\nmountType: \"MOUNT_TYPE\"\n\
              mounts:\n- {\"location\": \"/Users/me/my \\\"web\\\"\", \"mountPoint\": \"/Users/me/my \\\"web\\\"\", \"writable\": true}\n\
-             portForwards:\n- {\"guestSocket\": \"/run/hutch/agent.sock\", \"hostSocket\": \"{{.Dir}}/sock/hutch.sock\"}\n"
-        );
+             portForwards:\n- {\"guestSocket\": \"/run/hutch/agent.sock\", \"hostSocket\": \"{{.Dir}}/sock/hutch.sock\"}\n";
+        assert_eq!(yaml, expected.replace("MOUNT_TYPE", MOUNT_TYPE));
+        assert!(set_expression(&spec()).contains(&format!(" | .mountType = \"{MOUNT_TYPE}\" | .mounts = [{{")));
         let expr = set_expression(&VmSpec { workspace: None, ..spec() });
         assert_eq!(
             expr,
             ".cpus = 4 | .memory = \"2048MiB\" | .mounts = [] | .portForwards = [{\"guestSocket\": \"/run/hutch/agent.sock\", \"hostSocket\": \"{{.Dir}}/sock/hutch.sock\"}]"
         );
+    }
+
+    #[test]
+    fn virtiofs_on_macos_9p_elsewhere() {
+        assert_eq!(mount_type(true), "virtiofs");
+        assert_eq!(mount_type(false), "9p");
     }
 }

@@ -2,8 +2,8 @@
 //!
 //! Shape (verified under TCG on the project's CI machine): q35 without the
 //! legacy devices, no default devices, memory in a shareable memfd (required
-//! by vhost-user), vsock (kernel or vhost-user), the workspace over 9p, the
-//! serial console to a file, QMP on a Unix socket for a clean stop.
+//! by vhost-user), vsock (kernel or vhost-user), the workspace over virtio-fs
+//! or 9p, the serial console to a file, QMP on a Unix socket for a clean stop.
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -12,7 +12,7 @@ use super::accel::Accel;
 use super::image::GuestImage;
 use super::vsock::{self, Device};
 
-/// The 9p mount tag under which the guest finds the workspace.
+/// The mount tag (virtio-fs or 9p) under which the guest finds the workspace.
 pub const WORKSPACE_TAG: &str = "hutch-ws";
 /// The QMP socket's file name in the VM folder.
 pub const QMP_SOCKET: &str = "qmp.sock";
@@ -33,8 +33,8 @@ pub struct Machine<'a> {
     pub vm_dir: &'a Path,
     /// The vsock device.
     pub vsock: &'a Device,
-    /// The host folder shared into the guest.
-    pub workspace: Option<&'a Path>,
+    /// The host folder shared into the guest, and how.
+    pub workspace: Option<Workspace<'a>>,
     /// The host's TSC rate: under TCG the guest TSC runs at it, and telling
     /// the kernel saves its calibration (~0.7 s of boot).
     pub tsc_khz: Option<u64>,
@@ -44,6 +44,20 @@ pub struct Machine<'a> {
     pub disk: Option<DiskAttachment<'a>>,
     /// Appended to the image's kernel command line (`hutch.uid=…` for hutch's init).
     pub cmdline_extra: String,
+}
+
+/// How the workspace reaches the guest.
+pub enum Workspace<'a> {
+    /// virtio-fs, through virtiofsd listening on this socket.
+    Virtiofs {
+        /// virtiofsd's vhost-user socket.
+        socket: &'a Path,
+    },
+    /// QEMU's own 9p server, on this host folder.
+    NineP {
+        /// The host folder.
+        path: &'a Path,
+    },
 }
 
 /// The root disk of a disk-image VM and its network.
@@ -73,9 +87,17 @@ impl Machine<'_> {
                 push(&["-chardev", &chardev, "-device", "vhost-user-vsock-pci,chardev=vsock0"]);
             }
         }
-        if let Some(ws) = self.workspace {
-            let fsdev = format!("local,id=ws0,path={},security_model=none", escape_commas(&ws.display().to_string()));
-            push(&["-fsdev", &fsdev, "-device", &format!("virtio-9p-pci,fsdev=ws0,mount_tag={WORKSPACE_TAG}")]);
+        match self.workspace {
+            Some(Workspace::Virtiofs { socket }) => {
+                let chardev = format!("socket,id=ws0,path={}", escape_commas(&socket.display().to_string()));
+                // 1024 entries, as virtiofsd's README advises (QEMU's default is 128).
+                push(&["-chardev", &chardev, "-device", &format!("vhost-user-fs-pci,queue-size=1024,chardev=ws0,tag={WORKSPACE_TAG}")]);
+            }
+            Some(Workspace::NineP { path }) => {
+                let fsdev = format!("local,id=ws0,path={},security_model=none", escape_commas(&path.display().to_string()));
+                push(&["-fsdev", &fsdev, "-device", &format!("virtio-9p-pci,fsdev=ws0,mount_tag={WORKSPACE_TAG}")]);
+            }
+            None => {}
         }
         if let Some(disk) = &self.disk {
             let drive = format!("file={},if=none,id=disk0,format=qcow2,discard=unmap", escape_commas(&disk.overlay.display().to_string()));
@@ -137,7 +159,7 @@ mod tests {
             image: &image,
             vm_dir: Path::new("/vm"),
             vsock: &Device::UserSpace,
-            workspace: Some(Path::new("/home/me/a,b")),
+            workspace: Some(Workspace::NineP { path: Path::new("/home/me/a,b") }),
             tsc_khz: None,
             disk: None,
             cmdline_extra: String::new(),
@@ -152,10 +174,24 @@ mod tests {
         assert_eq!(args.last().unwrap(), "console=ttyS0");
         assert!(!joined.contains("-drive") && !joined.contains("-netdev"));
 
+        assert!(joined.contains("-device virtio-9p-pci,fsdev=ws0,mount_tag=hutch-ws"));
+        assert!(!joined.contains("vhost-user-fs"));
+
+        let socket = Path::new("/vm/virtiofs.sock");
         let overlay = Path::new("/vm/disk.qcow2");
         let joined = |m: &Machine| m.args().into_iter().map(|a| a.into_string().unwrap()).collect::<Vec<_>>().join(" ");
-        let machine = Machine { disk: Some(DiskAttachment { overlay, ssh_port: Some(40022) }), ..machine };
+        let machine = Machine {
+            disk: Some(DiskAttachment { overlay, ssh_port: Some(40022) }),
+            workspace: Some(Workspace::Virtiofs { socket }),
+            ..machine
+        };
         let with_ssh = joined(&machine);
+        assert!(
+            with_ssh.contains(
+                "-chardev socket,id=ws0,path=/vm/virtiofs.sock -device vhost-user-fs-pci,queue-size=1024,chardev=ws0,tag=hutch-ws"
+            )
+        );
+        assert!(!with_ssh.contains("-fsdev"));
         assert!(with_ssh.contains("-drive file=/vm/disk.qcow2,if=none,id=disk0,format=qcow2"), "{with_ssh}");
         assert!(with_ssh.contains("-device virtio-blk-pci,drive=disk0"));
         assert!(with_ssh.contains("-netdev user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:40022-:22 -device virtio-net-pci,netdev=net0"));

@@ -2,12 +2,13 @@
 //!
 //! A VM is a folder in the state dir holding its own copy of the guest image
 //! (and, for disk images, its copy-on-write overlay: [`disk`]), its sockets,
-//! logs and pids. `start` launches vhost-device-vsock (when the
-//! kernel's vhost-vsock is missing) and QEMU as daemons (`crate::daemon`:
-//! detached, found again by the lock on their logs); `stop` presses the power
-//! button of a VM whose disk runs hutch's init (it flushes its disk and powers
-//! off) or asks QEMU to quit over QMP, then stops the vsock daemon. `delete`
-//! always quits at once: the disk goes anyway.
+//! logs and pids. `start` launches vhost-device-vsock (when the kernel's
+//! vhost-vsock is missing), virtiofsd for the workspace ([`virtiofs`]) and
+//! QEMU as daemons (`crate::daemon`: detached, found again by the lock on
+//! their logs); `stop` presses the power button of a VM whose disk runs
+//! hutch's init (it flushes its disk and powers off) or asks QEMU to quit over
+//! QMP, then stops the other daemons. `delete` always quits at once: the disk
+//! goes anyway.
 
 pub mod accel;
 pub mod args;
@@ -15,6 +16,7 @@ pub mod disk;
 pub mod image;
 pub mod qmp;
 pub mod saved_image;
+pub mod virtiofs;
 pub mod vsock;
 
 use std::path::{Path, PathBuf};
@@ -26,7 +28,7 @@ use hutch_proto::v1::{WorkspaceShare, workspace_share};
 
 use crate::backend::{Backend, BackendError, SshEndpoint, VmSpec, VmState, tail_of_file};
 use crate::daemon::{Daemon, DaemonError};
-use crate::state::{BackendKind, BackendState, QemuState, StateDir, VmRecord};
+use crate::state::{BackendKind, BackendState, QemuShare, QemuState, StateDir, VmRecord};
 use accel::{Accel, Choice};
 use image::{GuestImage, Init};
 
@@ -44,6 +46,7 @@ const POWERDOWN_TIMEOUT: Duration = Duration::from_secs(20);
 pub struct Qemu {
     qemu: PathBuf,
     vhost_device_vsock: PathBuf,
+    virtiofsd: Option<PathBuf>,
     qemu_img: PathBuf,
     accel_preference: Option<String>,
     state_root: PathBuf,
@@ -59,14 +62,17 @@ fn qemu_state(record: &VmRecord) -> QemuState {
 }
 
 impl Qemu {
-    /// Reads `HUTCH_QEMU`, `HUTCH_QEMU_IMG`, `HUTCH_VHOST_DEVICE_VSOCK` and `HUTCH_QEMU_ACCEL`.
+    /// Reads `HUTCH_QEMU`, `HUTCH_QEMU_IMG`, `HUTCH_VHOST_DEVICE_VSOCK`,
+    /// `HUTCH_VIRTIOFSD` and `HUTCH_QEMU_ACCEL`.
     pub fn from_env(state: &StateDir) -> Qemu {
         let default_qemu = format!("qemu-system-{}", std::env::consts::ARCH);
         let qemu = std::env::var_os("HUTCH_QEMU").map_or_else(|| PathBuf::from(default_qemu), PathBuf::from);
-        let vhost_device_vsock = std::env::var_os("HUTCH_VHOST_DEVICE_VSOCK").map_or_else(find_vhost_device_vsock, PathBuf::from);
+        let vhost_device_vsock = std::env::var_os("HUTCH_VHOST_DEVICE_VSOCK")
+            .map_or_else(|| find_program("vhost-device-vsock").unwrap_or_else(|| "vhost-device-vsock".into()), PathBuf::from);
         Qemu {
             qemu,
             vhost_device_vsock,
+            virtiofsd: find_virtiofsd(),
             qemu_img: disk::qemu_img(),
             accel_preference: std::env::var("HUTCH_QEMU_ACCEL").ok(),
             state_root: state.root().to_path_buf(),
@@ -83,11 +89,25 @@ impl Qemu {
         } else {
             vsock::start_user_space(&self.vhost_device_vsock, dir)?
         };
+        let stop_daemons = || {
+            vsock::daemon(dir).terminate(Duration::from_secs(2));
+            virtiofs::daemon(dir).terminate(Duration::from_secs(2));
+        };
+        let workspace_path = record.shared_workspace().map(Path::to_path_buf);
+        let share = match &workspace_path {
+            Some(ws) => Some(virtiofs::settle_from_env(self.virtiofsd.as_deref(), ws, dir).inspect_err(|_| stop_daemons())?),
+            None => None,
+        };
+        let socket = dir.join(virtiofs::SOCKET);
+        let workspace = workspace_path.as_deref().zip(share).map(|(path, share)| match share {
+            QemuShare::Virtiofs => args::Workspace::Virtiofs { socket: &socket },
+            QemuShare::NineP => args::Workspace::NineP { path },
+        });
         let overlay = dir.join(disk::OVERLAY);
         let hutch_init = image.spec.init == Init::Hutch;
         // An image's own init (systemd) runs sshd, reached through a forwarded port.
         let ssh_port = match image.spec.disk {
-            Some(_) if !hutch_init => Some(disk::free_port()?),
+            Some(_) if !hutch_init => Some(disk::free_port().inspect_err(|_| stop_daemons())?),
             _ => None,
         };
         // hutch's init gives the guest's user the host user's ids.
@@ -100,7 +120,7 @@ impl Qemu {
             image: &image,
             vm_dir: dir,
             vsock: &device,
-            workspace: record.shared_workspace(),
+            workspace,
             tsc_khz: if choice.accel == Accel::Tcg { accel::host_tsc_khz() } else { None },
             disk: image.spec.disk.as_ref().map(|_| args::DiskAttachment { overlay: &overlay, ssh_port }),
             cmdline_extra,
@@ -108,7 +128,7 @@ impl Qemu {
         let mut cmd = Command::new(&self.qemu);
         cmd.args(machine.args());
         if let Err(e) = qemu_daemon(dir).spawn(cmd) {
-            vsock::daemon(dir).terminate(Duration::from_secs(2));
+            stop_daemons();
             return Err(daemon_error(e));
         }
         record.addr = match device {
@@ -116,7 +136,7 @@ impl Qemu {
             vsock::Device::UserSpace => Addr::Hvsock { path: vsock::hvsock_path(dir), port: image.spec.agent_port },
         }
         .into();
-        let state = QemuState { accel: Some(choice.accel), accel_reason: choice.reason, probing_kvm: choice.probing, ssh_port };
+        let state = QemuState { accel: Some(choice.accel), accel_reason: choice.reason, probing_kvm: choice.probing, ssh_port, share };
         record.backend = BackendState::Qemu(state);
         Ok(())
     }
@@ -155,6 +175,9 @@ impl Qemu {
             qemu.terminate(Duration::from_secs(5));
         }
         vsock::daemon(dir).terminate(Duration::from_secs(5));
+        // virtiofsd exits by itself once QEMU has closed its connection.
+        virtiofs::daemon(dir).terminate(Duration::from_secs(5));
+        virtiofs::remove_leftovers(dir);
         state.ssh_port = None;
         for socket in [args::QMP_SOCKET, vsock::VHOST_SOCKET, vsock::HVSOCK_SOCKET] {
             let _ = std::fs::remove_file(dir.join(socket));
@@ -238,7 +261,12 @@ impl Backend for Qemu {
     }
 
     fn workspace_share(&self, record: &VmRecord) -> Option<WorkspaceShare> {
-        record.shared_workspace().map(|_| WorkspaceShare { kind: Some(workspace_share::Kind::NinepTag(args::WORKSPACE_TAG.into())) })
+        let tag = args::WORKSPACE_TAG.to_owned();
+        let kind = match qemu_state(record).share {
+            Some(QemuShare::Virtiofs) => workspace_share::Kind::VirtiofsTag(tag),
+            Some(QemuShare::NineP) | None => workspace_share::Kind::NinepTag(tag),
+        };
+        record.shared_workspace().map(|_| WorkspaceShare { kind: Some(kind) })
     }
 
     fn default_image(&self, state: &StateDir) -> Option<String> {
@@ -283,6 +311,8 @@ fn daemon_error(error: DaemonError) -> BackendError {
         DaemonError::NotFound { program } => {
             let install = if program.contains("vhost-device-vsock") {
                 "install it with `cargo install vhost-device-vsock --locked` (or set HUTCH_VHOST_DEVICE_VSOCK to its path)".into()
+            } else if program.contains(virtiofs::PROGRAM) {
+                virtiofs::INSTALL.into()
             } else {
                 "install QEMU (Debian/Ubuntu: `apt-get install qemu-system-x86`), or set HUTCH_QEMU to its path".into()
             };
@@ -292,14 +322,24 @@ fn daemon_error(error: DaemonError) -> BackendError {
     }
 }
 
-/// vhost-device-vsock from PATH, or where `cargo install` puts it.
-fn find_vhost_device_vsock() -> PathBuf {
-    const NAME: &str = "vhost-device-vsock";
-    let in_path = std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).map(|d| d.join(NAME)).find(|p| p.is_file()));
+/// virtiofsd: `HUTCH_VIRTIOFSD` when set (even if it does not exist, so a
+/// wrong path is reported rather than silently replaced), else found like
+/// [`find_program`]; None when it is nowhere.
+pub fn find_virtiofsd() -> Option<PathBuf> {
+    match std::env::var_os("HUTCH_VIRTIOFSD") {
+        Some(path) if !path.is_empty() => Some(PathBuf::from(path)),
+        _ => find_program(virtiofs::PROGRAM),
+    }
+}
+
+/// A program from PATH, or where `cargo install` puts it (`$CARGO_HOME/bin`,
+/// `~/.cargo/bin`), which is often not in PATH.
+pub fn find_program(name: &str) -> Option<PathBuf> {
+    let in_path = std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).map(|d| d.join(name)).find(|p| p.is_file()));
     let in_cargo = || {
         let cargo_home =
             std::env::var_os("CARGO_HOME").map(PathBuf::from).or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")));
-        cargo_home.map(|c| c.join("bin").join(NAME)).filter(|p| p.is_file())
+        cargo_home.map(|c| c.join("bin").join(name)).filter(|p| p.is_file())
     };
-    in_path.or_else(in_cargo).unwrap_or_else(|| PathBuf::from(NAME))
+    in_path.or_else(in_cargo)
 }
