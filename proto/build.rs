@@ -17,6 +17,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .bytes(".hutch.v1.ExecResponse.stderr")
         .bytes(".hutch.v1.AttachRequest.stdin")
         .bytes(".IOChunk.data")
+        .bytes(".hutch.v1.ForwardRequest.data")
+        .bytes(".hutch.v1.ForwardResponse.data")
         .compile_fds(descriptors)?;
     Ok(())
 }

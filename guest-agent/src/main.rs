@@ -10,6 +10,7 @@
 
 mod auth;
 mod conn;
+mod egress;
 mod exec;
 mod forward;
 mod info;
@@ -81,6 +82,12 @@ struct Args {
     /// itself (for an agent running beside the host, as in tests).
     #[arg(long, value_name = "DIR")]
     snapshot_prefix: Option<PathBuf>,
+
+    /// Where the egress proxy's guest-wide configuration goes: the trust
+    /// bundle, environment, npm, git and pip files (a private folder for an
+    /// agent running beside the host, as in tests).
+    #[arg(long, value_name = "DIR", default_value = "/etc")]
+    etc_dir: PathBuf,
 
     /// Largest output buffer one session may ask for (`hutch exec --buffer`),
     /// in bytes (suffixes K, M, G: powers of 1024; default 64M). Sessions get 4M unless they ask.
@@ -194,7 +201,8 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     let prepare = prepare::Config { local_root: args.local_dir, strategy, tart_shares: args.tart_shares, owner };
     let sync = sync::Config::new(args.state_dir, args.snapshot_prefix);
-    let service = AgentService::new(groups.clone(), sessions.clone(), prepare, sync);
+    let egress = egress::listener::Config { etc: args.etc_dir, home: std::env::var_os("HOME").map(PathBuf::from) };
+    let service = AgentService::new(groups.clone(), sessions.clone(), prepare, sync, egress);
     let tart = TartService::new(groups.clone(), sessions);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut servers = JoinSet::new();

@@ -17,6 +17,7 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::egress::{self, Egress};
 use crate::exec::output::RESPONSE_QUEUE;
 use crate::exec::registry::Groups;
 use crate::exec::sessions::Sessions;
@@ -34,14 +35,16 @@ pub struct AgentService {
     sessions: Sessions,
     prepare: prepare::Config,
     sync: Arc<sync::Config>,
+    egress: Egress,
 }
 
 impl AgentService {
     /// A service whose execs register their process groups in `groups` and
-    /// keep sessions in `sessions`, that keeps heavy dirs as `prepare` says
-    /// and snapshots as `sync` says.
-    pub fn new(groups: Groups, sessions: Sessions, prepare: prepare::Config, sync: sync::Config) -> Self {
-        Self { started: Instant::now(), groups, sessions, prepare, sync: Arc::new(sync) }
+    /// keep sessions in `sessions`, that keeps heavy dirs as `prepare` says,
+    /// snapshots as `sync` says, and writes the egress proxy's guest
+    /// configuration as `egress` says.
+    pub fn new(groups: Groups, sessions: Sessions, prepare: prepare::Config, sync: sync::Config, egress: egress::listener::Config) -> Self {
+        Self { started: Instant::now(), groups, sessions, prepare, sync: Arc::new(sync), egress: Egress::new(egress) }
     }
 }
 
@@ -97,6 +100,28 @@ impl Agent for AgentService {
     async fn forward(&self, request: Request<Streaming<hutch_proto::v1::ForwardRequest>>) -> Result<Response<Self::ForwardStream>, Status> {
         let (tx, rx) = mpsc::channel(forward::RESPONSE_QUEUE);
         tokio::spawn(forward::run(request.into_inner(), tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    type EgressListenStream = egress::listener::ListenStream;
+
+    async fn egress_listen(
+        &self,
+        request: Request<hutch_proto::v1::EgressListenRequest>,
+    ) -> Result<Response<Self::EgressListenStream>, Status> {
+        let (tx, rx) = mpsc::channel(1);
+        tokio::spawn(self.egress.clone().listen(request.into_inner(), tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    type EgressAcceptStream = forward::ResponseStream;
+
+    async fn egress_accept(
+        &self,
+        request: Request<Streaming<hutch_proto::v1::ForwardRequest>>,
+    ) -> Result<Response<Self::EgressAcceptStream>, Status> {
+        let (tx, rx) = mpsc::channel(forward::RESPONSE_QUEUE);
+        tokio::spawn(self.egress.clone().accept(request.into_inner(), tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 

@@ -17,6 +17,7 @@ use crate::forward::ForwardError;
 use crate::hooks::HookError;
 use crate::lifecycle::LifecycleError;
 use crate::mux::MuxError;
+use crate::net::NetError;
 use crate::sessions::SessionError;
 use crate::state::StateError;
 use crate::sync::SyncError;
@@ -72,6 +73,9 @@ pub enum Error {
     /// Port forwarding could not start.
     #[error(transparent)]
     Forward(#[from] ForwardError),
+    /// The VM's network could not be set up.
+    #[error(transparent)]
+    Net(#[from] NetError),
     /// The request contradicts what exists.
     #[error("{0}")]
     Usage(String),
@@ -115,6 +119,7 @@ impl Error {
             Error::Sync(e) => e.hint(),
             Error::Config(_) => Some("fix the file (`hutch config` shows what is in force and where it comes from)".into()),
             Error::Forward(e) => e.hint(),
+            Error::Net(e) => e.hint(),
             Error::Session(e) => e.hint(),
         }
     }

@@ -8,6 +8,8 @@
 //!   its [`mux`] when one runs) and says why not, over [`transport`];
 //! - [`exec`] drives one remote process from the local terminal or pipes;
 //! - [`sync`] keeps `--ro` snapshots equal to the host tree, and diffs them;
+//! - [`net`] is the guest's network under the host's control: the per-VM
+//!   egress proxy, its policy, secrets and audit log;
 //! - [`sessions`] lists, waits for and signals a VM's sessions;
 //! - [`workspace`] sets the project up in the guest, with mount points only
 //!   for the [`heavy`] dirs it uses, and removes them again;
@@ -32,6 +34,7 @@ pub mod heavy;
 pub mod hooks;
 pub mod lifecycle;
 pub mod mux;
+pub mod net;
 pub mod plan;
 pub mod sessions;
 pub mod state;

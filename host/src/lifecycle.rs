@@ -85,6 +85,9 @@ pub enum LifecycleError {
     /// The runtime hook failed.
     #[error(transparent)]
     Hook(#[from] HookError),
+    /// The VM's network could not be set up.
+    #[error(transparent)]
+    Net(#[from] crate::net::NetError),
 }
 
 /// How a VM failed to boot.
@@ -118,6 +121,7 @@ impl LifecycleError {
             LifecycleError::Workspace(e) => e.hint(),
             LifecycleError::Sync(e) => e.hint(),
             LifecycleError::Hook(e) => e.hint(),
+            LifecycleError::Net(e) => e.hint(),
         }
     }
 }
@@ -153,18 +157,23 @@ impl Up {
 }
 
 /// What `up` and `run` do: [`ensure_running`] (then `started`, to tell the
-/// user), then bring a `--ro` snapshot up to date, then (in a fresh VM only,
-/// after the sync: it runs in the project) run the project's runtime hook,
-/// `runtime_hook` relative to the workspace.
+/// user), then give the guest the network `network` says (its network
+/// process, `crate::net::daemon`: before anything runs in the guest, so the
+/// hook has it), then bring a `--ro` snapshot up to date, then (in a fresh
+/// VM only, after the sync: it runs in the project) run the project's
+/// runtime hook, `runtime_hook` relative to the workspace.
 pub async fn up(
     state: &StateDir,
     backend: &dyn Backend,
     spec: &VmSpec,
+    network: &crate::config::NetworkConfig,
     runtime_hook: &str,
     started: impl FnOnce(&Up),
 ) -> Result<Up, LifecycleError> {
     let up = ensure_running(state, backend, spec).await?;
     started(&up);
+    let fresh = matches!(up, Up::Started(..));
+    crate::net::daemon::ensure(state, &spec.name, network, spec.workspace.as_deref(), fresh)?;
     let record = up.record();
     if record.ro.is_some() {
         let mut client = connect::connect(state, record).await?;
@@ -201,6 +210,7 @@ pub async fn ensure_running(state: &StateDir, backend: &dyn Backend, spec: &VmSp
                 // it, and its multiplexer, whose agent connection is dead.
                 let mut record = record;
                 crate::mux::stop(&dir);
+                crate::net::daemon::stop(&dir);
                 backend.stop(&mut record, &dir)?;
                 record
             }
@@ -296,6 +306,7 @@ pub fn stop(state: &StateDir, backend: &dyn Backend, record: &mut VmRecord) -> R
     let dir = state.vm_dir(&record.name);
     crate::forward::detached::stop(&dir);
     crate::mux::stop(&dir);
+    crate::net::daemon::stop(&dir);
     backend.stop(record, &dir)?;
     crate::workspace::remove_links(record);
     record.started_unix = None;
@@ -308,6 +319,7 @@ pub fn destroy(state: &StateDir, backend: &dyn Backend, record: &VmRecord) -> Re
     let dir = state.vm_dir(&record.name);
     crate::forward::detached::stop(&dir);
     crate::mux::stop(&dir);
+    crate::net::daemon::stop(&dir);
     backend.delete(record, &dir)?;
     crate::workspace::remove_links(&mut record.clone());
     state.remove_vm_dir(&record.name)?;

@@ -62,6 +62,8 @@ fn main() -> ExitCode {
             Command::Sync(args) => hutch::cmd::sync::run(args).await,
             Command::Diff(args) => hutch::cmd::diff::run(args).await,
             Command::Mux(args) => Ok(hutch::mux::serve::run(&args.name).await?),
+            Command::Net(args) => hutch::net::daemon::run(&args.name).await,
+            Command::Log(args) => hutch::cmd::log::run(args).await,
         }
     });
     RawMode::restore();

@@ -30,6 +30,8 @@ impl Plan {
         Config::flag(&mut config.image, args.image.clone().map(Some));
         Config::flag(&mut config.cpus, args.cpus);
         Config::flag(&mut config.memory, args.memory);
+        Config::flag(&mut config.network.mode, args.network);
+        config.network.allow_flags(&args.allow);
         Config::flag(&mut config.disk, args.disk.map(Some));
         if args.no_heavy {
             Config::flag(&mut config.heavy, Some(Vec::new()));

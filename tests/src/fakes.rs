@@ -65,7 +65,7 @@ impl FakeVmm {
 
     fn new(vmm: Vmm) -> FakeVmm {
         let root = tempfile::Builder::new().prefix("hf").tempdir_in("/tmp").expect("tempdir");
-        for dir in ["home", "state", "ws", "shares", "local"] {
+        for dir in ["home", "state", "ws", "shares", "local", "etc"] {
             std::fs::create_dir_all(root.path().join(dir)).expect("create fixture folder");
         }
         // The "guest" sees Tart's `workspace` share where a macOS guest would
@@ -74,9 +74,11 @@ impl FakeVmm {
         std::os::unix::fs::symlink(root.path().join("ws"), root.path().join("shares/workspace")).expect("link the share");
         let agent_dir = tempfile::tempdir().expect("agent dir");
         let addr = format!("unix://{}", agent_dir.path().join("agent.sock").display());
-        let (shares, local) = (root.path().join("shares"), root.path().join("local"));
-        let (shares, local) = (shares.to_str().expect("utf-8"), local.to_str().expect("utf-8"));
-        let agent = Agent::start(agent_dir, addr, None, &["--tart-shares", shares, "--local-dir", local, "--heavy-strategy", "symlink"]);
+        let (shares, local, etc) = (root.path().join("shares"), root.path().join("local"), root.path().join("etc"));
+        let (shares, local, etc) = (shares.to_str().expect("utf-8"), local.to_str().expect("utf-8"), etc.to_str().expect("utf-8"));
+        // The "guest's" /etc is a private folder: the egress set-up writes there.
+        let args = ["--tart-shares", shares, "--local-dir", local, "--heavy-strategy", "symlink", "--etc-dir", etc];
+        let agent = Agent::start(agent_dir, addr, None, &args);
         FakeVmm { vmm, root, agent, env: Vec::new() }
     }
 
@@ -91,6 +93,11 @@ impl FakeVmm {
     /// The workspace folder to share.
     pub fn workspace(&self) -> PathBuf {
         self.root.path().join("ws").canonicalize().expect("workspace")
+    }
+
+    /// The "guest's" /etc (where the agent writes the egress configuration).
+    pub fn etc(&self) -> PathBuf {
+        self.root.path().join("etc")
     }
 
     /// hutch's state folder.
@@ -132,7 +139,11 @@ impl FakeVmm {
             .env_remove("HUTCH_TART")
             .env_remove("HUTCH_LIMACTL")
             .env_remove("HUTCH_TART_TOKEN_FILE")
-            .env_remove("HUTCH_LOG");
+            .env_remove("HUTCH_LOG")
+            // The agent here is on this machine: its egress listener would be
+            // on this machine's loopback, shared by every test. Network tests
+            // turn it on with a port of their own.
+            .env("HUTCH_NETWORK", "none");
         for (k, v) in &self.env {
             cmd.env(k, v);
         }

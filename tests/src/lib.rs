@@ -15,6 +15,7 @@ pub mod snapshot;
 pub mod sshd;
 pub mod tarball;
 pub mod vm;
+pub mod web;
 pub mod wire;
 
 use std::io::{BufRead, BufReader};
@@ -220,3 +221,11 @@ pub fn write_file(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
 /// An upper bound for things that must be "prompt": generous, so a loaded CI
 /// machine does not fail the test, yet far below what a hang would take.
 pub const PROMPT: Duration = Duration::from_secs(5);
+
+/// Whether the hutch daemon whose log is `log` runs: it keeps the log
+/// locked (`flock`) for its whole life (see hutch's `daemon` module).
+pub fn daemon_running(log: &Path) -> bool {
+    use nix::fcntl::{Flock, FlockArg};
+    let Ok(file) = std::fs::File::open(log) else { return false };
+    matches!(Flock::lock(file, FlockArg::LockSharedNonblock), Err((_, nix::errno::Errno::EWOULDBLOCK)))
+}

@@ -183,3 +183,143 @@ fn commands_run_as_an_unprivileged_user_with_the_host_users_ids() {
     assert_eq!(std::fs::read_to_string(ws.join("package.json")).unwrap(), "{}\n");
     assert_eq!(entries(&ws), ["from-guest", "package.json"], "run --rm left something in the project");
 }
+
+/// The registry this machine's npm is configured for, and its host name.
+fn npm_registry() -> (String, String) {
+    let out = Command::new("npm").args(["config", "get", "registry"]).output().expect("npm on the host (scripts/install-deps installs it)");
+    let registry = stdout(&out).trim().to_owned();
+    assert!(registry.starts_with("https://"), "this machine's npm registry is not https: {registry:?}");
+    let host = registry.trim_start_matches("https://").split(['/', ':']).next().unwrap_or_default().to_owned();
+    (registry, host)
+}
+
+/// One boot for the whole network path (a Debian guest under TCG is the
+/// slow part): curl, npm and direct sockets in a real guest, the host's
+/// network process between it and everything.
+#[test]
+#[ignore = "needs QEMU and the Debian image: run `cargo xtask e2e`"]
+fn the_guest_reaches_only_what_the_hosts_policy_allows() {
+    const SECRET: &str = "sk-e2e-debian-real-value-0123456789";
+    const NAME: &str = "e2e-debian-net";
+    let api = hutch_tests::web::WebServer::https("127.0.0.2");
+    let other = hutch_tests::web::WebServer::http("127.0.0.3");
+    let (registry, registry_host) = npm_registry();
+    let ws = tempfile::tempdir_in("/tmp").unwrap();
+    std::fs::write(ws.path().join("package.json"), "{\"name\":\"app\",\"version\":\"1.0.0\"}\n").unwrap();
+    let config = |extra: &str| {
+        format!(
+            "[network]\nallow = [\"{api}\", \"{other}\", \"10.0.0.0/8:*\"{extra}]\n\n[secrets.TEST_API_KEY]\nfrom_env = \"HOST_TEST_KEY\"\nhosts = [\"{api}\"]\n",
+            api = api.addr,
+            other = other.addr,
+        )
+    };
+    let toml = ws.path().join("hutch.toml");
+    std::fs::write(&toml, config("")).unwrap();
+    // The host trusts the test server's CA (as it would a company's), besides its own store.
+    let mut bundle = std::fs::read_to_string("/etc/ssl/certs/ca-certificates.crt").unwrap_or_default();
+    bundle.push_str(api.ca_pem.as_deref().unwrap());
+    let bundle_path = ws.path().join("host-bundle.pem");
+    std::fs::write(&bundle_path, bundle).unwrap();
+    let hutch = |args: &[&str]| {
+        let mut cmd = e2e().hutch();
+        cmd.current_dir(ws.path()).env("HOST_TEST_KEY", SECRET).env("SSL_CERT_FILE", &bundle_path).env_remove("HUTCH_NETWORK");
+        cmd.args(args).stdin(Stdio::null()).output().unwrap()
+    };
+    let image = e2e().debian().to_str().unwrap().to_owned();
+    let up = || {
+        let out = hutch(&["up", "--name", NAME, "--image", &image, "--workspace", ws.path().to_str().unwrap(), "--cpus", "1"]);
+        assert_eq!(code(&out), 0, "hutch up failed:\n{}", stderr(&out));
+    };
+    up();
+    let mut execs = 0;
+    let mut guest = |script: &str| {
+        execs += 1;
+        hutch(&["exec", "--name", NAME, "--", "sh", "-c", script])
+    };
+
+    // The guest holds the placeholder, in its environment and in the files
+    // the agent wrote; the proxy variables and the CA bundle are there.
+    let out = guest(
+        "printf '%s\\n' \"$TEST_API_KEY\"; env; cat /etc/environment /etc/npmrc /etc/gitconfig /etc/pip.conf /etc/hutch/ca-bundle.pem",
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.starts_with("hutch-placeholder-TEST_API_KEY-"), "{text}");
+    assert!(!text.contains(SECRET), "the real value is in the guest");
+    assert!(text.contains("HTTPS_PROXY=http://127.0.0.1:") && text.contains("NODE_EXTRA_CA_CERTS=/etc/hutch/ca-bundle.pem"), "{text}");
+
+    // curl's request arrives at the real server with the real value.
+    let out = guest(&format!("curl -sS --fail-with-body -H \"Authorization: Bearer $TEST_API_KEY\" {}", api.url("/v1/messages")));
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains(&format!("authorization: Bearer {SECRET}\n")), "{}", stdout(&out));
+    // The guest's system store trusts the VM's CA too: curl told of no bundle.
+    let script = format!("env -u SSL_CERT_FILE -u CURL_CA_BUNDLE curl -sS --fail-with-body {}", api.url("/store"));
+    let out = guest(&script);
+    assert!(stdout(&out).starts_with("GET /store\n"), "{}{}", stdout(&out), stderr(&out));
+    // The placeholder sent to a host that is not the secret's: refused.
+    let out = guest(&format!("curl -sS -o /dev/null -w '%{{http_code}}' -H \"X-Key: $TEST_API_KEY\" {}", other.url("/leak")));
+    assert_eq!(stdout(&out), "403", "{}", stderr(&out));
+    // A private address, even inside an allowed range: refused by the proxy.
+    let out = guest("curl -sS -o /dev/null -w '%{http_code}' http://10.1.2.3:8080/");
+    assert_eq!(stdout(&out), "403", "{}", stderr(&out));
+    // Around the proxy: no route at all (the guest has no network device).
+    let out = guest(
+        "curl -sS --noproxy '*' --connect-timeout 10 http://1.1.1.1/; echo \"curl $?\"; \
+                     python3 -c 'import socket; socket.create_connection((\"8.8.8.8\", 53), 10)' 2>&1 | tail -1",
+    );
+    let text = stdout(&out);
+    assert!(
+        text.contains("curl 7") && text.contains("Network is unreachable"),
+        "a direct connection was not refused: {text}{}",
+        stderr(&out)
+    );
+
+    // npm, not allowed: the install fails, naming the host and the line to add.
+    let install = format!("npm install --no-audit --no-fund --fetch-retries=0 --registry {registry} is-number@7.0.0 2>&1");
+    let out = guest(&install);
+    let text = stdout(&out);
+    assert_ne!(code(&out), 0, "npm reached {registry_host} without being allowed: {text}");
+    assert!(
+        text.contains(&format!("{registry_host}:443: not on the allow list")) && text.contains(&format!("allow = [\"{registry_host}\"]")),
+        "npm's error does not say what to allow:\n{text}"
+    );
+    // Allowed (the next `up` restarts the network process with the new
+    // policy, the VM keeps running): it installs through the proxy.
+    std::fs::write(&toml, config(&format!(", \"{registry_host}\""))).unwrap();
+    up();
+    let out = guest(&format!("{install} && node -e \"console.log(require('is-number')(7))\""));
+    assert_eq!(code(&out), 0, "npm install through the proxy failed:\n{}{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).ends_with("true\n"), "{}", stdout(&out));
+
+    // The audit log: one line per decision and per exec, no secret value.
+    let log = std::fs::read_to_string(e2e().state.path().join(format!("vms/{NAME}/audit.jsonl"))).unwrap();
+    assert!(!log.contains(SECRET), "the real value is in the audit log");
+    let events: Vec<serde_json::Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(events.iter().filter(|e| e["event"] == "exec").count(), execs, "{log}");
+    let egress: Vec<_> = events.iter().filter(|e| e["event"] == "egress").collect();
+    let decision =
+        |host: String| egress.iter().filter(|e| e["host"] == host.as_str()).map(|e| e["decision"].as_str().unwrap()).collect::<Vec<_>>();
+    // Each intercepted CONNECT, then its request (with the secret, by name).
+    assert_eq!(decision(api.addr.ip().to_string()), ["allow"; 4], "{log}");
+    assert!(egress.iter().any(|e| e["secrets"] == serde_json::json!(["TEST_API_KEY"]) && e["status"] == 200), "{log}");
+    let leak = egress.iter().find(|e| e["path"] == "/leak").expect("the refused placeholder is logged");
+    assert!(leak["reason"].as_str().unwrap().contains("placeholder of secret TEST_API_KEY"), "{leak}");
+    assert_eq!(decision("10.1.2.3".into()), ["deny"], "{log}");
+    let npm = decision(registry_host.clone());
+    let first_allowed = npm.iter().position(|d| *d == "allow").expect("npm's allowed requests are logged");
+    assert!(
+        first_allowed > 0 && npm[..first_allowed].iter().all(|d| *d == "deny") && npm[first_allowed..].iter().all(|d| *d == "allow"),
+        "{npm:?}"
+    );
+    assert_eq!(egress.len(), 4 + 1 + 1 + npm.len(), "a request was not logged exactly once:\n{log}");
+    let shown = hutch(&["log", "--name", NAME]);
+    assert!(stdout(&shown).contains(&format!("egress deny  CONNECT {registry_host}:443")), "{}", stdout(&shown));
+
+    // `down` stops the network process with the VM.
+    assert_eq!(code(&hutch(&["down", NAME])), 0);
+    assert!(
+        !hutch_tests::daemon_running(&e2e().state.path().join(format!("vms/{NAME}/net/net.log"))),
+        "the network process outlived the VM"
+    );
+    assert_eq!(code(&hutch(&["rm", "-f", NAME])), 0);
+}

@@ -483,6 +483,74 @@ fn image_prepare_with_a_wrong_password_says_so_and_leaves_nothing_behind() {
 
 #[test]
 #[ignore = "needs QEMU and a guest image: run `cargo xtask e2e`"]
+fn the_guest_reaches_only_what_the_hosts_policy_allows() {
+    const SECRET: &str = "sk-e2e-real-value-0123456789";
+    let server = hutch_tests::web::WebServer::http("127.0.0.2");
+    let ws = tempfile::tempdir_in("/tmp").unwrap();
+    let config = format!(
+        "[network]\nallow = [\"{}\", \"10.0.0.0/8:*\"]\n\n[secrets.TEST_KEY]\nfrom_env = \"HOST_TEST_KEY\"\nhosts = [\"api.example.invalid\"]\n",
+        server.addr
+    );
+    std::fs::write(ws.path().join("hutch.toml"), config).unwrap();
+    let hutch = |args: &[&str]| {
+        let mut cmd = e2e().hutch();
+        cmd.current_dir(ws.path()).env("HOST_TEST_KEY", SECRET).env_remove("HUTCH_NETWORK").args(args).stdin(Stdio::null());
+        cmd.output().unwrap()
+    };
+    let mut args = vec!["up", "--name", "e2e-net", "--workspace", ws.path().to_str().unwrap()];
+    args.extend_from_slice(SMALL);
+    let out = hutch(&args);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let guest = |script: &str| hutch(&["exec", "--name", "e2e-net", "--", "sh", "-c", script]);
+
+    // busybox wget follows http_proxy: an allowed host answers, through the host.
+    let url = format!("http://{}/hello", server.addr);
+    let out = guest(&format!("wget -q -O - {url}"));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).starts_with("GET /hello\n"), "{}", stdout(&out));
+
+    // The guest holds a placeholder, never the value.
+    let out = guest("echo \"$TEST_KEY\"; env; cat /etc/environment");
+    assert!(stdout(&out).starts_with("hutch-placeholder-TEST_KEY-"), "{}", stdout(&out));
+    assert!(!stdout(&out).contains(SECRET), "the real value reached the guest");
+    // ... and the placeholder sent to another host is refused.
+    let out = guest(&format!("wget -q -O - --header \"X-Key: $TEST_KEY\" http://{}/leak", server.addr));
+    assert_ne!(code(&out), 0);
+    assert!(stderr(&out).contains("403"), "{}", stderr(&out));
+
+    // A host not on the list: refused, naming the host and the line to add.
+    let out = guest("wget -q -O - http://example.com/");
+    assert!(
+        stderr(&out).contains("example.com:80: not on the allow list") && stderr(&out).contains("allow = [\"example.com\"]"),
+        "{}",
+        stderr(&out)
+    );
+    // A private address, even allowed by a range: refused.
+    let out = guest("wget -q -O - http://10.1.2.3:8080/");
+    assert!(stderr(&out).contains("a private address"), "{}", stderr(&out));
+    // Around the proxy, an IP address: no route at all.
+    let out = guest("wget -q -T 5 -Y off -O - http://1.1.1.1/");
+    assert_ne!(code(&out), 0, "a direct connection left the guest: {}", stdout(&out));
+
+    // One audit line per decision and per exec, and no secret value.
+    let log = std::fs::read_to_string(e2e().state.path().join("vms/e2e-net/audit.jsonl")).unwrap();
+    assert!(!log.contains(SECRET));
+    let events: Vec<serde_json::Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let egress: Vec<_> = events.iter().filter(|e| e["event"] == "egress").collect();
+    let decisions: Vec<(&str, &str)> = egress.iter().map(|e| (e["host"].as_str().unwrap(), e["decision"].as_str().unwrap())).collect();
+    assert_eq!(decisions, [("127.0.0.2", "allow"), ("127.0.0.2", "deny"), ("example.com", "deny"), ("10.1.2.3", "deny")], "{log}");
+    assert_eq!(events.iter().filter(|e| e["event"] == "exec").count(), 6, "{log}");
+
+    // `down` stops the network process with the VM.
+    let out = hutch(&["down", "e2e-net"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let net_log = e2e().state.path().join("vms/e2e-net/net/net.log");
+    assert!(!hutch_tests::daemon_running(&net_log), "the network process outlived the VM");
+    rm("e2e-net");
+}
+
+#[test]
+#[ignore = "needs QEMU and a guest image: run `cargo xtask e2e`"]
 fn a_session_in_the_guest_outlives_its_client_and_ends_with_its_agent() {
     use std::io::{BufRead, BufReader, Read};
     let ws = tempfile::tempdir_in("/tmp").unwrap();

@@ -14,7 +14,8 @@ fn lifecycle_commands_run_the_documented_tart_commands() {
     let fake = FakeVmm::tart();
     let ws = fake.workspace();
     let ws_s = ws.to_str().unwrap();
-    let run_line = argv(&["run", "web", "--no-graphics", &format!("--dir=workspace:{ws_s}")]);
+    // Softnet blocks every direct route: the guest's way out is hutch's proxy.
+    let run_line = argv(&["run", "web", "--no-graphics", "--net-softnet-block=0.0.0.0/0", &format!("--dir=workspace:{ws_s}")]);
     let created =
         vec![argv(&["clone", "base", "web"]), argv(&["set", "web", "--cpu", "3", "--memory", "2048", "--random-mac"]), run_line.clone()];
 
@@ -95,7 +96,7 @@ fn run_rm_clones_runs_the_command_and_deletes_the_clone() {
         vec![
             argv(&["clone", "base", n]),
             argv(&["set", n, "--cpu", "2", "--memory", "1024", "--random-mac"]),
-            argv(&["run", n, "--no-graphics"]),
+            argv(&["run", n, "--no-graphics", "--net-softnet-block=0.0.0.0/0"]),
             argv(&["stop", n]),
             argv(&["delete", n]),
         ]
@@ -140,7 +141,10 @@ fn a_failing_tart_list_fails_up_and_never_creates_the_vm_again() {
     // Once Tart answers again, the same VM starts: no clone.
     fake.env.pop();
     ok(&fake.run(&["up", "--name", "web", "--image", "base", "--no-workspace"]));
-    assert_eq!(fake.take_commands(), vec![argv(&["list", "--format", "json"]), argv(&["run", "web", "--no-graphics"])]);
+    assert_eq!(
+        fake.take_commands(),
+        vec![argv(&["list", "--format", "json"]), argv(&["run", "web", "--no-graphics", "--net-softnet-block=0.0.0.0/0"])]
+    );
 }
 
 #[test]

@@ -10,8 +10,9 @@ use std::process::Command;
 use crate::workspace::{Result, root};
 use crate::{base_image, image};
 
-/// Runs the suite; returns its exit code.
-pub fn run() -> Result<u8> {
+/// Runs the suite (only the tests matching `filters`, when some are
+/// given); returns its exit code.
+pub fn run(filters: &[String]) -> Result<u8> {
     check_tool("qemu-system-x86_64", "apt-get install qemu-system-x86")?;
     let kernel_vsock = std::path::Path::new("/dev/vhost-vsock").exists();
     if !kernel_vsock {
@@ -41,6 +42,7 @@ pub fn run() -> Result<u8> {
             "--ignored",
             "--test-threads=1",
         ])
+        .args(filters)
         .env("HUTCH_E2E_IMAGE", &images.minimal)
         .env("HUTCH_E2E_DEBIAN_IMAGE", &debian)
         .env("HUTCH_E2E_BASE", &base.disk)

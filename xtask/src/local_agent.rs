@@ -20,6 +20,11 @@ pub struct LocalAgent {
 impl LocalAgent {
     /// Starts `agent_bin` and waits for its "ready" line.
     pub fn start(agent_bin: &Path) -> Result<Self> {
+        Self::start_with(agent_bin, &[])
+    }
+
+    /// Starts `agent_bin` with `extra` arguments and waits for its "ready" line.
+    pub fn start_with(agent_bin: &Path, extra: &[&str]) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("hutch-").tempdir()?;
         let socket = dir.path().join("agent.sock");
         let addr = format!("unix://{}", socket.display());
@@ -34,6 +39,7 @@ impl LocalAgent {
             .args(["--listen", &addr])
             .arg("--state-dir")
             .arg(&state)
+            .args(extra)
             .env("HUTCH_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -71,7 +71,10 @@ enum Task {
     /// Build static hutch-agent binaries for Linux guests and the systemd/launchd service files, into target/dist.
     Dist,
     /// Build the guest image and the Debian base image, and run the end-to-end tests in real QEMU guests.
-    E2e,
+    E2e {
+        /// Run only the tests whose names contain one of these (cargo test's filters).
+        filters: Vec<String>,
+    },
     /// Measure hutch beside its anchors (/bin/true, ...) and print ratios.
     Bench {
         /// Fewer runs, for a quick look.
@@ -99,6 +102,12 @@ enum Task {
         #[arg(long, value_name = "FILE")]
         json: Option<std::path::PathBuf>,
     },
+    /// Only the egress proxy's rows of `bench`: HTTPS first byte through it, a guest download beside slirp.
+    BenchNet {
+        /// Fewer runs, for a quick look.
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -110,13 +119,14 @@ fn main() -> ExitCode {
             println!("{}", image.disk.display());
             0
         }),
-        Task::E2e => e2e::run(),
+        Task::E2e { filters } => e2e::run(&filters),
         Task::Image { no_install, minimal_only, rebuild } => (|| {
             let debian = if minimal_only { None } else { Some(("default", image::debian::Extras::from_user_config()?)) };
             image::run(&image::Options { install: !no_install, debian, rebuild }).map(|_| 0)
         })(),
         Task::Bench { quick, json } => bench::run(quick, json.as_deref()).map(|()| 0),
         Task::BenchWorkspace { quick, json } => bench::run_workspace(quick, json.as_deref()).map(|()| 0),
+        Task::BenchNet { quick } => bench::run_net(quick).map(|()| 0),
         Task::BenchSync { quick, json } => bench_sync::run(quick).and_then(|report| {
             if let Some(path) = json {
                 std::fs::write(path, format!("{report:#}\n"))?;

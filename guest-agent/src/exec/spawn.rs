@@ -127,7 +127,8 @@ pub fn spawn(spec: &Spec) -> Result<Spawned, StartFailure> {
         cmd.uid(user.uid).gid(user.gid);
         cmd.env("HOME", &user.home).env("USER", &user.name).env("LOGNAME", &user.name).env("SHELL", &user.shell);
     }
-    cmd.envs(&spec.env).kill_on_drop(false);
+    // The egress proxy's variables before the call's own, so the call's win.
+    cmd.envs(crate::egress::env::defaults()).envs(&spec.env).kill_on_drop(false);
     if let Some(cwd) = &spec.cwd {
         cmd.current_dir(cwd);
     }

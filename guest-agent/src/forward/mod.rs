@@ -69,17 +69,24 @@ pub async fn run(mut inbound: Streaming<ForwardRequest>, responses: Responses) {
     if responses.send(Ok(response(Kind::Connected(ForwardConnected { peer: peer.clone() })))).await.is_err() {
         return;
     }
+    relay(stream, inbound, &responses, &peer).await;
+}
+
+/// Copies bytes both ways between an open guest connection and its stream
+/// until both sides have half-closed or either fails, and reports how it
+/// ended (`Forward` and `EgressAccept` streams end alike).
+pub async fn relay(stream: tokio::net::TcpStream, inbound: Streaming<ForwardRequest>, responses: &Responses, peer: &str) {
     let (reader, writer) = stream.into_split();
-    let both = async { tokio::try_join!(pump::guest_to_client(reader, &responses), pump::client_to_guest(inbound, writer)) };
+    let both = async { tokio::try_join!(pump::guest_to_client(reader, responses), pump::client_to_guest(inbound, writer)) };
     let outcome = tokio::select! {
         outcome = both => outcome.map(|_| ()),
         () = responses.closed() => Err(End::ClientGone),
     };
     match outcome {
-        Ok(()) => tracing::debug!(%peer, "forward finished"),
-        Err(End::ClientGone) => tracing::debug!(%peer, "forward client gone: guest connection closed"),
+        Ok(()) => tracing::debug!(%peer, "connection finished"),
+        Err(End::ClientGone) => tracing::debug!(%peer, "client gone: guest connection closed"),
         Err(End::Guest(e)) => {
-            tracing::debug!(%peer, "forward guest connection failed: {e}");
+            tracing::debug!(%peer, "guest connection failed: {e}");
             let _ = responses.send(Err(Status::aborted(format!("guest connection to {peer} failed: {e}")))).await;
         }
         Err(End::Protocol(why)) => {

@@ -39,7 +39,7 @@ pub async fn guest_to_client(mut reader: OwnedReadHalf, responses: &Responses) -
             return responses.send(Ok(response(Kind::CloseWrite(CloseWrite {})))).await.map_err(|_| End::ClientGone);
         }
         buf.truncate(n);
-        responses.send(Ok(response(Kind::Data(buf)))).await.map_err(|_| End::ClientGone)?;
+        responses.send(Ok(response(Kind::Data(buf.into())))).await.map_err(|_| End::ClientGone)?;
     }
 }
 
@@ -53,8 +53,8 @@ pub async fn client_to_guest(mut inbound: Streaming<ForwardRequest>, mut writer:
             Ok(Some(ForwardRequest { kind: Some(RequestKind::CloseWrite(_)) })) => {
                 return writer.shutdown().await.map_err(End::Guest);
             }
-            Ok(Some(ForwardRequest { kind: Some(RequestKind::Start(_)) })) => {
-                return Err(End::Protocol("`start` may only be the first message of a forward".into()));
+            Ok(Some(ForwardRequest { kind: Some(RequestKind::Start(_) | RequestKind::Accept(_)) })) => {
+                return Err(End::Protocol("`start` and `accept` may only be the first message of a stream".into()));
             }
             // A kind from a newer client: nothing to do with it.
             Ok(Some(ForwardRequest { kind: None })) => {}

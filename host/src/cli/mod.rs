@@ -97,12 +97,34 @@ pub enum Command {
     /// Print the guest's changes to its `--ro` snapshot as a patch for `git apply`.
     Diff(DiffArgs),
 
+    /// Show a VM's audit log: every egress decision and every command run in it.
+    Log(LogArgs),
+
     /// Relay a VM's calls over one shared agent connection (started by hutch itself).
     #[command(hide = true)]
     Mux(MuxArgs),
+
+    /// Serve a VM's guest network through hutch's proxy (started by hutch itself).
+    #[command(hide = true)]
+    Net(MuxArgs),
 }
 
-/// `hutch mux`: the per-VM multiplexer (see `crate::mux`).
+/// `hutch log`.
+#[derive(Args, Debug)]
+pub struct LogArgs {
+    #[command(flatten)]
+    pub name: NameArg,
+
+    /// Keep printing new events as they come (until Ctrl-C).
+    #[arg(short, long)]
+    pub follow: bool,
+
+    /// Print the raw JSON lines.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `hutch mux` and `hutch net`: per-VM daemons (see `crate::mux`, `crate::net::daemon`).
 #[derive(Args, Debug)]
 pub struct MuxArgs {
     /// The VM whose agent to relay to.

@@ -71,6 +71,15 @@ pub struct UpArgs {
     /// With --ro: copy everything, ignoring .gitignore and .hutchignore.
     #[arg(long)]
     pub no_ignore: bool,
+
+    /// What the guest may reach through hutch's proxy: `allow` (the allow list), `open` (any
+    /// public host) or `none` (nothing) [default: allow, or [network] mode in the configuration].
+    #[arg(long, value_enum, env = "HUTCH_NETWORK", value_name = "MODE")]
+    pub network: Option<crate::config::Mode>,
+
+    /// Add a host to the allow list (repeatable): `example.com`, `*.example.com`, `localhost:8080`.
+    #[arg(long = "allow", value_name = "HOST")]
+    pub allow: Vec<crate::net::pattern::HostPattern>,
 }
 
 /// `--disk` values: a size with K, M, G or T.

@@ -17,7 +17,26 @@ pub async fn run(args: ConfigArgs) -> Result<u8, Error> {
     println!("# files read: {}", if files.is_empty() { "none (built-in defaults)".to_owned() } else { files.join(", ") });
     if let Some(entries) = json.as_object() {
         for (key, entry) in entries.iter().filter(|(k, _)| *k != "files") {
-            println!("{key} = {}    # {}", entry["value"], entry["source"].as_str().unwrap_or(""));
+            match entry {
+                // Lists of rules: one line per entry, each with its source.
+                serde_json::Value::Array(rules) => {
+                    for rule in rules {
+                        println!("{key} += {}    # {}", rule["pattern"], rule["source"].as_str().unwrap_or(""));
+                    }
+                }
+                // Secrets by name: never a value, only where it comes from.
+                serde_json::Value::Object(secrets) if key == "secrets" => {
+                    for (name, secret) in secrets {
+                        println!(
+                            "secrets.{name} = from_env {}, hosts {}    # {}",
+                            secret["from_env"],
+                            secret["hosts"],
+                            secret["source"].as_str().unwrap_or("")
+                        );
+                    }
+                }
+                _ => println!("{key} = {}    # {}", entry["value"], entry["source"].as_str().unwrap_or("")),
+            }
         }
     }
     Ok(0)

@@ -14,13 +14,20 @@ pub async fn run(args: ExecArgs) -> Result<u8, Error> {
         let cwd = std::env::current_dir().map_err(|e| Error::local("reading the current directory", e))?;
         let config = Config::load(&cwd)?;
         options.add_env(env_pairs(&config.env.value));
+        // A secret's real value never rides into the guest on an exec's environment.
+        let secrets = crate::net::exec::real_values(&config.network);
+        crate::net::exec::scrub_env(&mut options.env, &secrets);
+        crate::net::exec::keep_network(&target);
         let session = args.session.spec(&options, config.keep.value)?;
         // One connection for the re-sync of a --ro snapshot and the command.
         let mut client = target.connect().await?;
         if let Some(record) = target.record() {
             crate::sync::refresh_snapshot(&mut client, record, !args.flags.json).await?;
         }
-        Ok(exec::run_as(&mut client, &options, session.as_ref()).await?)
+        let began = std::time::Instant::now();
+        let result = exec::run_as(&mut client, &options, session.as_ref()).await.map_err(Error::from);
+        crate::net::exec::record(&target, &options, &result, began.elapsed(), &secrets);
+        result
     }
     .await;
     exec::report::report(result, args.flags.json, Error::exit_code)

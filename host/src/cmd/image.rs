@@ -122,8 +122,11 @@ async fn finish_qemu(state: &StateDir, backend: &dyn Backend, record: &mut VmRec
 /// the image being prepared, through the agent just installed.
 async fn run_setup_hook(state: &StateDir, record: &VmRecord) -> Result<(), Error> {
     let cwd = std::env::current_dir().map_err(|e| Error::local("reading the current directory", e))?;
-    let Some(script) = crate::config::Config::load(&cwd)?.setup_hook.value else { return Ok(()) };
+    let config = crate::config::Config::load(&cwd)?;
+    let Some(script) = config.setup_hook.value else { return Ok(()) };
     let script = crate::config::expand_home(&script);
+    // The hook installs things: it gets the network the configuration allows.
+    crate::net::daemon::ensure(state, &record.name, &config.network, None, true)?;
     Ok(crate::hooks::run_setup(state, record, &script).await?)
 }
 

@@ -11,6 +11,7 @@ pub mod exec;
 pub mod forward;
 pub mod image;
 pub mod kill;
+pub mod log;
 pub mod logs;
 pub mod ls;
 pub mod ping;

@@ -27,10 +27,19 @@ pub async fn run(args: NameArg) -> Result<u8, Error> {
         ro: record.ro,
     };
     crate::mux::stop(&state.vm_dir(&name));
+    crate::net::daemon::stop(&state.vm_dir(&name));
     backend.delete(&record, &state.vm_dir(&name))?;
     // The new VM starts from a clean project: what the old one left goes first.
     crate::workspace::remove_links(&mut record.clone());
     std::fs::remove_file(state.vm_dir(&name).join("vm.json")).map_err(|e| Error::local("removing the old record", e))?;
     lifecycle::ensure_running(&state, backend.as_ref(), &spec).await?.announce(backend.as_ref());
+    // The network the configuration in force gives it (flags of the first
+    // `up` are not kept).
+    let here = match &spec.workspace {
+        Some(ws) => ws.clone(),
+        None => std::env::current_dir().map_err(|e| Error::local("reading the current directory", e))?,
+    };
+    let config = crate::config::Config::load(&here)?;
+    crate::net::daemon::ensure(&state, &name, &config.network, spec.workspace.as_deref(), true)?;
     Ok(0)
 }

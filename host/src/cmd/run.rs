@@ -50,6 +50,7 @@ pub async fn run(args: RunArgs) -> Result<u8, Error> {
         let target = Target::for_vm(state.clone(), &spec.name)?;
         let mut options = args.exec.options(args.command.clone(), target.default_cwd());
         options.add_env(env_pairs(&plan.config.env.value));
+        crate::net::exec::scrub_env(&mut options.env, &crate::net::exec::real_values(&plan.config.network));
         // A throw-away VM cannot keep a session (refused above for the flags;
         // the configuration's default does not apply to it).
         let session = args.session.spec(&options, plan.config.keep.value && !args.rm)?;
@@ -71,7 +72,7 @@ pub async fn run(args: RunArgs) -> Result<u8, Error> {
 /// the runtime hook in a fresh VM (see `lifecycle::up`).
 async fn boot(state: &StateDir, plan: &Plan) -> Result<(), Error> {
     let backend = plan.backend.as_ref();
-    lifecycle::up(state, backend, &plan.spec, &plan.config.runtime_hook.value, |up| match up {
+    lifecycle::up(state, backend, &plan.spec, &plan.config.network, &plan.config.runtime_hook.value, |up| match up {
         Up::Started(record, took) => {
             tracing::info!("{} booted in {:.1} s ({})", record.name, took.as_secs_f64(), backend.notes(record).join("; "));
         }
@@ -81,10 +82,10 @@ async fn boot(state: &StateDir, plan: &Plan) -> Result<(), Error> {
     Ok(())
 }
 
-/// Runs `options` on `target`, as a session when `session` says so.
+/// Runs `options` on `target`, as a session when `session` says so, and
+/// writes it into the VM's audit log.
 async fn run_on(target: &Target, options: &Options, session: Option<&SessionSpec>) -> Result<Finished, Error> {
-    let mut client = target.connect().await?;
-    Ok(exec::run_as(&mut client, options, session).await?)
+    crate::net::exec::run_audited(target, options, session).await
 }
 
 /// Runs the command while `forwards` are served (their lines go to stderr:

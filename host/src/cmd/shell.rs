@@ -18,7 +18,7 @@ pub async fn run(args: ShellArgs) -> Result<u8, Error> {
         if let Some(cwd) = target.default_cwd() {
             options.env.insert("HUTCH_CWD".into(), cwd);
         }
-        Ok(exec::run(&mut target.connect().await?, &options).await?)
+        crate::net::exec::run_audited(&target, &options, None).await
     }
     .await;
     exec::report::report(result, false, Error::exit_code)

@@ -12,7 +12,7 @@ pub async fn run(args: UpArgs) -> Result<u8, Error> {
     let plan = Plan::new(&args, &state, None, false)?;
     let _lock = VmLock::acquire(&state.create_vm_dir(&plan.spec.name)?)?;
     let backend = plan.backend.as_ref();
-    lifecycle::up(&state, backend, &plan.spec, &plan.config.runtime_hook.value, |up| up.announce(backend)).await?;
+    lifecycle::up(&state, backend, &plan.spec, &plan.config.network, &plan.config.runtime_hook.value, |up| up.announce(backend)).await?;
     crate::mux::ensure_started(&state, &plan.spec.name);
     if !args.forward.is_empty() {
         crate::forward::detached::start(&state, &plan.spec.name, &args.forward)?;

@@ -30,6 +30,13 @@ pub struct ConfigFile {
     pub env: Option<Vec<String>>,
     /// Hook scripts.
     pub hooks: Option<Hooks>,
+    /// What the guest may reach through hutch's proxy.
+    pub network: Option<super::network::NetworkTable>,
+    /// Secrets the proxy adds to requests, by the variable the guest sees.
+    pub secrets: Option<BTreeMap<String, super::network::SecretTable>>,
+    /// Byte offsets where each line of the file starts, for messages.
+    #[serde(skip)]
+    pub line_starts: Vec<usize>,
     /// How `hutch exec` runs commands.
     pub exec: Option<ExecTable>,
 }
@@ -143,10 +150,12 @@ impl ConfigFile {
 
     /// Parses `text` (from `path`, for messages).
     pub fn parse(text: &str, path: &Path) -> Result<ConfigFile, ConfigError> {
-        toml::from_str(text).map_err(|e| {
+        let mut file: ConfigFile = toml::from_str(text).map_err(|e| {
             let line = e.span().map_or(1, |span| text[..span.start.min(text.len())].matches('\n').count() + 1);
             ConfigError::Invalid { path: path.to_path_buf(), line, message: e.message().to_owned() }
-        })
+        })?;
+        file.line_starts = std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect();
+        Ok(file)
     }
 }
 

@@ -4,6 +4,7 @@
 //! from, so `hutch config` can say.
 
 mod file;
+pub mod network;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -12,6 +13,7 @@ use hutch_proto::size::parse_size;
 use serde_json::{Value, json};
 
 pub use file::{ConfigError, ConfigFile, ExecTable, Hooks, ImageKey, ImageTable, env_pairs};
+pub use network::{Mode, NetworkConfig};
 
 use crate::state::BackendKind;
 
@@ -91,6 +93,8 @@ pub struct Config {
     pub setup_hook: Sourced<Option<String>>,
     /// Per-project runtime hook (relative to the project).
     pub runtime_hook: Sourced<String>,
+    /// What the guest may reach, and the secrets the proxy adds.
+    pub network: NetworkConfig,
     /// `hutch exec` on a terminal keeps its command as a session (`--keep`).
     pub keep: Sourced<bool>,
     /// The files that were read, in order.
@@ -112,6 +116,7 @@ impl Default for Config {
             env: Sourced::default(Vec::new()),
             setup_hook: Sourced::default(None),
             runtime_hook: Sourced::default(DEFAULT_RUNTIME_HOOK.to_owned()),
+            network: NetworkConfig::default(),
             keep: Sourced::default(false),
             files: Vec::new(),
         }
@@ -175,6 +180,9 @@ impl Config {
         let hooks = file.hooks.unwrap_or_default();
         self.setup_hook.set(hooks.setup.map(Some), &source);
         self.runtime_hook.set(hooks.runtime, &source);
+        let line_starts = file.line_starts.clone();
+        let line = |offset: usize| line_starts.partition_point(|start| *start <= offset).max(1);
+        self.network.layer(file.network, file.secrets, path, &line)?;
         self.keep.set(file.exec.and_then(|e| e.keep), &source);
         self.files.push(path.to_path_buf());
         Ok(())
@@ -201,6 +209,12 @@ impl Config {
             "env": entry(json!(self.env.value), &self.env.source),
             "hooks.setup": entry(json!(self.setup_hook.value), &self.setup_hook.source),
             "hooks.runtime": entry(json!(self.runtime_hook.value), &self.runtime_hook.source),
+            "network.mode": entry(json!(self.network.mode.value.as_str()), &self.network.mode.source),
+            "network.allow": self.network.allow,
+            "network.deny": self.network.deny,
+            "network.trust_host_cas": entry(json!(self.network.trust_host_cas.value), &self.network.trust_host_cas.source),
+            "network.guest_port": entry(json!(self.network.guest_port.value), &self.network.guest_port.source),
+            "secrets": self.network.secrets,
             "exec.keep": entry(json!(self.keep.value), &self.keep.source),
             "files": self.files,
         })

@@ -1,5 +1,6 @@
 //! Checks through the VM's agent: version, workspace, heavy dirs, disk space
-//! and latency.
+//! and latency; and the VM's network process, which stands between the
+//! guest and everything outside it.
 
 use std::time::Instant;
 
@@ -49,7 +50,30 @@ pub async fn checks(target: &Target) -> Vec<Check> {
     }
     out.push(disk(&mut client).await);
     out.push(latency(&mut client).await);
+    if let Target::Vm { state, record } = target {
+        out.push(network(&state.vm_dir(&record.name), &record.name));
+    }
     out
+}
+
+/// Whether the VM's network is what its last `up` asked for.
+fn network(vm_dir: &std::path::Path, name: &crate::state::VmName) -> Check {
+    let status = crate::net::daemon::status(vm_dir);
+    let fix = format!("`hutch up --name {name}` starts it again; its log is {}", status.log.display());
+    match (status.policy, status.pid) {
+        (None, _) => Check::ok("network", "none: the guest has no way out"),
+        (Some(policy), Some(pid)) => Check::ok(
+            "network",
+            format!(
+                "mode {}, {} allow rules, {} secrets, guest proxy 127.0.0.1:{}; `hutch net` pid {pid}",
+                policy.mode.as_str(),
+                policy.allow.len(),
+                policy.secrets.len(),
+                policy.guest_port
+            ),
+        ),
+        (Some(_), None) => Check::fail("network", "the VM's network process is not running: the guest has no way out", fix),
+    }
 }
 
 async fn mounts(client: &mut Client, record: &VmRecord) -> Vec<Check> {

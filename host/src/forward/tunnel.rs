@@ -75,7 +75,7 @@ async fn client_to_agent(mut reader: OwnedReadHalf, tx: &mpsc::Sender<ForwardReq
             return tx.send(request(RequestKind::CloseWrite(CloseWrite {}))).await.map_err(|_| Broken::Client);
         }
         buf.truncate(n);
-        tx.send(request(RequestKind::Data(buf))).await.map_err(|_| Broken::Client)?;
+        tx.send(request(RequestKind::Data(buf.into()))).await.map_err(|_| Broken::Client)?;
     }
 }
 

@@ -7,12 +7,14 @@
 //! of figure: [`exec`] (latency, throughput), [`attach`] (attach to first
 //! byte), [`pty`] (echo round trip), [`memory`] (agent RSS), [`vm`] (a QEMU
 //! guest, when the image is built), [`workspace`] (the shared workspace in a
-//! guest against a VM-local copy);
+//! guest against a VM-local copy), [`net`] (the egress proxy: first-byte
+//! latency, downloads into a guest);
 //! [`table`] prints and serialises the rows.
 
 mod attach;
 mod exec;
 mod memory;
+mod net;
 mod pty;
 mod ssh;
 mod stats;
@@ -122,6 +124,9 @@ pub fn run(quick: bool, json_out: Option<&Path>) -> Result<()> {
     memory::agent_rss(&mut table, &setup)?;
     memory::sessions_rss(&mut table, &plan, &setup)?;
     vm::guest(&mut table, &plan, &setup)?;
+    if let Err(e) = net::figures(&mut table, &plan, &setup, &agent_bin) {
+        table.note(format!("network rows stopped: {e}"));
+    }
     table.print();
     // The workspace rows and the `--ro` sync rows (beside rsync, on a seeded
     // tree under target/) print their own tables.
@@ -140,6 +145,21 @@ pub fn run(quick: bool, json_out: Option<&Path>) -> Result<()> {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
         println!("\nJSON written to {}", path.display());
     }
+    Ok(())
+}
+
+/// Only the network rows ([`net`]), for a look at the proxy's cost without
+/// the whole run.
+pub fn run_net(quick: bool) -> Result<()> {
+    let (plain, agent_bin) = build_bins("release")?;
+    let hutch = crate::install::build_host_cli()?;
+    let hutch_dynamic = (hutch != plain).then_some(plain);
+    let plan = Plan::new(quick);
+    let setup = Setup { hutch, hutch_dynamic, agent: LocalAgent::start(&agent_bin)?, sshd: Err("not needed".into()) };
+    println!("hutch bench-net{}: {}\n", if quick { " --quick" } else { "" }, machine());
+    let mut table = Table::default();
+    net::figures(&mut table, &plan, &setup, &agent_bin)?;
+    table.print();
     Ok(())
 }
 

@@ -40,7 +40,7 @@ pub struct Machine<'a> {
     pub tsc_khz: Option<u64>,
     /// Disk images: the VM's overlay (virtio-blk) and, for images whose own
     /// init runs sshd, the host port on 127.0.0.1 forwarded to the guest's
-    /// SSH server (user-mode network).
+    /// SSH server (user-mode network, restricted: no egress).
     pub disk: Option<DiskAttachment<'a>>,
     /// Appended to the image's kernel command line (`hutch.uid=…` for hutch's init).
     pub cmdline_extra: String,
@@ -103,7 +103,10 @@ impl Machine<'_> {
             let drive = format!("file={},if=none,id=disk0,format=qcow2,discard=unmap", escape_commas(&disk.overlay.display().to_string()));
             push(&["-drive", &drive, "-device", "virtio-blk-pci,drive=disk0"]);
             if let Some(port) = disk.ssh_port {
-                let net = format!("user,id=net0,hostfwd=tcp:127.0.0.1:{port}-:22");
+                // restrict=on: the guest reaches nothing through this NIC (no
+                // route to the host or beyond); only the forwarded SSH port
+                // comes in. Its way out is the agent's egress pipe to hutch's proxy.
+                let net = format!("user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:22");
                 push(&["-netdev", &net, "-device", "virtio-net-pci,netdev=net0"]);
             }
         }
@@ -191,7 +194,7 @@ mod tests {
         assert!(!with_ssh.contains("-fsdev"));
         assert!(with_ssh.contains("-drive file=/vm/disk.qcow2,if=none,id=disk0,format=qcow2"), "{with_ssh}");
         assert!(with_ssh.contains("-device virtio-blk-pci,drive=disk0"));
-        assert!(with_ssh.contains("-netdev user,id=net0,hostfwd=tcp:127.0.0.1:40022-:22 -device virtio-net-pci,netdev=net0"));
+        assert!(with_ssh.contains("-netdev user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:40022-:22 -device virtio-net-pci,netdev=net0"));
         // hutch's init: the disk, no network device, the host's ids for the guest user.
         let machine = Machine { disk: Some(DiskAttachment { overlay, ssh_port: None }), cmdline_extra: "hutch.uid=1000".into(), ..machine };
         let hutch_init = joined(&machine);

@@ -4,7 +4,7 @@
 //! | hutch | tart |
 //! |---|---|
 //! | create | `tart clone BASE NAME` (APFS copy-on-write), `tart set NAME --cpu N --memory MIB --random-mac` |
-//! | start | `tart run NAME --no-graphics [--dir=workspace:PATH]`, detached, owned by hutch (a `crate::daemon`) |
+//! | start | `tart run NAME --no-graphics --net-softnet-block=0.0.0.0/0 [--dir=workspace:PATH]`, detached, owned by hutch (a `crate::daemon`) |
 //! | stop | `tart stop NAME` |
 //! | delete | `tart delete NAME` |
 //! | state | hutch's own `tart run` alive? else `tart list --format json` |
@@ -15,6 +15,15 @@
 //! lookup, no SSH. With `HUTCH_TART_TOKEN_FILE` set (older Tart, no control
 //! socket), hutch asks `tart ip --wait` and uses `tcp://IP:PORT` with that token
 //! instead; the guest's agent must then listen on TCP with the same token.
+//!
+//! Network: the guest's way out is the agent's egress pipe to hutch's proxy
+//! (`crate::net`), which needs no IP network at all. `tart run` is asked to
+//! route the guest through Softnet with every IPv4 destination blocked
+//! (`--net-softnet-block=0.0.0.0/0`, which implies `--net-softnet`; Softnet
+//! forwards nothing but IPv4 and ARP), so a program that ignores the proxy
+//! variables has no direct route. Softnet must be installed (SUID root, as
+//! Tart documents); `HUTCH_TART_SOFTNET=0` keeps Tart's default NAT instead,
+//! and so does the TCP transport, which needs the guest's IP.
 
 pub mod list;
 
@@ -28,6 +37,8 @@ use crate::backend::{Backend, BackendError, VmSpec, VmState, configured_boot_tim
 use crate::daemon::{Daemon, DaemonError, Spawned};
 use crate::state::{BackendKind, BackendState, ShareSource, StateDir, TartState, VmRecord, WorkspaceShare};
 
+/// What Softnet blocks: every IPv4 destination.
+pub const SOFTNET_BLOCK: &str = "0.0.0.0/0";
 /// The name of the workspace share (`--dir=workspace:PATH`).
 const SHARE_NAME: &str = "workspace";
 /// How long `tart stop` may take before hutch kills its `tart run`.
@@ -50,6 +61,8 @@ pub struct Tart {
     home: PathBuf,
     transport: Transport,
     boot_timeout: Duration,
+    /// Block the guest's direct route with Softnet.
+    softnet: bool,
 }
 
 /// This backend's part of a record (a record of another backend never
@@ -84,7 +97,8 @@ impl Tart {
             }
             _ => Transport::ControlSocket,
         };
-        Ok(Tart { tool, home, transport, boot_timeout: configured_boot_timeout() })
+        let softnet = std::env::var_os("HUTCH_TART_SOFTNET").is_none_or(|v| v != "0") && matches!(transport, Transport::ControlSocket);
+        Ok(Tart { tool, home, transport, boot_timeout: configured_boot_timeout(), softnet })
     }
 
     /// The control socket `tart run` creates for VM `name`.
@@ -160,6 +174,9 @@ impl Backend for Tart {
         let name = record.name.clone();
         let name = name.as_str();
         let mut args = vec!["run".to_owned(), name.to_owned(), "--no-graphics".to_owned()];
+        if self.softnet {
+            args.push(format!("--net-softnet-block={SOFTNET_BLOCK}"));
+        }
         if let Some(share) = &tart_state(record).share
             && let ShareSource::TartDir { name, read_only } = &share.source
         {

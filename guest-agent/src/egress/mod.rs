@@ -1,0 +1,20 @@
+//! The guest's way out: a listener on the guest's loopback whose connections
+//! are carried, unread, to the host, which decides where each may go.
+//!
+//! The agent enforces nothing here. The guest is untrusted, and once it is
+//! compromised so is the agent, so every rule lives on the host; the agent
+//! only pipes bytes and tells guest programs where the pipe is:
+//!
+//! - [`listener`] binds the listener for as long as the host's `EgressListen`
+//!   call lasts and hands each connection to an `EgressAccept` stream;
+//! - [`env`] holds the variables every process the agent starts gets (the
+//!   proxy, secrets' placeholders, the trust bundle);
+//! - [`guest_config`] writes the trust bundle and the guest-wide
+//!   configuration (`/etc/environment`, npm, pip, git) for programs the agent
+//!   does not start.
+
+pub mod env;
+pub mod guest_config;
+pub mod listener;
+
+pub use listener::Egress;

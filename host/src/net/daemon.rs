@@ -1,0 +1,316 @@
+//! `hutch net --name NAME`: a VM's network process, and starting and
+//! stopping it.
+//!
+//! One per VM with its network on, living as long as the VM: `up` and `run`
+//! start it (and restart it when the VM was started afresh, or the policy or
+//! a secret's value changed), `down`, `rm` and `reset` stop it. It is
+//! separate from the multiplexer, which is optional (`HUTCH_MUX=0`) and
+//! leaves when idle; the network must not. It is a `crate::daemon` that
+//! claims its own lock (`net/net.log`, pid in `net/net.pid`), and says
+//! `ready` in its log once the guest's listener is up, which `up` waits for.
+//!
+//! It keeps one HTTP/2 connection to the agent (pinged, so a frozen VM is
+//! noticed), holds the `EgressListen` call, and keeps [`WAITING`]
+//! `EgressAccept` streams open so a guest connection starts without a round
+//! trip; at most [`MAX_CONNECTIONS`] guest connections are served at once
+//! (beyond that they wait in the guest's backlog). When the agent connection
+//! ends while the VM still runs (the agent restarted), it reconnects.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hutch_proto::v1::agent_client::AgentClient;
+use hutch_proto::v1::egress_listen_response::Kind as ListenKind;
+use hutch_proto::v1::forward_request::Kind as RequestKind;
+use hutch_proto::v1::forward_response::Kind;
+use hutch_proto::v1::{EgressAccept, EgressListenRequest, ForwardRequest, ForwardResponse, InfoRequest};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
+use tonic::service::interceptor::InterceptedService;
+
+use super::ca::Authority;
+use super::guest_io::GuestIo;
+use super::policy::{POLICY_FILE, Policy, PolicyFile};
+use super::proxy::{self, Context};
+use super::secrets::Secrets;
+use super::tls::HostRoots;
+use super::upstream::Upstream;
+use super::{NetError, net_dir};
+use crate::config::network::{Mode, NetworkConfig};
+use crate::daemon::Daemon;
+use crate::error::Error;
+use crate::state::{StateDir, VmName, VmRecord};
+use crate::transport::{self, BearerToken, Client};
+
+/// What it was started with (policy, secrets' fingerprints), to know when to restart it.
+const INPUTS_FILE: &str = "inputs.json";
+/// The line it writes to its log once the guest's listener is up.
+pub const READY: &str = "ready";
+
+/// Accept streams kept waiting in the agent.
+pub const WAITING: usize = 4;
+/// Guest connections served at once.
+pub const MAX_CONNECTIONS: usize = 512;
+/// Agent pings while idle, and how long an unanswered one may take.
+const KEEPALIVE: Duration = Duration::from_secs(20);
+/// How long `up` waits for the process to say it is ready.
+const START_WAIT: Duration = Duration::from_secs(30);
+/// How long it has to leave after SIGTERM before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+/// Requests that may wait on one accept stream.
+const REQUEST_QUEUE: usize = 8;
+
+/// The network process of the VM whose folder is `vm_dir`.
+pub fn daemon(vm_dir: &Path) -> Daemon {
+    Daemon::new(&net_dir(vm_dir), "net")
+}
+
+/// Makes VM `name`'s network what `config` says: no process for
+/// `mode = "none"`; otherwise a process serving this policy, restarted when
+/// `fresh` (the VM was just started: its agent has no listener yet) or when
+/// the policy or a secret's value changed since it started. `project` is the
+/// workspace, where a refusal tells the user to add rules.
+pub fn ensure(state: &StateDir, name: &VmName, config: &NetworkConfig, project: Option<&Path>, fresh: bool) -> Result<(), NetError> {
+    let vm_dir = state.vm_dir(name);
+    let net = net_dir(&vm_dir);
+    let process = daemon(&vm_dir);
+    if config.mode.value == Mode::None {
+        process.terminate(STOP_GRACE);
+        let _ = std::fs::remove_file(net.join(INPUTS_FILE));
+        return Ok(());
+    }
+    let policy = PolicyFile::new(config, project);
+    let inputs = inputs(&net, &policy)?;
+    let same = std::fs::read(net.join(INPUTS_FILE)).is_ok_and(|old| old == inputs.as_bytes());
+    if same && !fresh && process.running() {
+        return Ok(());
+    }
+    process.terminate(STOP_GRACE);
+    let text = serde_json::to_string_pretty(&policy).map_err(|e| NetError::Policy(e.to_string()))?;
+    super::write_private(&net.join(POLICY_FILE), text.as_bytes())?;
+    super::write_private(&net.join(INPUTS_FILE), inputs.as_bytes())?;
+    start(state, name, &process)
+}
+
+/// Starts the network process again when VM `name` had one and it is gone
+/// (killed, crashed) while the VM runs: commands that use a running VM
+/// (`exec`, `shell`) call it, so the guest does not lose its network until
+/// the next `up`. It serves the policy it was last started with, and the
+/// secrets' values of the calling environment. Costs a file check and a
+/// lock probe when all is well (the VM manager is asked only when the
+/// process is gone).
+pub fn revive(state: &StateDir, record: &VmRecord) -> Result<(), NetError> {
+    let name = &record.name;
+    let vm_dir = state.vm_dir(name);
+    let process = daemon(&vm_dir);
+    if !net_dir(&vm_dir).join(INPUTS_FILE).exists() || process.running() || !vm_running(state, record) {
+        return Ok(());
+    }
+    eprintln!("hutch: the network process of {name} was gone; starting it again");
+    start(state, name, &process)
+}
+
+/// Spawns `hutch net --name NAME` and waits for it to say it is ready.
+fn start(state: &StateDir, name: &VmName, process: &Daemon) -> Result<(), NetError> {
+    let net = net_dir(&state.vm_dir(name));
+    let exe = std::env::current_exe().map_err(|e| NetError::io("finding the hutch executable", e))?;
+    let mut cmd = Command::new(exe);
+    cmd.args(["net", "--name", name.as_str()]).env("HUTCH_STATE_DIR", state.root());
+    let started = process.spawn_claiming(cmd).and_then(|spawned| spawned.wait_until(START_WAIT, |news| news.lines().any(|l| l == READY)));
+    if let Err(e) = started {
+        process.terminate(STOP_GRACE);
+        let _ = std::fs::remove_file(net.join(INPUTS_FILE));
+        return Err(NetError::Daemon { name: name.to_string(), why: e.to_string() });
+    }
+    Ok(())
+}
+
+/// What `hutch doctor` shows of a VM's network.
+pub struct NetStatus {
+    /// The policy the last `up` started the process with; `None` when the
+    /// network is off (`mode = "none"`).
+    pub policy: Option<PolicyFile>,
+    /// The process's pid, while it runs.
+    pub pid: Option<u32>,
+    /// Its log.
+    pub log: std::path::PathBuf,
+}
+
+/// The network of the VM whose folder is `vm_dir`, as its files say.
+pub fn status(vm_dir: &Path) -> NetStatus {
+    let net = net_dir(vm_dir);
+    let process = daemon(vm_dir);
+    let policy = if net.join(INPUTS_FILE).exists() { PolicyFile::load(&net).ok() } else { None };
+    NetStatus { policy, pid: process.pid(), log: process.log().to_path_buf() }
+}
+
+/// Stops VM `vm_dir`'s network process, if one runs.
+pub fn stop(vm_dir: &Path) {
+    daemon(vm_dir).terminate(STOP_GRACE);
+}
+
+/// What the process depends on, as text: the policy, and per secret a
+/// SHA-256 of its placeholder and current value (so a changed value
+/// restarts it, and the value itself is never written down).
+fn inputs(net: &Path, policy: &PolicyFile) -> Result<String, NetError> {
+    let secrets = Secrets::load(net, policy, |var| std::env::var(var).ok())?;
+    let fingerprints: BTreeMap<String, String> = secrets.iter().map(|s| (s.name.clone(), s.fingerprint())).collect();
+    let inputs = serde_json::json!({ "policy": policy, "secrets": fingerprints });
+    Ok(inputs.to_string())
+}
+
+/// The network process itself; returns when the VM is gone.
+pub async fn run(name: &VmName) -> Result<u8, Error> {
+    let state = StateDir::from_env()?;
+    let dir = state.vm_dir(name);
+    let net = net_dir(&dir);
+    let Some(_claim) = daemon(&dir).claim().map_err(|e| NetError::io("taking the network process's lock", e))? else {
+        // Another one serves this VM.
+        return Ok(0);
+    };
+    let policy_file = PolicyFile::load(&net)?;
+    let secrets = Secrets::load(&net, &policy_file, |var| std::env::var(var).ok())?;
+    for secret in secrets.iter().filter(|s| !s.has_value()) {
+        eprintln!("hutch net: warning: ${} is not set: requests carrying {}'s placeholder will be refused", secret.from_env, secret.name);
+    }
+    let roots = HostRoots::load()?;
+    let authority = if secrets.iter().next().is_some() { Some(Authority::load_or_create(&net, name.as_str())?) } else { None };
+    let listen = listen_request(&policy_file, &secrets, &roots, authority.as_ref());
+    let ctx = Arc::new(Context {
+        policy: Policy::new(&policy_file)?,
+        secrets,
+        upstream: Upstream::from_env(),
+        authority,
+        client_tls: roots.client_config()?,
+        audit: super::audit::path(&dir),
+    });
+    let mut ready = false;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let record = state.load(name)?;
+        match session(&record, &listen, &ctx, &mut ready).await {
+            Ok(why) => eprintln!("hutch net {}: {why}", std::process::id()),
+            Err(e) if !ready => return Err(e),
+            Err(e) => eprintln!("hutch net {}: {e}", std::process::id()),
+        }
+        if !vm_running(&state, &record) {
+            eprintln!("hutch net {}: the VM is not running; leaving", std::process::id());
+            return Ok(0);
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// What the agent is asked to set up: its listener, the variables every
+/// guest process gets, and the certificates the guest should trust.
+fn listen_request(policy: &PolicyFile, secrets: &Secrets, roots: &HostRoots, authority: Option<&Authority>) -> EgressListenRequest {
+    let proxy = format!("http://127.0.0.1:{}", policy.guest_port);
+    let mut env: BTreeMap<String, String> = secrets.guest_env();
+    for var in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
+        env.insert(var.into(), proxy.clone());
+    }
+    for var in ["NO_PROXY", "no_proxy"] {
+        env.insert(var.into(), "localhost,127.0.0.1,::1".into());
+    }
+    let mut ca = String::new();
+    if policy.trust_host_cas {
+        ca.push_str(&roots.pem());
+    }
+    if let Some(authority) = authority {
+        ca.push_str(authority.cert_pem());
+    }
+    EgressListenRequest { port: u32::from(policy.guest_port), env: env.into_iter().collect(), ca_certificates: ca.into_bytes() }
+}
+
+/// One agent connection: listen, then serve guest connections until the
+/// connection or the listen call ends (`Ok` with why), or a setup step
+/// fails (`Err`).
+async fn session(record: &VmRecord, listen: &EgressListenRequest, ctx: &Arc<Context>, ready: &mut bool) -> Result<String, Error> {
+    let token = BearerToken::load(record.token_file.as_deref()).map_err(crate::connect::ConnectError::from)?;
+    let addr = record.agent_addr()?;
+    let (connection, driver) = transport::open(addr, &token, KEEPALIVE).await.map_err(crate::connect::ConnectError::from)?;
+    let mut driver = tokio::spawn(driver);
+    let client: Client =
+        AgentClient::with_origin(InterceptedService::new(connection, token), tonic::transport::Uri::from_static("http://agent"));
+    let agent_failed = |why: String| Error::from(NetError::Agent { name: record.name.to_string(), why });
+    let info = client.clone().info(InfoRequest {}).await.map_err(|s| agent_failed(s.message().to_owned()))?.into_inner();
+    if !info.capabilities.iter().any(|c| c == super::CAPABILITY) {
+        return Err(agent_failed(format!("its version {} has no egress pipe", info.version)));
+    }
+    let mut listening = client.clone().egress_listen(listen.clone()).await.map_err(|s| agent_failed(s.message().to_owned()))?.into_inner();
+    match listening.message().await {
+        Ok(Some(hutch_proto::v1::EgressListenResponse { kind: Some(ListenKind::Listening(up)) })) => {
+            eprintln!(
+                "hutch net {}: the guest's {} leads to this process; trust bundle: {}",
+                std::process::id(),
+                up.address,
+                if up.ca_bundle.is_empty() { "none" } else { &up.ca_bundle }
+            );
+            for problem in &up.problems {
+                eprintln!("hutch net {}: guest configuration: {problem}", std::process::id());
+            }
+        }
+        Ok(_) => return Err(agent_failed("it ended the listen call without listening".into())),
+        Err(status) => return Err(agent_failed(status.message().to_owned())),
+    }
+    if !*ready {
+        // stdout is the log, where `up` waits for this line.
+        println!("{READY}");
+        *ready = true;
+    }
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut waiting = JoinSet::new();
+    let mut served = JoinSet::new();
+    for _ in 0..WAITING {
+        waiting.spawn(wait_for_guest(client.clone(), permits.clone()));
+    }
+    loop {
+        tokio::select! {
+            Some(joined) = waiting.join_next() => match joined {
+                Ok(Ok((io, permit))) => {
+                    waiting.spawn(wait_for_guest(client.clone(), permits.clone()));
+                    let ctx = ctx.clone();
+                    served.spawn(async move {
+                        proxy::serve(io, ctx).await;
+                        drop(permit);
+                    });
+                }
+                Ok(Err(status)) => return Ok(format!("the agent stopped handing over connections: {}", status.message())),
+                Err(e) => return Ok(format!("an accept task failed: {e}")),
+            },
+            Some(_) = served.join_next() => {}
+            message = listening.message() => {
+                return Ok(match message {
+                    Err(status) => format!("the guest's listener closed: {}", status.message()),
+                    Ok(_) => "the agent ended the listen call".into(),
+                });
+            }
+            _ = &mut driver => return Ok("the agent connection ended".into()),
+        }
+    }
+}
+
+/// Waits (holding a permit) for the agent to hand over the next guest connection.
+async fn wait_for_guest(mut client: Client, permits: Arc<Semaphore>) -> Result<(GuestIo, OwnedSemaphorePermit), Status> {
+    let permit = permits.acquire_owned().await.map_err(|_| Status::cancelled("shutting down"))?;
+    let (tx, rx) = mpsc::channel(REQUEST_QUEUE);
+    tx.try_send(ForwardRequest { kind: Some(RequestKind::Accept(EgressAccept {})) }).map_err(|_| Status::internal("queue full"))?;
+    let mut inbound = client.egress_accept(ReceiverStream::new(rx)).await?.into_inner();
+    match inbound.message().await? {
+        Some(ForwardResponse { kind: Some(Kind::Accepted(_)) }) => Ok((GuestIo::new(inbound, tx), permit)),
+        Some(ForwardResponse { kind: Some(Kind::Failed(failed)) }) => Err(Status::failed_precondition(failed.message)),
+        _ => Err(Status::aborted("the agent ended an accept without a connection")),
+    }
+}
+
+/// Whether the VM still runs, as its backend sees it.
+fn vm_running(state: &StateDir, record: &VmRecord) -> bool {
+    let Ok(backend) = crate::backend::for_kind(record.kind(), state) else { return false };
+    matches!(backend.state(record, &state.vm_dir(&record.name)), Ok(crate::backend::VmState::Running))
+}

@@ -1,0 +1,98 @@
+//! What the network's rules mean for `hutch exec`, `run` and `shell`: a
+//! secret's real value never rides into the guest on an exec's environment
+//! (`env = ["ANTHROPIC_API_KEY"]` in the configuration, `-e NAME`), and
+//! every command run in a VM gets its line in the VM's audit log.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use hutch_proto::v1::exited;
+
+use super::audit::{self, Event, What};
+use super::secrets::redact_values;
+use crate::config::network::NetworkConfig;
+use crate::error::Error;
+use crate::exec::{Finished, Options, Outcome, SessionSpec};
+use crate::target::Target;
+
+/// The secrets' real values in this process's environment, by secret name.
+pub fn real_values(config: &NetworkConfig) -> Vec<(String, String)> {
+    config
+        .secrets
+        .iter()
+        .filter_map(|(name, secret)| std::env::var(&secret.from_env).ok().filter(|v| !v.is_empty()).map(|v| (name.clone(), v)))
+        .collect()
+}
+
+/// Removes from `env` every variable whose value holds a secret's real
+/// value, saying so on stderr: the guest gets the secret's placeholder from
+/// its agent instead (when the VM's network is on).
+pub fn scrub_env(env: &mut HashMap<String, String>, values: &[(String, String)]) {
+    env.retain(|key, value| {
+        let Some((secret, _)) = values.iter().find(|(_, real)| value.contains(real.as_str())) else { return true };
+        eprintln!(
+            "hutch: not passing {key} into the VM: its value is secret {secret}'s, which stays on the host (the guest sees a placeholder)"
+        );
+        false
+    });
+}
+
+/// Before a command runs in a VM: its network process, if it had one and
+/// it died, is started again (see `daemon::revive`); failing that, a
+/// warning, and the command runs (without a network, as the guest would
+/// see it anyway).
+pub fn keep_network(target: &Target) {
+    if let Target::Vm { state, record } = target
+        && let Err(e) = super::daemon::revive(state, record)
+    {
+        eprintln!("hutch: warning: {e}");
+    }
+}
+
+/// Runs `options` on `target` and writes it into the VM's audit log, with
+/// the configuration in force here saying which values to redact (for the
+/// commands that do not load it themselves: `run`, `shell`).
+pub async fn run_audited(target: &Target, options: &Options, session: Option<&SessionSpec>) -> Result<Finished, Error> {
+    keep_network(target);
+    let began = std::time::Instant::now();
+    let result = async { Ok(crate::exec::run_as(&mut target.connect().await?, options, session).await?) }.await;
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let secrets = crate::config::Config::load(&cwd).map(|c| real_values(&c.network)).unwrap_or_default();
+    record(target, options, &result, began.elapsed(), &secrets);
+    result
+}
+
+/// Appends the line of one exec on `target` to its VM's audit log (nothing
+/// for an `--addr` target, which has no VM), with real secret values
+/// replaced by their names.
+pub fn record(target: &Target, options: &Options, result: &Result<Finished, Error>, took: Duration, values: &[(String, String)]) {
+    let Target::Vm { state, record } = target else { return };
+    let name = &record.name;
+    let redact = |text: &str| redact_values(text, values.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+    let mut exec = audit::Exec {
+        argv: options.argv.iter().map(|a| redact(a)).collect(),
+        cwd: redact(&options.cwd),
+        tag: format!("hutch-{}", std::process::id()),
+        duration_ms: audit::millis(took),
+        ..audit::Exec::default()
+    };
+    match result {
+        Ok(Finished { outcome: Outcome::Exited(exited), .. }) => {
+            match exited.status {
+                Some(exited::Status::Code(code)) => exec.exit_code = Some(code),
+                Some(exited::Status::Signal(number)) => {
+                    exec.signal =
+                        Some(if exited.signal_name.is_empty() { number.to_string() } else { format!("SIG{}", exited.signal_name) });
+                }
+                None => {}
+            }
+            if exited.timed_out {
+                exec.error = Some("timed out".into());
+            }
+            exec.duration_ms = exited.duration_ms;
+        }
+        Ok(finished) => exec.error = finished.outcome.message().or_else(|| Some(format!("exit {}", finished.outcome.exit_code()))),
+        Err(error) => exec.error = Some(redact(&error.to_string())),
+    }
+    audit::append(&audit::path(&state.vm_dir(name)), &Event::now(What::Exec(exec)));
+}

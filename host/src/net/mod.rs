@@ -1,0 +1,130 @@
+//! The guest's network under the host's control (issue 16).
+//!
+//! A guest has no route out of its own (QEMU guests get no NIC; see the
+//! README for Tart and Lima). Its agent listens on the guest's loopback and
+//! carries every connection there, unread, to a per-VM process on the host,
+//! `hutch net --name NAME`, which is an HTTP proxy with a policy:
+//!
+//! - [`pattern`] and [`policy`]: which hosts and ports may be reached, and by
+//!   which rule (the allow/deny lists of `crate::config::network`);
+//! - [`address`]: which resolved addresses are never connected to unless a
+//!   rule names them (loopback, private, link-local, metadata);
+//! - [`upstream`]: resolving on the host and connecting to a checked address,
+//!   directly or through the host's own proxy;
+//! - [`proxy`]: one guest connection served as an HTTP proxy (CONNECT and
+//!   absolute-URI requests), answering refusals with a 403 that says which
+//!   configuration line would allow the request;
+//! - [`sni`], [`ca`], [`tls`], [`intercept`]: for hosts that have secrets
+//!   only, TLS is terminated with a per-VM CA and re-originated upstream with
+//!   full verification against the host's trust store;
+//! - [`secrets`]: placeholders the guest sees, real values only on the host;
+//! - [`audit`]: the per-VM JSONL log of every egress decision and every exec;
+//! - [`daemon`]: the process itself, started by `up`, stopped by `down`/`rm`.
+
+pub mod address;
+pub mod audit;
+pub mod body;
+pub mod ca;
+pub mod daemon;
+pub mod exec;
+pub mod guest_io;
+pub mod intercept;
+pub mod pattern;
+pub mod policy;
+pub mod proxy;
+pub mod secrets;
+pub mod sni;
+pub mod tls;
+pub mod upstream;
+
+use std::path::{Path, PathBuf};
+
+/// The capability an agent announces when it has the egress pipe.
+pub const CAPABILITY: &str = "egress";
+
+/// The folder in a VM's state folder that holds its network files: the
+/// policy, the CA and its key, the placeholders, the process's log and lock.
+pub fn net_dir(vm_dir: &Path) -> PathBuf {
+    vm_dir.join("net")
+}
+
+/// Why the network of a VM could not be set up or served.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// A local file operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What hutch was doing.
+        what: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A file of the VM's network state is unreadable.
+    #[error("{path} is unreadable: {why}")]
+    BadState {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+    /// A rule of the policy does not parse (the files were checked when read,
+    /// so this means the policy file was edited by hand).
+    #[error("bad rule in the network policy: {0}")]
+    Policy(String),
+    /// Making or loading the VM's CA, or a TLS setting, failed.
+    #[error("TLS set-up failed: {0}")]
+    Tls(String),
+    /// The agent cannot carry the guest's connections.
+    #[error("the agent of VM {name} cannot carry the guest's network: {why}")]
+    Agent {
+        /// The VM.
+        name: String,
+        /// Why (too old, or its listener could not be bound).
+        why: String,
+    },
+    /// The VM's network process did not start.
+    #[error("the network process of VM {name} did not start: {why}")]
+    Daemon {
+        /// The VM.
+        name: String,
+        /// What went wrong (the end of its log, when there is one).
+        why: String,
+    },
+}
+
+impl NetError {
+    /// Wraps an I/O error with what was being done.
+    pub fn io(what: impl Into<String>, source: std::io::Error) -> NetError {
+        NetError::Io { what: what.into(), source }
+    }
+
+    /// What the user can do about it.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            NetError::Io { .. } | NetError::Tls(_) => None,
+            NetError::BadState { .. } | NetError::Policy(_) => {
+                Some("`hutch up` writes these files again; `hutch reset NAME` starts the VM over".into())
+            }
+            NetError::Agent { .. } => Some(
+                "update the agent in the guest image (`cargo xtask image`, or `hutch agent install`), or start without a network: --network none"
+                    .into(),
+            ),
+            NetError::Daemon { .. } => Some("its log is net/net.log in the VM's state folder; `hutch up` tries again".into()),
+        }
+    }
+}
+
+/// Writes `path` whole (a temporary file renamed into place), readable by
+/// this user only: the network folder holds the CA's key.
+pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), NetError> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let failed = |what: &str, e| NetError::io(format!("{what} {}", path.display()), e);
+    let dir = path.parent().ok_or_else(|| failed("writing", std::io::Error::other("no parent folder")))?;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| failed("creating the folder of", e))?;
+    let tmp = dir.join(format!(".{}.{}.tmp", path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(), std::process::id()));
+    let mut file =
+        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(|e| failed("writing", e))?;
+    file.write_all(contents).map_err(|e| failed("writing", e))?;
+    std::fs::rename(&tmp, path).map_err(|e| failed("replacing", e))
+}
