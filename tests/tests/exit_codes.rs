@@ -1,5 +1,5 @@
-//! `hutch exec` exits with the command's own code, or with DESIGN.md's codes
-//! when the command did not run to completion.
+//! `hutch exec` exits with the command's own code, or with the README's exit-code
+//! table's codes when the command did not run to completion.
 
 use std::time::{Duration, Instant};
 
