@@ -1,6 +1,7 @@
 //! `hutch forward [--name NAME | --addr ADDR] HOSTPORT[:GUESTPORT]…`: forward
 //! host ports to guest ports until Ctrl-C or SIGTERM.
 
+use super::termination::termination;
 use crate::cli::ForwardArgs;
 use crate::error::Error;
 use crate::forward;
@@ -17,16 +18,4 @@ pub async fn run(args: ForwardArgs) -> Result<u8, Error> {
     let signal = termination().await?;
     tracing::debug!("stopping on {signal}");
     Ok(0)
-}
-
-/// Resolves with the name of the first SIGINT, SIGTERM or SIGHUP.
-async fn termination() -> Result<&'static str, Error> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let listen = |kind| signal(kind).map_err(|e| Error::local("listening for signals", e));
-    let (mut int, mut term, mut hup) = (listen(SignalKind::interrupt())?, listen(SignalKind::terminate())?, listen(SignalKind::hangup())?);
-    Ok(tokio::select! {
-        _ = int.recv() => "SIGINT",
-        _ = term.recv() => "SIGTERM",
-        _ = hup.recv() => "SIGHUP",
-    })
 }

@@ -21,5 +21,6 @@ pub mod rm;
 pub mod run;
 pub mod shell;
 pub mod sync;
+mod termination;
 pub mod up;
 pub mod wait;

@@ -5,8 +5,7 @@
 //! also when hutch gets Ctrl-C, SIGTERM or SIGHUP, during boot or during the
 //! command (which first receives the signal, as with `hutch exec`).
 
-use tokio::signal::unix::{SignalKind, signal};
-
+use super::termination::termination;
 use crate::backend::Backend;
 use crate::cli::RunArgs;
 use crate::config::env_pairs;
@@ -120,16 +119,4 @@ fn throwaway_name() -> VmName {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
     let name = format!("run-{}-{:06x}", std::process::id(), nanos & 0xff_ffff);
     VmName::new(&name).expect("run-<digits>-<hex> is a valid VM name")
-}
-
-/// Resolves with the name of the first SIGINT, SIGTERM or SIGHUP.
-async fn termination() -> Result<nix::sys::signal::Signal, Error> {
-    use nix::sys::signal::Signal;
-    let listen = |kind| signal(kind).map_err(|e| Error::local("listening for signals", e));
-    let (mut int, mut term, mut hup) = (listen(SignalKind::interrupt())?, listen(SignalKind::terminate())?, listen(SignalKind::hangup())?);
-    Ok(tokio::select! {
-        _ = int.recv() => Signal::SIGINT,
-        _ = term.recv() => Signal::SIGTERM,
-        _ = hup.recv() => Signal::SIGHUP,
-    })
 }
