@@ -236,3 +236,28 @@ fn npm_installs_through_the_proxy_only_when_the_registry_is_allowed() {
     assert!(project.join("node_modules/is-number/package.json").exists());
     ok(&fake.run(&["rm", "-f", "net"]));
 }
+
+#[test]
+fn reset_gives_the_new_vm_the_network_the_old_one_had() {
+    let server = WebServer::http("127.0.0.3");
+    let guest_port = free_tcp_port();
+    let fake = vm_with_network(&format!("[network]\nguest_port = {guest_port}\n"), None);
+    let ws = fake.workspace();
+    let ws = ws.to_str().unwrap();
+    let fetch = format!("curl -sS {}", server.url("/kept"));
+
+    // A rule given as a flag, not in the configuration, outlives a reset.
+    ok(&fake.run(&["up", "--name", "net", "--image", "base", "--workspace", ws, "--allow", &server.addr.to_string()]));
+    ok(&fake.run(&["reset", "net"]));
+    let out = guest(&fake, &fetch);
+    assert!(stdout(&out).starts_with("GET /kept\n"), "{}{}", stdout(&out), stderr(&out));
+
+    // A VM without a network gets none back from a reset, whatever the
+    // configuration says.
+    ok(&fake.run(&["up", "--name", "net", "--workspace", ws, "--network", "none"]));
+    assert!(!hutch_tests::daemon_running(&fake.state().join("vms/net/net/net.log")));
+    ok(&fake.run(&["reset", "net"]));
+    assert!(!hutch_tests::daemon_running(&fake.state().join("vms/net/net/net.log")), "reset gave the VM a network");
+    assert!(std::net::TcpStream::connect(("127.0.0.1", guest_port)).is_err(), "the guest has an egress listener");
+    ok(&fake.run(&["rm", "-f", "net"]));
+}

@@ -1,5 +1,5 @@
 //! `hutch reset [NAME]`: delete a VM and start a fresh clone of its image
-//! under the same name, with the same settings.
+//! under the same name, with the same settings (its network included).
 
 use crate::backend::{self, VmSpec};
 use crate::cli::NameArg;
@@ -33,13 +33,6 @@ pub async fn run(args: NameArg) -> Result<u8, Error> {
     crate::workspace::remove_links(&mut record.clone());
     std::fs::remove_file(state.vm_dir(&name).join("vm.json")).map_err(|e| Error::local("removing the old record", e))?;
     lifecycle::ensure_running(&state, backend.as_ref(), &spec).await?.announce(backend.as_ref());
-    // The network the configuration in force gives it (flags of the first
-    // `up` are not kept).
-    let here = match &spec.workspace {
-        Some(ws) => ws.clone(),
-        None => std::env::current_dir().map_err(|e| Error::local("reading the current directory", e))?,
-    };
-    let config = crate::config::Config::load(&here)?;
-    crate::net::daemon::ensure(&state, &name, &config.network, spec.workspace.as_deref(), true)?;
+    crate::net::daemon::restore(&state, &name)?;
     Ok(0)
 }

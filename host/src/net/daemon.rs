@@ -97,6 +97,21 @@ pub fn ensure(state: &StateDir, name: &VmName, config: &NetworkConfig, project: 
     start(state, name, &process)
 }
 
+/// Gives a VM that was just created again under its old name (`hutch
+/// reset`) the network it had: the policy its network process last served
+/// (flags of the `up` that started it included), or none when it had none
+/// (`--network none`). The configuration is not read again: a reset keeps
+/// the VM's settings, and `hutch up` applies edited ones as always.
+pub fn restore(state: &StateDir, name: &VmName) -> Result<(), NetError> {
+    let vm_dir = state.vm_dir(name);
+    let process = daemon(&vm_dir);
+    process.terminate(STOP_GRACE);
+    if !net_dir(&vm_dir).join(INPUTS_FILE).exists() {
+        return Ok(());
+    }
+    start(state, name, &process)
+}
+
 /// Starts the network process again when VM `name` had one and it is gone
 /// (killed, crashed) while the VM runs: commands that use a running VM
 /// (`exec`, `shell`) call it, so the guest does not lose its network until
