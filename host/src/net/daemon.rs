@@ -62,8 +62,9 @@ const KEEPALIVE: Duration = Duration::from_secs(20);
 const START_WAIT: Duration = Duration::from_secs(30);
 /// How long it has to leave after SIGTERM before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(5);
-/// Requests that may wait on one accept stream.
-const REQUEST_QUEUE: usize = 8;
+/// Requests that may wait on one accept stream: with chunks of up to
+/// [`super::guest_io::DOWN_CHUNK`], at most 512 KiB per guest connection.
+const REQUEST_QUEUE: usize = 2;
 
 /// The network process of the VM whose folder is `vm_dir`.
 pub fn daemon(vm_dir: &Path) -> Daemon {
