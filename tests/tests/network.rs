@@ -261,3 +261,27 @@ fn reset_gives_the_new_vm_the_network_the_old_one_had() {
     assert!(std::net::TcpStream::connect(("127.0.0.1", guest_port)).is_err(), "the guest has an egress listener");
     ok(&fake.run(&["rm", "-f", "net"]));
 }
+
+#[test]
+fn run_redacts_the_secrets_of_its_workspace_from_the_audit_log_wherever_it_is_called() {
+    let guest_port = free_tcp_port();
+    let config = format!(
+        "[network]\nguest_port = {guest_port}\n\n[secrets.TEST_API_KEY]\nfrom_env = \"HOST_TEST_KEY\"\nhosts = [\"api.example.com\"]\n"
+    );
+    let fake = vm_with_network(&config, None);
+    let ws = fake.workspace();
+    // Called from elsewhere than the workspace, whose hutch.toml names the secret.
+    let elsewhere = fake.root.path().join("home");
+    let out = fake
+        .hutch()
+        .current_dir(&elsewhere)
+        .args(["run", "--name", "net", "--image", "base", "--workspace", ws.to_str().unwrap(), "--", "echo", SECRET])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out), format!("{SECRET}\n"), "{}", stderr(&out));
+    let log = std::fs::read_to_string(fake.state().join("vms/net/audit.jsonl")).unwrap();
+    assert!(!log.contains(SECRET), "the real value is in the audit log: {log}");
+    let exec = audit_lines(&fake).into_iter().find(|l| l["event"] == "exec").expect("the exec is logged");
+    assert_eq!(exec["argv"], serde_json::json!(["echo", "[secret TEST_API_KEY]"]), "{exec}");
+    ok(&fake.run(&["rm", "-f", "net"]));
+}

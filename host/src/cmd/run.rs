@@ -49,15 +49,16 @@ pub async fn run(args: RunArgs) -> Result<u8, Error> {
         let target = Target::for_vm(state.clone(), &spec.name)?;
         let mut options = args.exec.options(args.command.clone(), target.default_cwd());
         options.add_env(env_pairs(&plan.config.env.value));
-        crate::net::exec::scrub_env(&mut options.env, &crate::net::exec::real_values(&plan.config.network));
+        let secrets = crate::net::exec::real_values(&plan.config.network);
+        crate::net::exec::scrub_env(&mut options.env, &secrets);
         // A throw-away VM cannot keep a session (refused above for the flags;
         // the configuration's default does not apply to it).
         let session = args.session.spec(&options, plan.config.keep.value && !args.rm)?;
         let session = session.as_ref();
         if forwards.is_empty() {
-            run_on(&target, &options, session).await
+            crate::net::exec::run_audited(&target, &options, session, &secrets).await
         } else {
-            run_forwarding(&target, &options, session, forwards).await
+            run_forwarding(&target, &options, session, &secrets, forwards).await
         }
     }
     .await;
@@ -81,18 +82,13 @@ async fn boot(state: &StateDir, plan: &Plan) -> Result<(), Error> {
     Ok(())
 }
 
-/// Runs `options` on `target`, as a session when `session` says so, and
-/// writes it into the VM's audit log.
-async fn run_on(target: &Target, options: &Options, session: Option<&SessionSpec>) -> Result<Finished, Error> {
-    crate::net::exec::run_audited(target, options, session).await
-}
-
 /// Runs the command while `forwards` are served (their lines go to stderr:
 /// stdout is the command's).
 async fn run_forwarding(
     target: &Target,
     options: &Options,
     session: Option<&SessionSpec>,
+    secrets: &[(String, String)],
     forwards: Vec<Bound>,
 ) -> Result<Finished, Error> {
     let lines: Vec<String> = forwards.iter().map(ToString::to_string).collect();
@@ -100,7 +96,7 @@ async fn run_forwarding(
     for line in lines {
         eprintln!("hutch: forwarding {line}");
     }
-    run_on(target, options, session).await
+    crate::net::exec::run_audited(target, options, session, secrets).await
 }
 
 /// Deletes a throw-away VM, whatever state it got to.

@@ -18,7 +18,7 @@ pub async fn run(args: ShellArgs) -> Result<u8, Error> {
         if let Some(cwd) = target.default_cwd() {
             options.env.insert("HUTCH_CWD".into(), cwd);
         }
-        crate::net::exec::run_audited(&target, &options, None).await
+        crate::net::exec::run_audited(&target, &options, None, &crate::net::exec::real_values_here()).await
     }
     .await;
     exec::report::report(result, false, Error::exit_code)

@@ -49,16 +49,27 @@ pub fn keep_network(target: &Target) {
     }
 }
 
+/// The secrets' real values of the configuration in force in the current
+/// directory, for commands that load no configuration of their own
+/// (`shell`); none when it cannot be read (the command itself reports that
+/// elsewhere, or needs no configuration).
+pub fn real_values_here() -> Vec<(String, String)> {
+    let cwd = std::env::current_dir().unwrap_or_default();
+    crate::config::Config::load(&cwd).map(|c| real_values(&c.network)).unwrap_or_default()
+}
+
 /// Runs `options` on `target` and writes it into the VM's audit log, with
-/// the configuration in force here saying which values to redact (for the
-/// commands that do not load it themselves: `run`, `shell`).
-pub async fn run_audited(target: &Target, options: &Options, session: Option<&SessionSpec>) -> Result<Finished, Error> {
+/// `values` (the caller's [`real_values`]) redacted from it.
+pub async fn run_audited(
+    target: &Target,
+    options: &Options,
+    session: Option<&SessionSpec>,
+    values: &[(String, String)],
+) -> Result<Finished, Error> {
     keep_network(target);
     let began = std::time::Instant::now();
     let result = async { Ok(crate::exec::run_as(&mut target.connect().await?, options, session).await?) }.await;
-    let cwd = std::env::current_dir().unwrap_or_default();
-    let secrets = crate::config::Config::load(&cwd).map(|c| real_values(&c.network)).unwrap_or_default();
-    record(target, options, &result, began.elapsed(), &secrets);
+    record(target, options, &result, began.elapsed(), values);
     result
 }
 
