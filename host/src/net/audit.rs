@@ -1,4 +1,5 @@
-//! The audit log: one JSON line per egress decision and per exec, in the
+//! The audit log: one JSON line per egress decision, per exec and per
+//! hand-back of the guest's commits (`crate::git`), in the
 //! VM's state folder (`audit.jsonl`, mode 0600), read by `hutch log`.
 //!
 //! Two kinds of writers append to it: the VM's network process (egress) and
@@ -40,6 +41,8 @@ pub enum What {
     Egress(Egress),
     /// A command ran in the VM.
     Exec(Exec),
+    /// The guest's commits were taken into a host repository (or refused).
+    Git(crate::git::report::RepoReport),
 }
 
 /// One egress decision: a CONNECT tunnel, a plain-HTTP request, or one
@@ -189,6 +192,10 @@ pub fn human(event: &Event) -> String {
                 (None, None, None) => "?".into(),
             };
             format!("{time}  exec   {end:<7} {}  (in {}) {} ms", x.argv.join(" "), x.cwd, x.duration_ms)
+        }
+        What::Git(report) => {
+            let lines = report.lines(std::path::Path::new(""));
+            format!("{time}  git    {}", lines.join("; "))
         }
     }
 }
