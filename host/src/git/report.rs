@@ -89,6 +89,7 @@ fn arrived_text(a: &Arrived) -> String {
     match &a.from {
         Some(from) => format!("{} {}..{} ({} commit{plural})", a.name, short(from), short(&a.to), a.commits),
         None if a.name.starts_with("tag ") => format!("{} (new, {})", a.name, short(&a.to)),
+        None if a.commits == 0 => format!("{} (new branch at {})", a.name, short(&a.to)),
         None => format!("{} (new branch, {} commit{plural})", a.name, a.commits),
     }
 }

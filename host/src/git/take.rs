@@ -283,7 +283,7 @@ fn parse_listing(listed: &[u8], format: &str, refused: &mut Vec<Refused>) -> Gue
                 guest.refs.insert(r, left.to_owned());
             }
             Some(Err(why)) => refused.push(Refused {
-                name: super::host_git::shown(name.as_bytes()).chars().take(80).collect(),
+                name: super::host_git::shown(name.trim_start_matches("refs/heads/").as_bytes()).chars().take(80).collect(),
                 why: format!("{why}: not taken"),
                 kept: None,
             }),

@@ -62,7 +62,10 @@ pub fn write(repo: &Repo, view: &Path) -> Result<Made, GitError> {
         (Some(symref), _) => format!("ref: {symref}\n"),
         (None, Some(oid)) => format!("{oid}\n"),
         (None, None) => {
-            return Err(GitError::Unguardable { path: repo.gitdir.clone(), why: "has a HEAD that is neither a branch nor a commit".into() });
+            return Err(GitError::Unguardable {
+                path: repo.gitdir.clone(),
+                why: "has a HEAD that is neither a branch nor a commit".into(),
+            });
         }
     };
     put(&view.join("HEAD"), head_text.as_bytes())?;

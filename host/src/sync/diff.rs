@@ -8,6 +8,12 @@
 //! (so it still applies to the host tree as it is). Text changes become
 //! unified hunks; binary ones are noted (`Binary files a/x and b/x differ`)
 //! and must be copied by hand.
+//!
+//! Nothing under a `.git` ever enters the patch (a `--ro-git` guest can
+//! change its copy of it): `git apply` of a hook or a config would make the
+//! host run the guest's code. Such changes are counted and named, one
+//! warning per `.git`; the guest's commits come back with `hutch fetch`
+//! instead (see `crate::git`).
 
 use std::fmt::Write as _;
 use std::os::unix::ffi::OsStrExt;
@@ -72,13 +78,31 @@ pub async fn diff(client: &mut Client, root: &Path) -> Result<Patch, SyncError> 
         }
     }
     let mut patch = Patch { files: changes.len(), ..Patch::default() };
+    let mut in_git: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
     for (entry, contents) in changes {
         let path = String::from_utf8_lossy(&entry.path).into_owned();
+        if let Some(dot_git) = git_dir_of(&entry.path) {
+            *in_git.entry(dot_git).or_default() += 1;
+            patch.files -= 1;
+            continue;
+        }
         let before = host_side(root, &entry, &path, &mut patch.warnings)?;
         let after = entry.current.as_ref().and_then(|c| guest_side(c, contents));
         render(&mut patch.text, &path, before.as_ref(), after.as_ref());
     }
+    for (dot_git, count) in in_git {
+        patch.warnings.push(format!(
+            "the guest changed {count} file(s) under {dot_git}: left out of the patch (hutch never writes a .git from the guest; `hutch fetch` takes its commits)"
+        ));
+    }
     Ok(patch)
+}
+
+/// The `…/.git` a snapshot path lies in (or is), escaped for a warning.
+fn git_dir_of(path: &[u8]) -> Option<String> {
+    let parts: Vec<&[u8]> = path.split(|&b| b == b'/').collect();
+    let at = parts.iter().position(|p| *p == b".git")?;
+    Some(crate::git::host_git::shown(&parts[..=at].join(&b'/')))
 }
 
 /// The host's version of a changed path, warning when it is no longer what was synced.
@@ -182,6 +206,15 @@ fn text(data: &[u8]) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_in_a_dot_git_are_found_at_any_depth() {
+        assert_eq!(git_dir_of(b".git/hooks/pre-commit").as_deref(), Some(".git"));
+        assert_eq!(git_dir_of(b"vendor/lib/.git/config").as_deref(), Some("vendor/lib/.git"));
+        assert_eq!(git_dir_of(b"sub/.git").as_deref(), Some("sub/.git"));
+        assert_eq!(git_dir_of(b"src/.gitignore"), None);
+        assert_eq!(git_dir_of(b"a.git/x"), None);
+    }
 
     #[test]
     fn renders_git_style() {
