@@ -178,6 +178,7 @@ pub async fn up(
     started(&up);
     let fresh = matches!(up, Up::Started(..));
     crate::net::daemon::ensure(state, &spec.name, network, spec.workspace.as_deref(), fresh)?;
+    crate::git::watch::ensure(state, &spec.name)?;
     let record = up.record();
     if record.ro.is_some() {
         let mut client = connect::connect(state, record).await?;
@@ -216,6 +217,7 @@ pub async fn ensure_running(state: &StateDir, backend: &dyn Backend, spec: &VmSp
                 let mut record = record;
                 crate::mux::stop(&dir);
                 crate::net::daemon::stop(&dir);
+                crate::git::watch::stop(&dir);
                 backend.stop(&mut record, &dir)?;
                 record
             }
@@ -345,6 +347,8 @@ pub fn stop(state: &StateDir, backend: &dyn Backend, record: &mut VmRecord) -> R
     crate::forward::detached::stop(&dir);
     crate::mux::stop(&dir);
     crate::net::daemon::stop(&dir);
+    crate::git::watch::stop(&dir);
+    crate::git::watch::tell_notices(&dir);
     backend.stop(record, &dir)?;
     crate::workspace::remove_links(record);
     record.started_unix = None;
@@ -358,6 +362,8 @@ pub fn destroy(state: &StateDir, backend: &dyn Backend, record: &VmRecord) -> Re
     crate::forward::detached::stop(&dir);
     crate::mux::stop(&dir);
     crate::net::daemon::stop(&dir);
+    crate::git::watch::stop(&dir);
+    crate::git::watch::tell_notices(&dir);
     backend.delete(record, &dir)?;
     crate::workspace::remove_links(&mut record.clone());
     state.remove_vm_dir(&record.name)?;

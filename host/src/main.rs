@@ -72,6 +72,10 @@ fn main() -> ExitCode {
             Command::Log(args) => hutch::cmd::log::run(args).await,
             Command::Fetch(args) => hutch::cmd::fetch::run(args).await,
             Command::GitBridge(args) => hutch::git::bridge::run(&args.service).await,
+            Command::GitWatch(args) => {
+                let state = hutch::state::StateDir::from_env()?;
+                Ok(hutch::git::watch::run(&state, &args.name)?)
+            }
             Command::GuardExec(_) => unreachable!("handled before the runtime starts"),
         }
     });

@@ -29,6 +29,9 @@ use super::GitError;
 
 /// Files of the view copied as they are, when present.
 const COPIED: &[&str] = &["HEAD", "packed-refs", "index", "info/exclude", "shallow"];
+/// Files that would point git at another gitdir: one made from the host's
+/// view has none, whatever the guest put there before.
+const REDIRECTS: &[&str] = &["commondir", "gitdir"];
 /// Ref namespaces the host's copy replaces at every start.
 const RESEEDED_REFS: &[&str] = &["refs/heads", "refs/tags", "refs/remotes"];
 /// Largest file copied from the view (an index of a very large repository is
@@ -64,6 +67,13 @@ pub fn seed(view: &Path, dir: &Path, seeded: &Path, identity: &Identity) -> Resu
         let path = dir.join(namespace);
         match std::fs::remove_dir_all(&path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(GitError::io("removing the earlier", &path)(e)),
+            _ => {}
+        }
+    }
+    for name in REDIRECTS {
+        let path = dir.join(name);
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(GitError::io("removing", &path)(e)),
             _ => {}
         }
     }
@@ -258,13 +268,15 @@ mod tests {
         assert_eq!(git(&host, &["log", "--format=%s"]), "one\n", "the host's repository is untouched");
 
         // The next start takes the host's refs again; the guest's objects,
-        // configuration and reflog stay.
+        // configuration and reflog stay, a redirection does not.
         std::fs::write(dir.join("config"), format!("{}[core]\n\teditor = vi\n", std::fs::read_to_string(dir.join("config")).unwrap()))
             .unwrap();
+        std::fs::write(dir.join("commondir"), "/elsewhere\n").unwrap();
         seed(&view, &dir, &root.path().join("local/config.seeded"), &identity).unwrap();
         assert_eq!(guest(&["log", "--format=%s", "main"]), "one\n");
         assert!(guest(&["reflog", "show", "main"]).contains("two"));
         assert!(std::fs::read_to_string(dir.join("config")).unwrap().contains("editor = vi"));
+        assert!(!dir.join("commondir").exists());
     }
 
     #[test]

@@ -120,6 +120,10 @@ pub enum Command {
     /// Relay `git upload-pack` in the guest to host git (run by host git itself).
     #[command(hide = true, name = "git-bridge")]
     GitBridge(GitBridgeArgs),
+
+    /// Quarantine repositories that appear in a VM's project (started by hutch itself).
+    #[command(hide = true, name = "git-watch")]
+    GitWatch(MuxArgs),
 }
 
 /// `hutch log`.

@@ -30,6 +30,7 @@ pub async fn run(args: NameArg) -> Result<u8, Error> {
     crate::git::take::take_back(&state, &record).await;
     crate::mux::stop(&state.vm_dir(&name));
     crate::net::daemon::stop(&state.vm_dir(&name));
+    crate::git::watch::stop(&state.vm_dir(&name));
     backend.delete(&record, &state.vm_dir(&name))?;
     // The new VM starts from a clean project: what the old one left goes first.
     crate::workspace::remove_links(&mut record.clone());

@@ -23,7 +23,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
-use std::os::unix::ffi::OsStrExt;
 
 use super::GitError;
 use super::host_git::Repo;
@@ -316,7 +315,118 @@ fn checkout(repo: &Repo, name: &str, from: &str, to: &str, switch: bool) -> Resu
     Ok(Ok(()))
 }
 
-/// The path bytes of a gitlink found by [`new_gitlink`], for display.
-pub fn path_text(path: &[u8]) -> String {
-    super::host_git::shown(std::ffi::OsStr::from_bytes(path).as_bytes())
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+
+    use super::*;
+
+    fn git(dir: &Path, env: &[(&str, &Path)], args: &[&str]) -> String {
+        let mut cmd = Command::new("git");
+        cmd.args(["-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=main"]).args(args).current_dir(dir);
+        for (key, value) in env {
+            cmd.env(key, value);
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim_end().to_owned()
+    }
+
+    /// A host repository and a guest gitdir over its worktree, as the agent makes one.
+    struct World {
+        _root: tempfile::TempDir,
+        ws: PathBuf,
+        guest: PathBuf,
+        seed: Head,
+    }
+
+    impl World {
+        fn new() -> World {
+            let root = tempfile::tempdir().unwrap();
+            let ws = root.path().join("ws");
+            std::fs::create_dir(&ws).unwrap();
+            git(&ws, &[], &["init", "-q"]);
+            std::fs::write(ws.join("a.txt"), "one\n").unwrap();
+            git(&ws, &[], &["add", "."]);
+            git(&ws, &[], &["commit", "-qm", "one"]);
+            let guest = root.path().join("guest");
+            git(root.path(), &[], &["init", "-q", "--bare", guest.to_str().unwrap()]);
+            git(&guest, &[], &["config", "core.bare", "false"]);
+            std::fs::write(guest.join("objects/info/alternates"), format!("{}\n", ws.join(".git/objects").display())).unwrap();
+            std::fs::write(guest.join("packed-refs"), git(&ws, &[], &["for-each-ref", "--format=%(objectname) %(refname)"]) + "\n")
+                .unwrap();
+            std::fs::copy(ws.join(".git/HEAD"), guest.join("HEAD")).unwrap();
+            std::fs::copy(ws.join(".git/index"), guest.join("index")).unwrap();
+            let seed = head(&Repo::new(ws.join(".git"), Some(ws.clone())));
+            World { _root: root, ws, guest, seed }
+        }
+
+        fn guest_git(&self, args: &[&str]) -> String {
+            git(&self.ws, &[("GIT_DIR", &self.guest), ("GIT_WORK_TREE", &self.ws)], args)
+        }
+
+        fn repo(&self) -> Repo {
+            Repo::new(self.ws.join(".git"), Some(self.ws.clone()))
+        }
+
+        /// Fetches `refs` as `take` would, and applies them.
+        fn apply(&self, refs: &[GuestRef], guest_head: GuestHead) -> (RepoReport, bool) {
+            let mut guest = Guest { refs: BTreeMap::new(), head: guest_head };
+            for r in refs {
+                let oid = self.guest_git(&["rev-parse", &r.full()]);
+                git(&self.ws, &[], &["fetch", "-q", self.guest.to_str().unwrap(), &format!("+{}:{}", r.full(), r.kept("vm"))]);
+                guest.refs.insert(r.clone(), oid);
+            }
+            let mut report = RepoReport::new(&self.ws);
+            let repo = self.repo();
+            let cx = Context { repo: &repo, vm: "vm", seed: &self.seed, shared_worktree: true };
+            let retry = apply(&cx, &guest, refs, &mut report).unwrap();
+            (report, retry)
+        }
+    }
+
+    #[test]
+    fn the_hosts_head_and_index_follow_a_guest_that_switched_branch() {
+        let w = World::new();
+        std::fs::write(w.ws.join("s.txt"), "staged on the host\n").unwrap();
+        git(&w.ws, &[], &["add", "s.txt"]);
+        w.guest_git(&["switch", "-q", "-c", "feature"]);
+        std::fs::write(w.ws.join("a.txt"), "two\n").unwrap();
+        w.guest_git(&["commit", "-qm", "two", "a.txt"]);
+        let (report, retry) = w.apply(&[GuestRef::Branch("feature".into())], GuestHead::Branch("feature".into()));
+        assert!(!retry, "{report:?}");
+        assert_eq!(report.arrived.len(), 1, "{report:?}");
+        assert_eq!(report.notes, ["HEAD: now on feature, as in the guest"]);
+        assert_eq!(git(&w.ws, &[], &["symbolic-ref", "HEAD"]), "refs/heads/feature");
+        assert_eq!(
+            git(&w.ws, &[], &["status", "--porcelain"]),
+            "A  s.txt",
+            "the index matches the worktree, and the host's staged file stays"
+        );
+    }
+
+    #[test]
+    fn a_host_that_moved_on_keeps_its_head_and_conflicting_staged_changes_keep_the_branch() {
+        let w = World::new();
+        w.guest_git(&["switch", "-q", "-c", "feature"]);
+        git(&w.ws, &[], &["commit", "-q", "--allow-empty", "-m", "host moved on"]);
+        let (report, _) = w.apply(&[GuestRef::Branch("feature".into())], GuestHead::Branch("feature".into()));
+        assert_eq!(report.notes, ["HEAD: the guest is on feature, the host stays on main"]);
+        assert_eq!(git(&w.ws, &[], &["symbolic-ref", "HEAD"]), "refs/heads/main");
+
+        // The guest commits on the host's checked-out branch a file the host has staged otherwise.
+        let w = World::new();
+        std::fs::write(w.ws.join("a.txt"), "the host's\n").unwrap();
+        git(&w.ws, &[], &["add", "a.txt"]);
+        std::fs::write(w.ws.join("a.txt"), "the guest's\n").unwrap();
+        w.guest_git(&["commit", "-qm", "guest", "a.txt"]);
+        let before = git(&w.ws, &[], &["rev-parse", "main"]);
+        let (report, retry) = w.apply(&[GuestRef::Branch("main".into())], GuestHead::Branch("main".into()));
+        assert!(retry);
+        assert_eq!(report.refused.len(), 1, "{report:?}");
+        assert!(report.refused[0].why.contains("what is staged on the host touches files the guest's commits change"), "{report:?}");
+        assert_eq!(git(&w.ws, &[], &["rev-parse", "main"]), before, "the branch stays");
+        assert!(!w.ws.join(".git/index.lock").exists() && !w.ws.join(".git/index.hutch").exists());
+    }
 }

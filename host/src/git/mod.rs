@@ -33,7 +33,10 @@
 //!   checked-out one, and refuses (keeps under `refs/hutch/<vm>/`, and
 //!   names) what must not be applied;
 //! - [`report`] tells the user what arrived and what was refused (stderr,
-//!   the audit log).
+//!   the audit log);
+//! - [`watch`] quarantines a `.git` that appears in the project while the VM
+//!   runs (a repository the guest made, which `git add .` would turn into a
+//!   submodule host git recurses into).
 //!
 //! Every host git command hutch runs goes through [`host_git`], which turns
 //! off hooks and the fsmonitor whatever the user's configuration says.
@@ -52,6 +55,7 @@ pub mod refname;
 pub mod report;
 pub mod take;
 pub mod view;
+pub mod watch;
 
 use std::path::PathBuf;
 

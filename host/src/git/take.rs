@@ -93,11 +93,13 @@ pub fn from_guard(guard: &Guard) -> Vec<Taken> {
 
 /// After a command in a VM: takes the guest's commits if its refs moved.
 pub async fn after_exec(target: &Target, finished: Option<&Finished>) {
-    let (Target::Vm { state, record }, Some(Finished { outcome: Outcome::Exited(exited), .. })) = (target, finished) else { return };
+    let Target::Vm { state, record } = target else { return };
+    let dir = state.vm_dir(&record.name);
+    super::watch::tell_notices(&dir);
+    let Some(Finished { outcome: Outcome::Exited(exited), .. }) = finished else { return };
     if exited.git_stamp.is_empty() {
         return;
     }
-    let dir = state.vm_dir(&record.name);
     if std::fs::read_to_string(dir.join(STAMP_FILE)).is_ok_and(|s| s == exited.git_stamp) {
         return;
     }
