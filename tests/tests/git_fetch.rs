@@ -118,7 +118,7 @@ fn the_guests_commits_arrive_and_what_must_not_is_refused_and_named() {
 
     // Nothing new: nothing said, nothing refused again.
     let again = w.fetch();
-    assert_eq!((code(&again), stderr(&again).as_str()), (0, ""));
+    assert_eq!((code(&again), stderr(&again).as_str()), (0, "hutch: git: nothing new from the guest\n"));
 
     // The guest switches branch: without a record of what the guest was
     // given (an agent by address), the host's HEAD stays, and that is said.

@@ -12,7 +12,21 @@ use crate::target::Target;
 pub async fn run(args: FetchArgs) -> Result<u8, Error> {
     let target = args.agent.target(args.name.as_ref())?;
     let complete = match &target {
-        Target::Vm { state, record } => take::take_back(state, record).await,
+        Target::Vm { record, .. } if record.started_unix.is_none() => {
+            return Err(Error::Usage(format!("VM {} is stopped: its commits were taken when it went down", record.name)));
+        }
+        Target::Vm { state, record } => {
+            let handed = take::take_back(state, record).await;
+            if !handed.guarded {
+                eprintln!(
+                    "hutch: git: VM {} has no repository under the guard (no shared workspace, --ro, or --unguarded-git): nothing to take",
+                    record.name
+                );
+            } else if !handed.told {
+                eprintln!("hutch: git: nothing new from the guest");
+            }
+            handed.complete
+        }
         Target::Agent { addr, .. } => {
             let worktree = crate::workspace::resolve(args.workspace.as_deref())?;
             let gitdir = worktree.join(".git");
@@ -29,6 +43,9 @@ pub async fn run(args: FetchArgs) -> Result<u8, Error> {
                 .await
                 .map_err(|e| Error::Usage(format!("fetching panicked: {e}")))?;
             crate::git::report::tell(&reports, &worktree, None);
+            if reports.iter().all(crate::git::report::RepoReport::is_empty) {
+                eprintln!("hutch: git: nothing new from the guest");
+            }
             complete
         }
     };

@@ -180,14 +180,25 @@ impl Guard {
             .collect()
     }
 
-    /// The paths the guard covers, so the nested-repository scan does not
-    /// name them.
+    /// The `.git` entries the guard put there or covers (a repository's
+    /// view, a submodule's read-only `.git`, one inside a read-only
+    /// unpopulated submodule), which the watcher and the nested-repository
+    /// scan leave alone. A pinned folder's `.git` is not among them: the
+    /// folders leading to a submodule stay writable.
     pub fn known_git_entries(&self) -> BTreeSet<PathBuf> {
         let mut known: BTreeSet<PathBuf> = self.repos.iter().map(|r| r.worktree.join(".git")).collect();
         for mount in &self.mounts {
-            if let Mount::ReadOnly { path } | Mount::Pin { path } = mount {
-                known.insert(path.join(".git"));
-                known.insert(path.clone());
+            match mount {
+                Mount::ReadOnly { path } if path.file_name().is_some_and(|n| n == ".git") => {
+                    known.insert(path.clone());
+                }
+                Mount::ReadOnly { path } => {
+                    known.insert(path.join(".git"));
+                }
+                Mount::Bind { target, .. } if target.file_name().is_some_and(|n| n == ".git") => {
+                    known.insert(target.clone());
+                }
+                _ => {}
             }
         }
         known
@@ -221,6 +232,18 @@ pub fn plan(workspace: &Path, vm_dir: &Path, heavy: &[String]) -> Result<Guard, 
     }
     let mut plan = Planner { workspace: workspace.to_path_buf(), views, guard: Guard::default(), guarded: BTreeSet::new() };
     plan.guard.workspace = workspace.to_path_buf();
+    match plan_into(&mut plan, workspace, heavy) {
+        Ok(()) => Ok(plan.guard),
+        Err(e) => {
+            // What this attempt created in the project goes again.
+            plan.guard.created.reverse();
+            crate::heavy::remove_mount_points(&plan.guard.created);
+            Err(e)
+        }
+    }
+}
+
+fn plan_into(plan: &mut Planner, workspace: &Path, heavy: &[String]) -> Result<(), GitError> {
     let dot_git = workspace.join(".git");
     match kind_of(&dot_git)? {
         Entry::Gitdir => {
@@ -268,7 +291,7 @@ pub fn plan(workspace: &Path, vm_dir: &Path, heavy: &[String]) -> Result<Guard, 
     }
     plan.guard.created.reverse();
     plan.order_mounts();
-    Ok(plan.guard)
+    Ok(())
 }
 
 /// What a `.git` is.

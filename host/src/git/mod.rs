@@ -141,6 +141,7 @@ impl GitError {
     pub fn hint(&self) -> Option<String> {
         match self {
             GitError::BackendCannotGuard { .. } => Some(guard::BACKEND_ALTERNATIVES.into()),
+            GitError::NoGit(_) => Some("install git on this host (hutch runs it to make the guest's view of the repository and to take its commits), or pass --unguarded-git".into()),
             GitError::NoNamespace(_) | GitError::Unguardable { .. } => Some(
                 "use --ro (the guest works on a copy), or --unguarded-git (or `unguarded_git = true` in ~/.config/hutch/config.toml) to share .git writable, knowing the guest can then run code on this host through git"
                     .into(),

@@ -43,7 +43,11 @@ mod tests {
         std::fs::create_dir_all(ws.join("a/b/planted/.git")).unwrap();
         let guard = Guard {
             workspace: ws.to_path_buf(),
-            mounts: vec![super::super::guard::Mount::Pin { path: ws.join("known") }],
+            mounts: vec![
+                super::super::guard::Mount::Pin { path: ws.join("known") },
+                super::super::guard::Mount::ReadOnly { path: ws.join("known/.git") },
+                super::super::guard::Mount::Pin { path: ws.join("a") },
+            ],
             ..Guard::default()
         };
         let notes = notes(&guard);

@@ -103,7 +103,7 @@ pub async fn after_exec(target: &Target, finished: Option<&Finished>) {
     if std::fs::read_to_string(dir.join(STAMP_FILE)).is_ok_and(|s| s == exited.git_stamp) {
         return;
     }
-    if take_back(state, record).await {
+    if take_back(state, record).await.complete {
         save_stamp(&dir, &exited.git_stamp);
     }
 }
@@ -117,28 +117,38 @@ pub fn save_stamp(vm_dir: &Path, stamp: &str) {
     let _ = std::fs::write(path, stamp);
 }
 
+/// How a hand-back went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Handed {
+    /// The VM has guarded repositories (else there was nothing to take).
+    pub guarded: bool,
+    /// Everything was taken (nothing to try again).
+    pub complete: bool,
+    /// Something was said (arrived, refused, noted).
+    pub told: bool,
+}
+
 /// Takes the commits of every guarded repository of `record`'s VM, tells the
 /// user, and writes the audit log; failures are told, never fatal (a VM
-/// going down goes down). Returns whether everything was taken.
-pub async fn take_back(state: &StateDir, record: &VmRecord) -> bool {
+/// going down goes down).
+pub async fn take_back(state: &StateDir, record: &VmRecord) -> Handed {
+    let nothing = Handed { guarded: false, complete: true, told: false };
     if record.started_unix.is_none() {
-        return true;
+        return nothing;
     }
     let dir = state.vm_dir(&record.name);
+    let failed = |e: &dyn std::fmt::Display| {
+        eprintln!("hutch: warning: the guest's commits were not taken: {e}");
+        Handed { guarded: true, complete: false, told: true }
+    };
     let guard = match Guard::load(&dir) {
         Ok(Some(guard)) => guard,
-        Ok(None) => return true,
-        Err(e) => {
-            eprintln!("hutch: warning: the guest's commits were not taken: {e}");
-            return false;
-        }
+        Ok(None) => return nothing,
+        Err(e) => return failed(&e),
     };
     let _lock = match lock(&dir) {
         Ok(lock) => lock,
-        Err(e) => {
-            eprintln!("hutch: warning: the guest's commits were not taken: {e}");
-            return false;
-        }
+        Err(e) => return failed(&e),
     };
     let mut notes = guest_state_notes(&Target::Vm { state: state.clone(), record: Box::new(record.clone()) }, &guard).await;
     notes.extend(super::nested::notes(&guard));
@@ -148,10 +158,7 @@ pub async fn take_back(state: &StateDir, record: &VmRecord) -> bool {
     let taken = tokio::task::spawn_blocking(move || take_all(&repos, &source, &vm)).await;
     let (mut reports, complete) = match taken {
         Ok(done) => done,
-        Err(e) => {
-            eprintln!("hutch: warning: the guest's commits were not taken: {e}");
-            return false;
-        }
+        Err(e) => return failed(&e),
     };
     let fresh = fresh_notes(&dir, notes);
     if !fresh.is_empty() {
@@ -160,7 +167,7 @@ pub async fn take_back(state: &StateDir, record: &VmRecord) -> bool {
         reports.push(general);
     }
     super::report::tell(&reports, &guard.workspace, Some(&dir));
-    complete
+    Handed { guarded: true, complete, told: reports.iter().any(|r| !r.is_empty()) }
 }
 
 /// Takes every repository of `repos` from `source`; returns the reports and

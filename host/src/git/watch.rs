@@ -283,8 +283,13 @@ mod tests {
         std::fs::create_dir_all(vm.join("git")).unwrap();
         std::fs::create_dir(ws.join("known/.git")).unwrap();
         std::fs::create_dir_all(ws.join("early/.git")).unwrap();
-        let guard =
-            Guard { workspace: ws.clone(), mounts: vec![super::super::guard::Mount::Pin { path: ws.join("known") }], ..Guard::default() };
+        std::fs::create_dir_all(ws.join("pinned")).unwrap();
+        let mounts = vec![
+            super::super::guard::Mount::Pin { path: ws.join("known") },
+            super::super::guard::Mount::ReadOnly { path: ws.join("known/.git") },
+            super::super::guard::Mount::Pin { path: ws.join("pinned") },
+        ];
+        let guard = Guard { workspace: ws.clone(), mounts, ..Guard::default() };
         let mut watcher = Watcher::new(guard, vec!["node_modules".into()], vm.clone()).unwrap();
         watcher.watch_all();
         assert!(ws.join("early/.git.hutch-quarantine").is_dir(), "one made before the watch started");
@@ -298,12 +303,14 @@ mod tests {
         std::fs::create_dir_all(ws.join("b/c/d/.git")).unwrap();
         std::fs::create_dir_all(ws.join("early/.git")).unwrap();
         std::fs::create_dir_all(ws.join("node_modules/dep/.git")).unwrap();
+        std::fs::create_dir_all(ws.join("pinned/.git")).unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         let done = |ws: &Path| {
             ws.join("a/.git.hutch-quarantine/objects").is_dir()
                 && ws.join(".git.hutch-quarantine").is_file()
                 && ws.join("b/c/d/.git.hutch-quarantine").is_dir()
                 && ws.join("early/.git.hutch-quarantine-2").is_dir()
+                && ws.join("pinned/.git.hutch-quarantine").is_dir()
         };
         while !done(&ws) {
             assert!(std::time::Instant::now() < deadline, "not quarantined: {:?}", std::fs::read_dir(&ws).unwrap().collect::<Vec<_>>());
@@ -313,7 +320,7 @@ mod tests {
         assert!(ws.join("node_modules/dep/.git").is_dir(), "heavy dirs are the guest's own disk");
         tell_notices(&vm);
         let audit = std::fs::read_to_string(crate::net::audit::path(&vm)).unwrap();
-        assert_eq!(audit.lines().count(), 5, "{audit}");
+        assert_eq!(audit.lines().count(), 6, "{audit}");
         assert!(audit.contains("quarantined as b/c/d/.git.hutch-quarantine"), "{audit}");
         assert!(!vm.join(NOTICES_FILE).exists(), "told once");
     }

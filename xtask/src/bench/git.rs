@@ -55,7 +55,11 @@ pub fn run(quick: bool) -> Result<()> {
     // In the guest: git, then reading the share. Each timed in one VM, then the other.
     let steps: [(&str, &str, bool); 5] = [
         ("git status --porcelain", "git status --porcelain >/dev/null", true),
-        ("git commit of one changed file", "n=$(date +%s%N); echo $n >> m00/pkg000/bench-commit.txt && git add m00/pkg000/bench-commit.txt && git commit -qm \"bench $n\"", false),
+        (
+            "git commit of one changed file",
+            "n=$(date +%s%N); echo $n >> m00/pkg000/bench-commit.txt && git add m00/pkg000/bench-commit.txt && git commit -qm \"bench $n\"",
+            false,
+        ),
         ("git log -p -20", "git log -p -20 >/dev/null", false),
         ("find . -type f (the share)", "find . -type f >/dev/null", false),
         ("read every file (the share)", "find . -type f -print0 | xargs -0 cat >/dev/null", false),
@@ -86,7 +90,11 @@ pub fn run(quick: bool) -> Result<()> {
     };
     for (label, argv, n) in [
         ("hutch exec -- true", &["true"][..], runs.exec),
-        ("hutch exec -- git commit --allow-empty (taken back at its end)", &["git", "commit", "-q", "--allow-empty", "-m", "bench"][..], runs.guest * 3),
+        (
+            "hutch exec -- git commit --allow-empty (taken back at its end)",
+            &["git", "commit", "-q", "--allow-empty", "-m", "bench"][..],
+            runs.guest * 3,
+        ),
     ] {
         let mut samples = [Vec::new(), Vec::new()];
         for guest in pair {

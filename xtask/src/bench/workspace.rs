@@ -256,7 +256,14 @@ impl Guest {
 
     /// Boots the VM `name` with `extra` flags for `hutch up`, and checks the
     /// share is mounted over `transport`.
-    pub(super) fn up_as(hutch: &Path, image: &Path, dir: &Path, transport: &'static str, name: &'static str, extra: &[&str]) -> Result<Guest> {
+    pub(super) fn up_as(
+        hutch: &Path,
+        image: &Path,
+        dir: &Path,
+        transport: &'static str,
+        name: &'static str,
+        extra: &[&str],
+    ) -> Result<Guest> {
         let workspace = dir.to_str().ok_or("the bench folder's path is not UTF-8")?.to_owned();
         // A short path: Unix socket paths are limited to 107 bytes.
         let state = tempfile::Builder::new().prefix("hbenchws").tempdir_in("/tmp")?;
