@@ -16,6 +16,8 @@
 //! - [`workspace`] sets the project up in the guest, with mount points only
 //!   for the [`heavy`] dirs it uses, and removes them again;
 //! - [`state`] holds the typed VM records;
+//! - [`untrusted`] is the edge against the guest: every answer of an agent
+//!   is checked, capped and escaped there before hutch uses it;
 //! - [`error`] and [`exit`] gather each module's errors and map exit codes in
 //!   one place (see the README's Architecture section).
 
@@ -44,4 +46,5 @@ pub mod state;
 pub mod sync;
 pub mod target;
 pub mod transport;
+pub mod untrusted;
 pub mod workspace;
