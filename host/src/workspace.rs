@@ -97,8 +97,8 @@ pub async fn prepare(state: &StateDir, backend: &dyn Backend, record: &mut VmRec
             return Err(WorkspaceError::GitUnsupported);
         }
         for prepared in response.git.iter().filter(|p| !p.note.is_empty()) {
-            let worktree = crate::git::host_git::shown(prepared.worktree.as_bytes());
-            eprintln!("hutch: git: {worktree}: {}", crate::git::host_git::shown(prepared.note.as_bytes()));
+            let worktree = crate::untrusted::text::shown_bytes(prepared.worktree.as_bytes());
+            eprintln!("hutch: git: {worktree}: {}", crate::untrusted::text::shown_bytes(prepared.note.as_bytes()));
         }
         crate::git::take::save_stamp(&vm_dir, &response.git_stamp);
     }

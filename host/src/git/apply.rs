@@ -30,9 +30,7 @@ use super::refname::GuestRef;
 use super::report::{Arrived, Refused, RepoReport, short};
 use super::view::Head;
 
-/// New commits checked for gitlinks per ref, at most; a ref bringing more is
-/// refused (checking them all would take minutes).
-pub const MAX_NEW_COMMITS: u64 = 100_000;
+use crate::untrusted::limits::GIT_NEW_COMMITS;
 
 /// The guest's HEAD, as its advertisement said.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -103,8 +101,8 @@ pub fn apply(cx: &Context<'_>, guest: &Guest, candidates: &[GuestRef], report: &
             (_, None) => (None, vec!["--not".into(), "--branches".into(), "--tags".into()]),
         };
         let commits = count(cx.repo, g, &exclude)?;
-        if commits > MAX_NEW_COMMITS {
-            report.refused.push(refuse(format!("it brings {commits} new commits, more than hutch checks ({MAX_NEW_COMMITS})")));
+        if GIT_NEW_COMMITS.check(commits).is_err() {
+            report.refused.push(refuse(format!("it brings {commits} new commits, more than hutch checks ({})", GIT_NEW_COMMITS.max)));
             continue;
         }
         let allowed = match &allowed {
@@ -114,7 +112,7 @@ pub fn apply(cx: &Context<'_>, guest: &Guest, candidates: &[GuestRef], report: &
         if let Some(path) = new_gitlink(cx.repo, g, &exclude, allowed)? {
             let why = format!(
                 "a commit in it adds a submodule at {} that the host does not have (its `.git` would be the guest's)",
-                super::host_git::shown(&path)
+                crate::untrusted::text::shown_bytes(&path)
             );
             report.refused.push(refuse(why));
             continue;
@@ -303,7 +301,7 @@ fn checkout(repo: &Repo, name: &str, from: &str, to: &str, switch: bool) -> Resu
     if !merged.status.success() {
         return Ok(Err(format!(
             "what is staged on the host touches files the guest's commits change ({})",
-            super::host_git::shown(merged.stderr.trim_ascii())
+            crate::untrusted::text::shown_bytes(merged.stderr.trim_ascii())
         )));
     }
     if switch {

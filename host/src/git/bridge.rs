@@ -4,10 +4,11 @@
 //! the bytes both ways, so the host's fetch speaks the plain git protocol to
 //! the guest with no network and no SSH.
 //!
-//! What it relays is the guest's, so it is bounded: the ref advertisement
-//! may name at most [`MAX_REFS`] refs (it is parsed as pkt-lines up to its
-//! flush), everything from the guest together at most [`max_bytes`], and a
-//! guest that stops sending for [`IDLE`] is cut off. Only `git-upload-pack`
+//! What it relays is the guest's, so it is bounded (`crate::untrusted::limits`):
+//! the ref advertisement may name at most `GIT_GUEST_REFS` refs (it is parsed
+//! as pkt-lines up to its flush), everything from the guest together at most
+//! [`max_bytes`], and a guest that stops sending for `GIT_FETCH_IDLE` is cut
+//! off. Only `git-upload-pack`
 //! is served (a fetch), never `git-receive-pack`. The guest's error output
 //! is passed on escaped and cut, to host git (whose output hutch shows only
 //! escaped). The protocol is version 0 (no `GIT_PROTOCOL` is passed on), so
@@ -18,7 +19,6 @@
 //! address) and `HUTCH_GIT_BRIDGE_GITDIR`, the gitdir's path in the guest.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use futures_util::StreamExt;
 use hutch_proto::v1::exec_response::Kind;
@@ -41,17 +41,10 @@ pub const ENV_VM: &str = "HUTCH_GIT_BRIDGE_VM";
 pub const ENV_ADDR: &str = "HUTCH_GIT_BRIDGE_ADDR";
 /// The gitdir in the guest.
 pub const ENV_GITDIR: &str = "HUTCH_GIT_BRIDGE_GITDIR";
-/// Overrides [`DEFAULT_MAX_BYTES`] (a size: `8G`).
+/// Overrides the default of `GIT_FETCH_BYTES` (a size: `8G`).
 pub const ENV_MAX_BYTES: &str = "HUTCH_GIT_FETCH_MAX";
 
-/// Refs one advertisement may name: the view of a repository holds at most
-/// `view::MAX_REFS`, and the guest adds its own.
-pub const MAX_REFS: usize = super::view::MAX_REFS + 10_000;
-/// Bytes taken from the guest per fetch by default: a commit of some large
-/// files fits; a guest that would fill the host's disk does not.
-pub const DEFAULT_MAX_BYTES: u64 = 4 << 30;
-/// A guest that sends nothing for this long is given up on.
-pub const IDLE: Duration = Duration::from_secs(60);
+use crate::untrusted::limits::{GIT_FETCH_BYTES, GIT_FETCH_IDLE as IDLE, GIT_GUEST_REFS};
 /// The guest's error output kept (then escaped) for host git.
 const MAX_STDERR: usize = 4096;
 /// Bytes per stdin message (the agent takes up to 64 KiB).
@@ -59,13 +52,16 @@ const STDIN_CHUNK: usize = 64 * 1024;
 
 /// The byte cap in force.
 pub fn max_bytes() -> u64 {
-    std::env::var(ENV_MAX_BYTES).ok().and_then(|v| hutch_proto::size::parse_size(&v).ok()).unwrap_or(DEFAULT_MAX_BYTES)
+    std::env::var(ENV_MAX_BYTES).ok().and_then(|v| hutch_proto::size::parse_size(&v).ok()).unwrap_or(GIT_FETCH_BYTES.max)
 }
 
 /// Runs the bridge for `service`; returns the exit code host git sees.
 pub async fn run(service: &str) -> Result<u8, Error> {
     if service != "git-upload-pack" {
-        eprintln!("hutch git-bridge: only fetches are served (git-upload-pack), not {}", super::host_git::shown(service.as_bytes()));
+        eprintln!(
+            "hutch git-bridge: only fetches are served (git-upload-pack), not {}",
+            crate::untrusted::text::shown_bytes(service.as_bytes())
+        );
         return Ok(128);
     }
     let gitdir = std::env::var(ENV_GITDIR).map_err(|_| Error::Usage(format!("{ENV_GITDIR} is not set")))?;
@@ -150,13 +146,13 @@ pub async fn run(service: &str) -> Result<u8, Error> {
 /// Passes the guest's error output on to host git, escaped.
 fn pass_on(stderr: &[u8]) {
     if !stderr.is_empty() {
-        eprintln!("guest: {}", super::host_git::shown(stderr));
+        eprintln!("guest: {}", crate::untrusted::text::shown_bytes(stderr));
     }
 }
 
 fn fail(stderr: &[u8], why: &str) -> u8 {
     pass_on(stderr);
-    eprintln!("hutch git-bridge: {}", super::host_git::shown(why.as_bytes()));
+    eprintln!("hutch git-bridge: {}", crate::untrusted::text::shown_bytes(why.as_bytes()));
     128
 }
 
@@ -212,9 +208,7 @@ impl Relay {
                 1..=3 => return Err(GitError::TooMuch("an advertisement that is not git's protocol".into())),
                 _ => {
                     self.refs += 1;
-                    if self.refs > MAX_REFS {
-                        return Err(GitError::TooMuch(format!("more than {MAX_REFS} refs")));
-                    }
+                    GIT_GUEST_REFS.check_len(self.refs).map_err(|e| GitError::TooMuch(e.to_string()))?;
                     self.payload_left = len - 4;
                 }
             }
@@ -256,7 +250,7 @@ mod tests {
         assert!(garbage.check(b"zzzz").is_err());
         let mut many = Relay::new(u64::MAX);
         let line = pkt("x refs/heads/y\n");
-        let err = (0..=MAX_REFS).try_for_each(|_| many.check(line.as_bytes())).unwrap_err();
+        let err = (0..=GIT_GUEST_REFS.max_usize()).try_for_each(|_| many.check(line.as_bytes())).unwrap_err();
         assert!(err.to_string().contains("refs"), "{err}");
     }
 }

@@ -12,7 +12,8 @@
 
 use std::path::{Path, PathBuf};
 
-use super::host_git::{Repo, shown};
+use super::host_git::Repo;
+use crate::untrusted::text::shown_bytes as shown;
 
 /// Settings whose value is a command line.
 fn is_command(key: &str) -> bool {

@@ -9,8 +9,8 @@
 //! explicitly (`GIT_DIR`, `GIT_WORK_TREE`) and none of the variables that
 //! could point git elsewhere inherited from hutch's environment.
 
-use std::ffi::{OsStr, OsString};
-use std::path::{Path, PathBuf};
+use std::ffi::OsStr;
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
 use super::GitError;
@@ -114,7 +114,8 @@ impl Repo {
         if out.status.success() {
             return Ok(out.stdout);
         }
-        let why = shown(&out.stderr[out.stderr.len().saturating_sub(SHOWN_ERROR_BYTES)..]);
+        // git's error output relays what the guest's git said: escaped.
+        let why = crate::untrusted::text::shown_bytes(&out.stderr[out.stderr.len().saturating_sub(SHOWN_ERROR_BYTES)..]);
         let why = if why.trim().is_empty() { out.status.to_string() } else { why.trim().to_owned() };
         Err(GitError::Git { args: args_text(args), dir: self.worktree.clone().unwrap_or_else(|| self.gitdir.clone()), why })
     }
@@ -122,23 +123,7 @@ impl Repo {
 
 /// Arguments as shown in an error.
 fn args_text<S: AsRef<OsStr>>(args: &[S]) -> String {
-    shown(args.iter().map(|a| a.as_ref().to_string_lossy().into_owned()).collect::<Vec<_>>().join(" ").as_bytes())
-}
-
-/// Text that may come from the guest (git's error output relays what the
-/// guest's git said), as it may be shown: control characters escaped, so
-/// it cannot move the cursor, set the title or forge a line.
-pub fn shown(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes)
-        .chars()
-        .map(|c| if c.is_control() && c != '\n' { c.escape_default().to_string() } else { c.to_string() })
-        .collect::<String>()
-        .replace('\n', " / ")
-}
-
-/// `path` as an argument (an `OsString`).
-pub fn arg(path: &Path) -> OsString {
-    path.as_os_str().to_owned()
+    crate::untrusted::text::shown(&args.iter().map(|a| a.as_ref().to_string_lossy().into_owned()).collect::<Vec<_>>().join(" "))
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ pub fn notes(guard: &Guard) -> Vec<String> {
         .map(|dir| dir.join(".git"))
         .filter(|dot_git| !known.contains(dot_git))
         .map(|dot_git| {
-            let shown = super::host_git::shown(relative(&dot_git, &guard.workspace).as_os_str().as_encoded_bytes());
+            let shown = crate::untrusted::text::shown_bytes(relative(&dot_git, &guard.workspace).as_os_str().as_encoded_bytes());
             format!(
                 "the guest made a repository at {shown}: git on this host would run its hooks and configuration there; look at it (or delete it) before running git in that folder"
             )

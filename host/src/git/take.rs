@@ -38,9 +38,6 @@ const STAMP_FILE: &str = "git/stamp";
 const NOTED_FILE: &str = "git/noted";
 /// One hand-back at a time, per VM.
 const LOCK_FILE: &str = "git/lock";
-/// Repositories of `GitState` looked at (a Prepare names at most 256, and
-/// each has at most 256 submodules; what a guest says beyond is not read).
-const MAX_NOTED_REPOS: usize = 1024;
 
 /// How hutch reaches the guest from host git: the bridge's environment.
 #[derive(Clone, Debug)]
@@ -292,7 +289,7 @@ fn parse_listing(listed: &[u8], format: &str, refused: &mut Vec<Refused>) -> Gue
                 guest.refs.insert(r, left.to_owned());
             }
             Some(Err(why)) => refused.push(Refused {
-                name: super::host_git::shown(name.trim_start_matches("refs/heads/").as_bytes()).chars().take(80).collect(),
+                name: crate::untrusted::text::shown_bytes(name.trim_start_matches("refs/heads/").as_bytes()).chars().take(80).collect(),
                 why: format!("{why}: not taken"),
                 kept: None,
             }),
@@ -316,13 +313,13 @@ async fn guest_state_notes(target: &Target, guard: &Guard) -> Vec<String> {
         return Vec::new();
     };
     let mut notes = Vec::new();
-    for repo in state.into_inner().repos.iter().take(MAX_NOTED_REPOS) {
-        let at = super::host_git::shown(repo.worktree.as_bytes());
+    for repo in state.into_inner().repos.iter().take(crate::untrusted::limits::GIT_STATE_REPOS.max_usize()) {
+        let at = crate::untrusted::text::shown_bytes(repo.worktree.as_bytes());
         let at = Path::new(&at).strip_prefix(&guard.workspace).map_or(at.clone(), |p| p.display().to_string());
         let at = if at.is_empty() { String::new() } else { format!(" at {at}") };
         let mut own = Vec::new();
         if !repo.hooks.is_empty() {
-            let hooks: Vec<String> = repo.hooks.iter().map(|h| super::host_git::shown(h.as_bytes())).collect();
+            let hooks: Vec<String> = repo.hooks.iter().map(|h| crate::untrusted::text::shown_bytes(h.as_bytes())).collect();
             own.push(format!("hooks ({})", hooks.join(", ")));
         }
         if repo.config_changed {

@@ -21,10 +21,6 @@ use serde::{Deserialize, Serialize};
 use super::GitError;
 use super::host_git::Repo;
 
-/// Refs listed into a view at most: beyond this the repository is one hutch
-/// does not mirror (the largest public ones have some 100,000 tags).
-pub const MAX_REFS: usize = 500_000;
-
 /// What the view says HEAD was when the guest got it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Head {
@@ -97,8 +93,9 @@ fn packed_refs(repo: &Repo) -> Result<Vec<u8>, GitError> {
             continue;
         }
         count += 1;
-        if count > MAX_REFS {
-            return Err(GitError::Unguardable { path: repo.gitdir.clone(), why: format!("has more than {MAX_REFS} refs") });
+        if crate::untrusted::limits::GIT_VIEW_REFS.check_len(count).is_err() {
+            let max = crate::untrusted::limits::GIT_VIEW_REFS.max;
+            return Err(GitError::Unguardable { path: repo.gitdir.clone(), why: format!("has more than {max} refs") });
         }
         out.extend_from_slice(format!("{oid} {name}\n").as_bytes());
     }

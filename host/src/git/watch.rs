@@ -234,8 +234,9 @@ impl Watcher {
             let cwd = nix::fcntl::AT_FDCWD;
             match nix::fcntl::renameat2(cwd, path, cwd, &target, nix::fcntl::RenameFlags::RENAME_NOREPLACE) {
                 Ok(()) => {
-                    let rel =
-                        |p: &Path| super::host_git::shown(p.strip_prefix(&self.workspace).unwrap_or(p).as_os_str().as_encoded_bytes());
+                    let rel = |p: &Path| {
+                        crate::untrusted::text::shown_bytes(p.strip_prefix(&self.workspace).unwrap_or(p).as_os_str().as_encoded_bytes())
+                    };
                     let why = format!(
                         "a repository appeared here while the VM ran (made by the guest, or on this host): git on this host would run its hooks and configuration; quarantined as {} (look at its config and hooks before renaming it back)",
                         rel(&target)
@@ -253,7 +254,7 @@ impl Watcher {
         if !self.told_incomplete {
             self.told_incomplete = true;
             let note = format!("{why}: a repository the guest makes in a folder not watched is only named when its commits are taken");
-            self.notice(&super::host_git::shown(self.workspace.as_os_str().as_encoded_bytes()), note);
+            self.notice(&crate::untrusted::text::shown_bytes(self.workspace.as_os_str().as_encoded_bytes()), note);
         }
     }
 

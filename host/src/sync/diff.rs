@@ -102,7 +102,7 @@ pub async fn diff(client: &mut Client, root: &Path) -> Result<Patch, SyncError> 
 fn git_dir_of(path: &[u8]) -> Option<String> {
     let parts: Vec<&[u8]> = path.split(|&b| b == b'/').collect();
     let at = parts.iter().position(|p| *p == b".git")?;
-    Some(crate::git::host_git::shown(&parts[..=at].join(&b'/')))
+    Some(crate::untrusted::text::shown_bytes(&parts[..=at].join(&b'/')))
 }
 
 /// The host's version of a changed path, warning when it is no longer what was synced.
