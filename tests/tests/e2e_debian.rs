@@ -141,7 +141,7 @@ mk() { printf '#!/bin/sh\ntouch %s/%s 2>/dev/null\nexit 0\n' "$C" "$1" > "$2"; c
 # A commit adding a submodule at a path the host does not have.
 git update-index --add --cacheinfo "160000,$(git rev-parse HEAD),sub-evil" && git commit -qm 'adds a submodule'
 hooks="pre-commit prepare-commit-msg commit-msg post-commit post-checkout post-merge pre-push pre-rebase post-rewrite reference-transaction pre-auto-gc post-index-change push-to-checkout fsmonitor-watchman"
-for h in $hooks; do mk "hook-$h" ".git/hooks/$h"; done
+mkdir -p .git/hooks && for h in $hooks; do mk "hook-$h" ".git/hooks/$h"; done
 mkdir -p planted planted-hooks
 for p in fsmonitor pager editor diff filter textconv ssh cred askpass alias; do mk "$p" "planted/$p"; done
 for h in $hooks; do mk "hookspath-$h" "planted-hooks/$h"; done
@@ -257,16 +257,17 @@ fn git_under_the_hosts_guard(name: &str, project: &Project) {
     // The guest plants everything; the host refuses every write it guards,
     // takes none of it, and says so.
     let out = exec_argv(name, &["sh", "-c", PLANT, "sh", project.canary.to_str().unwrap()]);
-    let said = format!("{}{}", stdout(&out), stderr(&out));
-    assert!(!said.contains("WRITTEN"), "{said}");
-    assert_eq!(said.matches("refused: ").count(), 6, "{said}");
-    assert!(said.contains("refused agent: a commit in it adds a submodule at sub-evil that the host does not have"), "{said}");
-    assert!(said.contains("has hooks (") && said.contains("configuration, info/attributes of its own"), "{said}");
+    let planted = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(!planted.contains("WRITTEN"), "{planted}");
+    assert_eq!(planted.matches("refused: ").count(), 6, "{planted}");
+    assert!(planted.contains("refused agent: a commit in it adds a submodule at sub-evil that the host does not have"), "{planted}");
+    assert!(planted.contains("has hooks (") && planted.contains("configuration, info/attributes of its own"), "{planted}");
     let out = exec_argv(name, &["sudo", "-n", "sh", "-c", PLANT_AS_ROOT, "sh", ws.to_str().unwrap()]);
-    let said = stdout(&out);
-    assert!(!said.contains("WRITTEN"), "{said}{}", stderr(&out));
-    let tries = if said.contains("a fresh mount") { 9 } else { 7 };
-    assert_eq!(said.matches("refused: ").count(), tries, "{said}{}", stderr(&out));
+    let as_root = stdout(&out);
+    assert!(!as_root.contains("WRITTEN"), "{as_root}{}", stderr(&out));
+    let tries = if as_root.contains("a fresh mount") { 9 } else { 7 };
+    assert_eq!(as_root.matches("refused: ").count(), tries, "{as_root}{}", stderr(&out));
+    let told = format!("{planted}{}", stderr(&out));
 
     // The nested repositories the guest made are quarantined on the host.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -275,8 +276,10 @@ fn git_under_the_hosts_guard(name: &str, project: &Project) {
         std::thread::sleep(Duration::from_millis(100)); // polling a condition with a deadline, not synchronising
     }
     assert!(!ws.join("evil/.git").exists() && !ws.join("evil2/.git").exists());
-    let out = exec(name, "true");
-    assert!(stderr(&out).contains("quarantined as evil/.git.hutch-quarantine"), "{}", stderr(&out));
+    // Said at the end of the next command, if the one that made them had ended first.
+    let told = format!("{told}{}", stderr(&exec(name, "true")));
+    assert!(told.contains("quarantined as evil/.git.hutch-quarantine"), "{told}");
+    assert!(told.contains("quarantined as evil2/.git.hutch-quarantine"), "{told}");
 
     host_everyday_git(ws);
     assert_eq!(entries(&project.canary), Vec::<String>::new(), "git on the host ran what the guest planted");
