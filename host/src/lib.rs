@@ -11,6 +11,7 @@
 //! - [`net`] is the guest's network under the host's control: the per-VM
 //!   egress proxy, its policy, secrets and audit log;
 //! - [`sessions`] lists, waits for and signals a VM's sessions;
+//! - [`mcp`] serves a VM's tools to MCP clients (`hutch mcp`);
 //! - [`workspace`] sets the project up in the guest, with mount points only
 //!   for the [`heavy`] dirs it uses, and removes them again;
 //! - [`state`] holds the typed VM records;
@@ -33,6 +34,7 @@ pub mod forward;
 pub mod heavy;
 pub mod hooks;
 pub mod lifecycle;
+pub mod mcp;
 pub mod mux;
 pub mod net;
 pub mod plan;

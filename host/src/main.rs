@@ -64,6 +64,7 @@ fn main() -> ExitCode {
             Command::Mux(args) => Ok(hutch::mux::serve::run(&args.name).await?),
             Command::Net(args) => hutch::net::daemon::run(&args.name).await,
             Command::Log(args) => hutch::cmd::log::run(args).await,
+            Command::Mcp(args) => hutch::cmd::mcp::run(args).await,
         }
     });
     RawMode::restore();

@@ -14,6 +14,7 @@ pub mod kill;
 pub mod log;
 pub mod logs;
 pub mod ls;
+pub mod mcp;
 pub mod ping;
 pub mod ps;
 pub mod reset;

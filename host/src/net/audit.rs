@@ -1,8 +1,10 @@
-//! The audit log: one JSON line per egress decision and per exec, in the
-//! VM's state folder (`audit.jsonl`, mode 0600), read by `hutch log`.
+//! The audit log: one JSON line per egress decision, per exec and per MCP
+//! tool call, in the VM's state folder (`audit.jsonl`, mode 0600), read by
+//! `hutch log`.
 //!
-//! Two kinds of writers append to it: the VM's network process (egress) and
-//! every `hutch` command that runs something in the VM (exec). Each event is
+//! Its writers append to it: the VM's network process (egress), every
+//! `hutch` command that runs something in the VM (exec), and `hutch mcp`
+//! (a line per tool call its client made). Each event is
 //! one `write(2)` of one line to a file opened with `O_APPEND`, so lines from
 //! concurrent writers never interleave. Secret values never reach it: egress
 //! events carry what the guest sent (placeholders) and the names of secrets
@@ -40,6 +42,8 @@ pub enum What {
     Egress(Egress),
     /// A command ran in the VM.
     Exec(Exec),
+    /// An MCP client called a tool of `hutch mcp`.
+    Tool(Tool),
 }
 
 /// One egress decision: a CONNECT tunnel, a plain-HTTP request, or one
@@ -105,6 +109,47 @@ pub struct Exec {
     pub duration_ms: u64,
 }
 
+/// One tool call of an MCP client (`hutch mcp`): what it acted on and how
+/// it ended. Command lines have secret values replaced by `[secret NAME]`;
+/// contents (a file's bytes, stdin) are never logged, only their sizes.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Tool {
+    /// The tool (`exec`, `read_file`, `session_start`…).
+    pub tool: String,
+    /// The client, as it named itself (`claude-code 2.1.0`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
+    /// The command it ran (`exec`, `session_start`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub argv: Vec<String>,
+    /// The guest path it acted on (file and search tools).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// The working directory in the guest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    /// The session it acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+    /// What else it was asked (a byte range, a pattern, a signal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// A command's exit code, when it exited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// The signal that ended a command (`SIGTERM`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<String>,
+    /// Why the call failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The client cancelled it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cancelled: bool,
+    /// Wall time of the call.
+    pub duration_ms: u64,
+}
+
 impl Event {
     /// An event that happens now.
     pub fn now(what: What) -> Event {
@@ -127,6 +172,29 @@ fn try_append(path: &Path, event: &Event) -> std::io::Result<()> {
     let mut file = std::fs::OpenOptions::new().append(true).create(true).mode(0o600).open(path)?;
     // One write: O_APPEND makes it land whole at the end.
     file.write_all(&line)
+}
+
+/// The events of the last `max_bytes` of the log at `path`, oldest first:
+/// for readers that want what happened recently (`hutch mcp`'s `network`
+/// tool) without reading a log that grows for the VM's whole life. A line
+/// cut by the window's start, and lines that are not events, are skipped.
+pub fn recent(path: &Path, max_bytes: u64) -> std::io::Result<Vec<Event>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let len = file.metadata()?.len();
+    let from = len.saturating_sub(max_bytes);
+    file.seek(SeekFrom::Start(from))?;
+    let mut text = Vec::new();
+    file.take(max_bytes).read_to_end(&mut text)?;
+    let mut lines = text.split(|b| *b == b'\n');
+    if from > 0 {
+        lines.next();
+    }
+    Ok(lines.filter_map(|line| serde_json::from_slice(line).ok()).collect())
 }
 
 /// Milliseconds of `d`, saturating.
@@ -190,6 +258,25 @@ pub fn human(event: &Event) -> String {
             };
             format!("{time}  exec   {end:<7} {}  (in {}) {} ms", x.argv.join(" "), x.cwd, x.duration_ms)
         }
+        What::Tool(t) => {
+            let end = match (&t.error, t.cancelled, &t.signal, &t.exit_code) {
+                (_, true, _, _) => "cancelled".to_owned(),
+                (Some(error), false, _, _) => format!("error: {error}"),
+                (None, false, Some(signal), _) => signal.clone(),
+                (None, false, None, Some(code)) => format!("exit {code}"),
+                (None, false, None, None) => "ok".into(),
+            };
+            let parts = [
+                t.argv.join(" "),
+                t.path.clone().unwrap_or_default(),
+                t.session.clone().unwrap_or_default(),
+                t.detail.clone().unwrap_or_default(),
+            ];
+            let what = parts.into_iter().filter(|s| !s.is_empty()).collect::<Vec<_>>().join("  ");
+            let cwd = t.cwd.as_ref().map(|c| format!("  (in {c})")).unwrap_or_default();
+            let client = t.client.as_ref().map(|c| format!("  [{c}]")).unwrap_or_default();
+            format!("{time}  mcp    {:<13} {end:<7} {what}{cwd} {} ms{client}", t.tool, t.duration_ms)
+        }
     }
 }
 
@@ -240,5 +327,14 @@ mod tests {
         }
         assert!(text.lines().next().unwrap().contains(r#""event":"egress""#));
         assert!(human(&egress).contains("egress deny  CONNECT example.com:443  not on the allow list"), "{}", human(&egress));
+
+        // The end of the log: whole events only.
+        let tool = Event::now(What::Tool(Tool { tool: "exec".into(), argv: vec!["make".into()], exit_code: Some(2), ..Tool::default() }));
+        append(&log, &tool);
+        let line_len = serde_json::to_vec(&egress).unwrap().len() as u64 + 1;
+        let last = recent(&log, line_len + 20 + serde_json::to_vec(&tool).unwrap().len() as u64 + 1).unwrap();
+        assert_eq!(last, [egress.clone(), tool.clone()]);
+        assert!(human(&tool).contains("mcp    exec          exit 2  make"), "{}", human(&tool));
+        assert!(recent(&dir.path().join("none.jsonl"), 100).unwrap().is_empty());
     }
 }
