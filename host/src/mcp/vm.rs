@@ -193,7 +193,7 @@ async fn reach_vm(state: StateDir, name: VmName, watch: &dyn Watch) -> Result<Re
 /// mode and backend kept) or one to make for the current directory. Its
 /// messages go to stderr: stdout is the protocol's.
 async fn up(state: &StateDir, name: &VmName, existing: Option<&VmRecord>, watch: &dyn Watch) -> Result<VmRecord, VmError> {
-    let args = up_args(name, existing);
+    let args = up_args(name, existing)?;
     let plan = Plan::new(&args, state, Some(name.clone()), false)
         .map_err(|source| VmError::Plan { name: name.clone(), source: Box::new(source) })?;
     let _lock = VmLock::acquire(&state.create_vm_dir(name)?)?;
@@ -212,29 +212,34 @@ async fn up(state: &StateDir, name: &VmName, existing: Option<&VmRecord>, watch:
     Ok(up.record().clone())
 }
 
-/// The flags `hutch up --name NAME` would have: an existing VM's own
-/// workspace, snapshot mode and backend (so nothing is asked that it was not
-/// made with), else the defaults (the current directory as the workspace).
-fn up_args(name: &VmName, existing: Option<&VmRecord>) -> UpArgs {
-    let ro = existing.and_then(|r| r.ro);
-    UpArgs {
-        name: Some(name.clone()),
-        backend: existing.map(VmRecord::kind),
-        image: None,
-        cpus: None,
-        memory: None,
-        disk: None,
-        workspace: existing.and_then(|r| r.workspace.clone()),
-        no_workspace: existing.is_some_and(|r| r.workspace.is_none()),
-        heavy: Vec::new(),
-        no_heavy: false,
-        forward: Vec::new(),
-        ro: ro.is_some_and(|ro| !ro.git),
-        ro_git: ro.is_some_and(|ro| ro.git),
-        no_ignore: ro.is_some_and(|ro| ro.no_ignore),
-        network: None,
-        allow: Vec::new(),
+/// The flags of `hutch up --name NAME` for an existing VM (its own
+/// workspace, snapshot mode and backend, so nothing is asked that it was not
+/// made with) or a new one (the current directory as the workspace), parsed
+/// as `hutch up` parses them, so `HUTCH_IMAGE`, `HUTCH_BACKEND` and
+/// `HUTCH_NETWORK` count as they do there.
+fn up_args(name: &VmName, existing: Option<&VmRecord>) -> Result<UpArgs, VmError> {
+    #[derive(clap::Parser)]
+    struct Up {
+        #[command(flatten)]
+        args: UpArgs,
     }
+    let mut argv: Vec<std::ffi::OsString> = vec!["hutch up".into(), "--name".into(), name.as_str().into()];
+    if let Some(record) = existing {
+        argv.extend(["--backend".into(), record.kind().as_str().into()]);
+        match &record.workspace {
+            Some(workspace) => argv.extend(["--workspace".into(), workspace.into()]),
+            None => argv.push("--no-workspace".into()),
+        }
+        if let Some(ro) = record.ro {
+            argv.push(if ro.git { "--ro-git" } else { "--ro" }.into());
+            if ro.no_ignore {
+                argv.push("--no-ignore".into());
+            }
+        }
+    }
+    let up = <Up as clap::Parser>::try_parse_from(argv)
+        .map_err(|e| VmError::Plan { name: name.clone(), source: Box::new(crate::error::Error::Usage(e.to_string().trim().to_owned())) })?;
+    Ok(up.args)
 }
 
 /// The workspace the configuration is read from: the VM's, else the
@@ -244,5 +249,32 @@ pub fn config_dir(place: &Place) -> Option<PathBuf> {
     match place {
         Place::Agent { .. } => cwd,
         Place::Vm { state, name } => state.load(name).ok().and_then(|r| r.workspace).or(cwd),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::fake::spec;
+    use crate::state::{BackendState, RoMode};
+
+    #[test]
+    fn an_existing_vm_is_brought_up_with_its_own_workspace_mode_and_backend() {
+        let name = VmName::new("web").unwrap();
+        let mut record =
+            spec("web", Some(RoMode { git: true, no_ignore: true })).record("base".into(), None, BackendState::Lima(Default::default()));
+        record.workspace = Some(PathBuf::from("/src/web"));
+        let args = up_args(&name, Some(&record)).unwrap();
+        assert_eq!((args.name.as_ref(), args.backend), (Some(&name), Some(crate::state::BackendKind::Lima)));
+        assert_eq!(args.workspace.as_deref(), Some(std::path::Path::new("/src/web")));
+        assert!(args.ro_git && args.no_ignore && !args.ro && !args.no_workspace);
+
+        record.workspace = None;
+        record.ro = None;
+        let args = up_args(&name, Some(&record)).unwrap();
+        assert!(args.no_workspace && args.ro_mode().unwrap().is_none());
+
+        let fresh = up_args(&name, None).unwrap();
+        assert!(fresh.workspace.is_none() && !fresh.no_workspace, "a new VM gets the current directory, as `hutch up` gives it");
     }
 }
