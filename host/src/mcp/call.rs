@@ -112,6 +112,7 @@ impl Call {
             stdin: None,
             timeout: super::limits::GUEST_TOOL_TIMEOUT,
             cap: super::limits::GUEST_TOOL_OUTPUT,
+            err_cap: super::limits::GUEST_TOOL_ERRORS,
             keep: super::capture::Keep::Head,
             tag: self.tag.clone(),
         }

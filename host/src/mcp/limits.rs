@@ -65,7 +65,8 @@ pub const GUEST_TOOL_TIMEOUT: Duration = Duration::from_secs(120);
 /// Bytes kept of such a command's output: a read of [`OUTPUT_MAX`] plus its
 /// header, a listing of [`LIST_MAX`] long names, [`MATCHES_MAX`] results.
 pub const GUEST_TOOL_OUTPUT: usize = 8 * 1024 * 1024;
-/// Bytes kept of such a command's stderr (its error message).
+/// Bytes kept of such a command's stderr (its error message, or rg's
+/// warnings about files it could not read).
 pub const GUEST_TOOL_ERRORS: usize = 4096;
 
 /// Tool calls served at once: each holds at most a few times

@@ -53,8 +53,10 @@ pub struct Command {
     pub stdin: Option<Bytes>,
     /// The agent kills the group after this long.
     pub timeout: Duration,
-    /// Bytes kept of stdout and of stderr, each.
+    /// Bytes kept of stdout.
     pub cap: usize,
+    /// Bytes kept of stderr.
+    pub err_cap: usize,
     /// Which part of an over-long output to keep.
     pub keep: Keep,
     /// The label the agent logs it with.
@@ -141,7 +143,7 @@ pub async fn run(client: &mut Client, command: &Command, progress: &Progress, ca
     let mut responses = client.exec(ReceiverStream::new(rx)).await.map_err(CallError::from_status)?.into_inner();
 
     let mut stdout = Capture::new(command.cap, command.keep);
-    let mut stderr = Capture::new(command.cap, command.keep);
+    let mut stderr = Capture::new(command.err_cap, command.keep);
     let mut ticks = tokio::time::interval_at(began + progress::EVERY, progress::EVERY);
     let mut give_up = began + command.timeout + NO_ANSWER_GRACE;
     let mut cancelled = false;

@@ -73,12 +73,45 @@ pub async fn diff(client: &mut Client, root: &Path) -> Result<Patch, SyncError> 
     }
     let mut patch = Patch { files: changes.len(), ..Patch::default() };
     for (entry, contents) in changes {
+        inside(root, &entry.path)?;
         let path = String::from_utf8_lossy(&entry.path).into_owned();
         let before = host_side(root, &entry, &path, &mut patch.warnings)?;
         let after = entry.current.as_ref().and_then(|c| guest_side(c, contents));
         render(&mut patch.text, &path, before.as_ref(), after.as_ref());
     }
     Ok(patch)
+}
+
+/// Refuses a changed path the guest names unless it lies in the project: a
+/// relative path of plain names whose folders on the host are real folders,
+/// not symlinks (the agent's walk never goes through one). Otherwise the
+/// host would read, and put into the patch, a file outside the project
+/// (`/home/me/.ssh/id_ed25519`, `../x`, `link-to-etc/shadow`).
+fn inside(root: &Path, path: &[u8]) -> Result<(), SyncError> {
+    let relative = Path::new(std::ffi::OsStr::from_bytes(path));
+    let refused = || {
+        SyncError::Protocol(format!(
+            "the agent named a changed path outside the snapshot: {:?}",
+            crate::sessions::printable(&String::from_utf8_lossy(path))
+        ))
+    };
+    let mut parts = relative.components().peekable();
+    if parts.peek().is_none() {
+        return Err(refused());
+    }
+    let mut folder = root.to_path_buf();
+    while let Some(part) = parts.next() {
+        let std::path::Component::Normal(name) = part else { return Err(refused()) };
+        if parts.peek().is_none() {
+            break;
+        }
+        folder.push(name);
+        match std::fs::symlink_metadata(&folder) {
+            Ok(meta) if meta.file_type().is_symlink() => return Err(refused()),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// The host's version of a changed path, warning when it is no longer what was synced.
@@ -182,6 +215,19 @@ fn text(data: &[u8]) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_changed_path_outside_the_project_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("src")).unwrap();
+        std::os::unix::fs::symlink("/etc", dir.path().join("etc-link")).unwrap();
+        assert!(inside(dir.path(), b"src/main.rs").is_ok());
+        assert!(inside(dir.path(), b"new/deeper/file").is_ok(), "folders the host lacks are the guest's additions");
+        for bad in [&b"/etc/passwd"[..], b"../outside", b"src/../../x", b"etc-link/passwd", b"", b"./x"] {
+            let err = inside(dir.path(), bad).expect_err("refused");
+            assert!(err.to_string().contains("outside the snapshot"), "{err}");
+        }
+    }
 
     #[test]
     fn renders_git_style() {

@@ -105,8 +105,17 @@ pub async fn exec(call: &Call, params: ExecParams) -> Result<ExecOutput, ToolErr
     let mut reached = call.reach().await?;
     let cwd = params.cwd.unwrap_or_else(|| Call::default_cwd(&reached));
     call.audit().cwd = Some(call.redact(&cwd));
-    let command =
-        Command { argv, env: call.env(params.env.as_ref()), cwd, stdin, timeout, cap, keep: Keep::HeadAndTail, tag: String::new() };
+    let command = Command {
+        argv,
+        env: call.env(params.env.as_ref()),
+        cwd,
+        stdin,
+        timeout,
+        cap,
+        err_cap: cap,
+        keep: Keep::HeadAndTail,
+        tag: String::new(),
+    };
     let ran = call.run(&mut reached.client, command).await?;
     let exited = match ran.end {
         End::Exited(exited) => exited,

@@ -222,7 +222,7 @@ fn missing() -> ToolError {
 }
 
 fn warnings(ran: &Ran) -> Option<String> {
-    (!ran.stderr.head.is_empty()).then(|| meta_bytes(&ran.stderr.head[..ran.stderr.head.len().min(limits::GUEST_TOOL_ERRORS)]))
+    (!ran.stderr.head.is_empty()).then(|| meta_bytes(&ran.stderr.head))
 }
 
 /// A `match` message of `rg --json`: path and line as text or base64 bytes.

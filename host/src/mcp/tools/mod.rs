@@ -134,8 +134,7 @@ pub fn signal_name(exited: &Exited) -> Option<String> {
 /// What a guest command behind a tool said when it failed (`what`, then its
 /// stderr, escaped and cut, or how it ended).
 pub fn guest_failure(ran: &Ran, what: &str) -> ToolError {
-    let said = &ran.stderr.head[..ran.stderr.head.len().min(limits::GUEST_TOOL_ERRORS)];
-    let said = meta_bytes(said);
+    let said = meta_bytes(&ran.stderr.head);
     let said = said.trim();
     let how = match &ran.end {
         End::Exited(exited) => format!("exit code {}", crate::exit::of_exited(exited)),
