@@ -65,4 +65,8 @@ impl Watch for Progress {
         eprintln!("hutch: {message}");
         self.report(message);
     }
+
+    fn still(&self, message: String) {
+        self.report(message);
+    }
 }

@@ -129,22 +129,16 @@ pub struct Vm {
 
 /// What happened while reaching a VM, for the client's progress messages.
 pub trait Watch: Send + Sync {
-    /// Says `message` (the VM is being started, the snapshot synced…).
+    /// Says `message` (the VM is being started, it is up), to the client and on stderr.
     fn say(&self, message: String);
+    /// Tells the client only that the call is still under way (a boot takes a while).
+    fn still(&self, message: String);
 }
 
 impl Vm {
     /// Serves `place`.
     pub fn new(place: Place) -> Arc<Vm> {
         Arc::new(Vm { place, booting: Mutex::new(()) })
-    }
-
-    /// The VM's name, when hutch manages it.
-    pub fn name(&self) -> Option<&VmName> {
-        match &self.place {
-            Place::Vm { name, .. } => Some(name),
-            Place::Agent { .. } => None,
-        }
     }
 
     /// A connection for one call, starting the VM first when it does not
@@ -159,7 +153,17 @@ impl Vm {
         };
         let _booting = self.booting.lock().await;
         let handle = tokio::runtime::Handle::current();
-        tokio::task::spawn_blocking(move || handle.block_on(reach_vm(state, name, watch.as_ref()))).await?
+        let shown = name.clone();
+        let watching = watch.clone();
+        let mut reaching = tokio::task::spawn_blocking(move || handle.block_on(reach_vm(state, name, watching.as_ref())));
+        let began = tokio::time::Instant::now();
+        let mut ticks = tokio::time::interval_at(began + super::progress::EVERY, super::progress::EVERY);
+        loop {
+            tokio::select! {
+                reached = &mut reaching => return reached?,
+                _ = ticks.tick() => watch.still(format!("reaching VM {shown} ({} s)", began.elapsed().as_secs())),
+            }
+        }
     }
 }
 
