@@ -3,6 +3,11 @@
 //! description a model can act on; here, the list and the dispatch, and what
 //! the tools share: reading arguments, and turning what the guest answered
 //! into errors.
+//!
+//! Argument types that share fields (`exec` and `session_start`'s command,
+//! `glob` and `search`'s ignore flags) repeat them rather than
+//! `#[serde(flatten)]` a common struct: serde cannot refuse unknown fields
+//! through a flatten, and a misspelt argument must be an error a model sees.
 
 pub mod diff;
 pub mod exec;
