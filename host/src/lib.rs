@@ -15,7 +15,7 @@
 //!   for the [`heavy`] dirs it uses, and removes them again;
 //! - [`state`] holds the typed VM records;
 //! - [`error`] and [`exit`] gather each module's errors and map exit codes in
-//!   one place (see the README's Architecture section).
+//!   one place (see docs/ARCHITECTURE.md).
 
 pub mod agent_install;
 pub mod backend;
