@@ -17,7 +17,7 @@
 //! - [`untrusted`] is the edge against the guest: every answer of an agent
 //!   is checked, capped and escaped there before hutch uses it;
 //! - [`error`] and [`exit`] gather each module's errors and map exit codes in
-//!   one place (see the README's Architecture section).
+//!   one place (see docs/ARCHITECTURE.md).
 
 pub mod agent_install;
 pub mod backend;
