@@ -50,6 +50,20 @@ pub fn binaries() -> &'static Binaries {
         let mut cargo = Command::new(option_env!("CARGO").unwrap_or("cargo"));
         cargo.current_dir(workspace).args(["build", "--quiet", "--workspace", "--bins"]);
         cargo.env("CARGO_TARGET_DIR", profile_dir.parent().expect("target dir"));
+        // `cargo test` gives this process the test crate's own variables
+        // (CARGO_MANIFEST_DIR, CARGO_PKG_*…). Build scripts that watch one
+        // (ring's `rerun-if-env-changed`) would see it change between the
+        // outer build and this one and rebuild every time; the outer build
+        // never had them.
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            let set_by_cargo_test = ["CARGO_MANIFEST_", "CARGO_PKG_", "CARGO_CRATE_", "CARGO_BIN_"].iter().any(|p| name.starts_with(p))
+                || name == "CARGO_PRIMARY_PACKAGE"
+                || name == "CARGO_TARGET_TMPDIR";
+            if set_by_cargo_test {
+                cargo.env_remove(name.as_ref());
+            }
+        }
         match profile.as_str() {
             "debug" => {}
             "release" => {

@@ -63,8 +63,8 @@ impl Limit {
     pub fn shown(self) -> String {
         match self.unit {
             Unit::Items => format!("{}", self.max),
-            Unit::Bytes if self.max >= 1 << 20 && self.max % (1 << 20) == 0 => format!("{} MiB", self.max >> 20),
-            Unit::Bytes if self.max >= 1 << 10 && self.max % (1 << 10) == 0 => format!("{} KiB", self.max >> 10),
+            Unit::Bytes if self.max >= 1 << 20 && self.max.is_multiple_of(1 << 20) => format!("{} MiB", self.max >> 20),
+            Unit::Bytes if self.max >= 1 << 10 && self.max.is_multiple_of(1 << 10) => format!("{} KiB", self.max >> 10),
             Unit::Bytes => format!("{} bytes", self.max),
         }
     }
