@@ -13,6 +13,7 @@
 
 use hutch_proto::v1::exec_request::Kind;
 use hutch_proto::v1::{ExecRequest, SignalRequest, TerminalSize};
+use nix::sys::signal::Signal;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
@@ -72,6 +73,21 @@ pub async fn forward(requests: mpsc::Sender<ExecRequest>, policy: Policy) -> std
             std::future::pending::<()>().await;
         }
     }
+}
+
+/// Resolves with the first SIGINT, SIGTERM or SIGHUP hutch receives: how a
+/// wait of hutch's own (a boot, the start of a command, `hutch forward`)
+/// ends when the user asks. Once hutch listens for a signal the default
+/// action (dying) is gone for good, so every wait after that point must
+/// listen too.
+pub async fn termination() -> std::io::Result<Signal> {
+    let (mut int, mut term, mut hup) =
+        (signal(SignalKind::interrupt())?, signal(SignalKind::terminate())?, signal(SignalKind::hangup())?);
+    Ok(tokio::select! {
+        _ = int.recv() => Signal::SIGINT,
+        _ = term.recv() => Signal::SIGTERM,
+        _ = hup.recv() => Signal::SIGHUP,
+    })
 }
 
 /// Sends a resize whenever the local terminal's size changes (SIGWINCH).
