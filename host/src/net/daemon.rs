@@ -190,6 +190,7 @@ pub async fn run(name: &VmName) -> Result<u8, Error> {
         // Another one serves this VM.
         return Ok(0);
     };
+    tokio::spawn(crate::daemon::bound_own_log(daemon(&dir).log().to_path_buf(), crate::untrusted::limits::NET_LOG_BYTES));
     let policy_file = PolicyFile::load(&net)?;
     let secrets = Secrets::load(&net, &policy_file, |var| std::env::var(var).ok())?;
     for secret in secrets.iter().filter(|s| !s.has_value()) {
@@ -204,7 +205,7 @@ pub async fn run(name: &VmName) -> Result<u8, Error> {
         upstream: Upstream::from_env(),
         authority,
         client_tls: roots.client_config()?,
-        audit: super::audit::path(&dir),
+        audit: crate::audit::Log::for_vm(&state, &state.load(name)?),
     });
     let mut ready = false;
     let mut backoff = Duration::from_millis(100);

@@ -27,7 +27,7 @@ use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-use super::audit::Egress;
+use crate::audit::Egress;
 use super::body::{Metered, ProxyBody};
 use super::guest_io::Counters;
 use super::proxy::{Context, host_header, relay_response, send, strip_hop_by_hop};

@@ -143,13 +143,11 @@ pub const AUDIT_FILE_BYTES: Limit = Limit { name: "audit log file", max: 16 << 2
 /// 64 MiB at most, weeks of ordinary use.
 pub const AUDIT_FILES: usize = 4;
 
-/// A VM's network process log (`net/net.log`) before it is rotated, and
-/// how many are kept: it notes connections, problems and restarts, not
-/// every request (those are in the audit log).
-pub const NET_LOG_BYTES: Limit = Limit { name: "network process log", max: 4 << 20, unit: Unit::Bytes };
-
-/// `net/net.log` files kept: the current one and one rotated.
-pub const NET_LOG_FILES: usize = 2;
+/// A hutch daemon's own log (the network process's `net/net.log`, the
+/// multiplexer's `mux.log`) before its content moves to `NAME.log.1`: it
+/// notes connections, problems and restarts, not every request (those are
+/// in the audit log), so two of these are days of them.
+pub const NET_LOG_BYTES: Limit = Limit { name: "daemon log", max: 4 << 20, unit: Unit::Bytes };
 
 /// How long the diff of one file may compute before it falls back to a
 /// coarser one: two large unrelated files would otherwise cost minutes.

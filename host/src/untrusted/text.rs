@@ -71,6 +71,20 @@ fn noting(text: &str, max: usize, total: usize) -> String {
     out
 }
 
+/// `text` cut (not escaped) after at most `max` bytes, on a character
+/// boundary, with its full length noted: for a value stored where it is
+/// escaped anyway (a JSON string), which must stay bounded.
+pub fn truncated(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes)", &text[..end], text.len())
+}
+
 /// `text` with every [unsafe](is_unsafe) character escaped, whatever its
 /// length: for lines hutch composed itself around guest text that was
 /// already cut.
