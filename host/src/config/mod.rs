@@ -297,6 +297,21 @@ mod tests {
     }
 
     #[test]
+    fn timeouts_come_from_the_files_and_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "[timeouts]\ncall = \"2m\"\n").unwrap();
+        let mut config = Config::default();
+        config.layer(&file, true).unwrap();
+        assert_eq!(config.deadlines().call, std::time::Duration::from_secs(120));
+        assert_eq!(config.deadlines().connect, crate::untrusted::deadline::CONNECT);
+        assert_eq!(config.to_json()["timeouts.call"]["value"], 120.0);
+        std::fs::write(&file, "[timeouts]\n\nconnect = \"soon\"\n").unwrap();
+        let err = Config::default().layer(&file, true).unwrap_err().to_string();
+        assert!(err.contains(":3: ") && err.contains("[timeouts] connect"), "{err}");
+    }
+
+    #[test]
     fn disk_sizes_and_where_image_contents_may_be_set() {
         assert_eq!(parse_size("20G"), Ok(20 << 30));
         let dir = tempfile::tempdir().unwrap();

@@ -64,7 +64,10 @@ pub async fn start_detached(client: &mut Client, options: &Options, session: &Se
                     return Err(SessionError::Unsupported.into());
                 }
                 Some(Kind::Started(_)) => continue,
-                Some(Kind::Detached(detached)) if detached.reason == DetachReason::DetachAtStart as i32 => Outcome::Detached(detached),
+                Some(Kind::Detached(detached)) if detached.reason == DetachReason::DetachAtStart as i32 => {
+                    sessions::check_tag(&detached.session)?;
+                    Outcome::Detached(detached)
+                }
                 Some(Kind::Detached(_)) => return Err(ProtocolError::Unexpected("answered `--detach` with another reason to detach").into()),
                 Some(Kind::StartFailed(failed)) => Outcome::StartFailed(failed),
                 Some(Kind::Exited(exited)) => {

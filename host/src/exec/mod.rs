@@ -264,7 +264,8 @@ impl Drive {
             Role::Exec => signals::Policy::Exec,
             Role::Session { viewer, .. } => signals::Policy::Session { viewer },
         };
-        let mut local = std::pin::pin!(signals::forward(tx.clone(), policy));
+        let local = signals::forward(tx.clone(), policy);
+        let mut local = std::pin::pin!(async move { local?.await });
         let mut sink = if self.capture { Sink::capture() } else { Sink::local() };
         // Set once hutch has asked to detach or to kill, and is waiting for the answer.
         let mut leaving: Option<(tokio::time::Instant, Outcome)> = None;

@@ -44,35 +44,42 @@ pub enum Local {
 }
 
 /// Forwards INT, TERM, HUP and QUIT as `policy` says until hutch should
-/// stop waiting; otherwise runs forever.
-pub async fn forward(requests: mpsc::Sender<ExecRequest>, policy: Policy) -> std::io::Result<Local> {
+/// stop waiting; otherwise runs forever. The signals are listened for from
+/// this call on, not from the future's first poll: a Ctrl-C that comes
+/// while the first messages are handled is not lost.
+pub fn forward(
+    requests: mpsc::Sender<ExecRequest>,
+    policy: Policy,
+) -> std::io::Result<impl std::future::Future<Output = std::io::Result<Local>>> {
     let mut int = signal(SignalKind::interrupt())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut hup = signal(SignalKind::hangup())?;
     let mut quit = signal(SignalKind::quit())?;
-    let mut interrupts = 0;
-    let session = matches!(policy, Policy::Session { .. });
-    loop {
-        let name = tokio::select! {
-            _ = int.recv() => {
-                if matches!(policy, Policy::Session { viewer: true }) {
-                    return Ok(Local::Detach);
+    Ok(async move {
+        let mut interrupts = 0;
+        let session = matches!(policy, Policy::Session { .. });
+        loop {
+            let name = tokio::select! {
+                _ = int.recv() => {
+                    if matches!(policy, Policy::Session { viewer: true }) {
+                        return Ok(Local::Detach);
+                    }
+                    interrupts += 1;
+                    if interrupts >= INTERRUPTS_TO_ABANDON {
+                        return Ok(Local::Abandon);
+                    }
+                    "INT"
                 }
-                interrupts += 1;
-                if interrupts >= INTERRUPTS_TO_ABANDON {
-                    return Ok(Local::Abandon);
-                }
-                "INT"
+                _ = term.recv() => if session { return Ok(Local::Detach) } else { "TERM" },
+                _ = hup.recv() => if session { return Ok(Local::Detach) } else { "HUP" },
+                _ = quit.recv() => if session { return Ok(Local::Detach) } else { "QUIT" },
+            };
+            let request = ExecRequest { kind: Some(Kind::Signal(SignalRequest { name: name.into() })) };
+            if requests.send(request).await.is_err() {
+                std::future::pending::<()>().await;
             }
-            _ = term.recv() => if session { return Ok(Local::Detach) } else { "TERM" },
-            _ = hup.recv() => if session { return Ok(Local::Detach) } else { "HUP" },
-            _ = quit.recv() => if session { return Ok(Local::Detach) } else { "QUIT" },
-        };
-        let request = ExecRequest { kind: Some(Kind::Signal(SignalRequest { name: name.into() })) };
-        if requests.send(request).await.is_err() {
-            std::future::pending::<()>().await;
         }
-    }
+    })
 }
 
 /// Resolves with the first SIGINT, SIGTERM or SIGHUP hutch receives: how a

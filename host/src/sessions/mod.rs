@@ -117,15 +117,22 @@ pub async fn signal(client: &mut Client, name: &str, signal: &str) -> Result<(),
     Ok(())
 }
 
-/// A session as the agent described it, checked against the protocol: a
-/// name that is a tag (1-64 of `A-Z a-z 0-9 . _ -`, not starting with `-`
-/// or `.`), a known state, and for a finished one an end that is one.
-pub fn check(session: &SessionInfo) -> Result<(), ProtocolError> {
-    let name = session.name.as_bytes();
+/// A session's name as the agent sent it, checked: a tag as the protocol
+/// makes them (scripts use the one `exec --detach` prints unquoted).
+pub fn check_tag(name: &str) -> Result<(), ProtocolError> {
+    let name = name.as_bytes();
     let tag_char = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-');
     if name.is_empty() || name.len() > 64 || !name.iter().all(tag_char) || matches!(name[0], b'-' | b'.') {
         return Err(ProtocolError::Unexpected("sent a session whose name is not a tag"));
     }
+    Ok(())
+}
+
+/// A session as the agent described it, checked against the protocol: a
+/// name that is a tag (1-64 of `A-Z a-z 0-9 . _ -`, not starting with `-`
+/// or `.`), a known state, and for a finished one an end that is one.
+pub fn check(session: &SessionInfo) -> Result<(), ProtocolError> {
+    check_tag(&session.name)?;
     match known::<SessionState>("a session state", session.state)? {
         SessionState::Unspecified => Err(ProtocolError::UnknownValue { what: "a session state", value: 0 }),
         SessionState::SessionExited => match &session.exited {
