@@ -281,7 +281,10 @@ fn trailers(code: i32, message: &str) -> HeaderMap {
     let mut map = HeaderMap::new();
     map.insert("grpc-status", HeaderValue::from_str(&code.to_string()).expect("a number"));
     // Percent-encoded as gRPC says, so any byte gets through to the client.
-    let encoded: String = message.bytes().map(|b| if (0x20..0x7f).contains(&b) && b != b'%' { (b as char).to_string() } else { format!("%{b:02X}") }).collect();
+    let encoded: String = message
+        .bytes()
+        .map(|b| if (0x20..0x7f).contains(&b) && b != b'%' { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect();
     if let Ok(value) = HeaderValue::from_str(&encoded) {
         map.insert("grpc-message", value);
     }

@@ -226,8 +226,13 @@ pub const PROMPT: Duration = Duration::from_secs(5);
 /// Every audit line in the state folder `state` (the per-project files
 /// under `audit/`, rotated ones first), as text.
 pub fn audit_log(state: &Path) -> String {
-    let mut files: Vec<PathBuf> =
-        std::fs::read_dir(state.join("audit")).into_iter().flatten().flatten().map(|e| e.path()).filter(|p| !p.to_string_lossy().ends_with(".lock")).collect();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(state.join("audit"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| !p.to_string_lossy().ends_with(".lock"))
+        .collect();
     // `p.jsonl.3` … `p.jsonl.1` before `p.jsonl`: oldest first.
     files.sort_by_key(|p| std::cmp::Reverse(p.to_string_lossy().into_owned()));
     files.iter().map(|f| std::fs::read_to_string(f).unwrap_or_default()).collect()

@@ -45,6 +45,7 @@ pub fn assert_back_under_limit(pid: u32, what: &str) {
 /// Runs `cmd` (stdin from /dev/null) to its end and returns its output and
 /// its peak resident set in KiB, as the kernel accounted it for that one
 /// process (`wait4`'s `ru_maxrss`): no sampling, nothing missed.
+#[allow(clippy::zombie_processes)] // reaped by wait4 below, which std's Child does not know
 pub fn run_measured(cmd: &mut std::process::Command) -> (std::process::Output, u64) {
     use std::io::Read;
     use std::process::Stdio;

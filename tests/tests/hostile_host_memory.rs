@@ -46,7 +46,8 @@ fn exec_json_keeps_a_bounded_part_of_a_flood_and_says_how_much_it_cut() {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
 
     // 512 MiB of output.
-    let flood = HostileAgent::start(Plan::new().with_info().on("Exec", vec![started(), Step::Flood { message: chunk, times: 2048 }, exited_0()]));
+    let flood =
+        HostileAgent::start(Plan::new().with_info().on("Exec", vec![started(), Step::Flood { message: chunk, times: 2048 }, exited_0()]));
     let (out, flooded) = peak(&flood, &["exec", "--json", "--", "cat"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(flooded < baseline + ABOVE_BASELINE_KIB, "hutch held {flooded} KiB for 512 MiB of output (baseline {baseline} KiB)");
@@ -62,10 +63,9 @@ fn answers_packed_with_empty_items_are_refused_before_they_are_decoded() {
     let baseline_agent = HostileAgent::start(Plan::new().with_info().on("ListSessions", vec![Step::Message(Vec::new())]));
     let (out, baseline) = peak(&baseline_agent, &["ps"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    for (case, method, args, message) in [
-        ("sessions", "ListSessions", &["ps"][..], empty_items(1, items)),
-        ("capabilities", "Info", &["ping"][..], empty_items(5, items)),
-    ] {
+    for (case, method, args, message) in
+        [("sessions", "ListSessions", &["ps"][..], empty_items(1, items)), ("capabilities", "Info", &["ping"][..], empty_items(5, items))]
+    {
         let agent = HostileAgent::start(Plan::new().with_info().on(method, vec![Step::Message(message)]));
         let (out, used) = peak(&agent, args);
         assert_eq!(code(&out), 125, "{case}: {}", stderr(&out));
@@ -79,7 +79,8 @@ fn a_diff_holds_one_bounded_file_at_a_time() {
     let ws = tempfile::tempdir().unwrap();
     let ws_path = ws.path().canonicalize().unwrap();
     let entry = |path: &str| {
-        let current = ManifestEntry { path: path.into(), kind: EntryKind::EntryFile as i32, mode: 0o644, size: 256 << 20, ..Default::default() };
+        let current =
+            ManifestEntry { path: path.into(), kind: EntryKind::EntryFile as i32, mode: 0o644, size: 256 << 20, ..Default::default() };
         msg(&SnapshotDiffResponse { kind: Some(DiffKind::Entry(ChangedEntry { path: path.into(), synced: None, current: Some(current) })) })
     };
     let Step::Message(data) = msg(&SnapshotDiffResponse { kind: Some(DiffKind::Data(vec![b'z'; 1 << 20])) }) else { unreachable!() };
@@ -110,7 +111,11 @@ fn a_sync_manifest_may_not_outgrow_the_host_tree_by_more_than_its_cap() {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
 
     let entries = (0..16_000)
-        .map(|j| ManifestEntry { path: format!("f{j:05}-{}", "n".repeat(100)).into_bytes(), kind: EntryKind::EntryFile as i32, ..Default::default() })
+        .map(|j| ManifestEntry {
+            path: format!("f{j:05}-{}", "n".repeat(100)).into_bytes(),
+            kind: EntryKind::EntryFile as i32,
+            ..Default::default()
+        })
         .collect();
     let Step::Message(chunk) = msg(&SyncResponse { kind: Some(SyncKind::Manifest(PathManifest { entries })) }) else { unreachable!() };
     // 1.6 million entries of 110 bytes, against an empty host tree.

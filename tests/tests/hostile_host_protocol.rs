@@ -16,7 +16,11 @@ use hutch_tests::{binaries, code, stderr, stdout};
 
 fn hutch(agent: &HostileAgent) -> Command {
     let mut cmd = Command::new(&binaries().hutch);
-    cmd.env("HUTCH_ADDR", &agent.addr).env("HUTCH_CALL_TIMEOUT", "5").env_remove("HUTCH_TOKEN_FILE").env_remove("HUTCH_LOG").stdin(Stdio::null());
+    cmd.env("HUTCH_ADDR", &agent.addr)
+        .env("HUTCH_CALL_TIMEOUT", "5")
+        .env_remove("HUTCH_TOKEN_FILE")
+        .env_remove("HUTCH_LOG")
+        .stdin(Stdio::null());
     cmd
 }
 
@@ -42,7 +46,12 @@ fn an_exec_whose_end_is_outside_the_protocol_fails_with_125_never_0() {
         ("signal 256", exit_step(ended(exited::Status::Signal(256), ""))),
         ("a signal name that is none", exit_step(ended(exited::Status::Signal(9), "KILL\n"))),
         ("neither code nor signal", exit_step(Exited::default())),
-        ("detached, to a plain exec", msg(&ExecResponse { kind: Some(Kind::Detached(Detached { reason: DetachReason::DetachRequested as i32, session: "x".into() })) })),
+        (
+            "detached, to a plain exec",
+            msg(&ExecResponse {
+                kind: Some(Kind::Detached(Detached { reason: DetachReason::DetachRequested as i32, session: "x".into() })),
+            }),
+        ),
         ("dropped, to a plain exec", msg(&ExecResponse { kind: Some(Kind::Dropped(OutputDropped { stdout_bytes: 1, stderr_bytes: 0 })) })),
         ("attached, to a plain exec", msg(&ExecResponse { kind: Some(Kind::Attached(Attached::default())) })),
     ];
@@ -63,13 +72,19 @@ fn an_exec_whose_end_is_outside_the_protocol_fails_with_125_never_0() {
 
 #[test]
 fn a_plain_exec_is_never_detached_and_a_first_answer_must_start_it() {
-    let detached = msg(&ExecResponse { kind: Some(Kind::Detached(Detached { reason: DetachReason::DetachAtStart as i32, session: "s".into() })) });
+    let detached =
+        msg(&ExecResponse { kind: Some(Kind::Detached(Detached { reason: DetachReason::DetachAtStart as i32, session: "s".into() })) });
     let agent = HostileAgent::start(Plan::new().with_info().on("Exec", vec![detached.clone()]));
     let out = hutch(&agent).args(["exec", "--", "true"]).output().unwrap();
     assert_eq!(code(&out), 125, "a plain exec answered `detached` first: {}", stderr(&out));
     // `--detach` with a reason other than the one it asked for is no start either.
-    let other = msg(&ExecResponse { kind: Some(Kind::Detached(Detached { reason: DetachReason::DetachTakenOver as i32, session: "s".into() })) });
-    let agent = HostileAgent::start(Plan::new().with_info().on("Exec", vec![msg(&ExecResponse { kind: Some(Kind::Started(Started { pid: 1, session: "s".into() })) }), other]));
+    let other =
+        msg(&ExecResponse { kind: Some(Kind::Detached(Detached { reason: DetachReason::DetachTakenOver as i32, session: "s".into() })) });
+    let agent = HostileAgent::start(
+        Plan::new()
+            .with_info()
+            .on("Exec", vec![msg(&ExecResponse { kind: Some(Kind::Started(Started { pid: 1, session: "s".into() })) }), other]),
+    );
     let out = hutch(&agent).args(["exec", "-d", "--", "true"]).output().unwrap();
     assert_eq!(code(&out), 125, "{}", stderr(&out));
     assert_eq!(stdout(&out), "", "no tag is printed for a session that did not start as asked");
@@ -98,7 +113,8 @@ fn wait_and_ps_check_a_sessions_end_and_state() {
 
 #[test]
 fn an_attach_answered_with_an_unknown_mode_or_a_seat_not_asked_for_fails_with_125() {
-    let attached = |mode: i32| msg(&ExecResponse { kind: Some(Kind::Attached(Attached { session: "s".into(), mode, ..Default::default() })) });
+    let attached =
+        |mode: i32| msg(&ExecResponse { kind: Some(Kind::Attached(Attached { session: "s".into(), mode, ..Default::default() })) });
     for (case, first) in [("mode 99", attached(99)), ("a writer's seat to a viewer", attached(1))] {
         let agent = HostileAgent::start(Plan::new().with_info().on("Attach", vec![first, exit_step(ended(exited::Status::Code(0), ""))]));
         let out = hutch(&agent).args(["attach", "--read-only", "s"]).output().unwrap();

@@ -7,7 +7,9 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 
 use hutch_proto::v1::exec_response::Kind;
-use hutch_proto::v1::{ExecResponse, ForwardFailed, ForwardResponse, ListSessionsResponse, SessionInfo, SessionState, StartFailed, forward_response};
+use hutch_proto::v1::{
+    ExecResponse, ForwardFailed, ForwardResponse, ListSessionsResponse, SessionInfo, SessionState, StartFailed, forward_response,
+};
 use hutch_tests::hostile_agent::{HostileAgent, Plan, Step, ordinary_info};
 use hutch_tests::{PROMPT, binaries, code, free_tcp_port, stderr, stdout};
 
@@ -31,7 +33,8 @@ fn hutch(agent: &HostileAgent) -> Command {
 /// or bidirectional override, and not the forged line at a line's start.
 fn assert_clean(what: &str, output: &[u8]) {
     let text = String::from_utf8_lossy(output);
-    let bad: Vec<char> = text.chars().filter(|c| (c.is_control() && *c != '\n' && *c != '\t') || matches!(c, '\u{202a}'..='\u{202e}')).collect();
+    let bad: Vec<char> =
+        text.chars().filter(|c| (c.is_control() && *c != '\n' && *c != '\t') || matches!(c, '\u{202a}'..='\u{202e}')).collect();
     assert!(bad.is_empty(), "{what}: raw control characters {bad:?} reached the terminal:\n{text}");
     assert!(!text.lines().any(|l| l.starts_with("2026-12-01")), "{what}: a forged line:\n{text}");
 }
@@ -82,7 +85,8 @@ fn forward_errors_are_escaped() {
     let failed = ForwardResponse { kind: Some(forward_response::Kind::Failed(ForwardFailed { error: 5, message: EVIL.into() })) };
     let agent = HostileAgent::start(Plan::new().with_info().answer("Forward", &failed));
     let port = free_tcp_port();
-    let mut forward = hutch(&agent).args(["forward", &format!("{port}:3000")]).stderr(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    let mut forward =
+        hutch(&agent).args(["forward", &format!("{port}:3000")]).stderr(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
     // Once it says it forwards (on stdout), a connection makes it ask the agent.
     let mut line = String::new();
     std::io::BufRead::read_line(&mut std::io::BufReader::new(forward.stdout.take().unwrap()), &mut line).unwrap();
@@ -102,8 +106,17 @@ fn forward_errors_are_escaped() {
 
 #[test]
 fn session_names_and_commands_are_escaped_and_one_long_cell_neither_panics_nor_widens_ps() {
-    let session = |name: &str, argv: Vec<String>| SessionInfo { name: name.into(), argv, state: SessionState::SessionRunning as i32, pid: 7, ..Default::default() };
-    let list = ListSessionsResponse { sessions: vec![session("long", vec!["x".repeat(70_000), EVIL.into()]), session("short", vec![EVIL.into()])], ..Default::default() };
+    let session = |name: &str, argv: Vec<String>| SessionInfo {
+        name: name.into(),
+        argv,
+        state: SessionState::SessionRunning as i32,
+        pid: 7,
+        ..Default::default()
+    };
+    let list = ListSessionsResponse {
+        sessions: vec![session("long", vec!["x".repeat(70_000), EVIL.into()]), session("short", vec![EVIL.into()])],
+        ..Default::default()
+    };
     let agent = HostileAgent::start(Plan::new().with_info().answer("ListSessions", &list));
     let out = hutch(&agent).args(["ps"]).output().unwrap();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
@@ -114,7 +127,11 @@ fn session_names_and_commands_are_escaped_and_one_long_cell_neither_panics_nor_w
     assert_clean("ps --json", &out.stdout);
 
     // A name that is no tag (the agent makes tags of 1-64 plain characters) is a protocol error.
-    agent.set_plan(Plan::new().with_info().answer("ListSessions", &ListSessionsResponse { sessions: vec![session(EVIL, vec![])], ..Default::default() }));
+    agent.set_plan(
+        Plan::new()
+            .with_info()
+            .answer("ListSessions", &ListSessionsResponse { sessions: vec![session(EVIL, vec![])], ..Default::default() }),
+    );
     let out = hutch(&agent).args(["ps"]).output().unwrap();
     assert_eq!(code(&out), 125, "{}", stderr(&out));
     assert_clean("ps of a bad name", &out.stderr);

@@ -5,7 +5,6 @@
 
 use std::time::{Duration, Instant};
 
-
 use super::InstallError;
 use super::known_hosts;
 use super::login::Login;

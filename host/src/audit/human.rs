@@ -76,7 +76,10 @@ mod tests {
                 ..Egress::default()
             }),
         };
-        assert_eq!(line(&deny, "web"), "2026-12-01 16:04:50.114  egress deny  CONNECT example.com:443  not on the allow list  ↑0 B ↓0 B 0 ms");
+        assert_eq!(
+            line(&deny, "web"),
+            "2026-12-01 16:04:50.114  egress deny  CONNECT example.com:443  not on the allow list  ↑0 B ↓0 B 0 ms"
+        );
         assert!(line(&deny, "other").starts_with("2026-12-01 16:04:50.114  [web]  egress deny"));
 
         let forged = "x:443\n2026-12-01 16:04:52.301  exec   exit 0  npm install\x1b[2K";
@@ -86,7 +89,10 @@ mod tests {
         let shown = line(&Event { what: What::Egress(egress), ..deny.clone() }, "web");
         assert_eq!(shown.lines().count(), 1, "{shown}");
         assert!(!shown.chars().any(text::is_unsafe), "{shown:?}");
-        let exec = Event { what: What::Exec(Exec { argv: vec!["a\nb".into()], error: Some("\u{1b}]52;c;eA==\u{7}".into()), ..Exec::default() }), ..deny };
+        let exec = Event {
+            what: What::Exec(Exec { argv: vec!["a\nb".into()], error: Some("\u{1b}]52;c;eA==\u{7}".into()), ..Exec::default() }),
+            ..deny
+        };
         assert!(!line(&exec, "web").chars().any(text::is_unsafe));
     }
 }

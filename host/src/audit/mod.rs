@@ -138,7 +138,10 @@ impl What {
         };
         match &mut self {
             What::Egress(e) => {
-                for field in [&mut e.host, &mut e.method, &mut e.decision].into_iter().chain([&mut e.path, &mut e.rule, &mut e.reason, &mut e.addr].into_iter().flatten()) {
+                for field in [&mut e.host, &mut e.method, &mut e.decision]
+                    .into_iter()
+                    .chain([&mut e.path, &mut e.rule, &mut e.reason, &mut e.addr].into_iter().flatten())
+                {
                     cut(field);
                 }
                 e.secrets.iter_mut().for_each(cut);

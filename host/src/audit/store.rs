@@ -121,7 +121,8 @@ mod tests {
     fn a_flood_is_rotated_and_bounded_on_disk() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("audit").join("p.jsonl");
-        let event = Event { time: String::new(), vm: "web".into(), what: What::Exec(Exec { argv: vec!["x".repeat(1000)], ..Exec::default() }) };
+        let event =
+            Event { time: String::new(), vm: "web".into(), what: What::Exec(Exec { argv: vec!["x".repeat(1000)], ..Exec::default() }) };
         let cap = 64 << 10;
         for _ in 0..(cap as usize / 1000) * (limits::AUDIT_FILES + 2) {
             append_capped(&file, &event, cap).unwrap();

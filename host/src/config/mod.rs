@@ -209,7 +209,8 @@ impl Config {
         self.network.layer(file.network, file.secrets, path, &line)?;
         self.keep.set(file.exec.and_then(|e| e.keep), &source);
         let timeouts = file.timeouts.unwrap_or_default();
-        for (key, text, slot) in [("connect", timeouts.connect, &mut self.connect_timeout), ("call", timeouts.call, &mut self.call_timeout)] {
+        for (key, text, slot) in [("connect", timeouts.connect, &mut self.connect_timeout), ("call", timeouts.call, &mut self.call_timeout)]
+        {
             let Some(text) = text else { continue };
             let value = crate::duration::parse(&text).map_err(|why| invalid(key, format!("[timeouts] {key}: {why}")))?;
             slot.set(Some(value), &source);

@@ -68,7 +68,9 @@ pub async fn start_detached(client: &mut Client, options: &Options, session: &Se
                     sessions::check_tag(&detached.session)?;
                     Outcome::Detached(detached)
                 }
-                Some(Kind::Detached(_)) => return Err(ProtocolError::Unexpected("answered `--detach` with another reason to detach").into()),
+                Some(Kind::Detached(_)) => {
+                    return Err(ProtocolError::Unexpected("answered `--detach` with another reason to detach").into());
+                }
                 Some(Kind::StartFailed(failed)) => Outcome::StartFailed(failed),
                 Some(Kind::Exited(exited)) => {
                     crate::exit::of_exited(&exited)?;

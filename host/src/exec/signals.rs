@@ -88,8 +88,7 @@ pub fn forward(
 /// action (dying) is gone for good, so every wait after that point must
 /// listen too.
 pub async fn termination() -> std::io::Result<Signal> {
-    let (mut int, mut term, mut hup) =
-        (signal(SignalKind::interrupt())?, signal(SignalKind::terminate())?, signal(SignalKind::hangup())?);
+    let (mut int, mut term, mut hup) = (signal(SignalKind::interrupt())?, signal(SignalKind::terminate())?, signal(SignalKind::hangup())?);
     Ok(tokio::select! {
         _ = int.recv() => Signal::SIGINT,
         _ = term.recv() => Signal::SIGTERM,

@@ -13,8 +13,8 @@ use http_body_util::BodyExt;
 use http_body_util::combinators::BoxBody;
 use hyper::body::{Body, Frame, SizeHint};
 
-use crate::audit::{self, Egress, Log, What};
 use super::guest_io::Counters;
+use crate::audit::{self, Egress, Log, What};
 
 /// Every body the proxy sends or relays.
 pub type ProxyBody = BoxBody<Bytes, hyper::Error>;

@@ -39,12 +39,12 @@ use super::secrets::Secrets;
 use super::tls::HostRoots;
 use super::upstream::Upstream;
 use super::{NetError, net_dir};
-use crate::untrusted::text;
 use crate::config::network::{Mode, NetworkConfig};
 use crate::daemon::Daemon;
 use crate::error::Error;
 use crate::state::{StateDir, VmName, VmRecord};
 use crate::transport::{self, BearerToken, Client};
+use crate::untrusted::text;
 
 /// What it was started with (policy, secrets' fingerprints), to know when to restart it.
 const INPUTS_FILE: &str = "inputs.json";

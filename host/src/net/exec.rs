@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use hutch_proto::v1::exited;
 
-use crate::audit::{self, Log, What};
 use super::secrets::redact_values;
+use crate::audit::{self, Log, What};
 use crate::config::network::NetworkConfig;
 use crate::error::Error;
 use crate::exec::{Finished, Options, Outcome, SessionSpec};

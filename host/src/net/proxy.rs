@@ -24,7 +24,6 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
-use crate::audit::{self, Egress, Log, What};
 use super::body::{Metered, ProxyBody, Record, empty, full};
 use super::ca::Authority;
 use super::guest_io::Counters;
@@ -33,6 +32,7 @@ use super::policy::{Policy, Verdict};
 use super::secrets::{Misuse, Secrets};
 use super::sni::{self, Opening, Peeked};
 use super::upstream::{Connected, Upstream};
+use crate::audit::{self, Egress, Log, What};
 use crate::untrusted::text;
 
 /// How long a guest has, after CONNECT, to send its first bytes.

@@ -91,7 +91,8 @@ pub fn from_status(status: Status, name: &str) -> SessionError {
 /// deadline.
 pub async fn list(client: &mut Client) -> Result<ListSessionsResponse, SessionError> {
     let deadline = client.deadline();
-    let list = deadline.within("ListSessions", client.list_sessions_checked()).await.map_err(CallError::from)?.map_err(|s| from_status(s, ""))?;
+    let list =
+        deadline.within("ListSessions", client.list_sessions_checked()).await.map_err(CallError::from)?.map_err(|s| from_status(s, ""))?;
     limits::SESSIONS_LISTED.check_len(list.sessions.len()).map_err(ProtocolError::from)?;
     for session in &list.sessions {
         check(session)?;
@@ -113,7 +114,11 @@ pub async fn wait(client: &mut Client, name: &str) -> Result<SessionInfo, Sessio
 pub async fn signal(client: &mut Client, name: &str, signal: &str) -> Result<(), SessionError> {
     let request = SignalSessionRequest { name: name.to_owned(), signal: signal.to_owned() };
     let deadline = client.deadline();
-    deadline.within("SignalSession", client.signal_session_checked(request)).await.map_err(CallError::from)?.map_err(|s| from_status(s, name))?;
+    deadline
+        .within("SignalSession", client.signal_session_checked(request))
+        .await
+        .map_err(CallError::from)?
+        .map_err(|s| from_status(s, name))?;
     Ok(())
 }
 

@@ -88,7 +88,8 @@ fn entry(s: &SessionInfo) -> Value {
         value["exit_code"] = json!(exit::of_exited(exited).ok());
         value["timed_out"] = json!(exited.timed_out);
         if let Some(exited::Status::Signal(number)) = exited.status {
-            value["signal"] = json!(if exited.signal_name.is_empty() { number.to_string() } else { format!("SIG{}", text::shown(&exited.signal_name)) });
+            value["signal"] =
+                json!(if exited.signal_name.is_empty() { number.to_string() } else { format!("SIG{}", text::shown(&exited.signal_name)) });
         }
     }
     if !s.lost_reason.is_empty() {
@@ -158,7 +159,8 @@ mod tests {
         // One huge command does not widen every row (nor panic the formatter).
         let mut long = session("long", SessionState::SessionRunning);
         long.argv = vec!["x".repeat(100_000)];
-        let table = text(&ListSessionsResponse { sessions: vec![long, session("short", SessionState::SessionRunning)], ..Default::default() });
+        let table =
+            text(&ListSessionsResponse { sessions: vec![long, session("short", SessionState::SessionRunning)], ..Default::default() });
         assert!(table.lines().all(|l| l.chars().count() < 300), "{}", table.len());
         let json = json(&list);
         assert_eq!(json[1]["exit_code"], 3);

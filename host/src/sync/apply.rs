@@ -40,7 +40,10 @@ pub fn apply(host: &Beneath, change: Change, applied: &mut Applied, warn: &mut d
         }
         Some(Side::Link(target)) => {
             if target.starts_with(b"/") || target.split(|b| *b == b'/').any(|name| name == b"..") {
-                warn(format!("{path} is a symlink to {}, which may point outside the project", crate::untrusted::text::shown_bytes(&target)));
+                warn(format!(
+                    "{path} is a symlink to {}, which may point outside the project",
+                    crate::untrusted::text::shown_bytes(&target)
+                ));
             }
             host.symlink(path, &target)?;
             applied.written += 1;

@@ -87,7 +87,8 @@ pub async fn changes(
     warn: &mut dyn FnMut(String),
     each: &mut dyn FnMut(Change) -> Result<(), SyncError>,
 ) -> Result<Tally, SyncError> {
-    let host = Beneath::open(root).map_err(|e| SyncError::Local { what: "opening the workspace".into(), source: std::io::Error::other(e) })?;
+    let host =
+        Beneath::open(root).map_err(|e| SyncError::Local { what: "opening the workspace".into(), source: std::io::Error::other(e) })?;
     let request = SnapshotDiffRequest { root: root.to_string_lossy().into_owned() };
     let deadline = client.deadline();
     let mut stream = deadline.within("SnapshotDiff", client.snapshot_diff(request)).await?.map_err(SyncError::from_status)?.into_inner();
@@ -258,7 +259,11 @@ pub fn render(change: &Change, out: &mut dyn Write, warn: &mut dyn FnMut(String)
     }
     for side in [&change.before, &change.after].into_iter().flatten() {
         if matches!(side, Side::File(_, Contents::TooLarge)) {
-            warn(format!("{} is larger than {}: not diffed, copy it by hand (or `hutch diff --apply`)", change.path, limits::DIFF_FILE_BYTES.shown()));
+            warn(format!(
+                "{} is larger than {}: not diffed, copy it by hand (or `hutch diff --apply`)",
+                change.path,
+                limits::DIFF_FILE_BYTES.shown()
+            ));
             break;
         }
     }

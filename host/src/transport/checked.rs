@@ -8,9 +8,8 @@
 use std::marker::PhantomData;
 
 use hutch_proto::v1::{
-    EgressListenRequest, EgressListenResponse, InfoRequest, InfoResponse, ListSessionsRequest, ListSessionsResponse,
-    PrepareRequest, PrepareResponse, SignalSessionRequest, SignalSessionResponse, SyncRequest, SyncResponse, WaitSessionRequest,
-    WaitSessionResponse,
+    EgressListenRequest, EgressListenResponse, InfoRequest, InfoResponse, ListSessionsRequest, ListSessionsResponse, PrepareRequest,
+    PrepareResponse, SignalSessionRequest, SignalSessionResponse, SyncRequest, SyncResponse, WaitSessionRequest, WaitSessionResponse,
 };
 use tonic::codec::{Codec, DecodeBuf, Decoder, Streaming};
 use tonic::codegen::http::uri::PathAndQuery;

@@ -63,8 +63,8 @@ impl Limit {
     pub fn shown(self) -> String {
         match self.unit {
             Unit::Items => format!("{}", self.max),
-            Unit::Bytes if self.max >= 1 << 20 && self.max % (1 << 20) == 0 => format!("{} MiB", self.max >> 20),
-            Unit::Bytes if self.max >= 1 << 10 && self.max % (1 << 10) == 0 => format!("{} KiB", self.max >> 10),
+            Unit::Bytes if self.max >= 1 << 20 && self.max.is_multiple_of(1 << 20) => format!("{} MiB", self.max >> 20),
+            Unit::Bytes if self.max >= 1 << 10 && self.max.is_multiple_of(1 << 10) => format!("{} KiB", self.max >> 10),
             Unit::Bytes => format!("{} bytes", self.max),
         }
     }
@@ -100,6 +100,11 @@ pub const CAPTURED_BYTES: Limit = Limit { name: "output kept by exec --json, per
 /// A larger file is noted in the patch (`Binary files … differ`, with a
 /// warning) and must be copied by hand, as binary files are.
 pub const DIFF_FILE_BYTES: Limit = Limit { name: "size of a file diffed", max: 8 << 20, unit: Unit::Bytes };
+
+/// The patch `hutch diff` writes, held in an unlinked temporary file until
+/// the agent has sent everything (so a diff the agent breaks off halfway
+/// never prints a patch that `git apply` would take for whole).
+pub const PATCH_BYTES: Limit = Limit { name: "size of a patch", max: 256 << 20, unit: Unit::Bytes };
 
 /// Changed paths in one `hutch diff`: far above what anyone reviews as a
 /// patch; each is handled and let go before the next, so this bounds time,

@@ -107,9 +107,8 @@ mod tests {
         let nested = ListSessionsResponse { sessions: vec![argv], ..Default::default() };
         assert!(check(&nested.encode_to_vec(), LIST_SESSIONS).is_err(), "items inside items count too");
 
-        let chunk = |n| SyncResponse {
-            kind: Some(sync_response::Kind::Manifest(PathManifest { entries: vec![ManifestEntry::default(); n] })),
-        };
+        let chunk =
+            |n| SyncResponse { kind: Some(sync_response::Kind::Manifest(PathManifest { entries: vec![ManifestEntry::default(); n] })) };
         assert!(check(&chunk(4096).encode_to_vec(), SYNC).is_ok());
         assert!(check(&chunk(70_000).encode_to_vec(), SYNC).is_err());
         // Truncated or invalid bytes are the decoder's to refuse.
