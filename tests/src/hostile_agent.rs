@@ -172,6 +172,22 @@ impl HostileAgent {
         HostileAgent { socket, addr, plan, calls, requests, stop: Some(stop), thread: Some(thread), _dir: dir }
     }
 
+    /// A `hutch` aimed at this agent with `--addr` (through HUTCH_ADDR),
+    /// waiting `deadline` seconds for it (HUTCH_CALL_TIMEOUT and
+    /// HUTCH_CONNECT_TIMEOUT), with a private state folder and stdin from
+    /// /dev/null.
+    pub fn hutch(&self, deadline: &str) -> std::process::Command {
+        let mut cmd = std::process::Command::new(&crate::binaries().hutch);
+        cmd.env("HUTCH_ADDR", &self.addr)
+            .env("HUTCH_CALL_TIMEOUT", deadline)
+            .env("HUTCH_CONNECT_TIMEOUT", deadline)
+            .env("HUTCH_STATE_DIR", self._dir.path().join("state"))
+            .env_remove("HUTCH_TOKEN_FILE")
+            .env_remove("HUTCH_LOG")
+            .stdin(std::process::Stdio::null());
+        cmd
+    }
+
     /// Changes what it answers from now on.
     pub fn set_plan(&self, plan: Plan) {
         *self.plan.lock().expect("plan") = plan;

@@ -13,15 +13,14 @@ use hutch_proto::v1::{
 };
 use hutch_tests::hostile_agent::{HostileAgent, Plan, Step, empty_items, msg};
 use hutch_tests::rss::run_measured;
-use hutch_tests::{binaries, code, stderr};
+use hutch_tests::{code, stderr};
 
 /// What a flood may add to hutch's resident set (the bound).
 const ABOVE_BASELINE_KIB: u64 = 64 * 1024;
 
+/// `hutch` aimed at `agent`, waiting at most 20 s for each answer.
 fn hutch(agent: &HostileAgent) -> Command {
-    let mut cmd = Command::new(&binaries().hutch);
-    cmd.env("HUTCH_ADDR", &agent.addr).env("HUTCH_CALL_TIMEOUT", "20").env_remove("HUTCH_TOKEN_FILE").env_remove("HUTCH_LOG");
-    cmd
+    agent.hutch("20")
 }
 
 /// Peak RSS of `args` against `agent`, and its output.

@@ -13,16 +13,11 @@ use hutch_proto::v1::snapshot_diff_response::Kind as DiffKind;
 use hutch_proto::v1::{ChangedEntry, EntryKind, HeavyDir, HeavyMethod, ManifestEntry, PrepareResponse, SnapshotDiffResponse};
 use hutch_tests::fakes::FakeVmm;
 use hutch_tests::hostile_agent::{HostileAgent, Plan, Step, msg};
-use hutch_tests::{binaries, code, stderr, stdout};
+use hutch_tests::{code, stderr, stdout};
 
+/// `hutch` aimed at `agent`, waiting at most 10 s for each answer.
 fn hutch(agent: &HostileAgent) -> Command {
-    let mut cmd = Command::new(&binaries().hutch);
-    cmd.env("HUTCH_ADDR", &agent.addr)
-        .env("HUTCH_CALL_TIMEOUT", "10")
-        .env_remove("HUTCH_TOKEN_FILE")
-        .env_remove("HUTCH_LOG")
-        .stdin(Stdio::null());
-    cmd
+    agent.hutch("10")
 }
 
 /// A changed file `path` whose guest contents are `data` (added in the guest).

@@ -4,7 +4,7 @@
 //! 125, "hutch itself failed"), never a code the command could have had:
 //! an `Exited.code` of 256 was exit 0.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use hutch_proto::v1::exec_response::Kind;
 use hutch_proto::v1::{
@@ -12,16 +12,11 @@ use hutch_proto::v1::{
     WaitSessionResponse, exited,
 };
 use hutch_tests::hostile_agent::{HostileAgent, Plan, Step, msg};
-use hutch_tests::{binaries, code, stderr, stdout};
+use hutch_tests::{code, stderr, stdout};
 
+/// `hutch` aimed at `agent`, waiting at most 5 s for each answer.
 fn hutch(agent: &HostileAgent) -> Command {
-    let mut cmd = Command::new(&binaries().hutch);
-    cmd.env("HUTCH_ADDR", &agent.addr)
-        .env("HUTCH_CALL_TIMEOUT", "5")
-        .env_remove("HUTCH_TOKEN_FILE")
-        .env_remove("HUTCH_LOG")
-        .stdin(Stdio::null());
-    cmd
+    agent.hutch("5")
 }
 
 fn started() -> Step {

@@ -11,22 +11,14 @@ use hutch_proto::v1::{
     ExecResponse, ForwardFailed, ForwardResponse, ListSessionsResponse, SessionInfo, SessionState, StartFailed, forward_response,
 };
 use hutch_tests::hostile_agent::{HostileAgent, Plan, Step, ordinary_info};
-use hutch_tests::{PROMPT, binaries, code, free_tcp_port, stderr, stdout};
+use hutch_tests::{PROMPT, code, free_tcp_port, stderr, stdout};
 
 /// Text that would act on a terminal or forge a line if printed as it is.
 const EVIL: &str = "ok\x1b]52;c;cm0gLXJmIH4=\x07\x1b[2J\r\n2026-12-01 16:04:52.301  exec   exit 0  forged\u{9b}31m\u{202e}";
 
-/// `hutch` aimed at `agent` with `--addr` (through HUTCH_ADDR), short deadlines.
+/// `hutch` aimed at `agent`, waiting at most 2 s for each answer.
 fn hutch(agent: &HostileAgent) -> Command {
-    let mut cmd = Command::new(&binaries().hutch);
-    cmd.env("HUTCH_ADDR", &agent.addr)
-        .env("HUTCH_CALL_TIMEOUT", "2")
-        .env("HUTCH_CONNECT_TIMEOUT", "2")
-        .env("HUTCH_STATE_DIR", agent.socket.parent().expect("a folder").join("state"))
-        .env_remove("HUTCH_TOKEN_FILE")
-        .env_remove("HUTCH_LOG")
-        .stdin(Stdio::null());
-    cmd
+    agent.hutch("2")
 }
 
 /// Nothing in `output` that acts on a terminal: no ESC, BEL, CR, C1 control

@@ -11,23 +11,16 @@ use hutch_proto::v1::exec_response::Kind;
 use hutch_proto::v1::{ExecResponse, Exited, Started, WaitSessionResponse, exited};
 use hutch_tests::hostile_agent::{HostileAgent, Plan, Step, msg, vm_record};
 use hutch_tests::pty::OnPty;
-use hutch_tests::{PROMPT, binaries, code, stderr, stdout};
+use hutch_tests::{PROMPT, code, stderr, stdout};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 /// The call deadline the tests set (HUTCH_CALL_TIMEOUT), short.
 const DEADLINE: Duration = Duration::from_secs(1);
 
+/// `hutch` aimed at `agent`, waiting at most 1 s for each answer.
 fn hutch(agent: &HostileAgent) -> Command {
-    let mut cmd = Command::new(&binaries().hutch);
-    cmd.env("HUTCH_ADDR", &agent.addr)
-        .env("HUTCH_CALL_TIMEOUT", "1")
-        .env("HUTCH_CONNECT_TIMEOUT", "1")
-        .env("HUTCH_STATE_DIR", agent.socket.parent().expect("a folder").join("state"))
-        .env_remove("HUTCH_TOKEN_FILE")
-        .env_remove("HUTCH_LOG")
-        .stdin(Stdio::null());
-    cmd
+    agent.hutch("1")
 }
 
 /// Every command that asks the agent something and expects an answer

@@ -60,22 +60,11 @@ fn size(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::{Egress, Exec};
+    use crate::audit::Exec;
 
     #[test]
     fn a_line_shows_what_happened_and_nothing_the_guest_forged() {
-        let deny = Event {
-            time: "2026-12-01T16:04:50.114Z".into(),
-            vm: "web".into(),
-            what: What::Egress(Egress {
-                host: "example.com".into(),
-                port: 443,
-                method: "CONNECT".into(),
-                decision: "deny".into(),
-                reason: Some("not on the allow list".into()),
-                ..Egress::default()
-            }),
-        };
+        let deny = Event { time: "2026-12-01T16:04:50.114Z".into(), vm: "web".into(), what: crate::audit::example_refusal() };
         assert_eq!(
             line(&deny, "web"),
             "2026-12-01 16:04:50.114  egress deny  CONNECT example.com:443  not on the allow list  ↑0 B ↓0 B 0 ms"

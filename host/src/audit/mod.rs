@@ -218,6 +218,19 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (year, month, day)
 }
 
+/// An egress refusal as the tests of the log and its view use it.
+#[cfg(test)]
+pub(crate) fn example_refusal() -> What {
+    What::Egress(Egress {
+        host: "example.com".into(),
+        port: 443,
+        method: "CONNECT".into(),
+        decision: "deny".into(),
+        reason: Some("not on the allow list".into()),
+        ..Egress::default()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,14 +248,7 @@ mod tests {
     fn lines_round_trip_name_their_vm_and_appends_do_not_interleave() {
         let dir = tempfile::tempdir().unwrap();
         let log = Log::at(dir.path().join("p.jsonl"), &VmName::new("web").unwrap());
-        let egress = What::Egress(Egress {
-            host: "example.com".into(),
-            port: 443,
-            method: "CONNECT".into(),
-            decision: "deny".into(),
-            reason: Some("not on the allow list".into()),
-            ..Egress::default()
-        });
+        let egress = example_refusal();
         std::thread::scope(|s| {
             for _ in 0..8 {
                 s.spawn(|| (0..50).for_each(|_| log.append(egress.clone())));
