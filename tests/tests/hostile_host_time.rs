@@ -43,14 +43,27 @@ fn asking(ws: &std::path::Path) -> Vec<Vec<String>> {
 
 /// Runs `args` and checks it ended with 125 within the deadline (and a
 /// margin for starting processes on a loaded machine), saying who did not
-/// answer.
+/// answer. A hutch still waiting past that is killed and the test fails.
 fn gives_up(cmd: &mut Command, args: &[String], who: &str) {
-    let begin = Instant::now();
-    let out = cmd.args(args).output().unwrap();
-    let took = begin.elapsed();
+    let out = output_within(cmd.args(args), DEADLINE + PROMPT);
     assert_eq!(code(&out), 125, "hutch {args:?}: {}", stderr(&out));
-    assert!(took < DEADLINE + PROMPT, "hutch {args:?} waited {took:?} on a silent agent");
     assert!(stderr(&out).contains(who) && stderr(&out).contains("did not answer"), "hutch {args:?}: {}", stderr(&out));
+}
+
+/// `cmd`'s output, once it ended; fails the test (killing it) when it runs
+/// longer than `limit`.
+fn output_within(cmd: &mut Command, limit: Duration) -> std::process::Output {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let begin = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if begin.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("{cmd:?} still waited after {limit:?} on an agent that does not answer: {}", stderr(&out));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
 }
 
 #[test]
@@ -60,9 +73,7 @@ fn an_agent_that_never_speaks_holds_no_command_past_its_deadline() {
     for args in asking(ws.path()) {
         gives_up(&mut hutch(&mute), &args, "the agent at unix://");
     }
-    let begin = Instant::now();
-    let out = hutch(&mute).arg("doctor").output().unwrap();
-    assert!(begin.elapsed() < DEADLINE + PROMPT, "doctor waited {:?}", begin.elapsed());
+    let out = output_within(hutch(&mute).arg("doctor"), DEADLINE + PROMPT);
     assert_eq!(code(&out), 1, "{}", stdout(&out));
     assert!(stdout(&out).contains("did not answer Info"), "{}", stdout(&out));
 }
@@ -82,6 +93,7 @@ fn an_agent_that_takes_a_call_and_says_nothing_holds_no_command_past_its_deadlin
     for args in asking(ws.path()) {
         gives_up(&mut hutch(&agent), &args, "the agent at unix://");
     }
+    a_commands_own_time_is_never_cut();
 }
 
 #[test]
@@ -100,30 +112,6 @@ fn a_silent_vm_agent_is_named_by_its_vm_through_the_multiplexer_too() {
     }
     assert!(state.path().join("vms/web/mux.sock").exists(), "no multiplexer was started");
     let _ = hutch(&agent).env_remove("HUTCH_ADDR").env("HUTCH_STATE_DIR", state.path()).args(["down", "web"]).output();
-}
-
-#[test]
-fn a_commands_own_time_is_never_cut() {
-    let started = msg(&ExecResponse { kind: Some(Kind::Started(Started { pid: 1, session: String::new() })) });
-    let output = msg(&ExecResponse { kind: Some(Kind::Stdout(b"late\n".to_vec().into())) });
-    let exited = msg(&ExecResponse { kind: Some(Kind::Exited(Exited { status: Some(exited::Status::Code(3)), ..Default::default() })) });
-    let slow = DEADLINE * 3;
-    let session = hutch_proto::v1::SessionInfo {
-        name: "s".into(),
-        state: hutch_proto::v1::SessionState::SessionExited as i32,
-        exited: Some(Exited { status: Some(exited::Status::Code(4)), ..Default::default() }),
-        ..Default::default()
-    };
-    let agent = HostileAgent::start(
-        Plan::new()
-            .with_info()
-            .on("Exec", vec![started, Step::Pause(slow), output, Step::Pause(slow), exited])
-            .on("WaitSession", vec![Step::Pause(slow), msg(&WaitSessionResponse { session: Some(session) })]),
-    );
-    let out = hutch(&agent).args(["exec", "--", "slow"]).output().unwrap();
-    assert_eq!((code(&out), stdout(&out).as_str()), (3, "late\n"), "{}", stderr(&out));
-    let out = hutch(&agent).args(["wait", "s"]).output().unwrap();
-    assert_eq!(code(&out), 4, "waiting for a session's end is never cut: {}", stderr(&out));
 }
 
 #[test]
@@ -211,3 +199,29 @@ fn wait_with_deadline(child: &mut std::process::Child) -> std::process::ExitStat
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// A slow agent (not a silent one) is waited for: a command's own run and a
+/// wait for a session's end are never cut.
+fn a_commands_own_time_is_never_cut() {
+    let started = msg(&ExecResponse { kind: Some(Kind::Started(Started { pid: 1, session: String::new() })) });
+    let output = msg(&ExecResponse { kind: Some(Kind::Stdout(b"late\n".to_vec().into())) });
+    let exited = msg(&ExecResponse { kind: Some(Kind::Exited(Exited { status: Some(exited::Status::Code(3)), ..Default::default() })) });
+    let slow = DEADLINE * 3;
+    let session = hutch_proto::v1::SessionInfo {
+        name: "s".into(),
+        state: hutch_proto::v1::SessionState::SessionExited as i32,
+        exited: Some(Exited { status: Some(exited::Status::Code(4)), ..Default::default() }),
+        ..Default::default()
+    };
+    let agent = HostileAgent::start(
+        Plan::new()
+            .with_info()
+            .on("Exec", vec![started, Step::Pause(slow), output, Step::Pause(slow), exited])
+            .on("WaitSession", vec![Step::Pause(slow), msg(&WaitSessionResponse { session: Some(session) })]),
+    );
+    let out = hutch(&agent).args(["exec", "--", "slow"]).output().unwrap();
+    assert_eq!((code(&out), stdout(&out).as_str()), (3, "late\n"), "{}", stderr(&out));
+    let out = hutch(&agent).args(["wait", "s"]).output().unwrap();
+    assert_eq!(code(&out), 4, "waiting for a session's end is never cut: {}", stderr(&out));
+}
+
