@@ -71,9 +71,12 @@ fn main() -> ExitCode {
     let code = match result {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("hutch: {error}");
+            // Errors quote the guest (statuses, paths, consoles): each quote is
+            // escaped where it is made, and the whole line once more here, so
+            // nothing the guest sent acts on this terminal.
+            eprintln!("hutch: {}", hutch::untrusted::text::escaped(&error.to_string()));
             if let Some(hint) = error.hint() {
-                eprintln!("hint: {hint}");
+                eprintln!("hint: {}", hutch::untrusted::text::escaped_lines(&hint));
             }
             error.exit_code()
         }
