@@ -133,7 +133,7 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             // As if the signal had killed hutch, which is what the user asked.
-            Error::Interrupted(signal) => exit::signaled(*signal as u32),
+            Error::Interrupted(signal) | Error::Exec(ExecError::Interrupted(signal)) => exit::signaled(*signal as u32),
             // The hook's own code, as `run` passes on its command's.
             Error::Hook(e) | Error::Lifecycle(LifecycleError::Hook(e)) => e.exit_code().unwrap_or(exit::HUTCH_FAILED),
             _ => exit::HUTCH_FAILED,

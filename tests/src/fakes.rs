@@ -38,8 +38,10 @@ pub struct FakeVmm {
     pub vmm: Vmm,
     /// Short root folder (Unix socket paths must stay short).
     pub root: TempDir,
-    /// The agent "in the guest".
-    pub agent: Agent,
+    /// The agent "in the guest", when the fixture started one.
+    pub agent: Option<Agent>,
+    /// The socket the fake's VMs lead to (the agent's, or a hostile one's).
+    guest: PathBuf,
     /// Extra environment for every hutch this fixture runs.
     pub env: Vec<(String, String)>,
 }
@@ -69,11 +71,27 @@ impl FakeVmm {
         fake
     }
 
-    fn new(vmm: Vmm, extra: &[&str]) -> FakeVmm {
+    /// A fake Lima with one stopped instance, `base`, whose VMs lead to the
+    /// agent listening on `guest` (a hostile one, say) instead of a real one.
+    pub fn lima_in_front_of(guest: &Path) -> FakeVmm {
+        let root = Self::folders();
+        let fake = FakeVmm { vmm: Vmm::Lima, root, agent: None, guest: guest.to_path_buf(), env: Vec::new() };
+        let base = fake.vmm_home().join("base");
+        std::fs::create_dir_all(&base).expect("create the base instance");
+        std::fs::write(base.join("lima.yaml"), "images: []\ncpus: 4\n").expect("write the base instance");
+        fake
+    }
+
+    fn folders() -> TempDir {
         let root = tempfile::Builder::new().prefix("hf").tempdir_in("/tmp").expect("tempdir");
         for dir in ["home", "state", "ws", "shares", "local", "etc"] {
             std::fs::create_dir_all(root.path().join(dir)).expect("create fixture folder");
         }
+        root
+    }
+
+    fn new(vmm: Vmm, extra: &[&str]) -> FakeVmm {
+        let root = Self::folders();
         // The "guest" sees Tart's `workspace` share where a macOS guest would
         // (a folder of shares), and keeps heavy dirs with symlinks into its
         // own local folder, so nothing is mounted on the test machine.
@@ -86,7 +104,8 @@ impl FakeVmm {
         let mut args = vec!["--tart-shares", shares, "--local-dir", local, "--heavy-strategy", "symlink", "--etc-dir", etc];
         args.extend_from_slice(extra);
         let agent = Agent::start(agent_dir, addr, None, &args);
-        FakeVmm { vmm, root, agent, env: Vec::new() }
+        let guest = agent.socket();
+        FakeVmm { vmm, root, agent: Some(agent), guest, env: Vec::new() }
     }
 
     /// The fake's state folder ($TART_HOME or $LIMA_HOME).
@@ -118,7 +137,7 @@ impl FakeVmm {
 
     /// The agent's socket path, which the fake's sockets forward to.
     pub fn agent_socket(&self) -> PathBuf {
-        PathBuf::from(self.agent.addr.trim_start_matches("unix://"))
+        self.guest.clone()
     }
 
     /// A `hutch` command in this world: the fake first on PATH, private

@@ -98,7 +98,11 @@ pub enum Command {
     Diff(DiffArgs),
 
     /// Show a VM's audit log: every egress decision and every command run in it.
-    Log(LogArgs),
+    Audit(AuditArgs),
+
+    /// The old name of `audit` (one letter from `logs`), kept for one release.
+    #[command(hide = true)]
+    Log(AuditArgs),
 
     /// Serve MCP on stdin/stdout: a VM as the sandboxed tool of an MCP client (Claude Code, Codex…).
     Mcp(McpArgs),
@@ -112,9 +116,9 @@ pub enum Command {
     Net(MuxArgs),
 }
 
-/// `hutch log`.
+/// `hutch audit` (and its old name, `hutch log`).
 #[derive(Args, Debug)]
-pub struct LogArgs {
+pub struct AuditArgs {
     #[command(flatten)]
     pub name: NameArg,
 

@@ -11,7 +11,7 @@ use super::error::ToolError;
 use super::progress::Progress;
 use super::run::{self, Command, Ran};
 use super::vm::{Reached, Vm};
-use crate::net::audit;
+use crate::audit;
 use crate::net::secrets::redact_values;
 use crate::transport::Client;
 

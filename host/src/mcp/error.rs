@@ -38,6 +38,11 @@ pub enum ToolError {
     /// The VM's network state could not be read.
     #[error(transparent)]
     Net(#[from] NetError),
+    /// The agent answered what the protocol does not allow (an exit code
+    /// outside 0-255, a signal that is none): the VM's agent is not to be
+    /// believed, so the call fails rather than report a made-up result.
+    #[error(transparent)]
+    Protocol(#[from] crate::untrusted::protocol::ProtocolError),
     /// The guest refused or failed what the tool asked (its words, escaped).
     #[error("{0}")]
     Guest(String),
@@ -68,6 +73,9 @@ impl ToolError {
             ToolError::Session(e) => e.hint(),
             ToolError::Sync(e) => e.hint(),
             ToolError::Net(e) => e.hint(),
+            ToolError::Protocol(_) => {
+                Some("the VM's agent is not answering as hutch's agent does; `hutch down` and `hutch up` restart it".into())
+            }
             ToolError::Missing { .. } => Some(
                 "add it to the image (Debian: `packages = [...]` under [image] in ~/.config/hutch/config.toml, then `cargo xtask image`)"
                     .into(),

@@ -6,27 +6,26 @@
 //! file's bytes) is not metadata: it is returned as it is, within its cap,
 //! and JSON carries it safely.
 //!
-//! The one place that says how: when the host-wide module for untrusted
-//! text lands, this file becomes a call to it.
+//! The escaping is the host's one edge for untrusted text
+//! ([`crate::untrusted::text`]), with a bound that fits a whole path.
 
 use serde_json::Value;
 
-/// Characters kept of one piece of metadata: a path is at most 4096 bytes
-/// on Linux, anything longer is not a name.
-pub const META_CHARS: usize = 4096;
+use crate::untrusted::text;
 
-/// `text` bounded to [`META_CHARS`] characters, control characters escaped.
+/// Bytes kept of one piece of metadata: a path is at most 4096 bytes on
+/// Linux, anything longer is not a name.
+pub const META_BYTES: usize = 4096;
+
+/// `text` escaped as everywhere the host shows guest text, cut after
+/// [`META_BYTES`] with its length noted.
 pub fn meta(text: &str) -> String {
-    let mut out = crate::sessions::printable(&cut(text, META_CHARS));
-    if text.chars().nth(META_CHARS).is_some() {
-        out.push('…');
-    }
-    out
+    text::cut(text, META_BYTES)
 }
 
 /// Bytes from the guest as metadata: invalid UTF-8 replaced, then [`meta`].
 pub fn meta_bytes(bytes: &[u8]) -> String {
-    meta(&String::from_utf8_lossy(&bytes[..bytes.len().min(META_CHARS * 4)]))
+    meta(&String::from_utf8_lossy(&bytes[..bytes.len().min(META_BYTES * 4)]))
 }
 
 /// Every string in `value` (keys included) passed through [`meta`]: for
@@ -40,11 +39,6 @@ pub fn meta_json(value: Value) -> Value {
     }
 }
 
-/// The first `chars` characters of `text`.
-fn cut(text: &str, chars: usize) -> String {
-    text.chars().take(chars).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -52,8 +46,9 @@ mod tests {
     #[test]
     fn metadata_is_escaped_and_bounded() {
         assert_eq!(meta("build\x1b[2J\nnext"), "build\\u{1b}[2J\\nnext");
-        let long = "x".repeat(META_CHARS + 10);
-        assert_eq!(meta(&long).chars().count(), META_CHARS + 1);
+        let long = "x".repeat(META_BYTES + 10);
+        assert!(meta(&long).starts_with(&"x".repeat(META_BYTES - 64)) && meta(&long).len() < META_BYTES + 64, "{}", meta(&long).len());
+        assert!(!meta("a\u{202e}b\u{2028}").chars().any(text::is_unsafe));
         assert_eq!(meta_bytes(b"a\xffb\x07"), "a\u{fffd}b\\u{7}");
         let json = meta_json(serde_json::json!({"tag\r": ["ok", "\x1b]0;pwned\x07"], "pid": 3}));
         assert_eq!(json, serde_json::json!({"tag\\r": ["ok", "\\u{1b}]0;pwned\\u{7}"], "pid": 3}));

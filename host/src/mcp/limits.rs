@@ -48,8 +48,11 @@ pub const LOGS_READ: Duration = Duration::from_secs(30);
 /// on when it expires; waiting again is cheap).
 pub const WAIT_DEFAULT: Duration = Duration::from_secs(600);
 
-/// The largest patch `diff` returns (it says how much it cut).
+/// The largest patch `diff` returns (it says that it cut).
 pub const PATCH_MAX: usize = 4 * 1024 * 1024;
+
+/// The most warnings `diff` returns (each names one file).
+pub const DIFF_WARNINGS_MAX: usize = 100;
 
 /// Recent refusals `network` returns by default, and at most.
 pub const DENIALS_DEFAULT: usize = 20;

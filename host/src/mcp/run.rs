@@ -164,7 +164,7 @@ pub async fn run(client: &mut Client, command: &Command, progress: &Progress, ca
                     Some(_) | None => {}
                 },
                 Some(Err(status)) => return Err(CallError::lost(status).into()),
-                None => return Err(CallError::Protocol("the agent ended the exec without reporting how the process ended".into()).into()),
+                None => return Err(CallError::Protocol(crate::untrusted::protocol::ProtocolError::Unexpected("ended the exec without reporting how the process ended")).into()),
             },
             _ = ticks.tick() => progress.report(format!(
                 "running for {} s, {} bytes of output so far",

@@ -4,7 +4,6 @@
 //! into the VM's audit log, as `hutch exec` does for a command, whatever
 //! became of it (refused arguments and cancellations included).
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -24,15 +23,13 @@ use super::guest_text::meta;
 use super::progress::Progress;
 use super::vm::{Place, Vm};
 use super::{limits, tools};
-use crate::net::audit::{self, Event, What};
+use crate::audit::{self, What};
 
 /// hutch's MCP server for one agent or VM.
 pub struct Server {
     vm: Arc<Vm>,
     place: Place,
     env: Arc<Env>,
-    /// The VM's audit log (none for an agent given by address).
-    audit_log: Option<PathBuf>,
     calls: AtomicU64,
     slots: Arc<Semaphore>,
 }
@@ -40,15 +37,10 @@ pub struct Server {
 impl Server {
     /// A server for `place`, whose commands get `env`.
     pub fn new(place: Place, env: Env) -> Server {
-        let audit_log = match &place {
-            Place::Vm { state, name } => Some(audit::path(&state.vm_dir(name))),
-            Place::Agent { .. } => None,
-        };
         Server {
             vm: Vm::new(place.clone()),
             place,
             env: Arc::new(env),
-            audit_log,
             calls: AtomicU64::new(0),
             slots: Arc::new(Semaphore::new(limits::CONCURRENT_CALLS)),
         }
@@ -65,13 +57,14 @@ impl Server {
         Ok(())
     }
 
-    /// Appends the call's line to the VM's audit log, when the VM's folder
-    /// exists (a VM that could not even be created has none).
+    /// Appends the call's line to the VM's project's audit log, when the VM
+    /// has a record (a VM that could not even be created has none; an agent
+    /// given by address has no log).
     fn audit(&self, entry: audit::Tool) {
-        if let Some(log) = &self.audit_log
-            && log.parent().is_some_and(std::path::Path::is_dir)
+        if let Place::Vm { state, name } = &self.place
+            && let Ok(record) = state.load(name)
         {
-            audit::append(log, &Event::now(What::Tool(entry)));
+            audit::Log::for_vm(state, &record).append(What::Tool(entry));
         }
     }
 

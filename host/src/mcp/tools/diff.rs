@@ -27,9 +27,10 @@ pub struct DiffOutput {
     pub patch: String,
     /// Files changed.
     pub files: usize,
-    /// The patch was longer than 4 MiB and was cut there.
+    /// The patch was longer than 4 MiB: it holds the whole files that fit, in order.
     pub truncated: bool,
-    /// Files the host changed since the snapshot was taken (the patch is against the host's current version).
+    /// What the user should know: files the host changed since the snapshot was taken (the patch is against the
+    /// host's current version), files too large to diff, paths hutch refused (in `.git`, through a symlink).
     pub warnings: Vec<String>,
 }
 
@@ -67,18 +68,36 @@ pub async fn diff(call: &Call, _params: DiffParams) -> Result<DiffOutput, ToolEr
         }
     };
     call.audit().path = Some(call.redact(&root.display().to_string()));
-    let patch = tokio::select! {
-        patch = crate::sync::diff::diff(&mut reached.client, &root) => patch?,
+    // The same checked stream `hutch diff` prints, kept whole file by whole
+    // file up to PATCH_MAX; warnings escaped and counted.
+    let warnings = std::sync::Mutex::new(Vec::new());
+    let note = |warning: String| {
+        let mut warnings = warnings.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if warnings.len() < limits::DIFF_WARNINGS_MAX {
+            warnings.push(meta(&warning));
+        }
+    };
+    let (mut text, mut truncated) = (Vec::new(), false);
+    let mut each = |change: crate::sync::diff::Change| {
+        let mut one = Vec::new();
+        crate::sync::diff::render(&change, &mut one, &mut |w| note(w))
+            .map_err(|e| crate::sync::SyncError::Local { what: "rendering the patch".into(), source: e })?;
+        if truncated || text.len() + one.len() > limits::PATCH_MAX {
+            truncated = true;
+        } else {
+            text.extend_from_slice(&one);
+        }
+        Ok(())
+    };
+    let mut warn = |w| note(w);
+    let tally = tokio::select! {
+        tally = crate::sync::diff::changes(&mut reached.client, &root, &mut warn, &mut each) => tally?,
         () = call.cancel.cancelled() => return Err(ToolError::Cancelled),
     };
-    let mut text = patch.text;
-    let truncated = text.len() > limits::PATCH_MAX;
-    if truncated {
-        let mut end = limits::PATCH_MAX;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
-    }
-    Ok(DiffOutput { patch: text, files: patch.files, truncated, warnings: patch.warnings.iter().map(|w| meta(w)).collect() })
+    Ok(DiffOutput {
+        patch: String::from_utf8_lossy(&text).into_owned(),
+        files: tally.changes,
+        truncated,
+        warnings: warnings.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner),
+    })
 }

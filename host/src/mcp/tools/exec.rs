@@ -135,7 +135,7 @@ pub async fn exec(call: &Call, params: ExecParams) -> Result<ExecOutput, ToolErr
     let (stdout, out_lossy) = capture::joined(&ran.stdout);
     let (stderr, err_lossy) = capture::joined(&ran.stderr);
     Ok(ExecOutput {
-        exit_code: crate::exit::of_exited(&exited),
+        exit_code: crate::exit::of_exited(&exited)?,
         signal,
         timed_out: exited.timed_out,
         duration_ms: exited.duration_ms,

@@ -225,7 +225,7 @@ pub async fn read(call: &Call, params: ReadParams) -> Result<ReadOutput, ToolErr
     let command = call.command(argv, Call::default_cwd(&reached));
     let ran = call.run(&mut reached.client, command).await?;
     let failed = guest_failure(&ran, &format!("cannot read {}", meta(&params.path)));
-    if !matches!(&ran.end, End::Exited(e) if crate::exit::of_exited(e) == 0) && !matches!(ran.end, End::Cut) {
+    if !matches!(&ran.end, End::Exited(e) if crate::exit::of_exited(e).is_ok_and(|code| code == 0)) && !matches!(ran.end, End::Cut) {
         return Err(failed);
     }
     let (size, data) = header(&ran.stdout.head).ok_or(failed)?;
@@ -274,7 +274,7 @@ pub async fn write(call: &Call, params: WriteParams) -> Result<WriteOutput, Tool
     command.stdin = Some(bytes);
     let ran = call.run(&mut reached.client, command).await?;
     let failed = guest_failure(&ran, &format!("cannot write {}", meta(&params.path)));
-    if !matches!(&ran.end, End::Exited(e) if crate::exit::of_exited(e) == 0) {
+    if !matches!(&ran.end, End::Exited(e) if crate::exit::of_exited(e).is_ok_and(|code| code == 0)) {
         return Err(failed);
     }
     let size = std::str::from_utf8(&ran.stdout.head).ok().and_then(|t| t.trim().parse().ok()).ok_or(failed)?;
@@ -292,7 +292,7 @@ pub async fn list(call: &Call, params: ListParams) -> Result<ListOutput, ToolErr
     let ran = call.run(&mut reached.client, call.command(argv, cwd)).await?;
     let failed = guest_failure(&ran, &format!("cannot list {}", meta(&path)));
     // stat exits 1 when an entry vanished meanwhile: the others are listed.
-    if !matches!(&ran.end, End::Exited(e) if crate::exit::of_exited(e) <= 1) && !matches!(ran.end, End::Cut) {
+    if !matches!(&ran.end, End::Exited(e) if crate::exit::of_exited(e).is_ok_and(|code| code <= 1)) && !matches!(ran.end, End::Cut) {
         return Err(failed);
     }
     let (mut entries, more) = parse_listing(&ran.stdout.head).ok_or(failed)?;

@@ -203,7 +203,7 @@ async fn rg(call: &Call, path: Option<String>, args: Vec<String>, pattern: &str,
     };
     let ran = call.run(&mut reached.client, call.command(argv, cwd)).await?;
     match &ran.end {
-        End::Exited(exited) => match crate::exit::of_exited(exited) {
+        End::Exited(exited) => match crate::exit::of_exited(exited)? {
             0 | 1 => {}
             2 if !ran.stdout.head.is_empty() => {}
             127 => return Err(missing()),

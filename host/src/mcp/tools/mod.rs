@@ -142,7 +142,10 @@ pub fn guest_failure(ran: &Ran, what: &str) -> ToolError {
     let said = meta_bytes(&ran.stderr.head);
     let said = said.trim();
     let how = match &ran.end {
-        End::Exited(exited) => format!("exit code {}", crate::exit::of_exited(exited)),
+        End::Exited(exited) => match crate::exit::of_exited(exited) {
+            Ok(code) => format!("exit code {code}"),
+            Err(refused) => return refused.into(),
+        },
         End::StartFailed(failed) => return start_failed(failed),
         End::Cancelled => return ToolError::Cancelled,
         End::Cut => "more output than hutch reads".into(),
@@ -155,6 +158,8 @@ impl From<crate::exec::ExecError> for ToolError {
         match error {
             crate::exec::ExecError::Call(e) => e.into(),
             crate::exec::ExecError::Session(e) => e.into(),
+            // hutch mcp itself was told to stop: the call ends with it.
+            crate::exec::ExecError::Interrupted(_) => ToolError::Cancelled,
         }
     }
 }

@@ -8,12 +8,12 @@ use rmcp::model::{Tool, ToolAnnotations};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::audit::{self, What};
 use crate::mcp::call::Call;
 use crate::mcp::error::ToolError;
 use crate::mcp::guest_text::meta;
 use crate::mcp::limits;
 use crate::mcp::vm::Place;
-use crate::net::audit::{self, What};
 use crate::net::policy::PolicyFile;
 use crate::net::{NetError, net_dir};
 
@@ -117,10 +117,16 @@ pub fn network(call: &Call, place: &Place, params: NetworkParams) -> Result<Netw
     let rules = |rules: &[crate::config::network::Rule]| {
         rules.iter().map(|r| Rule { pattern: r.pattern.clone(), source: r.source.clone() }).collect::<Vec<_>>()
     };
-    let log = audit::path(&vm_dir);
-    let events = audit::recent(&log, limits::AUDIT_TAIL).map_err(|e| NetError::io(format!("reading {}", log.display()), e))?;
+    let events = match state.load(name) {
+        Ok(record) => {
+            let log = audit::store::project_file(state, &record);
+            audit::store::recent(&log, limits::AUDIT_TAIL).map_err(|e| NetError::io(format!("reading {}", log.display()), e))?
+        }
+        Err(_) => Vec::new(),
+    };
     let mut denials: Vec<Denial> = events
         .into_iter()
+        .filter(|event| event.vm.is_empty() || event.vm == name.as_str())
         .filter_map(|event| match event.what {
             What::Egress(e) if e.decision == "deny" => Some(Denial {
                 time: meta(&event.time),

@@ -280,7 +280,7 @@ pub async fn logs(call: &Call, params: LogsParams) -> Result<LogsOutput, ToolErr
                     continue;
                 }
                 Some(Kind::Exited(exited)) => {
-                    exit_code = Some(crate::exit::of_exited(&exited));
+                    exit_code = Some(crate::exit::of_exited(&exited)?);
                     break;
                 }
                 Some(Kind::Detached(_)) | None => break,
@@ -350,13 +350,16 @@ pub async fn wait(call: &Call, params: WaitParams) -> Result<WaitOutput, ToolErr
             Ok(WaitOutput {
                 tag,
                 state: "exited".into(),
-                exit_code: Some(crate::exit::of_exited(&exited)),
+                exit_code: Some(crate::exit::of_exited(&exited)?),
                 signal,
                 timed_out: exited.timed_out,
             })
         }
         (Ok(SessionState::SessionLost), _) => Ok(WaitOutput { tag, state: "lost".into(), exit_code: None, signal: None, timed_out: false }),
-        _ => Err(CallError::Protocol("the agent answered a wait with a session that has not ended".into()).into()),
+        _ => Err(CallError::Protocol(crate::untrusted::protocol::ProtocolError::Unexpected(
+            "answered a wait with a session that has not ended",
+        ))
+        .into()),
     }
 }
 

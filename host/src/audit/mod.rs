@@ -1,34 +1,55 @@
 //! The audit log: one JSON line per egress decision, per exec and per MCP
-//! tool call, in the VM's state folder (`audit.jsonl`, mode 0600), read by
-//! `hutch log`.
+//! tool call (`hutch mcp`), read by
+//! `hutch audit`, kept per project so that the record of a removed VM (a
+//! `run --rm` above all) stays.
 //!
-//! Its writers append to it: the VM's network process (egress), every
-//! `hutch` command that runs something in the VM (exec), and `hutch mcp`
-//! (a line per tool call its client made). Each event is
-//! one `write(2)` of one line to a file opened with `O_APPEND`, so lines from
-//! concurrent writers never interleave. Secret values never reach it: egress
-//! events carry what the guest sent (placeholders) and the names of secrets
-//! added, and exec events are redacted by the caller.
+//! Writers append through a [`Log`], made for a VM ([`Log::for_vm`]):
+//! `log.append(What::Exec(…))`. The VM's network process writes egress
+//! events, every `hutch` command that runs something writes exec events;
+//! new kinds of entries (a policy change, a git guard's refusal) are new
+//! variants of [`What`], each a struct of plain fields. The writer does the
+//! rest, so no caller can get it wrong:
+//!
+//! - every line is one `write(2)` to a file opened with `O_APPEND`, so
+//!   lines from concurrent writers never interleave;
+//! - every field is stored as a JSON string, so a newline or an escape
+//!   sequence the guest put into a host name, a URL path or a message is
+//!   an escape inside a string and can never start a line of its own; the
+//!   characters JSON leaves as they are (C1 controls, bidirectional marks)
+//!   are `\u` escapes too ([`text::json_safe`]), and each field is cut at
+//!   [`limits::AUDIT_FIELD_BYTES`];
+//! - the file is rotated past [`limits::AUDIT_FILE_BYTES`] and at most
+//!   [`limits::AUDIT_FILES`] are kept ([`store`]), so a guest that floods
+//!   requests cannot fill the host's disk;
+//! - the files are the project's (`audit/<project>.jsonl` in the state
+//!   folder), not the VM's folder's, so removing the VM leaves them, and
+//!   each line names its VM.
+//!
+//! Secret values never reach it: egress events carry what the guest sent
+//! (placeholders) and the names of secrets added, and exec events are
+//! redacted by the caller. `hutch audit` shows the lines with every field
+//! escaped ([`human`]).
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+pub mod human;
+pub mod store;
+
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-/// The log's file name in the VM's state folder.
-pub const AUDIT_FILE: &str = "audit.jsonl";
-
-/// The audit log of the VM whose state folder is `vm_dir`.
-pub fn path(vm_dir: &Path) -> PathBuf {
-    vm_dir.join(AUDIT_FILE)
-}
+use crate::state::{StateDir, VmName, VmRecord};
+use crate::untrusted::{limits, text};
 
 /// One line of the log.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     /// When (RFC 3339, UTC, milliseconds).
     pub time: String,
+    /// The VM it happened in (empty in lines written before logs were kept
+    /// per project).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub vm: String,
     /// What happened.
     #[serde(flatten)]
     pub what: What,
@@ -150,51 +171,77 @@ pub struct Tool {
     pub duration_ms: u64,
 }
 
-impl Event {
-    /// An event that happens now.
-    pub fn now(what: What) -> Event {
-        Event { time: rfc3339(SystemTime::now()), what }
+impl What {
+    /// Every text field cut at [`limits::AUDIT_FIELD_BYTES`] (the guest
+    /// chooses host names, paths and messages).
+    fn bounded(mut self) -> What {
+        let cut = |field: &mut String| {
+            if field.len() > limits::AUDIT_FIELD_BYTES.max_usize() {
+                *field = text::truncated(field, limits::AUDIT_FIELD_BYTES.max_usize());
+            }
+        };
+        match &mut self {
+            What::Egress(e) => {
+                for field in [&mut e.host, &mut e.method, &mut e.decision]
+                    .into_iter()
+                    .chain([&mut e.path, &mut e.rule, &mut e.reason, &mut e.addr].into_iter().flatten())
+                {
+                    cut(field);
+                }
+                e.secrets.iter_mut().for_each(cut);
+            }
+            What::Exec(x) => {
+                for field in [&mut x.cwd, &mut x.tag].into_iter().chain([&mut x.signal, &mut x.error].into_iter().flatten()) {
+                    cut(field);
+                }
+                x.argv.iter_mut().for_each(cut);
+            }
+            What::Tool(t) => {
+                for field in [&mut t.tool].into_iter().chain(
+                    [&mut t.client, &mut t.path, &mut t.cwd, &mut t.session, &mut t.detail, &mut t.signal, &mut t.error]
+                        .into_iter()
+                        .flatten(),
+                ) {
+                    cut(field);
+                }
+                t.argv.iter_mut().for_each(cut);
+            }
+        }
+        self
     }
 }
 
-/// Appends `event` to the log at `path` as one line; failures are only
-/// logged (auditing never breaks the command or the connection it records).
-pub fn append(path: &Path, event: &Event) {
-    if let Err(e) = try_append(path, event) {
-        tracing::warn!("cannot write the audit log {}: {e}", path.display());
-    }
+/// Where one VM's events go: its project's log, each line naming the VM.
+#[derive(Clone, Debug)]
+pub struct Log {
+    file: PathBuf,
+    vm: String,
 }
 
-fn try_append(path: &Path, event: &Event) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut line = serde_json::to_vec(event).map_err(std::io::Error::other)?;
-    line.push(b'\n');
-    let mut file = std::fs::OpenOptions::new().append(true).create(true).mode(0o600).open(path)?;
-    // One write: O_APPEND makes it land whole at the end.
-    file.write_all(&line)
-}
-
-/// The events of the last `max_bytes` of the log at `path`, oldest first:
-/// for readers that want what happened recently (`hutch mcp`'s `network`
-/// tool) without reading a log that grows for the VM's whole life. A line
-/// cut by the window's start, and lines that are not events, are skipped.
-pub fn recent(path: &Path, max_bytes: u64) -> std::io::Result<Vec<Event>> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut file = match std::fs::File::open(path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e),
-    };
-    let len = file.metadata()?.len();
-    let from = len.saturating_sub(max_bytes);
-    file.seek(SeekFrom::Start(from))?;
-    let mut text = Vec::new();
-    file.take(max_bytes).read_to_end(&mut text)?;
-    let mut lines = text.split(|b| *b == b'\n');
-    if from > 0 {
-        lines.next();
+impl Log {
+    /// The log of `record`'s VM (see [`store::project_file`]).
+    pub fn for_vm(state: &StateDir, record: &VmRecord) -> Log {
+        Log { file: store::project_file(state, record), vm: record.name.to_string() }
     }
-    Ok(lines.filter_map(|line| serde_json::from_slice(line).ok()).collect())
+
+    /// A log in `file` for VM `vm` (tests, tools).
+    pub fn at(file: PathBuf, vm: &VmName) -> Log {
+        Log { file, vm: vm.to_string() }
+    }
+
+    /// The current file.
+    pub fn file(&self) -> &std::path::Path {
+        &self.file
+    }
+
+    /// Appends `what`, happening now, as one line; failures are only logged
+    /// (auditing never breaks the command or the connection it records).
+    pub fn append(&self, what: What) {
+        let event = Event { time: rfc3339(SystemTime::now()), vm: self.vm.clone(), what: what.bounded() };
+        if let Err(e) = store::append(&self.file, &event) {
+            tracing::warn!("cannot write the audit log {}: {e}", self.file.display());
+        }
+    }
 }
 
 /// Milliseconds of `d`, saturating.
@@ -225,69 +272,17 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (year, month, day)
 }
 
-/// One line of `hutch log` for a human: time, kind, what, outcome.
-pub fn human(event: &Event) -> String {
-    let time = event.time.get(..23).unwrap_or(&event.time).replace('T', " ");
-    match &event.what {
-        What::Egress(e) => {
-            let target = match &e.path {
-                Some(path) => format!("{} {}:{}{path}", e.method, e.host, e.port),
-                None => format!("{} {}:{}", e.method, e.host, e.port),
-            };
-            let why = match (&e.rule, &e.reason) {
-                (_, Some(reason)) => reason.clone(),
-                (Some(rule), None) => rule.clone(),
-                (None, None) => String::new(),
-            };
-            let secrets = if e.secrets.is_empty() { String::new() } else { format!(" +{}", e.secrets.join(",")) };
-            let status = e.status.map(|s| format!(" {s}")).unwrap_or_default();
-            format!(
-                "{time}  egress {:<5} {target}{status}{secrets}  {why}  ↑{} ↓{} {} ms",
-                e.decision,
-                size(e.bytes_up),
-                size(e.bytes_down),
-                e.duration_ms
-            )
-        }
-        What::Exec(x) => {
-            let end = match (&x.exit_code, &x.signal, &x.error) {
-                (_, _, Some(error)) => format!("error: {error}"),
-                (_, Some(signal), None) => signal.clone(),
-                (Some(code), None, None) => format!("exit {code}"),
-                (None, None, None) => "?".into(),
-            };
-            format!("{time}  exec   {end:<7} {}  (in {}) {} ms", x.argv.join(" "), x.cwd, x.duration_ms)
-        }
-        What::Tool(t) => {
-            let end = match (&t.error, t.cancelled, &t.signal, &t.exit_code) {
-                (_, true, _, _) => "cancelled".to_owned(),
-                (Some(error), false, _, _) => format!("error: {error}"),
-                (None, false, Some(signal), _) => signal.clone(),
-                (None, false, None, Some(code)) => format!("exit {code}"),
-                (None, false, None, None) => "ok".into(),
-            };
-            let parts = [
-                t.argv.join(" "),
-                t.path.clone().unwrap_or_default(),
-                t.session.clone().unwrap_or_default(),
-                t.detail.clone().unwrap_or_default(),
-            ];
-            let what = parts.into_iter().filter(|s| !s.is_empty()).collect::<Vec<_>>().join("  ");
-            let cwd = t.cwd.as_ref().map(|c| format!("  (in {c})")).unwrap_or_default();
-            let client = t.client.as_ref().map(|c| format!("  [{c}]")).unwrap_or_default();
-            format!("{time}  mcp    {:<13} {end:<7} {what}{cwd} {} ms{client}", t.tool, t.duration_ms)
-        }
-    }
-}
-
-/// A byte count for people: `512 B`, `1.5 kB`, `3.2 MB`.
-fn size(bytes: u64) -> String {
-    match bytes {
-        0..1000 => format!("{bytes} B"),
-        1000..1_000_000 => format!("{:.1} kB", bytes as f64 / 1e3),
-        1_000_000..1_000_000_000 => format!("{:.1} MB", bytes as f64 / 1e6),
-        _ => format!("{:.2} GB", bytes as f64 / 1e9),
-    }
+/// An egress refusal as the tests of the log and its view use it.
+#[cfg(test)]
+pub(crate) fn example_refusal() -> What {
+    What::Egress(Egress {
+        host: "example.com".into(),
+        port: 443,
+        method: "CONNECT".into(),
+        decision: "deny".into(),
+        reason: Some("not on the allow list".into()),
+        ..Egress::default()
+    })
 }
 
 #[cfg(test)]
@@ -304,37 +299,36 @@ mod tests {
     }
 
     #[test]
-    fn lines_round_trip_and_appends_do_not_interleave() {
+    fn lines_round_trip_name_their_vm_and_appends_do_not_interleave() {
         let dir = tempfile::tempdir().unwrap();
-        let log = path(dir.path());
-        let egress = Event::now(What::Egress(Egress {
-            host: "example.com".into(),
-            port: 443,
-            method: "CONNECT".into(),
-            decision: "deny".into(),
-            reason: Some("not on the allow list".into()),
-            ..Egress::default()
-        }));
+        let log = Log::at(dir.path().join("p.jsonl"), &VmName::new("web").unwrap());
+        let egress = example_refusal();
         std::thread::scope(|s| {
             for _ in 0..8 {
-                s.spawn(|| (0..50).for_each(|_| append(&log, &egress)));
+                s.spawn(|| (0..50).for_each(|_| log.append(egress.clone())));
             }
         });
-        let text = std::fs::read_to_string(&log).unwrap();
+        let text = std::fs::read_to_string(log.file()).unwrap();
         assert_eq!(text.lines().count(), 400);
         for line in text.lines() {
-            assert_eq!(serde_json::from_str::<Event>(line).unwrap(), egress);
+            let event = serde_json::from_str::<Event>(line).unwrap();
+            assert_eq!((event.vm.as_str(), &event.what), ("web", &egress));
         }
         assert!(text.lines().next().unwrap().contains(r#""event":"egress""#));
-        assert!(human(&egress).contains("egress deny  CONNECT example.com:443  not on the allow list"), "{}", human(&egress));
+    }
 
-        // The end of the log: whole events only.
-        let tool = Event::now(What::Tool(Tool { tool: "exec".into(), argv: vec!["make".into()], exit_code: Some(2), ..Tool::default() }));
-        append(&log, &tool);
-        let line_len = serde_json::to_vec(&egress).unwrap().len() as u64 + 1;
-        let last = recent(&log, line_len + 20 + serde_json::to_vec(&tool).unwrap().len() as u64 + 1).unwrap();
-        assert_eq!(last, [egress.clone(), tool.clone()]);
-        assert!(human(&tool).contains("mcp    exec          exit 2  make"), "{}", human(&tool));
-        assert!(recent(&dir.path().join("none.jsonl"), 100).unwrap().is_empty());
+    #[test]
+    fn guest_fields_cannot_forge_a_line_or_grow_one_without_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::at(dir.path().join("p.jsonl"), &VmName::new("web").unwrap());
+        let forged = "x\n{\"time\":\"2026-12-01T16:04:52.301Z\",\"event\":\"exec\",\"argv\":[\"npm\"],\"exit_code\":0}\u{85}\u{202e}";
+        log.append(What::Egress(Egress { host: forged.into(), path: Some("/".repeat(1 << 20)), ..Egress::default() }));
+        let text = std::fs::read_to_string(log.file()).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(!text.trim_end().chars().any(text::is_unsafe), "{text:?}");
+        assert!(text.len() < 3 * limits::AUDIT_FIELD_BYTES.max_usize(), "{}", text.len());
+        let event: Event = serde_json::from_str(text.trim_end()).unwrap();
+        let What::Egress(egress) = event.what else { panic!() };
+        assert_eq!(egress.host, forged, "the value is kept, escaped only in the file");
     }
 }
