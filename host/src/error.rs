@@ -16,6 +16,7 @@ use crate::exit;
 use crate::forward::ForwardError;
 use crate::hooks::HookError;
 use crate::lifecycle::LifecycleError;
+use crate::mcp::McpError;
 use crate::mux::MuxError;
 use crate::net::NetError;
 use crate::sessions::SessionError;
@@ -85,6 +86,9 @@ pub enum Error {
     /// A session could not be found or used.
     #[error(transparent)]
     Session(#[from] SessionError),
+    /// `hutch mcp` could not serve.
+    #[error(transparent)]
+    Mcp(#[from] McpError),
     /// A local operation failed.
     #[error("{what}: {source}")]
     Local {
@@ -121,6 +125,7 @@ impl Error {
             Error::Forward(e) => e.hint(),
             Error::Net(e) => e.hint(),
             Error::Session(e) => e.hint(),
+            Error::Mcp(e) => e.hint(),
         }
     }
 

@@ -12,6 +12,7 @@
 //!   egress proxy, its policy and secrets; [`audit`] the log of every
 //!   egress decision and exec, kept per project;
 //! - [`sessions`] lists, waits for and signals a VM's sessions;
+//! - [`mcp`] serves a VM's tools to MCP clients (`hutch mcp`);
 //! - [`workspace`] sets the project up in the guest, with mount points only
 //!   for the [`heavy`] dirs it uses, and removes them again;
 //! - [`state`] holds the typed VM records;
@@ -37,6 +38,7 @@ pub mod forward;
 pub mod heavy;
 pub mod hooks;
 pub mod lifecycle;
+pub mod mcp;
 pub mod mux;
 pub mod net;
 pub mod plan;

@@ -65,6 +65,7 @@ fn main() -> ExitCode {
             Command::Net(args) => hutch::net::daemon::run(&args.name).await,
             Command::Audit(args) => hutch::cmd::audit::run(args).await,
             Command::Log(args) => hutch::cmd::audit::deprecated_name(args).await,
+            Command::Mcp(args) => hutch::cmd::mcp::run(args).await,
         }
     });
     RawMode::restore();

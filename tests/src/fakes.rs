@@ -49,7 +49,7 @@ pub struct FakeVmm {
 impl FakeVmm {
     /// A fake Tart with one local VM, `base`, to clone.
     pub fn tart() -> FakeVmm {
-        let fake = FakeVmm::new(Vmm::Tart);
+        let fake = FakeVmm::new(Vmm::Tart, &[]);
         let base = fake.vmm_home().join("vms").join("base");
         std::fs::create_dir_all(&base).expect("create the base VM");
         std::fs::write(base.join("config.json"), r#"{"cpuCount":4,"memorySize":4096,"os":"linux"}"#).expect("write the base VM");
@@ -58,7 +58,13 @@ impl FakeVmm {
 
     /// A fake Lima with one stopped instance, `base`, to clone.
     pub fn lima() -> FakeVmm {
-        let fake = FakeVmm::new(Vmm::Lima);
+        FakeVmm::lima_with(&[])
+    }
+
+    /// The same, its "guest" agent started with `extra` flags too (a
+    /// `--snapshot-prefix`, so a `--ro` snapshot is not the host folder itself).
+    pub fn lima_with(extra: &[&str]) -> FakeVmm {
+        let fake = FakeVmm::new(Vmm::Lima, extra);
         let base = fake.vmm_home().join("base");
         std::fs::create_dir_all(&base).expect("create the base instance");
         std::fs::write(base.join("lima.yaml"), "images: []\ncpus: 4\n").expect("write the base instance");
@@ -84,7 +90,7 @@ impl FakeVmm {
         root
     }
 
-    fn new(vmm: Vmm) -> FakeVmm {
+    fn new(vmm: Vmm, extra: &[&str]) -> FakeVmm {
         let root = Self::folders();
         // The "guest" sees Tart's `workspace` share where a macOS guest would
         // (a folder of shares), and keeps heavy dirs with symlinks into its
@@ -95,7 +101,8 @@ impl FakeVmm {
         let (shares, local, etc) = (root.path().join("shares"), root.path().join("local"), root.path().join("etc"));
         let (shares, local, etc) = (shares.to_str().expect("utf-8"), local.to_str().expect("utf-8"), etc.to_str().expect("utf-8"));
         // The "guest's" /etc is a private folder: the egress set-up writes there.
-        let args = ["--tart-shares", shares, "--local-dir", local, "--heavy-strategy", "symlink", "--etc-dir", etc];
+        let mut args = vec!["--tart-shares", shares, "--local-dir", local, "--heavy-strategy", "symlink", "--etc-dir", etc];
+        args.extend_from_slice(extra);
         let agent = Agent::start(agent_dir, addr, None, &args);
         let guest = agent.socket();
         FakeVmm { vmm, root, agent: Some(agent), guest, env: Vec::new() }

@@ -8,6 +8,7 @@ pub mod fakes;
 pub mod h2raw;
 pub mod hostile_agent;
 pub mod hvsock_proxy;
+pub mod mcp;
 pub mod pidfd;
 pub mod pty;
 pub mod raw;

@@ -224,4 +224,3 @@ fn a_commands_own_time_is_never_cut() {
     let out = hutch(&agent).args(["wait", "s"]).output().unwrap();
     assert_eq!(code(&out), 4, "waiting for a session's end is never cut: {}", stderr(&out));
 }
-

@@ -43,6 +43,25 @@ pub fn line(event: &Event, own: &str) -> String {
             };
             format!("exec   {end:<7} {}  (in {}) {} ms", text::shown(&x.argv.join(" ")), text::shown(&x.cwd), x.duration_ms)
         }
+        What::Tool(t) => {
+            let end = match (&t.error, t.cancelled, &t.signal, &t.exit_code) {
+                (_, true, _, _) => "cancelled".to_owned(),
+                (Some(error), false, _, _) => format!("error: {}", text::shown(error)),
+                (None, false, Some(signal), _) => text::shown(signal),
+                (None, false, None, Some(code)) => format!("exit {code}"),
+                (None, false, None, None) => "ok".into(),
+            };
+            let parts = [
+                t.argv.join(" "),
+                t.path.clone().unwrap_or_default(),
+                t.session.clone().unwrap_or_default(),
+                t.detail.clone().unwrap_or_default(),
+            ];
+            let what = parts.iter().filter(|s| !s.is_empty()).map(|s| text::shown(s)).collect::<Vec<_>>().join("  ");
+            let cwd = t.cwd.as_ref().map(|c| format!("  (in {})", text::shown(c))).unwrap_or_default();
+            let client = t.client.as_ref().map(|c| format!("  [{}]", text::shown(c))).unwrap_or_default();
+            format!("mcp    {:<13} {end:<7} {what}{cwd} {} ms{client}", text::shown(&t.tool), t.duration_ms)
+        }
     };
     format!("{time}  {vm}{body}")
 }
@@ -83,5 +102,17 @@ mod tests {
             ..deny
         };
         assert!(!line(&exec, "web").chars().any(text::is_unsafe));
+        let tool = Event {
+            what: What::Tool(crate::audit::Tool {
+                tool: "exec".into(),
+                argv: vec!["make\n2026-12-01 exec exit 0".into()],
+                exit_code: Some(2),
+                ..crate::audit::Tool::default()
+            }),
+            ..exec
+        };
+        let shown = line(&tool, "web");
+        assert!(shown.contains("mcp    exec          exit 2  make"), "{shown}");
+        assert_eq!(shown.lines().count(), 1, "{shown}");
     }
 }

@@ -1,4 +1,5 @@
-//! The audit log: one JSON line per egress decision and per exec, read by
+//! The audit log: one JSON line per egress decision, per exec and per MCP
+//! tool call (`hutch mcp`), read by
 //! `hutch audit`, kept per project so that the record of a removed VM (a
 //! `run --rm` above all) stays.
 //!
@@ -62,6 +63,8 @@ pub enum What {
     Egress(Egress),
     /// A command ran in the VM.
     Exec(Exec),
+    /// An MCP client called a tool of `hutch mcp`.
+    Tool(Tool),
 }
 
 /// One egress decision: a CONNECT tunnel, a plain-HTTP request, or one
@@ -127,6 +130,47 @@ pub struct Exec {
     pub duration_ms: u64,
 }
 
+/// One tool call of an MCP client (`hutch mcp`): what it acted on and how
+/// it ended. Command lines have secret values replaced by `[secret NAME]`;
+/// contents (a file's bytes, stdin) are never logged, only their sizes.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Tool {
+    /// The tool (`exec`, `read_file`, `session_start`…).
+    pub tool: String,
+    /// The client, as it named itself (`claude-code 2.1.0`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
+    /// The command it ran (`exec`, `session_start`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub argv: Vec<String>,
+    /// The guest path it acted on (file and search tools).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// The working directory in the guest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    /// The session it acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+    /// What else it was asked (a byte range, a pattern, a signal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// A command's exit code, when it exited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// The signal that ended a command (`SIGTERM`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<String>,
+    /// Why the call failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The client cancelled it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cancelled: bool,
+    /// Wall time of the call.
+    pub duration_ms: u64,
+}
+
 impl What {
     /// Every text field cut at [`limits::AUDIT_FIELD_BYTES`] (the guest
     /// chooses host names, paths and messages).
@@ -151,6 +195,16 @@ impl What {
                     cut(field);
                 }
                 x.argv.iter_mut().for_each(cut);
+            }
+            What::Tool(t) => {
+                for field in [&mut t.tool].into_iter().chain(
+                    [&mut t.client, &mut t.path, &mut t.cwd, &mut t.session, &mut t.detail, &mut t.signal, &mut t.error]
+                        .into_iter()
+                        .flatten(),
+                ) {
+                    cut(field);
+                }
+                t.argv.iter_mut().for_each(cut);
             }
         }
         self

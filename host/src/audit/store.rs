@@ -65,6 +65,28 @@ pub fn project_files(state: &StateDir) -> Vec<PathBuf> {
     files
 }
 
+/// The events of the last `max_bytes` of `file`, oldest first: for readers
+/// that want what happened recently (`hutch mcp`'s `network` tool) without
+/// reading a log that grows for the project's whole life. A line cut by the
+/// window's start, and lines that are not events, are skipped.
+pub fn recent(file: &Path, max_bytes: u64) -> std::io::Result<Vec<Event>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut opened = match File::open(file) {
+        Ok(opened) => opened,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let from = opened.metadata()?.len().saturating_sub(max_bytes);
+    opened.seek(SeekFrom::Start(from))?;
+    let mut text = Vec::new();
+    opened.take(max_bytes).read_to_end(&mut text)?;
+    let mut lines = text.split(|b| *b == b'\n');
+    if from > 0 {
+        lines.next();
+    }
+    Ok(lines.filter_map(|line| serde_json::from_slice(line).ok()).collect())
+}
+
 fn rotated(file: &Path, n: usize) -> PathBuf {
     let mut name = file.as_os_str().to_owned();
     name.push(format!(".{n}"));
@@ -133,5 +155,19 @@ mod tests {
         assert!(total <= (cap + 2048) * limits::AUDIT_FILES as u64, "{total}");
         assert!(!rotated(&file, limits::AUDIT_FILES).exists());
         assert!(std::fs::read_to_string(&file).unwrap().lines().all(|l| serde_json::from_str::<Event>(l).is_ok()));
+    }
+
+    #[test]
+    fn recent_reads_whole_events_from_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.jsonl");
+        let event =
+            |n: i32| Event { time: String::new(), vm: "web".into(), what: What::Exec(Exec { exit_code: Some(n), ..Exec::default() }) };
+        for n in 0..10 {
+            append(&file, &event(n)).unwrap();
+        }
+        let line = serde_json::to_vec(&event(0)).unwrap().len() as u64 + 1;
+        assert_eq!(recent(&file, 2 * line + 5).unwrap(), [event(8), event(9)]);
+        assert!(recent(&dir.path().join("none.jsonl"), 100).unwrap().is_empty());
     }
 }

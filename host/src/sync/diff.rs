@@ -84,8 +84,8 @@ pub struct Tally {
 pub async fn changes(
     client: &mut Client,
     root: &Path,
-    warn: &mut dyn FnMut(String),
-    each: &mut dyn FnMut(Change) -> Result<(), SyncError>,
+    warn: &mut (dyn FnMut(String) + Send),
+    each: &mut (dyn FnMut(Change) -> Result<(), SyncError> + Send),
 ) -> Result<Tally, SyncError> {
     let host =
         Beneath::open(root).map_err(|e| SyncError::Local { what: "opening the workspace".into(), source: std::io::Error::other(e) })?;
@@ -168,8 +168,8 @@ impl Pending {
         self,
         host: &Beneath,
         tally: &mut Tally,
-        warn: &mut dyn FnMut(String),
-        each: &mut dyn FnMut(Change) -> Result<(), SyncError>,
+        warn: &mut (dyn FnMut(String) + Send),
+        each: &mut (dyn FnMut(Change) -> Result<(), SyncError> + Send),
     ) -> Result<(), SyncError> {
         let path = self.path;
         if path.is_in_git_dir() {
