@@ -86,7 +86,9 @@ pub async fn run(service: &str) -> Result<u8, Error> {
         session: None,
     };
     let send = |kind| ExecRequest { kind: Some(kind) };
-    tx.send(send(exec_request::Kind::Start(start))).await.map_err(|_| CallError::Protocol("request queue closed".into()))?;
+    // `rx` is still ours and the queue empty: the start is always queued
+    // (were it not, the agent would refuse an exec without one).
+    let _ = tx.send(send(exec_request::Kind::Start(start))).await;
     let mut responses = client.exec(ReceiverStream::new(rx)).await.map_err(CallError::from_status)?.into_inner();
     let stdin_tx = tx.clone();
     let pump = tokio::spawn(async move {

@@ -109,7 +109,7 @@ pub enum GitError {
     /// This VM manager serves the workspace itself, and a repository in it
     /// cannot be guarded.
     #[error(
-        "{backend} shares the workspace writable, .git included, and hutch cannot guard part of that share: the guest could make git on this host run its code (hooks, config)"
+        "{backend} shares the workspace writable, .git included, and the host cannot guard part of that share: the guest could make git on this host run its code (hooks, config)"
     )]
     BackendCannotGuard {
         /// The backend's name.

@@ -99,16 +99,16 @@ pub fn short(oid: &str) -> &str {
     &oid[..oid.len().min(9)]
 }
 
-/// Prints `reports` on stderr and writes them into the VM's audit log
-/// (`vm_dir`), when there is anything to say.
-pub fn tell(reports: &[RepoReport], workspace: &Path, vm_dir: Option<&Path>) {
+/// Prints `reports` on stderr (escaped: a name that failed `refname`'s
+/// checks is the guest's words) and writes them into the audit log, when
+/// there is anything to say.
+pub fn tell(reports: &[RepoReport], workspace: &Path, log: Option<&crate::audit::Log>) {
     for report in reports.iter().filter(|r| !r.is_empty()) {
         for line in report.lines(workspace) {
-            eprintln!("hutch: {line}");
+            eprintln!("hutch: {}", crate::untrusted::text::shown(&line));
         }
-        if let Some(vm_dir) = vm_dir {
-            let event = crate::net::audit::Event::now(crate::net::audit::What::Git(report.clone()));
-            crate::net::audit::append(&crate::net::audit::path(vm_dir), &event);
+        if let Some(log) = log {
+            log.append(crate::audit::What::Git(report.clone()));
         }
     }
 }

@@ -128,6 +128,8 @@ pub struct Watcher {
     heavy: Vec<String>,
     workspace: PathBuf,
     vm_dir: PathBuf,
+    /// The VM's audit log.
+    log: Option<crate::audit::Log>,
     /// Said once: some folders are not watched.
     told_incomplete: bool,
 }
@@ -138,7 +140,8 @@ impl Watcher {
         let inotify = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK)
             .map_err(|e| GitError::io("starting inotify", Path::new("/proc/sys/fs/inotify"))(e.into()))?;
         let known = guard.known_git_entries();
-        Ok(Watcher { inotify, watched: HashMap::new(), known, heavy, workspace: guard.workspace, vm_dir, told_incomplete: false })
+        let log = crate::audit::Log::for_vm_dir(&vm_dir);
+        Ok(Watcher { inotify, watched: HashMap::new(), known, heavy, workspace: guard.workspace, vm_dir, log, told_incomplete: false })
     }
 
     /// Watches every folder of the project, quarantining what is there already.
@@ -262,8 +265,9 @@ impl Watcher {
     fn notice(&self, what: &str, why: String) {
         let mut report = RepoReport::new(&self.workspace);
         report.refused.push(Refused { name: what.to_owned(), why: why.clone(), kept: None });
-        let event = crate::net::audit::Event::now(crate::net::audit::What::Git(report));
-        crate::net::audit::append(&crate::net::audit::path(&self.vm_dir), &event);
+        if let Some(log) = &self.log {
+            log.append(crate::audit::What::Git(report));
+        }
         let path = self.vm_dir.join(NOTICES_FILE);
         if let Ok(mut file) = std::fs::OpenOptions::new().create(true).append(true).open(&path) {
             let _ = writeln!(file, "refused {what}: {why}");
@@ -292,6 +296,8 @@ mod tests {
         ];
         let guard = Guard { workspace: ws.clone(), mounts, ..Guard::default() };
         let mut watcher = Watcher::new(guard, vec!["node_modules".into()], vm.clone()).unwrap();
+        let audit = dir.path().join("audit.jsonl");
+        watcher.log = Some(crate::audit::Log::at(audit.clone(), &crate::state::VmName::new("web").unwrap()));
         watcher.watch_all();
         assert!(ws.join("early/.git.hutch-quarantine").is_dir(), "one made before the watch started");
 
@@ -320,7 +326,7 @@ mod tests {
         assert!(ws.join("known/.git").is_dir(), "a guarded .git stays");
         assert!(ws.join("node_modules/dep/.git").is_dir(), "heavy dirs are the guest's own disk");
         tell_notices(&vm);
-        let audit = std::fs::read_to_string(crate::net::audit::path(&vm)).unwrap();
+        let audit = std::fs::read_to_string(&audit).unwrap();
         assert_eq!(audit.lines().count(), 6, "{audit}");
         assert!(audit.contains("quarantined as b/c/d/.git.hutch-quarantine"), "{audit}");
         assert!(!vm.join(NOTICES_FILE).exists(), "told once");
