@@ -13,6 +13,7 @@ mod conn;
 mod egress;
 mod exec;
 mod forward;
+mod git;
 mod info;
 mod init;
 mod limits;
@@ -185,6 +186,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         None => prepare::Strategy::native(),
     };
     let (journal, lost) = Journal::open(&args.state_dir);
+    git::registry::load(&args.state_dir);
     let limits = Limits {
         max_buffer: usize::try_from(args.session_buffer_max).unwrap_or(usize::MAX),
         memory: args.session_memory,

@@ -133,7 +133,9 @@ impl Agent for AgentService {
             .map_err(|e| Status::internal(format!("prepare panicked: {e}")))?;
         match done {
             Ok(response) => Ok(Response::new(response)),
-            Err(e @ (PrepareError::BadPath(_) | PrepareError::NoShare)) => Err(Status::invalid_argument(e.to_string())),
+            Err(e @ (PrepareError::BadPath(_) | PrepareError::NoShare | PrepareError::BadRequest(_))) => {
+                Err(Status::invalid_argument(e.to_string()))
+            }
             Err(e @ PrepareError::Unsupported(_)) => Err(Status::unimplemented(e.to_string())),
             Err(e) => Err(Status::failed_precondition(e.to_string())),
         }
@@ -143,6 +145,16 @@ impl Agent for AgentService {
         let (tx, rx) = mpsc::channel(SYNC_QUEUE);
         tokio::spawn(sync::session::run(self.sync.clone(), request.into_inner(), tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn git_state(
+        &self,
+        _request: Request<hutch_proto::v1::GitStateRequest>,
+    ) -> Result<Response<hutch_proto::v1::GitStateResponse>, Status> {
+        let described = tokio::task::spawn_blocking(crate::git::state::describe)
+            .await
+            .map_err(|e| Status::internal(format!("describing the repositories panicked: {e}")))?;
+        Ok(Response::new(described))
     }
 
     async fn snapshot_diff(&self, request: Request<SnapshotDiffRequest>) -> Result<Response<Self::SnapshotDiffStream>, Status> {

@@ -14,6 +14,7 @@ use crate::connect::ConnectError;
 use crate::exec::ExecError;
 use crate::exit;
 use crate::forward::ForwardError;
+use crate::git::GitError;
 use crate::hooks::HookError;
 use crate::lifecycle::LifecycleError;
 use crate::mcp::McpError;
@@ -77,6 +78,9 @@ pub enum Error {
     /// The VM's network could not be set up.
     #[error(transparent)]
     Net(#[from] NetError),
+    /// The git guard could not be set up, or the guest's commits not taken.
+    #[error(transparent)]
+    Git(#[from] GitError),
     /// The request contradicts what exists.
     #[error("{0}")]
     Usage(String),
@@ -124,6 +128,7 @@ impl Error {
             Error::Config(_) => Some("fix the file (`hutch config` shows what is in force and where it comes from)".into()),
             Error::Forward(e) => e.hint(),
             Error::Net(e) => e.hint(),
+            Error::Git(e) => e.hint(),
             Error::Session(e) => e.hint(),
             Error::Mcp(e) => e.hint(),
         }

@@ -8,6 +8,8 @@
 //!   its [`mux`] when one runs) and says why not, over [`transport`];
 //! - [`exec`] drives one remote process from the local terminal or pipes;
 //! - [`sync`] keeps `--ro` snapshots equal to the host tree, and diffs them;
+//! - [`git`] keeps the project's `.git` under the host's guard and takes
+//!   the guest's commits back;
 //! - [`net`] is the guest's network under the host's control: the per-VM
 //!   egress proxy, its policy and secrets; [`audit`] the log of every
 //!   egress decision and exec, kept per project;
@@ -35,6 +37,7 @@ pub mod error;
 pub mod exec;
 pub mod exit;
 pub mod forward;
+pub mod git;
 pub mod heavy;
 pub mod hooks;
 pub mod lifecycle;

@@ -88,6 +88,9 @@ pub enum LifecycleError {
     /// The VM's network could not be set up.
     #[error(transparent)]
     Net(#[from] crate::net::NetError),
+    /// The project's `.git` could not be put under the host's guard.
+    #[error(transparent)]
+    Git(#[from] crate::git::GitError),
 }
 
 /// How a VM failed to boot.
@@ -122,6 +125,7 @@ impl LifecycleError {
             LifecycleError::Sync(e) => e.hint(),
             LifecycleError::Hook(e) => e.hint(),
             LifecycleError::Net(e) => e.hint(),
+            LifecycleError::Git(e) => e.hint(),
         }
     }
 }
@@ -174,6 +178,7 @@ pub async fn up(
     started(&up);
     let fresh = matches!(up, Up::Started(..));
     crate::net::daemon::ensure(state, &spec.name, network, spec.workspace.as_deref(), fresh)?;
+    crate::git::watch::ensure(state, &spec.name)?;
     let record = up.record();
     if record.ro.is_some() {
         let mut client = connect::connect(state, record).await?;
@@ -190,6 +195,7 @@ pub async fn up(
 /// Creates the VM if needed, starts it if needed, waits for its agent and
 /// sets up its workspace.
 pub async fn ensure_running(state: &StateDir, backend: &dyn Backend, spec: &VmSpec) -> Result<Up, LifecycleError> {
+    crate::git::guard::check_backend(backend.kind(), spec.shared_workspace(), spec.unguarded_git, &spec.heavy_dirs)?;
     let dir = state.create_vm_dir(&spec.name)?;
     let existing = match state.load(&spec.name) {
         Ok(record) => Some(record),
@@ -211,6 +217,7 @@ pub async fn ensure_running(state: &StateDir, backend: &dyn Backend, spec: &VmSp
                 let mut record = record;
                 crate::mux::stop(&dir);
                 crate::net::daemon::stop(&dir);
+                crate::git::watch::stop(&dir);
                 backend.stop(&mut record, &dir)?;
                 record
             }
@@ -222,7 +229,13 @@ pub async fn ensure_running(state: &StateDir, backend: &dyn Backend, spec: &VmSp
         None => create(backend, spec, &dir)?,
     };
     let begin = Instant::now();
-    backend.start(&mut record, &dir)?;
+    record.unguarded_git = spec.unguarded_git;
+    guard_git(backend.kind(), &mut record, &dir)?;
+    if let Err(e) = backend.start(&mut record, &dir) {
+        crate::workspace::remove_links(&mut record);
+        let _ = record.save(&dir);
+        return Err(e.into());
+    }
     record.started_unix = Some(now_unix());
     record.save(&dir)?;
     let info = match wait_for_agent(backend, &mut record, &dir).await {
@@ -230,6 +243,7 @@ pub async fn ensure_running(state: &StateDir, backend: &dyn Backend, spec: &VmSp
         Err(e) => {
             let mut failed = record.clone();
             let _ = backend.stop(&mut failed, &dir);
+            crate::workspace::remove_links(&mut failed);
             failed.started_unix = None;
             let _ = failed.save(&dir);
             return Err(e);
@@ -245,6 +259,32 @@ pub async fn ensure_running(state: &StateDir, backend: &dyn Backend, spec: &VmSp
     }
     record.save(&dir)?;
     Ok(Up::Started(record, begin.elapsed()))
+}
+
+/// Puts the shared workspace's repositories under the host's guard for the
+/// start to come (see `crate::git`): works out and saves the plan the QEMU
+/// backend's file server is started with, and tells the user what they
+/// should know about it. A VM without a shared workspace, started with
+/// `--unguarded-git`, or of a backend that serves the share itself (let
+/// through by `git::guard::check_backend`), has no plan.
+fn guard_git(kind: BackendKind, record: &mut VmRecord, dir: &Path) -> Result<(), LifecycleError> {
+    crate::git::take::reset(dir);
+    let workspace = match record.shared_workspace() {
+        Some(ws) if kind == BackendKind::Qemu && !record.unguarded_git => ws.to_path_buf(),
+        _ => {
+            crate::git::guard::Guard::remove(dir);
+            return Ok(());
+        }
+    };
+    crate::git::namespace::probe()?;
+    let guard = crate::git::guard::plan(&workspace, dir, &record.heavy_dirs)?;
+    record.created_dirs.extend(guard.created.iter().filter(|c| !record.created_dirs.contains(c)).cloned().collect::<Vec<_>>());
+    record.save(dir)?;
+    guard.save(dir)?;
+    for note in &guard.notes {
+        eprintln!("hutch: git: {note}");
+    }
+    Ok(())
 }
 
 fn create(backend: &dyn Backend, spec: &VmSpec, dir: &Path) -> Result<VmRecord, LifecycleError> {
@@ -308,6 +348,8 @@ pub fn stop(state: &StateDir, backend: &dyn Backend, record: &mut VmRecord) -> R
     crate::forward::detached::stop(&dir);
     crate::mux::stop(&dir);
     crate::net::daemon::stop(&dir);
+    crate::git::watch::stop(&dir);
+    crate::git::watch::tell_notices(&dir);
     backend.stop(record, &dir)?;
     crate::workspace::remove_links(record);
     record.started_unix = None;
@@ -321,6 +363,8 @@ pub fn destroy(state: &StateDir, backend: &dyn Backend, record: &VmRecord) -> Re
     crate::forward::detached::stop(&dir);
     crate::mux::stop(&dir);
     crate::net::daemon::stop(&dir);
+    crate::git::watch::stop(&dir);
+    crate::git::watch::tell_notices(&dir);
     backend.delete(record, &dir)?;
     crate::workspace::remove_links(&mut record.clone());
     state.remove_vm_dir(&record.name)?;

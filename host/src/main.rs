@@ -28,6 +28,12 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::HUTCH_FAILED);
         }
     };
+    // Before any thread exists: a threaded process cannot enter a user namespace.
+    if let Command::GuardExec(args) = &cli.command {
+        let error = hutch::git::namespace::run(&args.guard, &args.command[0], &args.command[1..]);
+        eprintln!("hutch guard-exec: {error}");
+        return ExitCode::from(exit::HUTCH_FAILED);
+    }
     init_logging(cli.verbose);
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -66,6 +72,13 @@ fn main() -> ExitCode {
             Command::Audit(args) => hutch::cmd::audit::run(args).await,
             Command::Log(args) => hutch::cmd::audit::deprecated_name(args).await,
             Command::Mcp(args) => hutch::cmd::mcp::run(args).await,
+            Command::Fetch(args) => hutch::cmd::fetch::run(args).await,
+            Command::GitBridge(args) => hutch::git::bridge::run(&args.service).await,
+            Command::GitWatch(args) => {
+                let state = hutch::state::StateDir::from_env()?;
+                Ok(hutch::git::watch::run(&state, &args.name)?)
+            }
+            Command::GuardExec(_) => unreachable!("handled before the runtime starts"),
         }
     });
     RawMode::restore();

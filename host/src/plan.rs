@@ -33,6 +33,9 @@ impl Plan {
         Config::flag(&mut config.network.mode, args.network);
         config.network.allow_flags(&args.allow);
         Config::flag(&mut config.disk, args.disk.map(Some));
+        if args.unguarded_git {
+            Config::flag(&mut config.unguarded_git, Some(true));
+        }
         if args.no_heavy {
             Config::flag(&mut config.heavy, Some(Vec::new()));
         }
@@ -52,6 +55,7 @@ impl Plan {
             ephemeral,
             heavy_dirs: config.heavy.value.clone(),
             ro: args.ro_mode()?,
+            unguarded_git: config.unguarded_git.value,
         };
         Ok(Plan { config, spec, backend })
     }

@@ -23,6 +23,13 @@ fn exec(name: &str, script: &str) -> Output {
     e2e().run(&["exec", "--name", name, "--", "sh", "-c", script])
 }
 
+/// `hutch exec` of `argv` as it is (no shell quoting in between).
+fn exec_argv(name: &str, argv: &[&str]) -> Output {
+    let mut all = vec!["exec", "--name", name, "--"];
+    all.extend_from_slice(argv);
+    e2e().run(&all)
+}
+
 fn exec_ok(name: &str, script: &str) -> String {
     let out = exec(name, script);
     assert_eq!(code(&out), 0, "{script}\n{}\n{}", stdout(&out), stderr(&out));
@@ -35,12 +42,258 @@ fn entries(dir: &Path) -> Vec<String> {
     names
 }
 
+/// git on the host, in `dir`; its output (failures included: what matters is
+/// what it ran).
+fn host_git(dir: &Path, args: &[&str]) -> Output {
+    Command::new("git").args(args).current_dir(dir).env("GIT_TERMINAL_PROMPT", "0").stdin(Stdio::null()).output().unwrap()
+}
+
+fn host_git_ok(dir: &Path, args: &[&str]) -> String {
+    let out = host_git(dir, args);
+    assert!(out.status.success(), "git {args:?}: {}", stderr(&out));
+    stdout(&out).trim_end().to_owned()
+}
+
+/// A project as a user's clone is: a repository with an `origin` (a bare
+/// repository beside it), a populated submodule (`libs/lib`) and one never
+/// initialised (`vendor/empty`), the user's identity in its config.
+struct Project {
+    root: tempfile::TempDir,
+    ws: PathBuf,
+    /// Where every hook and program the guest plants would leave a file, on
+    /// the host (the guest has no such folder).
+    canary: PathBuf,
+}
+
+impl Project {
+    fn new() -> Project {
+        let root = tempfile::tempdir_in("/tmp").unwrap();
+        let (ws, lib, origin, canary) =
+            (root.path().join("ws"), root.path().join("lib"), root.path().join("origin.git"), root.path().join("canary"));
+        for dir in [&ws, &lib, &canary] {
+            std::fs::create_dir(dir).unwrap();
+        }
+        let git = |dir: &Path, args: &[&str]| {
+            let mut all = vec![
+                "-c",
+                "user.name=Host User",
+                "-c",
+                "user.email=user@host",
+                "-c",
+                "init.defaultBranch=main",
+                "-c",
+                "protocol.file.allow=always",
+            ];
+            all.extend_from_slice(args);
+            host_git_ok(dir, &all)
+        };
+        git(&lib, &["init", "-q"]);
+        git(&lib, &["commit", "-q", "--allow-empty", "-m", "lib"]);
+        git(&ws, &["init", "-q"]);
+        git(&ws, &["config", "user.name", "Host User"]);
+        git(&ws, &["config", "user.email", "user@host"]);
+        std::fs::write(ws.join("package.json"), "{\"name\":\"e2e\",\"version\":\"1.0.0\"}\n").unwrap();
+        std::fs::write(ws.join("a.txt"), "one\n").unwrap();
+        git(&ws, &["add", "."]);
+        git(&ws, &["commit", "-qm", "one"]);
+        git(&ws, &["submodule", "add", "-q", lib.to_str().unwrap(), "libs/lib"]);
+        git(&ws, &["submodule", "add", "-q", lib.to_str().unwrap(), "vendor/empty"]);
+        git(&ws, &["commit", "-qm", "submodules"]);
+        git(&ws, &["submodule", "deinit", "-q", "-f", "vendor/empty"]);
+        git(root.path(), &["clone", "-q", "--bare", ws.to_str().unwrap(), origin.to_str().unwrap()]);
+        git(&ws, &["remote", "add", "origin", origin.to_str().unwrap()]);
+        git(&ws, &["fetch", "-q", "origin"]);
+        Project { root, ws, canary }
+    }
+
+    /// What the host's repository holds in `.git` that a guest could have planted.
+    fn planted_in_host_git(&self) -> Vec<String> {
+        let git_dir = self.ws.join(".git");
+        let mut found = Vec::new();
+        for name in ["commondir", "config.worktree", "rebase-merge", "sequencer", "remotes", "branches", "worktrees", "info/attributes"] {
+            if git_dir.join(name).exists() {
+                found.push(name.to_owned());
+            }
+        }
+        for hook in entries(&git_dir.join("hooks")) {
+            if !hook.ends_with(".sample") {
+                found.push(format!("hooks/{hook}"));
+            }
+        }
+        for config in [git_dir.join("config"), git_dir.join("modules/libs/lib/config")] {
+            if std::fs::read_to_string(&config).unwrap().contains("planted") {
+                found.push(config.display().to_string());
+            }
+        }
+        found
+    }
+}
+
+/// Every way the issue and its review found for a guest to make git on the
+/// host run its code, planted as the guest's user: into the guest's own
+/// gitdir (hooks, config, `info/attributes`, `commondir`, a rebase todo…),
+/// into the worktree (`.gitattributes`, scripts, a nested repository, a
+/// `gitdir:` file), and straight at what the host guards (a submodule's
+/// `.git`, an unpopulated submodule, the folders leading to one). Prints
+/// `WRITTEN …` for any write the host should have refused.
+const PLANT: &str = r#"C="$1"; w=$PWD
+mk() { printf '#!/bin/sh\ntouch %s/%s 2>/dev/null\nexit 0\n' "$C" "$1" > "$2"; chmod +x "$2"; }
+# A commit adding a submodule at a path the host does not have.
+git update-index --add --cacheinfo "160000,$(git rev-parse HEAD),sub-evil" && git commit -qm 'adds a submodule'
+hooks="pre-commit prepare-commit-msg commit-msg post-commit post-checkout post-merge pre-push pre-rebase post-rewrite reference-transaction pre-auto-gc post-index-change push-to-checkout fsmonitor-watchman"
+mkdir -p .git/hooks && for h in $hooks; do mk "hook-$h" ".git/hooks/$h"; done
+mkdir -p planted planted-hooks
+for p in fsmonitor pager editor diff filter textconv ssh cred askpass alias; do mk "$p" "planted/$p"; done
+for h in $hooks; do mk "hookspath-$h" "planted-hooks/$h"; done
+git config core.hooksPath "$w/planted-hooks"
+git config core.fsmonitor "$w/planted/fsmonitor"
+git config core.pager "$w/planted/pager"
+git config core.editor "$w/planted/editor"
+git config core.sshCommand "$w/planted/ssh"
+git config core.askPass "$w/planted/askpass"
+git config diff.external "$w/planted/diff"
+git config diff.evil.textconv "$w/planted/textconv"
+git config filter.evil.clean "$w/planted/filter"
+git config filter.evil.smudge "$w/planted/filter"
+git config credential.helper "!$w/planted/cred"
+git config alias.lg "!$w/planted/alias"
+printf '[core]\n\tfsmonitor = %s/planted/fsmonitor\n' "$w" > planted/included.cfg
+git config include.path "$w/planted/included.cfg"
+printf '* filter=evil diff=evil\n' > .git/info/attributes
+printf '*.txt filter=evil diff=evil\n' > .gitattributes
+mkdir -p planted/common && cp planted/included.cfg planted/common/config
+cp planted/included.cfg .git/config.worktree
+mkdir -p .git/rebase-merge .git/sequencer .git/remotes .git/branches .git/worktrees/x
+printf 'exec touch %s/rebase-todo\n' "$C" > .git/rebase-merge/git-rebase-todo
+printf 'exec touch %s/sequencer\n' "$C" > .git/sequencer/todo
+printf 'URL: ext::sh -c touch%% %s/remotes\n' "$C" > .git/remotes/origin
+printf 'ext::sh -c touch%% %s/branches\n' "$C" > .git/branches/origin
+echo "$w/planted/common" > .git/worktrees/x/commondir
+git -C libs/lib config core.fsmonitor "$w/planted/fsmonitor"
+# A nested repository; a gitdir: file.
+mkdir -p evil && git -C evil init -q
+mkdir -p evil2 && echo "gitdir: $w/planted/common" > evil2/.git
+# Straight at what the host guards.
+try() { if sh -c "$1" 2>/dev/null; then echo "WRITTEN: $1"; else echo "refused: $1"; fi; }
+try 'echo "gitdir: planted/common" > libs/lib/.git'
+try 'rm -f libs/lib/.git'
+try 'mv libs libs-moved'
+try 'mv libs/lib libs/lib-moved'
+try 'mkdir vendor/empty/.git'
+try 'rmdir vendor/empty'
+"#;
+
+/// The same, as root in the guest: past the guest's own gitdir (unmounted),
+/// on a fresh mount of the share, and after remounting it writable in the guest.
+const PLANT_AS_ROOT: &str = r#"w=$1
+try() { if sh -c "$1" 2>/dev/null; then echo "WRITTEN: $1"; else echo "refused: $1"; fi; }
+echo "$w/planted/common" > "$w/.git/commondir"
+umount -l "$w/.git"
+try "mkdir -p '$w/.git/hooks' && echo x > '$w/.git/hooks/post-checkout'"
+try "echo '[core]' > '$w/.git/config'"
+try "echo '$w' > '$w/.git/commondir'"
+try "echo x >> '$w/.git/packed-refs'"
+try "echo x > '$w/.git/objects/info/alternates'"
+mount -o remount,rw "$w/.git" 2>/dev/null
+try "echo x > '$w/.git/commondir'"
+umount -l "$w/libs/lib/.git" 2>/dev/null
+try "echo 'gitdir: /tmp' > '$w/libs/lib/.git'"
+mkdir -p /mnt/again && mount -t virtiofs hutch-ws /mnt/again && echo "a fresh mount" &&
+try "echo x > /mnt/again/.git/commondir" && try "mv /mnt/again/libs /mnt/again/libs-moved" && umount /mnt/again
+"#;
+
+/// The everyday git commands of the issue, run on the host by its user,
+/// in the project the guest planted into.
+fn host_everyday_git(ws: &Path) {
+    let run = |args: &[&str]| {
+        let _ = host_git(ws, args);
+    };
+    run(&["status"]);
+    run(&["diff"]);
+    run(&["diff", "--cached"]);
+    run(&["log", "-p", "-3"]);
+    run(&["add", "-A"]);
+    run(&["commit", "-qm", "the host's commit"]);
+    run(&["checkout", "-q", "-b", "host-side"]);
+    std::fs::write(ws.join("a.txt"), "changed on the host\n").unwrap();
+    run(&["stash"]);
+    run(&["stash", "pop"]);
+    run(&["commit", "-qam", "on host-side"]);
+    run(&["switch", "-q", "main"]);
+    run(&["merge", "-q", "--no-edit", "host-side"]);
+    run(&["rebase", "-q", "host-side"]);
+    run(&["fetch", "-q", "origin"]);
+    run(&["pull", "-q", "--no-rebase", "--no-edit", "origin", "main"]);
+    run(&["push", "-q", "origin", "main", "host-side"]);
+    run(&["submodule", "status", "--recursive"]);
+    run(&["lg"]);
+    run(&["status"]);
+}
+
+/// git in the guest under the host's guard: it works there as usual, its
+/// commits reach the host, and nothing planted in the guest runs on the host.
+fn git_under_the_hosts_guard(name: &str, project: &Project) {
+    let ws = &project.ws;
+    // The guest's git sees the host's repository, submodules included.
+    let out = exec_ok(
+        name,
+        "git status --porcelain; git log --format=%s; git submodule status | cut -c1; git -C libs/lib log --format=%s; git config user.name",
+    );
+    assert_eq!(out, "submodules\none\n \n-\nlib\nHost User\n", "git in the guest");
+
+    // Its commits reach the host's history when the command ends, and the
+    // host's HEAD and index follow the branch it switched to.
+    let script =
+        "echo two > a.txt && git commit -qam two && git switch -q -c agent && echo three > b.txt && git add b.txt && git commit -qm three";
+    let out = exec(name, script);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let said = stderr(&out);
+    assert!(said.contains("hutch: git: from the guest: agent (new branch, 2 commits), main "), "{said}");
+    assert!(said.contains("hutch: git: HEAD: now on agent, as in the guest"), "{said}");
+    assert_eq!(host_git_ok(ws, &["log", "--format=%s %an", "-3"]), "three Host User\ntwo Host User\nsubmodules Host User");
+    assert_eq!(host_git_ok(ws, &["symbolic-ref", "--short", "HEAD"]), "agent");
+    assert_eq!(host_git_ok(ws, &["status", "--porcelain"]), "", "the host's index follows the guest's commits");
+
+    // The guest plants everything; the host refuses every write it guards,
+    // takes none of it, and says so.
+    let out = exec_argv(name, &["sh", "-c", PLANT, "sh", project.canary.to_str().unwrap()]);
+    let planted = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(!planted.contains("WRITTEN"), "{planted}");
+    assert_eq!(planted.matches("refused: ").count(), 6, "{planted}");
+    assert!(planted.contains("refused agent: a commit in it adds a submodule at sub-evil that the host does not have"), "{planted}");
+    assert!(planted.contains("has hooks (") && planted.contains("configuration, info/attributes of its own"), "{planted}");
+    let out = exec_argv(name, &["sudo", "-n", "sh", "-c", PLANT_AS_ROOT, "sh", ws.to_str().unwrap()]);
+    let as_root = stdout(&out);
+    assert!(!as_root.contains("WRITTEN"), "{as_root}{}", stderr(&out));
+    let tries = if as_root.contains("a fresh mount") { 9 } else { 7 };
+    assert_eq!(as_root.matches("refused: ").count(), tries, "{as_root}{}", stderr(&out));
+    let told = format!("{planted}{}", stderr(&out));
+
+    // The nested repositories the guest made are quarantined on the host.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(ws.join("evil/.git.hutch-quarantine").is_dir() && ws.join("evil2/.git.hutch-quarantine").is_file()) {
+        assert!(Instant::now() < deadline, "not quarantined: {:?} {:?}", entries(&ws.join("evil")), entries(&ws.join("evil2")));
+        std::thread::sleep(Duration::from_millis(100)); // polling a condition with a deadline, not synchronising
+    }
+    assert!(!ws.join("evil/.git").exists() && !ws.join("evil2/.git").exists());
+    // Said at the end of the next command, if the one that made them had ended first.
+    let told = format!("{told}{}", stderr(&exec(name, "true")));
+    assert!(told.contains("quarantined as evil/.git.hutch-quarantine"), "{told}");
+    assert!(told.contains("quarantined as evil2/.git.hutch-quarantine"), "{told}");
+
+    host_everyday_git(ws);
+    assert_eq!(entries(&project.canary), Vec::<String>::new(), "git on the host ran what the guest planted");
+    assert_eq!(project.planted_in_host_git(), Vec::<String>::new(), "the guest wrote into the host's .git");
+    assert!(host_git_ok(ws, &["log", "--format=%s", "main"]).contains("on host-side"), "the host's own commands worked");
+    assert!(host_git_ok(&project.root.path().join("origin.git"), &["branch", "--list"]).contains("host-side"), "push worked");
+}
+
 #[test]
 #[ignore = "needs QEMU and the Debian image: run `cargo xtask e2e`"]
 fn the_default_image_is_a_userland_for_coding_agents_on_its_own_disk() {
-    let ws = tempfile::tempdir_in("/tmp").unwrap();
-    std::fs::write(ws.path().join("package.json"), "{\"name\":\"e2e\",\"version\":\"1.0.0\"}\n").unwrap();
-    up("e2e-debian", ws.path(), &["--disk", "24G"]);
+    let project = Project::new();
+    let ws = &project.ws;
+    up("e2e-debian", ws, &["--disk", "24G"]);
 
     // Debian's tools, npm from its release, the npm CLI and the setup hook the
     // image was built with; hutch's init as PID 1; no network device.
@@ -57,24 +310,21 @@ fn the_default_image_is_a_userland_for_coding_agents_on_its_own_disk() {
     let out = exec_ok("e2e-debian", "awk -v d=\"$PWD\" '$2 == d { print $3 }' /proc/mounts");
     assert_eq!(out, "virtiofs\n", "the workspace is not shared over virtio-fs");
 
-    // git works in the project; what the guest writes there is the host user's.
-    let out = exec_ok(
-        "e2e-debian",
-        "git init -q && git -c user.email=e2e@hutch -c user.name=e2e commit -q --allow-empty -m first && git log --oneline | wc -l",
-    );
-    assert_eq!(out.trim(), "1");
+    git_under_the_hosts_guard("e2e-debian", &project);
+
+    // What the guest writes in the project is the host user's.
     exec_ok("e2e-debian", "echo hi > made-in-guest");
-    assert_eq!(std::fs::metadata(ws.path().join("made-in-guest")).unwrap().uid(), nix::unistd::getuid().as_raw());
+    assert_eq!(std::fs::metadata(ws.join("made-in-guest")).unwrap().uid(), nix::unistd::getuid().as_raw());
 
     // node_modules (implied by package.json) is on the VM's disk, not the host's.
-    assert!(entries(&ws.path().join("node_modules")).is_empty(), "the host shows an empty mount point while the VM runs");
+    assert!(entries(&ws.join("node_modules")).is_empty(), "the host shows an empty mount point while the VM runs");
     let out = exec_ok(
         "e2e-debian",
         "mkdir -p node_modules/pkg && echo built > node_modules/pkg/out && stat -f -c %T node_modules && df --output=source node_modules | tail -1",
     );
     assert_eq!(out, "ext2/ext3\n/dev/vda\n", "node_modules is not on the VM disk");
-    assert!(entries(&ws.path().join("node_modules")).is_empty(), "guest node_modules leaked to the host");
-    assert!(!ws.path().join(".venv").exists() && !ws.path().join("target").exists(), "heavy dirs the project does not use appeared");
+    assert!(entries(&ws.join("node_modules")).is_empty(), "guest node_modules leaked to the host");
+    assert!(!ws.join(".venv").exists() && !ws.join("target").exists(), "heavy dirs the project does not use appeared");
 
     // The VM's disk is the size asked for, and its file system grows to fill it (in the background).
     assert_eq!(exec_ok("e2e-debian", "cat /sys/class/block/vda/size").trim(), (24u64 << 30 >> 9).to_string());
@@ -91,11 +341,24 @@ fn the_default_image_is_a_userland_for_coding_agents_on_its_own_disk() {
     // Written data survives down/up (a clean power-off flushed it); the empty
     // mount point hutch made is gone while the VM is down.
     assert_eq!(code(&e2e().run(&["down", "e2e-debian"])), 0);
-    assert!(!ws.path().join("node_modules").exists(), "an empty mount point stayed after down");
-    up("e2e-debian", ws.path(), &[]);
+    assert!(!ws.join("node_modules").exists(), "an empty mount point stayed after down");
+    up("e2e-debian", ws, &[]);
     assert_eq!(exec_ok("e2e-debian", "cat node_modules/pkg/out"), "built\n");
+    // The guest's repository starts again from the host's: its branch, commits and index.
+    let host_head =
+        format!("{}\n{}\nindex is HEAD", host_git_ok(ws, &["rev-parse", "HEAD"]), host_git_ok(ws, &["symbolic-ref", "--short", "HEAD"]));
+    let guest_head = exec_ok(
+        "e2e-debian",
+        "git rev-parse HEAD; git symbolic-ref --short HEAD; git diff-index --cached --quiet HEAD && echo index is HEAD",
+    );
+    assert_eq!(guest_head.trim_end(), host_head);
     assert_eq!(code(&e2e().run(&["rm", "-f", "e2e-debian"])), 0);
-    assert_eq!(entries(ws.path()), [".git", "made-in-guest", "package.json"], "rm left something in the project");
+    assert_eq!(
+        entries(ws).iter().filter(|e| e.starts_with(".git")).collect::<Vec<_>>(),
+        [".git", ".gitattributes", ".gitmodules"],
+        "rm left something in the project"
+    );
+    assert_eq!(project.planted_in_host_git(), Vec::<String>::new());
     assert!(e2e().vm_processes().iter().all(|(_, c)| !c.contains("/vms/e2e-debian/")), "left running: {:?}", e2e().vm_processes());
 }
 
@@ -172,9 +435,12 @@ fn commands_run_as_an_unprivileged_user_with_the_host_users_ids() {
         assert_eq!(code(&out), 0, "{script}\n{}\n{}", stdout(&out), stderr(&out));
         stdout(&out)
     };
-    let out =
-        run(&[], "id -u; id -g; id -un; echo $HOME; touch from-guest; mkdir node_modules/made-by-user && sudo -n true && echo sudo ok");
-    assert_eq!(out, format!("{uid}\n{gid}\nhutch\n/home/hutch\nsudo ok\n"));
+    // The git guard's namespace is a user namespace here (hutch is not root):
+    // the guest gets a repository of its own in a folder the host keeps none in.
+    let script = "id -u; id -g; id -un; echo $HOME; touch from-guest; mkdir node_modules/made-by-user && sudo -n true && echo sudo ok; \
+                  git init -q && git -c user.name=u -c user.email=u@h commit -q --allow-empty -m x && git rev-list --count HEAD";
+    let out = run(&[], script);
+    assert_eq!(out, format!("{uid}\n{gid}\nhutch\n/home/hutch\nsudo ok\n1\n"));
     let made = std::fs::metadata(ws.join("from-guest")).unwrap();
     assert_eq!((made.uid(), made.gid()), (uid, gid), "a file the guest made is not the host user's");
     // A --ro snapshot is the user's to edit too (and the host's file stays as it was).

@@ -393,6 +393,24 @@ fn ro_git_brings_the_repository_so_git_works_in_the_guest() {
     ]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(stdout(&out).split_whitespace().collect::<Vec<_>>(), ["M", "tracked.txt", "1"]);
+
+    // What the guest plants in its copy of .git never reaches the host: not
+    // through the snapshot, and not through `hutch diff`.
+    let canary = tempfile::tempdir_in("/tmp").unwrap();
+    let plant = format!(
+        "printf '#!/bin/sh\\ntouch {c}/hook\\n' > .git/hooks/post-checkout && chmod +x .git/hooks/post-checkout && \
+         git config core.fsmonitor 'touch {c}/fsmonitor' && git config core.pager 'touch {c}/pager' && echo ok",
+        c = canary.path().display()
+    );
+    let out = e2e().run(&["exec", "--name", "e2e-git", "--", "sh", "-c", &plant]);
+    assert_eq!((code(&out), stdout(&out).as_str()), (0, "ok\n"), "{}", stderr(&out));
+    let out = e2e().run(&["diff", "--name", "e2e-git"]);
+    assert!(!stdout(&out).contains(".git/"), "{}", stdout(&out));
+    assert!(stderr(&out).contains("under .git: left out of the patch"), "{}", stderr(&out));
+    for args in [&["status"][..], &["diff"], &["log", "-p"], &["checkout", "-q", "-b", "other"], &["commit", "-qam", "host"]] {
+        std::process::Command::new("git").args(args).current_dir(ws.path()).output().unwrap();
+    }
+    assert_eq!(std::fs::read_dir(canary.path()).unwrap().count(), 0, "git on the host ran what the guest planted");
     rm("e2e-git");
 }
 

@@ -167,8 +167,11 @@ fn down_removes_only_heavy_dir_links_that_are_the_projects() {
     };
 
     // A link outside the project: refused at `up`, never removed.
-    let outside_link =
-        PrepareResponse { workspace: ws.to_str().unwrap().into(), heavy: vec![heavy(&outside.join("victim"), "/var/lib/hutch/local/x")] };
+    let outside_link = PrepareResponse {
+        workspace: ws.to_str().unwrap().into(),
+        heavy: vec![heavy(&outside.join("victim"), "/var/lib/hutch/local/x")],
+        ..Default::default()
+    };
     agent.set_plan(Plan::new().with_info().answer("Prepare", &outside_link));
     let up = fake.run(&["up", "--name", "web", "--image", "base", "--workspace", ws.to_str().unwrap()]);
     assert_eq!(code(&up), 125, "{}", stderr(&up));
@@ -179,6 +182,7 @@ fn down_removes_only_heavy_dir_links_that_are_the_projects() {
     let through = PrepareResponse {
         workspace: ws.to_str().unwrap().into(),
         heavy: vec![heavy(&ws.join("escape/node_modules"), "/var/lib/hutch/local/nm")],
+        ..Default::default()
     };
     agent.set_plan(Plan::new().with_info().answer("Prepare", &through));
     let up = fake.run(&["up", "--name", "web", "--image", "base", "--workspace", ws.to_str().unwrap()]);

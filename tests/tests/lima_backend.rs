@@ -171,3 +171,16 @@ fn a_failing_limactl_list_fails_up_and_never_creates_the_vm_again() {
     ok(&fake.run(&["up", "--name", "web", "--no-workspace"]));
     assert_eq!(fake.take_commands(), vec![argv(&["list", "--json"]), argv(&["start", "web"])]);
 }
+
+#[test]
+fn a_project_with_a_repository_is_refused_unless_the_user_shares_it_unguarded() {
+    let mut fake = FakeVmm::lima();
+    let ws = fake.workspace();
+    let ws_s = ws.to_str().unwrap();
+    let up = ["up", "--name", "web", "--workspace", ws_s];
+    fake.refuses_a_repository_it_cannot_guard(&up);
+    ok(&fake.run(&up));
+    let template = std::fs::read_to_string(fake.state().join("vms/web/lima.yaml")).unwrap();
+    assert!(template.contains(&format!("\"location\": \"{ws_s}\", \"mountPoint\": \"{ws_s}\", \"writable\": true")), "{template}");
+    ok(&fake.run(&["rm", "-f", "web"]));
+}

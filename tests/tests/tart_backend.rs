@@ -222,3 +222,24 @@ fn a_control_socket_beyond_the_unix_path_limit_is_still_reached() {
 }
 
 use std::path::PathBuf;
+
+#[test]
+fn a_project_with_a_repository_is_refused_unless_the_user_shares_it_unguarded() {
+    let mut fake = FakeVmm::tart();
+    let ws = fake.workspace();
+    let ws_s = ws.to_str().unwrap();
+    let up = ["up", "--name", "web", "--image", "base", "--workspace", ws_s];
+    fake.refuses_a_repository_it_cannot_guard(&up);
+    // The user's own configuration opts out: the share is as before.
+    ok(&fake.run(&up));
+    let commands = fake.take_commands();
+    assert_eq!(
+        commands.last(),
+        Some(&argv(&["run", "web", "--no-graphics", "--net-softnet-block=0.0.0.0/0", &format!("--dir=workspace:{ws_s}")]))
+    );
+    ok(&fake.run(&["rm", "-f", "web"]));
+    fake.env.pop();
+    // And so does the flag, for one VM.
+    ok(&fake.run(&["up", "--name", "web2", "--image", "base", "--workspace", ws_s, "--unguarded-git"]));
+    ok(&fake.run(&["rm", "-f", "web2"]));
+}

@@ -11,6 +11,7 @@
 //!   (what `hutch image prepare` takes; its e2e test uses it);
 //! - `bench [--quick] [--json FILE]`: measure hutch against its anchors;
 //! - `bench-sync [--quick] [--json FILE]`: `--ro` snapshot sync beside rsync;
+//! - `bench-git [--quick]`: the git guard's cost against `--unguarded-git`;
 //! - `bench-workspace [--quick] [--json FILE]`: only `bench`'s "workspace in
 //!   the guest" section (virtio-fs and 9p against a VM-local copy).
 //!
@@ -93,6 +94,12 @@ enum Task {
         #[arg(long, value_name = "FILE")]
         json: Option<std::path::PathBuf>,
     },
+    /// Measure what the git guard costs (git in the guest, the share, exec, taking commits back, up) against --unguarded-git.
+    BenchGit {
+        /// One run per guest figure, for a quick look.
+        #[arg(long)]
+        quick: bool,
+    },
     /// Measure `--ro` snapshot sync (initial copy, no-change, 10 files) beside rsync, locally and over ssh.
     BenchSync {
         /// Fewer runs, for a quick look.
@@ -127,6 +134,7 @@ fn main() -> ExitCode {
         Task::Bench { quick, json } => bench::run(quick, json.as_deref()).map(|()| 0),
         Task::BenchWorkspace { quick, json } => bench::run_workspace(quick, json.as_deref()).map(|()| 0),
         Task::BenchNet { quick } => bench::run_net(quick).map(|()| 0),
+        Task::BenchGit { quick } => bench::run_git(quick).map(|()| 0),
         Task::BenchSync { quick, json } => bench_sync::run(quick).and_then(|report| {
             if let Some(path) = json {
                 std::fs::write(path, format!("{report:#}\n"))?;

@@ -44,6 +44,8 @@ pub struct VmSpec {
     pub heavy_dirs: Vec<String>,
     /// `--ro`: `workspace` is copied into the guest, not shared.
     pub ro: Option<crate::state::RoMode>,
+    /// `--unguarded-git`: `.git` is shared writable, without the host's guard.
+    pub unguarded_git: bool,
 }
 
 impl VmSpec {
@@ -74,6 +76,7 @@ impl VmSpec {
             created_dirs: Vec::new(),
             backend,
             ro: self.ro,
+            unguarded_git: self.unguarded_git,
         }
     }
 }

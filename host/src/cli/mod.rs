@@ -13,6 +13,7 @@ use crate::target::{Target, TargetError};
 
 mod exec;
 mod fast;
+mod git;
 mod install;
 mod parse;
 mod sessions;
@@ -22,6 +23,7 @@ mod vm;
 
 pub use exec::*;
 pub use fast::parse_exec;
+pub use git::*;
 pub use install::*;
 pub use parse::*;
 pub use sessions::*;
@@ -96,6 +98,9 @@ pub enum Command {
     Sync(SyncArgs),
     /// Print the guest's changes to its `--ro` snapshot as a patch for `git apply`.
     Diff(DiffArgs),
+    /// Take the guest's commits into the host's repositories now (also done after every
+    /// command that changed them, and at `down`/`rm`).
+    Fetch(FetchArgs),
 
     /// Show a VM's audit log: every egress decision and every command run in it.
     Audit(AuditArgs),
@@ -114,6 +119,18 @@ pub enum Command {
     /// Serve a VM's guest network through hutch's proxy (started by hutch itself).
     #[command(hide = true)]
     Net(MuxArgs),
+
+    /// Run a program in the git guard's mount namespace (started by hutch itself).
+    #[command(hide = true, name = "guard-exec")]
+    GuardExec(GuardExecArgs),
+
+    /// Relay `git upload-pack` in the guest to host git (run by host git itself).
+    #[command(hide = true, name = "git-bridge")]
+    GitBridge(GitBridgeArgs),
+
+    /// Quarantine repositories that appear in a VM's project (started by hutch itself).
+    #[command(hide = true, name = "git-watch")]
+    GitWatch(MuxArgs),
 }
 
 /// `hutch audit` (and its old name, `hutch log`).

@@ -61,6 +61,8 @@ pub struct UpArgs {
 
     /// Share nothing writable: copy the workspace into VM-local disk at the same
     /// path (a snapshot, re-synced before each `hutch exec`). `.git` is left out.
+    /// (Without --ro, each repository's .git is read-only to the guest, which gets
+    /// a gitdir of its own; its commits come back after each command and at `down`.)
     #[arg(long, conflicts_with = "no_workspace")]
     pub ro: bool,
 
@@ -71,6 +73,11 @@ pub struct UpArgs {
     /// With --ro: copy everything, ignoring .gitignore and .hutchignore.
     #[arg(long)]
     pub no_ignore: bool,
+
+    /// Share .git writable, without the host's guard: the guest can then make git on this host
+    /// run its code (hooks, config). Also `unguarded_git = true` in ~/.config/hutch/config.toml.
+    #[arg(long)]
+    pub unguarded_git: bool,
 
     /// What the guest may reach through hutch's proxy: `allow` (the allow list), `open` (any
     /// public host) or `none` (nothing) [default: allow, or [network] mode in the configuration].

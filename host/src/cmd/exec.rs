@@ -27,6 +27,7 @@ pub async fn run(args: ExecArgs) -> Result<u8, Error> {
         let began = std::time::Instant::now();
         let result = exec::run_as(&mut client, &options, session.as_ref()).await.map_err(Error::from);
         crate::net::exec::record(&target, &options, &result, began.elapsed(), &secrets);
+        crate::git::take::after_exec(&target, result.as_ref().ok()).await;
         result
     }
     .await;

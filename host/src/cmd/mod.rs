@@ -9,6 +9,7 @@ pub mod diff;
 pub mod doctor;
 pub mod down;
 pub mod exec;
+pub mod fetch;
 pub mod forward;
 pub mod image;
 pub mod kill;

@@ -63,6 +63,10 @@ pub async fn run(args: RunArgs) -> Result<u8, Error> {
     }
     .await;
     if args.rm {
+        // The guest's commits come back before the VM goes (see `crate::git`).
+        if let Ok(record) = state.load(&spec.name) {
+            crate::git::take::take_back(&state, &record).await;
+        }
         clean_up(&state, backend, &spec.name);
     }
     exec::report::report(result, args.exec.json, Error::exit_code)

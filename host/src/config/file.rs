@@ -39,6 +39,8 @@ pub struct ConfigFile {
     pub line_starts: Vec<usize>,
     /// How `hutch exec` runs commands.
     pub exec: Option<ExecTable>,
+    /// Share `.git` writable, without the host's guard (user file only).
+    pub unguarded_git: Option<bool>,
     /// How long hutch waits for an agent.
     pub timeouts: Option<TimeoutsTable>,
 }

@@ -97,6 +97,8 @@ pub struct Config {
     pub network: NetworkConfig,
     /// `hutch exec` on a terminal keeps its command as a session (`--keep`).
     pub keep: Sourced<bool>,
+    /// Share `.git` writable, without the host's guard (`--unguarded-git`).
+    pub unguarded_git: Sourced<bool>,
     /// How long hutch waits to reach an agent (`[timeouts] connect`, `HUTCH_CONNECT_TIMEOUT`).
     pub connect_timeout: Sourced<std::time::Duration>,
     /// How long hutch waits for one call (`[timeouts] call`, `HUTCH_CALL_TIMEOUT`).
@@ -122,6 +124,7 @@ impl Default for Config {
             runtime_hook: Sourced::default(DEFAULT_RUNTIME_HOOK.to_owned()),
             network: NetworkConfig::default(),
             keep: Sourced::default(false),
+            unguarded_git: Sourced::default(false),
             connect_timeout: Sourced::default(crate::untrusted::deadline::CONNECT),
             call_timeout: Sourced::default(crate::untrusted::deadline::CALL),
             files: Vec::new(),
@@ -208,6 +211,12 @@ impl Config {
         let line = |offset: usize| line_starts.partition_point(|start| *start <= offset).max(1);
         self.network.layer(file.network, file.secrets, path, &line)?;
         self.keep.set(file.exec.and_then(|e| e.keep), &source);
+        if project && file.unguarded_git.is_some() {
+            let why = "`unguarded_git` turns off the host's guard of .git, and this file is in the project, where the guest can write it: \
+                       put it in your user configuration (~/.config/hutch/config.toml), or pass --unguarded-git";
+            return Err(invalid("unguarded_git", why.into()));
+        }
+        self.unguarded_git.set(file.unguarded_git, &source);
         let timeouts = file.timeouts.unwrap_or_default();
         for (key, text, slot) in [("connect", timeouts.connect, &mut self.connect_timeout), ("call", timeouts.call, &mut self.call_timeout)]
         {
@@ -247,6 +256,7 @@ impl Config {
             "network.guest_port": entry(json!(self.network.guest_port.value), &self.network.guest_port.source),
             "secrets": self.network.secrets,
             "exec.keep": entry(json!(self.keep.value), &self.keep.source),
+            "unguarded_git": entry(json!(self.unguarded_git.value), &self.unguarded_git.source),
             "timeouts.connect": entry(json!(self.connect_timeout.value.as_secs_f64()), &self.connect_timeout.source),
             "timeouts.call": entry(json!(self.call_timeout.value.as_secs_f64()), &self.call_timeout.source),
             "files": self.files,
@@ -323,6 +333,12 @@ mod tests {
         assert_eq!(config.image_npm.value, ["@openai/codex"]);
         let err = Config::default().layer(&file, true).unwrap_err().to_string();
         assert!(err.contains(":3: ") && err.contains("user configuration"), "{err}");
+        std::fs::write(&file, "cpus = 1\nunguarded_git = true\n").unwrap();
+        let mut config = Config::default();
+        config.layer(&file, false).unwrap();
+        assert!(config.unguarded_git.value, "the user's file may turn the guard off");
+        let err = Config::default().layer(&file, true).unwrap_err().to_string();
+        assert!(err.contains(":2: ") && err.contains("the guest can write it"), "{err}");
         std::fs::write(&file, "\ndisk = \"lots\"\n").unwrap();
         let err = Config::default().layer(&file, true).unwrap_err().to_string();
         assert!(err.contains(":2: ") && err.contains("not a size"), "{err}");

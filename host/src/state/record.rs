@@ -105,6 +105,10 @@ pub struct VmRecord {
     /// snapshot synced before each exec); `None` in shared mode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ro: Option<RoMode>,
+    /// `--unguarded-git`: its `.git` is shared writable, without the host's
+    /// guard (`crate::git`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unguarded_git: bool,
 }
 
 impl VmRecord {
@@ -223,6 +227,7 @@ mod tests {
             created_dirs: vec!["/home/me/web/node_modules".into()],
             backend: BackendState::Qemu(crate::state::QemuState { accel: Some(crate::state::Accel::Kvm), ..Default::default() }),
             ro: Some(RoMode { git: true, no_ignore: false }),
+            unguarded_git: false,
         }
     }
 

@@ -173,7 +173,9 @@ impl Pending {
     ) -> Result<(), SyncError> {
         let path = self.path;
         if path.is_in_git_dir() {
-            warn(format!("{path}: the guest changed a file inside .git; hutch never patches .git (its hooks and configuration run code)"));
+            warn(format!(
+                "{path}: the guest changed a file inside .git; hutch never patches .git (its hooks and configuration run code); `hutch fetch` takes the guest's commits"
+            ));
             tally.skipped += 1;
             return Ok(());
         }

@@ -13,6 +13,7 @@
 
 mod attach;
 mod exec;
+mod git;
 mod memory;
 mod net;
 mod pty;
@@ -161,6 +162,11 @@ pub fn run_net(quick: bool) -> Result<()> {
     net::figures(&mut table, &plan, &setup, &agent_bin)?;
     table.print();
     Ok(())
+}
+
+/// The git guard's cost (`cargo xtask bench-git`), see [`git`].
+pub fn run_git(quick: bool) -> Result<()> {
+    git::run(quick)
 }
 
 /// Only the workspace section (`cargo xtask bench-workspace`).

@@ -73,6 +73,7 @@ fn net_process(setup: &Setup, agent_bin: &Path, tunnelled: &str, intercepted: &s
         heavy_dirs: Vec::new(),
         ro: None,
         disk_bytes: None,
+        unguarded_git: false,
     };
     let addr: hutch_proto::addr::Addr = agent.addr.parse()?;
     spec.record("none".into(), Some(addr), BackendState::Lima(Default::default())).save(&dir)?;

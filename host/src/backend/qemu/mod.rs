@@ -125,7 +125,14 @@ impl Qemu {
             disk: image.spec.disk.as_ref().map(|_| args::DiskAttachment { overlay: &overlay, ssh_port }),
             cmdline_extra,
         };
-        let mut cmd = Command::new(&self.qemu);
+        // QEMU serves 9p itself: then it runs in the git guard's namespace.
+        let mut cmd = match share {
+            Some(QemuShare::NineP) => crate::git::namespace::command(&self.qemu, dir).map_err(|e| {
+                stop_daemons();
+                BackendError::Boot(e.to_string())
+            })?,
+            _ => Command::new(&self.qemu),
+        };
         cmd.args(machine.args());
         if let Err(e) = qemu_daemon(dir).spawn(cmd) {
             stop_daemons();
