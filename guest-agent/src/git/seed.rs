@@ -49,6 +49,25 @@ pub struct Identity {
     pub user_email: String,
     /// `core.worktree`, for a submodule's gitdir.
     pub worktree: Option<PathBuf>,
+    /// The names of the submodules this gitdir holds (`modules/NAME`),
+    /// marked `active`: git counts a submodule as initialized only when
+    /// its configuration says so, and the host's `submodule.NAME.url` is
+    /// not copied (a URL may hold credentials). Without it the guest's
+    /// `git submodule status` would call every submodule uninitialized.
+    pub submodules: Vec<String>,
+}
+
+impl Identity {
+    /// The names of the submodules directly below `prefix` (`""` for the
+    /// top gitdir, `modules/a/` for submodule `a`'s) among `rels`, the
+    /// gitdirs of every submodule (`modules/a`, `modules/a/modules/b`).
+    pub fn submodules_below<'a>(prefix: &str, rels: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+        rels.into_iter()
+            .filter_map(|rel| rel.strip_prefix(prefix)?.strip_prefix("modules/"))
+            .filter(|name| !name.is_empty() && !name.contains("/modules/"))
+            .map(str::to_owned)
+            .collect()
+    }
 }
 
 /// Makes (or refreshes) the gitdir `dir` from the view `view`; `seeded` is
@@ -122,6 +141,9 @@ pub fn config_text(identity: &Identity) -> String {
     }
     if sha256 {
         text.push_str("[extensions]\n\tobjectFormat = sha256\n");
+    }
+    for name in &identity.submodules {
+        text.push_str(&format!("[submodule {}]\n\tactive = true\n", quoted(name)));
     }
     if !identity.user_name.is_empty() || !identity.user_email.is_empty() {
         text.push_str("[user]\n");
@@ -289,14 +311,24 @@ mod tests {
     }
 
     #[test]
+    fn each_gitdir_names_only_its_own_submodules() {
+        let rels = ["modules/libs/lib", "modules/libs/lib/modules/inner", "modules/vendor/empty"];
+        assert_eq!(Identity::submodules_below("", rels), ["libs/lib", "vendor/empty"]);
+        assert_eq!(Identity::submodules_below("modules/libs/lib/", rels), ["inner"]);
+        assert!(Identity::submodules_below("modules/vendor/empty/", rels).is_empty());
+    }
+
+    #[test]
     fn the_configuration_quotes_what_it_is_given() {
         let identity = Identity {
             object_format: "sha256".into(),
             user_name: "A \"B\" \\ C\n[core]".into(),
             user_email: String::new(),
             worktree: Some("/w/sub".into()),
+            submodules: vec!["libs/lib".into()],
         };
         let text = config_text(&identity);
+        assert!(text.contains("[submodule \"libs/lib\"]\n\tactive = true\n"), "{text}");
         assert!(text.contains("repositoryformatversion = 1") && text.contains("objectFormat = sha256"), "{text}");
         assert!(text.contains("\tname = \"A \\\"B\\\" \\\\ C[core]\"\n"), "{text}");
         assert!(text.contains("\tworktree = \"/w/sub\"\n") && !text.contains("email"), "{text}");

@@ -85,6 +85,7 @@ fn ensure_one(workspace: &Path, repo: &GitRepo, config: &Config, mounts: &dyn Mo
         user_name: repo.user_name.clone(),
         user_email: repo.user_email.clone(),
         worktree: None,
+        submodules: Identity::submodules_below("", repo.modules.iter().map(|m| m.gitdir.as_str())),
     };
     let mut modules = Vec::with_capacity(repo.modules.len());
     for module in &repo.modules {
@@ -119,7 +120,12 @@ fn ensure_one(workspace: &Path, repo: &GitRepo, config: &Config, mounts: &dyn Mo
         for (rel, module_worktree) in &modules {
             let module_seeded = seeded.join(rel);
             std::fs::create_dir_all(&module_seeded).map_err(PrepareError::io("creating", &module_seeded))?;
-            let identity = Identity { worktree: Some(module_worktree.clone()), ..identity.clone() };
+            let prefix = format!("{}/", rel.display());
+            let identity = Identity {
+                worktree: Some(module_worktree.clone()),
+                submodules: Identity::submodules_below(&prefix, repo.modules.iter().map(|m| m.gitdir.as_str())),
+                ..identity.clone()
+            };
             written.extend(seed::seed(&view.join(rel), &dir.join(rel), &module_seeded.join("config"), &identity)?);
         }
     }
