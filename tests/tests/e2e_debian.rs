@@ -40,6 +40,9 @@ fn entries(dir: &Path) -> Vec<String> {
 fn the_default_image_is_a_userland_for_coding_agents_on_its_own_disk() {
     let ws = tempfile::tempdir_in("/tmp").unwrap();
     std::fs::write(ws.path().join("package.json"), "{\"name\":\"e2e\",\"version\":\"1.0.0\"}\n").unwrap();
+    std::fs::create_dir(ws.path().join("data")).unwrap();
+    std::fs::write(ws.path().join("data/a.json"), "{\"n\": 40}\n").unwrap();
+    std::fs::write(ws.path().join("data/b.json"), "{\"n\": 2}\n").unwrap();
     up("e2e-debian", ws.path(), &["--disk", "24G"]);
 
     // Debian's tools, npm from its release, the npm CLI and the setup hook the
@@ -51,6 +54,32 @@ fn the_default_image_is_a_userland_for_coding_agents_on_its_own_disk() {
     assert_eq!(
         out, "42\n10.9.9\nvenv ok\ncurl\nclaude ok\nsetup hook ran as root\nhutch-agent\nlo\nhutch-guest\n",
         "the Debian userland is incomplete"
+    );
+
+    // Node.js 22 from its official release, the only one: Debian's nodejs is
+    // not installed, and apt would refuse it. A CLI whose `engines` asks for
+    // Node 22 (installed by the setup hook with npm's --engine-strict) runs
+    // on it, with APIs older lines lack; the hook's apt-get install worked.
+    let script = "node --version; command -v node npm npx; ls /usr/bin/node* 2>/dev/null | wc -l; \
+                  dpkg-query -W nodejs >/dev/null 2>&1 || echo no nodejs package; grep -c 'Pin-Priority: -1' /etc/apt/preferences.d/hutch-node; \
+                  node22-check; hello";
+    let out = exec_ok("e2e-debian", script);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines.first().is_some_and(|v| v.starts_with("v22.")), "node is not 22.x: {out}");
+    let node = lines[0].trim_start_matches('v');
+    assert_eq!(
+        lines[1..],
+        [
+            "/usr/local/bin/node",
+            "/usr/local/bin/npm",
+            "/usr/local/bin/npx",
+            "0",
+            "no nodejs package",
+            "1",
+            &format!("3 files, n = 42 (node {node})"),
+            "Hello, world!"
+        ],
+        "{out}"
     );
 
     // The project comes over virtio-fs (virtiofsd is installed), mounted by the agent under hutch's init.
@@ -95,7 +124,7 @@ fn the_default_image_is_a_userland_for_coding_agents_on_its_own_disk() {
     up("e2e-debian", ws.path(), &[]);
     assert_eq!(exec_ok("e2e-debian", "cat node_modules/pkg/out"), "built\n");
     assert_eq!(code(&e2e().run(&["rm", "-f", "e2e-debian"])), 0);
-    assert_eq!(entries(ws.path()), [".git", "made-in-guest", "package.json"], "rm left something in the project");
+    assert_eq!(entries(ws.path()), [".git", "data", "made-in-guest", "package.json"], "rm left something in the project");
     assert!(e2e().vm_processes().iter().all(|(_, c)| !c.contains("/vms/e2e-debian/")), "left running: {:?}", e2e().vm_processes());
 }
 
@@ -172,9 +201,12 @@ fn commands_run_as_an_unprivileged_user_with_the_host_users_ids() {
         assert_eq!(code(&out), 0, "{script}\n{}\n{}", stdout(&out), stderr(&out));
         stdout(&out)
     };
-    let out =
-        run(&[], "id -u; id -g; id -un; echo $HOME; touch from-guest; mkdir node_modules/made-by-user && sudo -n true && echo sudo ok");
-    assert_eq!(out, format!("{uid}\n{gid}\nhutch\n/home/hutch\nsudo ok\n"));
+    let out = run(
+        &[],
+        "id -u; id -g; id -un; echo $HOME; touch from-guest; mkdir node_modules/made-by-user && sudo -n true && echo sudo ok; \
+         command -v node npx; sudo -n node -p 'process.versions.node.split(\".\")[0]'",
+    );
+    assert_eq!(out, format!("{uid}\n{gid}\nhutch\n/home/hutch\nsudo ok\n/usr/local/bin/node\n/usr/local/bin/npx\n22\n"));
     let made = std::fs::metadata(ws.join("from-guest")).unwrap();
     assert_eq!((made.uid(), made.gid()), (uid, gid), "a file the guest made is not the host user's");
     // A --ro snapshot is the user's to edit too (and the host's file stays as it was).

@@ -88,6 +88,7 @@ rm -rf /var/cache/apt/archives/*.deb /var/lib/apt/lists/* /var/log/*.log
         variant: "minbase".into(),
         include: ["systemd-sysv", "openssh-server", "udev"].map(String::from).to_vec(),
         updates: false,
+        setup_files: Vec::new(),
         files: vec![("authorized_keys".into(), public_key)],
         build_files: Vec::new(),
         script,
