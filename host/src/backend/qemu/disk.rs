@@ -90,15 +90,7 @@ pub fn create_overlay(qemu_img: &Path, image: &GuestImage, overlay: &Path, size:
     let (Some(disk), Some(spec)) = (image.disk(), image.spec.disk.as_ref()) else { return Ok(()) };
     let base = virtual_size(&disk, spec.format)?;
     if let Some(size) = size.filter(|&size| size < base) {
-        return Err(BackendError::Image {
-            path: disk,
-            why: format!(
-                "its disk is {} and a VM's disk can only be as big or bigger, not {}: ask for at least {} (--disk, `disk` in the configuration)",
-                gib(base),
-                gib(size),
-                gib(base)
-            ),
-        });
+        return Err(crate::backend::disk_size::smaller_than_base(&format!("the image {}", disk.display()), base, size));
     }
     let _ = std::fs::remove_file(overlay);
     let mut cmd = Command::new(qemu_img);
@@ -107,12 +99,6 @@ pub fn create_overlay(qemu_img: &Path, image: &GuestImage, overlay: &Path, size:
         cmd.arg(size.to_string());
     }
     run(qemu_img, cmd)
-}
-
-/// A size for people: `20 GiB`, `1.5 GiB`.
-fn gib(bytes: u64) -> String {
-    let gib = bytes as f64 / f64::from(1u32 << 30);
-    if gib.fract() == 0.0 { format!("{gib:.0} GiB") } else { format!("{gib:.1} GiB") }
 }
 
 /// The size the guest sees of a disk file: a raw file's length, or the
