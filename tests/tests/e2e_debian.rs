@@ -60,7 +60,7 @@ fn the_default_image_is_a_userland_for_coding_agents_on_its_own_disk() {
     // not installed, and apt would refuse it. A CLI whose `engines` asks for
     // Node 22 (installed by the setup hook with npm's --engine-strict) runs
     // on it, with APIs older lines lack; the hook's apt-get install worked.
-    let script = "node --version; command -v node npm npx; ls /usr/bin/node* 2>/dev/null | wc -l; \
+    let script = "node --version; for c in node npm npx; do command -v $c; done; ls /usr/bin/node* 2>/dev/null | wc -l; \
                   dpkg-query -W nodejs >/dev/null 2>&1 || echo no nodejs package; grep -c 'Pin-Priority: -1' /etc/apt/preferences.d/hutch-node; \
                   node22-check; hello";
     let out = exec_ok("e2e-debian", script);
@@ -204,7 +204,7 @@ fn commands_run_as_an_unprivileged_user_with_the_host_users_ids() {
     let out = run(
         &[],
         "id -u; id -g; id -un; echo $HOME; touch from-guest; mkdir node_modules/made-by-user && sudo -n true && echo sudo ok; \
-         command -v node npx; sudo -n node -p 'process.versions.node.split(\".\")[0]'",
+         for c in node npx; do command -v $c; done; sudo -n node -p 'process.versions.node.split(\".\")[0]'",
     );
     assert_eq!(out, format!("{uid}\n{gid}\nhutch\n/home/hutch\nsudo ok\n/usr/local/bin/node\n/usr/local/bin/npx\n22\n"));
     let made = std::fs::metadata(ws.join("from-guest")).unwrap();
