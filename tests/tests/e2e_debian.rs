@@ -82,6 +82,14 @@ fn the_default_image_is_a_userland_for_coding_agents_on_its_own_disk() {
         "{out}"
     );
 
+    // A native addon builds offline (the guest reaches no nodejs.org): npm
+    // runs node-gyp, which takes the image's own Node headers (nodedir).
+    let script = "mkdir -p /tmp/addon && cd /tmp/addon && echo 'int hutch_addon;' > a.c && \
+                  echo '{\"targets\": [{\"target_name\": \"a\", \"sources\": [\"a.c\"]}]}' > binding.gyp && \
+                  echo '{\"name\": \"addon\", \"version\": \"1.0.0\"}' > package.json && \
+                  npm install --no-audit --no-fund >/dev/null 2>&1 && ls build/Release/a.node";
+    assert_eq!(exec_ok("e2e-debian", script), "build/Release/a.node\n", "a native addon did not build against the image's headers");
+
     // The project comes over virtio-fs (virtiofsd is installed), mounted by the agent under hutch's init.
     let out = exec_ok("e2e-debian", "awk -v d=\"$PWD\" '$2 == d { print $3 }' /proc/mounts");
     assert_eq!(out, "virtiofs\n", "the workspace is not shared over virtio-fs");

@@ -15,6 +15,7 @@ pub mod log;
 pub mod logs;
 pub mod ls;
 pub mod ping;
+mod prepare_init;
 pub mod ps;
 pub mod reset;
 pub mod rm;

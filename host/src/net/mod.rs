@@ -19,6 +19,7 @@
 //!   full verification against the host's trust store;
 //! - [`secrets`]: placeholders the guest sees, real values only on the host;
 //! - [`audit`]: the per-VM JSONL log of every egress decision and every exec;
+//! - [`mirrors`]: the package mirrors `hutch image prepare`'s setup hook reaches;
 //! - [`daemon`]: the process itself, started by `up`, stopped by `down`/`rm`.
 
 pub mod address;
@@ -29,6 +30,7 @@ pub mod daemon;
 pub mod exec;
 pub mod guest_io;
 pub mod intercept;
+pub mod mirrors;
 pub mod pattern;
 pub mod policy;
 pub mod proxy;

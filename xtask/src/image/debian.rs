@@ -180,7 +180,8 @@ curl -fsSL -o $B/npm.tgz {REGISTRY}/npm/-/npm-{NPM_VERSION}.tgz
 echo "{NPM_SHA512}  $B/npm.tgz" | sha512sum -c --quiet
 mkdir -p /usr/local/lib/node_modules/npm
 tar -xzf $B/npm.tgz -C /usr/local/lib/node_modules/npm --strip-components=1 --no-same-owner
-printf 'prefix=/usr/local\nupdate-notifier=false\nfund=false\naudit=false\n' > /usr/local/lib/node_modules/npm/npmrc
+# nodedir: native addons build against the image's own Node headers, not ones node-gyp would download.
+printf 'prefix=/usr/local\nupdate-notifier=false\nfund=false\naudit=false\nnodedir=/usr/local\n' > /usr/local/lib/node_modules/npm/npmrc
 ln -sf ../lib/node_modules/npm/bin/npm-cli.js /usr/local/bin/npm
 ln -sf ../lib/node_modules/npm/bin/npx-cli.js /usr/local/bin/npx
 rm $B/npm.tgz
