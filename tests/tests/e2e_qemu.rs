@@ -528,7 +528,22 @@ fn image_prepare_init_hutch_boots_a_disk_without_systemd_or_sshd_and_its_hook_us
     std::fs::write(ws.path().join("from-host"), "shared\n").unwrap();
     let script = "cat /hutch-setup-marker; cat /proc/1/comm; id -u; hello; cat from-host; \
                   ls /lib/systemd/systemd /usr/sbin/sshd 2>/dev/null | wc -l; grep -c '^hutch:' /etc/passwd";
-    let args = ["run", "--rm", "--image", "e2e-plain", "--workspace", ws.path().to_str().unwrap(), "--cpus", "1", "--memory", "512", "--", "sh", "-c", script];
+    let args = [
+        "run",
+        "--rm",
+        "--image",
+        "e2e-plain",
+        "--workspace",
+        ws.path().to_str().unwrap(),
+        "--cpus",
+        "1",
+        "--memory",
+        "512",
+        "--",
+        "sh",
+        "-c",
+        script,
+    ];
     let out = e2e().run(&args);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let uid = nix::unistd::getuid().as_raw();

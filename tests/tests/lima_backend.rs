@@ -183,7 +183,11 @@ fn disk_sizes_go_into_the_template_or_the_clone_and_a_smaller_disk_is_refused() 
             .env("LIMA_HOME", fake.vmm_home())
             .output()
             .unwrap();
-        stdout(&out).lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()).find(|i| i["name"] == name).map(|i| i["disk"].clone())
+        stdout(&out)
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .find(|i| i["name"] == name)
+            .map(|i| i["disk"].clone())
     };
 
     // From a template: `disk:` in the template hutch writes, from the configuration's `disk`.

@@ -183,7 +183,9 @@ impl BackendError {
         match self {
             BackendError::MissingTool { install, .. } => Some(install.clone()),
             BackendError::Image { .. } => Some("build the default image with `cargo xtask image`, or pass --image DIR".into()),
-            BackendError::DiskSize(_) => Some("a VM's disk starts as a copy of its image's and can only grow: --disk (or `disk`) sets its size".into()),
+            BackendError::DiskSize(_) => {
+                Some("a VM's disk starts as a copy of its image's and can only grow: --disk (or `disk`) sets its size".into())
+            }
             _ => None,
         }
     }

@@ -18,7 +18,6 @@ use crate::error::Error;
 use crate::lifecycle;
 use crate::state::{BackendKind, BackendState, QemuState, StateDir, StateError, VmLock};
 
-
 /// What hutch's init expects of a disk, done through the agent as root:
 /// the user `hutch` commands run as (its uid is replaced by the host user's
 /// at each boot), with passwordless sudo where sudo is installed. Every
@@ -57,7 +56,10 @@ pub async fn prepare(state: &StateDir, args: &PrepareArgs) -> Result<u8, Error> 
         )));
     }
     if Path::new(&args.base).is_dir() {
-        return Err(Error::Usage(format!("--init hutch takes a disk file (raw or qcow2, an ext4 root file system), not the folder {}", args.base)));
+        return Err(Error::Usage(format!(
+            "--init hutch takes a disk file (raw or qcow2, an ext4 root file system), not the folder {}",
+            args.base
+        )));
     }
     let qemu = Qemu::from_env(state);
     let name = target_name(args)?;

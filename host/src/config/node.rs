@@ -24,7 +24,8 @@ impl NodeVersion {
     /// Parses `"22"`, `"22.23.5"` (a leading `v` is allowed, as `node
     /// --version` prints it); anything else says what is expected.
     pub fn parse(text: &str) -> Result<NodeVersion, String> {
-        let bad = || format!("node = {text:?} is not a Node.js version: use a major version such as \"22\" or a release such as \"22.23.5\"");
+        let bad =
+            || format!("node = {text:?} is not a Node.js version: use a major version such as \"22\" or a release such as \"22.23.5\"");
         let digits = text.strip_prefix('v').unwrap_or(text);
         let parts: Vec<&str> = digits.split('.').collect();
         let number = |part: &str| {

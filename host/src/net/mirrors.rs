@@ -15,14 +15,8 @@ use crate::config::network::Rule;
 use crate::net::pattern::HostPattern;
 
 /// Where `apt` on Debian and Ubuntu fetches from by default.
-pub const MIRRORS: &[&str] = &[
-    "deb.debian.org",
-    "security.debian.org",
-    "archive.ubuntu.com",
-    "*.archive.ubuntu.com",
-    "security.ubuntu.com",
-    "ports.ubuntu.com",
-];
+pub const MIRRORS: &[&str] =
+    &["deb.debian.org", "security.debian.org", "archive.ubuntu.com", "*.archive.ubuntu.com", "security.ubuntu.com", "ports.ubuntu.com"];
 
 /// What the audit log names as the rule behind these hosts.
 pub const SOURCE: &str = "image prepare (package mirrors)";

@@ -96,7 +96,8 @@ impl Lima {
         }
         if let Some(asked) = spec.disk_bytes {
             let listed = self.tool.run(&["list", "--json"])?;
-            let base_disk = list::disk_of(&listed, base).map_err(|why| BackendError::Command { command: self.tool.shown(&["list", "--json"]), why })?;
+            let base_disk =
+                list::disk_of(&listed, base).map_err(|why| BackendError::Command { command: self.tool.shown(&["list", "--json"]), why })?;
             if let Some(base_disk) = base_disk.filter(|&size| asked < size) {
                 return Err(disk_size::smaller_than_base(&format!("Lima instance {base}"), base_disk, asked));
             }

@@ -118,7 +118,11 @@ mod tests {
     fn a_disk_size_goes_into_both() {
         let sized = VmSpec { disk_bytes: Some(40 << 30), ..spec() };
         assert!(template(&sized, "template://default").contains("\nmemory: \"2048MiB\"\ndisk: \"40GiB\"\n"), "{}", template(&sized, "x"));
-        assert!(set_expression(&sized).starts_with(".cpus = 4 | .memory = \"2048MiB\" | .disk = \"40GiB\" | "), "{}", set_expression(&sized));
+        assert!(
+            set_expression(&sized).starts_with(".cpus = 4 | .memory = \"2048MiB\" | .disk = \"40GiB\" | "),
+            "{}",
+            set_expression(&sized)
+        );
         assert!(!template(&spec(), "x").contains("disk:"));
     }
 

@@ -239,7 +239,8 @@ mod tests {
         let hutch = image_for_disk(&disk, &boot, &dir.path().join("hutch"), Init::Hutch).unwrap();
         assert_eq!(hutch.spec.init, Init::Hutch);
         assert_eq!(hutch.spec.cmdline, format!("{DISK_CMDLINE} hutch.init=agent"));
-        let written: ImageSpec = serde_json::from_str(&std::fs::read_to_string(dir.path().join("hutch").join(IMAGE_FILE)).unwrap()).unwrap();
+        let written: ImageSpec =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join("hutch").join(IMAGE_FILE)).unwrap()).unwrap();
         assert_eq!(written.init, Init::Hutch, "image.json says which init the saved image boots");
     }
 }

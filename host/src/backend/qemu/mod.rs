@@ -137,8 +137,14 @@ impl Qemu {
             vsock::Device::UserSpace => Addr::Hvsock { path: vsock::hvsock_path(dir), port: image.spec.agent_port },
         }
         .into();
-        let state =
-            QemuState { accel: Some(choice.accel), accel_reason: choice.reason, probing_kvm: choice.probing, ssh_port, share, commands_as_root };
+        let state = QemuState {
+            accel: Some(choice.accel),
+            accel_reason: choice.reason,
+            probing_kvm: choice.probing,
+            ssh_port,
+            share,
+            commands_as_root,
+        };
         record.backend = BackendState::Qemu(state);
         Ok(())
     }
