@@ -12,6 +12,9 @@ use tempfile::TempDir;
 
 use crate::{Agent, binaries};
 
+/// The size of the fake Tart base VM's disk: 50 GB, as Cirrus Labs' images.
+pub const TART_BASE_DISK: u64 = 50_000_000_000;
+
 /// Which fake.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Vmm {
@@ -47,12 +50,14 @@ pub struct FakeVmm {
 }
 
 impl FakeVmm {
-    /// A fake Tart with one local VM, `base`, to clone.
+    /// A fake Tart with one local VM, `base`, to clone: its disk is
+    /// [`TART_BASE_DISK`] (a sparse file, as Tart's raw disks).
     pub fn tart() -> FakeVmm {
         let fake = FakeVmm::new(Vmm::Tart, &[]);
         let base = fake.vmm_home().join("vms").join("base");
         std::fs::create_dir_all(&base).expect("create the base VM");
         std::fs::write(base.join("config.json"), r#"{"cpuCount":4,"memorySize":4096,"os":"linux"}"#).expect("write the base VM");
+        std::fs::File::create(base.join("disk.img")).and_then(|f| f.set_len(TART_BASE_DISK)).expect("write the base VM's disk");
         fake
     }
 

@@ -93,6 +93,10 @@ impl Project {
         git(&ws, &["config", "user.name", "Host User"]);
         git(&ws, &["config", "user.email", "user@host"]);
         std::fs::write(ws.join("package.json"), "{\"name\":\"e2e\",\"version\":\"1.0.0\"}\n").unwrap();
+        // What the Node 22 check (`node22-check`, from the image's setup hook) sums.
+        std::fs::create_dir(ws.join("data")).unwrap();
+        std::fs::write(ws.join("data/a.json"), "{\"n\": 40}\n").unwrap();
+        std::fs::write(ws.join("data/b.json"), "{\"n\": 2}\n").unwrap();
         std::fs::write(ws.join("a.txt"), "one\n").unwrap();
         git(&ws, &["add", "."]);
         git(&ws, &["commit", "-qm", "one"]);
@@ -306,6 +310,40 @@ fn the_default_image_is_a_userland_for_coding_agents_on_its_own_disk() {
         "the Debian userland is incomplete"
     );
 
+    // Node.js 22 from its official release, the only one: Debian's nodejs is
+    // not installed, and apt would refuse it. A CLI whose `engines` asks for
+    // Node 22 (installed by the setup hook with npm's --engine-strict) runs
+    // on it, with APIs older lines lack; the hook's apt-get install worked.
+    let script = "node --version; for c in node npm npx; do command -v $c; done; ls /usr/bin/node* 2>/dev/null | wc -l; \
+                  dpkg-query -W nodejs >/dev/null 2>&1 || echo no nodejs package; grep -c 'Pin-Priority: -1' /etc/apt/preferences.d/hutch-node; \
+                  node22-check; hello";
+    let out = exec_ok("e2e-debian", script);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines.first().is_some_and(|v| v.starts_with("v22.")), "node is not 22.x: {out}");
+    let node = lines[0].trim_start_matches('v');
+    assert_eq!(
+        lines[1..],
+        [
+            "/usr/local/bin/node",
+            "/usr/local/bin/npm",
+            "/usr/local/bin/npx",
+            "0",
+            "no nodejs package",
+            "1",
+            &format!("3 files, n = 42 (node {node})"),
+            "Hello, world!"
+        ],
+        "{out}"
+    );
+
+    // A native addon builds offline (the guest reaches no nodejs.org): npm
+    // runs node-gyp, which takes the image's own Node headers (nodedir).
+    let script = "mkdir -p /tmp/addon && cd /tmp/addon && echo 'int hutch_addon;' > a.c && \
+                  echo '{\"targets\": [{\"target_name\": \"a\", \"sources\": [\"a.c\"]}]}' > binding.gyp && \
+                  echo '{\"name\": \"addon\", \"version\": \"1.0.0\"}' > package.json && \
+                  npm install --no-audit --no-fund >/dev/null 2>&1 && ls build/Release/a.node";
+    assert_eq!(exec_ok("e2e-debian", script), "build/Release/a.node\n", "a native addon did not build against the image's headers");
+
     // The project comes over virtio-fs (virtiofsd is installed), mounted by the agent under hutch's init.
     let out = exec_ok("e2e-debian", "awk -v d=\"$PWD\" '$2 == d { print $3 }' /proc/mounts");
     assert_eq!(out, "virtiofs\n", "the workspace is not shared over virtio-fs");
@@ -437,10 +475,12 @@ fn commands_run_as_an_unprivileged_user_with_the_host_users_ids() {
     };
     // The git guard's namespace is a user namespace here (hutch is not root):
     // the guest gets a repository of its own in a folder the host keeps none in.
+    // Node.js 22 is the image's, on every user's PATH and under sudo.
     let script = "id -u; id -g; id -un; echo $HOME; touch from-guest; mkdir node_modules/made-by-user && sudo -n true && echo sudo ok; \
-                  git init -q && git -c user.name=u -c user.email=u@h commit -q --allow-empty -m x && git rev-list --count HEAD";
+                  git init -q && git -c user.name=u -c user.email=u@h commit -q --allow-empty -m x && git rev-list --count HEAD; \
+                  for c in node npx; do command -v $c; done; sudo -n node -p 'process.versions.node.split(\".\")[0]'";
     let out = run(&[], script);
-    assert_eq!(out, format!("{uid}\n{gid}\nhutch\n/home/hutch\nsudo ok\n1\n"));
+    assert_eq!(out, format!("{uid}\n{gid}\nhutch\n/home/hutch\nsudo ok\n1\n/usr/local/bin/node\n/usr/local/bin/npx\n22\n"));
     let made = std::fs::metadata(ws.join("from-guest")).unwrap();
     assert_eq!((made.uid(), made.gid()), (uid, gid), "a file the guest made is not the host user's");
     // A --ro snapshot is the user's to edit too (and the host's file stays as it was).

@@ -12,6 +12,8 @@
 //! - `bench [--quick] [--json FILE]`: measure hutch against its anchors;
 //! - `bench-sync [--quick] [--json FILE]`: `--ro` snapshot sync beside rsync;
 //! - `bench-git [--quick]`: the git guard's cost against `--unguarded-git`;
+//! - `bench-exec [--quick]`: only `bench`'s exec latency rows, with exec as
+//!   an unprivileged user;
 //! - `bench-workspace [--quick] [--json FILE]`: only `bench`'s "workspace in
 //!   the guest" section (virtio-fs and 9p against a VM-local copy).
 //!
@@ -115,6 +117,12 @@ enum Task {
         #[arg(long)]
         quick: bool,
     },
+    /// Only the exec latency rows of `bench`: `hutch exec -- true` beside its anchors, and as an unprivileged user.
+    BenchExec {
+        /// Fewer runs, for a quick look.
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -135,6 +143,7 @@ fn main() -> ExitCode {
         Task::BenchWorkspace { quick, json } => bench::run_workspace(quick, json.as_deref()).map(|()| 0),
         Task::BenchNet { quick } => bench::run_net(quick).map(|()| 0),
         Task::BenchGit { quick } => bench::run_git(quick).map(|()| 0),
+        Task::BenchExec { quick } => bench::run_exec(quick).map(|()| 0),
         Task::BenchSync { quick, json } => bench_sync::run(quick).and_then(|report| {
             if let Some(path) = json {
                 std::fs::write(path, format!("{report:#}\n"))?;

@@ -7,6 +7,7 @@
 //! answers on. Waiting for the agent is not a backend's job; the lifecycle code
 //! does it the same way for every backend (see `crate::lifecycle`).
 
+pub mod disk_size;
 #[cfg(test)]
 pub mod fake;
 pub mod lima;
@@ -152,6 +153,9 @@ pub enum BackendError {
     /// The VM did not come up.
     #[error("{0}")]
     Boot(String),
+    /// The disk size asked for cannot be given (see [`disk_size`]).
+    #[error("{0}")]
+    DiskSize(String),
     /// A command of the VM manager failed.
     #[error("`{command}` failed: {why}")]
     Command {
@@ -182,6 +186,9 @@ impl BackendError {
         match self {
             BackendError::MissingTool { install, .. } => Some(install.clone()),
             BackendError::Image { .. } => Some("build the default image with `cargo xtask image`, or pass --image DIR".into()),
+            BackendError::DiskSize(_) => {
+                Some("a VM's disk starts as a copy of its image's and can only grow: --disk (or `disk`) sets its size".into())
+            }
             _ => None,
         }
     }

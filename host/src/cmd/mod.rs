@@ -17,6 +17,7 @@ pub mod logs;
 pub mod ls;
 pub mod mcp;
 pub mod ping;
+mod prepare_init;
 pub mod ps;
 pub mod reset;
 pub mod rm;

@@ -116,6 +116,8 @@ pub struct ImageTable {
     pub packages: Option<Vec<String>>,
     /// npm packages installed globally (`npm install -g`), e.g. coding-agent CLIs.
     pub npm: Option<Vec<String>>,
+    /// The Node.js release: a major version (`"22"`) or a full one (`"22.23.5"`).
+    pub node: Option<String>,
 }
 
 /// The `[hooks]` table.

@@ -5,6 +5,7 @@
 
 mod file;
 pub mod network;
+pub mod node;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -14,6 +15,7 @@ use serde_json::{Value, json};
 
 pub use file::{ConfigError, ConfigFile, ExecTable, Hooks, ImageKey, ImageTable, TimeoutsTable, env_pairs};
 pub use network::{Mode, NetworkConfig};
+pub use node::NodeVersion;
 
 use crate::state::BackendKind;
 
@@ -83,6 +85,8 @@ pub struct Config {
     pub image_packages: Sourced<Vec<String>>,
     /// npm packages `cargo xtask image` installs globally in the default image (`[image] npm`).
     pub image_npm: Sourced<Vec<String>>,
+    /// The Node.js release `cargo xtask image` puts into the default image (`[image] node`).
+    pub image_node: Sourced<NodeVersion>,
     /// Heavy dirs.
     pub heavy: Sourced<Vec<String>>,
     /// Extra ignore patterns for `--ro` snapshots.
@@ -117,6 +121,7 @@ impl Default for Config {
             disk: Sourced::default(None),
             image_packages: Sourced::default(Vec::new()),
             image_npm: Sourced::default(Vec::new()),
+            image_node: Sourced::default(NodeVersion::Major(node::DEFAULT_MAJOR)),
             heavy: Sourced::default(DEFAULT_HEAVY_DIRS.iter().map(|d| (*d).to_owned()).collect()),
             ignore: Sourced::default(Vec::new()),
             env: Sourced::default(Vec::new()),
@@ -184,14 +189,17 @@ impl Config {
         };
         self.backend.set(file.backend, &source);
         if let Some(ImageKey::Table(table)) = &file.image {
-            if project && (table.packages.is_some() || table.npm.is_some()) {
-                let key = if table.packages.is_some() { "packages" } else { "npm" };
-                let why = "`[image] packages` and `npm` say what goes into your default image, which every project shares: \
+            let contents = [("packages", table.packages.is_some()), ("npm", table.npm.is_some()), ("node", table.node.is_some())];
+            if let Some((key, _)) = contents.iter().find(|(_, set)| project && *set) {
+                let why = "`[image] packages`, `npm` and `node` say what goes into your default image, which every project shares: \
                            put them in your user configuration (~/.config/hutch/config.toml) and run `cargo xtask image`";
                 return Err(invalid(key, why.into()));
             }
             self.image_packages.set(table.packages.clone(), &source);
             self.image_npm.set(table.npm.clone(), &source);
+            if let Some(text) = &table.node {
+                self.image_node.set(Some(NodeVersion::parse(text).map_err(|why| invalid("node", why))?), &source);
+            }
         }
         self.image.set(file.image.as_ref().and_then(ImageKey::name).map(|name| Some(name.to_owned())), &source);
         if let Some(text) = &file.disk {
@@ -244,6 +252,7 @@ impl Config {
             "disk": entry(json!(self.disk.value), &self.disk.source),
             "image.packages": entry(json!(self.image_packages.value), &self.image_packages.source),
             "image.npm": entry(json!(self.image_npm.value), &self.image_npm.source),
+            "image.node": entry(json!(self.image_node.value.to_string()), &self.image_node.source),
             "heavy": entry(json!(self.heavy.value), &self.heavy.source),
             "ignore": entry(json!(self.ignore.value), &self.ignore.source),
             "env": entry(json!(self.env.value), &self.env.source),
@@ -339,6 +348,17 @@ mod tests {
         assert!(config.unguarded_git.value, "the user's file may turn the guard off");
         let err = Config::default().layer(&file, true).unwrap_err().to_string();
         assert!(err.contains(":2: ") && err.contains("the guest can write it"), "{err}");
+        std::fs::write(&file, "[image]\nnode = \"24\"\n").unwrap();
+        let mut config = Config::default();
+        assert_eq!(config.image_node.value, NodeVersion::Major(node::DEFAULT_MAJOR));
+        config.layer(&file, false).unwrap();
+        assert_eq!(config.image_node, Sourced { value: NodeVersion::Major(24), source: Source::File(file.clone()) });
+        assert_eq!(config.to_json()["image.node"]["value"], "24");
+        let err = Config::default().layer(&file, true).unwrap_err().to_string();
+        assert!(err.contains(":2: ") && err.contains("`node`"), "{err}");
+        std::fs::write(&file, "[image]\nname = \"x\"\nnode = \"lts\"\n").unwrap();
+        let err = Config::default().layer(&file, false).unwrap_err().to_string();
+        assert!(err.contains(":3: ") && err.contains("not a Node.js version"), "{err}");
         std::fs::write(&file, "\ndisk = \"lots\"\n").unwrap();
         let err = Config::default().layer(&file, true).unwrap_err().to_string();
         assert!(err.contains(":2: ") && err.contains("not a size"), "{err}");

@@ -18,6 +18,7 @@
 //!   only, TLS is terminated with a per-VM CA and re-originated upstream with
 //!   full verification against the host's trust store;
 //! - [`secrets`]: placeholders the guest sees, real values only on the host;
+//! - [`mirrors`]: the package mirrors `hutch image prepare`'s setup hook reaches;
 //! - [`daemon`]: the process itself, started by `up`, stopped by `down`/`rm`.
 
 pub mod address;
@@ -27,6 +28,7 @@ pub mod daemon;
 pub mod exec;
 pub mod guest_io;
 pub mod intercept;
+pub mod mirrors;
 pub mod pattern;
 pub mod policy;
 pub mod proxy;

@@ -4,7 +4,8 @@
 //! The run starts what it needs and stops it afterwards: a release-build
 //! hutch-agent on a private Unix socket and, when Debian's openssh-server is
 //! installed, a private sshd on 127.0.0.1 (see [`ssh`]). One module per kind
-//! of figure: [`exec`] (latency, throughput), [`attach`] (attach to first
+//! of figure: [`exec`] (latency, throughput), [`exec_user`] (exec as an
+//! unprivileged user against the agent's own), [`attach`] (attach to first
 //! byte), [`pty`] (echo round trip), [`memory`] (agent RSS), [`vm`] (a QEMU
 //! guest, when the image is built), [`workspace`] (the shared workspace in a
 //! guest against a VM-local copy), [`net`] (the egress proxy: first-byte
@@ -14,6 +15,7 @@
 mod attach;
 mod exec;
 mod git;
+mod exec_user;
 mod memory;
 mod net;
 mod pty;
@@ -119,6 +121,7 @@ pub fn run(quick: bool, json_out: Option<&Path>) -> Result<()> {
 
     let mut table = Table::default();
     exec::latency(&mut table, &plan, &setup)?;
+    exec_user::latency(&mut table, &plan, &setup, &agent_bin)?;
     attach::first_byte(&mut table, &plan, &setup)?;
     exec::throughput(&mut table, &plan, &setup)?;
     echo(&mut table, &plan, &setup)?;
@@ -167,6 +170,22 @@ pub fn run_net(quick: bool) -> Result<()> {
 /// The git guard's cost (`cargo xtask bench-git`), see [`git`].
 pub fn run_git(quick: bool) -> Result<()> {
     git::run(quick)
+}
+
+/// Only the exec latency rows ([`exec`], [`exec_user`]), for a look at the
+/// exec path without the whole run.
+pub fn run_exec(quick: bool) -> Result<()> {
+    let (plain, agent_bin) = build_bins("release")?;
+    let hutch = crate::install::build_host_cli()?;
+    let hutch_dynamic = (hutch != plain).then_some(plain);
+    let plan = Plan::new(quick);
+    let setup = Setup { hutch, hutch_dynamic, agent: LocalAgent::start(&agent_bin)?, sshd: Sshd::start() };
+    println!("hutch bench-exec{}: {}\n", if quick { " --quick" } else { "" }, machine());
+    let mut table = Table::default();
+    exec::latency(&mut table, &plan, &setup)?;
+    exec_user::latency(&mut table, &plan, &setup, &agent_bin)?;
+    table.print();
+    Ok(())
 }
 
 /// Only the workspace section (`cargo xtask bench-workspace`).

@@ -110,9 +110,10 @@ impl Qemu {
             Some(_) if !hutch_init => Some(disk::free_port().inspect_err(|_| stop_daemons())?),
             _ => None,
         };
-        // hutch's init gives the guest's user the host user's ids.
-        let cmdline_extra =
-            if hutch_init { format!("hutch.uid={} hutch.gid={}", nix::unistd::getuid(), nix::unistd::getgid()) } else { String::new() };
+        // hutch's init gives the guest's user the host user's ids (root's: commands run as root).
+        let commands_as_root = qemu_state(record).commands_as_root;
+        let (uid, gid) = if commands_as_root { (0, 0) } else { (nix::unistd::getuid().as_raw(), nix::unistd::getgid().as_raw()) };
+        let cmdline_extra = if hutch_init { format!("hutch.uid={uid} hutch.gid={gid}") } else { String::new() };
         let machine = args::Machine {
             accel: choice.accel,
             cpus: record.cpus,
@@ -143,9 +144,35 @@ impl Qemu {
             vsock::Device::UserSpace => Addr::Hvsock { path: vsock::hvsock_path(dir), port: image.spec.agent_port },
         }
         .into();
-        let state = QemuState { accel: Some(choice.accel), accel_reason: choice.reason, probing_kvm: choice.probing, ssh_port, share };
+        let state = QemuState {
+            accel: Some(choice.accel),
+            accel_reason: choice.reason,
+            probing_kvm: choice.probing,
+            ssh_port,
+            share,
+            commands_as_root,
+        };
         record.backend = BackendState::Qemu(state);
         Ok(())
+    }
+
+    /// Creates a VM as [`Backend::create`] does, a bare disk file booting
+    /// with `init` (`hutch image prepare --init hutch` boots one with
+    /// hutch's init; image folders say themselves which init they boot).
+    pub fn create_booting(&self, spec: &VmSpec, dir: &Path, init: Init) -> Result<VmRecord, BackendError> {
+        let base = spec.image.as_deref().ok_or_else(|| BackendError::Image { path: PathBuf::new(), why: "no image given".into() })?;
+        let path = self.resolve_image(base)?;
+        let image = if path.is_dir() {
+            GuestImage::load(&path)?.copy_to(&dir.join(IMAGE_DIR))?
+        } else {
+            let boot = GuestImage::load(&StateDir::at(&self.state_root).default_image()).map_err(|e| BackendError::Image {
+                path: path.clone(),
+                why: format!("a disk image boots with the kernel and initramfs of the default image, which is unusable: {e}"),
+            })?;
+            disk::image_for_disk(&path, &boot, &dir.join(IMAGE_DIR), init)?
+        };
+        disk::create_overlay(&self.qemu_img, &image, &dir.join(disk::OVERLAY), spec.disk_bytes)?;
+        Ok(spec.record(base.to_owned(), None, BackendState::Qemu(QemuState::default())))
     }
 
     /// An image folder or disk file by path, else a prepared image by name
@@ -199,19 +226,7 @@ impl Backend for Qemu {
     }
 
     fn create(&self, spec: &VmSpec, dir: &Path) -> Result<VmRecord, BackendError> {
-        let base = spec.image.as_deref().ok_or_else(|| BackendError::Image { path: PathBuf::new(), why: "no image given".into() })?;
-        let path = self.resolve_image(base)?;
-        let image = if path.is_dir() {
-            GuestImage::load(&path)?.copy_to(&dir.join(IMAGE_DIR))?
-        } else {
-            let boot = GuestImage::load(&StateDir::at(&self.state_root).default_image()).map_err(|e| BackendError::Image {
-                path: path.clone(),
-                why: format!("a disk image boots with the kernel and initramfs of the default image, which is unusable: {e}"),
-            })?;
-            disk::image_for_disk(&path, &boot, &dir.join(IMAGE_DIR))?
-        };
-        disk::create_overlay(&self.qemu_img, &image, &dir.join(disk::OVERLAY), spec.disk_bytes)?;
-        Ok(spec.record(base.to_owned(), None, BackendState::Qemu(QemuState::default())))
+        self.create_booting(spec, dir, Init::Disk)
     }
 
     fn start(&self, record: &mut VmRecord, dir: &Path) -> Result<(), BackendError> {
