@@ -63,6 +63,7 @@ fn main() -> ExitCode {
             Command::Diff(args) => hutch::cmd::diff::run(args).await,
             Command::Mux(args) => Ok(hutch::mux::serve::run(&args.name).await?),
             Command::Net(args) => hutch::net::daemon::run(&args.name).await,
+            Command::SyncDaemon(args) => hutch::sync::live::daemon::run(&args.name).await,
             Command::Log(args) => hutch::cmd::log::run(args).await,
         }
     });

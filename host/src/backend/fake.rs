@@ -27,6 +27,7 @@ pub fn spec(name: &str, ro: Option<RoMode>) -> VmSpec {
         ephemeral: false,
         heavy_dirs: Vec::new(),
         ro,
+        sync: false,
     }
 }
 

@@ -44,13 +44,15 @@ pub struct VmSpec {
     pub heavy_dirs: Vec<String>,
     /// `--ro`: `workspace` is copied into the guest, not shared.
     pub ro: Option<crate::state::RoMode>,
+    /// `--sync`: `workspace` is copied into the guest and kept in step both ways, not shared.
+    pub sync: bool,
 }
 
 impl VmSpec {
     /// The folder to share into the guest: the workspace, unless `--ro`
     /// copies it in instead (then nothing of the host is shared).
     pub fn shared_workspace(&self) -> Option<&Path> {
-        if self.ro.is_some() { None } else { self.workspace.as_deref() }
+        if self.ro.is_some() || self.sync { None } else { self.workspace.as_deref() }
     }
 
     /// The first record of a VM just created from this spec, in state stopped.
@@ -74,6 +76,7 @@ impl VmSpec {
             created_dirs: Vec::new(),
             backend,
             ro: self.ro,
+            sync: self.sync,
         }
     }
 }

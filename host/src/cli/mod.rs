@@ -92,9 +92,9 @@ pub enum Command {
     #[command(subcommand)]
     Image(ImageCommand),
 
-    /// Bring a `--ro` VM's snapshot of the workspace up to date with the host.
+    /// Bring a `--ro` VM's snapshot up to date, or flush a synced VM both ways (`--watch`: keep an agent's copy in step).
     Sync(SyncArgs),
-    /// Print the guest's changes to its `--ro` snapshot as a patch for `git apply`.
+    /// Print the guest's changes to its `--ro` snapshot as a patch for `git apply` (a synced VM: its conflicts and refusals).
     Diff(DiffArgs),
 
     /// Show a VM's audit log: every egress decision and every command run in it.
@@ -107,6 +107,10 @@ pub enum Command {
     /// Serve a VM's guest network through hutch's proxy (started by hutch itself).
     #[command(hide = true)]
     Net(MuxArgs),
+
+    /// Keep a synced VM's workspace in step both ways (started by hutch itself).
+    #[command(hide = true)]
+    SyncDaemon(MuxArgs),
 }
 
 /// `hutch log`.

@@ -72,6 +72,16 @@ pub struct UpArgs {
     #[arg(long)]
     pub no_ignore: bool,
 
+    /// Share nothing: copy the workspace onto the VM's own disk at the same path and keep it in
+    /// step both ways (a host process watches both sides; `.git` and heavy dirs stay out)
+    /// [default: `workspace = "sync"` in the configuration].
+    #[arg(long, conflicts_with_all = ["no_workspace", "ro", "ro_git", "no_ignore", "shared"])]
+    pub sync: bool,
+
+    /// Share the workspace (virtio-fs, 9p, the VM manager's share), overriding `workspace = "sync"`.
+    #[arg(long, conflicts_with_all = ["no_workspace", "ro", "ro_git"])]
+    pub shared: bool,
+
     /// What the guest may reach through hutch's proxy: `allow` (the allow list), `open` (any
     /// public host) or `none` (nothing) [default: allow, or [network] mode in the configuration].
     #[arg(long, value_enum, env = "HUTCH_NETWORK", value_name = "MODE")]

@@ -56,6 +56,7 @@ async fn prepare(args: PrepareArgs) -> Result<u8, Error> {
                 ephemeral: false,
                 heavy_dirs: Vec::new(),
                 ro: None,
+                sync: false,
             };
             let record = match backend.create(&spec, &dir) {
                 Ok(record) => record,

@@ -25,9 +25,13 @@ pub async fn run(args: NameArg) -> Result<u8, Error> {
         ephemeral: record.ephemeral,
         heavy_dirs: record.heavy_dirs.clone(),
         ro: record.ro,
+        sync: record.sync,
     };
     crate::mux::stop(&state.vm_dir(&name));
     crate::net::daemon::stop(&state.vm_dir(&name));
+    crate::sync::live::daemon::kill(&state.vm_dir(&name));
+    // The new VM's copy is made afresh from the host.
+    let _ = std::fs::remove_dir_all(crate::sync::live::daemon::sync_dir(&state.vm_dir(&name)));
     backend.delete(&record, &state.vm_dir(&name))?;
     // The new VM starts from a clean project: what the old one left goes first.
     crate::workspace::remove_links(&mut record.clone());

@@ -39,6 +39,8 @@ pub struct ConfigFile {
     pub line_starts: Vec<usize>,
     /// How `hutch exec` runs commands.
     pub exec: Option<ExecTable>,
+    /// How the guest gets the workspace: `"shared"` (default) or `"sync"`.
+    pub workspace: Option<super::WorkspaceMode>,
 }
 
 /// The `[exec]` table.

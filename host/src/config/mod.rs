@@ -97,6 +97,8 @@ pub struct Config {
     pub network: NetworkConfig,
     /// `hutch exec` on a terminal keeps its command as a session (`--keep`).
     pub keep: Sourced<bool>,
+    /// How `up`/`run` give the guest the workspace (`workspace = "shared" | "sync"`).
+    pub workspace: Sourced<WorkspaceMode>,
     /// The files that were read, in order.
     pub files: Vec<PathBuf>,
 }
@@ -118,6 +120,7 @@ impl Default for Config {
             runtime_hook: Sourced::default(DEFAULT_RUNTIME_HOOK.to_owned()),
             network: NetworkConfig::default(),
             keep: Sourced::default(false),
+            workspace: Sourced::default(WorkspaceMode::Shared),
             files: Vec::new(),
         }
     }
@@ -184,6 +187,7 @@ impl Config {
         let line = |offset: usize| line_starts.partition_point(|start| *start <= offset).max(1);
         self.network.layer(file.network, file.secrets, path, &line)?;
         self.keep.set(file.exec.and_then(|e| e.keep), &source);
+        self.workspace.set(file.workspace, &source);
         self.files.push(path.to_path_buf());
         Ok(())
     }
@@ -216,9 +220,21 @@ impl Config {
             "network.guest_port": entry(json!(self.network.guest_port.value), &self.network.guest_port.source),
             "secrets": self.network.secrets,
             "exec.keep": entry(json!(self.keep.value), &self.keep.source),
+            "workspace": entry(json!(self.workspace.value), &self.workspace.source),
             "files": self.files,
         })
     }
+}
+
+/// How the guest gets the workspace (`workspace = "…"`; `--sync`, `--shared`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkspaceMode {
+    /// Shared live (virtio-fs, 9p, the VM manager's share).
+    #[default]
+    Shared,
+    /// Copied onto the VM's disk and kept in step both ways (`--sync`).
+    Sync,
 }
 
 /// `$XDG_CONFIG_HOME/hutch/config.toml`, else `~/.config/hutch/config.toml`.

@@ -105,6 +105,10 @@ pub struct VmRecord {
     /// snapshot synced before each exec); `None` in shared mode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ro: Option<RoMode>,
+    /// `--sync`: the workspace is not shared but copied into the guest and
+    /// kept in step both ways by the VM's sync process.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sync: bool,
 }
 
 impl VmRecord {
@@ -126,7 +130,7 @@ impl VmRecord {
     /// The host folder the backend shares into the guest: the workspace,
     /// unless the VM holds a `--ro` snapshot of it instead.
     pub fn shared_workspace(&self) -> Option<&Path> {
-        if self.ro.is_some() { None } else { self.workspace.as_deref() }
+        if self.ro.is_some() || self.sync { None } else { self.workspace.as_deref() }
     }
 }
 

@@ -33,7 +33,7 @@ pub struct Patch {
 
 /// One side of a change: what a path holds.
 #[derive(Debug, PartialEq)]
-enum Side {
+pub enum Side {
     /// A regular file with this mode.
     File(u32, Vec<u8>),
     /// A symlink to this target.
@@ -118,7 +118,7 @@ fn guest_side(current: &ManifestEntry, contents: Vec<u8>) -> Option<Side> {
 }
 
 /// Appends the git-style diff of one path.
-fn render(out: &mut String, path: &str, before: Option<&Side>, after: Option<&Side>) {
+pub fn render(out: &mut String, path: &str, before: Option<&Side>, after: Option<&Side>) {
     match (before, after) {
         (None, None) => {}
         (Some(a), Some(b)) if std::mem::discriminant(a) != std::mem::discriminant(b) => {
