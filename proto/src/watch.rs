@@ -98,6 +98,9 @@ pub struct Change {
 /// A watched tree: its manifest as of the last refresh, and what happened since.
 pub struct Watched {
     root: PathBuf,
+    /// The root folder, opened once (following the root path itself, which
+    /// may be a `/proc/self/fd/N` link); everything below is opened from it.
+    root_fd: OwnedFd,
     rules: Rules,
     /// Every included entry below the root, by relative path.
     manifest: BTreeMap<Vec<u8>, ManifestEntry>,
@@ -127,16 +130,14 @@ impl Watched {
     /// tree once.
     pub fn start(root: &Path, rules: &WalkRules, method: Method) -> Result<Watched, WatchError> {
         let root_error = |source| WatchError::Root { root: root.display().to_string(), source };
-        let meta = std::fs::metadata(root).map_err(|e| root_error(nix::Error::from_raw(e.raw_os_error().unwrap_or(0))))?;
-        if !meta.is_dir() {
-            return Err(root_error(nix::Error::ENOTDIR));
-        }
+        let root_fd = nix::fcntl::open(root, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty()).map_err(root_error)?;
         let source = match method {
             Method::Inotify => Source::Inotify(Inotify::new().map_err(|source| WatchError::Init { root: root.display().to_string(), source })?),
             Method::Poll => Source::Poll,
         };
         let mut watched = Watched {
             root: root.to_path_buf(),
+            root_fd,
             rules: Rules::new(root, rules),
             manifest: BTreeMap::new(),
             source,
@@ -147,7 +148,7 @@ impl Watched {
         };
         watched.rules.load_folder(b"");
         let mut found = BTreeMap::new();
-        watched.read_folder(b"", &mut found);
+        watched.read_folder(b"", &mut found).map_err(root_error)?;
         watched.manifest = found;
         Ok(watched)
     }
@@ -308,7 +309,7 @@ impl Watched {
         if is_folder && !was_folder {
             self.rules.load_folder(path);
             let mut found = BTreeMap::new();
-            self.read_folder(path, &mut found);
+            let _ = self.read_folder(path, &mut found);
             for (p, entry) in found {
                 let before = self.manifest.insert(p.clone(), entry.clone());
                 if !same_or_absent(before.as_ref(), Some(&entry)) {
@@ -343,7 +344,12 @@ impl Watched {
         self.rules.forget_below(b"");
         self.rules.load_folder(b"");
         let mut found = BTreeMap::new();
-        self.read_folder(b"", &mut found);
+        if let Err(e) = self.read_folder(b"", &mut found) {
+            // The root itself cannot be read: never take that for an empty tree.
+            self.notices.push(format!("the root folder cannot be read ({e}): nothing changed is reported until it can"));
+            self.rescan = true;
+            return Vec::new();
+        }
         let old = std::mem::replace(&mut self.manifest, found);
         let mut changes = Vec::new();
         let mut theirs = old.into_iter().peekable();
@@ -363,20 +369,34 @@ impl Watched {
 
     /// The entry at `path` now, not following symlinks.
     fn stat(&self, path: &[u8]) -> Option<ManifestEntry> {
-        let full = join(&self.root, path);
-        let (Some(dir), Some(name)) = (full.parent(), full.file_name()) else { return None };
-        let fd = open_folder(dir).ok()?;
-        stat_at(&fd, name.as_bytes(), path.to_vec()).ok().flatten()
+        let name = path.rsplit(|b| *b == b'/').next().unwrap_or(path);
+        let fd = self.open_folder(parent(path)).ok()?;
+        stat_at(&fd, name, path.to_vec()).ok().flatten()
+    }
+
+    /// Opens the folder `rel` below the root (the root for an empty `rel`),
+    /// its last name not followed if it is a symlink.
+    fn open_folder(&self, rel: &[u8]) -> nix::Result<OwnedFd> {
+        if rel.is_empty() {
+            return nix::fcntl::openat(&self.root_fd, ".", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty());
+        }
+        nix::fcntl::openat(&self.root_fd, rel, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW, Mode::empty())
     }
 
     /// Reads the folder `rel` and everything included below it into `found`,
-    /// arming a watch on each folder before reading it.
-    fn read_folder(&mut self, rel: &[u8], found: &mut BTreeMap<Vec<u8>, ManifestEntry>) {
+    /// arming a watch on each folder before reading it. Fails only when
+    /// `rel` itself cannot be read (a folder below that vanished meanwhile
+    /// is left to its parent's watch).
+    fn read_folder(&mut self, rel: &[u8], found: &mut BTreeMap<Vec<u8>, ManifestEntry>) -> nix::Result<()> {
         let mut stack = vec![rel.to_vec()];
         while let Some(folder) = stack.pop() {
             self.arm(&folder);
-            let Ok(fd) = open_folder(&join(&self.root, &folder)) else { continue };
-            let Ok(mut dir) = nix::dir::Dir::from_fd(fd) else { continue };
+            let opened = self.open_folder(&folder).and_then(nix::dir::Dir::from_fd);
+            let mut dir = match opened {
+                Ok(dir) => dir,
+                Err(e) if folder == rel => return Err(e),
+                Err(_) => continue,
+            };
             let mut names = Vec::new();
             for item in dir.iter().flatten() {
                 let name = item.file_name().to_bytes();
@@ -398,6 +418,7 @@ impl Watched {
                 found.insert(path, entry);
             }
         }
+        Ok(())
     }
 
     /// Arms the watch of the folder `rel`; past the watch limit, falls back
@@ -439,8 +460,10 @@ impl Inotify {
             | F::IN_MOVED_TO
             | F::IN_DELETE_SELF
             | F::IN_MOVE_SELF
-            | F::IN_DONT_FOLLOW
             | F::IN_ONLYDIR;
+        // Below the root, a symlink is never watched in place of a folder;
+        // the root's own path may be a `/proc/self/fd/N` link, followed.
+        let mask = if rel.is_empty() { mask } else { mask | F::IN_DONT_FOLLOW };
         let wd = self.fd.add_watch(&join(root, rel), mask)?;
         // A folder moved within the tree keeps its watch: it now belongs to
         // the new path.
@@ -468,10 +491,6 @@ impl Inotify {
     }
 }
 
-/// Opens a folder to look inside it (`O_PATH` would not do for reading it).
-fn open_folder(path: &Path) -> nix::Result<OwnedFd> {
-    nix::fcntl::open(path, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW, Mode::empty())
-}
 
 #[cfg(test)]
 mod tests {

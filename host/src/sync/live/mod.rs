@@ -214,6 +214,13 @@ impl Engine {
         self.max_file
     }
 
+    /// Looks again at the paths a push skipped (a flush does: a guest
+    /// report that never comes must not hold a path back for ever).
+    pub fn retry_skipped(&mut self) {
+        let awaiting = std::mem::take(&mut self.awaiting);
+        self.recheck.extend(awaiting);
+    }
+
     /// Whether a push may have something to send.
     pub fn host_dirty(&self) -> bool {
         self.host.is_dirty() || !self.recheck.is_empty()
@@ -273,9 +280,10 @@ impl Engine {
         self.base_unsaved = true;
     }
 
-    /// The guest reported a change to one path. Returns what to do with the
+    /// The guest reported a change to one path: `synced` is what it last
+    /// agreed on, `current` what it holds now. Returns what to do with the
     /// data that follows (files).
-    pub fn guest_change(&mut self, path: &[u8], current: Option<ManifestEntry>, too_large: bool) -> Pending {
+    pub fn guest_change(&mut self, path: &[u8], synced: Option<&ManifestEntry>, current: Option<ManifestEntry>, too_large: bool) -> Pending {
         self.awaiting.remove(path);
         let data = current.as_ref().filter(|c| c.kind == EntryKind::EntryFile as i32 && !too_large).map_or(0, |c| c.size);
         let discard = |left| if left == 0 { Pending::Done } else { Pending::Discard { left } };
@@ -294,7 +302,10 @@ impl Engine {
             self.agree(path, current);
             return discard(data);
         }
-        let conflict = !same_or_absent(host_now.as_ref(), self.base.get(path));
+        // A report made against an older agreement crossed one of our
+        // pushes, which replaced what it reports: a conflict too.
+        let crossed = !same_or_absent(synced, self.base.get(path));
+        let conflict = crossed || !same_or_absent(host_now.as_ref(), self.base.get(path));
         if conflict {
             // The host's version stays, and goes back to the guest, which
             // has the version it reported.

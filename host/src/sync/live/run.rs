@@ -141,6 +141,7 @@ pub async fn session(
                 let Some(reply) = request else { continue };
                 // What the host has now goes first, then the guest reports.
                 engine.watched().take_events();
+                engine.retry_skipped();
                 counts.pushed += push(client, engine).await?;
                 first = None;
                 next_flush += 1;
@@ -186,7 +187,7 @@ fn handle(
     match kind {
         Some(WatchIn::Change(change)) if !busy => {
             counts.received += 1;
-            *pending = engine.guest_change(&change.path, change.current, change.too_large);
+            *pending = engine.guest_change(&change.path, change.synced.as_ref(), change.current, change.too_large);
         }
         Some(WatchIn::Data(data)) => match std::mem::replace(pending, Pending::Done) {
             Pending::Write(mut incoming) => {
