@@ -227,6 +227,7 @@ mod tests {
             created_dirs: vec!["/home/me/web/node_modules".into()],
             backend: BackendState::Qemu(crate::state::QemuState { accel: Some(crate::state::Accel::Kvm), ..Default::default() }),
             ro: Some(RoMode { git: true, no_ignore: false }),
+            sync: false,
         }
     }
 

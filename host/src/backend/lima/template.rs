@@ -90,6 +90,7 @@ mod tests {
             ephemeral: false,
             heavy_dirs: Vec::new(),
             ro: None,
+            sync: false,
         }
     }
 

@@ -525,3 +525,58 @@ fn load_base(file: &Path, root: &Path) -> std::io::Result<Option<BTreeMap<Vec<u8
 pub fn show(path: &[u8]) -> String {
     shown(path)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(path: &[u8], size: u64) -> ManifestEntry {
+        ManifestEntry { path: path.to_vec(), kind: EntryKind::EntryFile as i32, size, mtime_ns: 1, mode: 0o644, link_target: Vec::new() }
+    }
+
+    /// What a hostile agent may report, fed to the host's engine as its
+    /// Watch stream would: each is refused, named in the event log, and
+    /// nothing is written outside the project (or into its `.git`).
+    #[test]
+    fn hostile_reports_are_refused_and_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, state, outside) = (dir.path().join("p"), dir.path().join("state"), dir.path().join("outside"));
+        std::fs::create_dir_all(root.join(".git")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("esc")).unwrap();
+        let root = root.canonicalize().unwrap();
+        let rules = WalkRules { exclude_dirs: vec!["node_modules".into()], ..WalkRules::default() };
+        let mut engine = Engine::start(&root, &rules, &state, Method::Poll).unwrap();
+        let link = |path: &[u8], target: &[u8]| ManifestEntry {
+            path: path.to_vec(),
+            kind: EntryKind::EntrySymlink as i32,
+            link_target: target.to_vec(),
+            ..ManifestEntry::default()
+        };
+        let hostile: Vec<(&[u8], ManifestEntry, bool)> = vec![
+            (b"../outside/x", file(b"../outside/x", 1), false),
+            (b"/etc/passwd", file(b"/etc/passwd", 1), false),
+            (b"a/./b", file(b"a/./b", 1), false),
+            (b"line\nbreak", file(b"line\nbreak", 1), false),
+            (b".git/hooks/pre-commit", file(b".git/hooks/pre-commit", 1), false),
+            (b"node_modules/x.js", file(b"node_modules/x.js", 1), false),
+            (b"esc/x", file(b"esc/x", 1), false),
+            (b"huge", file(b"huge", MAX_FILE_BYTES + 1), false),
+            (b"withheld", file(b"withheld", 10), true),
+            (b"up", link(b"up", b"../.."), false),
+            (b"abs", link(b"abs", b"/etc/passwd"), false),
+            (b"sneaky", link(b"sneaky", b"esc/../../.."), false),
+        ];
+        for (path, entry, too_large) in hostile {
+            let pending = engine.guest_change(path, None, Some(entry), too_large);
+            assert!(matches!(pending, Pending::Done | Pending::Discard { .. }), "{} was taken", show(path));
+        }
+        let events = events::read(&state);
+        assert_eq!(events.iter().filter(|e| e.kind == "refused").count(), 12, "{events:#?}");
+        assert!(events.iter().any(|e| e.path == "line\\nbreak"), "control characters are escaped: {events:#?}");
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+        assert_eq!(std::fs::read_dir(root.join(".git")).unwrap().count(), 0);
+        let left: Vec<_> = std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left.len(), 2, "{left:?}");
+    }
+}

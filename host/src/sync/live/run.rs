@@ -310,6 +310,20 @@ pub async fn flush(state_dir: &Path, timeout: Duration) -> Option<Flushed> {
     serde_json::from_str(line.trim()).ok()
 }
 
+/// How long an exec waits for a flush of its synced workspace.
+const EXEC_FLUSH: Duration = Duration::from_secs(30);
+
+/// [`flush`] for `hutch exec`: a sync process that does not answer is
+/// named on stderr, and the command runs all the same.
+pub async fn flush_or_warn(state_dir: &Path) {
+    if flush(state_dir, EXEC_FLUSH).await.is_none() {
+        eprintln!(
+            "hutch: the synced workspace does not answer (see {}): edits may not have reached the other side; `hutch up` starts it again",
+            state_dir.join("sync.log").display()
+        );
+    }
+}
+
 /// Where the state of a synced workspace reached by address lives.
 pub fn addr_state_dir(state_root: &Path, addr: &str, root: &Path) -> PathBuf {
     let key = format!("{addr}\0{}", root.display());
