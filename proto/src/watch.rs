@@ -132,7 +132,9 @@ impl Watched {
         let root_error = |source| WatchError::Root { root: root.display().to_string(), source };
         let root_fd = nix::fcntl::open(root, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty()).map_err(root_error)?;
         let source = match method {
-            Method::Inotify => Source::Inotify(Inotify::new().map_err(|source| WatchError::Init { root: root.display().to_string(), source })?),
+            Method::Inotify => {
+                Source::Inotify(Inotify::new().map_err(|source| WatchError::Init { root: root.display().to_string(), source })?)
+            }
             Method::Poll => Source::Poll,
         };
         let mut watched = Watched {
@@ -324,7 +326,8 @@ impl Watched {
     fn drop_below(&mut self, path: &[u8], changes: &mut Vec<Change>) {
         let mut prefix = path.to_vec();
         prefix.push(b'/');
-        let below: Vec<Vec<u8>> = self.manifest.range(prefix.clone()..).take_while(|(k, _)| k.starts_with(&prefix)).map(|(k, _)| k.clone()).collect();
+        let below: Vec<Vec<u8>> =
+            self.manifest.range(prefix.clone()..).take_while(|(k, _)| k.starts_with(&prefix)).map(|(k, _)| k.clone()).collect();
         for key in below {
             if let Some(entry) = self.manifest.remove(&key) {
                 changes.push(Change { path: key, before: Some(entry), after: None });
@@ -490,7 +493,6 @@ impl Inotify {
         }
     }
 }
-
 
 #[cfg(test)]
 mod tests {

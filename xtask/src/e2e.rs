@@ -1,7 +1,7 @@
 //! `cargo xtask e2e`: build the guest images (the minimal one, the Debian
 //! default with the suite's own extras, and the Debian base image that `hutch
 //! image prepare` is tested with; the Debian ones cached by their recipes) and
-//! run the end-to-end suites (tests/tests/e2e_qemu.rs and e2e_workspace.rs on
+//! run the end-to-end suites (tests/tests/e2e_qemu.rs, e2e_workspace.rs and e2e_sync.rs on
 //! the minimal image, e2e_debian.rs on the Debian one) against real QEMU
 //! guests, one at a time.
 
@@ -38,6 +38,8 @@ pub fn run(filters: &[String]) -> Result<u8> {
             "e2e_workspace",
             "--test",
             "e2e_debian",
+            "--test",
+            "e2e_sync",
             "--",
             "--ignored",
             "--test-threads=1",

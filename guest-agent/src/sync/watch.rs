@@ -81,7 +81,11 @@ struct Copy {
     pending: BTreeSet<Vec<u8>>,
 }
 
-async fn serve(config: Arc<Config>, mut requests: Streaming<WatchRequest>, tx: &mpsc::Sender<Result<WatchResponse, Status>>) -> Result<(), SyncError> {
+async fn serve(
+    config: Arc<Config>,
+    mut requests: Streaming<WatchRequest>,
+    tx: &mpsc::Sender<Result<WatchResponse, Status>>,
+) -> Result<(), SyncError> {
     let start = match next(&mut requests).await? {
         Some(In::Start(start)) => start,
         _ => return Err(SyncError::BadRequest("the first Watch message must be `start`".into())),
@@ -116,15 +120,7 @@ async fn serve(config: Arc<Config>, mut requests: Streaming<WatchRequest>, tx: &
     let (ticket, agreed) = config.agreed.register(&start.root, entries);
     drop(lock);
 
-    let mut copy = Copy {
-        root: start.root.clone(),
-        rules,
-        watched: Arc::new(Mutex::new(watched)),
-        agreed,
-        fd,
-        max_file,
-        pending,
-    };
+    let mut copy = Copy { root: start.root.clone(), rules, watched: Arc::new(Mutex::new(watched)), agreed, fd, max_file, pending };
     send(tx, Out::Ready(ready)).await?;
     let result = watch(&config, &mut copy, ticket, settle, &mut requests, tx).await;
     config.agreed.unregister(&copy.root, ticket);
@@ -147,7 +143,9 @@ async fn watch(
         // SAFETY: `OwnedFd` owns a valid descriptor (a duplicate of the
         // inotify one, non-blocking), neither closed nor replaced while the
         // `AsyncFd` owns it.
-        Some(fd) => Some(unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }.map_err(|e| SyncError::io("watching the copy")(e.into()))?),
+        Some(fd) => Some(
+            unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }.map_err(|e| SyncError::io("watching the copy")(e.into()))?,
+        ),
         None => None,
     };
     let mut batch = 0u64;
@@ -207,7 +205,11 @@ async fn watch(
         }
         if !reports.is_empty() {
             batch += 1;
-            let reader = Reader { fd: copy.fd.try_clone().map_err(SyncError::io("reading the copy"))?, max_file: copy.max_file, agreed: copy.agreed.clone() };
+            let reader = Reader {
+                fd: copy.fd.try_clone().map_err(SyncError::io("reading the copy"))?,
+                max_file: copy.max_file,
+                agreed: copy.agreed.clone(),
+            };
             let sender = tx.clone();
             let read_us = blocking(move || reader.send(reports, &sender)).await?;
             let guest_us = found_us.saturating_add(read_us);

@@ -134,7 +134,8 @@ pub fn check_link(root: &Path, path: &[u8], target: &[u8]) -> Result<(), Refusal
 /// escaped, cut at [`SHOWN_BYTES`].
 pub fn shown(bytes: &[u8]) -> String {
     let text = String::from_utf8_lossy(&bytes[..bytes.len().min(SHOWN_BYTES)]);
-    let mut out: String = text.chars().flat_map(|c| if c.is_control() { c.escape_default().collect::<Vec<_>>() } else { vec![c] }).collect();
+    let mut out: String =
+        text.chars().flat_map(|c| if c.is_control() { c.escape_default().collect::<Vec<_>>() } else { vec![c] }).collect();
     if bytes.len() > SHOWN_BYTES {
         out.push_str(&format!("… ({} bytes)", bytes.len()));
     }
@@ -295,7 +296,12 @@ impl NewFile {
     /// `still` says the path no longer holds what it held when the write
     /// began (the host changed it meanwhile): then the file comes back,
     /// for [`NewFile::rename_to`] another name.
-    pub fn commit(mut self, mode: u32, mtime_ns: i64, still: impl FnOnce(BorrowedFd<'_>, &[u8]) -> bool) -> Result<Option<NewFile>, BeneathError> {
+    pub fn commit(
+        mut self,
+        mode: u32,
+        mtime_ns: i64,
+        still: impl FnOnce(BorrowedFd<'_>, &[u8]) -> bool,
+    ) -> Result<Option<NewFile>, BeneathError> {
         let Some(file) = self.file.take() else { return Err(Errno::EBADF.into()) };
         fchmod(file.as_fd(), Mode::from_bits_truncate(mode & SNAPSHOT_MODE_BITS))?;
         futimens(file.as_fd(), &TimeSpec::UTIME_OMIT, &timespec(mtime_ns))?;
@@ -355,7 +361,9 @@ mod tests {
     #[test]
     fn guest_paths_are_plain_and_never_git() {
         assert_eq!(check_path(b"src/main.rs").unwrap(), vec![&b"src"[..], b"main.rs"]);
-        for bad in [&b""[..], b"/etc/passwd", b"a/../b", b"..", b"./a", b"a//b", b"a/", b"a\nb", b"a\x1b[31m", b"x/.git/hooks/pre-commit", b".git"] {
+        for bad in
+            [&b""[..], b"/etc/passwd", b"a/../b", b"..", b"./a", b"a//b", b"a/", b"a\nb", b"a\x1b[31m", b"x/.git/hooks/pre-commit", b".git"]
+        {
             assert!(check_path(bad).is_err(), "{}", shown(bad));
         }
         assert_eq!(check_path(b"sub/.git/config"), Err(Refusal::Git));

@@ -47,7 +47,13 @@ impl Event {
             Some(copy) => format!("changed on both sides: the host's version stays, the guest's is at {}", show(copy)),
             None => "changed on both sides: the host's version stays".into(),
         };
-        Event { time: crate::state::now_unix(), kind: "conflict".into(), path: show(path), detail, copy: copy.map(show).unwrap_or_default() }
+        Event {
+            time: crate::state::now_unix(),
+            kind: "conflict".into(),
+            path: show(path),
+            detail,
+            copy: copy.map(show).unwrap_or_default(),
+        }
     }
 
     /// Something else (an overflow and rescan, a watch limit).
@@ -87,7 +93,8 @@ impl EventLog {
         if std::fs::metadata(&self.file).is_ok_and(|m| m.len() + line.len() as u64 > MAX_BYTES) {
             cut_to_newer_half(&self.file);
         }
-        let appended = std::fs::OpenOptions::new().create(true).append(true).open(&self.file).and_then(|mut f| f.write_all(line.as_bytes()));
+        let appended =
+            std::fs::OpenOptions::new().create(true).append(true).open(&self.file).and_then(|mut f| f.write_all(line.as_bytes()));
         if let Err(e) = appended {
             eprintln!("hutch: sync: cannot write {}: {e}", self.file.display());
         }

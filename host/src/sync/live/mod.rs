@@ -83,7 +83,10 @@ impl LiveError {
         match self {
             LiveError::Sync(e) => e.hint(),
             LiveError::Connect(e) => e.hint(),
-            LiveError::Protocol(_) => Some("an agent without the capability \"sync.watch\" cannot keep a synced workspace: update the VM image (`cargo xtask image`)".into()),
+            LiveError::Protocol(_) => Some(
+                "an agent without the capability \"sync.watch\" cannot keep a synced workspace: update the VM image (`cargo xtask image`)"
+                    .into(),
+            ),
             _ => None,
         }
     }
@@ -146,9 +149,11 @@ impl Engine {
     /// Watches the project at `root` (canonical) with `rules`; the sync's
     /// state (the base, the event log) lives in `state_dir`.
     pub fn start(root: &Path, rules: &WalkRules, state_dir: &Path, method: Method) -> Result<Engine, LiveError> {
-        std::fs::create_dir_all(state_dir).map_err(|source| LiveError::Local { what: format!("creating {}", state_dir.display()), source })?;
+        std::fs::create_dir_all(state_dir)
+            .map_err(|source| LiveError::Local { what: format!("creating {}", state_dir.display()), source })?;
         let host = Watched::start(root, rules, method)?;
-        let beneath = Beneath::open(root).map_err(|e| LiveError::Local { what: format!("opening {}", root.display()), source: e.into() })?;
+        let beneath =
+            Beneath::open(root).map_err(|e| LiveError::Local { what: format!("opening {}", root.display()), source: e.into() })?;
         let base_file = state_dir.join(BASE_FILE);
         let base = load_base(&base_file, root)
             .map_err(|source| LiveError::Local { what: format!("reading {}", base_file.display()), source })?
@@ -283,7 +288,13 @@ impl Engine {
     /// The guest reported a change to one path: `synced` is what it last
     /// agreed on, `current` what it holds now. Returns what to do with the
     /// data that follows (files).
-    pub fn guest_change(&mut self, path: &[u8], synced: Option<&ManifestEntry>, current: Option<ManifestEntry>, too_large: bool) -> Pending {
+    pub fn guest_change(
+        &mut self,
+        path: &[u8],
+        synced: Option<&ManifestEntry>,
+        current: Option<ManifestEntry>,
+        too_large: bool,
+    ) -> Pending {
         self.awaiting.remove(path);
         let data = current.as_ref().filter(|c| c.kind == EntryKind::EntryFile as i32 && !too_large).map_or(0, |c| c.size);
         let discard = |left| if left == 0 { Pending::Done } else { Pending::Discard { left } };

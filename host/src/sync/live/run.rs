@@ -92,7 +92,12 @@ pub async fn session(
     let mut stream = client.watch(ReceiverStream::new(watch_rx)).await.map_err(SyncError::from_status)?.into_inner();
     match stream.message().await.map_err(SyncError::from_status)?.and_then(|m| m.kind) {
         Some(WatchIn::Ready(ready)) => {
-            eprintln!("hutch: sync: {} in step both ways (guest: {}, {} entries)", engine.root().display(), show(ready.method.as_bytes()), ready.entries);
+            eprintln!(
+                "hutch: sync: {} in step both ways (guest: {}, {} entries)",
+                engine.root().display(),
+                show(ready.method.as_bytes()),
+                ready.entries
+            );
         }
         other => return Err(LiveError::Protocol(format!("expected `ready`, got {}", name(other.as_ref())))),
     }
@@ -204,7 +209,8 @@ fn handle(
                 }
             }
             Pending::Discard { left } => {
-                let left = left.checked_sub(data.len() as u64).ok_or_else(|| LiveError::Protocol("more file data than the file's size".into()))?;
+                let left =
+                    left.checked_sub(data.len() as u64).ok_or_else(|| LiveError::Protocol("more file data than the file's size".into()))?;
                 if left > 0 {
                     *pending = Pending::Discard { left };
                 }
@@ -219,7 +225,13 @@ fn handle(
             }
         }
         Some(WatchIn::Notice(notice)) => engine.events().record(Event::notice(format!("guest: {}", show(notice.text.as_bytes())))),
-        other => return Err(LiveError::Protocol(format!("unexpected {} {}", name(other.as_ref()), if busy { "inside a file's data" } else { "" }))),
+        other => {
+            return Err(LiveError::Protocol(format!(
+                "unexpected {} {}",
+                name(other.as_ref()),
+                if busy { "inside a file's data" } else { "" }
+            )));
+        }
     }
     Ok(None)
 }
