@@ -26,10 +26,13 @@ pub struct Agreed {
     pub unsaved: bool,
 }
 
+/// A live Watch call: its ticket and its agreed state.
+type Live = (u64, Arc<Mutex<Agreed>>);
+
 /// The live Watch calls' agreed states, by root.
 #[derive(Clone, Default)]
 pub struct Agreements {
-    live: Arc<Mutex<HashMap<String, (u64, Arc<Mutex<Agreed>>)>>>,
+    live: Arc<Mutex<HashMap<String, Live>>>,
     next: Arc<Mutex<u64>>,
 }
 
