@@ -22,8 +22,7 @@ struct Live {
 }
 
 impl Live {
-    fn start(s: &SnapshotAgent, extra_agent_note: &str) -> Live {
-        let _ = extra_agent_note;
+    fn start(s: &SnapshotAgent) -> Live {
         let state = tempfile::tempdir().unwrap();
         let root = s.root();
         let log = std::fs::File::create(state.path().join("watch.log")).unwrap();
@@ -43,18 +42,23 @@ impl Live {
         Live { child, state, root, addr: s.agent.addr.clone() }
     }
 
-    /// `hutch sync` against the running watch: both directions flushed.
-    fn flush(&self) -> String {
+    /// `hutch SUB --workspace ROOT` against the running watch's agent and state.
+    fn hutch(&self, sub: &str) -> std::process::Output {
         let out = Command::new(&binaries().hutch)
-            .args(["sync", "--workspace"])
+            .args([sub, "--workspace"])
             .arg(&self.root)
             .env("HUTCH_ADDR", &self.addr)
             .env("HUTCH_STATE_DIR", self.state.path())
             .stdin(Stdio::null())
             .output()
             .unwrap();
-        assert_eq!(code(&out), 0, "hutch sync failed: {}", stderr(&out));
-        stderr(&out)
+        assert_eq!(code(&out), 0, "hutch {sub} failed: {}", stderr(&out));
+        out
+    }
+
+    /// `hutch sync` against the running watch: both directions flushed.
+    fn flush(&self) -> String {
+        stderr(&self.hutch("sync"))
     }
 
     /// Flushes until a flush finds nothing to do either way.
@@ -73,15 +77,7 @@ impl Live {
     }
 
     fn diff(&self) -> (String, String) {
-        let out = Command::new(&binaries().hutch)
-            .args(["diff", "--workspace"])
-            .arg(&self.root)
-            .env("HUTCH_ADDR", &self.addr)
-            .env("HUTCH_STATE_DIR", self.state.path())
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        assert_eq!(code(&out), 0, "hutch diff failed: {}", stderr(&out));
+        let out = self.hutch("diff");
         (String::from_utf8_lossy(&out.stdout).into_owned(), stderr(&out))
     }
 }
@@ -125,7 +121,7 @@ fn setup() -> (SnapshotAgent, PathBuf, PathBuf) {
 #[test]
 fn edits_reach_the_other_side_both_ways() {
     let (s, root, guest) = setup();
-    let live = Live::start(&s, "");
+    let live = Live::start(&s);
     live.settle();
     let (h, g) = trees(&root, &guest);
     assert_eq!(h, g, "{}", live.log());
@@ -160,7 +156,7 @@ fn edits_reach_the_other_side_both_ways() {
 #[test]
 fn a_conflict_keeps_the_hosts_version_and_the_guests_beside_it() {
     let (s, root, guest) = setup();
-    let live = Live::start(&s, "");
+    let live = Live::start(&s);
     live.settle();
     // Stop the guest's reports from racing the host's push: both edits land
     // before either side looks.
@@ -181,7 +177,7 @@ fn hostile_guest_writes_are_refused_and_named() {
     let (s, root, guest) = setup();
     let outside = s.host.path().join("outside");
     std::fs::create_dir_all(&outside).unwrap();
-    let live = Live::start(&s, "");
+    let live = Live::start(&s);
     live.settle();
     // A symlink out of the project, then a write "through" it.
     symlink(&outside, guest.join("escape")).unwrap();
@@ -208,7 +204,7 @@ fn random_operations_on_both_sides_converge() {
     let cases: u64 = std::env::var("HUTCH_SYNC_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
     for seed in 1..=cases {
         let (s, root, guest) = setup();
-        let live = Live::start(&s, "");
+        let live = Live::start(&s);
         live.settle();
         let mut rng = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
         let mut next = |n: u64| {

@@ -73,8 +73,19 @@ async fn serve(
     let cancel = Arc::new(AtomicBool::new(false));
     let applier = Applier::new(SafeRoot::new(root.into_fd()), expected, cancel.clone());
     let record = Record { state_dir: config.state_dir.clone(), root: start.root, rules };
-    let mut worker = Worker::start(applier, cancel, record, None);
-    if let Err(e) = feed(&mut requests, &mut worker).await {
+    let worker = Worker::start(applier, cancel, record, None);
+    complete(worker, &mut requests, tx, begin).await
+}
+
+/// Feeds the worker the call's messages, then answers with its summary (or
+/// stops it and fails the call).
+async fn complete(
+    mut worker: Worker,
+    requests: &mut Streaming<SyncRequest>,
+    tx: &mpsc::Sender<Result<SyncResponse, Status>>,
+    begin: Instant,
+) -> Result<(), SyncError> {
+    if let Err(e) = feed(requests, &mut worker).await {
         worker.abort().await;
         return Err(e);
     }
@@ -105,14 +116,8 @@ async fn push(
     let cancel = Arc::new(AtomicBool::new(false));
     let applier = Applier::for_push(SafeRoot::new(opened.into_fd()), entries, cancel.clone());
     let record = Record { state_dir: config.state_dir.clone(), root, rules };
-    let mut worker = Worker::start(applier, cancel, record, Some(agreed));
-    if let Err(e) = feed(&mut requests, &mut worker).await {
-        worker.abort().await;
-        return Err(e);
-    }
-    let mut summary = worker.finish().await?;
-    summary.duration_ms = u64::try_from(begin.elapsed().as_millis()).unwrap_or(u64::MAX);
-    send(tx, Out::Summary(summary)).await
+    let worker = Worker::start(applier, cancel, record, Some(agreed));
+    complete(worker, &mut requests, tx, begin).await
 }
 
 /// Passes the call's messages to the worker until `finish`, or until the
