@@ -64,7 +64,7 @@ impl Live {
     /// Flushes until a flush finds nothing to do either way.
     fn settle(&self) {
         for _ in 0..10 {
-            if self.flush().contains("(pushed 0, received 0)") {
+            if self.flush().contains("(pushed 0, received 0;") {
                 return;
             }
         }

@@ -53,7 +53,13 @@ pub async fn run(args: SyncArgs) -> Result<u8, Error> {
         if args.json {
             println!("{}", serde_json::to_string(&flushed).unwrap_or_default());
         } else if !args.quiet {
-            eprintln!("hutch: {}: in step (pushed {}, received {})", source.root.display(), flushed.pushed, flushed.received);
+            eprintln!(
+                "hutch: {}: in step (pushed {}, received {}; the guest's part took {:.1} ms)",
+                source.root.display(),
+                flushed.pushed,
+                flushed.received,
+                flushed.guest_us as f64 / 1000.0
+            );
             for event in events::read(&dir).iter().rev().take(10).rev() {
                 eprintln!("hutch: sync: {}", event.line());
             }

@@ -60,6 +60,8 @@ pub struct Flushed {
 struct Counts {
     pushed: usize,
     received: usize,
+    /// The agent's time for the last flush it answered, in microseconds.
+    guest_us: u64,
 }
 
 /// Runs the synced workspace against `client` until `stop` resolves (then
@@ -169,7 +171,12 @@ pub async fn session(
             counts.pushed += push(client, engine).await?;
             let done = std::mem::take(&mut counts);
             for (_, reply) in flushes.extract_if(.., |(id, _)| *id == 0) {
-                let _ = reply.send(Flushed { pushed: done.pushed, received: done.received, guest_us: 0, events: engine.events().recorded });
+                let _ = reply.send(Flushed {
+                    pushed: done.pushed,
+                    received: done.received,
+                    guest_us: done.guest_us,
+                    events: engine.events().recorded,
+                });
             }
         }
         if saved.elapsed() >= SAVE_EVERY {
@@ -219,6 +226,7 @@ fn handle(
         },
         Some(WatchIn::BatchEnd(end)) if !busy => return Ok(Some(end.batch)),
         Some(WatchIn::Flushed(flushed)) if !busy => {
+            counts.guest_us = flushed.guest_us;
             if let Some(slot) = flushes.iter_mut().find(|(id, _)| *id == flushed.id) {
                 // Marked done (id 0): answered once the loop has pushed.
                 slot.0 = 0;
