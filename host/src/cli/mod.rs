@@ -98,7 +98,14 @@ pub enum Command {
     Diff(DiffArgs),
 
     /// Show a VM's audit log: every egress decision and every command run in it.
-    Log(LogArgs),
+    Audit(AuditArgs),
+
+    /// The old name of `audit` (one letter from `logs`), kept for one release.
+    #[command(hide = true)]
+    Log(AuditArgs),
+
+    /// Serve MCP on stdin/stdout: a VM as the sandboxed tool of an MCP client (Claude Code, Codex…).
+    Mcp(McpArgs),
 
     /// Relay a VM's calls over one shared agent connection (started by hutch itself).
     #[command(hide = true)]
@@ -113,9 +120,9 @@ pub enum Command {
     SyncDaemon(MuxArgs),
 }
 
-/// `hutch log`.
+/// `hutch audit` (and its old name, `hutch log`).
 #[derive(Args, Debug)]
-pub struct LogArgs {
+pub struct AuditArgs {
     #[command(flatten)]
     pub name: NameArg,
 
@@ -126,6 +133,18 @@ pub struct LogArgs {
     /// Print the raw JSON lines.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `hutch mcp`.
+#[derive(Args, Debug)]
+pub struct McpArgs {
+    /// The VM the tools act in, started at the first call if it is not running (default:
+    /// --addr/HUTCH_ADDR if set, else the VM of the current directory, made as `hutch up` would).
+    #[arg(short = 'n', long, value_name = "NAME")]
+    pub name: Option<VmName>,
+
+    #[command(flatten)]
+    pub agent: AgentArgs,
 }
 
 /// `hutch mux` and `hutch net`: per-VM daemons (see `crate::mux`, `crate::net::daemon`).

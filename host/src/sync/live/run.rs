@@ -273,7 +273,7 @@ async fn push(client: &mut Client, engine: &mut Engine) -> Result<usize, LiveErr
             let archive_root = root.clone();
             sent = tokio::task::spawn_blocking(move || send::archive(&archive_root, &sends, total, archive_tx, false))
                 .await
-                .map_err(|e| SyncError::Protocol(format!("archiver panicked: {e}")))?
+                .map_err(|e| SyncError::Internal(format!("the archiver failed: {e}")))?
                 .map_err(|e| SyncError::Local { what: format!("archiving {}", root.display()), source: e })?
                 .entries;
         }
@@ -284,7 +284,7 @@ async fn push(client: &mut Client, engine: &mut Engine) -> Result<usize, LiveErr
         Some(SyncIn::Summary(summary)) => summary,
         _ => return Err(LiveError::Protocol("a push must end with its summary".into())),
     };
-    let (sent, deleted) = sender.await.map_err(|e| SyncError::Protocol(format!("sender panicked: {e}")))??;
+    let (sent, deleted) = sender.await.map_err(|e| SyncError::Internal(format!("the sender failed: {e}")))??;
     engine.pushed(sent, deleted, summary.skipped, summary.skipped_more);
     Ok(count)
 }
