@@ -15,6 +15,7 @@ pub const CAPABILITIES: &[&str] = &[
     "forward",
     "sync",
     "sync.diff",
+    "sync.watch",
     "egress",
     "git.guard",
 ];

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use hutch_proto::v1::{
     AttachRequest, ExecRequest, ExecResponse, InfoRequest, InfoResponse, ListSessionsRequest, ListSessionsResponse, PrepareRequest,
     PrepareResponse, SignalSessionRequest, SignalSessionResponse, SnapshotDiffRequest, SnapshotDiffResponse, SyncRequest, SyncResponse,
-    WaitSessionRequest, WaitSessionResponse,
+    WaitSessionRequest, WaitSessionResponse, WatchRequest, WatchResponse,
 };
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
@@ -51,6 +51,7 @@ impl AgentService {
 type ExecStream = Pin<Box<dyn Stream<Item = Result<ExecResponse, Status>> + Send>>;
 type SyncStream = Pin<Box<dyn Stream<Item = Result<SyncResponse, Status>> + Send>>;
 type DiffStream = Pin<Box<dyn Stream<Item = Result<SnapshotDiffResponse, Status>> + Send>>;
+type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchResponse, Status>> + Send>>;
 
 /// Messages buffered on a Sync or SnapshotDiff response stream.
 const SYNC_QUEUE: usize = 8;
@@ -60,6 +61,7 @@ impl Agent for AgentService {
     type ExecStream = ExecStream;
     type SyncStream = SyncStream;
     type SnapshotDiffStream = DiffStream;
+    type WatchStream = WatchStream;
 
     async fn exec(&self, request: Request<Streaming<ExecRequest>>) -> Result<Response<Self::ExecStream>, Status> {
         let (tx, rx) = mpsc::channel(RESPONSE_QUEUE);
@@ -160,6 +162,12 @@ impl Agent for AgentService {
     async fn snapshot_diff(&self, request: Request<SnapshotDiffRequest>) -> Result<Response<Self::SnapshotDiffStream>, Status> {
         let (tx, rx) = mpsc::channel(SYNC_QUEUE);
         tokio::spawn(sync::diff::run(self.sync.clone(), request.into_inner(), tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn watch(&self, request: Request<Streaming<WatchRequest>>) -> Result<Response<Self::WatchStream>, Status> {
+        let (tx, rx) = mpsc::channel(SYNC_QUEUE);
+        tokio::spawn(sync::watch::run(self.sync.clone(), request.into_inner(), tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }

@@ -23,6 +23,7 @@ use crate::net::NetError;
 use crate::sessions::SessionError;
 use crate::state::StateError;
 use crate::sync::SyncError;
+use crate::sync::live::LiveError;
 use crate::target::TargetError;
 use crate::transport::CallError;
 use crate::workspace::WorkspaceError;
@@ -69,6 +70,9 @@ pub enum Error {
     /// A `--ro` snapshot could not be synced or diffed.
     #[error(transparent)]
     Sync(#[from] SyncError),
+    /// A synced workspace stopped.
+    #[error(transparent)]
+    Live(#[from] LiveError),
     /// A configuration file is unusable.
     #[error(transparent)]
     Config(#[from] ConfigError),
@@ -125,6 +129,7 @@ impl Error {
             Error::Backend(e) => e.hint(),
             Error::Install(e) => e.hint(),
             Error::Sync(e) => e.hint(),
+            Error::Live(e) => e.hint(),
             Error::Config(_) => Some("fix the file (`hutch config` shows what is in force and where it comes from)".into()),
             Error::Forward(e) => e.hint(),
             Error::Net(e) => e.hint(),

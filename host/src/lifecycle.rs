@@ -55,11 +55,14 @@ pub enum LifecycleError {
     OtherWorkspaceMode {
         /// The VM.
         name: VmName,
-        /// Its `--ro` mode (`None`: it shares the workspace).
-        has: Option<RoMode>,
+        /// Its mode: `--ro`'s, and whether it is synced.
+        has: (Option<RoMode>, bool),
         /// The one asked for.
-        wanted: Option<RoMode>,
+        wanted: (Option<RoMode>, bool),
     },
+    /// The synced workspace could not start.
+    #[error(transparent)]
+    Live(#[from] crate::sync::live::LiveError),
     /// The VM did not come up.
     #[error("VM {name} did not boot: {why}")]
     Boot {
@@ -104,8 +107,12 @@ pub enum BootFailure {
     AgentSilent(Duration),
 }
 
-fn mode(ro: Option<RoMode>) -> &'static str {
-    if ro.is_some() { "a --ro snapshot" } else { "a shared workspace" }
+fn mode((ro, sync): (Option<RoMode>, bool)) -> &'static str {
+    match (ro, sync) {
+        (Some(_), _) => "a --ro snapshot",
+        (None, true) => "a synced workspace (--sync)",
+        (None, false) => "a shared workspace",
+    }
 }
 
 impl LifecycleError {
@@ -126,6 +133,7 @@ impl LifecycleError {
             LifecycleError::Hook(e) => e.hint(),
             LifecycleError::Net(e) => e.hint(),
             LifecycleError::Git(e) => e.hint(),
+            LifecycleError::Live(e) => e.hint(),
         }
     }
 }
@@ -186,6 +194,10 @@ pub async fn up(
             eprintln!("hutch: snapshot of the workspace: {}", report.line());
         }
     }
+    if record.sync {
+        crate::sync::live::daemon::first_copy(state, record).await?;
+        crate::sync::live::daemon::ensure(state, &record.name)?;
+    }
     if let (Up::Started(..), Some(workspace)) = (&up, &spec.workspace) {
         hooks::run_runtime(state, record, workspace, runtime_hook).await?;
     }
@@ -206,8 +218,12 @@ pub async fn ensure_running(state: &StateDir, backend: &dyn Backend, spec: &VmSp
         Some(record) if record.kind() != backend.kind() => {
             return Err(LifecycleError::OtherBackend { name: spec.name.clone(), has: record.kind(), wanted: backend.kind() });
         }
-        Some(record) if record.ro != spec.ro => {
-            return Err(LifecycleError::OtherWorkspaceMode { name: spec.name.clone(), has: record.ro, wanted: spec.ro });
+        Some(record) if record.ro != spec.ro || record.sync != spec.sync => {
+            return Err(LifecycleError::OtherWorkspaceMode {
+                name: spec.name.clone(),
+                has: (record.ro, record.sync),
+                wanted: (spec.ro, spec.sync),
+            });
         }
         Some(record) => match backend.state(&record, &dir)? {
             VmState::Running if agent_info(state, &record).await.is_ok() => return Ok(Up::AlreadyUp(record)),
@@ -218,6 +234,7 @@ pub async fn ensure_running(state: &StateDir, backend: &dyn Backend, spec: &VmSp
                 crate::mux::stop(&dir);
                 crate::net::daemon::stop(&dir);
                 crate::git::watch::stop(&dir);
+                crate::sync::live::daemon::kill(&dir);
                 backend.stop(&mut record, &dir)?;
                 record
             }
@@ -346,6 +363,7 @@ pub async fn info_directly(record: &VmRecord) -> Result<InfoResponse, LifecycleE
 pub fn stop(state: &StateDir, backend: &dyn Backend, record: &mut VmRecord) -> Result<(), LifecycleError> {
     let dir = state.vm_dir(&record.name);
     crate::forward::detached::stop(&dir);
+    crate::sync::live::daemon::kill(&dir);
     crate::mux::stop(&dir);
     crate::net::daemon::stop(&dir);
     crate::git::watch::stop(&dir);
@@ -361,6 +379,7 @@ pub fn stop(state: &StateDir, backend: &dyn Backend, record: &mut VmRecord) -> R
 pub fn destroy(state: &StateDir, backend: &dyn Backend, record: &VmRecord) -> Result<(), LifecycleError> {
     let dir = state.vm_dir(&record.name);
     crate::forward::detached::stop(&dir);
+    crate::sync::live::daemon::kill(&dir);
     crate::mux::stop(&dir);
     crate::net::daemon::stop(&dir);
     crate::git::watch::stop(&dir);
@@ -444,6 +463,10 @@ mod tests {
         let (_dir, state) = existing(qemu(), Some(RoMode::default()));
         let err = ensure_running(&state, &fake, &spec("web", None)).await.err().expect("an error");
         assert!(err.to_string().contains("VM web exists with a --ro snapshot, not a shared workspace"), "{err}");
+        let mut synced = spec("web", None);
+        synced.sync = true;
+        let err = ensure_running(&state, &fake, &synced).await.err().expect("an error");
+        assert!(err.to_string().contains("not a synced workspace (--sync)"), "{err}");
         assert!(fake.calls().is_empty(), "{:?}", fake.calls());
     }
 

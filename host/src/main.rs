@@ -79,6 +79,7 @@ fn main() -> ExitCode {
                 Ok(hutch::git::watch::run(&state, &args.name)?)
             }
             Command::GuardExec(_) => unreachable!("handled before the runtime starts"),
+            Command::SyncDaemon(args) => hutch::sync::live::daemon::run(&args.name).await,
         }
     });
     RawMode::restore();

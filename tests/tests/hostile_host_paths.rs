@@ -29,7 +29,7 @@ fn added(path: &[u8], data: &[u8]) -> Vec<Step> {
         size: data.len() as u64,
         ..Default::default()
     };
-    let entry = ChangedEntry { path: path.to_vec(), synced: None, current: Some(current) };
+    let entry = ChangedEntry { path: path.to_vec(), synced: None, current: Some(current), too_large: false };
     vec![
         msg(&SnapshotDiffResponse { kind: Some(DiffKind::Entry(entry)) }),
         msg(&SnapshotDiffResponse { kind: Some(DiffKind::Data(data.to_vec())) }),
@@ -39,7 +39,7 @@ fn added(path: &[u8], data: &[u8]) -> Vec<Step> {
 /// A file `path` the guest modified (synced as the host has it now, if it has it).
 fn modified(path: &[u8], data: &[u8]) -> Vec<Step> {
     let file = |size| ManifestEntry { path: path.to_vec(), kind: EntryKind::EntryFile as i32, mode: 0o644, size, ..Default::default() };
-    let entry = ChangedEntry { path: path.to_vec(), synced: Some(file(1)), current: Some(file(data.len() as u64)) };
+    let entry = ChangedEntry { path: path.to_vec(), synced: Some(file(1)), current: Some(file(data.len() as u64)), too_large: false };
     vec![
         msg(&SnapshotDiffResponse { kind: Some(DiffKind::Entry(entry)) }),
         msg(&SnapshotDiffResponse { kind: Some(DiffKind::Data(data.to_vec())) }),

@@ -2,7 +2,7 @@
 //! default with the suite's own extras, and the two Debian base images that
 //! `hutch image prepare` is tested with, with systemd and sshd and without;
 //! the Debian ones cached by their recipes) and
-//! run the end-to-end suites (tests/tests/e2e_qemu.rs and e2e_workspace.rs on
+//! run the end-to-end suites (tests/tests/e2e_qemu.rs, e2e_workspace.rs and e2e_sync.rs on
 //! the minimal image, e2e_debian.rs on the Debian one) against real QEMU
 //! guests, one at a time.
 
@@ -40,6 +40,8 @@ pub fn run(filters: &[String]) -> Result<u8> {
             "e2e_workspace",
             "--test",
             "e2e_debian",
+            "--test",
+            "e2e_sync",
             "--",
             "--ignored",
             "--test-threads=1",

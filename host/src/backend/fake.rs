@@ -28,6 +28,7 @@ pub fn spec(name: &str, ro: Option<RoMode>) -> VmSpec {
         heavy_dirs: Vec::new(),
         ro,
         unguarded_git: false,
+        sync: false,
     }
 }
 

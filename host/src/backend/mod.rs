@@ -47,13 +47,15 @@ pub struct VmSpec {
     pub ro: Option<crate::state::RoMode>,
     /// `--unguarded-git`: `.git` is shared writable, without the host's guard.
     pub unguarded_git: bool,
+    /// `--sync`: `workspace` is copied into the guest and kept in step both ways, not shared.
+    pub sync: bool,
 }
 
 impl VmSpec {
     /// The folder to share into the guest: the workspace, unless `--ro`
     /// copies it in instead (then nothing of the host is shared).
     pub fn shared_workspace(&self) -> Option<&Path> {
-        if self.ro.is_some() { None } else { self.workspace.as_deref() }
+        if self.ro.is_some() || self.sync { None } else { self.workspace.as_deref() }
     }
 
     /// The first record of a VM just created from this spec, in state stopped.
@@ -78,6 +80,7 @@ impl VmSpec {
             backend,
             ro: self.ro,
             unguarded_git: self.unguarded_git,
+            sync: self.sync,
         }
     }
 }

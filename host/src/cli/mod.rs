@@ -94,9 +94,9 @@ pub enum Command {
     #[command(subcommand)]
     Image(ImageCommand),
 
-    /// Bring a `--ro` VM's snapshot of the workspace up to date with the host.
+    /// Bring a `--ro` VM's snapshot up to date, or flush a synced VM both ways (`--watch`: keep an agent's copy in step).
     Sync(SyncArgs),
-    /// Print the guest's changes to its `--ro` snapshot as a patch for `git apply`.
+    /// Print the guest's changes to its `--ro` snapshot as a patch for `git apply` (a synced VM: its conflicts and refusals).
     Diff(DiffArgs),
     /// Take the guest's commits into the host's repositories now (also done after every
     /// command that changed them, and at `down`/`rm`).
@@ -131,6 +131,9 @@ pub enum Command {
     /// Quarantine repositories that appear in a VM's project (started by hutch itself).
     #[command(hide = true, name = "git-watch")]
     GitWatch(MuxArgs),
+    /// Keep a synced VM's workspace in step both ways (started by hutch itself).
+    #[command(hide = true)]
+    SyncDaemon(MuxArgs),
 }
 
 /// `hutch audit` (and its old name, `hutch log`).

@@ -78,6 +78,15 @@ pub struct UpArgs {
     /// run its code (hooks, config). Also `unguarded_git = true` in ~/.config/hutch/config.toml.
     #[arg(long)]
     pub unguarded_git: bool,
+    /// Share nothing: copy the workspace onto the VM's own disk at the same path and keep it in
+    /// step both ways (a host process watches both sides; `.git` and heavy dirs stay out)
+    /// [default: `workspace = "sync"` in the configuration].
+    #[arg(long, conflicts_with_all = ["no_workspace", "ro", "ro_git", "no_ignore", "shared"])]
+    pub sync: bool,
+
+    /// Share the workspace (virtio-fs, 9p, the VM manager's share), overriding `workspace = "sync"`.
+    #[arg(long, conflicts_with_all = ["no_workspace", "ro", "ro_git"])]
+    pub shared: bool,
 
     /// What the guest may reach through hutch's proxy: `allow` (the allow list), `open` (any
     /// public host) or `none` (nothing) [default: allow, or [network] mode in the configuration].

@@ -109,6 +109,7 @@ pub(super) fn preparing_vm(name: &VmName, base: &str) -> VmSpec {
         heavy_dirs: Vec::new(),
         ro: None,
         unguarded_git: false,
+        sync: false,
     }
 }
 

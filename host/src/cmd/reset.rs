@@ -26,11 +26,15 @@ pub async fn run(args: NameArg) -> Result<u8, Error> {
         heavy_dirs: record.heavy_dirs.clone(),
         ro: record.ro,
         unguarded_git: record.unguarded_git,
+        sync: record.sync,
     };
     crate::git::take::take_back(&state, &record).await;
     crate::mux::stop(&state.vm_dir(&name));
     crate::net::daemon::stop(&state.vm_dir(&name));
     crate::git::watch::stop(&state.vm_dir(&name));
+    crate::sync::live::daemon::kill(&state.vm_dir(&name));
+    // The new VM's copy is made afresh from the host.
+    let _ = std::fs::remove_dir_all(crate::sync::live::daemon::sync_dir(&state.vm_dir(&name)));
     backend.delete(&record, &state.vm_dir(&name))?;
     // The new VM starts from a clean project: what the old one left goes first.
     crate::workspace::remove_links(&mut record.clone());

@@ -41,6 +41,8 @@ pub struct ConfigFile {
     pub exec: Option<ExecTable>,
     /// Share `.git` writable, without the host's guard (user file only).
     pub unguarded_git: Option<bool>,
+    /// How the guest gets the workspace: `"shared"` (default) or `"sync"`.
+    pub workspace: Option<super::WorkspaceMode>,
     /// How long hutch waits for an agent.
     pub timeouts: Option<TimeoutsTable>,
 }

@@ -103,6 +103,8 @@ pub struct Config {
     pub keep: Sourced<bool>,
     /// Share `.git` writable, without the host's guard (`--unguarded-git`).
     pub unguarded_git: Sourced<bool>,
+    /// How `up`/`run` give the guest the workspace (`workspace = "shared" | "sync"`).
+    pub workspace: Sourced<WorkspaceMode>,
     /// How long hutch waits to reach an agent (`[timeouts] connect`, `HUTCH_CONNECT_TIMEOUT`).
     pub connect_timeout: Sourced<std::time::Duration>,
     /// How long hutch waits for one call (`[timeouts] call`, `HUTCH_CALL_TIMEOUT`).
@@ -130,6 +132,7 @@ impl Default for Config {
             network: NetworkConfig::default(),
             keep: Sourced::default(false),
             unguarded_git: Sourced::default(false),
+            workspace: Sourced::default(WorkspaceMode::Shared),
             connect_timeout: Sourced::default(crate::untrusted::deadline::CONNECT),
             call_timeout: Sourced::default(crate::untrusted::deadline::CALL),
             files: Vec::new(),
@@ -225,6 +228,7 @@ impl Config {
             return Err(invalid("unguarded_git", why.into()));
         }
         self.unguarded_git.set(file.unguarded_git, &source);
+        self.workspace.set(file.workspace, &source);
         let timeouts = file.timeouts.unwrap_or_default();
         for (key, text, slot) in [("connect", timeouts.connect, &mut self.connect_timeout), ("call", timeouts.call, &mut self.call_timeout)]
         {
@@ -266,11 +270,23 @@ impl Config {
             "secrets": self.network.secrets,
             "exec.keep": entry(json!(self.keep.value), &self.keep.source),
             "unguarded_git": entry(json!(self.unguarded_git.value), &self.unguarded_git.source),
+            "workspace": entry(json!(self.workspace.value), &self.workspace.source),
             "timeouts.connect": entry(json!(self.connect_timeout.value.as_secs_f64()), &self.connect_timeout.source),
             "timeouts.call": entry(json!(self.call_timeout.value.as_secs_f64()), &self.call_timeout.source),
             "files": self.files,
         })
     }
+}
+
+/// How the guest gets the workspace (`workspace = "…"`; `--sync`, `--shared`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkspaceMode {
+    /// Shared live (virtio-fs, 9p, the VM manager's share).
+    #[default]
+    Shared,
+    /// Copied onto the VM's disk and kept in step both ways (`--sync`).
+    Sync,
 }
 
 /// `$XDG_CONFIG_HOME/hutch/config.toml`, else `~/.config/hutch/config.toml`.

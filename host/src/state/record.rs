@@ -109,6 +109,10 @@ pub struct VmRecord {
     /// guard (`crate::git`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub unguarded_git: bool,
+    /// `--sync`: the workspace is not shared but copied into the guest and
+    /// kept in step both ways by the VM's sync process.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sync: bool,
 }
 
 impl VmRecord {
@@ -130,7 +134,7 @@ impl VmRecord {
     /// The host folder the backend shares into the guest: the workspace,
     /// unless the VM holds a `--ro` snapshot of it instead.
     pub fn shared_workspace(&self) -> Option<&Path> {
-        if self.ro.is_some() { None } else { self.workspace.as_deref() }
+        if self.ro.is_some() || self.sync { None } else { self.workspace.as_deref() }
     }
 }
 
@@ -228,6 +232,7 @@ mod tests {
             backend: BackendState::Qemu(crate::state::QemuState { accel: Some(crate::state::Accel::Kvm), ..Default::default() }),
             ro: Some(RoMode { git: true, no_ignore: false }),
             unguarded_git: false,
+            sync: false,
         }
     }
 

@@ -204,7 +204,9 @@ impl Pending {
 /// The host's version of `path` and its manifest entry (to compare with
 /// what was synced): a regular file (held up to the cap), a symlink, or
 /// nothing; anything else there is left alone.
-fn host_side(host: &Beneath, path: &GuestPath) -> Result<(Option<Side>, Option<ManifestEntry>), BeneathError> {
+/// The host's version of `path`, read below the workspace (never through a
+/// symlink), and its manifest entry; `None` when the host has nothing there.
+pub fn host_side(host: &Beneath, path: &GuestPath) -> Result<(Option<Side>, Option<ManifestEntry>), BeneathError> {
     let Some(stat) = host.stat(path)? else { return Ok((None, None)) };
     match stat.kind {
         HostKind::File => {

@@ -14,8 +14,8 @@
 
 mod attach;
 mod exec;
-mod git;
 mod exec_user;
+mod git;
 mod memory;
 mod net;
 mod pty;

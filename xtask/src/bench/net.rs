@@ -72,6 +72,7 @@ fn net_process(setup: &Setup, agent_bin: &Path, tunnelled: &str, intercepted: &s
         ephemeral: false,
         heavy_dirs: Vec::new(),
         ro: None,
+        sync: false,
         disk_bytes: None,
         unguarded_git: false,
     };

@@ -97,6 +97,7 @@ mod tests {
             heavy_dirs: Vec::new(),
             ro: None,
             unguarded_git: false,
+            sync: false,
         }
     }
 
