@@ -9,6 +9,7 @@ use hutch_proto::addr::AddrError;
 
 use crate::agent_install::InstallError;
 use crate::backend::BackendError;
+use crate::cmd::fork::ForkError;
 use crate::config::ConfigError;
 use crate::connect::ConnectError;
 use crate::exec::ExecError;
@@ -23,6 +24,7 @@ use crate::state::StateError;
 use crate::sync::SyncError;
 use crate::target::TargetError;
 use crate::transport::CallError;
+use crate::warm::WarmError;
 use crate::workspace::WorkspaceError;
 
 /// A failure of hutch, not of the remote command.
@@ -76,6 +78,12 @@ pub enum Error {
     /// The VM's network could not be set up.
     #[error(transparent)]
     Net(#[from] NetError),
+    /// A VM could not be forked.
+    #[error(transparent)]
+    Fork(#[from] ForkError),
+    /// A warm pool could not be read, changed or filled.
+    #[error(transparent)]
+    Warm(#[from] WarmError),
     /// The request contradicts what exists.
     #[error("{0}")]
     Usage(String),
@@ -121,6 +129,8 @@ impl Error {
             Error::Forward(e) => e.hint(),
             Error::Net(e) => e.hint(),
             Error::Session(e) => e.hint(),
+            Error::Warm(e) => e.hint(),
+            Error::Fork(e) => e.hint(),
         }
     }
 

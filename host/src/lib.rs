@@ -13,6 +13,7 @@
 //! - [`sessions`] lists, waits for and signals a VM's sessions;
 //! - [`workspace`] sets the project up in the guest, with mount points only
 //!   for the [`heavy`] dirs it uses, and removes them again;
+//! - [`warm`] keeps VMs booted ahead for `run --rm` (warm pools);
 //! - [`state`] holds the typed VM records;
 //! - [`error`] and [`exit`] gather each module's errors and map exit codes in
 //!   one place (see the README's Architecture section).
@@ -23,6 +24,7 @@ pub mod cli;
 pub mod cmd;
 pub mod config;
 pub mod connect;
+pub mod created_dirs;
 pub mod daemon;
 pub mod doctor;
 pub mod duration;
@@ -41,4 +43,5 @@ pub mod state;
 pub mod sync;
 pub mod target;
 pub mod transport;
+pub mod warm;
 pub mod workspace;

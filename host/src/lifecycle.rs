@@ -172,19 +172,48 @@ pub async fn up(
 ) -> Result<Up, LifecycleError> {
     let up = ensure_running(state, backend, spec).await?;
     started(&up);
+    finish(state, &up, network, runtime_hook).await?;
+    Ok(up)
+}
+
+/// What `up` and `run` do once the VM's agent answers: the network, a
+/// `--ro` snapshot brought up to date, and in a VM just started the
+/// runtime hook (see [`up`]).
+async fn finish(state: &StateDir, up: &Up, network: &crate::config::NetworkConfig, runtime_hook: &str) -> Result<(), LifecycleError> {
     let fresh = matches!(up, Up::Started(..));
-    crate::net::daemon::ensure(state, &spec.name, network, spec.workspace.as_deref(), fresh)?;
     let record = up.record();
+    crate::net::daemon::ensure(state, &record.name, network, record.workspace.as_deref(), fresh)?;
     if record.ro.is_some() {
         let mut client = connect::connect(state, record).await?;
         if let Some(report) = crate::sync::refresh_snapshot(&mut client, record, true).await? {
             eprintln!("hutch: snapshot of the workspace: {}", report.line());
         }
     }
-    if let (Up::Started(..), Some(workspace)) = (&up, &spec.workspace) {
+    if let (true, Some(workspace)) = (fresh, &record.workspace) {
         hooks::run_runtime(state, record, workspace, runtime_hook).await?;
     }
-    Ok(up)
+    Ok(())
+}
+
+/// Readies a VM a run took from a warm pool (`crate::warm`) exactly as
+/// [`up`] readies one it has just booted: the VM booted and mounted the
+/// project ahead of time, so what is left is what a cold boot would only
+/// now decide. The project is prepared again (the heavy dirs its files
+/// imply now, the share checked), then [`finish`] gives it the network of
+/// this run (a network process started now, with this run's environment,
+/// so secrets' values and placeholders are this run's), the `--ro`
+/// snapshot as the project is now, and the runtime hook.
+pub async fn resume_ready(
+    state: &StateDir,
+    backend: &dyn Backend,
+    mut record: VmRecord,
+    network: &crate::config::NetworkConfig,
+    runtime_hook: &str,
+) -> Result<(), LifecycleError> {
+    let begin = Instant::now();
+    crate::workspace::prepare(state, backend, &mut record).await?;
+    record.save(&state.vm_dir(&record.name))?;
+    finish(state, &Up::Started(record, begin.elapsed()), network, runtime_hook).await
 }
 
 /// Creates the VM if needed, starts it if needed, waits for its agent and
@@ -308,7 +337,7 @@ pub fn stop(state: &StateDir, backend: &dyn Backend, record: &mut VmRecord) -> R
     crate::mux::stop(&dir);
     crate::net::daemon::stop(&dir);
     backend.stop(record, &dir)?;
-    crate::workspace::remove_links(record);
+    crate::workspace::remove_links(state, record);
     record.started_unix = None;
     record.save(&dir)?;
     Ok(())
@@ -321,7 +350,7 @@ pub fn destroy(state: &StateDir, backend: &dyn Backend, record: &VmRecord) -> Re
     crate::mux::stop(&dir);
     crate::net::daemon::stop(&dir);
     backend.delete(record, &dir)?;
-    crate::workspace::remove_links(&mut record.clone());
+    crate::workspace::remove_links(state, &mut record.clone());
     state.remove_vm_dir(&record.name)?;
     // A VM made again under this name is a new machine with new host keys.
     let known = crate::agent_install::known_hosts::KnownHosts::at(state.known_hosts());

@@ -90,14 +90,17 @@ pub async fn prepare(state: &StateDir, backend: &dyn Backend, record: &mut VmRec
 
 /// Removes the symlinks `prepare` put into the host project (macOS guests)
 /// and the mount points hutch created that are still empty, leaving the
-/// project as it was. A path that is no longer ours is left alone.
-pub fn remove_links(record: &mut VmRecord) {
+/// project as it was; mount points another running VM of the project still
+/// uses wait for the last one (`crate::created_dirs`). A path that is no
+/// longer ours is left alone.
+pub fn remove_links(state: &StateDir, record: &mut VmRecord) {
     for link in std::mem::take(&mut record.heavy_links) {
         if std::fs::read_link(&link.path).is_ok_and(|target| target == link.target) {
             let _ = std::fs::remove_file(&link.path);
         }
     }
-    crate::heavy::remove_mount_points(&std::mem::take(&mut record.created_dirs));
+    let created = std::mem::take(&mut record.created_dirs);
+    crate::created_dirs::release(state, record, created);
 }
 
 /// The workspace folder for `hutch up`/`run`: `--workspace` or the current

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use hutch_proto::size::parse_size;
 use serde_json::{Value, json};
 
-pub use file::{ConfigError, ConfigFile, ExecTable, Hooks, ImageKey, ImageTable, env_pairs};
+pub use file::{ConfigError, ConfigFile, ExecTable, Hooks, ImageKey, ImageTable, WarmTable, env_pairs};
 pub use network::{Mode, NetworkConfig};
 
 use crate::state::BackendKind;
@@ -21,6 +21,8 @@ use crate::state::BackendKind;
 pub const PROJECT_FILE: &str = "hutch.toml";
 /// Heavy artifact dirs kept on VM-local disk unless told otherwise.
 pub const DEFAULT_HEAVY_DIRS: &[&str] = &["node_modules", ".next", ".svelte-kit", ".venv", "target"];
+/// The most ready VMs a pool may keep (`[warm] count`, `hutch warm --count`).
+pub const MAX_WARM: u32 = 64;
 /// The runtime hook, when the configuration names none.
 pub const DEFAULT_RUNTIME_HOOK: &str = ".hutch/runtime.sh";
 
@@ -97,6 +99,9 @@ pub struct Config {
     pub network: NetworkConfig,
     /// `hutch exec` on a terminal keeps its command as a session (`--keep`).
     pub keep: Sourced<bool>,
+    /// Ready VMs to keep for `hutch run --rm` (`[warm] count`; `None`: no
+    /// standing order from the configuration).
+    pub warm_count: Sourced<Option<u32>>,
     /// The files that were read, in order.
     pub files: Vec<PathBuf>,
 }
@@ -118,6 +123,7 @@ impl Default for Config {
             runtime_hook: Sourced::default(DEFAULT_RUNTIME_HOOK.to_owned()),
             network: NetworkConfig::default(),
             keep: Sourced::default(false),
+            warm_count: Sourced::default(None),
             files: Vec::new(),
         }
     }
@@ -184,6 +190,12 @@ impl Config {
         let line = |offset: usize| line_starts.partition_point(|start| *start <= offset).max(1);
         self.network.layer(file.network, file.secrets, path, &line)?;
         self.keep.set(file.exec.and_then(|e| e.keep), &source);
+        if let Some(count) = file.warm.and_then(|w| w.count) {
+            if count > MAX_WARM {
+                return Err(invalid("count", format!("[warm] count = {count}: at most {MAX_WARM} ready VMs (each costs its memory)")));
+            }
+            self.warm_count.set(Some(Some(count)), &source);
+        }
         self.files.push(path.to_path_buf());
         Ok(())
     }
@@ -216,6 +228,7 @@ impl Config {
             "network.guest_port": entry(json!(self.network.guest_port.value), &self.network.guest_port.source),
             "secrets": self.network.secrets,
             "exec.keep": entry(json!(self.keep.value), &self.keep.source),
+            "warm.count": entry(json!(self.warm_count.value), &self.warm_count.source),
             "files": self.files,
         })
     }

@@ -113,6 +113,22 @@ pub fn restore(state: &StateDir, name: &VmName) -> Result<(), NetError> {
     start(state, name, &process)
 }
 
+/// Gives `child`, a VM just forked from `parent` (`hutch fork`), the
+/// network `parent` has: the policy its network process serves (none when
+/// it has none), and nothing else of it: the child's placeholders, CA and
+/// audit log are its own, made when its network process starts (now).
+pub fn inherit(state: &StateDir, parent: &VmName, child: &VmName) -> Result<(), NetError> {
+    let (from, to) = (net_dir(&state.vm_dir(parent)), net_dir(&state.vm_dir(child)));
+    for file in [POLICY_FILE, INPUTS_FILE] {
+        match std::fs::read(from.join(file)) {
+            Ok(bytes) => super::write_private(&to.join(file), &bytes)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(NetError::io(format!("reading {}", from.join(file).display()), e)),
+        }
+    }
+    restore(state, child)
+}
+
 /// Starts the network process again when VM `name` had one and it is gone
 /// (killed, crashed) while the VM runs: commands that use a running VM
 /// (`exec`, `shell`) call it, so the guest does not lose its network until

@@ -57,6 +57,10 @@ pub struct QemuState {
     /// from before virtio-fs, which always meant 9p).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub share: Option<QemuShare>,
+    /// Disk images: the overlay the VM writes, once a fork froze its first
+    /// one (`None`: `disk.qcow2`; see `backend::qemu::layers`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overlay: Option<String>,
 }
 
 /// How the QEMU backend shares the workspace: what QEMU was given is what

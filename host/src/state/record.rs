@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use hutch_proto::addr::Addr;
 use serde::{Deserialize, Serialize};
 
-use super::{BackendState, StateError, VmName};
+use super::{BackendState, MachineId, PoolEntry, StateError, VmName};
 
 /// Current record format; records from a newer hutch are refused, not misread.
 pub const RECORD_VERSION: u32 = 1;
@@ -105,6 +105,17 @@ pub struct VmRecord {
     /// snapshot synced before each exec); `None` in shared mode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ro: Option<RoMode>,
+    /// The guest's `/etc/machine-id` (32 lowercase hex digits), made when
+    /// the VM is created, so each VM is a machine of its own: throw-away,
+    /// warm and forked ones too. `None` in records from before it existed
+    /// (the backend gives the VM one at its next start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine_id: Option<MachineId>,
+    /// A VM of a warm pool (`hutch warm`): booted and prepared for one
+    /// project and settings, waiting for a `hutch run --rm` to take it.
+    /// `None` for every other VM, and for one a run has taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<PoolEntry>,
 }
 
 impl VmRecord {
@@ -223,6 +234,8 @@ mod tests {
             created_dirs: vec!["/home/me/web/node_modules".into()],
             backend: BackendState::Qemu(crate::state::QemuState { accel: Some(crate::state::Accel::Kvm), ..Default::default() }),
             ro: Some(RoMode { git: true, no_ignore: false }),
+            machine_id: Some(MachineId::parse("0123456789abcdef0123456789abcdef").unwrap()),
+            pool: Some(PoolEntry { key: "k".into(), project: "p-1".into(), state: crate::state::PoolState::Ready }),
         }
     }
 

@@ -101,8 +101,12 @@ pub fn create_overlay(qemu_img: &Path, image: &GuestImage, overlay: &Path, size:
         });
     }
     let _ = std::fs::remove_file(overlay);
+    // Named relative to the overlay's folder when it is inside it (a VM's
+    // own image copy): the folder stays whole when moved or linked from (see
+    // `super::layers`).
+    let backing = overlay.parent().and_then(|folder| disk.strip_prefix(folder).ok()).unwrap_or(&disk);
     let mut cmd = Command::new(qemu_img);
-    cmd.args(["create", "-q", "-f", "qcow2", "-F", spec.format.as_str(), "-b"]).arg(&disk).arg(overlay);
+    cmd.args(["create", "-q", "-f", "qcow2", "-F", spec.format.as_str(), "-b"]).arg(backing).arg(overlay);
     if let Some(size) = size {
         cmd.arg(size.to_string());
     }
@@ -138,7 +142,8 @@ pub fn flatten(qemu_img: &Path, overlay: &Path, dest: &Path) -> Result<(), Backe
     run(qemu_img, cmd)
 }
 
-fn run(program: &Path, mut cmd: Command) -> Result<(), BackendError> {
+/// Runs `program` (qemu-img) as `cmd`; its error output on failure.
+pub(crate) fn run(program: &Path, mut cmd: Command) -> Result<(), BackendError> {
     let shown = format!("{cmd:?}").replace('"', "");
     let out = cmd.output().map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => BackendError::MissingTool {
