@@ -11,6 +11,7 @@
 //!   (what `hutch image prepare` takes; its e2e test uses it);
 //! - `bench [--quick] [--json FILE]`: measure hutch against its anchors;
 //! - `bench-sync [--quick] [--json FILE]`: `--ro` snapshot sync beside rsync;
+//! - `bench-warm [--quick]`: only `bench`'s warm-start and fork rows;
 //! - `bench-workspace [--quick] [--json FILE]`: only `bench`'s "workspace in
 //!   the guest" section (virtio-fs and 9p against a VM-local copy).
 //!
@@ -108,6 +109,12 @@ enum Task {
         #[arg(long)]
         quick: bool,
     },
+    /// Only the warm-start rows of `bench`: warm and cold `run --rm`, forks, what a ready VM costs.
+    BenchWarm {
+        /// Fewer runs, for a quick look.
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -127,6 +134,7 @@ fn main() -> ExitCode {
         Task::Bench { quick, json } => bench::run(quick, json.as_deref()).map(|()| 0),
         Task::BenchWorkspace { quick, json } => bench::run_workspace(quick, json.as_deref()).map(|()| 0),
         Task::BenchNet { quick } => bench::run_net(quick).map(|()| 0),
+        Task::BenchWarm { quick } => bench::run_warm(quick).map(|()| 0),
         Task::BenchSync { quick, json } => bench_sync::run(quick).and_then(|report| {
             if let Some(path) = json {
                 std::fs::write(path, format!("{report:#}\n"))?;
