@@ -156,28 +156,29 @@ pub fn run(quick: bool, json_out: Option<&Path>) -> Result<()> {
 /// Only the network rows ([`net`]), for a look at the proxy's cost without
 /// the whole run.
 pub fn run_net(quick: bool) -> Result<()> {
-    let (plain, agent_bin) = build_bins("release")?;
-    let hutch = crate::install::build_host_cli()?;
-    let hutch_dynamic = (hutch != plain).then_some(plain);
-    let plan = Plan::new(quick);
-    let setup = Setup { hutch, hutch_dynamic, agent: LocalAgent::start(&agent_bin)?, sshd: Err("not needed".into()) };
-    println!("hutch bench-net{}: {}\n", if quick { " --quick" } else { "" }, machine());
+    let (setup, agent_bin) = section_setup("bench-net", quick)?;
     let mut table = Table::default();
-    net::figures(&mut table, &plan, &setup, &agent_bin)?;
+    net::figures(&mut table, &Plan::new(quick), &setup, &agent_bin)?;
     table.print();
     Ok(())
 }
 
-/// Only the warm-start and fork rows ([`warm`]).
-pub fn run_warm(quick: bool) -> Result<()> {
+/// What one section run alone needs (no sshd), with its heading printed;
+/// and the agent binary.
+fn section_setup(task: &str, quick: bool) -> Result<(Setup, PathBuf)> {
     let (plain, agent_bin) = build_bins("release")?;
     let hutch = crate::install::build_host_cli()?;
     let hutch_dynamic = (hutch != plain).then_some(plain);
-    let plan = Plan::new(quick);
     let setup = Setup { hutch, hutch_dynamic, agent: LocalAgent::start(&agent_bin)?, sshd: Err("not needed".into()) };
-    println!("hutch bench-warm{}: {}\n", if quick { " --quick" } else { "" }, machine());
+    println!("hutch {task}{}: {}\n", if quick { " --quick" } else { "" }, machine());
+    Ok((setup, agent_bin))
+}
+
+/// Only the warm-start and fork rows ([`warm`]).
+pub fn run_warm(quick: bool) -> Result<()> {
+    let (setup, _) = section_setup("bench-warm", quick)?;
     let mut table = Table::default();
-    warm::figures(&mut table, &plan, &setup)?;
+    warm::figures(&mut table, &Plan::new(quick), &setup)?;
     table.print();
     Ok(())
 }

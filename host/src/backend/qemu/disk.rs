@@ -171,7 +171,7 @@ pub fn qemu_img() -> PathBuf {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -191,10 +191,10 @@ mod tests {
         assert!(detect(&dir.path().join("missing")).is_err());
     }
 
-    #[test]
-    fn overlays_are_the_size_asked_for_and_never_smaller_than_their_base() {
-        let dir = tempfile::tempdir().unwrap();
-        let image_dir = dir.path().join("image");
+    /// An image folder `dir/image` with a 64 MiB raw disk (`base.img`), as
+    /// a VM's copy of the default image looks.
+    pub(crate) fn small_disk_image(dir: &Path) -> GuestImage {
+        let image_dir = dir.join(super::super::IMAGE_DIR);
         std::fs::create_dir(&image_dir).unwrap();
         for file in ["vmlinux", "initramfs.cpio"] {
             std::fs::write(image_dir.join(file), "x").unwrap();
@@ -210,7 +210,13 @@ mod tests {
             init: Init::Hutch,
         };
         write_spec(&image_dir, &spec).unwrap();
-        let image = GuestImage::load(&image_dir).unwrap();
+        GuestImage::load(&image_dir).unwrap()
+    }
+
+    #[test]
+    fn overlays_are_the_size_asked_for_and_never_smaller_than_their_base() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = small_disk_image(dir.path());
         let err = create_overlay(&qemu_img(), &image, &dir.path().join("small.qcow2"), Some(32 << 20)).unwrap_err().to_string();
         assert!(err.contains("its disk is 0.1 GiB") && err.contains("--disk"), "{err}");
         let overlay = dir.path().join("big.qcow2");

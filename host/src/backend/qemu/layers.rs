@@ -170,29 +170,12 @@ pub fn remove_all(dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::qemu::image::{DiskSpec, ImageSpec, Init};
 
     /// A VM folder with a 64 MiB raw image disk and its first overlay, as
     /// `create` makes it; `None` when this machine has no qemu-img.
     fn vm_folder() -> Option<tempfile::TempDir> {
         let dir = tempfile::tempdir().unwrap();
-        let image_dir = dir.path().join(super::super::IMAGE_DIR);
-        std::fs::create_dir(&image_dir).unwrap();
-        for file in ["vmlinux", "initramfs.cpio"] {
-            std::fs::write(image_dir.join(file), "x").unwrap();
-        }
-        std::fs::File::create(image_dir.join("base.img")).unwrap().set_len(64 << 20).unwrap();
-        let spec = ImageSpec {
-            format: 1,
-            kernel: "vmlinux".into(),
-            initrd: "initramfs.cpio".into(),
-            cmdline: String::new(),
-            agent_port: 8080,
-            disk: Some(DiskSpec { file: "base.img".into(), format: DiskFormat::Raw }),
-            init: Init::Hutch,
-        };
-        disk::write_spec(&image_dir, &spec).unwrap();
-        let image = GuestImage::load(&image_dir).unwrap();
+        let image = disk::tests::small_disk_image(dir.path());
         match disk::create_overlay(&disk::qemu_img(), &image, &dir.path().join(OVERLAY), None) {
             Err(BackendError::MissingTool { .. }) => None,
             other => {
