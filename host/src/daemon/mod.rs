@@ -327,6 +327,28 @@ mod tests {
     }
 
     #[test]
+    #[cfg(target_os = "linux")]
+    fn a_daemon_inherits_no_descriptor_but_its_stdio() {
+        let dir = tempfile::tempdir().unwrap();
+        // Inheritable, as a shell's `flock LOCK hutch …` hands hutch its lock.
+        let held = std::fs::File::create(dir.path().join("held")).unwrap();
+        // SAFETY: dup(2) of a descriptor we own; the copy is closed below.
+        let leaked = unsafe { nix::libc::dup(std::os::fd::AsRawFd::as_raw_fd(&held)) };
+        assert!(leaked > 2);
+        let daemon = Daemon::new(dir.path(), "sleeper");
+        let spawned = daemon.spawn(sh("echo up; exec sleep 600")).unwrap();
+        spawned.wait_until(Duration::from_secs(10), |news| news.contains("up")).unwrap();
+        let fds: Vec<String> = std::fs::read_dir(format!("/proc/{}/fd", spawned.pid))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        daemon.terminate(Duration::from_secs(5));
+        // SAFETY: closing our own copy.
+        unsafe { nix::libc::close(leaked) };
+        assert!(!fds.contains(&leaked.to_string()), "the daemon inherited descriptor {leaked}: {fds:?}");
+    }
+
+    #[test]
     fn a_missing_program_and_a_slow_one_are_typed() {
         let dir = tempfile::tempdir().unwrap();
         let daemon = Daemon::new(dir.path(), "ghost");
