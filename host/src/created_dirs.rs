@@ -29,6 +29,11 @@ pub fn release(state: &StateDir, record: &VmRecord, dirs: Vec<PathBuf>) {
         return;
     };
     let list = list_path(state, workspace);
+    // The common case (a project with no heavy dirs to make): nothing to do,
+    // no VM manager to ask about the others.
+    if dirs.is_empty() && !list.exists() {
+        return;
+    }
     let Some(_lock) = lock(&list) else {
         crate::heavy::remove_mount_points(&dirs);
         return;

@@ -180,16 +180,31 @@ pub async fn up(
 /// `--ro` snapshot brought up to date, and in a VM just started the
 /// runtime hook (see [`up`]).
 async fn finish(state: &StateDir, up: &Up, network: &crate::config::NetworkConfig, runtime_hook: &str) -> Result<(), LifecycleError> {
-    let fresh = matches!(up, Up::Started(..));
     let record = up.record();
-    crate::net::daemon::ensure(state, &record.name, network, record.workspace.as_deref(), fresh)?;
+    let network = crate::net::daemon::begin(state, &record.name, network, record.workspace.as_deref(), matches!(up, Up::Started(..)))?;
+    finish_started(state, up, network, runtime_hook).await
+}
+
+/// [`finish`] once the network process (if one had to start) is on its way.
+async fn finish_started(
+    state: &StateDir,
+    up: &Up,
+    network: Option<crate::net::daemon::Starting>,
+    runtime_hook: &str,
+) -> Result<(), LifecycleError> {
+    let record = up.record();
+    if let Some(network) = network {
+        let begin = Instant::now();
+        network.ready()?;
+        tracing::debug!("{}: network ready after another {:?}", record.name, begin.elapsed());
+    }
     if record.ro.is_some() {
         let mut client = connect::connect(state, record).await?;
         if let Some(report) = crate::sync::refresh_snapshot(&mut client, record, true).await? {
             eprintln!("hutch: snapshot of the workspace: {}", report.line());
         }
     }
-    if let (true, Some(workspace)) = (fresh, &record.workspace) {
+    if let (Up::Started(..), Some(workspace)) = (up, &record.workspace) {
         hooks::run_runtime(state, record, workspace, runtime_hook).await?;
     }
     Ok(())
@@ -198,11 +213,12 @@ async fn finish(state: &StateDir, up: &Up, network: &crate::config::NetworkConfi
 /// Readies a VM a run took from a warm pool (`crate::warm`) exactly as
 /// [`up`] readies one it has just booted: the VM booted and mounted the
 /// project ahead of time, so what is left is what a cold boot would only
-/// now decide. The project is prepared again (the heavy dirs its files
-/// imply now, the share checked), then [`finish`] gives it the network of
-/// this run (a network process started now, with this run's environment,
-/// so secrets' values and placeholders are this run's), the `--ro`
-/// snapshot as the project is now, and the runtime hook.
+/// now decide. Its network process starts now, with this run's
+/// configuration and environment (so secrets' values and placeholders are
+/// this run's), and while it sets up the guest's listener the project is
+/// prepared again (the heavy dirs its files imply now, the share checked);
+/// then [`finish_started`] brings a `--ro` snapshot up to date and runs the
+/// runtime hook.
 pub async fn resume_ready(
     state: &StateDir,
     backend: &dyn Backend,
@@ -211,9 +227,11 @@ pub async fn resume_ready(
     runtime_hook: &str,
 ) -> Result<(), LifecycleError> {
     let begin = Instant::now();
+    let starting = crate::net::daemon::begin(state, &record.name, network, record.workspace.as_deref(), true)?;
     crate::workspace::prepare(state, backend, &mut record).await?;
     record.save(&state.vm_dir(&record.name))?;
-    finish(state, &Up::Started(record, begin.elapsed()), network, runtime_hook).await
+    tracing::debug!("{}: project prepared in {:?}", record.name, begin.elapsed());
+    finish_started(state, &Up::Started(record, begin.elapsed()), starting, runtime_hook).await
 }
 
 /// Creates the VM if needed, starts it if needed, waits for its agent and

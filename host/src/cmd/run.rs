@@ -86,7 +86,9 @@ pub async fn run(args: RunArgs) -> Result<u8, Error> {
     }
     .await;
     if args.rm {
+        let begin = std::time::Instant::now();
         clean_up(&state, backend, &name);
+        tracing::debug!("{name} deleted in {:?}", begin.elapsed());
         top_up(&state, &plan, &args);
     }
     exec::report::report(result, args.exec.json, Error::exit_code)
