@@ -15,8 +15,10 @@
 //!   for the [`heavy`] dirs it uses, and removes them again;
 //! - [`warm`] keeps VMs booted ahead for `run --rm` (warm pools);
 //! - [`state`] holds the typed VM records;
+//! - [`untrusted`] is the edge against the guest: every answer of an agent
+//!   is checked, capped and escaped there before hutch uses it;
 //! - [`error`] and [`exit`] gather each module's errors and map exit codes in
-//!   one place (see the README's Architecture section).
+//!   one place (see docs/ARCHITECTURE.md).
 
 pub mod agent_install;
 pub mod backend;
@@ -43,5 +45,6 @@ pub mod state;
 pub mod sync;
 pub mod target;
 pub mod transport;
+pub mod untrusted;
 pub mod warm;
 pub mod workspace;

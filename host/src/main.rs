@@ -66,7 +66,8 @@ fn main() -> ExitCode {
             Command::Diff(args) => hutch::cmd::diff::run(args).await,
             Command::Mux(args) => Ok(hutch::mux::serve::run(&args.name).await?),
             Command::Net(args) => hutch::net::daemon::run(&args.name).await,
-            Command::Log(args) => hutch::cmd::log::run(args).await,
+            Command::Audit(args) => hutch::cmd::audit::run(args).await,
+            Command::Log(args) => hutch::cmd::audit::deprecated_name(args).await,
         }
     });
     RawMode::restore();

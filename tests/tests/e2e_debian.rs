@@ -312,7 +312,7 @@ fn the_guest_reaches_only_what_the_hosts_policy_allows() {
         "{npm:?}"
     );
     assert_eq!(egress.len(), 4 + 1 + 1 + npm.len(), "a request was not logged exactly once:\n{log}");
-    let shown = hutch(&["log", "--name", NAME]);
+    let shown = hutch(&["audit", "--name", NAME]);
     assert!(stdout(&shown).contains(&format!("egress deny  CONNECT {registry_host}:443")), "{}", stdout(&shown));
 
     // `down` stops the network process with the VM.

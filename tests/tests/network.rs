@@ -140,8 +140,12 @@ fn secrets_reach_their_host_only_and_never_the_guest() {
     assert!(denied.iter().all(|l| l["decision"] == "deny" && l["reason"] == "not on the allow list"));
     // One CONNECT per intercepted request (curl and Python each opened one), plus the plain requests.
     assert_eq!(egress.len(), 2 + 2 + 2 + 2, "{egress:#?}");
-    let text = ok(&fake.run(&["log", "--name", "net"]));
+    let text = ok(&fake.run(&["audit", "--name", "net"]));
     assert!(text.contains("egress deny  CONNECT example.com:443") && text.contains("exec   exit 0"), "{text}");
+    // `hutch log`, the old name, still works for a release: the same output, and a notice on stderr.
+    let old_name = fake.run(&["log", "--name", "net"]);
+    assert_eq!(ok(&old_name), text);
+    assert!(stderr(&old_name).contains("`hutch log` is now `hutch audit`"), "{}", stderr(&old_name));
 
     // Nothing the agent wrote into the guest holds the real value.
     for file in files_under(&fake.etc()) {

@@ -102,7 +102,11 @@ pub enum Command {
     Diff(DiffArgs),
 
     /// Show a VM's audit log: every egress decision and every command run in it.
-    Log(LogArgs),
+    Audit(AuditArgs),
+
+    /// The old name of `audit` (one letter from `logs`), kept for one release.
+    #[command(hide = true)]
+    Log(AuditArgs),
 
     /// Relay a VM's calls over one shared agent connection (started by hutch itself).
     #[command(hide = true)]
@@ -117,9 +121,9 @@ pub enum Command {
     WarmKeeper(KeeperArgs),
 }
 
-/// `hutch log`.
+/// `hutch audit` (and its old name, `hutch log`).
 #[derive(Args, Debug)]
-pub struct LogArgs {
+pub struct AuditArgs {
     #[command(flatten)]
     pub name: NameArg,
 

@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod attach;
+pub mod audit;
 pub mod completions;
 pub mod config;
 pub mod diff;
@@ -12,7 +13,6 @@ pub mod fork;
 pub mod forward;
 pub mod image;
 pub mod kill;
-pub mod log;
 pub mod logs;
 pub mod ls;
 pub mod ping;

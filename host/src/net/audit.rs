@@ -1,5 +1,5 @@
 //! The audit log: one JSON line per egress decision and per exec, in the
-//! VM's state folder (`audit.jsonl`, mode 0600), read by `hutch log`.
+//! VM's state folder (`audit.jsonl`, mode 0600), read by `hutch audit`.
 //!
 //! Two kinds of writers append to it: the VM's network process (egress) and
 //! every `hutch` command that runs something in the VM (exec). Each event is
@@ -157,7 +157,7 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (year, month, day)
 }
 
-/// One line of `hutch log` for a human: time, kind, what, outcome.
+/// One line of `hutch audit` for a human: time, kind, what, outcome.
 pub fn human(event: &Event) -> String {
     let time = event.time.get(..23).unwrap_or(&event.time).replace('T', " ");
     match &event.what {

@@ -1,7 +1,7 @@
 //! The guest's network under the host's control (issue 16).
 //!
-//! A guest has no route out of its own (QEMU guests get no NIC; see the
-//! README for Tart and Lima). Its agent listens on the guest's loopback and
+//! A guest has no route out of its own (QEMU guests get no NIC; see
+//! docs/network.md for Tart and Lima). Its agent listens on the guest's loopback and
 //! carries every connection there, unread, to a per-VM process on the host,
 //! `hutch net --name NAME`, which is an HTTP proxy with a policy:
 //!

@@ -1,20 +1,33 @@
-//! `hutch log [NAME] [--follow] [--json]`: a VM's audit log, every egress
-//! decision and every command run in it, oldest first.
+//! `hutch audit [NAME] [--follow] [--json]`: a VM's audit log, every egress
+//! decision and every command run in it, oldest first. `hutch log` is its
+//! old name, kept hidden for one release (see [`deprecated_name`]).
 
 use std::io::{BufRead, Read, Seek, SeekFrom, Write};
 use std::time::Duration;
 
-use crate::cli::LogArgs;
+use crate::cli::AuditArgs;
 use crate::error::Error;
 use crate::net::audit::{self, Event};
 use crate::state::StateDir;
 use crate::target::vm_name;
 
+/// What `hutch log` says before doing what `hutch audit` does: the old name
+/// was one letter away from `hutch logs` (a session's output), so it was
+/// renamed, and scripts get one release to follow.
+const DEPRECATED_NAME: &str = "hutch: `hutch log` is now `hutch audit`; the old name goes in the next release";
+
+/// Runs `hutch log`, the old name of `hutch audit`: the same, after a notice
+/// on stderr (stdout stays exactly `hutch audit`'s, for scripts).
+pub async fn deprecated_name(args: AuditArgs) -> Result<u8, Error> {
+    eprintln!("{DEPRECATED_NAME}");
+    run(args).await
+}
+
 /// How often `--follow` looks for new lines.
 const FOLLOW_EVERY: Duration = Duration::from_millis(250);
 
-/// Runs `hutch log`; returns the exit code.
-pub async fn run(args: LogArgs) -> Result<u8, Error> {
+/// Runs `hutch audit`; returns the exit code.
+pub async fn run(args: AuditArgs) -> Result<u8, Error> {
     let state = StateDir::from_env()?;
     let name = vm_name(&state, args.name.name())?;
     state.load(&name)?;
@@ -66,7 +79,7 @@ fn print_lines(lines: &[u8], json: bool) -> Result<(), Error> {
             }
         };
         if writeln!(out, "{shown}").and_then(|()| out.flush()).is_err() {
-            std::process::exit(0); // the reader left (`hutch log | head`)
+            std::process::exit(0); // the reader left (`hutch audit | head`)
         }
     }
     Ok(())
