@@ -54,7 +54,7 @@ fn guest(fake: &FakeVmm, script: &str) -> Output {
 }
 
 fn audit_lines(fake: &FakeVmm) -> Vec<serde_json::Value> {
-    let text = std::fs::read_to_string(fake.state().join("vms/net/audit.jsonl")).unwrap_or_default();
+    let text = hutch_tests::audit_log(&fake.state());
     text.lines().map(|l| serde_json::from_str(l).expect("a JSON audit line")).collect()
 }
 
@@ -123,7 +123,7 @@ fn secrets_reach_their_host_only_and_never_the_guest() {
     );
 
     // The audit log: one line per decision and per exec, no secret value.
-    let log = std::fs::read_to_string(fake.state().join("vms/net/audit.jsonl")).unwrap();
+    let log = hutch_tests::audit_log(&fake.state());
     assert!(!log.contains(SECRET), "the real value is in the audit log");
     let lines = audit_lines(&fake);
     let egress: Vec<_> = lines.iter().filter(|l| l["event"] == "egress").collect();
@@ -283,7 +283,7 @@ fn run_redacts_the_secrets_of_its_workspace_from_the_audit_log_wherever_it_is_ca
         .output()
         .unwrap();
     assert_eq!(stdout(&out), format!("{SECRET}\n"), "{}", stderr(&out));
-    let log = std::fs::read_to_string(fake.state().join("vms/net/audit.jsonl")).unwrap();
+    let log = hutch_tests::audit_log(&fake.state());
     assert!(!log.contains(SECRET), "the real value is in the audit log: {log}");
     let exec = audit_lines(&fake).into_iter().find(|l| l["event"] == "exec").expect("the exec is logged");
     assert_eq!(exec["argv"], serde_json::json!(["echo", "[secret TEST_API_KEY]"]), "{exec}");

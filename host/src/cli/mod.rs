@@ -108,6 +108,9 @@ pub enum Command {
     #[command(hide = true)]
     Log(AuditArgs),
 
+    /// Serve MCP on stdin/stdout: a VM as the sandboxed tool of an MCP client (Claude Code, Codex…).
+    Mcp(McpArgs),
+
     /// Relay a VM's calls over one shared agent connection (started by hutch itself).
     #[command(hide = true)]
     Mux(MuxArgs),
@@ -134,6 +137,18 @@ pub struct AuditArgs {
     /// Print the raw JSON lines.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `hutch mcp`.
+#[derive(Args, Debug)]
+pub struct McpArgs {
+    /// The VM the tools act in, started at the first call if it is not running (default:
+    /// --addr/HUTCH_ADDR if set, else the VM of the current directory, made as `hutch up` would).
+    #[arg(short = 'n', long, value_name = "NAME")]
+    pub name: Option<VmName>,
+
+    #[command(flatten)]
+    pub agent: AgentArgs,
 }
 
 /// `hutch mux` and `hutch net`: per-VM daemons (see `crate::mux`, `crate::net::daemon`).

@@ -15,6 +15,7 @@ pub mod image;
 pub mod kill;
 pub mod logs;
 pub mod ls;
+pub mod mcp;
 pub mod ping;
 pub mod ps;
 pub mod reset;

@@ -41,6 +41,8 @@ pub struct ConfigFile {
     pub exec: Option<ExecTable>,
     /// Warm pools: VMs booted ahead for `hutch run --rm`.
     pub warm: Option<WarmTable>,
+    /// How long hutch waits for an agent.
+    pub timeouts: Option<TimeoutsTable>,
 }
 
 /// The `[warm]` table.
@@ -49,6 +51,17 @@ pub struct ConfigFile {
 pub struct WarmTable {
     /// Ready VMs to keep for the project, topped up after each `run --rm`.
     pub count: Option<u32>,
+}
+
+/// The `[timeouts]` table: how long hutch waits for an agent
+/// (`crate::untrusted::deadline`).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsTable {
+    /// Reaching the agent (`"10s"`).
+    pub connect: Option<String>,
+    /// One call, a stream's start, a bulk stream's silence (`"30s"`).
+    pub call: Option<String>,
 }
 
 /// The `[exec]` table.
@@ -144,6 +157,14 @@ pub enum ConfigError {
         line: usize,
         /// What is wrong (unknown key, wrong type, bad TOML).
         message: String,
+    },
+    /// An environment variable that stands for a setting holds no valid value.
+    #[error("${var}: {why}")]
+    Env {
+        /// The variable.
+        var: &'static str,
+        /// What is wrong.
+        why: String,
     },
 }
 

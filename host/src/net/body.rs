@@ -3,7 +3,6 @@
 //! record written when a response body is done (or dropped), so its line has
 //! the bytes and the duration of the whole exchange.
 
-use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
@@ -14,8 +13,8 @@ use http_body_util::BodyExt;
 use http_body_util::combinators::BoxBody;
 use hyper::body::{Body, Frame, SizeHint};
 
-use super::audit::{self, Egress, Event, What};
 use super::guest_io::Counters;
+use crate::audit::{self, Egress, Log, What};
 
 /// Every body the proxy sends or relays.
 pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
@@ -77,7 +76,7 @@ impl<B: Body<Data = Bytes> + Unpin> Body for Metered<B> {
 /// An egress event whose bytes and duration are filled in at the end.
 pub struct Record {
     /// The audit log.
-    pub log: PathBuf,
+    pub log: Log,
     /// The event so far.
     pub event: Egress,
     /// Its byte counters.
@@ -93,6 +92,6 @@ impl Drop for Record {
         event.bytes_up = up;
         event.bytes_down = down;
         event.duration_ms = audit::millis(self.start.elapsed());
-        audit::append(&self.log, &Event::now(What::Egress(event)));
+        self.log.append(What::Egress(event));
     }
 }

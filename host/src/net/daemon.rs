@@ -22,16 +22,14 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hutch_proto::v1::agent_client::AgentClient;
 use hutch_proto::v1::egress_listen_response::Kind as ListenKind;
 use hutch_proto::v1::forward_request::Kind as RequestKind;
 use hutch_proto::v1::forward_response::Kind;
-use hutch_proto::v1::{EgressAccept, EgressListenRequest, ForwardRequest, ForwardResponse, InfoRequest};
+use hutch_proto::v1::{EgressAccept, EgressListenRequest, ForwardRequest, ForwardResponse};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
-use tonic::service::interceptor::InterceptedService;
 
 use super::ca::Authority;
 use super::guest_io::GuestIo;
@@ -46,6 +44,7 @@ use crate::daemon::Daemon;
 use crate::error::Error;
 use crate::state::{StateDir, VmName, VmRecord};
 use crate::transport::{self, BearerToken, Client};
+use crate::untrusted::text;
 
 /// What it was started with (policy, secrets' fingerprints), to know when to restart it.
 const INPUTS_FILE: &str = "inputs.json";
@@ -62,6 +61,8 @@ const KEEPALIVE: Duration = Duration::from_secs(20);
 const START_WAIT: Duration = Duration::from_secs(30);
 /// How long it has to leave after SIGTERM before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(5);
+/// Problems of the guest's configuration the log shows (one line each).
+const PROBLEMS_SHOWN: usize = 32;
 /// Requests that may wait on one accept stream: with chunks of up to
 /// [`super::guest_io::DOWN_CHUNK`], at most 512 KiB per guest connection.
 const REQUEST_QUEUE: usize = 2;
@@ -242,6 +243,7 @@ pub async fn run(name: &VmName) -> Result<u8, Error> {
         // Another one serves this VM.
         return Ok(0);
     };
+    tokio::spawn(crate::daemon::bound_own_log(daemon(&dir).log().to_path_buf(), crate::untrusted::limits::NET_LOG_BYTES));
     let policy_file = PolicyFile::load(&net)?;
     let secrets = Secrets::load(&net, &policy_file, |var| std::env::var(var).ok())?;
     for secret in secrets.iter().filter(|s| !s.has_value()) {
@@ -256,7 +258,7 @@ pub async fn run(name: &VmName) -> Result<u8, Error> {
         upstream: Upstream::from_env(),
         authority,
         client_tls: roots.client_config()?,
-        audit: super::audit::path(&dir),
+        audit: crate::audit::Log::for_vm(&state, &state.load(name)?),
     });
     let mut ready = false;
     let mut backoff = Duration::from_millis(100);
@@ -305,29 +307,38 @@ async fn session(record: &VmRecord, listen: &EgressListenRequest, ctx: &Arc<Cont
     let addr = record.agent_addr()?;
     let (connection, driver) = transport::open(addr, &token, KEEPALIVE).await.map_err(crate::connect::ConnectError::from)?;
     let mut driver = tokio::spawn(driver);
-    let client: Client =
-        AgentClient::with_origin(InterceptedService::new(connection, token), tonic::transport::Uri::from_static("http://agent"));
+    let client = Client::new(connection, token, crate::connect::peer(record));
     let agent_failed = |why: String| Error::from(NetError::Agent { name: record.name.to_string(), why });
-    let info = client.clone().info(InfoRequest {}).await.map_err(|s| agent_failed(s.message().to_owned()))?.into_inner();
+    let info = client.describe().await.map_err(|e| agent_failed(e.to_string()))?;
     if !info.capabilities.iter().any(|c| c == super::CAPABILITY) {
-        return Err(agent_failed(format!("its version {} has no egress pipe", info.version)));
+        return Err(agent_failed(format!("its version {} has no egress pipe", text::shown(&info.version))));
     }
-    let mut listening = client.clone().egress_listen(listen.clone()).await.map_err(|s| agent_failed(s.message().to_owned()))?.into_inner();
-    match listening.message().await {
-        Ok(Some(hutch_proto::v1::EgressListenResponse { kind: Some(ListenKind::Listening(up)) })) => {
+    // Binding the listener is short: the agent has the call deadline to say it did.
+    let deadline = client.deadline();
+    let listened = deadline
+        .within("EgressListen", async {
+            let mut listening = client.egress_listen_checked(listen.clone()).await?;
+            let first = listening.message().await?;
+            Ok::<_, Status>((listening, first))
+        })
+        .await
+        .map_err(|e| agent_failed(e.to_string()))?;
+    let mut listening = match listened {
+        Ok((listening, Some(hutch_proto::v1::EgressListenResponse { kind: Some(ListenKind::Listening(up)) }))) => {
             eprintln!(
                 "hutch net {}: the guest's {} leads to this process; trust bundle: {}",
                 std::process::id(),
-                up.address,
-                if up.ca_bundle.is_empty() { "none" } else { &up.ca_bundle }
+                text::shown(&up.address),
+                if up.ca_bundle.is_empty() { "none".to_owned() } else { text::shown(&up.ca_bundle) }
             );
-            for problem in &up.problems {
-                eprintln!("hutch net {}: guest configuration: {problem}", std::process::id());
+            for problem in up.problems.iter().take(PROBLEMS_SHOWN) {
+                eprintln!("hutch net {}: guest configuration: {}", std::process::id(), text::shown(problem));
             }
+            listening
         }
         Ok(_) => return Err(agent_failed("it ended the listen call without listening".into())),
-        Err(status) => return Err(agent_failed(status.message().to_owned())),
-    }
+        Err(status) => return Err(agent_failed(text::shown(status.message()))),
+    };
     if !*ready {
         // stdout is the log, where `up` waits for this line.
         println!("{READY}");
@@ -350,13 +361,13 @@ async fn session(record: &VmRecord, listen: &EgressListenRequest, ctx: &Arc<Cont
                         drop(permit);
                     });
                 }
-                Ok(Err(status)) => return Ok(format!("the agent stopped handing over connections: {}", status.message())),
+                Ok(Err(status)) => return Ok(format!("the agent stopped handing over connections: {}", text::shown(status.message()))),
                 Err(e) => return Ok(format!("an accept task failed: {e}")),
             },
             Some(_) = served.join_next() => {}
             message = listening.message() => {
                 return Ok(match message {
-                    Err(status) => format!("the guest's listener closed: {}", status.message()),
+                    Err(status) => format!("the guest's listener closed: {}", text::shown(status.message())),
                     Ok(_) => "the agent ended the listen call".into(),
                 });
             }
@@ -373,7 +384,7 @@ async fn wait_for_guest(mut client: Client, permits: Arc<Semaphore>) -> Result<(
     let mut inbound = client.egress_accept(ReceiverStream::new(rx)).await?.into_inner();
     match inbound.message().await? {
         Some(ForwardResponse { kind: Some(Kind::Accepted(_)) }) => Ok((GuestIo::new(inbound, tx), permit)),
-        Some(ForwardResponse { kind: Some(Kind::Failed(failed)) }) => Err(Status::failed_precondition(failed.message)),
+        Some(ForwardResponse { kind: Some(Kind::Failed(failed)) }) => Err(Status::failed_precondition(text::shown(&failed.message))),
         _ => Err(Status::aborted("the agent ended an accept without a connection")),
     }
 }

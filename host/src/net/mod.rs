@@ -18,11 +18,9 @@
 //!   only, TLS is terminated with a per-VM CA and re-originated upstream with
 //!   full verification against the host's trust store;
 //! - [`secrets`]: placeholders the guest sees, real values only on the host;
-//! - [`audit`]: the per-VM JSONL log of every egress decision and every exec;
 //! - [`daemon`]: the process itself, started by `up`, stopped by `down`/`rm`.
 
 pub mod address;
-pub mod audit;
 pub mod body;
 pub mod ca;
 pub mod daemon;

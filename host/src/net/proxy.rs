@@ -13,7 +13,6 @@
 //! anything else is relayed untouched.
 
 use std::convert::Infallible;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,7 +24,6 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
-use super::audit::{self, Egress, Event, What};
 use super::body::{Metered, ProxyBody, Record, empty, full};
 use super::ca::Authority;
 use super::guest_io::Counters;
@@ -34,6 +32,8 @@ use super::policy::{Policy, Verdict};
 use super::secrets::{Misuse, Secrets};
 use super::sni::{self, Opening, Peeked};
 use super::upstream::{Connected, Upstream};
+use crate::audit::{self, Egress, Log, What};
+use crate::untrusted::text;
 
 /// How long a guest has, after CONNECT, to send its first bytes.
 const OPENING_TIMEOUT: Duration = Duration::from_secs(30);
@@ -51,13 +51,13 @@ pub struct Context {
     /// TLS towards real servers, verified against the host's store.
     pub client_tls: Arc<rustls::ClientConfig>,
     /// The VM's audit log.
-    pub audit: PathBuf,
+    pub audit: Log,
 }
 
 impl Context {
     /// Writes a finished egress event.
     pub fn log(&self, event: Egress) {
-        audit::append(&self.audit, &Event::now(What::Egress(event)));
+        self.audit.append(What::Egress(event));
     }
 
     /// Logs `event` as refused for `reason`, and answers the guest `status`
@@ -74,7 +74,7 @@ impl Context {
         event.reason = Some(reason.clone());
         event.status = Some(status.as_u16());
         event.duration_ms = audit::millis(start.elapsed());
-        tracing::info!("{} {}:{}: {reason}", event.method, event.host, event.port);
+        tracing::info!("{} {}:{}: {}", text::shown(&event.method), text::shown(&event.host), event.port, text::shown(&reason));
         self.log(event);
         answer(status, &short, advice)
     }

@@ -101,6 +101,11 @@ pub const CAPTURED_BYTES: Limit = Limit { name: "output kept by exec --json, per
 /// warning) and must be copied by hand, as binary files are.
 pub const DIFF_FILE_BYTES: Limit = Limit { name: "size of a file diffed", max: 8 << 20, unit: Unit::Bytes };
 
+/// The patch `hutch diff` writes, held in an unlinked temporary file until
+/// the agent has sent everything (so a diff the agent breaks off halfway
+/// never prints a patch that `git apply` would take for whole).
+pub const PATCH_BYTES: Limit = Limit { name: "size of a patch", max: 256 << 20, unit: Unit::Bytes };
+
 /// Changed paths in one `hutch diff`: far above what anyone reviews as a
 /// patch; each is handled and let go before the next, so this bounds time,
 /// not memory.
@@ -143,13 +148,11 @@ pub const AUDIT_FILE_BYTES: Limit = Limit { name: "audit log file", max: 16 << 2
 /// 64 MiB at most, weeks of ordinary use.
 pub const AUDIT_FILES: usize = 4;
 
-/// A VM's network process log (`net/net.log`) before it is rotated, and
-/// how many are kept: it notes connections, problems and restarts, not
-/// every request (those are in the audit log).
-pub const NET_LOG_BYTES: Limit = Limit { name: "network process log", max: 4 << 20, unit: Unit::Bytes };
-
-/// `net/net.log` files kept: the current one and one rotated.
-pub const NET_LOG_FILES: usize = 2;
+/// A hutch daemon's own log (the network process's `net/net.log`, the
+/// multiplexer's `mux.log`) before its content moves to `NAME.log.1`: it
+/// notes connections, problems and restarts, not every request (those are
+/// in the audit log), so two of these are days of them.
+pub const NET_LOG_BYTES: Limit = Limit { name: "daemon log", max: 4 << 20, unit: Unit::Bytes };
 
 /// How long the diff of one file may compute before it falls back to a
 /// coarser one: two large unrelated files would otherwise cost minutes.

@@ -14,14 +14,20 @@
 //!   the host owns one name at a time, never through a symlink;
 //! - [`text`]: guest text is escaped (and cut) wherever it reaches a
 //!   terminal or a log;
+//! - [`wire`]: answers whose repeated fields could decode into far more
+//!   memory than their size have their items counted before decoding;
+//! - [`deadline`]: how long hutch waits for an agent, so a silent one
+//!   cannot hold a command (a command's own run time is never cut);
 //! - [`protocol`]: enums, exit codes and signals outside the protocol are a
 //!   [`ProtocolError`] (hutch's own failure, exit 125), never a success.
 
 pub mod beneath;
+pub mod deadline;
 pub mod limits;
 pub mod path;
 pub mod protocol;
 pub mod text;
+pub mod wire;
 
 #[cfg(test)]
 mod proptests;

@@ -70,3 +70,13 @@ proptest! {
         prop_assert_eq!(protocol::exit_code(code).is_ok(), (0..=255).contains(&code));
     }
 }
+
+proptest! {
+    #[test]
+    fn the_wire_count_never_panics_or_undercounts(bytes in prop::collection::vec(any::<u8>(), 0..2048), n in 0usize..70_000) {
+        let _ = super::wire::check(&bytes, super::wire::LIST_SESSIONS);
+        use prost::Message;
+        let list = hutch_proto::v1::ListSessionsResponse { sessions: vec![Default::default(); n], ..Default::default() };
+        prop_assert_eq!(super::wire::check(&list.encode_to_vec(), super::wire::LIST_SESSIONS).is_ok(), n as u64 <= limits::MESSAGE_ITEMS.max);
+    }
+}

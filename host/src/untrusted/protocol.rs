@@ -32,6 +32,9 @@ pub enum ProtocolError {
     /// A message that has no place where it came.
     #[error("the agent {0}")]
     Unexpected(&'static str),
+    /// An answer refused while it was decoded (too many items, not protobuf).
+    #[error("{0}")]
+    Refused(String),
     /// A cap was exceeded.
     #[error(transparent)]
     Limit(#[from] Exceeded),

@@ -71,6 +71,20 @@ fn noting(text: &str, max: usize, total: usize) -> String {
     out
 }
 
+/// `text` cut (not escaped) after at most `max` bytes, on a character
+/// boundary, with its full length noted: for a value stored where it is
+/// escaped anyway (a JSON string), which must stay bounded.
+pub fn truncated(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes)", &text[..end], text.len())
+}
+
 /// `text` with every [unsafe](is_unsafe) character escaped, whatever its
 /// length: for lines hutch composed itself around guest text that was
 /// already cut.
@@ -101,7 +115,7 @@ pub fn escaped_lines(text: &str) -> Cow<'_, str> {
 /// A serialized JSON value with the [unsafe](is_unsafe) characters JSON
 /// leaves as they are (DEL, C1 controls, separators, bidirectional marks)
 /// written as `\uXXXX` escapes: the same value, and a line that shows as
-/// one plain line wherever it is printed (`hutch log --json`, `cat`).
+/// one plain line wherever it is printed (`hutch audit --json`, `cat`).
 /// serde_json already escapes C0 controls, quotes and backslashes.
 pub fn json_safe(json: &str) -> Cow<'_, str> {
     if !json.chars().any(is_unsafe) {
