@@ -9,6 +9,7 @@ use hutch_proto::addr::AddrError;
 
 use crate::agent_install::InstallError;
 use crate::backend::BackendError;
+use crate::cmd::fork::ForkError;
 use crate::config::ConfigError;
 use crate::connect::ConnectError;
 use crate::exec::ExecError;
@@ -26,6 +27,7 @@ use crate::sync::SyncError;
 use crate::sync::live::LiveError;
 use crate::target::TargetError;
 use crate::transport::CallError;
+use crate::warm::WarmError;
 use crate::workspace::WorkspaceError;
 
 /// A failure of hutch, not of the remote command.
@@ -85,6 +87,12 @@ pub enum Error {
     /// The git guard could not be set up, or the guest's commits not taken.
     #[error(transparent)]
     Git(#[from] GitError),
+    /// A VM could not be forked.
+    #[error(transparent)]
+    Fork(#[from] ForkError),
+    /// A warm pool could not be read, changed or filled.
+    #[error(transparent)]
+    Warm(#[from] WarmError),
     /// The request contradicts what exists.
     #[error("{0}")]
     Usage(String),
@@ -135,6 +143,8 @@ impl Error {
             Error::Net(e) => e.hint(),
             Error::Git(e) => e.hint(),
             Error::Session(e) => e.hint(),
+            Error::Warm(e) => e.hint(),
+            Error::Fork(e) => e.hint(),
             Error::Mcp(e) => e.hint(),
         }
     }

@@ -17,6 +17,7 @@
 //! - [`mcp`] serves a VM's tools to MCP clients (`hutch mcp`);
 //! - [`workspace`] sets the project up in the guest, with mount points only
 //!   for the [`heavy`] dirs it uses, and removes them again;
+//! - [`warm`] keeps VMs booted ahead for `run --rm` (warm pools);
 //! - [`state`] holds the typed VM records;
 //! - [`untrusted`] is the edge against the guest: every answer of an agent
 //!   is checked, capped and escaped there before hutch uses it;
@@ -30,6 +31,7 @@ pub mod cli;
 pub mod cmd;
 pub mod config;
 pub mod connect;
+pub mod created_dirs;
 pub mod daemon;
 pub mod doctor;
 pub mod duration;
@@ -51,4 +53,5 @@ pub mod sync;
 pub mod target;
 pub mod transport;
 pub mod untrusted;
+pub mod warm;
 pub mod workspace;

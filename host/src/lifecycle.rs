@@ -184,10 +184,33 @@ pub async fn up(
 ) -> Result<Up, LifecycleError> {
     let up = ensure_running(state, backend, spec).await?;
     started(&up);
-    let fresh = matches!(up, Up::Started(..));
-    crate::net::daemon::ensure(state, &spec.name, network, spec.workspace.as_deref(), fresh)?;
-    crate::git::watch::ensure(state, &spec.name)?;
+    finish(state, &up, network, runtime_hook).await?;
+    Ok(up)
+}
+
+/// What `up` and `run` do once the VM's agent answers: the network, a
+/// `--ro` snapshot brought up to date, and in a VM just started the
+/// runtime hook (see [`up`]).
+async fn finish(state: &StateDir, up: &Up, network: &crate::config::NetworkConfig, runtime_hook: &str) -> Result<(), LifecycleError> {
     let record = up.record();
+    let network = crate::net::daemon::begin(state, &record.name, network, record.workspace.as_deref(), matches!(up, Up::Started(..)))?;
+    finish_started(state, up, network, runtime_hook).await
+}
+
+/// [`finish`] once the network process (if one had to start) is on its way.
+async fn finish_started(
+    state: &StateDir,
+    up: &Up,
+    network: Option<crate::net::daemon::Starting>,
+    runtime_hook: &str,
+) -> Result<(), LifecycleError> {
+    let record = up.record();
+    if let Some(network) = network {
+        let begin = Instant::now();
+        network.ready()?;
+        tracing::debug!("{}: network ready after another {:?}", record.name, begin.elapsed());
+    }
+    crate::git::watch::ensure(state, &record.name)?;
     if record.ro.is_some() {
         let mut client = connect::connect(state, record).await?;
         if let Some(report) = crate::sync::refresh_snapshot(&mut client, record, true).await? {
@@ -198,10 +221,34 @@ pub async fn up(
         crate::sync::live::daemon::first_copy(state, record).await?;
         crate::sync::live::daemon::ensure(state, &record.name)?;
     }
-    if let (Up::Started(..), Some(workspace)) = (&up, &spec.workspace) {
+    if let (Up::Started(..), Some(workspace)) = (up, &record.workspace) {
         hooks::run_runtime(state, record, workspace, runtime_hook).await?;
     }
-    Ok(up)
+    Ok(())
+}
+
+/// Readies a VM a run took from a warm pool (`crate::warm`) exactly as
+/// [`up`] readies one it has just booted: the VM booted and mounted the
+/// project ahead of time, so what is left is what a cold boot would only
+/// now decide. Its network process starts now, with this run's
+/// configuration and environment (so secrets' values and placeholders are
+/// this run's), and while it sets up the guest's listener the project is
+/// prepared again (the heavy dirs its files imply now, the share checked);
+/// then [`finish_started`] brings a `--ro` snapshot up to date and runs the
+/// runtime hook.
+pub async fn resume_ready(
+    state: &StateDir,
+    backend: &dyn Backend,
+    mut record: VmRecord,
+    network: &crate::config::NetworkConfig,
+    runtime_hook: &str,
+) -> Result<(), LifecycleError> {
+    let begin = Instant::now();
+    let starting = crate::net::daemon::begin(state, &record.name, network, record.workspace.as_deref(), true)?;
+    crate::workspace::prepare(state, backend, &mut record).await?;
+    record.save(&state.vm_dir(&record.name))?;
+    tracing::debug!("{}: project prepared in {:?}", record.name, begin.elapsed());
+    finish_started(state, &Up::Started(record, begin.elapsed()), starting, runtime_hook).await
 }
 
 /// Creates the VM if needed, starts it if needed, waits for its agent and
@@ -249,7 +296,7 @@ pub async fn ensure_running(state: &StateDir, backend: &dyn Backend, spec: &VmSp
     record.unguarded_git = spec.unguarded_git;
     guard_git(backend.kind(), &mut record, &dir)?;
     if let Err(e) = backend.start(&mut record, &dir) {
-        crate::workspace::remove_links(&mut record);
+        crate::workspace::remove_links(state, &mut record);
         let _ = record.save(&dir);
         return Err(e.into());
     }
@@ -260,7 +307,7 @@ pub async fn ensure_running(state: &StateDir, backend: &dyn Backend, spec: &VmSp
         Err(e) => {
             let mut failed = record.clone();
             let _ = backend.stop(&mut failed, &dir);
-            crate::workspace::remove_links(&mut failed);
+            crate::workspace::remove_links(state, &mut failed);
             failed.started_unix = None;
             let _ = failed.save(&dir);
             return Err(e);
@@ -369,7 +416,7 @@ pub fn stop(state: &StateDir, backend: &dyn Backend, record: &mut VmRecord) -> R
     crate::git::watch::stop(&dir);
     crate::git::watch::tell_notices(&dir);
     backend.stop(record, &dir)?;
-    crate::workspace::remove_links(record);
+    crate::workspace::remove_links(state, record);
     record.started_unix = None;
     record.save(&dir)?;
     Ok(())
@@ -385,7 +432,7 @@ pub fn destroy(state: &StateDir, backend: &dyn Backend, record: &VmRecord) -> Re
     crate::git::watch::stop(&dir);
     crate::git::watch::tell_notices(&dir);
     backend.delete(record, &dir)?;
-    crate::workspace::remove_links(&mut record.clone());
+    crate::workspace::remove_links(state, &mut record.clone());
     state.remove_vm_dir(&record.name)?;
     // A VM made again under this name is a new machine with new host keys.
     let known = crate::agent_install::known_hosts::KnownHosts::at(state.known_hosts());

@@ -143,10 +143,12 @@ fn heavy_link(workspace: &Path, names: &[String], heavy: &HeavyDir) -> Result<He
 
 /// Removes the symlinks `prepare` put into the host project (macOS guests)
 /// and the mount points hutch created that are still empty, leaving the
-/// project as it was. A path that is no longer ours is left alone, and so
-/// is one outside the workspace or reached through a symlink (a record
-/// written by an older hutch may hold what an agent said unchecked).
-pub fn remove_links(record: &mut VmRecord) {
+/// project as it was; mount points another running VM of the project still
+/// uses wait for the last one (`crate::created_dirs`). A path that is no
+/// longer ours is left alone, and so is one outside the workspace or
+/// reached through a symlink (a record written by an older hutch may hold
+/// what an agent said unchecked).
+pub fn remove_links(state: &StateDir, record: &mut VmRecord) {
     let links = std::mem::take(&mut record.heavy_links);
     if let Some(workspace) = &record.workspace
         && !links.is_empty()
@@ -166,7 +168,8 @@ pub fn remove_links(record: &mut VmRecord) {
             Err(e) => tracing::warn!("cannot open the workspace to remove its heavy-dir links: {e}"),
         }
     }
-    crate::heavy::remove_mount_points(&std::mem::take(&mut record.created_dirs));
+    let created = std::mem::take(&mut record.created_dirs);
+    crate::created_dirs::release(state, record, created);
 }
 
 /// The workspace folder for `hutch up`/`run`: `--workspace` or the current

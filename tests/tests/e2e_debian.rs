@@ -630,3 +630,132 @@ fn the_guest_reaches_only_what_the_hosts_policy_allows() {
     );
     assert_eq!(code(&hutch(&["rm", "-f", NAME])), 0);
 }
+
+/// What a guest says about itself: its machine id, 16 bytes of its
+/// `/dev/urandom` in hex, and whether an earlier run's file is in its /tmp;
+/// then where the command runs and a file of the host project.
+const IDENTITY: &str = "cat /etc/machine-id; head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n'; echo; \
+                        if [ -e /tmp/left-by-a-run ]; then echo dirty; else echo clean; fi; echo mark > /tmp/left-by-a-run; \
+                        pwd; cat from-the-host";
+
+/// The pool VMs `hutch ls --json` lists, with their states.
+fn pool_vms() -> Vec<(String, String)> {
+    let out = e2e().run(&["ls", "--json"]);
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|vm| !vm["pool"].is_null())
+        .map(|vm| (vm["name"].as_str().unwrap().to_owned(), vm["state"].as_str().unwrap().to_owned()))
+        .collect()
+}
+
+/// One warm pool of one VM, whose boots are the test's only boots: the
+/// first run takes the VM `hutch warm` made, the pool refills behind it, the
+/// second run takes the refill. Each gets the project at its path, a clean
+/// disk, and a machine id and RNG of its own.
+#[test]
+#[ignore = "needs QEMU and the Debian image: run `cargo xtask e2e`"]
+fn warm_runs_get_fresh_machines_and_the_pool_refills() {
+    let ws = tempfile::tempdir_in("/tmp").unwrap();
+    std::fs::write(ws.path().join("hutch.toml"), "[warm]\ncount = 1\n").unwrap();
+    std::fs::write(ws.path().join("from-the-host"), "host data\n").unwrap();
+    let image = e2e().debian().to_str().unwrap().to_owned();
+    let settings = ["--image", image.as_str(), "--workspace", ws.path().to_str().unwrap(), "--cpus", "1"];
+    let hutch = |verb: &[&str], rest: &[&str]| {
+        let out = e2e().hutch().current_dir(ws.path()).args(verb).args(settings).args(rest).stdin(Stdio::null()).output().unwrap();
+        assert_eq!(code(&out), 0, "hutch {verb:?} failed:\n{}{}", stdout(&out), stderr(&out));
+        stdout(&out)
+    };
+
+    let out = hutch(&["warm", "--wait"], &[]);
+    assert!(out.ends_with(&format!("1 ready VM for {}\n", ws.path().display())), "{out}");
+    let first = pool_vms();
+    assert!(first.len() == 1 && first[0].1 == "ready", "{first:?}");
+
+    let run = |taken: &str| {
+        let out = hutch(&["run", "--rm"], &["--", "sh", "-c", IDENTITY]);
+        assert!(!e2e().state.path().join("vms").join(taken).exists(), "the run did not take the ready VM {taken}");
+        let lines: Vec<String> = out.lines().map(str::to_owned).collect();
+        assert_eq!(lines.len(), 5, "{out}");
+        assert!(lines[0].len() == 32 && lines[0].bytes().all(|b| b.is_ascii_hexdigit()), "no machine id: {out}");
+        assert_eq!(lines[1].len(), 32, "{out}");
+        assert_eq!(lines[2], "clean", "a file of an earlier run is in this VM's /tmp");
+        assert_eq!((lines[3].as_str(), lines[4].as_str()), (ws.path().to_str().unwrap(), "host data"));
+        lines
+    };
+    let one = run(&first[0].0);
+
+    // `[warm] count = 1`: the pool refills behind the run that emptied it.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let second = loop {
+        let now = pool_vms();
+        if now.len() == 1 && now[0].1 == "ready" {
+            break now;
+        }
+        assert!(Instant::now() < deadline, "the pool did not refill: {now:?}");
+        std::thread::sleep(Duration::from_millis(500)); // polling a condition with a deadline
+    };
+    assert_ne!(second[0].0, first[0].0);
+    let two = run(&second[0].0);
+    assert_ne!(one[0], two[0], "two runs share a machine id");
+    assert_ne!(one[1], two[1], "two runs read the same random bytes");
+
+    let out = hutch(&["warm", "--count", "0"], &[]);
+    assert!(out.starts_with("dropped "), "{out}");
+    assert!(pool_vms().is_empty());
+    assert_eq!(entries(ws.path()), ["from-the-host", "hutch.toml"], "a warm run left something in the project");
+    assert!(e2e().vm_processes().iter().all(|(_, c)| !c.contains("/vms/warm-")), "left running: {:?}", e2e().vm_processes());
+}
+
+/// `hutch fork` of a running VM: the children boot from the parent's disk
+/// as it was (files in the home and in a heavy dir), each a machine of its
+/// own with its own network process, placeholders and audit log, and from
+/// then on the three go their own ways.
+#[test]
+#[ignore = "needs QEMU and the Debian image: run `cargo xtask e2e`"]
+fn forks_start_from_the_parents_disk_and_go_their_own_ways() {
+    const PARENT: &str = "e2e-fork";
+    let ws = tempfile::tempdir_in("/tmp").unwrap();
+    std::fs::write(ws.path().join("package.json"), "{}\n").unwrap();
+    let secret = "[secrets.E2E_TOKEN]\nfrom_env = \"E2E_HOST_TOKEN\"\nhosts = [\"example.com\"]\n";
+    std::fs::write(ws.path().join("hutch.toml"), secret).unwrap();
+    up(PARENT, ws.path(), &[]);
+    let about = "cat /etc/machine-id; printf '%s\\n' \"$E2E_TOKEN\"; cat ~/state node_modules/pkg/out";
+    let parent =
+        exec_ok(PARENT, &format!("echo prepared > ~/state; mkdir -p node_modules/pkg; echo built > node_modules/pkg/out; {about}"));
+
+    let out = e2e().run(&["fork", PARENT, "--count", "2", "--name-prefix", "e2e-child"]);
+    assert_eq!(code(&out), 0, "hutch fork failed:\n{}{}", stdout(&out), stderr(&out));
+    assert_eq!(stdout(&out), "e2e-child-1\ne2e-child-2\n");
+    let children = ["e2e-child-1", "e2e-child-2"];
+    let mut seen = vec![parent.lines().map(str::to_owned).collect::<Vec<_>>()];
+    for child in children {
+        let lines: Vec<String> = exec_ok(child, about).lines().map(str::to_owned).collect();
+        assert_eq!(&lines[2..], ["prepared", "built"], "{child} does not start from the parent's disk");
+        assert!(lines[1].starts_with("hutch-placeholder-E2E_TOKEN-"), "{lines:?}");
+        for other in &seen {
+            assert_ne!(lines[0], other[0], "{child} shares a machine id");
+            assert_ne!(lines[1], other[1], "{child} shares a placeholder");
+        }
+        seen.push(lines);
+        let vm = e2e().state.path().join("vms").join(child);
+        assert!(hutch_tests::daemon_running(&vm.join("net/net.log")), "{child} has no network process of its own");
+        let audit = std::fs::read_to_string(vm.join("audit.jsonl")).unwrap();
+        assert!(audit.contains("/etc/machine-id") && !audit.contains("echo prepared"), "{child}'s audit log is not its own:\n{audit}");
+    }
+
+    // From here on, each writes its own disk.
+    exec_ok("e2e-child-1", "echo one > ~/mine");
+    exec_ok(PARENT, "echo later > ~/later");
+    let apart = "for f in mine later; do [ -e ~/$f ] && echo \"has $f\"; done; echo checked";
+    assert_eq!(exec_ok("e2e-child-2", apart), "checked\n");
+    assert_eq!(exec_ok(PARENT, apart), "has later\nchecked\n");
+    assert_eq!(exec_ok("e2e-child-1", apart), "has mine\nchecked\n");
+
+    for vm in [PARENT, children[0], children[1]] {
+        assert_eq!(code(&e2e().run(&["rm", "-f", vm])), 0);
+    }
+    assert!(e2e().vm_processes().iter().all(|(_, c)| !c.contains("/vms/e2e-")), "left running: {:?}", e2e().vm_processes());
+}

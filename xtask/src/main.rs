@@ -14,6 +14,7 @@
 //! - `bench-git [--quick]`: the git guard's cost against `--unguarded-git`;
 //! - `bench-exec [--quick]`: only `bench`'s exec latency rows, with exec as
 //!   an unprivileged user;
+//! - `bench-warm [--quick]`: only `bench`'s warm-start and fork rows;
 //! - `bench-workspace [--quick] [--json FILE]`: only `bench`'s "workspace in
 //!   the guest" section (virtio-fs and 9p against a VM-local copy).
 //!
@@ -123,6 +124,12 @@ enum Task {
         #[arg(long)]
         quick: bool,
     },
+    /// Only the warm-start rows of `bench`: warm and cold `run --rm`, forks, what a ready VM costs.
+    BenchWarm {
+        /// Fewer runs, for a quick look.
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -144,6 +151,7 @@ fn main() -> ExitCode {
         Task::BenchNet { quick } => bench::run_net(quick).map(|()| 0),
         Task::BenchGit { quick } => bench::run_git(quick).map(|()| 0),
         Task::BenchExec { quick } => bench::run_exec(quick).map(|()| 0),
+        Task::BenchWarm { quick } => bench::run_warm(quick).map(|()| 0),
         Task::BenchSync { quick, json } => bench_sync::run(quick).and_then(|report| {
             if let Some(path) = json {
                 std::fs::write(path, format!("{report:#}\n"))?;

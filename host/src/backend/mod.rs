@@ -58,6 +58,24 @@ impl VmSpec {
         if self.ro.is_some() || self.sync { None } else { self.workspace.as_deref() }
     }
 
+    /// A spec for a VM named `name` with the settings of the VM `record`
+    /// describes: what `reset` makes again, and what `fork` makes more of.
+    pub fn like(record: &VmRecord, name: VmName) -> VmSpec {
+        VmSpec {
+            name,
+            image: Some(record.image.clone()),
+            cpus: record.cpus,
+            memory_mib: record.memory_mib,
+            disk_bytes: record.disk_bytes,
+            workspace: record.workspace.clone(),
+            ephemeral: record.ephemeral,
+            heavy_dirs: record.heavy_dirs.clone(),
+            ro: record.ro,
+            unguarded_git: record.unguarded_git,
+            sync: record.sync,
+        }
+    }
+
     /// The first record of a VM just created from this spec, in state stopped.
     pub fn record(&self, image: String, addr: Option<Addr>, backend: BackendState) -> VmRecord {
         VmRecord {
@@ -81,6 +99,8 @@ impl VmSpec {
             ro: self.ro,
             unguarded_git: self.unguarded_git,
             sync: self.sync,
+            machine_id: crate::state::MachineId::random().ok(),
+            pool: None,
         }
     }
 }
@@ -259,6 +279,26 @@ pub trait Backend {
 
     /// Called once the agent has answered after a start.
     fn booted(&self, _record: &mut VmRecord, _dir: &Path) {}
+
+    /// What, besides the spec itself, decides the contents of a VM this
+    /// backend boots for `spec`, for a warm pool's key (`crate::warm::key`):
+    /// e.g. which files the image name stands for now.
+    fn pool_inputs(&self, _spec: &VmSpec) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+
+    /// Makes the new VMs `children` (their specs and empty folders), each
+    /// with a disk that starts as this VM's is now, copy-on-write: this
+    /// VM's writes from now on are its own, and so are each child's. The
+    /// VM may be running (the backend takes care that what it has written
+    /// so far is in the copy) or stopped. Returns the children's first
+    /// records, stopped, and updates `record` (the caller saves both).
+    fn fork(&self, _record: &mut VmRecord, _dir: &Path, _children: &[(VmSpec, PathBuf)]) -> Result<Vec<VmRecord>, BackendError> {
+        Err(BackendError::Unsupported(format!(
+            "hutch fork needs the QEMU backend (copy-on-write disk layers); {} cannot fork a VM",
+            self.kind().as_str()
+        )))
+    }
 
     /// Where the running guest's SSH server answers, once it is known (None:
     /// not yet, or this backend's guests have no SSH server, as QEMU's

@@ -61,6 +61,10 @@ pub enum Command {
     Rm(RmArgs),
     /// Delete a VM and start a fresh clone of its image under the same name.
     Reset(NameArg),
+    /// Keep VMs booted and prepared for this project, so `hutch run --rm` starts at once (`--count 0` drops them).
+    Warm(WarmArgs),
+    /// Make new VMs whose disks start as a VM's is now (copy-on-write), each a machine of its own.
+    Fork(ForkArgs),
     /// List VMs: name, backend, state, address, workspace, uptime.
     Ls(LsArgs),
     /// Check the host and the VM, and say how to fix what is wrong.
@@ -134,6 +138,9 @@ pub enum Command {
     /// Keep a synced VM's workspace in step both ways (started by hutch itself).
     #[command(hide = true)]
     SyncDaemon(MuxArgs),
+    /// Keep a project's warm pool filled (started by hutch itself).
+    #[command(hide = true)]
+    WarmKeeper(KeeperArgs),
 }
 
 /// `hutch audit` (and its old name, `hutch log`).

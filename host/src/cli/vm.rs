@@ -120,8 +120,13 @@ impl UpArgs {
 #[derive(Args, Debug)]
 pub struct RunArgs {
     /// Boot a throw-away clone and delete it when the command ends (also on Ctrl-C, SIGTERM, SIGHUP).
+    /// Takes a ready VM of the project's warm pool instead of booting, when one matches.
     #[arg(long)]
     pub rm: bool,
+
+    /// With --rm: boot a new VM even when a ready one of the warm pool matches.
+    #[arg(long, requires = "rm")]
+    pub cold: bool,
 
     #[command(flatten)]
     pub up: UpArgs,
@@ -162,4 +167,44 @@ pub struct LsArgs {
     /// Print a JSON array.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `hutch warm`.
+#[derive(Args, Debug)]
+pub struct WarmArgs {
+    /// How many VMs to keep ready for this project and settings (0 drops them)
+    /// [default: `[warm] count` in the configuration, else 1].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=i64::from(crate::config::MAX_WARM)))]
+    pub count: Option<u32>,
+
+    /// Wait until they are ready (in the foreground, saying what fails) instead of warming in the background.
+    #[arg(long)]
+    pub wait: bool,
+
+    /// The settings of the VMs, as `hutch run --rm` would be given them (the network is the run's own).
+    #[command(flatten)]
+    pub up: UpArgs,
+}
+
+/// `hutch fork`.
+#[derive(Args, Debug)]
+pub struct ForkArgs {
+    #[command(flatten)]
+    pub name: NameArg,
+
+    /// How many new VMs to make.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub count: u32,
+
+    /// Name them PREFIX-1, PREFIX-2, … (skipping names in use) [default: the VM's name].
+    #[arg(long, value_name = "PREFIX")]
+    pub name_prefix: Option<String>,
+}
+
+/// `hutch warm-keeper` (started by hutch itself).
+#[derive(Args, Debug)]
+pub struct KeeperArgs {
+    /// The pool (its folder under `warm/` in the state directory).
+    #[arg(long)]
+    pub project: String,
 }

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use hutch_proto::size::parse_size;
 use serde_json::{Value, json};
 
-pub use file::{ConfigError, ConfigFile, ExecTable, Hooks, ImageKey, ImageTable, TimeoutsTable, env_pairs};
+pub use file::{ConfigError, ConfigFile, ExecTable, Hooks, ImageKey, ImageTable, TimeoutsTable, WarmTable, env_pairs};
 pub use network::{Mode, NetworkConfig};
 pub use node::NodeVersion;
 
@@ -23,6 +23,8 @@ use crate::state::BackendKind;
 pub const PROJECT_FILE: &str = "hutch.toml";
 /// Heavy artifact dirs kept on VM-local disk unless told otherwise.
 pub const DEFAULT_HEAVY_DIRS: &[&str] = &["node_modules", ".next", ".svelte-kit", ".venv", "target"];
+/// The most ready VMs a pool may keep (`[warm] count`, `hutch warm --count`).
+pub const MAX_WARM: u32 = 64;
 /// The runtime hook, when the configuration names none.
 pub const DEFAULT_RUNTIME_HOOK: &str = ".hutch/runtime.sh";
 
@@ -105,6 +107,9 @@ pub struct Config {
     pub unguarded_git: Sourced<bool>,
     /// How `up`/`run` give the guest the workspace (`workspace = "shared" | "sync"`).
     pub workspace: Sourced<WorkspaceMode>,
+    /// Ready VMs to keep for `hutch run --rm` (`[warm] count`; `None`: no
+    /// standing order from the configuration).
+    pub warm_count: Sourced<Option<u32>>,
     /// How long hutch waits to reach an agent (`[timeouts] connect`, `HUTCH_CONNECT_TIMEOUT`).
     pub connect_timeout: Sourced<std::time::Duration>,
     /// How long hutch waits for one call (`[timeouts] call`, `HUTCH_CALL_TIMEOUT`).
@@ -133,6 +138,7 @@ impl Default for Config {
             keep: Sourced::default(false),
             unguarded_git: Sourced::default(false),
             workspace: Sourced::default(WorkspaceMode::Shared),
+            warm_count: Sourced::default(None),
             connect_timeout: Sourced::default(crate::untrusted::deadline::CONNECT),
             call_timeout: Sourced::default(crate::untrusted::deadline::CALL),
             files: Vec::new(),
@@ -229,6 +235,12 @@ impl Config {
         }
         self.unguarded_git.set(file.unguarded_git, &source);
         self.workspace.set(file.workspace, &source);
+        if let Some(count) = file.warm.and_then(|w| w.count) {
+            if count > MAX_WARM {
+                return Err(invalid("count", format!("[warm] count = {count}: at most {MAX_WARM} ready VMs (each costs its memory)")));
+            }
+            self.warm_count.set(Some(Some(count)), &source);
+        }
         let timeouts = file.timeouts.unwrap_or_default();
         for (key, text, slot) in [("connect", timeouts.connect, &mut self.connect_timeout), ("call", timeouts.call, &mut self.call_timeout)]
         {
@@ -271,6 +283,7 @@ impl Config {
             "exec.keep": entry(json!(self.keep.value), &self.keep.source),
             "unguarded_git": entry(json!(self.unguarded_git.value), &self.unguarded_git.source),
             "workspace": entry(json!(self.workspace.value), &self.workspace.source),
+            "warm.count": entry(json!(self.warm_count.value), &self.warm_count.source),
             "timeouts.connect": entry(json!(self.connect_timeout.value.as_secs_f64()), &self.connect_timeout.source),
             "timeouts.call": entry(json!(self.call_timeout.value.as_secs_f64()), &self.call_timeout.source),
             "files": self.files,

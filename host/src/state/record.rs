@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use hutch_proto::addr::Addr;
 use serde::{Deserialize, Serialize};
 
-use super::{BackendState, StateError, VmName};
+use super::{BackendState, MachineId, PoolEntry, StateError, VmName};
 
 /// Current record format; records from a newer hutch are refused, not misread.
 pub const RECORD_VERSION: u32 = 1;
@@ -113,6 +113,17 @@ pub struct VmRecord {
     /// kept in step both ways by the VM's sync process.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub sync: bool,
+    /// The guest's `/etc/machine-id` (32 lowercase hex digits), made when
+    /// the VM is created, so each VM is a machine of its own: throw-away,
+    /// warm and forked ones too. `None` in records from before it existed
+    /// (the backend gives the VM one at its next start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine_id: Option<MachineId>,
+    /// A VM of a warm pool (`hutch warm`): booted and prepared for one
+    /// project and settings, waiting for a `hutch run --rm` to take it.
+    /// `None` for every other VM, and for one a run has taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<PoolEntry>,
 }
 
 impl VmRecord {
@@ -233,6 +244,8 @@ mod tests {
             ro: Some(RoMode { git: true, no_ignore: false }),
             unguarded_git: false,
             sync: false,
+            machine_id: Some(MachineId::parse("0123456789abcdef0123456789abcdef").unwrap()),
+            pool: Some(PoolEntry { key: "k".into(), project: "p-1".into(), state: crate::state::PoolState::Ready }),
         }
     }
 

@@ -9,7 +9,8 @@
 //! byte), [`pty`] (echo round trip), [`memory`] (agent RSS), [`vm`] (a QEMU
 //! guest, when the image is built), [`workspace`] (the shared workspace in a
 //! guest against a VM-local copy), [`net`] (the egress proxy: first-byte
-//! latency, downloads into a guest);
+//! latency, downloads into a guest), [`warm`] (warm `run --rm` beside a
+//! cold one, forks, what a ready VM costs);
 //! [`table`] prints and serialises the rows.
 
 mod attach;
@@ -23,6 +24,7 @@ mod ssh;
 mod stats;
 mod table;
 mod vm;
+mod warm;
 mod workspace;
 
 use std::path::{Path, PathBuf};
@@ -128,6 +130,9 @@ pub fn run(quick: bool, json_out: Option<&Path>) -> Result<()> {
     memory::agent_rss(&mut table, &setup)?;
     memory::sessions_rss(&mut table, &plan, &setup)?;
     vm::guest(&mut table, &plan, &setup)?;
+    if let Err(e) = warm::figures(&mut table, &plan, &setup) {
+        table.note(format!("warm-start rows stopped: {e}"));
+    }
     if let Err(e) = net::figures(&mut table, &plan, &setup, &agent_bin) {
         table.note(format!("network rows stopped: {e}"));
     }
@@ -155,14 +160,29 @@ pub fn run(quick: bool, json_out: Option<&Path>) -> Result<()> {
 /// Only the network rows ([`net`]), for a look at the proxy's cost without
 /// the whole run.
 pub fn run_net(quick: bool) -> Result<()> {
+    let (setup, agent_bin) = section_setup("bench-net", quick)?;
+    let mut table = Table::default();
+    net::figures(&mut table, &Plan::new(quick), &setup, &agent_bin)?;
+    table.print();
+    Ok(())
+}
+
+/// What one section run alone needs (no sshd), with its heading printed;
+/// and the agent binary.
+fn section_setup(task: &str, quick: bool) -> Result<(Setup, PathBuf)> {
     let (plain, agent_bin) = build_bins("release")?;
     let hutch = crate::install::build_host_cli()?;
     let hutch_dynamic = (hutch != plain).then_some(plain);
-    let plan = Plan::new(quick);
     let setup = Setup { hutch, hutch_dynamic, agent: LocalAgent::start(&agent_bin)?, sshd: Err("not needed".into()) };
-    println!("hutch bench-net{}: {}\n", if quick { " --quick" } else { "" }, machine());
+    println!("hutch {task}{}: {}\n", if quick { " --quick" } else { "" }, machine());
+    Ok((setup, agent_bin))
+}
+
+/// Only the warm-start and fork rows ([`warm`]).
+pub fn run_warm(quick: bool) -> Result<()> {
+    let (setup, _) = section_setup("bench-warm", quick)?;
     let mut table = Table::default();
-    net::figures(&mut table, &plan, &setup, &agent_bin)?;
+    warm::figures(&mut table, &Plan::new(quick), &setup)?;
     table.print();
     Ok(())
 }

@@ -101,8 +101,12 @@ pub fn create_overlay(qemu_img: &Path, image: &GuestImage, overlay: &Path, size:
         return Err(crate::backend::disk_size::smaller_than_base(&format!("the image {}", disk.display()), base, size));
     }
     let _ = std::fs::remove_file(overlay);
+    // Named relative to the overlay's folder when it is inside it (a VM's
+    // own image copy): the folder stays whole when moved or linked from (see
+    // `super::layers`).
+    let backing = overlay.parent().and_then(|folder| disk.strip_prefix(folder).ok()).unwrap_or(&disk);
     let mut cmd = Command::new(qemu_img);
-    cmd.args(["create", "-q", "-f", "qcow2", "-F", spec.format.as_str(), "-b"]).arg(&disk).arg(overlay);
+    cmd.args(["create", "-q", "-f", "qcow2", "-F", spec.format.as_str(), "-b"]).arg(backing).arg(overlay);
     if let Some(size) = size {
         cmd.arg(size.to_string());
     }
@@ -132,7 +136,8 @@ pub fn flatten(qemu_img: &Path, overlay: &Path, dest: &Path) -> Result<(), Backe
     run(qemu_img, cmd)
 }
 
-fn run(program: &Path, mut cmd: Command) -> Result<(), BackendError> {
+/// Runs `program` (qemu-img) as `cmd`; its error output on failure.
+pub(crate) fn run(program: &Path, mut cmd: Command) -> Result<(), BackendError> {
     let shown = format!("{cmd:?}").replace('"', "");
     let out = cmd.output().map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => BackendError::MissingTool {
@@ -160,7 +165,7 @@ pub fn qemu_img() -> PathBuf {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -180,10 +185,10 @@ mod tests {
         assert!(detect(&dir.path().join("missing")).is_err());
     }
 
-    #[test]
-    fn overlays_are_the_size_asked_for_and_never_smaller_than_their_base() {
-        let dir = tempfile::tempdir().unwrap();
-        let image_dir = dir.path().join("image");
+    /// An image folder `dir/image` with a 64 MiB raw disk (`base.img`), as
+    /// a VM's copy of the default image looks.
+    pub(crate) fn small_disk_image(dir: &Path) -> GuestImage {
+        let image_dir = dir.join(super::super::IMAGE_DIR);
         std::fs::create_dir(&image_dir).unwrap();
         for file in ["vmlinux", "initramfs.cpio"] {
             std::fs::write(image_dir.join(file), "x").unwrap();
@@ -199,7 +204,13 @@ mod tests {
             init: Init::Hutch,
         };
         write_spec(&image_dir, &spec).unwrap();
-        let image = GuestImage::load(&image_dir).unwrap();
+        GuestImage::load(&image_dir).unwrap()
+    }
+
+    #[test]
+    fn overlays_are_the_size_asked_for_and_never_smaller_than_their_base() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = small_disk_image(dir.path());
         let err = create_overlay(&qemu_img(), &image, &dir.path().join("small.qcow2"), Some(32 << 20)).unwrap_err().to_string();
         assert!(err.contains("has a disk of 64 MiB") && err.contains("not 32 MiB") && err.contains("--disk"), "{err}");
         let overlay = dir.path().join("big.qcow2");

@@ -122,7 +122,7 @@ impl Tart {
 
     /// Waits until `tart run` has created its control socket, failing at once
     /// with its own words if it exits first (VM missing, already running…).
-    fn wait_for_control_socket(&self, name: &str, run: &Spawned<'_>, log: &Path) -> Result<(), BackendError> {
+    fn wait_for_control_socket(&self, name: &str, run: &Spawned, log: &Path) -> Result<(), BackendError> {
         let socket = self.control_socket(name);
         run.wait_until(self.boot_timeout, |_| socket.exists()).map_err(|e| match e {
             DaemonError::TimedOut { .. } => BackendError::Boot(format!(
