@@ -46,7 +46,7 @@ pub fn create_mount_points(workspace: &Path, names: &[String]) -> std::io::Resul
         if path.symlink_metadata().is_ok() || !implied(workspace, name) {
             continue;
         }
-        match std::fs::create_dir(&path) {
+        match crate::dir_times::keeping_parent_times(&path, |p| std::fs::create_dir(p)) {
             Ok(()) => created.push(path),
             // Made meanwhile (by the running guest, through the share): not ours.
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
@@ -61,7 +61,8 @@ pub fn create_mount_points(workspace: &Path, names: &[String]) -> std::io::Resul
 pub fn remove_mount_points(created: &[PathBuf]) {
     for path in created {
         if path.symlink_metadata().is_ok_and(|m| m.is_dir()) {
-            let _ = std::fs::remove_dir(path); // fails, as it should, when not empty
+            // Fails, as it should, when not empty.
+            let _ = crate::dir_times::keeping_parent_times(path, |p| std::fs::remove_dir(p));
         }
     }
 }

@@ -33,6 +33,7 @@ pub mod config;
 pub mod connect;
 pub mod created_dirs;
 pub mod daemon;
+pub mod dir_times;
 pub mod doctor;
 pub mod duration;
 pub mod error;

@@ -153,6 +153,32 @@ fn edits_reach_the_other_side_both_ways() {
     assert_eq!(h, g);
 }
 
+/// Waits (polling, with a deadline) until `path` holds `want`.
+fn arrives(path: &Path, want: &str, live: &Live, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::fs::read_to_string(path).ok().as_deref() != Some(want) {
+        assert!(std::time::Instant::now() < deadline, "{what} did not arrive:\n{}", live.log());
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn edits_keep_crossing_both_ways_without_a_flush() {
+    // What a command in the guest does while it runs: answer each host
+    // request (deleting it) with a file of its own, again and again; nothing
+    // flushes in between.
+    let (s, root, guest) = setup();
+    let live = Live::start(&s);
+    live.settle();
+    for i in 0..6 {
+        write(&root, "request", &format!("r{i}\n"));
+        arrives(&guest.join("request"), &format!("r{i}\n"), &live, &format!("request {i} (host → guest)"));
+        std::fs::remove_file(guest.join("request")).unwrap();
+        write(&guest, "back", &format!("r{i}\n"));
+        arrives(&root.join("back"), &format!("r{i}\n"), &live, &format!("answer {i} (guest → host)"));
+    }
+}
+
 #[test]
 fn a_conflict_keeps_the_hosts_version_and_the_guests_beside_it() {
     let (s, root, guest) = setup();

@@ -9,7 +9,7 @@
 //! ([`super::lock`]), so they take turns. A second Watch call for a root
 //! replaces the first, which ends.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use hutch_proto::v1::ManifestEntry;
@@ -24,6 +24,12 @@ pub struct Agreed {
     pub entries: Entries,
     /// Changed since it was last written to the state file.
     pub unsaved: bool,
+    /// Paths a push wrote or deleted, compared again at the watch's next
+    /// look: the copy may have changed one back before the watch saw the
+    /// push's own change (a file the push made and the guest deleted at
+    /// once nets to no change for the watch, while the agreed state holds
+    /// the push's version), and only a comparison reports that.
+    pub recheck: BTreeSet<Vec<u8>>,
 }
 
 /// A live Watch call: its ticket and its agreed state.
@@ -45,7 +51,7 @@ impl Agreements {
             *next += 1;
             *next
         };
-        let agreed = Arc::new(Mutex::new(Agreed { entries, unsaved: false }));
+        let agreed = Arc::new(Mutex::new(Agreed { entries, unsaved: false, recheck: BTreeSet::new() }));
         self.live.lock().unwrap_or_else(PoisonError::into_inner).insert(root.to_owned(), (ticket, agreed.clone()));
         (ticket, agreed)
     }

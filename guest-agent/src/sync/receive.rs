@@ -344,6 +344,11 @@ impl Applier {
         Ok(())
     }
 
+    /// The paths this Sync wrote or deleted so far.
+    pub fn touched_paths(&self) -> impl Iterator<Item = &Vec<u8>> {
+        self.written.iter().chain(&self.deleted)
+    }
+
     /// Gives every touched folder (deepest first) and the root their
     /// expected mode and mtime.
     pub fn finish(&mut self, root: Option<&ManifestEntry>) -> Result<(), ApplyError> {

@@ -241,6 +241,7 @@ fn compare(watched: &Mutex<Watched>, agreed: &Mutex<Agreed>, mut pending: BTreeS
     pending.extend(watched.refresh().into_iter().map(|c| c.path));
     let notices = watched.take_notices();
     let mut agreed = agreed::lock(agreed);
+    pending.extend(std::mem::take(&mut agreed.recheck));
     let mut reports: Vec<Report> = Vec::new();
     for path in pending {
         let now = watched.manifest().get(&path);

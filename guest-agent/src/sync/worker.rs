@@ -146,6 +146,7 @@ fn run(mut applier: Applier, mut work: mpsc::Receiver<Work>, record: &Record) ->
 fn run_push(mut applier: Applier, mut work: mpsc::Receiver<Work>, agreed: &Mutex<Agreed>) -> Result<SyncSummary, SyncError> {
     let outcome = apply(&mut applier, &mut work).and_then(|root| applier.finish(root.as_ref()).map_err(|e| (e, false)));
     let mut state = super::agreed::lock(agreed);
+    state.recheck.extend(applier.touched_paths().cloned());
     state.entries = std::mem::take(&mut applier.expected);
     state.unsaved |= applier.changed;
     drop(state);

@@ -263,7 +263,8 @@ fn plan_into(plan: &mut Planner, workspace: &Path, heavy: &[String]) -> Result<(
             ));
         }
         Entry::Missing => {
-            std::fs::create_dir(&dot_git).map_err(GitError::io("creating the placeholder", &dot_git))?;
+            crate::dir_times::keeping_parent_times(&dot_git, |p| std::fs::create_dir(p))
+                .map_err(GitError::io("creating the placeholder", &dot_git))?;
             plan.guard.created.push(dot_git.clone());
             plan.read_only(&dot_git);
             plan.empty_repo(workspace);
