@@ -5,8 +5,19 @@ use std::time::Instant;
 use hutch_proto::v1::InfoResponse;
 
 /// Capabilities this agent announces in `InfoResponse.capabilities`.
-pub const CAPABILITIES: &[&str] =
-    &["exec.pipes", "exec.pty", "exec.timeout", "exec.signal", "exec.sessions", "prepare", "forward", "sync", "sync.diff", "egress"];
+pub const CAPABILITIES: &[&str] = &[
+    "exec.pipes",
+    "exec.pty",
+    "exec.timeout",
+    "exec.signal",
+    "exec.sessions",
+    "prepare",
+    "forward",
+    "sync",
+    "sync.diff",
+    "egress",
+    "egress.routes",
+];
 
 /// Builds the `Info` answer; `started` is when the agent started.
 pub fn describe(started: Instant) -> InfoResponse {
