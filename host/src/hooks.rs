@@ -81,7 +81,7 @@ pub async fn run_setup(state: &StateDir, record: &VmRecord, script: &Path) -> Re
 
 async fn run_hook(state: &StateDir, record: &VmRecord, script: &Path, argv: Vec<String>, cwd: String) -> Result<(), HookError> {
     eprintln!("hutch: running hook {}", script.display());
-    let options = Options { argv, env: Default::default(), cwd, tty: false, timeout: None, capture: false, no_stdin: true };
+    let options = Options { argv, env: Default::default(), cwd, tty: false, timeout: None, capture: false, no_stdin: true, ask: None };
     let mut client = connect::connect(state, record).await?;
     let finished = exec::run(&mut client, &options).await?;
     match finished.outcome.exit_code() {

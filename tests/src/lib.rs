@@ -7,6 +7,7 @@
 pub mod fakes;
 pub mod h2raw;
 pub mod hvsock_proxy;
+pub mod netvm;
 pub mod pidfd;
 pub mod pty;
 pub mod raw;

@@ -99,6 +99,10 @@ pub enum Command {
 
     /// Show a VM's audit log: every egress decision and every command run in it.
     Log(LogArgs),
+    /// Allow hosts in a running VM's network at once, no restart (`--save`: also in hutch.toml).
+    Allow(AllowArgs),
+    /// Deny hosts in a running VM's network at once, cutting its open connections to them.
+    Deny(RuleArgs),
 
     /// Relay a VM's calls over one shared agent connection (started by hutch itself).
     #[command(hide = true)]
@@ -122,6 +126,33 @@ pub struct LogArgs {
     /// Print the raw JSON lines.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `hutch deny`, and what `hutch allow` shares with it.
+#[derive(Args, Debug)]
+pub struct RuleArgs {
+    /// The VM (default: the one for the current directory's workspace).
+    #[arg(short = 'n', long, value_name = "NAME")]
+    pub name: Option<VmName>,
+
+    /// Also write the rule into the project's hutch.toml (comments and layout kept), so it outlives the VM.
+    #[arg(long)]
+    pub save: bool,
+
+    /// Host patterns: example.com, *.example.com, localhost:8080, 10.0.0.0/8, tcp://github.com:22.
+    #[arg(required = true, value_name = "HOST")]
+    pub hosts: Vec<crate::net::pattern::HostPattern>,
+}
+
+/// `hutch allow`.
+#[derive(Args, Debug)]
+pub struct AllowArgs {
+    #[command(flatten)]
+    pub rule: RuleArgs,
+
+    /// Only let through the requests waiting for an answer now (`mode = "ask"`); add no rule.
+    #[arg(long, conflicts_with = "save")]
+    pub once: bool,
 }
 
 /// `hutch mux` and `hutch net`: per-VM daemons (see `crate::mux`, `crate::net::daemon`).

@@ -1,7 +1,11 @@
 //! `hutch log [NAME] [--follow] [--json]`: a VM's audit log, every egress
 //! decision and every command run in it, oldest first.
+//!
+//! Following on a terminal, it also watches the VM's questions (`mode =
+//! "ask"`): while it runs, a request no rule decides waits for an answer
+//! (`hutch allow`/`deny` from any terminal), and its `ask` line shows it.
 
-use std::io::{BufRead, Read, Seek, SeekFrom, Write};
+use std::io::{BufRead, IsTerminal, Read, Seek, SeekFrom, Write};
 use std::time::Duration;
 
 use crate::cli::LogArgs;
@@ -19,6 +23,7 @@ pub async fn run(args: LogArgs) -> Result<u8, Error> {
     let name = vm_name(&state, args.name.name())?;
     state.load(&name)?;
     let path = audit::path(&state.vm_dir(&name));
+    let mut watching = (args.follow && std::io::stdout().is_terminal()).then(|| Watching::new(crate::net::net_dir(&state.vm_dir(&name))));
     let mut offset = 0u64;
     let mut partial = Vec::new();
     loop {
@@ -48,7 +53,43 @@ pub async fn run(args: LogArgs) -> Result<u8, Error> {
         if !state.vm_dir(&name).exists() {
             return Ok(0); // the VM was removed
         }
+        if let Some(watching) = watching.as_mut() {
+            watching.keep();
+        }
         tokio::time::sleep(FOLLOW_EVERY).await;
+    }
+}
+
+/// A watcher of the VM's questions, connected again whenever its network
+/// process is (re)started.
+struct Watching {
+    net: std::path::PathBuf,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Watching {
+    fn new(net: std::path::PathBuf) -> Watching {
+        let mut watching = Watching { net, task: None };
+        watching.keep();
+        watching
+    }
+
+    /// Connects when not connected.
+    fn keep(&mut self) {
+        if self.task.as_ref().is_some_and(|t| !t.is_finished()) {
+            return;
+        }
+        let net = self.net.clone();
+        self.task = Some(tokio::spawn(async move {
+            // The questions themselves are in the audit log: only be there.
+            if let Ok((mut watcher, _)) = crate::net::control::Watcher::connect(&net).await {
+                let asks = crate::net::policy::PolicyFile::load(&net).is_ok_and(|p| p.mode == crate::config::network::Mode::Ask);
+                if asks {
+                    eprintln!("hutch: while this runs, requests to hosts no rule covers wait for `hutch allow`/`hutch deny` (mode ask)");
+                }
+                while let Ok(Some(_)) = watcher.next().await {}
+            }
+        }));
     }
 }
 

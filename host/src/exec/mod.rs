@@ -3,6 +3,7 @@
 //! The same loop ([`Drive`]) serves a session's clients: `exec --keep`,
 //! `attach` and `logs` (see [`attach`]).
 
+pub mod ask;
 pub mod attach;
 pub mod keys;
 pub mod output;
@@ -71,6 +72,9 @@ pub struct Options {
     pub capture: bool,
     /// Do not forward local stdin (the process gets /dev/null).
     pub no_stdin: bool,
+    /// The VM's `net/` folder and name when its network asks (`mode =
+    /// "ask"`): an interactive terminal then prompts (see [`ask`]).
+    pub ask: Option<(std::path::PathBuf, String)>,
 }
 
 impl Options {
@@ -134,6 +138,12 @@ async fn run_with(client: &mut Client, options: &Options, session: Option<&Sessi
 
     let raw_mode = if options.tty { RawMode::enable() } else { None };
     let responses = client.exec(ReceiverStream::new(rx)).await.map_err(CallError::from_status)?.into_inner();
+    let _prompt = match &options.ask {
+        Some((net_dir, vm)) if stdin_source == stdin::Source::Readable && interactive() => {
+            Some(AbortOnDrop(tokio::spawn(ask::prompt(net_dir.clone(), vm.clone(), raw_mode.is_some()))))
+        }
+        _ => None,
+    };
 
     if stdin_source == stdin::Source::Readable {
         match session {
@@ -149,6 +159,21 @@ async fn run_with(client: &mut Client, options: &Options, session: Option<&Sessi
     let finished = drive.run(responses, tx).await;
     drop(raw_mode);
     finished
+}
+
+/// Whether a person is at this end: stdin and stderr are terminals.
+fn interactive() -> bool {
+    use std::io::IsTerminal;
+    std::io::stdin().is_terminal() && std::io::stderr().is_terminal()
+}
+
+/// A task that ends with its owner.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Which client hutch is, for what local events mean.

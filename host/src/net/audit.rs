@@ -1,8 +1,10 @@
-//! The audit log: one JSON line per egress decision and per exec, in the
-//! VM's state folder (`audit.jsonl`, mode 0600), read by `hutch log`.
+//! The audit log: one JSON line per egress decision, per exec, per change of
+//! the network policy of a running VM and per question of `mode = "ask"`,
+//! in the VM's state folder (`audit.jsonl`, mode 0600), read by `hutch log`.
 //!
-//! Two kinds of writers append to it: the VM's network process (egress) and
-//! every `hutch` command that runs something in the VM (exec). Each event is
+//! Two kinds of writers append to it: the VM's network process (egress,
+//! policy changes, questions) and every `hutch` command that runs something
+//! in the VM (exec). Each event is
 //! one `write(2)` of one line to a file opened with `O_APPEND`, so lines from
 //! concurrent writers never interleave. Secret values never reach it: egress
 //! events carry what the guest sent (placeholders) and the names of secrets
@@ -40,6 +42,53 @@ pub enum What {
     Egress(Egress),
     /// A command ran in the VM.
     Exec(Exec),
+    /// The running VM's policy changed (`hutch allow`/`deny`, an answer, `hutch up`).
+    Policy(PolicyChange),
+    /// A request waits for a person's answer (`mode = "ask"`).
+    Ask(Asked),
+}
+
+/// One change of a running VM's network policy.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PolicyChange {
+    /// `allow`, `deny`, `allow once` or `reload` (the configuration read again by `hutch up`).
+    pub action: String,
+    /// The pattern (empty for a reload).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub pattern: String,
+    /// Who changed it (`hutch allow`, `the prompt of hutch exec`, `hutch up`).
+    pub by: String,
+    /// Where the rule was also saved (`FILE:LINE`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub saved: Option<String>,
+    /// Rules of the other list it undid, as the log names rules.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub undone: Vec<String>,
+    /// Waiting requests it answered.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub answered: u64,
+    /// Open connections it cut.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cut: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// A question of `mode = "ask"`: its request's line follows once it is answered or times out.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Asked {
+    /// The question's number.
+    pub id: u64,
+    /// The host asked for.
+    pub host: String,
+    /// The port.
+    pub port: u16,
+    /// `CONNECT` or the request's method.
+    pub method: String,
+    /// How long it waits, in milliseconds.
+    pub timeout_ms: u64,
 }
 
 /// One egress decision: a CONNECT tunnel, a plain-HTTP request, or one
@@ -189,6 +238,33 @@ pub fn human(event: &Event) -> String {
                 (None, None, None) => "?".into(),
             };
             format!("{time}  exec   {end:<7} {}  (in {}) {} ms", x.argv.join(" "), x.cwd, x.duration_ms)
+        }
+        What::Policy(p) => {
+            let what = if p.pattern.is_empty() { p.action.clone() } else { format!("{} {}", p.action, p.pattern) };
+            let mut line = format!("{time}  policy {what}  by {}", p.by);
+            if let Some(saved) = &p.saved {
+                line.push_str(&format!("; saved to {saved}"));
+            }
+            if !p.undone.is_empty() {
+                line.push_str(&format!("; undid {}", p.undone.join(", ")));
+            }
+            if p.answered > 0 {
+                line.push_str(&format!("; answered {} waiting", p.answered));
+            }
+            if p.cut > 0 {
+                line.push_str(&format!("; cut {} open", p.cut));
+            }
+            line
+        }
+        What::Ask(a) => {
+            let pattern = crate::net::policy::Policy::suggestion(&a.host, a.port);
+            format!(
+                "{time}  ask    {} {}:{}  waiting up to {} s for an answer: `hutch allow {pattern}`, `hutch allow --once {pattern}` or `hutch deny {pattern}`",
+                a.method,
+                a.host,
+                a.port,
+                a.timeout_ms / 1000
+            )
         }
     }
 }
