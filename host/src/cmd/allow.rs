@@ -33,6 +33,11 @@ async fn change(args: RuleArgs, kind: ChangeKind) -> Result<u8, Error> {
     let name = vm_name(&state, args.name.as_ref())?;
     let record = state.load(&name)?;
     let net = net_dir(&state.vm_dir(&name));
+    if !args.save && !crate::net::daemon::has_network(&state.vm_dir(&name)) {
+        return Err(Error::Usage(format!(
+            "VM {name} has no network (--network none): nothing to allow or deny; `hutch up --name {name} --network allow` gives it one"
+        )));
+    }
     let command = match kind {
         ChangeKind::Allow => "hutch allow",
         ChangeKind::Deny => "hutch deny",
@@ -65,7 +70,7 @@ async fn change(args: RuleArgs, kind: ChangeKind) -> Result<u8, Error> {
         Err(e) => return Err(NetError::from(e).into()),
     };
     for (result, saved) in results.iter().zip(&saves) {
-        print_result(&name.to_string(), kind, result, saved.as_ref());
+        print_result(name.as_ref(), kind, result, saved.as_ref());
     }
     Ok(0)
 }

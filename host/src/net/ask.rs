@@ -27,6 +27,9 @@ use super::policy::{Policy, Verdict};
 /// Questions open at once; more requests for other hosts are refused at once.
 pub const MAX_PENDING: usize = 16;
 
+/// Characters of a request's method a question shows.
+const MAX_METHOD: usize = 32;
+
 /// One open question, as watchers see it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Question {
@@ -161,7 +164,8 @@ impl Asks {
                     id: state.next_id,
                     host: host.to_owned(),
                     port,
-                    method: method.to_owned(),
+                    // A guest's method is a token, but of any length: a prompt line stays one line.
+                    method: method.chars().take(MAX_METHOD).collect(),
                     timeout_ms: u64::try_from(state.timeout.as_millis()).unwrap_or(u64::MAX),
                 };
                 state.pending.insert(question.id, Pending { question: question.clone(), waiters: vec![tx] });

@@ -205,6 +205,12 @@ pub fn status(vm_dir: &Path) -> NetStatus {
     NetStatus { policy, pid: process.pid(), log: process.log().to_path_buf() }
 }
 
+/// Whether the VM whose folder is `vm_dir` was last started with a network
+/// (not `--network none`).
+pub fn has_network(vm_dir: &Path) -> bool {
+    net_dir(vm_dir).join(INPUTS_FILE).exists()
+}
+
 /// Stops VM `vm_dir`'s network process, if one runs.
 pub fn stop(vm_dir: &Path) {
     daemon(vm_dir).terminate(STOP_GRACE);
