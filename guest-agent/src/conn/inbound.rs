@@ -78,7 +78,8 @@ impl<S: AsyncRead + Unpin> AsyncRead for Inbound<S> {
             if this.scratch.is_empty() {
                 this.scratch = vec![0; READ_CHUNK];
             }
-            let mut scratch = ReadBuf::new(&mut this.scratch);
+            let want = this.frames.next_read(READ_CHUNK);
+            let mut scratch = ReadBuf::new(&mut this.scratch[..want]);
             ready!(Pin::new(&mut this.io).poll_read(cx, &mut scratch))?;
             let n = scratch.filled().len();
             if n == 0 {
