@@ -5,7 +5,7 @@
 //! but it treats what arrives as hostile all the same: a bug on the host, a
 //! token that leaked, a guest process that found the socket. None of these
 //! may make it hold unbounded memory, descriptors or threads, or hang a call.
-//! The README's "Limits" table lists these values; change both together.
+//! The "Limits" table of docs/agent.md lists these values; change both together.
 //!
 //! Two bounds live next to the code they shape: the output held per exec
 //! whose client stopped reading is `exec::output::RESPONSE_QUEUE` chunks of

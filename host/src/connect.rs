@@ -71,7 +71,7 @@ pub async fn connect(state: &StateDir, record: &VmRecord) -> Result<Client, Conn
         return direct(record).await.map_err(|e| diagnose(state, record, e));
     }
     if let Some(client) = crate::mux::connect(state, &record.name).await {
-        return Ok(client);
+        return Ok(client.named(peer(record)));
     }
     let client = direct(record).await.map_err(|e| diagnose(state, record, e))?;
     crate::mux::start(state, &record.name);
@@ -82,7 +82,12 @@ pub async fn connect(state: &StateDir, record: &VmRecord) -> Result<Client, Conn
 /// without a diagnosis: for callers that poll a booting VM.
 pub async fn direct(record: &VmRecord) -> Result<Client, ConnectError> {
     let token = BearerToken::load(record.token_file.as_deref())?;
-    Ok(transport::connect(record.agent_addr()?, token).await?)
+    Ok(transport::connect(record.agent_addr()?, token).await?.named(peer(record)))
+}
+
+/// How messages name the agent of `record`'s VM.
+pub fn peer(record: &VmRecord) -> String {
+    format!("VM {}'s agent", record.name)
 }
 
 /// Connects to an agent at an address, with no VM behind it as far as hutch

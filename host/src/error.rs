@@ -16,6 +16,7 @@ use crate::exit;
 use crate::forward::ForwardError;
 use crate::hooks::HookError;
 use crate::lifecycle::LifecycleError;
+use crate::mcp::McpError;
 use crate::mux::MuxError;
 use crate::net::NetError;
 use crate::sessions::SessionError;
@@ -85,6 +86,9 @@ pub enum Error {
     /// A session could not be found or used.
     #[error(transparent)]
     Session(#[from] SessionError),
+    /// `hutch mcp` could not serve.
+    #[error(transparent)]
+    Mcp(#[from] McpError),
     /// A local operation failed.
     #[error("{what}: {source}")]
     Local {
@@ -121,6 +125,7 @@ impl Error {
             Error::Forward(e) => e.hint(),
             Error::Net(e) => e.hint(),
             Error::Session(e) => e.hint(),
+            Error::Mcp(e) => e.hint(),
         }
     }
 
@@ -128,7 +133,7 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             // As if the signal had killed hutch, which is what the user asked.
-            Error::Interrupted(signal) => exit::signaled(*signal as u32),
+            Error::Interrupted(signal) | Error::Exec(ExecError::Interrupted(signal)) => exit::signaled(*signal as u32),
             // The hook's own code, as `run` passes on its command's.
             Error::Hook(e) | Error::Lifecycle(LifecycleError::Hook(e)) => e.exit_code().unwrap_or(exit::HUTCH_FAILED),
             _ => exit::HUTCH_FAILED,

@@ -7,6 +7,8 @@ use std::str::FromStr;
 use hutch_proto::v1::{Exited, exited};
 use nix::sys::signal::Signal;
 
+use crate::untrusted::{ProtocolError, protocol};
+
 /// `--timeout` expired and the process group was killed (as `timeout(1)`).
 pub const TIMED_OUT: u8 = 124;
 /// hutch itself failed: no agent, lost connection, bad flags, protocol error.
@@ -27,14 +29,19 @@ pub fn signaled(number: u32) -> u8 {
 /// 128 + N for signal N (by the host's numbering of the guest's signal name,
 /// so `128+N` means what local tools expect even when guest and host number
 /// signals differently), [`TIMED_OUT`] when the agent killed it for its
-/// timeout.
-pub fn of_exited(exited: &Exited) -> u8 {
-    match exited.status {
-        _ if exited.timed_out => TIMED_OUT,
-        Some(exited::Status::Code(code)) => (code & 0xff) as u8,
-        Some(exited::Status::Signal(number)) => signaled(local_signal_number(&exited.signal_name).unwrap_or(number)),
-        None => HUTCH_FAILED,
-    }
+/// timeout. An end the protocol does not allow (a code outside 0..=255, a
+/// signal that is none, neither) is a [`ProtocolError`]: hutch's own
+/// failure ([`HUTCH_FAILED`]), never a code the command could have had.
+pub fn of_exited(exited: &Exited) -> Result<u8, ProtocolError> {
+    let code = match exited.status {
+        Some(exited::Status::Code(code)) => protocol::exit_code(code)?,
+        Some(exited::Status::Signal(number)) => {
+            let (number, name) = protocol::signal(number, &exited.signal_name)?;
+            signaled(local_signal_number(name).unwrap_or(number))
+        }
+        None => return Err(ProtocolError::Unexpected("reported an end with neither an exit code nor a signal")),
+    };
+    Ok(if exited.timed_out { TIMED_OUT } else { code })
 }
 
 /// The host's number for a guest signal name.

@@ -9,15 +9,20 @@
 //! - [`exec`] drives one remote process from the local terminal or pipes;
 //! - [`sync`] keeps `--ro` snapshots equal to the host tree, and diffs them;
 //! - [`net`] is the guest's network under the host's control: the per-VM
-//!   egress proxy, its policy, secrets and audit log;
+//!   egress proxy, its policy and secrets; [`audit`] the log of every
+//!   egress decision and exec, kept per project;
 //! - [`sessions`] lists, waits for and signals a VM's sessions;
+//! - [`mcp`] serves a VM's tools to MCP clients (`hutch mcp`);
 //! - [`workspace`] sets the project up in the guest, with mount points only
 //!   for the [`heavy`] dirs it uses, and removes them again;
 //! - [`state`] holds the typed VM records;
+//! - [`untrusted`] is the edge against the guest: every answer of an agent
+//!   is checked, capped and escaped there before hutch uses it;
 //! - [`error`] and [`exit`] gather each module's errors and map exit codes in
-//!   one place (see the README's Architecture section).
+//!   one place (see docs/ARCHITECTURE.md).
 
 pub mod agent_install;
+pub mod audit;
 pub mod backend;
 pub mod cli;
 pub mod cmd;
@@ -33,6 +38,7 @@ pub mod forward;
 pub mod heavy;
 pub mod hooks;
 pub mod lifecycle;
+pub mod mcp;
 pub mod mux;
 pub mod net;
 pub mod plan;
@@ -41,4 +47,5 @@ pub mod state;
 pub mod sync;
 pub mod target;
 pub mod transport;
+pub mod untrusted;
 pub mod workspace;

@@ -10,7 +10,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use hutch_proto::v1::{InfoRequest, InfoResponse};
+use hutch_proto::v1::InfoResponse;
 
 use crate::backend::{Backend, BackendError, VmSpec, VmState};
 use crate::connect::{self, ConnectError};
@@ -288,17 +288,18 @@ fn boot_failed(backend: &dyn Backend, record: &VmRecord, dir: &Path, why: BootFa
     LifecycleError::Boot { name: record.name.clone(), why, console: backend.console_tail(dir, CONSOLE_LINES) }
 }
 
-/// Asks the VM's agent for `Info` (see `crate::connect`).
+/// Asks the VM's agent for `Info` (see `crate::connect`), within the call
+/// deadline.
 pub async fn agent_info(state: &StateDir, record: &VmRecord) -> Result<InfoResponse, LifecycleError> {
-    let mut client = connect::connect(state, record).await?;
-    Ok(client.info(InfoRequest {}).await.map_err(CallError::from_status)?.into_inner())
+    let client = connect::connect(state, record).await?;
+    Ok(client.describe().await?)
 }
 
 /// Asks a booting VM's agent for `Info`, directly: no multiplexer yet, and
 /// the boot loop watches the VM itself.
 pub async fn info_directly(record: &VmRecord) -> Result<InfoResponse, LifecycleError> {
-    let mut client = connect::direct(record).await?;
-    Ok(client.info(InfoRequest {}).await.map_err(CallError::from_status)?.into_inner())
+    let client = connect::direct(record).await?;
+    Ok(client.describe().await?)
 }
 
 /// Stops the VM if it runs, with its daemons, and records that it is stopped.

@@ -65,16 +65,21 @@ fn main() -> ExitCode {
             Command::Diff(args) => hutch::cmd::diff::run(args).await,
             Command::Mux(args) => Ok(hutch::mux::serve::run(&args.name).await?),
             Command::Net(args) => hutch::net::daemon::run(&args.name).await,
-            Command::Log(args) => hutch::cmd::log::run(args).await,
+            Command::Audit(args) => hutch::cmd::audit::run(args).await,
+            Command::Log(args) => hutch::cmd::audit::deprecated_name(args).await,
+            Command::Mcp(args) => hutch::cmd::mcp::run(args).await,
         }
     });
     RawMode::restore();
     let code = match result {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("hutch: {error}");
+            // Errors quote the guest (statuses, paths, consoles): each quote is
+            // escaped where it is made, and the whole line once more here, so
+            // nothing the guest sent acts on this terminal.
+            eprintln!("hutch: {}", hutch::untrusted::text::escaped(&error.to_string()));
             if let Some(hint) = error.hint() {
-                eprintln!("hint: {hint}");
+                eprintln!("hint: {}", hutch::untrusted::text::escaped_lines(&hint));
             }
             error.exit_code()
         }

@@ -3,15 +3,18 @@
 //! `Prepare` call), and undoing on the host what that and hutch left there
 //! ([`crate::heavy`]: mount points only for the heavy dirs a project uses).
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use hutch_proto::v1::{HeavyMethod, PrepareRequest};
-
+use hutch_proto::v1::{HeavyDir, HeavyMethod, PrepareRequest};
 use tonic::Status;
 
 use crate::backend::Backend;
 use crate::connect::{self, ConnectError};
 use crate::state::{HeavyLink, StateDir, VmRecord};
+use crate::transport::CallError;
+use crate::untrusted::protocol::known;
+use crate::untrusted::{Beneath, GuestPath, ProtocolError, limits, text};
 
 /// Why the workspace could not be found or set up.
 #[derive(Debug, thiserror::Error)]
@@ -42,8 +45,11 @@ pub enum WorkspaceError {
         source: std::io::Error,
     },
     /// The agent's `Prepare` failed.
-    #[error("the agent could not set up the workspace: {}", .0.message())]
+    #[error("the agent could not set up the workspace: {}", text::shown(.0.message()))]
     Prepare(Status),
+    /// The agent's answer broke the protocol, or did not come in time.
+    #[error(transparent)]
+    Call(#[from] CallError),
 }
 
 impl WorkspaceError {
@@ -54,6 +60,7 @@ impl WorkspaceError {
             WorkspaceError::Prepare(_) => {
                 Some("check that the workspace folder exists and is shared with the VM; `hutch reset NAME` starts over".into())
             }
+            WorkspaceError::Call(e) => Some(e.hint()),
             _ => None,
         }
     }
@@ -68,33 +75,70 @@ pub async fn prepare(state: &StateDir, backend: &dyn Backend, record: &mut VmRec
     let created = crate::heavy::create_mount_points(&workspace, &record.heavy_dirs)
         .map_err(|source| WorkspaceError::MountPoint { path: workspace.clone(), source })?;
     record.created_dirs.extend(created.into_iter().filter(|c| !record.created_dirs.contains(c)).collect::<Vec<_>>());
-    let mut client = connect::connect(state, record).await?;
+    let client = connect::connect(state, record).await?;
     let request = PrepareRequest {
         workspace: workspace.display().to_string(),
         share: Some(share),
         heavy_dirs: record.heavy_dirs.clone(),
         heavy_depth: 0,
     };
-    let response = client.prepare(request).await.map_err(WorkspaceError::Prepare)?.into_inner();
-    record.heavy_links = response
-        .heavy
-        .iter()
-        .filter(|h| h.method == HeavyMethod::HeavySymlink as i32)
-        .map(|h| HeavyLink { path: h.path.clone().into(), target: h.local_path.clone().into() })
-        .collect();
-    for skipped in response.heavy.iter().filter(|h| h.method == HeavyMethod::HeavySkipped as i32) {
-        eprintln!("hutch: {} stays on the shared folder: {}", skipped.path, skipped.note);
+    let deadline = client.deadline();
+    let response = deadline.within("Prepare", client.prepare_checked(request)).await.map_err(CallError::from)?.map_err(|status| {
+        if CallError::is_refusal(&status) { WorkspaceError::Call(CallError::from_status(status)) } else { WorkspaceError::Prepare(status) }
+    })?;
+    let mut links = Vec::new();
+    for heavy in &response.heavy {
+        match known::<HeavyMethod>("a heavy dir method", heavy.method).map_err(CallError::from)? {
+            HeavyMethod::HeavySymlink => links.push(heavy_link(&workspace, &record.heavy_dirs, heavy).map_err(CallError::from)?),
+            HeavyMethod::HeavySkipped => {
+                eprintln!("hutch: {} stays on the shared folder: {}", text::shown(&heavy.path), text::shown(&heavy.note));
+            }
+            HeavyMethod::HeavyBind | HeavyMethod::Unspecified => {}
+        }
     }
+    record.heavy_links = links;
     Ok(())
+}
+
+/// A heavy dir the agent made into a symlink in the host project, checked
+/// before hutch records it (and removes it at `down`): a path inside the
+/// workspace whose name is one of the heavy dirs asked for, and a target
+/// that is a path.
+fn heavy_link(workspace: &Path, names: &[String], heavy: &HeavyDir) -> Result<HeavyLink, ProtocolError> {
+    let path = GuestPath::below(workspace, Path::new(&heavy.path)).map_err(|why| ProtocolError::path(heavy.path.as_bytes(), why))?;
+    if !names.iter().any(|name| name.as_bytes() == path.file_name()) {
+        return Err(ProtocolError::Unexpected("named a heavy dir that was not asked for"));
+    }
+    limits::PATH_BYTES.check_len(heavy.local_path.len())?;
+    if heavy.local_path.is_empty() || heavy.local_path.contains('\0') {
+        return Err(ProtocolError::Unexpected("named a heavy dir's local path that is no path"));
+    }
+    Ok(HeavyLink { path: workspace.join(path.as_path()), target: heavy.local_path.clone().into() })
 }
 
 /// Removes the symlinks `prepare` put into the host project (macOS guests)
 /// and the mount points hutch created that are still empty, leaving the
-/// project as it was. A path that is no longer ours is left alone.
+/// project as it was. A path that is no longer ours is left alone, and so
+/// is one outside the workspace or reached through a symlink (a record
+/// written by an older hutch may hold what an agent said unchecked).
 pub fn remove_links(record: &mut VmRecord) {
-    for link in std::mem::take(&mut record.heavy_links) {
-        if std::fs::read_link(&link.path).is_ok_and(|target| target == link.target) {
-            let _ = std::fs::remove_file(&link.path);
+    let links = std::mem::take(&mut record.heavy_links);
+    if let Some(workspace) = &record.workspace
+        && !links.is_empty()
+    {
+        match Beneath::open(workspace) {
+            Ok(host) => {
+                for link in links {
+                    let Ok(path) = GuestPath::below(workspace, &link.path) else {
+                        tracing::warn!("not removing {}: outside the workspace", text::shown_bytes(link.path.as_os_str().as_bytes()));
+                        continue;
+                    };
+                    if let Err(e) = host.remove_symlink_to(&path, link.target.as_os_str().as_bytes()) {
+                        tracing::warn!("not removing {path}: {e}");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("cannot open the workspace to remove its heavy-dir links: {e}"),
         }
     }
     crate::heavy::remove_mount_points(&std::mem::take(&mut record.created_dirs));

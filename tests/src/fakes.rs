@@ -38,8 +38,10 @@ pub struct FakeVmm {
     pub vmm: Vmm,
     /// Short root folder (Unix socket paths must stay short).
     pub root: TempDir,
-    /// The agent "in the guest".
-    pub agent: Agent,
+    /// The agent "in the guest", when the fixture started one.
+    pub agent: Option<Agent>,
+    /// The socket the fake's VMs lead to (the agent's, or a hostile one's).
+    guest: PathBuf,
     /// Extra environment for every hutch this fixture runs.
     pub env: Vec<(String, String)>,
 }
@@ -47,7 +49,7 @@ pub struct FakeVmm {
 impl FakeVmm {
     /// A fake Tart with one local VM, `base`, to clone.
     pub fn tart() -> FakeVmm {
-        let fake = FakeVmm::new(Vmm::Tart);
+        let fake = FakeVmm::new(Vmm::Tart, &[]);
         let base = fake.vmm_home().join("vms").join("base");
         std::fs::create_dir_all(&base).expect("create the base VM");
         std::fs::write(base.join("config.json"), r#"{"cpuCount":4,"memorySize":4096,"os":"linux"}"#).expect("write the base VM");
@@ -56,18 +58,40 @@ impl FakeVmm {
 
     /// A fake Lima with one stopped instance, `base`, to clone.
     pub fn lima() -> FakeVmm {
-        let fake = FakeVmm::new(Vmm::Lima);
+        FakeVmm::lima_with(&[])
+    }
+
+    /// The same, its "guest" agent started with `extra` flags too (a
+    /// `--snapshot-prefix`, so a `--ro` snapshot is not the host folder itself).
+    pub fn lima_with(extra: &[&str]) -> FakeVmm {
+        let fake = FakeVmm::new(Vmm::Lima, extra);
         let base = fake.vmm_home().join("base");
         std::fs::create_dir_all(&base).expect("create the base instance");
         std::fs::write(base.join("lima.yaml"), "images: []\ncpus: 4\n").expect("write the base instance");
         fake
     }
 
-    fn new(vmm: Vmm) -> FakeVmm {
+    /// A fake Lima with one stopped instance, `base`, whose VMs lead to the
+    /// agent listening on `guest` (a hostile one, say) instead of a real one.
+    pub fn lima_in_front_of(guest: &Path) -> FakeVmm {
+        let root = Self::folders();
+        let fake = FakeVmm { vmm: Vmm::Lima, root, agent: None, guest: guest.to_path_buf(), env: Vec::new() };
+        let base = fake.vmm_home().join("base");
+        std::fs::create_dir_all(&base).expect("create the base instance");
+        std::fs::write(base.join("lima.yaml"), "images: []\ncpus: 4\n").expect("write the base instance");
+        fake
+    }
+
+    fn folders() -> TempDir {
         let root = tempfile::Builder::new().prefix("hf").tempdir_in("/tmp").expect("tempdir");
         for dir in ["home", "state", "ws", "shares", "local", "etc"] {
             std::fs::create_dir_all(root.path().join(dir)).expect("create fixture folder");
         }
+        root
+    }
+
+    fn new(vmm: Vmm, extra: &[&str]) -> FakeVmm {
+        let root = Self::folders();
         // The "guest" sees Tart's `workspace` share where a macOS guest would
         // (a folder of shares), and keeps heavy dirs with symlinks into its
         // own local folder, so nothing is mounted on the test machine.
@@ -77,9 +101,11 @@ impl FakeVmm {
         let (shares, local, etc) = (root.path().join("shares"), root.path().join("local"), root.path().join("etc"));
         let (shares, local, etc) = (shares.to_str().expect("utf-8"), local.to_str().expect("utf-8"), etc.to_str().expect("utf-8"));
         // The "guest's" /etc is a private folder: the egress set-up writes there.
-        let args = ["--tart-shares", shares, "--local-dir", local, "--heavy-strategy", "symlink", "--etc-dir", etc];
+        let mut args = vec!["--tart-shares", shares, "--local-dir", local, "--heavy-strategy", "symlink", "--etc-dir", etc];
+        args.extend_from_slice(extra);
         let agent = Agent::start(agent_dir, addr, None, &args);
-        FakeVmm { vmm, root, agent, env: Vec::new() }
+        let guest = agent.socket();
+        FakeVmm { vmm, root, agent: Some(agent), guest, env: Vec::new() }
     }
 
     /// The fake's state folder ($TART_HOME or $LIMA_HOME).
@@ -111,7 +137,7 @@ impl FakeVmm {
 
     /// The agent's socket path, which the fake's sockets forward to.
     pub fn agent_socket(&self) -> PathBuf {
-        PathBuf::from(self.agent.addr.trim_start_matches("unix://"))
+        self.guest.clone()
     }
 
     /// A `hutch` command in this world: the fake first on PATH, private

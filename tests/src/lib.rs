@@ -6,7 +6,9 @@
 
 pub mod fakes;
 pub mod h2raw;
+pub mod hostile_agent;
 pub mod hvsock_proxy;
+pub mod mcp;
 pub mod netvm;
 pub mod pidfd;
 pub mod pty;
@@ -51,6 +53,20 @@ pub fn binaries() -> &'static Binaries {
         let mut cargo = Command::new(option_env!("CARGO").unwrap_or("cargo"));
         cargo.current_dir(workspace).args(["build", "--quiet", "--workspace", "--bins"]);
         cargo.env("CARGO_TARGET_DIR", profile_dir.parent().expect("target dir"));
+        // `cargo test` gives this process the test crate's own variables
+        // (CARGO_MANIFEST_DIR, CARGO_PKG_*…). Build scripts that watch one
+        // (ring's `rerun-if-env-changed`) would see it change between the
+        // outer build and this one and rebuild every time; the outer build
+        // never had them.
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            let set_by_cargo_test = ["CARGO_MANIFEST_", "CARGO_PKG_", "CARGO_CRATE_", "CARGO_BIN_"].iter().any(|p| name.starts_with(p))
+                || name == "CARGO_PRIMARY_PACKAGE"
+                || name == "CARGO_TARGET_TMPDIR";
+            if set_by_cargo_test {
+                cargo.env_remove(name.as_ref());
+            }
+        }
         match profile.as_str() {
             "debug" => {}
             "release" => {
@@ -222,6 +238,21 @@ pub fn write_file(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
 /// An upper bound for things that must be "prompt": generous, so a loaded CI
 /// machine does not fail the test, yet far below what a hang would take.
 pub const PROMPT: Duration = Duration::from_secs(5);
+
+/// Every audit line in the state folder `state` (the per-project files
+/// under `audit/`, rotated ones first), as text.
+pub fn audit_log(state: &Path) -> String {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(state.join("audit"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| !p.to_string_lossy().ends_with(".lock"))
+        .collect();
+    // `p.jsonl.3` … `p.jsonl.1` before `p.jsonl`: oldest first.
+    files.sort_by_key(|p| std::cmp::Reverse(p.to_string_lossy().into_owned()));
+    files.iter().map(|f| std::fs::read_to_string(f).unwrap_or_default()).collect()
+}
 
 /// Whether the hutch daemon whose log is `log` runs: it keeps the log
 /// locked (`flock`) for its whole life (see hutch's `daemon` module).

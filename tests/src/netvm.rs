@@ -56,9 +56,9 @@ pub fn guest(fake: &FakeVmm, script: &str) -> Output {
     fake.run(&["exec", "--name", NAME, "--", "sh", "-c", script])
 }
 
-/// Every line of the VM's audit log, as JSON.
+/// Every line of the VM's project's audit log, as JSON.
 pub fn audit_lines(fake: &FakeVmm) -> Vec<serde_json::Value> {
-    let text = std::fs::read_to_string(fake.state().join(format!("vms/{NAME}/audit.jsonl"))).unwrap_or_default();
+    let text = crate::audit_log(&fake.state());
     text.lines().map(|l| serde_json::from_str(l).expect("a JSON audit line")).collect()
 }
 

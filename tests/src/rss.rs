@@ -41,3 +41,30 @@ pub fn assert_back_under_limit(pid: u32, what: &str) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Runs `cmd` (stdin from /dev/null) to its end and returns its output and
+/// its peak resident set in KiB, as the kernel accounted it for that one
+/// process (`wait4`'s `ru_maxrss`): no sampling, nothing missed.
+#[allow(clippy::zombie_processes)] // reaped by wait4 below, which std's Child does not know
+pub fn run_measured(cmd: &mut std::process::Command) -> (std::process::Output, u64) {
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    let (mut out, mut err) = (child.stdout.take().expect("stdout"), child.stderr.take().expect("stderr"));
+    let reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = out.read_to_end(&mut buf);
+        buf
+    });
+    let mut stderr = Vec::new();
+    let _ = err.read_to_end(&mut stderr);
+    let stdout = reader.join().expect("stdout reader");
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value for wait4 to fill.
+    let mut usage: nix::libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: the pid is our unwaited child; the pointers are to live locals.
+    let pid = unsafe { nix::libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as i32, "wait4: {}", std::io::Error::last_os_error());
+    let status = std::os::unix::process::ExitStatusExt::from_raw(status);
+    (std::process::Output { status, stdout, stderr }, u64::try_from(usage.ru_maxrss).unwrap_or(0))
+}

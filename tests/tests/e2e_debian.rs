@@ -292,9 +292,10 @@ fn the_guest_reaches_only_what_the_hosts_policy_allows() {
     assert!(stdout(&out).ends_with("true\n"), "{}", stdout(&out));
 
     // The audit log: one line per decision and per exec, no secret value.
-    let log = std::fs::read_to_string(e2e().state.path().join(format!("vms/{NAME}/audit.jsonl"))).unwrap();
+    let log = hutch_tests::audit_log(e2e().state.path());
     assert!(!log.contains(SECRET), "the real value is in the audit log");
-    let events: Vec<serde_json::Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let events: Vec<serde_json::Value> =
+        log.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()).filter(|e| e["vm"] == NAME).collect();
     assert_eq!(events.iter().filter(|e| e["event"] == "exec").count(), execs, "{log}");
     let egress: Vec<_> = events.iter().filter(|e| e["event"] == "egress").collect();
     let decision =
@@ -312,7 +313,7 @@ fn the_guest_reaches_only_what_the_hosts_policy_allows() {
         "{npm:?}"
     );
     assert_eq!(egress.len(), 4 + 1 + 1 + npm.len(), "a request was not logged exactly once:\n{log}");
-    let shown = hutch(&["log", "--name", NAME]);
+    let shown = hutch(&["audit", "--name", NAME]);
     assert!(stdout(&shown).contains(&format!("egress deny  CONNECT {registry_host}:443")), "{}", stdout(&shown));
 
     // The policy changes while the VM runs (issue 28), on the same boot.
@@ -362,7 +363,7 @@ fn live_changes(hutch: &dyn Fn(&[&str]) -> Output, ws: &Path, config: &str, api:
     let auth = "-H \"Authorization: Bearer $TEST_API_KEY\"";
     assert_eq!(status(&format!("{auth} {}", api.url("/v1/read"))), "200");
     assert_eq!(status(&format!("-X POST {auth} {}", api.url("/v1/write"))), "403");
-    let log = std::fs::read_to_string(e2e().state.path().join(format!("vms/{NAME}/audit.jsonl"))).unwrap();
+    let log = hutch_tests::audit_log(e2e().state.path());
     assert!(log.contains("was sent with POST, which is not among its methods (GET)"), "{log}");
 
     // A tcp:// rule: a program told to use no proxy reaches the server
@@ -376,12 +377,12 @@ fn live_changes(hutch: &dyn Fn(&[&str]) -> Output, ws: &Path, config: &str, api:
     assert!(stdout(&out).contains("curl 7"), "another port of the route's address was not refused: {}", stdout(&out));
     assert_eq!(status(&format!("http://{}:{other_port}/", late.addr.ip())), "403");
 
-    // Ask mode, answered from another terminal while `hutch log -f` shows the request waiting.
+    // Ask mode, answered from another terminal while `hutch audit -f` shows the request waiting.
     let asked = hutch_tests::web::WebServer::http("127.0.0.4");
     up(&["--network", "ask"]);
     assert_eq!(std::fs::read_to_string(&pid_file).unwrap(), pid, "--network ask restarted the network process");
     let mut follow = e2e().hutch();
-    follow.args(["log", "-f", "--name", NAME]);
+    follow.args(["audit", "-f", "--name", NAME]);
     let log = hutch_tests::pty::OnPty::spawn(follow, 40, 250);
     log.wait_for("wait for `hutch allow`/`hutch deny`", Duration::from_secs(60));
     let mut waiting = e2e().hutch();

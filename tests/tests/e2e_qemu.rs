@@ -533,9 +533,10 @@ fn the_guest_reaches_only_what_the_hosts_policy_allows() {
     assert_ne!(code(&out), 0, "a direct connection left the guest: {}", stdout(&out));
 
     // One audit line per decision and per exec, and no secret value.
-    let log = std::fs::read_to_string(e2e().state.path().join("vms/e2e-net/audit.jsonl")).unwrap();
+    let log = hutch_tests::audit_log(e2e().state.path());
     assert!(!log.contains(SECRET));
-    let events: Vec<serde_json::Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let events: Vec<serde_json::Value> =
+        log.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()).filter(|e| e["vm"] == "e2e-net").collect();
     let egress: Vec<_> = events.iter().filter(|e| e["event"] == "egress").collect();
     let decisions: Vec<(&str, &str)> = egress.iter().map(|e| (e["host"].as_str().unwrap(), e["decision"].as_str().unwrap())).collect();
     assert_eq!(decisions, [("127.0.0.2", "allow"), ("127.0.0.2", "deny"), ("example.com", "deny"), ("10.1.2.3", "deny")], "{log}");
@@ -612,5 +613,63 @@ fn a_session_in_the_guest_outlives_its_client_and_ends_with_its_agent() {
         format!("s=$(sed 's/.*) //' /proc/{pid}/stat 2>/dev/null | cut -c1); [ -n \"$s\" ] && [ \"$s\" != Z ] && echo alive || echo gone");
     let out = hutch(&["exec", "--", "sh", "-c", &state]);
     assert_eq!(stdout(&out), "gone\n", "the crashed agent's session was ended");
+
+    an_mcp_client_works_in_the_guest("e2e-sessions", ws.path());
     rm("e2e-sessions");
+}
+
+/// `hutch mcp` on a booted guest, through the `mcp` Python package's client
+/// (on the boot of the sessions test: no VM of its own): a command's code
+/// and output, a file round trip through the shared workspace, a detached
+/// session read with `session_logs` and ended with `session_wait`, and a
+/// cancelled command gone from the guest's process list.
+fn an_mcp_client_works_in_the_guest(name: &str, ws: &std::path::Path) {
+    use base64::Engine;
+    use serde_json::json;
+    let mut hutch = e2e().hutch();
+    hutch.args(["mcp", "--name", name]);
+    let mut mcp = hutch_tests::mcp::McpClient::start(&hutch);
+
+    let result = mcp.call("exec", json!({"command": "uname -n; echo err >&2; exit 7"})).ok().clone();
+    assert_eq!(
+        (result["exit_code"].as_u64(), result["stdout"].as_str(), result["stderr"].as_str()),
+        (Some(7), Some("hutch-guest\n"), Some("err\n"))
+    );
+
+    let path = ws.join("from-mcp.txt");
+    mcp.call("write_file", json!({"path": path, "content": "written through MCP\n"})).ok();
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "written through MCP\n", "the guest's write is in the shared project");
+    let data = pseudo_random(100_000, 7);
+    let encoded = base64::engine::general_purpose::STANDARD.encode(&data);
+    mcp.call("write_file", json!({"path": ws.join("data.bin"), "content_base64": encoded})).ok();
+    let mut back = Vec::new();
+    while back.len() < data.len() {
+        let result = mcp.call("read_file", json!({"path": ws.join("data.bin"), "offset": back.len(), "length": 65536})).ok().clone();
+        back.extend(base64::engine::general_purpose::STANDARD.decode(result["content_base64"].as_str().unwrap()).unwrap());
+    }
+    assert!(back == data, "100 kB round trip");
+    let result = mcp.call("read_file", json!({"path": path})).ok().clone();
+    assert_eq!(result["content"], "written through MCP\n");
+
+    let started =
+        mcp.call("session_start", json!({"command": "for i in 1 2 3; do echo line $i; done; exit 4", "tag": "mcp-job"})).ok().clone();
+    assert_eq!(started["tag"], "mcp-job");
+    let early = mcp.call("session_logs", json!({"tag": "mcp-job", "since_offset": 0})).ok().clone();
+    let ended = mcp.call("session_wait", json!({"tag": "mcp-job"})).ok().clone();
+    assert_eq!((ended["state"].as_str(), ended["exit_code"].as_u64()), (Some("exited"), Some(4)));
+    let logs = mcp.call("session_logs", json!({"tag": "mcp-job", "since_offset": early["end_offset"]})).ok().clone();
+    let all = format!("{}{}", early["output"].as_str().unwrap(), logs["output"].as_str().unwrap());
+    assert_eq!(all, "line 1\nline 2\nline 3\n");
+
+    assert_eq!(mcp.cancel("exec", json!({"argv": ["sleep", "3527"]})).raw["cancelled"], true);
+    let deadline = std::time::Instant::now() + PROMPT * 4;
+    loop {
+        let scan = "for p in /proc/[0-9]*; do { tr '\\0' ' ' < $p/cmdline; } 2>/dev/null; echo; done | grep -c '^sleep 3527 '; true";
+        let result = mcp.call("exec", json!({"command": scan})).ok().clone();
+        if result["stdout"] == "0\n" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the cancelled command is still in the guest: {result}");
+    }
+    assert!(mcp.close().success());
 }

@@ -87,7 +87,7 @@ fn secrets_reach_their_host_only_and_never_the_guest() {
     );
 
     // The audit log: one line per decision and per exec, no secret value.
-    let log = std::fs::read_to_string(fake.state().join("vms/net/audit.jsonl")).unwrap();
+    let log = hutch_tests::audit_log(&fake.state());
     assert!(!log.contains(SECRET), "the real value is in the audit log");
     let lines = audit_lines(&fake);
     let egress: Vec<_> = lines.iter().filter(|l| l["event"] == "egress").collect();
@@ -104,8 +104,12 @@ fn secrets_reach_their_host_only_and_never_the_guest() {
     assert!(denied.iter().all(|l| l["decision"] == "deny" && l["reason"] == "not on the allow list"));
     // One CONNECT per intercepted request (curl and Python each opened one), plus the plain requests.
     assert_eq!(egress.len(), 2 + 2 + 2 + 2, "{egress:#?}");
-    let text = ok(&fake.run(&["log", "--name", "net"]));
+    let text = ok(&fake.run(&["audit", "--name", "net"]));
     assert!(text.contains("egress deny  CONNECT example.com:443") && text.contains("exec   exit 0"), "{text}");
+    // `hutch log`, the old name, still works for a release: the same output, and a notice on stderr.
+    let old_name = fake.run(&["log", "--name", "net"]);
+    assert_eq!(ok(&old_name), text);
+    assert!(stderr(&old_name).contains("`hutch log` is now `hutch audit`"), "{}", stderr(&old_name));
 
     // Nothing the agent wrote into the guest holds the real value.
     for file in files_under(&fake.etc()) {
@@ -243,7 +247,7 @@ fn run_redacts_the_secrets_of_its_workspace_from_the_audit_log_wherever_it_is_ca
         .output()
         .unwrap();
     assert_eq!(stdout(&out), format!("{SECRET}\n"), "{}", stderr(&out));
-    let log = std::fs::read_to_string(fake.state().join("vms/net/audit.jsonl")).unwrap();
+    let log = hutch_tests::audit_log(&fake.state());
     assert!(!log.contains(SECRET), "the real value is in the audit log: {log}");
     let exec = audit_lines(&fake).into_iter().find(|l| l["event"] == "exec").expect("the exec is logged");
     assert_eq!(exec["argv"], serde_json::json!(["echo", "[secret TEST_API_KEY]"]), "{exec}");

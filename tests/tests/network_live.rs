@@ -139,7 +139,7 @@ fn allow_and_deny_change_a_running_vm_at_once_and_cut_only_what_they_refuse() {
     assert_eq!((changes[1]["action"].as_str(), changes[1]["cut"].as_u64()), (Some("deny"), Some(1)));
     let cut = lines.iter().find(|l| l["event"] == "egress" && l["reason"].as_str().is_some_and(|r| r.contains("cut while open")));
     assert!(cut.is_some(), "the cut tunnel's line says why: {lines:#?}");
-    let text = ok(&fake.run(&["log", "--name", NAME]));
+    let text = ok(&fake.run(&["audit", "--name", NAME]));
     assert!(text.contains(&format!("policy deny {}  by hutch deny; undid", other.addr)), "{text}");
 
     // A VM that is not running: nothing to change, and the user is told why.
@@ -212,7 +212,7 @@ fn ask_mode_holds_a_request_until_someone_answers_and_only_while_someone_watches
     let reason = audit_lines(&fake).into_iter().find(|l| l["path"] == "/alone").map(|l| l["reason"].clone());
     assert_eq!(reason, Some(serde_json::json!("not on the allow list (ask mode, but no terminal was watching to answer)")));
 
-    // `hutch log -f` on a terminal: the request waits, shown there, until `hutch allow` answers.
+    // `hutch audit -f` on a terminal: the request waits, shown there, until `hutch allow` answers.
     let log = OnPty::spawn(log_follow(&fake), 40, 250);
     log.wait_for("wait for `hutch allow`/`hutch deny`", Duration::from_secs(30));
     let waiting = fake
@@ -246,10 +246,10 @@ fn ask_vm(config: &str) -> FakeVmm {
     fake
 }
 
-/// `hutch log -f --name net` as a command for a terminal.
+/// `hutch audit -f --name net` as a command for a terminal.
 fn log_follow(fake: &FakeVmm) -> std::process::Command {
     let mut cmd = fake.hutch();
-    cmd.args(["log", "-f", "--name", NAME]);
+    cmd.args(["audit", "-f", "--name", NAME]);
     cmd
 }
 
@@ -336,7 +336,7 @@ fn scoped_secrets_go_only_where_their_scope_says_and_a_rotated_key_needs_no_rest
     let echoed = curl(&format!("-H \"Authorization: Bearer $TEST_API_KEY\" {}", api.url("/v1/rotated")));
     assert!(echoed.contains("authorization: Bearer sk-rotated-value-9876543210\n"), "{echoed}");
     assert_eq!(net_pid(&fake), pid, "a new value restarted the network process");
-    let log = std::fs::read_to_string(fake.state().join(format!("vms/{NAME}/audit.jsonl"))).unwrap();
+    let log = hutch_tests::audit_log(&fake.state());
     assert!(!log.contains(SECRET) && !log.contains("file-key-") && !log.contains("sk-rotated"), "a real value is in the audit log");
     ok(&fake.run(&["rm", "-f", NAME]));
 }

@@ -26,7 +26,7 @@ Documentation=https://example.invalid/hutch
 
 [Service]
 ExecStart=/usr/local/bin/hutch-agent --listen vsock://any:8080 --listen unix:///run/hutch/agent.sock
-# /run/hutch, owned by the service's user (see `User=` for Lima in the README).
+# /run/hutch, owned by the service's user (see `User=` for Lima in docs/backends.md).
 RuntimeDirectory=hutch
 # root's HOME, USER and SHELL for the commands it runs (a drop-in may set another User=).
 User=root
@@ -83,7 +83,7 @@ pub fn run() -> Result<u8> {
     for path in &made {
         eprintln!("xtask: wrote {}", path.display());
     }
-    eprintln!("xtask: install the agent in a guest as {INSTALLED_AGENT}, with the service file for its OS (see the README)");
+    eprintln!("xtask: install the agent in a guest as {INSTALLED_AGENT}, with the service file for its OS (see docs/backends.md)");
     Ok(0)
 }
 

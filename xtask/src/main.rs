@@ -1,7 +1,7 @@
 //! `cargo xtask`: project tasks that need more than `cargo build`.
 //!
 //! - `demo [-- CMD…]`: start a local agent on a private socket, run one command
-//!   through `hutch exec`, stop the agent (the README's first command);
+//!   through `hutch exec`, stop the agent (hutch without a VM);
 //! - `dist`: static hutch-agent for Linux guests, plus systemd/launchd files;
 //! - `e2e`: build the image and run the end-to-end suite in QEMU guests;
 //! - `image [--minimal-only] [--rebuild]`: build the QEMU guest images (the

@@ -19,7 +19,7 @@ use super::mounts::Mounts;
 /// 9p mount options (the fall-back when the host has no virtiofsd): the
 /// virtio transport, the Linux dialect, the largest messages the kernel takes,
 /// and no caching but for shared writable memory maps (`cache=mmap`, as fast as
-/// `none` in the README's measurements, and tools that map files writable
+/// `none` in the measurements of docs/benchmarks.md, and tools that map files writable
 /// work), so edits on the host are seen in the guest at once. `cache=loose`
 /// is 4-10x faster but shows host edits late or never.
 #[cfg(target_os = "linux")]

@@ -189,9 +189,13 @@ impl Applier {
             Err(e) => return Err(Self::os(path, e)),
         }
         self.root.forget();
-        remove_below(&mut self.expected, &clean);
+        // Only a path that was part of the snapshot is remembered for the
+        // failure's state: the list stays as long as the snapshot at most,
+        // whatever the host sends (paths that exist nowhere cost nothing).
+        if remove_below(&mut self.expected, &clean) {
+            self.deleted.push(clean.clone());
+        }
         self.touch_parent(&clean);
-        self.deleted.push(clean);
         self.summary.deleted += 1;
         self.changed = true;
         Ok(())
@@ -326,15 +330,17 @@ impl Applier {
     }
 }
 
-/// Removes `path` and everything below it from `entries`.
-fn remove_below(entries: &mut Expected, path: &[u8]) {
-    entries.remove(path);
+/// Removes `path` and everything below it from `entries`; whether there
+/// was anything to remove.
+fn remove_below(entries: &mut Expected, path: &[u8]) -> bool {
+    let mut removed = entries.remove(path).is_some();
     let mut prefix = path.to_vec();
     prefix.push(b'/');
     let below: Vec<Vec<u8>> = entries.range(prefix.clone()..).take_while(|(k, _)| k.starts_with(&prefix)).map(|(k, _)| k.clone()).collect();
     for key in below {
-        entries.remove(&key);
+        removed |= entries.remove(&key).is_some();
     }
+    removed
 }
 
 enum WriteError {

@@ -83,7 +83,13 @@ impl Installed {
         match (&self.info, &self.checked) {
             (Some(info), _) => format!(
                 "hutch-agent {} installed at {} ({}): answers on {} ({}/{}, protocol {})",
-                info.version, layout.binary, self.platform, layout.socket, info.os, info.arch, info.protocol
+                crate::untrusted::text::shown(&info.version),
+                layout.binary,
+                self.platform,
+                layout.socket,
+                crate::untrusted::text::shown(&info.os),
+                crate::untrusted::text::shown(&info.arch),
+                info.protocol
             ),
             (None, checked) => {
                 format!(

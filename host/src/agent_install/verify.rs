@@ -38,7 +38,11 @@ async fn attempt(opener: &SocketOpener) -> Result<InfoResponse, String> {
     let stream = opener.open().await.map_err(|e| describe(&e))?;
     let connection = Connection::handshake(Box::new(stream)).await.map_err(|e| describe(&e))?;
     let mut client = AgentClient::with_origin(connection, Uri::from_static("http://agent"));
-    let info = client.info(InfoRequest {}).await.map_err(|s| format!("{}: {}", s.code(), s.message()))?;
+    let after = crate::untrusted::deadline::current().call;
+    let info = tokio::time::timeout(after, client.info(InfoRequest {}))
+        .await
+        .map_err(|_| format!("no answer within {} s", after.as_secs_f64()))?
+        .map_err(|s| format!("{}: {}", s.code(), crate::untrusted::text::shown(s.message())))?;
     Ok(info.into_inner())
 }
 

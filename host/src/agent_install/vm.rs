@@ -5,8 +5,6 @@
 
 use std::time::{Duration, Instant};
 
-use hutch_proto::v1::InfoRequest;
-
 use super::InstallError;
 use super::known_hosts;
 use super::login::Login;
@@ -96,8 +94,8 @@ pub async fn log_in_while_booting(
 /// Tart's control socket…), directly: no multiplexer for a VM being set up.
 pub async fn answers_on_vm_transport(record: &VmRecord) -> Result<(), InstallError> {
     let answered = retry_until_async(TRANSPORT_WITHIN, Duration::from_millis(200), || async {
-        let mut client = connect::direct(record).await.map_err(|e| e.to_string())?;
-        let answer = client.info(InfoRequest {}).await.map(tonic::Response::into_inner).map_err(|s| s.message().to_owned());
+        let client = connect::direct(record).await.map_err(|e| e.to_string())?;
+        let answer = client.describe().await.map_err(|e| e.to_string());
         if let Err(e) = &answer {
             tracing::trace!("agent not answering on {} yet: {e}", record.addr_text());
         }
@@ -106,7 +104,7 @@ pub async fn answers_on_vm_transport(record: &VmRecord) -> Result<(), InstallErr
     .await;
     match answered {
         Ok(info) => {
-            println!("{} answers on {} (hutch-agent {})", record.name, record.addr_text(), info.version);
+            println!("{} answers on {} (hutch-agent {})", record.name, record.addr_text(), crate::untrusted::text::shown(&info.version));
             Ok(())
         }
         Err(why) => Err(InstallError::AgentSilent { socket: record.addr_text(), why, log: None }),

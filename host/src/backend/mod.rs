@@ -288,10 +288,18 @@ pub fn output_to_log(cmd: &mut std::process::Command, log: &Path) -> Result<(), 
 
 /// The last `lines` lines of a text file, if it exists and is not empty.
 pub fn tail_of_file(path: &Path, lines: usize) -> Option<String> {
-    let text = std::fs::read(path).ok()?;
+    use std::io::{Read, Seek, SeekFrom};
+    // The guest writes its console: read only its end, and show it escaped.
+    let mut file = std::fs::File::open(path).ok()?;
+    let len = file.metadata().ok()?.len();
+    let keep = crate::untrusted::limits::CONSOLE_TAIL_BYTES.max;
+    file.seek(SeekFrom::Start(len.saturating_sub(keep))).ok()?;
+    let mut text = Vec::new();
+    file.take(keep).read_to_end(&mut text).ok()?;
     let text = String::from_utf8_lossy(&text);
     let all: Vec<&str> = text.lines().collect();
     let start = all.len().saturating_sub(lines);
-    let tail = all[start..].join("\n");
+    let tail: Vec<String> = all[start..].iter().map(|line| crate::untrusted::text::cut(line, 512)).collect();
+    let tail = tail.join("\n");
     (!tail.trim().is_empty()).then_some(tail)
 }

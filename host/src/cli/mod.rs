@@ -98,11 +98,20 @@ pub enum Command {
     Diff(DiffArgs),
 
     /// Show a VM's audit log: every egress decision and every command run in it.
-    Log(LogArgs),
+    Audit(AuditArgs),
+
+    /// The old name of `audit` (one letter from `logs`), kept for one release.
+    #[command(hide = true)]
+    Log(AuditArgs),
+
     /// Allow hosts in a running VM's network at once, no restart (`--save`: also in hutch.toml).
     Allow(AllowArgs),
+
     /// Deny hosts in a running VM's network at once, cutting its open connections to them.
     Deny(RuleArgs),
+
+    /// Serve MCP on stdin/stdout: a VM as the sandboxed tool of an MCP client (Claude Code, Codex…).
+    Mcp(McpArgs),
 
     /// Relay a VM's calls over one shared agent connection (started by hutch itself).
     #[command(hide = true)]
@@ -113,9 +122,9 @@ pub enum Command {
     Net(MuxArgs),
 }
 
-/// `hutch log`.
+/// `hutch audit` (and its old name, `hutch log`).
 #[derive(Args, Debug)]
-pub struct LogArgs {
+pub struct AuditArgs {
     #[command(flatten)]
     pub name: NameArg,
 
@@ -153,6 +162,18 @@ pub struct AllowArgs {
     /// Only let through the requests waiting for an answer now (`mode = "ask"`); add no rule.
     #[arg(long, conflicts_with = "save")]
     pub once: bool,
+}
+
+/// `hutch mcp`.
+#[derive(Args, Debug)]
+pub struct McpArgs {
+    /// The VM the tools act in, started at the first call if it is not running (default:
+    /// --addr/HUTCH_ADDR if set, else the VM of the current directory, made as `hutch up` would).
+    #[arg(short = 'n', long, value_name = "NAME")]
+    pub name: Option<VmName>,
+
+    #[command(flatten)]
+    pub agent: AgentArgs,
 }
 
 /// `hutch mux` and `hutch net`: per-VM daemons (see `crate::mux`, `crate::net::daemon`).

@@ -78,4 +78,10 @@ pub struct SyncArgs {
 pub struct DiffArgs {
     #[command(flatten)]
     pub snapshot: SnapshotArgs,
+
+    /// Apply the guest's changes to the host's files instead of printing a
+    /// patch (paths checked as for the patch; a path the host changed too
+    /// is left alone, and hutch exits 1).
+    #[arg(long)]
+    pub apply: bool,
 }

@@ -16,6 +16,7 @@ use crate::net::policy::PolicyFile;
 use crate::net::{NetError, net_dir};
 use crate::state::StateDir;
 use crate::target::vm_name;
+use crate::untrusted::text;
 
 /// Runs `hutch allow`; returns the exit code.
 pub async fn allow(args: AllowArgs) -> Result<u8, Error> {
@@ -91,7 +92,7 @@ fn print_result(vm: &str, kind: ChangeKind, result: &ChangeResult, saved: Option
     let pattern = &result.pattern;
     match kind {
         ChangeKind::Once if result.answered.is_empty() => println!("{pattern}: no request was waiting for it in {vm}"),
-        ChangeKind::Once => println!("{pattern}: let through once in {vm}: {}", result.answered.join(", ")),
+        ChangeKind::Once => println!("{pattern}: let through once in {vm}: {}", text::shown(&result.answered.join(", "))),
         ChangeKind::Allow | ChangeKind::Deny => {
             let verb = if kind == ChangeKind::Allow { "allowed" } else { "denied" };
             let lasting = match saved {
@@ -118,7 +119,7 @@ fn print_result(vm: &str, kind: ChangeKind, result: &ChangeResult, saved: Option
                 println!("  {route}");
             }
             if !result.answered.is_empty() {
-                println!("  answered the waiting requests for {}", result.answered.join(", "));
+                println!("  answered the waiting requests for {}", text::shown(&result.answered.join(", ")));
             }
             if result.cut > 0 {
                 println!("  cut {} open connection{}", result.cut, if result.cut == 1 { "" } else { "s" });

@@ -3,6 +3,7 @@
 pub mod agent;
 pub mod allow;
 pub mod attach;
+pub mod audit;
 pub mod completions;
 pub mod config;
 pub mod diff;
@@ -12,9 +13,9 @@ pub mod exec;
 pub mod forward;
 pub mod image;
 pub mod kill;
-pub mod log;
 pub mod logs;
 pub mod ls;
+pub mod mcp;
 pub mod ping;
 pub mod ps;
 pub mod reset;

@@ -2,37 +2,39 @@
 
 use std::time::{Duration, Instant};
 
-use hutch_proto::v1::{InfoRequest, InfoResponse};
+use hutch_proto::v1::InfoResponse;
 use serde_json::json;
 
 use crate::cli::PingArgs;
 use crate::error::Error;
-use crate::transport::CallError;
+use crate::untrusted::{ProtocolError, text};
 
 /// Runs `hutch ping`; returns the exit code.
 pub async fn run(args: PingArgs) -> Result<u8, Error> {
     let target = args.agent.target(args.name.as_ref())?;
     let begin = Instant::now();
-    let mut client = target.connect().await?;
+    let client = target.connect().await?;
     let addr = target.addr_text();
     let connect = begin.elapsed();
     let mut info = None;
     let mut rtts = Vec::with_capacity(args.count as usize);
     for _ in 0..args.count {
         let sent = Instant::now();
-        let answer = client.info(InfoRequest {}).await.map_err(CallError::from_status)?;
+        let answer = client.describe().await?;
         rtts.push(sent.elapsed());
-        info = Some(answer.into_inner());
+        info = Some(answer);
     }
-    let info = info.ok_or_else(|| CallError::Protocol("no answer".into()))?;
+    let info = info.ok_or(ProtocolError::Unexpected("gave no answer")).map_err(crate::transport::CallError::from)?;
     rtts.sort();
     let median = rtts[rtts.len() / 2];
     let (min, max) = (rtts[0], rtts[rtts.len() - 1]);
     if args.json {
+        let shown = |t: &str| text::shown(t);
         let report = json!({
             "addr": addr,
-            "version": info.version, "os": info.os, "arch": info.arch, "kernel": info.kernel,
-            "hostname": info.hostname, "protocol": info.protocol, "capabilities": info.capabilities,
+            "version": shown(&info.version), "os": shown(&info.os), "arch": shown(&info.arch), "kernel": shown(&info.kernel),
+            "hostname": shown(&info.hostname), "protocol": info.protocol,
+            "capabilities": info.capabilities.iter().map(|c| shown(c)).collect::<Vec<_>>(),
             "uptime_ms": info.uptime_ms, "agent_pid": info.pid,
             "connect_ms": ms(connect), "rtt_ms": { "median": ms(median), "min": ms(min), "max": ms(max), "count": rtts.len() },
         });
@@ -54,14 +56,15 @@ pub async fn run(args: PingArgs) -> Result<u8, Error> {
     Ok(0)
 }
 
+/// The agent's description, its text (the guest's) escaped and cut.
 fn describe(addr: &str, info: &InfoResponse) -> String {
     format!(
         "hutch-agent {} at {addr}: {}/{} (kernel {}), host {}, protocol {}, up {}",
-        info.version,
-        info.os,
-        info.arch,
-        info.kernel,
-        info.hostname,
+        text::shown(&info.version),
+        text::shown(&info.os),
+        text::shown(&info.arch),
+        text::shown(&info.kernel),
+        text::shown(&info.hostname),
         info.protocol,
         uptime(Duration::from_millis(info.uptime_ms))
     )

@@ -6,7 +6,7 @@ use crate::cli::WaitArgs;
 use crate::error::Error;
 use crate::exec::Outcome;
 use crate::sessions::{self, SessionError, printable};
-use crate::transport::CallError;
+use crate::untrusted::ProtocolError;
 
 /// Runs `hutch wait`; the session's exit code, by the exit-code table.
 pub async fn run(args: WaitArgs) -> Result<u8, Error> {
@@ -24,6 +24,6 @@ pub async fn run(args: WaitArgs) -> Result<u8, Error> {
         (Ok(SessionState::SessionLost), _) => {
             Err(SessionError::Lost { name: printable(&info.name), reason: printable(&info.lost_reason) }.into())
         }
-        _ => Err(Error::Call(CallError::Protocol("the agent answered a wait with a session that has not ended".into()))),
+        _ => Err(SessionError::from(ProtocolError::Unexpected("answered a wait with a session that has not ended")).into()),
     }
 }

@@ -39,6 +39,19 @@ pub struct ConfigFile {
     pub line_starts: Vec<usize>,
     /// How `hutch exec` runs commands.
     pub exec: Option<ExecTable>,
+    /// How long hutch waits for an agent.
+    pub timeouts: Option<TimeoutsTable>,
+}
+
+/// The `[timeouts]` table: how long hutch waits for an agent
+/// (`crate::untrusted::deadline`).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsTable {
+    /// Reaching the agent (`"10s"`).
+    pub connect: Option<String>,
+    /// One call, a stream's start, a bulk stream's silence (`"30s"`).
+    pub call: Option<String>,
 }
 
 /// The `[exec]` table.
@@ -134,6 +147,14 @@ pub enum ConfigError {
         line: usize,
         /// What is wrong (unknown key, wrong type, bad TOML).
         message: String,
+    },
+    /// An environment variable that stands for a setting holds no valid value.
+    #[error("${var}: {why}")]
+    Env {
+        /// The variable.
+        var: &'static str,
+        /// What is wrong.
+        why: String,
     },
 }
 

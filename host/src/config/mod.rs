@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use hutch_proto::size::parse_size;
 use serde_json::{Value, json};
 
-pub use file::{ConfigError, ConfigFile, ExecTable, Hooks, ImageKey, ImageTable, env_pairs};
+pub use file::{ConfigError, ConfigFile, ExecTable, Hooks, ImageKey, ImageTable, TimeoutsTable, env_pairs};
 pub use network::{Mode, NetworkConfig};
 
 use crate::state::BackendKind;
@@ -98,6 +98,10 @@ pub struct Config {
     pub network: NetworkConfig,
     /// `hutch exec` on a terminal keeps its command as a session (`--keep`).
     pub keep: Sourced<bool>,
+    /// How long hutch waits to reach an agent (`[timeouts] connect`, `HUTCH_CONNECT_TIMEOUT`).
+    pub connect_timeout: Sourced<std::time::Duration>,
+    /// How long hutch waits for one call (`[timeouts] call`, `HUTCH_CALL_TIMEOUT`).
+    pub call_timeout: Sourced<std::time::Duration>,
     /// The files that were read, in order.
     pub files: Vec<PathBuf>,
 }
@@ -119,6 +123,8 @@ impl Default for Config {
             runtime_hook: Sourced::default(DEFAULT_RUNTIME_HOOK.to_owned()),
             network: NetworkConfig::default(),
             keep: Sourced::default(false),
+            connect_timeout: Sourced::default(crate::untrusted::deadline::CONNECT),
+            call_timeout: Sourced::default(crate::untrusted::deadline::CALL),
             files: Vec::new(),
         }
     }
@@ -135,7 +141,25 @@ impl Config {
         if let Some(project) = project_file(project_dir) {
             config.layer(&project, true)?;
         }
+        config.timeouts_from_env()?;
         Ok(config)
+    }
+
+    /// `HUTCH_CONNECT_TIMEOUT` and `HUTCH_CALL_TIMEOUT`, over the files.
+    fn timeouts_from_env(&mut self) -> Result<(), ConfigError> {
+        use crate::untrusted::deadline::{CALL_ENV, CONNECT_ENV};
+        for (var, slot) in [(CONNECT_ENV, &mut self.connect_timeout), (CALL_ENV, &mut self.call_timeout)] {
+            let Some(text) = std::env::var_os(var) else { continue };
+            let text = text.to_string_lossy();
+            let value = crate::duration::parse(&text).map_err(|why| ConfigError::Env { var, why })?;
+            slot.set(Some(value), &Source::Flag);
+        }
+        Ok(())
+    }
+
+    /// The deadlines for calls to agents these settings make.
+    pub fn deadlines(&self) -> crate::untrusted::deadline::Deadlines {
+        crate::untrusted::deadline::Deadlines { connect: self.connect_timeout.value, call: self.call_timeout.value }
     }
 
     /// Defaults, then the user's file only: what `cargo xtask image` builds
@@ -185,6 +209,13 @@ impl Config {
         let line = |offset: usize| line_starts.partition_point(|start| *start <= offset).max(1);
         self.network.layer(file.network, file.secrets, path, &line)?;
         self.keep.set(file.exec.and_then(|e| e.keep), &source);
+        let timeouts = file.timeouts.unwrap_or_default();
+        for (key, text, slot) in [("connect", timeouts.connect, &mut self.connect_timeout), ("call", timeouts.call, &mut self.call_timeout)]
+        {
+            let Some(text) = text else { continue };
+            let value = crate::duration::parse(&text).map_err(|why| invalid(key, format!("[timeouts] {key}: {why}")))?;
+            slot.set(Some(value), &source);
+        }
         self.files.push(path.to_path_buf());
         Ok(())
     }
@@ -218,6 +249,8 @@ impl Config {
             "network.ask_timeout": entry(json!(format!("{} s", self.network.ask_timeout.value.as_secs_f64())), &self.network.ask_timeout.source),
             "secrets": self.network.secrets,
             "exec.keep": entry(json!(self.keep.value), &self.keep.source),
+            "timeouts.connect": entry(json!(self.connect_timeout.value.as_secs_f64()), &self.connect_timeout.source),
+            "timeouts.call": entry(json!(self.call_timeout.value.as_secs_f64()), &self.call_timeout.source),
             "files": self.files,
         })
     }
@@ -264,6 +297,21 @@ mod tests {
         assert_eq!(config.memory, Sourced { value: 1024, source: Source::Default });
         assert_eq!(config.heavy, Sourced { value: vec!["dist".to_owned()], source: Source::File(project.clone()) });
         assert_eq!(config.to_json()["heavy"]["source"], project.display().to_string());
+    }
+
+    #[test]
+    fn timeouts_come_from_the_files_and_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "[timeouts]\ncall = \"2m\"\n").unwrap();
+        let mut config = Config::default();
+        config.layer(&file, true).unwrap();
+        assert_eq!(config.deadlines().call, std::time::Duration::from_secs(120));
+        assert_eq!(config.deadlines().connect, crate::untrusted::deadline::CONNECT);
+        assert_eq!(config.to_json()["timeouts.call"]["value"], 120.0);
+        std::fs::write(&file, "[timeouts]\n\nconnect = \"soon\"\n").unwrap();
+        let err = Config::default().layer(&file, true).unwrap_err().to_string();
+        assert!(err.contains(":3: ") && err.contains("[timeouts] connect"), "{err}");
     }
 
     #[test]

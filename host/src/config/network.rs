@@ -29,7 +29,7 @@ pub enum Mode {
     Open,
     /// As `allow`, and a request to another host waits (`ask_timeout`) for
     /// a person to answer: a `hutch run`/`exec` terminal's prompt, or `hutch
-    /// allow`/`deny` while `hutch log -f` shows it. With nobody watching on a
+    /// allow`/`deny` while `hutch audit -f` shows it. With nobody watching on a
     /// terminal it is refused at once, as in `allow`.
     Ask,
     /// Nothing: no proxy runs, so the guest has no way out at all.

@@ -211,6 +211,35 @@ impl Daemon {
     }
 }
 
+/// Keeps a hutch daemon's own log (`log`: its stdout and stderr, which it
+/// keeps locked) under `cap`, for as long as the returned future runs:
+/// every second, once the log has grown past the cap, its content moves to
+/// `NAME.log.1` (replacing the one before) and the log is emptied in
+/// place. The file stays the same (its lock with it), and the daemon's
+/// `O_APPEND` writes go on from its start. What the guest makes a daemon
+/// log (connections, refusals) so fills at most twice the cap, plus a
+/// second's worth; a line written between the copy and the emptying is
+/// lost.
+pub async fn bound_own_log(log: PathBuf, cap: crate::untrusted::Limit) {
+    let mut old = log.clone().into_os_string();
+    old.push(".1");
+    let old = PathBuf::from(old);
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if !std::fs::metadata(&log).is_ok_and(|m| m.len() > cap.max) {
+            continue;
+        }
+        let tmp = log.with_extension("log.1.tmp");
+        let moved = std::fs::copy(&log, &tmp)
+            .and_then(|_| std::fs::rename(&tmp, &old))
+            .and_then(|()| File::options().write(true).open(&log))
+            .and_then(|file| file.set_len(0));
+        if let Err(e) = moved {
+            eprintln!("hutch: cannot keep {} small: {e}", log.display());
+        }
+    }
+}
+
 /// A hutch daemon's hold on its lock ([`Daemon::claim`]).
 #[derive(Debug)]
 pub struct Claim {

@@ -5,13 +5,13 @@
 use std::time::Instant;
 
 use hutch_proto::mountinfo::mount_points;
-use hutch_proto::v1::InfoRequest;
 
 use super::Check;
 use crate::exec::{self, Options, Outcome};
 use crate::state::VmRecord;
 use crate::target::Target;
 use crate::transport::Client;
+use crate::untrusted::text;
 
 /// Exec round trips timed for the latency figure.
 const LATENCY_RUNS: usize = 20;
@@ -29,17 +29,18 @@ pub async fn checks(target: &Target) -> Vec<Check> {
         }
     };
     let mut out = Vec::new();
-    let info = match client.info(InfoRequest {}).await {
-        Ok(info) => info.into_inner(),
-        Err(status) => return vec![Check::fail("agent", status.message().to_owned(), "restart the VM: `hutch reset`")],
+    let info = match client.describe().await {
+        Ok(info) => info,
+        Err(e) => return vec![Check::fail("agent", e.to_string(), "restart the VM: `hutch reset`")],
     };
     let ours = env!("CARGO_PKG_VERSION");
+    let (version, os, arch) = (text::shown(&info.version), text::shown(&info.os), text::shown(&info.arch));
     out.push(if info.version == ours && info.protocol == hutch_proto::PROTOCOL {
-        Check::ok("agent", format!("{} on {}/{}, protocol {}", info.version, info.os, info.arch, info.protocol))
+        Check::ok("agent", format!("{version} on {os}/{arch}, protocol {}", info.protocol))
     } else {
         Check::warn(
             "agent",
-            format!("agent {} (protocol {}), hutch {ours} (protocol {})", info.version, info.protocol, hutch_proto::PROTOCOL),
+            format!("agent {version} (protocol {}), hutch {ours} (protocol {})", info.protocol, hutch_proto::PROTOCOL),
             "rebuild the guest image (`cargo xtask image`) and `hutch reset` the VM",
         )
     });
@@ -138,7 +139,7 @@ async fn disk(client: &mut Client) -> Check {
             Check::warn("disk", format!("{} MiB free in the guest", kib / 1024), "free space, or give the VM a bigger disk")
         }
         Some(kib) => Check::ok("disk", format!("{} MiB free in the guest", kib / 1024)),
-        None => Check::warn("disk", format!("unexpected stat output: {text:?}"), "check the guest's stat"),
+        None => Check::warn("disk", format!("unexpected stat output: {}", text::shown(&text)), "check the guest's stat"),
     }
 }
 
@@ -163,17 +164,19 @@ async fn latency(client: &mut Client) -> Check {
     )
 }
 
-/// Runs `sh -c script args…` in the guest; its exit code and stdout.
+/// Runs `sh -c script args…` in the guest; its exit code and stdout. A
+/// check, not a user's command: it has the call deadline.
 async fn sh(client: &mut Client, script: &str, args: &[&str]) -> Option<(u8, String)> {
     let mut argv = vec!["sh".to_owned(), "-c".to_owned(), script.to_owned(), "sh".to_owned()];
     argv.extend(args.iter().map(|a| (*a).to_owned()));
     let options =
         Options { argv, env: Default::default(), cwd: String::new(), tty: false, timeout: None, capture: true, no_stdin: true, ask: None };
-    let finished = exec::run(client, &options).await.ok()?;
+    let deadline = client.deadline();
+    let finished = deadline.within("a check's command", exec::run(client, &options)).await.ok()?.ok()?;
     let code = finished.outcome.exit_code();
     if matches!(finished.outcome, Outcome::StartFailed(_)) {
         return None;
     }
-    let (stdout, _) = finished.captured.unwrap_or_default();
+    let stdout = finished.captured.unwrap_or_default().stdout;
     Some((code, String::from_utf8_lossy(&stdout).into_owned()))
 }

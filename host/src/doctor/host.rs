@@ -131,7 +131,7 @@ fn workspace_share() -> Check {
         Ok(virtiofs::Preference::NineP) => return Check::ok(NAME, "9p, as HUTCH_QEMU_SHARE=9p asks"),
         Ok(_) => {}
     }
-    let slow = "the workspace goes over 9p, 2-20x slower than virtio-fs (README: The workspace in the guest)";
+    let slow = "the workspace goes over 9p, 2-20x slower than virtio-fs (docs/workspace.md)";
     let Some(binary) = qemu::find_virtiofsd() else {
         return Check::warn(NAME, format!("virtiofsd not found: {slow}"), virtiofs::INSTALL);
     };

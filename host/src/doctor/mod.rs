@@ -66,9 +66,9 @@ impl Check {
             Status::Warn => "WARN",
             Status::Fail => "FAIL",
         };
-        println!("{mark} {}: {}", self.name, self.detail);
+        println!("{mark} {}: {}", self.name, crate::untrusted::text::escaped(&self.detail));
         if let Some(fix) = &self.fix {
-            println!("     fix: {fix}");
+            println!("     fix: {}", crate::untrusted::text::escaped(fix));
         }
     }
 }

@@ -24,6 +24,7 @@ use tokio::sync::mpsc;
 
 use crate::net::ask::{AskEvent, Question};
 use crate::net::control::{ChangeKind, Watcher};
+use crate::untrusted::text;
 
 /// Where the keys of a waiting prompt go.
 static WAITING: Mutex<Option<mpsc::UnboundedSender<Vec<u8>>>> = Mutex::new(None);
@@ -68,7 +69,7 @@ pub async fn prompt(net_dir: PathBuf, vm: String, raw: bool) {
                             stop_waiting();
                             shown = None;
                         }
-                        eprint!("hutch: {}{eol}", crate::net::printable(&outcome));
+                        eprint!("hutch: {}{eol}", text::shown(&outcome));
                     }
                 }
                 Ok(None) | Err(_) => break,
@@ -95,13 +96,13 @@ fn stop_waiting() {
     WAITING.lock().unwrap_or_else(PoisonError::into_inner).take();
 }
 
-/// The prompt line.
+/// The prompt line (the host and method are the guest's: escaped).
 fn line(vm: &str, q: &Question) -> String {
     format!(
         "hutch: {vm} asks to reach {}:{} ({}): allow [o]nce, [a]lways (while the VM runs), [d]eny? {} s ",
-        q.host,
+        text::shown(&q.host),
         q.port,
-        q.method,
+        text::shown(&q.method),
         q.timeout_ms / 1000
     )
 }

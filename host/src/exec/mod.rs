@@ -13,20 +13,26 @@ pub mod stdin;
 pub mod terminal;
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::{Stream as FuturesStream, StreamExt};
 use hutch_proto::v1::exec_response::Kind;
 use hutch_proto::v1::{
     Detach, DetachReason, Detached, ExecRequest, ExecResponse, SessionOptions, SignalRequest, Start, StdinMode, TerminalSize, Tty,
     exec_request,
 };
+use nix::sys::signal::Signal;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::Streaming;
+use tonic::{Status, Streaming};
 
 use crate::sessions::SessionError;
 use crate::transport::{CallError, Client};
+use crate::untrusted::ProtocolError;
+use crate::untrusted::deadline::Deadline;
+use crate::untrusted::protocol::known;
+pub use output::Captured;
 use output::{Sink, Stream};
 pub use report::Outcome;
 use terminal::RawMode;
@@ -43,6 +49,10 @@ pub enum ExecError {
     /// A session could not be started or found.
     #[error(transparent)]
     Session(#[from] SessionError),
+    /// hutch was asked to stop (SIGINT, SIGTERM, SIGHUP) before the agent
+    /// said the command started: there was nothing to pass the signal to.
+    #[error("interrupted by {0} before the command started")]
+    Interrupted(Signal),
 }
 
 impl ExecError {
@@ -51,7 +61,14 @@ impl ExecError {
         match self {
             ExecError::Call(e) => Some(e.hint()),
             ExecError::Session(e) => e.hint(),
+            ExecError::Interrupted(_) => None,
         }
+    }
+}
+
+impl From<ProtocolError> for ExecError {
+    fn from(e: ProtocolError) -> Self {
+        ExecError::Call(e.into())
     }
 }
 
@@ -91,8 +108,8 @@ impl Options {
 pub struct Finished {
     /// How the process ended (or why it never started).
     pub outcome: Outcome,
-    /// Captured (stdout, stderr) when `Options::capture` was set.
-    pub captured: Option<(Vec<u8>, Vec<u8>)>,
+    /// The output kept when `Options::capture` was set.
+    pub captured: Option<Captured>,
 }
 
 /// How to keep the command as a session (`--detach`, `--keep`).
@@ -134,29 +151,33 @@ async fn run_with(client: &mut Client, options: &Options, session: Option<&Sessi
     let start = start_request(options, stdin_source, session);
     tx.send(ExecRequest { kind: Some(exec_request::Kind::Start(start)) })
         .await
-        .map_err(|_| CallError::Protocol("request queue closed".into()))?;
-
-    let raw_mode = if options.tty { RawMode::enable() } else { None };
-    let responses = client.exec(ReceiverStream::new(rx)).await.map_err(CallError::from_status)?.into_inner();
+        .map_err(|_| ProtocolError::Unexpected("closed the request stream before the start was sent"))?;
+    let role = match session {
+        None => Role::Exec,
+        Some(_) => Role::Session { viewer: false, kill_on_abandon: true },
+    };
+    let deadline = client.deadline();
+    let (responses, first) = first_answer(deadline, "Exec", client.exec(ReceiverStream::new(rx)), CallError::from_status).await?;
+    match &first.kind {
+        Some(Kind::Started(_) | Kind::StartFailed(_)) => {}
+        _ => return Err(ProtocolError::Unexpected("answered an exec with something else than `started` or `start_failed`").into()),
+    }
+    // Raw mode only now: until the agent answered, Ctrl-C must still reach hutch.
+    let raw_mode = if options.tty && matches!(first.kind, Some(Kind::Started(_))) { RawMode::enable() } else { None };
     let _prompt = match &options.ask {
         Some((net_dir, vm)) if stdin_source == stdin::Source::Readable && interactive() => {
             Some(AbortOnDrop(tokio::spawn(ask::prompt(net_dir.clone(), vm.clone(), raw_mode.is_some()))))
         }
         _ => None,
     };
-
     if stdin_source == stdin::Source::Readable {
         match session {
             Some(_) if raw_mode.is_some() => keys::forward(tx.clone(), true),
             _ => stdin::forward(tx.clone()),
         }
     }
-    let role = match session {
-        None => Role::Exec,
-        Some(_) => Role::Session { viewer: false, kill_on_abandon: true },
-    };
-    let drive = Drive { role, resizes: options.tty, capture: options.capture, raw: raw_mode.is_some() };
-    let finished = drive.run(responses, tx).await;
+    let drive = Drive { role, resizes: options.tty, capture: options.capture, raw: raw_mode.is_some(), idle: None };
+    let finished = drive.run(futures_util::stream::iter([Ok(first)]).chain(responses), tx).await;
     drop(raw_mode);
     finished
 }
@@ -176,6 +197,34 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// The first answer of a call that starts something (an exec's `started`,
+/// an attach's `attached`), with the stream that follows: within the call
+/// deadline (an agent that accepts the call and says nothing does not hold
+/// hutch), and leaving at once on SIGINT, SIGTERM or SIGHUP, since nothing
+/// runs yet to pass them to. `status_error` classifies a failed call.
+pub(crate) async fn first_answer<E: Into<ExecError>>(
+    deadline: Deadline,
+    call: &'static str,
+    open: impl Future<Output = Result<tonic::Response<Streaming<ExecResponse>>, Status>>,
+    status_error: impl Fn(Status) -> E,
+) -> Result<(Streaming<ExecResponse>, ExecResponse), ExecError> {
+    let answer = async {
+        let mut responses = open.await.map_err(|s| status_error(s).into())?.into_inner();
+        match responses.message().await {
+            Ok(Some(first)) => Ok((responses, first)),
+            Ok(None) => Err(ProtocolError::Unexpected("ended the call without answering it").into()),
+            Err(status) => Err(status_error(status).into()),
+        }
+    };
+    tokio::select! {
+        answered = deadline.within(call, answer) => answered.map_err(CallError::from)?,
+        signal = signals::termination() => match signal {
+            Ok(signal) => Err(ExecError::Interrupted(signal)),
+            Err(e) => Err(CallError::from(ProtocolError::Refused(format!("cannot listen for signals: {e}"))).into()),
+        },
+    }
+}
+
 /// Which client hutch is, for what local events mean.
 #[derive(Clone, Copy, Debug)]
 pub enum Role {
@@ -192,6 +241,20 @@ pub enum Role {
     },
 }
 
+impl Role {
+    /// `detached` as this client may get it: never for a plain exec, and
+    /// with a reason the protocol knows.
+    fn check_detached(self, detached: Detached) -> Result<Detached, ProtocolError> {
+        if matches!(self, Role::Exec) {
+            return Err(ProtocolError::Unexpected("answered a plain exec with `detached`, which only sessions send"));
+        }
+        match known::<DetachReason>("a detach reason", detached.reason)? {
+            DetachReason::Unspecified => Err(ProtocolError::UnknownValue { what: "a detach reason", value: 0 }),
+            _ => Ok(detached),
+        }
+    }
+}
+
 /// How long hutch waits for the agent to confirm a detach or a kill before
 /// leaving anyway.
 const GOODBYE_WAIT: Duration = Duration::from_secs(2);
@@ -206,44 +269,67 @@ pub struct Drive {
     pub capture: bool,
     /// The local terminal is raw (line ends need a carriage return).
     pub raw: bool,
+    /// A stream that must end by itself (`logs` without `-f`): the longest
+    /// the agent may stay silent while hutch waits for its next message.
+    pub idle: Option<Deadline>,
 }
 
 impl Drive {
     /// Runs until the remote side says how it ended, or hutch gives up.
-    pub async fn run(self, mut responses: Streaming<ExecResponse>, tx: mpsc::Sender<ExecRequest>) -> Result<Finished, ExecError> {
+    /// Every message is checked against what the protocol allows this
+    /// client: a plain exec is never `detached`, an exit code is 0 to 255.
+    pub async fn run(
+        self,
+        responses: impl FuturesStream<Item = Result<ExecResponse, Status>> + Unpin,
+        tx: mpsc::Sender<ExecRequest>,
+    ) -> Result<Finished, ExecError> {
+        let mut responses = responses;
         let mut resizes = std::pin::pin!(signals::forward_resizes(tx.clone()));
         let policy = match self.role {
             Role::Exec => signals::Policy::Exec,
             Role::Session { viewer, .. } => signals::Policy::Session { viewer },
         };
-        let mut local = std::pin::pin!(signals::forward(tx.clone(), policy));
+        let local = signals::forward(tx.clone(), policy);
+        let mut local = std::pin::pin!(async move { local?.await });
         let mut sink = if self.capture { Sink::capture() } else { Sink::local() };
         // Set once hutch has asked to detach or to kill, and is waiting for the answer.
         let mut leaving: Option<(tokio::time::Instant, Outcome)> = None;
         let mut local_done = false;
+        let idle_after = self.idle.as_ref().map(Deadline::after);
+        let mut silent_until = idle_after.map(|after| tokio::time::Instant::now() + after);
         let outcome = loop {
             let deadline = leaving.as_ref().map(|(at, _)| *at);
             tokio::select! {
                 message = responses.next() => match message {
-                    Some(Ok(message)) => match message.kind {
-                        Some(Kind::Stdout(data)) => sink.write(Stream::Stdout, data).await,
-                        Some(Kind::Stderr(data)) => sink.write(Stream::Stderr, data).await,
-                        Some(Kind::Started(started)) => {
-                            tracing::debug!(pid = started.pid, session = started.session, "remote process started");
-                            if started.session.is_empty() && matches!(self.role, Role::Session { .. }) {
-                                eprintln!("hutch: warning: the agent does not keep sessions (it is older than this hutch): this command ends with hutch{}", if self.raw { "\r" } else { "" });
+                    Some(Ok(message)) => {
+                        match message.kind {
+                            Some(Kind::Stdout(data)) => sink.write(Stream::Stdout, data).await,
+                            Some(Kind::Stderr(data)) => sink.write(Stream::Stderr, data).await,
+                            Some(Kind::Started(started)) => {
+                                tracing::debug!(pid = started.pid, "remote process started");
+                                if started.session.is_empty() && matches!(self.role, Role::Session { .. }) {
+                                    eprintln!("hutch: warning: the agent does not keep sessions (it is older than this hutch): this command ends with hutch{}", if self.raw { "\r" } else { "" });
+                                }
                             }
+                            Some(Kind::Exited(exited)) => {
+                                crate::exit::of_exited(&exited)?;
+                                match leaving.take() {
+                                    // hutch had the session killed: it reports that, as for a plain exec.
+                                    Some((_, outcome @ (Outcome::Abandoned | Outcome::BrokenPipe))) => break outcome,
+                                    _ => break Outcome::Exited(exited),
+                                }
+                            }
+                            Some(Kind::StartFailed(failed)) => break Outcome::StartFailed(failed),
+                            Some(Kind::Detached(detached)) => break Outcome::Detached(self.role.check_detached(detached)?),
+                            Some(Kind::Dropped(dropped)) if matches!(self.role, Role::Session { .. }) => {
+                                sink.write(Stream::Stderr, report::dropped_notice(&dropped, self.raw).into()).await;
+                            }
+                            Some(Kind::Dropped(_)) => return Err(ProtocolError::Unexpected("sent `dropped` to a plain exec, which only sessions have").into()),
+                            Some(Kind::Attached(_)) => return Err(ProtocolError::Unexpected("sent `attached` in the middle of a stream").into()),
+                            None => {}
                         }
-                        Some(Kind::Exited(exited)) => match leaving.take() {
-                            // hutch had the session killed: it reports that, as for a plain exec.
-                            Some((_, outcome @ (Outcome::Abandoned | Outcome::BrokenPipe))) => break outcome,
-                            _ => break Outcome::Exited(exited),
-                        },
-                        Some(Kind::StartFailed(failed)) => break Outcome::StartFailed(failed),
-                        Some(Kind::Detached(detached)) => break Outcome::Detached(detached),
-                        Some(Kind::Dropped(dropped)) => sink.write(Stream::Stderr, report::dropped_notice(&dropped, self.raw).into()).await,
-                        Some(Kind::Attached(_)) | None => {}
-                    },
+                        silent_until = idle_after.map(|after| tokio::time::Instant::now() + after);
+                    }
                     Some(Err(status)) => match leaving {
                         // Leaving anyway: a stream that breaks now ends as asked.
                         Some((_, outcome)) => break outcome,
@@ -251,7 +337,7 @@ impl Drive {
                     },
                     None => match leaving {
                         Some((_, outcome)) => break outcome,
-                        None => return Err(CallError::Protocol("the agent ended the exec without reporting how the process ended".into()).into()),
+                        None => return Err(ProtocolError::Unexpected("ended the exec without reporting how the process ended").into()),
                     },
                 },
                 _ = sink.broken_pipe(), if leaving.is_none() => match self.role {
@@ -282,6 +368,11 @@ impl Drive {
                 () = sleep_until_opt(deadline) => {
                     if let Some((_, outcome)) = leaving.take() {
                         break outcome;
+                    }
+                }
+                () = sleep_until_opt(silent_until), if leaving.is_none() => {
+                    if let Some(idle) = &self.idle {
+                        return Err(CallError::from(idle.expired("the rest of the session's output")).into());
                     }
                 }
             }

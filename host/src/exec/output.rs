@@ -17,6 +17,8 @@ use std::thread::JoinHandle;
 use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 
+use crate::untrusted::limits;
+
 /// Chunks waiting for the writer thread; when full, hutch stops reading from
 /// the agent and HTTP/2 flow control slows the remote process down.
 const WRITE_QUEUE: usize = 8;
@@ -34,13 +36,37 @@ pub enum Stream {
 pub enum Sink {
     /// Writes to the local stdout/stderr as it arrives.
     Local(LocalWriter),
-    /// Keeps everything for the JSON report.
-    Capture {
-        /// Captured stdout.
-        stdout: Vec<u8>,
-        /// Captured stderr.
-        stderr: Vec<u8>,
-    },
+    /// Keeps the output for the JSON report, up to
+    /// [`limits::CAPTURED_BYTES`] per stream.
+    Capture(Captured),
+}
+
+/// What `--json` keeps of a command's output: each stream up to
+/// [`limits::CAPTURED_BYTES`], and how much was left out past it (the
+/// command runs on; its output is read and counted, not kept).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Captured {
+    /// Stdout, up to the cap.
+    pub stdout: Vec<u8>,
+    /// Stderr, up to the cap.
+    pub stderr: Vec<u8>,
+    /// Bytes of stdout past the cap.
+    pub stdout_cut: u64,
+    /// Bytes of stderr past the cap.
+    pub stderr_cut: u64,
+}
+
+impl Captured {
+    fn keep(&mut self, target: Stream, data: &[u8]) {
+        let (kept, cut) = match target {
+            Stream::Stdout => (&mut self.stdout, &mut self.stdout_cut),
+            Stream::Stderr => (&mut self.stderr, &mut self.stderr_cut),
+        };
+        let room = limits::CAPTURED_BYTES.max_usize().saturating_sub(kept.len());
+        let taken = data.len().min(room);
+        kept.extend_from_slice(&data[..taken]);
+        *cut += (data.len() - taken) as u64;
+    }
 }
 
 /// The handle to the writer thread, once there is one.
@@ -60,19 +86,16 @@ impl Sink {
         Sink::Local(LocalWriter { chunks: None, thread: None, broken_tx: Some(broken_tx), broken, inline: None })
     }
 
-    /// A sink that captures everything.
+    /// A sink that captures the output (up to its cap).
     pub fn capture() -> Self {
-        Sink::Capture { stdout: Vec::new(), stderr: Vec::new() }
+        Sink::Capture(Captured::default())
     }
 
     /// Hands over one chunk; waits when the local side is slow.
     pub async fn write(&mut self, target: Stream, data: Bytes) {
         match self {
             Sink::Local(writer) => writer.write(target, data).await,
-            Sink::Capture { stdout, stderr } => match target {
-                Stream::Stdout => stdout.extend_from_slice(&data),
-                Stream::Stderr => stderr.extend_from_slice(&data),
-            },
+            Sink::Capture(captured) => captured.keep(target, &data),
         }
     }
 
@@ -85,7 +108,7 @@ impl Sink {
                     std::future::pending::<()>().await;
                 }
             }
-            Sink::Capture { .. } => std::future::pending().await,
+            Sink::Capture(_) => std::future::pending().await,
         }
     }
 
@@ -100,9 +123,9 @@ impl Sink {
     }
 
     /// The captured output, if this sink captures.
-    pub fn captured(self) -> Option<(Vec<u8>, Vec<u8>)> {
+    pub fn captured(self) -> Option<Captured> {
         match self {
-            Sink::Capture { stdout, stderr } => Some((stdout, stderr)),
+            Sink::Capture(captured) => Some(captured),
             Sink::Local(_) => None,
         }
     }
@@ -202,5 +225,23 @@ fn wait_writable(file: &File) -> std::io::Result<()> {
     match poll(&mut fds, PollTimeout::NONE) {
         Ok(_) | Err(nix::errno::Errno::EINTR) => Ok(()),
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capture_keeps_up_to_its_cap_and_counts_the_rest() {
+        let mut captured = Captured::default();
+        let cap = limits::CAPTURED_BYTES.max_usize();
+        captured.keep(Stream::Stdout, &vec![b'a'; cap - 1]);
+        captured.keep(Stream::Stdout, b"bcd");
+        captured.keep(Stream::Stderr, b"err");
+        assert_eq!(captured.stdout.len(), cap);
+        assert_eq!(&captured.stdout[cap - 2..], b"ab");
+        assert_eq!((captured.stdout_cut, captured.stderr_cut), (2, 0));
+        assert_eq!(captured.stderr, b"err");
     }
 }

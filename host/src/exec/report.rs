@@ -1,10 +1,14 @@
 //! How an exec ended, as an exit code (the exit-code table in the README) and as JSON.
 
+use std::io::Write;
+
 use hutch_proto::v1::{DetachReason, Detached, Exited, OutputDropped, StartError, StartFailed, exited};
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 
+use super::Captured;
 use crate::exit;
+use crate::untrusted::text;
 
 /// Turns an exec's result into hutch's exit code, printing what the user
 /// should see (and the JSON report when asked; scripts that asked for JSON
@@ -24,16 +28,26 @@ pub fn report<E: std::fmt::Display>(result: Result<super::Finished, E>, json: bo
                 eprintln!("hutch: {message}");
             }
             if json {
-                println!("{}", finished.outcome.to_json(finished.captured));
+                print_json(&finished.outcome.to_json(finished.captured));
             }
             Ok(code)
         }
         Err(error) => {
             if json {
-                println!("{}", json!({ "exit_code": exit_code(&error), "error": { "kind": "HUTCH", "message": error.to_string() } }));
+                let message = text::escaped(&error.to_string()).into_owned();
+                print_json(&json!({ "exit_code": exit_code(&error), "error": { "kind": "HUTCH", "message": message } }));
             }
             Err(error)
         }
+    }
+}
+
+/// Writes `report` and a newline to stdout as it serializes (the captured
+/// output may be megabytes: no second copy of it is made).
+fn print_json(report: &Value) {
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    if serde_json::to_writer(&mut out, report).is_ok() {
+        let _ = out.write_all(b"\n").and_then(|()| out.flush());
     }
 }
 
@@ -59,7 +73,8 @@ impl Outcome {
     /// The exit code hutch leaves with.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Outcome::Exited(exited) => exit::of_exited(exited),
+            // Checked when it arrived (`Drive::run`); an unchecked one is hutch's failure.
+            Outcome::Exited(exited) => exit::of_exited(exited).unwrap_or(exit::HUTCH_FAILED),
             Outcome::StartFailed(f) => match StartError::try_from(f.error) {
                 Ok(StartError::NotFound) => exit::NOT_FOUND,
                 Ok(StartError::NotExecutable) => exit::NOT_EXECUTABLE,
@@ -74,7 +89,7 @@ impl Outcome {
     /// The message to print on stderr, if this outcome deserves one.
     pub fn message(&self) -> Option<String> {
         match self {
-            Outcome::StartFailed(f) => Some(f.message.clone()),
+            Outcome::StartFailed(f) => Some(text::shown(&f.message)),
             Outcome::Exited(e) if e.timed_out => Some(format!("timed out after {} ms; the process group was killed", e.duration_ms)),
             Outcome::Abandoned => Some("interrupted; the remote process group was killed".into()),
             Outcome::Detached(d) => {
@@ -94,7 +109,7 @@ impl Outcome {
     }
 
     /// The `--json` report.
-    pub fn to_json(&self, captured: Option<(Vec<u8>, Vec<u8>)>) -> Value {
+    pub fn to_json(&self, captured: Option<Captured>) -> Value {
         let mut report = json!({
             "exit_code": self.exit_code(),
             "signal": Value::Null,
@@ -113,18 +128,20 @@ impl Outcome {
             }
             Outcome::StartFailed(f) => {
                 let kind = StartError::try_from(f.error).map(|k| k.as_str_name()).unwrap_or("START_ERROR_UNSPECIFIED");
-                report["error"] = json!({ "kind": kind, "message": f.message });
+                report["error"] = json!({ "kind": kind, "message": text::shown(&f.message) });
             }
             Outcome::BrokenPipe | Outcome::Abandoned => {
                 report["error"] = json!({ "kind": "ABANDONED", "message": self.message().unwrap_or_default() });
             }
             Outcome::Detached(d) => {
-                report["session"] = json!(d.session);
+                report["session"] = json!(text::shown(&d.session));
             }
         }
-        if let Some((stdout, stderr)) = captured {
-            put_bytes(&mut report, "stdout", stdout);
-            put_bytes(&mut report, "stderr", stderr);
+        if let Some(captured) = captured {
+            report["stdout_cut_bytes"] = json!(captured.stdout_cut);
+            report["stderr_cut_bytes"] = json!(captured.stderr_cut);
+            put_bytes(&mut report, "stdout", captured.stdout);
+            put_bytes(&mut report, "stderr", captured.stderr);
         }
         report
     }
@@ -181,9 +198,20 @@ mod tests {
 
     #[test]
     fn json_keeps_binary_output() {
-        let report = exited(exited::Status::Code(0), "", false).to_json(Some((b"hi\n".to_vec(), vec![0xff, 0x00])));
+        let captured = Captured { stdout: b"hi\n".to_vec(), stderr: vec![0xff, 0x00], stdout_cut: 5, stderr_cut: 0 };
+        let report = exited(exited::Status::Code(0), "", false).to_json(Some(captured));
         assert_eq!(report["stdout"], "hi\n");
         assert_eq!(report["stderr_base64"], "/wA=");
         assert_eq!(report["exit_code"], 0);
+        assert_eq!((report["stdout_cut_bytes"].as_u64(), report["stderr_cut_bytes"].as_u64()), (Some(5), Some(0)));
+    }
+
+    #[test]
+    fn ends_outside_the_protocol_are_hutchs_failure() {
+        assert_eq!(exited(exited::Status::Code(256), "", false).exit_code(), exit::HUTCH_FAILED);
+        assert_eq!(exited(exited::Status::Code(-1), "", false).exit_code(), exit::HUTCH_FAILED);
+        assert_eq!(exited(exited::Status::Signal(0), "", false).exit_code(), exit::HUTCH_FAILED);
+        assert_eq!(exited(exited::Status::Signal(9), "KILL\n", false).exit_code(), exit::HUTCH_FAILED);
+        assert_eq!(Outcome::Exited(Exited::default()).exit_code(), exit::HUTCH_FAILED);
     }
 }

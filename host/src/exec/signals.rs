@@ -13,6 +13,7 @@
 
 use hutch_proto::v1::exec_request::Kind;
 use hutch_proto::v1::{ExecRequest, SignalRequest, TerminalSize};
+use nix::sys::signal::Signal;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
@@ -43,35 +44,56 @@ pub enum Local {
 }
 
 /// Forwards INT, TERM, HUP and QUIT as `policy` says until hutch should
-/// stop waiting; otherwise runs forever.
-pub async fn forward(requests: mpsc::Sender<ExecRequest>, policy: Policy) -> std::io::Result<Local> {
+/// stop waiting; otherwise runs forever. The signals are listened for from
+/// this call on, not from the future's first poll: a Ctrl-C that comes
+/// while the first messages are handled is not lost.
+pub fn forward(
+    requests: mpsc::Sender<ExecRequest>,
+    policy: Policy,
+) -> std::io::Result<impl std::future::Future<Output = std::io::Result<Local>>> {
     let mut int = signal(SignalKind::interrupt())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut hup = signal(SignalKind::hangup())?;
     let mut quit = signal(SignalKind::quit())?;
-    let mut interrupts = 0;
-    let session = matches!(policy, Policy::Session { .. });
-    loop {
-        let name = tokio::select! {
-            _ = int.recv() => {
-                if matches!(policy, Policy::Session { viewer: true }) {
-                    return Ok(Local::Detach);
+    Ok(async move {
+        let mut interrupts = 0;
+        let session = matches!(policy, Policy::Session { .. });
+        loop {
+            let name = tokio::select! {
+                _ = int.recv() => {
+                    if matches!(policy, Policy::Session { viewer: true }) {
+                        return Ok(Local::Detach);
+                    }
+                    interrupts += 1;
+                    if interrupts >= INTERRUPTS_TO_ABANDON {
+                        return Ok(Local::Abandon);
+                    }
+                    "INT"
                 }
-                interrupts += 1;
-                if interrupts >= INTERRUPTS_TO_ABANDON {
-                    return Ok(Local::Abandon);
-                }
-                "INT"
+                _ = term.recv() => if session { return Ok(Local::Detach) } else { "TERM" },
+                _ = hup.recv() => if session { return Ok(Local::Detach) } else { "HUP" },
+                _ = quit.recv() => if session { return Ok(Local::Detach) } else { "QUIT" },
+            };
+            let request = ExecRequest { kind: Some(Kind::Signal(SignalRequest { name: name.into() })) };
+            if requests.send(request).await.is_err() {
+                std::future::pending::<()>().await;
             }
-            _ = term.recv() => if session { return Ok(Local::Detach) } else { "TERM" },
-            _ = hup.recv() => if session { return Ok(Local::Detach) } else { "HUP" },
-            _ = quit.recv() => if session { return Ok(Local::Detach) } else { "QUIT" },
-        };
-        let request = ExecRequest { kind: Some(Kind::Signal(SignalRequest { name: name.into() })) };
-        if requests.send(request).await.is_err() {
-            std::future::pending::<()>().await;
         }
-    }
+    })
+}
+
+/// Resolves with the first SIGINT, SIGTERM or SIGHUP hutch receives: how a
+/// wait of hutch's own (a boot, the start of a command, `hutch forward`)
+/// ends when the user asks. Once hutch listens for a signal the default
+/// action (dying) is gone for good, so every wait after that point must
+/// listen too.
+pub async fn termination() -> std::io::Result<Signal> {
+    let (mut int, mut term, mut hup) = (signal(SignalKind::interrupt())?, signal(SignalKind::terminate())?, signal(SignalKind::hangup())?);
+    Ok(tokio::select! {
+        _ = int.recv() => Signal::SIGINT,
+        _ = term.recv() => Signal::SIGTERM,
+        _ = hup.recv() => Signal::SIGHUP,
+    })
 }
 
 /// Sends a resize whenever the local terminal's size changes (SIGWINCH).

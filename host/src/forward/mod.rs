@@ -83,10 +83,10 @@ impl ForwardError {
 /// Serves `bound` through `target`'s agent (checked first: it must answer and
 /// support forwarding). Forwarding lasts as long as the returned value.
 pub async fn start(target: &crate::target::Target, bound: Vec<Bound>) -> Result<Serving, ForwardError> {
-    let mut client = target.connect().await?;
-    let info = client.info(hutch_proto::v1::InfoRequest {}).await.map_err(crate::transport::CallError::from_status)?.into_inner();
+    let client = target.connect().await?;
+    let info = client.describe().await?;
     if !info.capabilities.iter().any(|c| c == CAPABILITY) {
-        return Err(ForwardError::Unsupported { addr: target.addr_text(), version: info.version });
+        return Err(ForwardError::Unsupported { addr: target.addr_text(), version: crate::untrusted::text::shown(&info.version) });
     }
     serve(bound, &client)
 }

@@ -21,6 +21,7 @@ use tonic::{Status, Streaming};
 
 use super::PortMapping;
 use crate::transport::Client;
+use crate::untrusted::text;
 
 /// Chunks from the client that may wait before hutch stops reading its
 /// socket (HTTP/2 flow control then holds the rest in the client's kernel).
@@ -44,16 +45,25 @@ pub async fn run(mut client: Client, socket: TcpStream, mapping: PortMapping) {
     let start = ForwardStart { guest_port: u32::from(mapping.guest), guest_host: String::new() };
     // The channel is new and has room: this cannot fail or wait.
     let _ = tx.try_send(request(RequestKind::Start(start)));
-    let mut inbound = match client.forward(ReceiverStream::new(rx)).await {
-        Ok(response) => response.into_inner(),
-        Err(status) => return report_status(mapping, &status),
+    // Connecting in the guest is short: the agent has the call deadline to
+    // say whether it did (the connection's own life is never cut).
+    let deadline = client.deadline();
+    let connected = deadline
+        .within("Forward", async {
+            let mut inbound = client.forward(ReceiverStream::new(rx)).await?.into_inner();
+            let first = inbound.message().await?;
+            Ok::<_, Status>((inbound, first))
+        })
+        .await;
+    let inbound = match connected {
+        Err(expired) => return eprintln!("hutch: {}: {expired}", route(mapping)),
+        Ok(Err(status)) => return report_status(mapping, &status),
+        Ok(Ok((inbound, first))) => match first {
+            Some(ForwardResponse { kind: Some(Kind::Connected(_)) }) => inbound,
+            Some(ForwardResponse { kind: Some(Kind::Failed(failed)) }) => return report_failure(mapping, &failed),
+            _ => return eprintln!("hutch: {}: the agent ended the forward without connecting", route(mapping)),
+        },
     };
-    match inbound.message().await {
-        Ok(Some(ForwardResponse { kind: Some(Kind::Connected(_)) })) => {}
-        Ok(Some(ForwardResponse { kind: Some(Kind::Failed(failed)) })) => return report_failure(mapping, &failed),
-        Ok(_) => return eprintln!("hutch: {}: the agent ended the forward without connecting", route(mapping)),
-        Err(status) => return report_status(mapping, &status),
-    }
     let (reader, writer) = socket.into_split();
     // The first error drops the other direction; the socket halves and the
     // call go with it, which closes the client's connection and the guest's.
@@ -106,15 +116,15 @@ fn report_failure(mapping: PortMapping, failed: &ForwardFailed) {
             "hutch: {}: connection refused: nothing listens on guest port {guest}; is the server running in the guest yet?",
             route(mapping)
         ),
-        _ => eprintln!("hutch: {}: the agent could not connect to guest port {guest}: {}", route(mapping), failed.message),
+        _ => eprintln!("hutch: {}: the agent could not connect to guest port {guest}: {}", route(mapping), text::shown(&failed.message)),
     }
 }
 
 fn report_status(mapping: PortMapping, status: &Status) {
     let why = match status.code() {
         tonic::Code::Unimplemented => "the agent does not support port forwarding (update the guest image)".to_owned(),
-        tonic::Code::Aborted => status.message().to_owned(),
-        code => format!("the connection to the agent failed ({code}: {})", status.message()),
+        tonic::Code::Aborted => text::shown(status.message()),
+        code => format!("the connection to the agent failed ({code}: {})", text::shown(status.message())),
     };
     eprintln!("hutch: {}: {why}", route(mapping));
 }

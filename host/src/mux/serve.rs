@@ -38,6 +38,7 @@ pub async fn run(name: &VmName) -> Result<u8, MuxError> {
     let Some(_claim) = super::daemon(&dir).claim().map_err(|e| MuxError::local("locking the multiplexer's lock", e))? else {
         return Ok(0);
     };
+    tokio::spawn(crate::daemon::bound_own_log(super::daemon(&dir).log().to_path_buf(), crate::untrusted::limits::NET_LOG_BYTES));
     let record = state.load(name)?;
     let (addr, token) = (record.agent_addr()?, BearerToken::load(record.token_file.as_deref())?);
     let (upstream, driver) = transport::open(addr, &token, KEEPALIVE).await?;

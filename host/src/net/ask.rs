@@ -2,7 +2,7 @@
 //!
 //! A question is held only while someone can answer it: a watcher on the
 //! network process's control socket (an interactive `hutch run`/`exec`
-//! terminal, which prompts, or `hutch log -f` on a terminal, which shows the
+//! terminal, which prompts, or `hutch audit -f` on a terminal, which shows the
 //! question for `hutch allow`/`deny` to answer from anywhere). With nobody
 //! watching a request is refused at once, as in `mode = "allow"`: a script
 //! without a terminal never waits for an answer that cannot come.

@@ -6,7 +6,6 @@
 //! searched for secrets' placeholders on its way out ([`Scanned`]).
 
 use std::future::Future;
-use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -20,9 +19,9 @@ use hyper::body::{Body, Frame, SizeHint};
 
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-use super::audit::{self, Egress, Event, What};
 use super::guest_io::Counters;
 use super::secrets::Secrets;
+use crate::audit::{self, Egress, Log, What};
 
 /// A body's failure: hyper's, or hutch's own (a placeholder found, a cut).
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
@@ -167,7 +166,7 @@ where
 /// An egress event whose bytes and duration are filled in at the end.
 pub struct Record {
     /// The audit log.
-    pub log: PathBuf,
+    pub log: Log,
     /// The event so far.
     pub event: Egress,
     /// Its byte counters.
@@ -188,6 +187,6 @@ impl Drop for Record {
         event.bytes_up = up;
         event.bytes_down = down;
         event.duration_ms = audit::millis(self.start.elapsed());
-        audit::append(&self.log, &Event::now(What::Egress(event)));
+        self.log.append(What::Egress(event));
     }
 }

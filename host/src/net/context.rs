@@ -13,13 +13,14 @@ use hyper::{Response, StatusCode};
 
 use super::active::Active;
 use super::ask::Asks;
-use super::audit::{self, Egress, Event, What};
 use super::body::{ProxyBody, full};
 use super::ca::Authority;
 use super::policy::Policy;
 use super::secrets::Secrets;
 use super::served::Served;
 use super::upstream::Upstream;
+use crate::audit::{self, Egress, Log, What};
+use crate::untrusted::text;
 
 /// What every connection of one VM is served with.
 pub struct Context {
@@ -36,7 +37,7 @@ pub struct Context {
     /// TLS towards real servers, verified against the host's store.
     pub client_tls: Arc<rustls::ClientConfig>,
     /// The VM's audit log.
-    pub audit: PathBuf,
+    pub audit: Log,
     /// `mode = "ask"`'s open questions.
     pub asks: Asks,
     /// The open connections, to cut those a policy change refuses.
@@ -66,7 +67,7 @@ impl Context {
 
     /// Writes an event of the network process into the audit log.
     pub fn log_event(&self, what: What) {
-        audit::append(&self.audit, &Event::now(what));
+        self.audit.append(what);
     }
 
     /// Logs `event` as refused for `reason`, and answers the guest `status`
@@ -84,7 +85,7 @@ impl Context {
         event.reason = Some(reason.clone());
         event.status = Some(status.as_u16());
         event.duration_ms = audit::millis(start.elapsed());
-        tracing::info!("{} {}:{}: {reason}", event.method, event.host, event.port);
+        tracing::info!("{} {}:{}: {}", text::shown(&event.method), text::shown(&event.host), event.port, text::shown(&reason));
         self.log(event);
         answer(status, &short, advice)
     }

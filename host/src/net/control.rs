@@ -22,11 +22,11 @@ use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
 use super::ask::{Answer, AskEvent, Question};
-use super::audit::{PolicyChange, What};
 use super::context::Context;
 use super::pattern::HostPattern;
 use super::policy::{Policy, PolicyFile, Verdict};
 use super::route::Route;
+use crate::audit::{PolicyChange, What};
 use crate::config::network::Rule;
 
 /// The socket's name in the VM's `net/` folder.

@@ -27,15 +27,13 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hutch_proto::v1::agent_client::AgentClient;
 use hutch_proto::v1::egress_listen_response::Kind as ListenKind;
 use hutch_proto::v1::forward_request::Kind as RequestKind;
 use hutch_proto::v1::forward_response::Kind;
-use hutch_proto::v1::{EgressAccept, EgressListenRequest, EgressListenResponse, EgressRoute, ForwardRequest, ForwardResponse, InfoRequest};
+use hutch_proto::v1::{EgressAccept, EgressListenRequest, EgressListenResponse, EgressRoute, ForwardRequest, ForwardResponse};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::service::interceptor::InterceptedService;
 use tonic::{Status, Streaming};
 
 use super::active::Active;
@@ -58,6 +56,7 @@ use crate::daemon::Daemon;
 use crate::error::Error;
 use crate::state::{StateDir, VmName, VmRecord};
 use crate::transport::{self, BearerToken, Client};
+use crate::untrusted::text;
 
 /// What it was started with (policy, secrets' fingerprints), to know when to restart it.
 const INPUTS_FILE: &str = "inputs.json";
@@ -74,6 +73,8 @@ const KEEPALIVE: Duration = Duration::from_secs(20);
 const START_WAIT: Duration = Duration::from_secs(30);
 /// How long it has to leave after SIGTERM before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(5);
+/// Problems of the guest's configuration the log shows (one line each).
+const PROBLEMS_SHOWN: usize = 32;
 /// Requests that may wait on one accept stream: with chunks of up to
 /// [`super::guest_io::DOWN_CHUNK`], at most 512 KiB per guest connection.
 const REQUEST_QUEUE: usize = 2;
@@ -235,6 +236,7 @@ pub async fn run(name: &VmName) -> Result<u8, Error> {
         // Another one serves this VM.
         return Ok(0);
     };
+    tokio::spawn(crate::daemon::bound_own_log(daemon(&dir).log().to_path_buf(), crate::untrusted::limits::NET_LOG_BYTES));
     let served = Served::load(&net)?;
     let policy_file = served.file();
     let secrets = Secrets::load(&net, &policy_file, |var| std::env::var(var).ok())?;
@@ -251,7 +253,7 @@ pub async fn run(name: &VmName) -> Result<u8, Error> {
         upstream: Upstream::from_env(),
         authority,
         client_tls: roots.client_config()?,
-        audit: super::audit::path(&dir),
+        audit: crate::audit::Log::for_vm(&state, &state.load(name)?),
         asks: Asks::new(Duration::from_millis(policy_file.ask_timeout_ms)),
         active: Active::default(),
     });
@@ -313,12 +315,11 @@ async fn session(record: &VmRecord, listen: &EgressListenRequest, ctx: &Arc<Cont
     let addr = record.agent_addr()?;
     let (connection, driver) = transport::open(addr, &token, KEEPALIVE).await.map_err(crate::connect::ConnectError::from)?;
     let mut driver = tokio::spawn(driver);
-    let client: Client =
-        AgentClient::with_origin(InterceptedService::new(connection, token), tonic::transport::Uri::from_static("http://agent"));
+    let client = Client::new(connection, token, crate::connect::peer(record));
     let agent_failed = |why: String| Error::from(NetError::Agent { name: record.name.to_string(), why });
-    let info = client.clone().info(InfoRequest {}).await.map_err(|s| agent_failed(s.message().to_owned()))?.into_inner();
+    let info = client.describe().await.map_err(|e| agent_failed(e.to_string()))?;
     if !info.capabilities.iter().any(|c| c == super::CAPABILITY) {
-        return Err(agent_failed(format!("its version {} has no egress pipe", info.version)));
+        return Err(agent_failed(format!("its version {} has no egress pipe", text::shown(&info.version))));
     }
     let has_routes = info.capabilities.iter().any(|c| c == super::ROUTES_CAPABILITY);
     let mut routes_rx = ctx.served.routes();
@@ -327,7 +328,7 @@ async fn session(record: &VmRecord, listen: &EgressListenRequest, ctx: &Arc<Cont
         eprintln!(
             "hutch net {}: the agent (version {}) cannot listen for tcp:// rules: they work through the proxy only (update the guest image)",
             std::process::id(),
-            info.version
+            text::shown(&info.version)
         );
     }
     let mut listening = egress_listen(&client, listen, &routes).await.map_err(agent_failed)?;
@@ -363,7 +364,7 @@ async fn session(record: &VmRecord, listen: &EgressListenRequest, ctx: &Arc<Cont
                 Ok((old, Err(_))) if old < generation => {
                     waiting.spawn(wait_for_guest(client.clone(), permits.clone(), generation));
                 }
-                Ok((_, Err(status))) => return Ok(format!("the agent stopped handing over connections: {}", status.message())),
+                Ok((_, Err(status))) => return Ok(format!("the agent stopped handing over connections: {}", text::shown(status.message()))),
                 Err(e) => return Ok(format!("an accept task failed: {e}")),
             },
             Some(_) = served.join_next() => {}
@@ -377,7 +378,7 @@ async fn session(record: &VmRecord, listen: &EgressListenRequest, ctx: &Arc<Cont
             }
             message = listening.message() => {
                 return Ok(match message {
-                    Err(status) => format!("the guest's listener closed: {}", status.message()),
+                    Err(status) => format!("the guest's listener closed: {}", text::shown(status.message())),
                     Ok(_) => "the agent ended the listen call".into(),
                 });
             }
@@ -386,31 +387,40 @@ async fn session(record: &VmRecord, listen: &EgressListenRequest, ctx: &Arc<Cont
     }
 }
 
-/// Asks the agent to listen (for the proxy, and for `routes`) and waits
-/// until it does; the call's stream, held for as long as it should listen.
+/// Asks the agent to listen (for the proxy, and for `routes`) and waits,
+/// within the call deadline (binding listeners is short), until it says it
+/// does; the call's stream, held for as long as it should listen.
 async fn egress_listen(client: &Client, listen: &EgressListenRequest, routes: &[Route]) -> Result<Streaming<EgressListenResponse>, String> {
     let mut request = listen.clone();
     request.routes = routes
         .iter()
         .map(|r| EgressRoute { address: r.guest.to_string(), names: r.name().map(str::to_owned).into_iter().collect() })
         .collect();
-    let mut listening = client.clone().egress_listen(request).await.map_err(|s| s.message().to_owned())?.into_inner();
-    match listening.message().await {
-        Ok(Some(EgressListenResponse { kind: Some(ListenKind::Listening(up)) })) => {
+    let listened = client
+        .deadline()
+        .within("EgressListen", async {
+            let mut listening = client.egress_listen_checked(request).await?;
+            let first = listening.message().await?;
+            Ok::<_, Status>((listening, first))
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    match listened {
+        Ok((listening, Some(EgressListenResponse { kind: Some(ListenKind::Listening(up)) }))) => {
             eprintln!(
                 "hutch net {}: the guest's {} leads to this process ({} routes); trust bundle: {}",
                 std::process::id(),
-                up.address,
+                text::shown(&up.address),
                 routes.len(),
-                if up.ca_bundle.is_empty() { "none" } else { &up.ca_bundle }
+                if up.ca_bundle.is_empty() { "none".to_owned() } else { text::shown(&up.ca_bundle) }
             );
-            for problem in &up.problems {
-                eprintln!("hutch net {}: guest configuration: {}", std::process::id(), crate::net::printable(problem));
+            for problem in up.problems.iter().take(PROBLEMS_SHOWN) {
+                eprintln!("hutch net {}: guest configuration: {}", std::process::id(), text::shown(problem));
             }
             Ok(listening)
         }
         Ok(_) => Err("it ended the listen call without listening".into()),
-        Err(status) => Err(status.message().to_owned()),
+        Err(status) => Err(text::shown(status.message())),
     }
 }
 
@@ -428,7 +438,7 @@ async fn wait_for_guest(
         let mut inbound = client.egress_accept(ReceiverStream::new(rx)).await?.into_inner();
         match inbound.message().await? {
             Some(ForwardResponse { kind: Some(Kind::Accepted(accepted)) }) => Ok((GuestIo::new(inbound, tx), accepted.local, permit)),
-            Some(ForwardResponse { kind: Some(Kind::Failed(failed)) }) => Err(Status::failed_precondition(failed.message)),
+            Some(ForwardResponse { kind: Some(Kind::Failed(failed)) }) => Err(Status::failed_precondition(text::shown(&failed.message))),
             _ => Err(Status::aborted("the agent ended an accept without a connection")),
         }
     };

@@ -11,11 +11,11 @@ use hyper::header::{self, HeaderMap, HeaderName};
 use hyper::{Request, Response};
 
 use super::active::Registered;
-use super::audit::Egress;
 use super::body::{Metered, ProxyBody, Record, Scanned, boxed};
 use super::context::Context;
 use super::guest_io::Counters;
 use super::secrets::{Misuse, Secrets};
+use crate::audit::Egress;
 
 /// Why a request could not be sent on.
 pub enum SendError {

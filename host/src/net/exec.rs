@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use hutch_proto::v1::exited;
 
-use super::audit::{self, Event, What};
 use super::secrets::redact_values;
+use crate::audit::{self, Log, What};
 use crate::config::network::NetworkConfig;
 use crate::error::Error;
 use crate::exec::{Finished, Options, Outcome, SessionSpec};
@@ -93,7 +93,6 @@ pub async fn run_audited(
 /// replaced by their names.
 pub fn record(target: &Target, options: &Options, result: &Result<Finished, Error>, took: Duration, values: &[(String, String)]) {
     let Target::Vm { state, record } = target else { return };
-    let name = &record.name;
     let redact = |text: &str| redact_values(text, values.iter().map(|(n, v)| (n.as_str(), v.as_str())));
     let mut exec = audit::Exec {
         argv: options.argv.iter().map(|a| redact(a)).collect(),
@@ -120,5 +119,5 @@ pub fn record(target: &Target, options: &Options, result: &Result<Finished, Erro
         Ok(finished) => exec.error = finished.outcome.message().or_else(|| Some(format!("exit {}", finished.outcome.exit_code()))),
         Err(error) => exec.error = Some(redact(&error.to_string())),
     }
-    audit::append(&audit::path(&state.vm_dir(name)), &Event::now(What::Exec(exec)));
+    Log::for_vm(state, record).append(What::Exec(exec));
 }

@@ -26,8 +26,8 @@ use tonic::Streaming;
 /// Largest `data` chunk sent to the guest (256 KiB, the size of the agent's
 /// exec output chunks): each message costs the guest agent a decode, a task
 /// hand-off and a socket write, emulated instruction by instruction under
-/// TCG, so a download in 256 KiB messages beat 64 KiB ones (see the README's
-/// Benchmarks). The agent accepts messages of up to 4 MiB.
+/// TCG, so a download in 256 KiB messages beat 64 KiB ones (see
+/// docs/benchmarks.md). The agent accepts messages of up to 4 MiB.
 pub const DOWN_CHUNK: usize = 256 * 1024;
 
 /// Bytes that crossed a connection, each way.

@@ -26,12 +26,12 @@ use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-use super::audit::Egress;
 use super::body::ProxyBody;
 use super::context::Context;
 use super::exchange::{SendError, host_header, relay_response, send, strip_hop_by_hop};
 use super::guest_io::Counters;
 use super::secrets::{Misuse, Secrets};
+use crate::audit::Egress;
 
 /// The server side of one intercepted connection: opened at the first
 /// request (so a failure can be told to the guest as an HTTP answer), and

@@ -1,7 +1,7 @@
 //! The guest's network under the host's control (issue 16).
 //!
-//! A guest has no route out of its own (QEMU guests get no NIC; see the
-//! README for Tart and Lima). Its agent listens on the guest's loopback and
+//! A guest has no route out of its own (QEMU guests get no NIC; see
+//! docs/network.md for Tart and Lima). Its agent listens on the guest's loopback and
 //! carries every connection there, unread, to a per-VM process on the host,
 //! `hutch net --name NAME`, which is an HTTP proxy with a policy:
 //!
@@ -26,13 +26,11 @@
 //!   full verification against the host's trust store;
 //! - [`secrets`] and [`scope`]: placeholders the guest sees, real values only
 //!   on the host, sent only where their scope says;
-//! - [`audit`]: the per-VM JSONL log of every egress decision and every exec;
 //! - [`daemon`]: the process itself, started by `up`, stopped by `down`/`rm`.
 
 pub mod active;
 pub mod address;
 pub mod ask;
-pub mod audit;
 pub mod body;
 pub mod ca;
 pub mod context;
@@ -62,11 +60,6 @@ pub const CAPABILITY: &str = "egress";
 
 /// The capability of an agent that listens for `tcp://` routes too.
 pub const ROUTES_CAPABILITY: &str = "egress.routes";
-
-/// Guest text for a host log or terminal: printable ASCII only, cut short.
-pub fn printable(text: &str) -> String {
-    text.chars().take(400).map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' }).collect()
-}
 
 /// The folder in a VM's state folder that holds its network files: the
 /// policy, the CA and its key, the placeholders, the process's log and lock.

@@ -24,7 +24,6 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::ask::{Answer, MAX_PENDING, Outcome, Question};
-use super::audit::{self, Asked, Egress, What};
 use super::body::{ProxyBody, empty};
 use super::context::{Context, answer};
 use super::exchange::{SendError, host_header, relay_response, send, strip_hop_by_hop};
@@ -34,6 +33,8 @@ use super::policy::{NOT_LISTED, Verdict};
 use super::secrets::{Misuse, Secrets};
 use super::sni::{self, Opening, Peeked};
 use super::upstream::Connected;
+use crate::audit::{self, Asked, Egress, What};
+use crate::untrusted::text;
 
 /// How long a guest has, after CONNECT, to send its first bytes.
 const OPENING_TIMEOUT: Duration = Duration::from_secs(30);
@@ -116,7 +117,7 @@ async fn decide(ctx: &Context, event: &mut Egress, start: Instant) -> Result<boo
 async fn ask(ctx: &Context, event: &Egress) -> Verdict {
     let raised = |q: &Question| {
         let asked = Asked { id: q.id, host: q.host.clone(), port: q.port, method: q.method.clone(), timeout_ms: q.timeout_ms };
-        tracing::info!("{} {}:{}: asking", q.method, q.host, q.port);
+        tracing::info!("{} {}:{}: asking", text::shown(&q.method), text::shown(&q.host), q.port);
         ctx.log_event(What::Ask(asked));
     };
     match ctx.asks.ask(&event.host, event.port, &event.method, raised).await {

@@ -25,9 +25,9 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::NetError;
-use super::audit::{self, Egress};
 use super::context::Context;
 use super::policy::{PolicyFile, Verdict};
+use crate::audit::{self, Egress};
 
 /// The file in the VM's `net/` folder that keeps each host's address.
 pub const ROUTES_FILE: &str = "routes.json";

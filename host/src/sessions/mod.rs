@@ -4,10 +4,12 @@
 
 pub mod table;
 
-use hutch_proto::v1::{ListSessionsRequest, ListSessionsResponse, SessionInfo, SignalSessionRequest, WaitSessionRequest};
+use hutch_proto::v1::{ListSessionsResponse, SessionInfo, SessionState, SignalSessionRequest, WaitSessionRequest};
 use tonic::{Code, Status};
 
 use crate::transport::{CallError, Client};
+use crate::untrusted::protocol::known;
+use crate::untrusted::{ProtocolError, limits, text};
 
 /// Why a session could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -61,15 +63,22 @@ impl SessionError {
     }
 }
 
-/// `text` with control characters (escape sequences a hostile guest could
-/// send to the host's terminal) shown escaped.
+/// Guest text (a session's name, a reason, a message) as the terminal may
+/// show it: escaped and cut (see `crate::untrusted::text`).
 pub fn printable(text: &str) -> String {
-    text.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
+    text::shown(text)
+}
+
+impl From<ProtocolError> for SessionError {
+    fn from(e: ProtocolError) -> Self {
+        SessionError::Call(e.into())
+    }
 }
 
 /// Classifies a status from a call on session `name`.
 pub fn from_status(status: Status, name: &str) -> SessionError {
     match status.code() {
+        _ if CallError::is_refusal(&status) => CallError::from_status(status).into(),
         Code::NotFound => SessionError::NotFound(name.to_owned()),
         Code::FailedPrecondition => SessionError::Ended(name.to_owned()),
         Code::InvalidArgument => SessionError::Refused(printable(status.message())),
@@ -78,20 +87,63 @@ pub fn from_status(status: Status, name: &str) -> SessionError {
     }
 }
 
-/// The agent's sessions.
+/// The agent's sessions, each checked (see [`check`]); within the call
+/// deadline.
 pub async fn list(client: &mut Client) -> Result<ListSessionsResponse, SessionError> {
-    Ok(client.list_sessions(ListSessionsRequest {}).await.map_err(|s| from_status(s, ""))?.into_inner())
+    let deadline = client.deadline();
+    let list =
+        deadline.within("ListSessions", client.list_sessions_checked()).await.map_err(CallError::from)?.map_err(|s| from_status(s, ""))?;
+    limits::SESSIONS_LISTED.check_len(list.sessions.len()).map_err(ProtocolError::from)?;
+    for session in &list.sessions {
+        check(session)?;
+    }
+    Ok(list)
 }
 
-/// Waits until session `name` has ended; how it did.
+/// Waits until session `name` has ended; how it did. Never cut: waiting
+/// for the end is what was asked.
 pub async fn wait(client: &mut Client, name: &str) -> Result<SessionInfo, SessionError> {
-    let response = client.wait_session(WaitSessionRequest { name: name.to_owned() }).await.map_err(|s| from_status(s, name))?;
-    response.into_inner().session.ok_or_else(|| CallError::Protocol("the agent answered a wait without the session".into()).into())
+    let response = client.wait_session_checked(WaitSessionRequest { name: name.to_owned() }).await.map_err(|s| from_status(s, name))?;
+    let session = response.session.ok_or(ProtocolError::Unexpected("answered a wait without the session"))?;
+    check(&session)?;
+    Ok(session)
 }
 
-/// Sends `signal` (a name: "TERM", "KILL", ...) to session `name`.
+/// Sends `signal` (a name: "TERM", "KILL", ...) to session `name`, within
+/// the call deadline.
 pub async fn signal(client: &mut Client, name: &str, signal: &str) -> Result<(), SessionError> {
     let request = SignalSessionRequest { name: name.to_owned(), signal: signal.to_owned() };
-    client.signal_session(request).await.map_err(|s| from_status(s, name))?;
+    let deadline = client.deadline();
+    deadline
+        .within("SignalSession", client.signal_session_checked(request))
+        .await
+        .map_err(CallError::from)?
+        .map_err(|s| from_status(s, name))?;
     Ok(())
+}
+
+/// A session's name as the agent sent it, checked: a tag as the protocol
+/// makes them (scripts use the one `exec --detach` prints unquoted).
+pub fn check_tag(name: &str) -> Result<(), ProtocolError> {
+    let name = name.as_bytes();
+    let tag_char = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-');
+    if name.is_empty() || name.len() > 64 || !name.iter().all(tag_char) || matches!(name[0], b'-' | b'.') {
+        return Err(ProtocolError::Unexpected("sent a session whose name is not a tag"));
+    }
+    Ok(())
+}
+
+/// A session as the agent described it, checked against the protocol: a
+/// name that is a tag (1-64 of `A-Z a-z 0-9 . _ -`, not starting with `-`
+/// or `.`), a known state, and for a finished one an end that is one.
+pub fn check(session: &SessionInfo) -> Result<(), ProtocolError> {
+    check_tag(&session.name)?;
+    match known::<SessionState>("a session state", session.state)? {
+        SessionState::Unspecified => Err(ProtocolError::UnknownValue { what: "a session state", value: 0 }),
+        SessionState::SessionExited => match &session.exited {
+            Some(exited) => crate::exit::of_exited(exited).map(drop),
+            None => Err(ProtocolError::Unexpected("sent a finished session without how it ended")),
+        },
+        SessionState::SessionRunning | SessionState::SessionLost => Ok(()),
+    }
 }

@@ -1,14 +1,21 @@
 //! `hutch ps`: a VM's sessions as a table for people and as JSON for scripts.
 //!
-//! Everything shown comes from the guest, which is not trusted: control
-//! characters in names and commands are shown escaped, never sent to the
-//! terminal as they are.
+//! Everything shown comes from the guest, which is not trusted: the list
+//! was checked (`super::check`), control characters in names and commands
+//! are shown escaped, never sent to the terminal as they are, and every
+//! cell is cut at [`limits::TABLE_CELL_CHARS`], since the table pads each
+//! row to its widest cell.
 
 use hutch_proto::v1::{ListSessionsResponse, SessionInfo, SessionState, exited};
 use serde_json::{Value, json};
 
-use super::printable;
 use crate::exit;
+use crate::untrusted::{limits, text};
+
+/// Guest text as one cell of the table: escaped, and cut short.
+fn cell(guest: &str) -> String {
+    text::cut(guest, limits::TABLE_CELL_CHARS.max_usize())
+}
 
 /// The table `hutch ps` prints.
 pub fn text(list: &ListSessionsResponse) -> String {
@@ -24,7 +31,8 @@ pub fn text(list: &ListSessionsResponse) -> String {
             };
             let attached = if s.state == SessionState::SessionRunning as i32 { attached } else { "-".into() };
             let started = age(list.now_unix_ms.saturating_sub(s.started_unix_ms));
-            [printable(&s.name), s.pid.to_string(), state(s), attached, started, printable(&s.argv.join(" "))]
+            let command = s.argv.iter().map(String::as_str).take(64).collect::<Vec<_>>().join(" ");
+            [cell(&s.name), s.pid.to_string(), state(s), attached, started, cell(&command)]
         })
         .collect();
     let header = ["TAG", "PID", "STATE", "ATTACHED", "STARTED", "COMMAND"].map(str::to_owned);
@@ -68,7 +76,7 @@ fn entry(s: &SessionInfo) -> Value {
     };
     let dropped = s.dropped.unwrap_or_default();
     let mut value = json!({
-        "tag": s.name, "pid": s.pid, "argv": s.argv, "state": state, "tty": s.tty,
+        "tag": text::shown(&s.name), "pid": s.pid, "argv": s.argv.iter().map(|a| text::shown(a)).collect::<Vec<_>>(), "state": state, "tty": s.tty,
         "attached": s.attached, "viewers": s.viewers,
         "started_unix_ms": s.started_unix_ms,
         "ended_unix_ms": (s.ended_unix_ms > 0).then_some(s.ended_unix_ms),
@@ -77,14 +85,15 @@ fn entry(s: &SessionInfo) -> Value {
         "exit_code": Value::Null, "signal": Value::Null, "timed_out": false,
     });
     if let Some(exited) = &s.exited {
-        value["exit_code"] = json!(exit::of_exited(exited));
+        value["exit_code"] = json!(exit::of_exited(exited).ok());
         value["timed_out"] = json!(exited.timed_out);
         if let Some(exited::Status::Signal(number)) = exited.status {
-            value["signal"] = json!(if exited.signal_name.is_empty() { number.to_string() } else { format!("SIG{}", exited.signal_name) });
+            value["signal"] =
+                json!(if exited.signal_name.is_empty() { number.to_string() } else { format!("SIG{}", text::shown(&exited.signal_name)) });
         }
     }
     if !s.lost_reason.is_empty() {
-        value["lost_reason"] = json!(s.lost_reason);
+        value["lost_reason"] = json!(text::shown(&s.lost_reason));
     }
     value
 }
@@ -98,12 +107,12 @@ fn state(s: &SessionInfo) -> String {
             Some(e) => match e.status {
                 Some(exited::Status::Code(code)) => format!("exited {code}"),
                 Some(exited::Status::Signal(n)) if e.signal_name.is_empty() => format!("killed by signal {n}"),
-                Some(exited::Status::Signal(_)) => format!("killed by {}", printable(&e.signal_name)),
+                Some(exited::Status::Signal(_)) => format!("killed by {}", cell(&e.signal_name)),
                 None => "exited".into(),
             },
             None => "exited".into(),
         },
-        Ok(SessionState::SessionLost) => format!("lost ({})", printable(&s.lost_reason)),
+        Ok(SessionState::SessionLost) => format!("lost ({})", cell(&s.lost_reason)),
         _ => "unknown".into(),
     }
 }
@@ -147,6 +156,12 @@ mod tests {
         assert!(table.contains("killed by TERM"), "{table}");
         assert!(table.contains("lost (the agent restarted)"), "{table}");
         assert!(!table.contains('\x1b'), "escape sequences from the guest must not reach the terminal: {table:?}");
+        // One huge command does not widen every row (nor panic the formatter).
+        let mut long = session("long", SessionState::SessionRunning);
+        long.argv = vec!["x".repeat(100_000)];
+        let table =
+            text(&ListSessionsResponse { sessions: vec![long, session("short", SessionState::SessionRunning)], ..Default::default() });
+        assert!(table.lines().all(|l| l.chars().count() < 300), "{}", table.len());
         let json = json(&list);
         assert_eq!(json[1]["exit_code"], 3);
         assert_eq!(json[2]["exit_code"], 143);

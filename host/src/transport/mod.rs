@@ -5,13 +5,16 @@
 //! hutch never knows which transport it is on.
 
 mod call;
+mod checked;
 mod http2;
 mod hvsock;
 pub mod unix;
 
 use std::future::Future;
 use std::io;
+use std::ops::{Deref, DerefMut};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hutch_proto::addr::Addr;
@@ -22,10 +25,62 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Uri;
 
 pub use call::CallError;
+pub use checked::REFUSED;
 pub use http2::Connection;
 
-/// A connected agent client; adds the bearer token to every call when one is set.
-pub type Client = AgentClient<InterceptedService<Connection, BearerToken>>;
+use crate::untrusted::deadline::{self, Deadline};
+
+/// The service calls go through: the connection, with the bearer token
+/// added to every call when one is set.
+pub type Channel = InterceptedService<Connection, BearerToken>;
+
+/// A connected agent client: the generated client (through `Deref`), the
+/// calls whose answers are counted before decoding (`checked`), and who
+/// the agent is, for the messages of a call that fails or goes unanswered.
+#[derive(Clone)]
+pub struct Client {
+    agent: AgentClient<Channel>,
+    channel: Channel,
+    peer: Arc<str>,
+}
+
+impl Client {
+    /// A client on `connection`; `peer` names the agent in messages
+    /// ("VM web's agent").
+    pub fn new(connection: Connection, token: BearerToken, peer: impl Into<Arc<str>>) -> Client {
+        let channel = InterceptedService::new(connection, token);
+        Client { agent: AgentClient::with_origin(channel.clone(), Uri::from_static("http://agent")), channel, peer: peer.into() }
+    }
+
+    /// The same client, naming its agent `peer`.
+    pub fn named(mut self, peer: impl Into<Arc<str>>) -> Client {
+        self.peer = peer.into();
+        self
+    }
+
+    /// Who the agent is, as messages name it.
+    pub fn peer(&self) -> &str {
+        &self.peer
+    }
+
+    /// The deadline of a call to this agent (see `crate::untrusted::deadline`).
+    pub fn deadline(&self) -> Deadline {
+        Deadline::for_peer(self.peer.clone())
+    }
+}
+
+impl Deref for Client {
+    type Target = AgentClient<Channel>;
+    fn deref(&self) -> &Self::Target {
+        &self.agent
+    }
+}
+
+impl DerefMut for Client {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.agent
+    }
+}
 
 /// Why hutch could not reach an agent.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +115,15 @@ pub enum TransportError {
         /// What is wrong.
         why: String,
     },
+    /// Nothing answered in time (a socket whose owner never accepts, a
+    /// vsock proxy that never says OK).
+    #[error("connecting to {addr} took longer than {} s", after.as_secs_f64())]
+    TimedOut {
+        /// The address.
+        addr: String,
+        /// How long hutch waited.
+        after: Duration,
+    },
     /// Any other connection failure.
     #[error("cannot connect to {addr}: {source}")]
     Other {
@@ -83,6 +147,10 @@ impl TransportError {
             TransportError::HvsockRefused { .. } => {
                 "the VM is up but its agent is not listening on that vsock port yet (still booting?) or has died".into()
             }
+            TransportError::TimedOut { .. } => format!(
+                "is the VM overloaded or stuck? `hutch reset` restarts a VM; to wait longer, set {} or `connect` under [timeouts] in the configuration",
+                deadline::CONNECT_ENV
+            ),
             TransportError::TokenRequired(_) | TransportError::BadToken { .. } => {
                 "write the agent's token (the one given to `hutch-agent --token-file`) into a file only you can read".into()
             }
@@ -138,10 +206,19 @@ pub async fn connect(addr: &Addr, token: BearerToken) -> Result<Client, Transpor
     if matches!(addr, Addr::Tcp { .. }) && token.0.is_none() {
         return Err(TransportError::TokenRequired(addr.to_string()));
     }
-    let stream = open_stream(addr).await.map_err(|e| classify(addr, e))?;
+    let stream = open_stream_within(addr).await?;
     let connection = Connection::handshake(stream).await.map_err(|e| classify(addr, e))?;
     // The origin only names the HTTP/2 authority; the stream decides where bytes go.
-    Ok(AgentClient::with_origin(InterceptedService::new(connection, token), Uri::from_static("http://agent")))
+    Ok(Client::new(connection, token, format!("the agent at {addr}")))
+}
+
+/// [`open_stream`] within the connect deadline.
+async fn open_stream_within(addr: &Addr) -> Result<Box<dyn Stream>, TransportError> {
+    let after = deadline::current().connect;
+    match tokio::time::timeout(after, open_stream(addr)).await {
+        Ok(opened) => opened.map_err(|e| classify(addr, e)),
+        Err(_) => Err(TransportError::TimedOut { addr: addr.to_string(), after }),
+    }
 }
 
 /// Opens a bare HTTP/2 connection to the agent at `addr` for a long-lived
@@ -155,7 +232,7 @@ pub async fn open(
     if matches!(addr, Addr::Tcp { .. }) && token.0.is_none() {
         return Err(TransportError::TokenRequired(addr.to_string()));
     }
-    let stream = open_stream(addr).await.map_err(|e| classify(addr, e))?;
+    let stream = open_stream_within(addr).await?;
     Connection::open(stream, Some(keepalive)).await.map_err(|e| classify(addr, e))
 }
 

@@ -11,7 +11,7 @@
 //! broken. `HUTCH_QEMU_SHARE` chooses: `auto` (the default: virtio-fs, else
 //! 9p), `virtiofs` (fail rather than fall back) or `9p`.
 //!
-//! The daemon's options are the README's "The workspace in the guest":
+//! The daemon's options are those of docs/workspace.md:
 //! - `--cache auto`: the guest trusts a cached name or attribute for 1 s and
 //!   drops a file's cached contents at every open, so a host edit is visible
 //!   in the guest within 1 s (`always` would keep a stale copy for a day);
