@@ -138,7 +138,6 @@ impl LiveEdits {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::network::Mode;
 
     fn rule(pattern: &str, source: &str) -> Rule {
         Rule { pattern: pattern.into(), source: source.into() }
@@ -146,15 +145,8 @@ mod tests {
 
     fn base() -> PolicyFile {
         PolicyFile {
-            mode: Mode::Allow,
-            mode_source: "default".into(),
-            allow: vec![rule("github.com", "built-in"), rule("pypi.org", "hutch.toml:3")],
             deny: vec![rule("gist.github.com", "hutch.toml:4")],
-            trust_host_cas: true,
-            guest_port: 3128,
-            secrets: Default::default(),
-            advice_file: "hutch.toml".into(),
-            ask_timeout_ms: 60_000,
+            ..PolicyFile::for_tests(vec![rule("github.com", "built-in"), rule("pypi.org", "hutch.toml:3")])
         }
     }
 

@@ -55,6 +55,23 @@ fn default_ask_timeout_ms() -> u64 {
 }
 
 impl PolicyFile {
+    /// An `allow` policy with `allow` as its list and nothing else, as the
+    /// unit tests of the network's modules start from.
+    #[cfg(test)]
+    pub(crate) fn for_tests(allow: Vec<crate::config::network::Rule>) -> PolicyFile {
+        PolicyFile {
+            mode: Mode::Allow,
+            mode_source: "default".into(),
+            allow,
+            deny: Vec::new(),
+            trust_host_cas: true,
+            guest_port: 3128,
+            secrets: Default::default(),
+            advice_file: "hutch.toml".into(),
+            ask_timeout_ms: 60_000,
+        }
+    }
+
     /// The policy for a VM whose project is `project` (for the advice).
     pub fn new(config: &NetworkConfig, project: Option<&Path>) -> PolicyFile {
         let advice_file = crate::config::project_file(project.unwrap_or(Path::new("/")))

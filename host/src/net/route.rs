@@ -152,20 +152,10 @@ fn refuse(ctx: &Context, mut event: Egress, reason: String, start: Instant) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::network::{Mode, Rule};
+    use crate::config::network::Rule;
 
     fn policy(allow: &[&str]) -> PolicyFile {
-        PolicyFile {
-            mode: Mode::Allow,
-            mode_source: "default".into(),
-            allow: allow.iter().map(|p| Rule { pattern: (*p).into(), source: "t".into() }).collect(),
-            deny: Vec::new(),
-            trust_host_cas: true,
-            guest_port: 3128,
-            secrets: Default::default(),
-            advice_file: "hutch.toml".into(),
-            ask_timeout_ms: 60_000,
-        }
+        PolicyFile::for_tests(allow.iter().map(|p| Rule { pattern: (*p).into(), source: "t".into() }).collect())
     }
 
     #[test]

@@ -394,7 +394,7 @@ fn new_placeholder(name: &str) -> Result<String, NetError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::network::{Mode, SecretConfig};
+    use crate::config::network::SecretConfig;
 
     fn policy() -> PolicyFile {
         let secret = |hosts: &[&str]| SecretConfig {
@@ -404,17 +404,10 @@ mod tests {
             ..SecretConfig::default()
         };
         PolicyFile {
-            mode: Mode::Allow,
-            mode_source: "default".into(),
-            allow: Vec::new(),
-            deny: Vec::new(),
-            trust_host_cas: true,
-            guest_port: 3128,
             secrets: [("API_KEY".to_owned(), secret(&["api.example.com"])), ("GH_TOKEN".to_owned(), secret(&["github.com"]))]
                 .into_iter()
                 .collect(),
-            advice_file: "hutch.toml".into(),
-            ask_timeout_ms: 60_000,
+            ..PolicyFile::for_tests(Vec::new())
         }
     }
 

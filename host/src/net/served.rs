@@ -116,17 +116,7 @@ mod tests {
     #[test]
     fn edits_take_effect_at_once_are_kept_and_survive_a_new_configuration() {
         let dir = tempfile::tempdir().unwrap();
-        let mut base = PolicyFile {
-            mode: Mode::Allow,
-            mode_source: "default".into(),
-            allow: Vec::new(),
-            deny: Vec::new(),
-            trust_host_cas: true,
-            guest_port: 3128,
-            secrets: Default::default(),
-            advice_file: "hutch.toml".into(),
-            ask_timeout_ms: 60_000,
-        };
+        let mut base = PolicyFile::for_tests(Vec::new());
         let served = Served::new(dir.path(), base.clone(), LiveEdits::default()).unwrap();
         assert!(matches!(served.policy().decide("example.com", 443), Verdict::Deny { .. }));
         let mut routes = served.routes();
