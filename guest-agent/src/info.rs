@@ -15,8 +15,10 @@ pub const CAPABILITIES: &[&str] = &[
     "forward",
     "sync",
     "sync.diff",
+    "sync.watch",
     "egress",
     "egress.routes",
+    "git.guard",
 ];
 
 /// Builds the `Info` answer; `started` is when the agent started.

@@ -13,6 +13,7 @@ mod conn;
 mod egress;
 mod exec;
 mod forward;
+mod git;
 mod info;
 mod init;
 mod limits;
@@ -83,6 +84,12 @@ struct Args {
     #[arg(long, value_name = "DIR")]
     snapshot_prefix: Option<PathBuf>,
 
+    /// How a synced workspace's copy is watched: `inotify` (the Linux
+    /// default) or `poll` (a walk every second: the macOS default, and for
+    /// testing the portable way on Linux).
+    #[arg(long, value_enum)]
+    watch_method: Option<WatchMethodArg>,
+
     /// Where the egress proxy's guest-wide configuration goes: the trust
     /// bundle, environment, npm, git and pip files (a private folder for an
     /// agent running beside the host, as in tests).
@@ -111,6 +118,15 @@ struct Args {
     /// More logging on stderr (-v debug, -vv trace). HUTCH_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
+}
+
+/// `--watch-method` values.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum WatchMethodArg {
+    /// Kernel notifications per folder (Linux).
+    Inotify,
+    /// A walk of the copy every second.
+    Poll,
 }
 
 /// `--heavy-strategy` values.
@@ -185,6 +201,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         None => prepare::Strategy::native(),
     };
     let (journal, lost) = Journal::open(&args.state_dir);
+    git::registry::load(&args.state_dir);
     let limits = Limits {
         max_buffer: usize::try_from(args.session_buffer_max).unwrap_or(usize::MAX),
         memory: args.session_memory,
@@ -200,7 +217,12 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         exec::user::set(user);
     }
     let prepare = prepare::Config { local_root: args.local_dir, strategy, tart_shares: args.tart_shares, owner };
-    let sync = sync::Config::new(args.state_dir, args.snapshot_prefix);
+    let mut sync = sync::Config::new(args.state_dir, args.snapshot_prefix);
+    match args.watch_method {
+        Some(WatchMethodArg::Inotify) => sync.watch_method = hutch_proto::watch::Method::Inotify,
+        Some(WatchMethodArg::Poll) => sync.watch_method = hutch_proto::watch::Method::Poll,
+        None => {}
+    }
     let egress = egress::listener::Config { etc: args.etc_dir, home: std::env::var_os("HOME").map(PathBuf::from) };
     let service = AgentService::new(groups.clone(), sessions.clone(), prepare, sync, egress);
     let tart = TartService::new(groups.clone(), sessions);

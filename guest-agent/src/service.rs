@@ -10,7 +10,7 @@ use std::sync::Arc;
 use hutch_proto::v1::{
     AttachRequest, ExecRequest, ExecResponse, InfoRequest, InfoResponse, ListSessionsRequest, ListSessionsResponse, PrepareRequest,
     PrepareResponse, SignalSessionRequest, SignalSessionResponse, SnapshotDiffRequest, SnapshotDiffResponse, SyncRequest, SyncResponse,
-    WaitSessionRequest, WaitSessionResponse,
+    WaitSessionRequest, WaitSessionResponse, WatchRequest, WatchResponse,
 };
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
@@ -51,6 +51,7 @@ impl AgentService {
 type ExecStream = Pin<Box<dyn Stream<Item = Result<ExecResponse, Status>> + Send>>;
 type SyncStream = Pin<Box<dyn Stream<Item = Result<SyncResponse, Status>> + Send>>;
 type DiffStream = Pin<Box<dyn Stream<Item = Result<SnapshotDiffResponse, Status>> + Send>>;
+type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchResponse, Status>> + Send>>;
 
 /// Messages buffered on a Sync or SnapshotDiff response stream.
 const SYNC_QUEUE: usize = 8;
@@ -60,6 +61,7 @@ impl Agent for AgentService {
     type ExecStream = ExecStream;
     type SyncStream = SyncStream;
     type SnapshotDiffStream = DiffStream;
+    type WatchStream = WatchStream;
 
     async fn exec(&self, request: Request<Streaming<ExecRequest>>) -> Result<Response<Self::ExecStream>, Status> {
         let (tx, rx) = mpsc::channel(RESPONSE_QUEUE);
@@ -133,7 +135,9 @@ impl Agent for AgentService {
             .map_err(|e| Status::internal(format!("prepare panicked: {e}")))?;
         match done {
             Ok(response) => Ok(Response::new(response)),
-            Err(e @ (PrepareError::BadPath(_) | PrepareError::NoShare)) => Err(Status::invalid_argument(e.to_string())),
+            Err(e @ (PrepareError::BadPath(_) | PrepareError::NoShare | PrepareError::BadRequest(_))) => {
+                Err(Status::invalid_argument(e.to_string()))
+            }
             Err(e @ PrepareError::Unsupported(_)) => Err(Status::unimplemented(e.to_string())),
             Err(e) => Err(Status::failed_precondition(e.to_string())),
         }
@@ -145,9 +149,25 @@ impl Agent for AgentService {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
+    async fn git_state(
+        &self,
+        _request: Request<hutch_proto::v1::GitStateRequest>,
+    ) -> Result<Response<hutch_proto::v1::GitStateResponse>, Status> {
+        let described = tokio::task::spawn_blocking(crate::git::state::describe)
+            .await
+            .map_err(|e| Status::internal(format!("describing the repositories panicked: {e}")))?;
+        Ok(Response::new(described))
+    }
+
     async fn snapshot_diff(&self, request: Request<SnapshotDiffRequest>) -> Result<Response<Self::SnapshotDiffStream>, Status> {
         let (tx, rx) = mpsc::channel(SYNC_QUEUE);
         tokio::spawn(sync::diff::run(self.sync.clone(), request.into_inner(), tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn watch(&self, request: Request<Streaming<WatchRequest>>) -> Result<Response<Self::WatchStream>, Status> {
+        let (tx, rx) = mpsc::channel(SYNC_QUEUE);
+        tokio::spawn(sync::watch::run(self.sync.clone(), request.into_inner(), tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }

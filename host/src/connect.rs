@@ -67,7 +67,9 @@ impl ConnectError {
 /// multiplexer when it has one (and `HUTCH_MUX` allows), else directly,
 /// turning a failure into the reason and the fix.
 pub async fn connect(state: &StateDir, record: &VmRecord) -> Result<Client, ConnectError> {
-    if !crate::mux::enabled() {
+    // A throw-away VM (`run --rm`, a warm pool's) serves a handful of calls
+    // in its life: a multiplexer would cost more to start than it saves.
+    if !crate::mux::enabled() || record.ephemeral {
         return direct(record).await.map_err(|e| diagnose(state, record, e));
     }
     if let Some(client) = crate::mux::connect(state, &record.name).await {

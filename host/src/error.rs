@@ -9,11 +9,13 @@ use hutch_proto::addr::AddrError;
 
 use crate::agent_install::InstallError;
 use crate::backend::BackendError;
+use crate::cmd::fork::ForkError;
 use crate::config::ConfigError;
 use crate::connect::ConnectError;
 use crate::exec::ExecError;
 use crate::exit;
 use crate::forward::ForwardError;
+use crate::git::GitError;
 use crate::hooks::HookError;
 use crate::lifecycle::LifecycleError;
 use crate::mcp::McpError;
@@ -22,8 +24,10 @@ use crate::net::NetError;
 use crate::sessions::SessionError;
 use crate::state::StateError;
 use crate::sync::SyncError;
+use crate::sync::live::LiveError;
 use crate::target::TargetError;
 use crate::transport::CallError;
+use crate::warm::WarmError;
 use crate::workspace::WorkspaceError;
 
 /// A failure of hutch, not of the remote command.
@@ -68,6 +72,9 @@ pub enum Error {
     /// A `--ro` snapshot could not be synced or diffed.
     #[error(transparent)]
     Sync(#[from] SyncError),
+    /// A synced workspace stopped.
+    #[error(transparent)]
+    Live(#[from] LiveError),
     /// A configuration file is unusable.
     #[error(transparent)]
     Config(#[from] ConfigError),
@@ -77,6 +84,15 @@ pub enum Error {
     /// The VM's network could not be set up.
     #[error(transparent)]
     Net(#[from] NetError),
+    /// The git guard could not be set up, or the guest's commits not taken.
+    #[error(transparent)]
+    Git(#[from] GitError),
+    /// A VM could not be forked.
+    #[error(transparent)]
+    Fork(#[from] ForkError),
+    /// A warm pool could not be read, changed or filled.
+    #[error(transparent)]
+    Warm(#[from] WarmError),
     /// The request contradicts what exists.
     #[error("{0}")]
     Usage(String),
@@ -121,10 +137,14 @@ impl Error {
             Error::Backend(e) => e.hint(),
             Error::Install(e) => e.hint(),
             Error::Sync(e) => e.hint(),
+            Error::Live(e) => e.hint(),
             Error::Config(_) => Some("fix the file (`hutch config` shows what is in force and where it comes from)".into()),
             Error::Forward(e) => e.hint(),
             Error::Net(e) => e.hint(),
+            Error::Git(e) => e.hint(),
             Error::Session(e) => e.hint(),
+            Error::Warm(e) => e.hint(),
+            Error::Fork(e) => e.hint(),
             Error::Mcp(e) => e.hint(),
         }
     }

@@ -8,7 +8,8 @@
 //! (`package.json` → `node_modules`, `Cargo.toml` → `target`, …), a name the
 //! user added (`--heavy`, `heavy`) always. It records what it created, and
 //! `down`, `rm` and the end of `run --rm` remove those again if they are
-//! still empty. A folder with no marker is left exactly as it was.
+//! still empty, once no other VM of the project runs (`crate::created_dirs`).
+//! A folder with no marker is left exactly as it was.
 
 use std::path::{Path, PathBuf};
 

@@ -75,8 +75,14 @@ pub async fn run_runtime(state: &StateDir, record: &VmRecord, workspace: &Path, 
 /// Runs a host-side setup script in the VM (its text is passed to `sh -c`).
 pub async fn run_setup(state: &StateDir, record: &VmRecord, script: &Path) -> Result<(), HookError> {
     let text = std::fs::read_to_string(script).map_err(|source| HookError::Read { script: script.to_path_buf(), source })?;
+    run_text(state, record, script, &text).await
+}
+
+/// Runs the shell script `text` in the VM, from `/`, its output on stderr;
+/// `name` is what messages call it.
+pub async fn run_text(state: &StateDir, record: &VmRecord, name: &Path, text: &str) -> Result<(), HookError> {
     let argv = vec!["sh".into(), "-c".into(), format!("exec 1>&2\n{text}"), "setup-hook".into()];
-    run_hook(state, record, script, argv, String::new()).await
+    run_hook(state, record, name, argv, String::new()).await
 }
 
 async fn run_hook(state: &StateDir, record: &VmRecord, script: &Path, argv: Vec<String>, cwd: String) -> Result<(), HookError> {

@@ -8,6 +8,8 @@
 //!   its [`mux`] when one runs) and says why not, over [`transport`];
 //! - [`exec`] drives one remote process from the local terminal or pipes;
 //! - [`sync`] keeps `--ro` snapshots equal to the host tree, and diffs them;
+//! - [`git`] keeps the project's `.git` under the host's guard and takes
+//!   the guest's commits back;
 //! - [`net`] is the guest's network under the host's control: the per-VM
 //!   egress proxy, its policy and secrets; [`audit`] the log of every
 //!   egress decision and exec, kept per project;
@@ -15,6 +17,7 @@
 //! - [`mcp`] serves a VM's tools to MCP clients (`hutch mcp`);
 //! - [`workspace`] sets the project up in the guest, with mount points only
 //!   for the [`heavy`] dirs it uses, and removes them again;
+//! - [`warm`] keeps VMs booted ahead for `run --rm` (warm pools);
 //! - [`state`] holds the typed VM records;
 //! - [`untrusted`] is the edge against the guest: every answer of an agent
 //!   is checked, capped and escaped there before hutch uses it;
@@ -28,6 +31,7 @@ pub mod cli;
 pub mod cmd;
 pub mod config;
 pub mod connect;
+pub mod created_dirs;
 pub mod daemon;
 pub mod doctor;
 pub mod duration;
@@ -35,6 +39,7 @@ pub mod error;
 pub mod exec;
 pub mod exit;
 pub mod forward;
+pub mod git;
 pub mod heavy;
 pub mod hooks;
 pub mod lifecycle;
@@ -48,4 +53,5 @@ pub mod sync;
 pub mod target;
 pub mod transport;
 pub mod untrusted;
+pub mod warm;
 pub mod workspace;

@@ -55,11 +55,14 @@ pub enum LifecycleError {
     OtherWorkspaceMode {
         /// The VM.
         name: VmName,
-        /// Its `--ro` mode (`None`: it shares the workspace).
-        has: Option<RoMode>,
+        /// Its mode: `--ro`'s, and whether it is synced.
+        has: (Option<RoMode>, bool),
         /// The one asked for.
-        wanted: Option<RoMode>,
+        wanted: (Option<RoMode>, bool),
     },
+    /// The synced workspace could not start.
+    #[error(transparent)]
+    Live(#[from] crate::sync::live::LiveError),
     /// The VM did not come up.
     #[error("VM {name} did not boot: {why}")]
     Boot {
@@ -88,6 +91,9 @@ pub enum LifecycleError {
     /// The VM's network could not be set up.
     #[error(transparent)]
     Net(#[from] crate::net::NetError),
+    /// The project's `.git` could not be put under the host's guard.
+    #[error(transparent)]
+    Git(#[from] crate::git::GitError),
 }
 
 /// How a VM failed to boot.
@@ -101,8 +107,12 @@ pub enum BootFailure {
     AgentSilent(Duration),
 }
 
-fn mode(ro: Option<RoMode>) -> &'static str {
-    if ro.is_some() { "a --ro snapshot" } else { "a shared workspace" }
+fn mode((ro, sync): (Option<RoMode>, bool)) -> &'static str {
+    match (ro, sync) {
+        (Some(_), _) => "a --ro snapshot",
+        (None, true) => "a synced workspace (--sync)",
+        (None, false) => "a shared workspace",
+    }
 }
 
 impl LifecycleError {
@@ -122,6 +132,8 @@ impl LifecycleError {
             LifecycleError::Sync(e) => e.hint(),
             LifecycleError::Hook(e) => e.hint(),
             LifecycleError::Net(e) => e.hint(),
+            LifecycleError::Git(e) => e.hint(),
+            LifecycleError::Live(e) => e.hint(),
         }
     }
 }
@@ -172,24 +184,77 @@ pub async fn up(
 ) -> Result<Up, LifecycleError> {
     let up = ensure_running(state, backend, spec).await?;
     started(&up);
-    let fresh = matches!(up, Up::Started(..));
-    crate::net::daemon::ensure(state, &spec.name, network, spec.workspace.as_deref(), fresh)?;
+    finish(state, &up, network, runtime_hook).await?;
+    Ok(up)
+}
+
+/// What `up` and `run` do once the VM's agent answers: the network, a
+/// `--ro` snapshot brought up to date, and in a VM just started the
+/// runtime hook (see [`up`]).
+async fn finish(state: &StateDir, up: &Up, network: &crate::config::NetworkConfig, runtime_hook: &str) -> Result<(), LifecycleError> {
     let record = up.record();
+    let network = crate::net::daemon::begin(state, &record.name, network, record.workspace.as_deref(), matches!(up, Up::Started(..)))?;
+    finish_started(state, up, network, runtime_hook).await
+}
+
+/// [`finish`] once the network process (if one had to start) is on its way.
+async fn finish_started(
+    state: &StateDir,
+    up: &Up,
+    network: Option<crate::net::daemon::Starting>,
+    runtime_hook: &str,
+) -> Result<(), LifecycleError> {
+    let record = up.record();
+    if let Some(network) = network {
+        let begin = Instant::now();
+        network.ready()?;
+        tracing::debug!("{}: network ready after another {:?}", record.name, begin.elapsed());
+    }
+    crate::git::watch::ensure(state, &record.name)?;
     if record.ro.is_some() {
         let mut client = connect::connect(state, record).await?;
         if let Some(report) = crate::sync::refresh_snapshot(&mut client, record, true).await? {
             eprintln!("hutch: snapshot of the workspace: {}", report.line());
         }
     }
-    if let (Up::Started(..), Some(workspace)) = (&up, &spec.workspace) {
+    if record.sync {
+        crate::sync::live::daemon::first_copy(state, record).await?;
+        crate::sync::live::daemon::ensure(state, &record.name)?;
+    }
+    if let (Up::Started(..), Some(workspace)) = (up, &record.workspace) {
         hooks::run_runtime(state, record, workspace, runtime_hook).await?;
     }
-    Ok(up)
+    Ok(())
+}
+
+/// Readies a VM a run took from a warm pool (`crate::warm`) exactly as
+/// [`up`] readies one it has just booted: the VM booted and mounted the
+/// project ahead of time, so what is left is what a cold boot would only
+/// now decide. Its network process starts now, with this run's
+/// configuration and environment (so secrets' values and placeholders are
+/// this run's), and while it sets up the guest's listener the project is
+/// prepared again (the heavy dirs its files imply now, the share checked);
+/// then [`finish_started`] brings a `--ro` snapshot up to date and runs the
+/// runtime hook.
+pub async fn resume_ready(
+    state: &StateDir,
+    backend: &dyn Backend,
+    mut record: VmRecord,
+    network: &crate::config::NetworkConfig,
+    runtime_hook: &str,
+) -> Result<(), LifecycleError> {
+    let begin = Instant::now();
+    let starting = crate::net::daemon::begin(state, &record.name, network, record.workspace.as_deref(), true)?;
+    crate::workspace::prepare(state, backend, &mut record).await?;
+    record.save(&state.vm_dir(&record.name))?;
+    tracing::debug!("{}: project prepared in {:?}", record.name, begin.elapsed());
+    finish_started(state, &Up::Started(record, begin.elapsed()), starting, runtime_hook).await
 }
 
 /// Creates the VM if needed, starts it if needed, waits for its agent and
 /// sets up its workspace.
 pub async fn ensure_running(state: &StateDir, backend: &dyn Backend, spec: &VmSpec) -> Result<Up, LifecycleError> {
+    crate::git::guard::check_backend(backend.kind(), spec.shared_workspace(), spec.unguarded_git, &spec.heavy_dirs)?;
     let dir = state.create_vm_dir(&spec.name)?;
     let existing = match state.load(&spec.name) {
         Ok(record) => Some(record),
@@ -200,8 +265,12 @@ pub async fn ensure_running(state: &StateDir, backend: &dyn Backend, spec: &VmSp
         Some(record) if record.kind() != backend.kind() => {
             return Err(LifecycleError::OtherBackend { name: spec.name.clone(), has: record.kind(), wanted: backend.kind() });
         }
-        Some(record) if record.ro != spec.ro => {
-            return Err(LifecycleError::OtherWorkspaceMode { name: spec.name.clone(), has: record.ro, wanted: spec.ro });
+        Some(record) if record.ro != spec.ro || record.sync != spec.sync => {
+            return Err(LifecycleError::OtherWorkspaceMode {
+                name: spec.name.clone(),
+                has: (record.ro, record.sync),
+                wanted: (spec.ro, spec.sync),
+            });
         }
         Some(record) => match backend.state(&record, &dir)? {
             VmState::Running if agent_info(state, &record).await.is_ok() => return Ok(Up::AlreadyUp(record)),
@@ -211,6 +280,8 @@ pub async fn ensure_running(state: &StateDir, backend: &dyn Backend, spec: &VmSp
                 let mut record = record;
                 crate::mux::stop(&dir);
                 crate::net::daemon::stop(&dir);
+                crate::git::watch::stop(&dir);
+                crate::sync::live::daemon::kill(&dir);
                 backend.stop(&mut record, &dir)?;
                 record
             }
@@ -222,7 +293,13 @@ pub async fn ensure_running(state: &StateDir, backend: &dyn Backend, spec: &VmSp
         None => create(backend, spec, &dir)?,
     };
     let begin = Instant::now();
-    backend.start(&mut record, &dir)?;
+    record.unguarded_git = spec.unguarded_git;
+    guard_git(backend.kind(), &mut record, &dir)?;
+    if let Err(e) = backend.start(&mut record, &dir) {
+        crate::workspace::remove_links(state, &mut record);
+        let _ = record.save(&dir);
+        return Err(e.into());
+    }
     record.started_unix = Some(now_unix());
     record.save(&dir)?;
     let info = match wait_for_agent(backend, &mut record, &dir).await {
@@ -230,6 +307,7 @@ pub async fn ensure_running(state: &StateDir, backend: &dyn Backend, spec: &VmSp
         Err(e) => {
             let mut failed = record.clone();
             let _ = backend.stop(&mut failed, &dir);
+            crate::workspace::remove_links(state, &mut failed);
             failed.started_unix = None;
             let _ = failed.save(&dir);
             return Err(e);
@@ -245,6 +323,32 @@ pub async fn ensure_running(state: &StateDir, backend: &dyn Backend, spec: &VmSp
     }
     record.save(&dir)?;
     Ok(Up::Started(record, begin.elapsed()))
+}
+
+/// Puts the shared workspace's repositories under the host's guard for the
+/// start to come (see `crate::git`): works out and saves the plan the QEMU
+/// backend's file server is started with, and tells the user what they
+/// should know about it. A VM without a shared workspace, started with
+/// `--unguarded-git`, or of a backend that serves the share itself (let
+/// through by `git::guard::check_backend`), has no plan.
+fn guard_git(kind: BackendKind, record: &mut VmRecord, dir: &Path) -> Result<(), LifecycleError> {
+    crate::git::take::reset(dir);
+    let workspace = match record.shared_workspace() {
+        Some(ws) if kind == BackendKind::Qemu && !record.unguarded_git => ws.to_path_buf(),
+        _ => {
+            crate::git::guard::Guard::remove(dir);
+            return Ok(());
+        }
+    };
+    crate::git::namespace::probe()?;
+    let guard = crate::git::guard::plan(&workspace, dir, &record.heavy_dirs)?;
+    record.created_dirs.extend(guard.created.iter().filter(|c| !record.created_dirs.contains(c)).cloned().collect::<Vec<_>>());
+    record.save(dir)?;
+    guard.save(dir)?;
+    for note in &guard.notes {
+        eprintln!("hutch: git: {note}");
+    }
+    Ok(())
 }
 
 fn create(backend: &dyn Backend, spec: &VmSpec, dir: &Path) -> Result<VmRecord, LifecycleError> {
@@ -306,10 +410,13 @@ pub async fn info_directly(record: &VmRecord) -> Result<InfoResponse, LifecycleE
 pub fn stop(state: &StateDir, backend: &dyn Backend, record: &mut VmRecord) -> Result<(), LifecycleError> {
     let dir = state.vm_dir(&record.name);
     crate::forward::detached::stop(&dir);
+    crate::sync::live::daemon::kill(&dir);
     crate::mux::stop(&dir);
     crate::net::daemon::stop(&dir);
+    crate::git::watch::stop(&dir);
+    crate::git::watch::tell_notices(&dir);
     backend.stop(record, &dir)?;
-    crate::workspace::remove_links(record);
+    crate::workspace::remove_links(state, record);
     record.started_unix = None;
     record.save(&dir)?;
     Ok(())
@@ -319,10 +426,13 @@ pub fn stop(state: &StateDir, backend: &dyn Backend, record: &mut VmRecord) -> R
 pub fn destroy(state: &StateDir, backend: &dyn Backend, record: &VmRecord) -> Result<(), LifecycleError> {
     let dir = state.vm_dir(&record.name);
     crate::forward::detached::stop(&dir);
+    crate::sync::live::daemon::kill(&dir);
     crate::mux::stop(&dir);
     crate::net::daemon::stop(&dir);
+    crate::git::watch::stop(&dir);
+    crate::git::watch::tell_notices(&dir);
     backend.delete(record, &dir)?;
-    crate::workspace::remove_links(&mut record.clone());
+    crate::workspace::remove_links(state, &mut record.clone());
     state.remove_vm_dir(&record.name)?;
     // A VM made again under this name is a new machine with new host keys.
     let known = crate::agent_install::known_hosts::KnownHosts::at(state.known_hosts());
@@ -400,6 +510,10 @@ mod tests {
         let (_dir, state) = existing(qemu(), Some(RoMode::default()));
         let err = ensure_running(&state, &fake, &spec("web", None)).await.err().expect("an error");
         assert!(err.to_string().contains("VM web exists with a --ro snapshot, not a shared workspace"), "{err}");
+        let mut synced = spec("web", None);
+        synced.sync = true;
+        let err = ensure_running(&state, &fake, &synced).await.err().expect("an error");
+        assert!(err.to_string().contains("not a synced workspace (--sync)"), "{err}");
         assert!(fake.calls().is_empty(), "{:?}", fake.calls());
     }
 

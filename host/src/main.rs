@@ -28,6 +28,12 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::HUTCH_FAILED);
         }
     };
+    // Before any thread exists: a threaded process cannot enter a user namespace.
+    if let Command::GuardExec(args) = &cli.command {
+        let error = hutch::git::namespace::run(&args.guard, &args.command[0], &args.command[1..]);
+        eprintln!("hutch guard-exec: {error}");
+        return ExitCode::from(exit::HUTCH_FAILED);
+    }
     init_logging(cli.verbose);
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -45,6 +51,9 @@ fn main() -> ExitCode {
             Command::Down(args) => hutch::cmd::down::run(args).await,
             Command::Rm(args) => hutch::cmd::rm::run(args).await,
             Command::Reset(args) => hutch::cmd::reset::run(args).await,
+            Command::Warm(args) => hutch::cmd::warm::run(args).await,
+            Command::Fork(args) => hutch::cmd::fork::run(args).await,
+            Command::WarmKeeper(args) => hutch::warm::keeper::run(&args.project).await,
             Command::Ls(args) => hutch::cmd::ls::run(args).await,
             Command::Config(args) => hutch::cmd::config::run(args).await,
             Command::Doctor(args) => hutch::cmd::doctor::run(args).await,
@@ -68,6 +77,14 @@ fn main() -> ExitCode {
             Command::Audit(args) => hutch::cmd::audit::run(args).await,
             Command::Log(args) => hutch::cmd::audit::deprecated_name(args).await,
             Command::Mcp(args) => hutch::cmd::mcp::run(args).await,
+            Command::Fetch(args) => hutch::cmd::fetch::run(args).await,
+            Command::GitBridge(args) => hutch::git::bridge::run(&args.service).await,
+            Command::GitWatch(args) => {
+                let state = hutch::state::StateDir::from_env()?;
+                Ok(hutch::git::watch::run(&state, &args.name)?)
+            }
+            Command::GuardExec(_) => unreachable!("handled before the runtime starts"),
+            Command::SyncDaemon(args) => hutch::sync::live::daemon::run(&args.name).await,
         }
     });
     RawMode::restore();

@@ -33,6 +33,9 @@ impl Plan {
         Config::flag(&mut config.network.mode, args.network);
         config.network.allow_flags(&args.allow);
         Config::flag(&mut config.disk, args.disk.map(Some));
+        if args.unguarded_git {
+            Config::flag(&mut config.unguarded_git, Some(true));
+        }
         if args.no_heavy {
             Config::flag(&mut config.heavy, Some(Vec::new()));
         }
@@ -52,7 +55,19 @@ impl Plan {
             ephemeral,
             heavy_dirs: config.heavy.value.clone(),
             ro: args.ro_mode()?,
+            unguarded_git: config.unguarded_git.value,
+            sync: workspace_synced(args, &config),
         };
         Ok(Plan { config, spec, backend })
     }
+}
+
+/// Whether the workspace is synced rather than shared: `--sync`, or
+/// `workspace = "sync"` unless a flag asks for another mode.
+fn workspace_synced(args: &UpArgs, config: &Config) -> bool {
+    if args.sync {
+        return true;
+    }
+    let other_mode = args.shared || args.ro || args.ro_git || args.no_workspace;
+    !other_mode && config.workspace.value == crate::config::WorkspaceMode::Sync
 }

@@ -24,6 +24,11 @@ pub enum TargetError {
     /// The current directory (which says which VM is meant) is unreadable.
     #[error("reading the current directory: {0}")]
     Cwd(std::io::Error),
+    /// The VM waits in a warm pool, where nothing may run before a run takes it.
+    #[error(
+        "{0} is a ready VM of a warm pool: commands run in it only once `hutch run --rm` takes it, so that it is as fresh as a new one"
+    )]
+    InPool(VmName),
 }
 
 impl TargetError {
@@ -33,6 +38,7 @@ impl TargetError {
             TargetError::State(e) => e.hint(),
             TargetError::Token(e) => Some(e.hint()),
             TargetError::Cwd(_) => None,
+            TargetError::InPool(_) => Some("`hutch ls` lists the VMs; `hutch up` makes one of your own".into()),
         }
     }
 }
@@ -75,6 +81,9 @@ impl Target {
     /// The target for VM `name`.
     pub fn for_vm(state: StateDir, name: &VmName) -> Result<Target, TargetError> {
         let record = state.load(name)?;
+        if record.pool.is_some() {
+            return Err(TargetError::InPool(name.clone()));
+        }
         Ok(Target::Vm { state, record: Box::new(record) })
     }
 
@@ -125,7 +134,8 @@ pub fn vm_name(state: &StateDir, name: Option<&VmName>) -> Result<VmName, Target
     }
     let mut best: Option<(usize, VmName)> = None;
     for (name, record) in state.list()? {
-        if let Ok(VmRecord { workspace: Some(ws), .. }) = record {
+        // A warm pool's VMs are nobody's until a run takes them.
+        if let Ok(VmRecord { workspace: Some(ws), pool: None, .. }) = record {
             let depth = ws.components().count();
             if cwd.starts_with(&ws) && best.as_ref().is_none_or(|(d, _)| depth > *d) {
                 best = Some((depth, name));

@@ -47,6 +47,14 @@ pub enum WorkspaceError {
     /// The agent's `Prepare` failed.
     #[error("the agent could not set up the workspace: {}", text::shown(.0.message()))]
     Prepare(Status),
+    /// The agent cannot give guarded repositories a gitdir of their own.
+    #[error(
+        "the agent in this VM does not support the host's guard of .git (it is older than this hutch): git would not work in the guest"
+    )]
+    GitUnsupported,
+    /// The guard's plan is unreadable.
+    #[error(transparent)]
+    Git(#[from] crate::git::GitError),
     /// The agent's answer broke the protocol, or did not come in time.
     #[error(transparent)]
     Call(#[from] CallError),
@@ -57,6 +65,10 @@ impl WorkspaceError {
     pub fn hint(&self) -> Option<String> {
         match self {
             WorkspaceError::Connect(e) => e.hint(),
+            WorkspaceError::GitUnsupported => Some(
+                "rebuild the image so it carries this hutch's agent (`cargo xtask image`), or start the VM with --unguarded-git".into(),
+            ),
+            WorkspaceError::Git(e) => e.hint(),
             WorkspaceError::Prepare(_) => {
                 Some("check that the workspace folder exists and is shared with the VM; `hutch reset NAME` starts over".into())
             }
@@ -76,16 +88,29 @@ pub async fn prepare(state: &StateDir, backend: &dyn Backend, record: &mut VmRec
         .map_err(|source| WorkspaceError::MountPoint { path: workspace.clone(), source })?;
     record.created_dirs.extend(created.into_iter().filter(|c| !record.created_dirs.contains(c)).collect::<Vec<_>>());
     let client = connect::connect(state, record).await?;
+    let vm_dir = state.vm_dir(&record.name);
+    let guard = crate::git::guard::Guard::load(&vm_dir)?;
+    let git = guard.as_ref().map(crate::git::guard::Guard::prepare_request).unwrap_or_default();
     let request = PrepareRequest {
         workspace: workspace.display().to_string(),
         share: Some(share),
         heavy_dirs: record.heavy_dirs.clone(),
         heavy_depth: 0,
+        git: git.clone(),
     };
     let deadline = client.deadline();
     let response = deadline.within("Prepare", client.prepare_checked(request)).await.map_err(CallError::from)?.map_err(|status| {
         if CallError::is_refusal(&status) { WorkspaceError::Call(CallError::from_status(status)) } else { WorkspaceError::Prepare(status) }
     })?;
+    if !git.is_empty() {
+        if response.git.len() != git.len() {
+            return Err(WorkspaceError::GitUnsupported);
+        }
+        for prepared in response.git.iter().filter(|p| !p.note.is_empty()) {
+            eprintln!("hutch: git: {}: {}", text::shown(&prepared.worktree), text::shown(&prepared.note));
+        }
+        crate::git::take::save_stamp(&vm_dir, &response.git_stamp);
+    }
     let mut links = Vec::new();
     for heavy in &response.heavy {
         match known::<HeavyMethod>("a heavy dir method", heavy.method).map_err(CallError::from)? {
@@ -118,10 +143,12 @@ fn heavy_link(workspace: &Path, names: &[String], heavy: &HeavyDir) -> Result<He
 
 /// Removes the symlinks `prepare` put into the host project (macOS guests)
 /// and the mount points hutch created that are still empty, leaving the
-/// project as it was. A path that is no longer ours is left alone, and so
-/// is one outside the workspace or reached through a symlink (a record
-/// written by an older hutch may hold what an agent said unchecked).
-pub fn remove_links(record: &mut VmRecord) {
+/// project as it was; mount points another running VM of the project still
+/// uses wait for the last one (`crate::created_dirs`). A path that is no
+/// longer ours is left alone, and so is one outside the workspace or
+/// reached through a symlink (a record written by an older hutch may hold
+/// what an agent said unchecked).
+pub fn remove_links(state: &StateDir, record: &mut VmRecord) {
     let links = std::mem::take(&mut record.heavy_links);
     if let Some(workspace) = &record.workspace
         && !links.is_empty()
@@ -141,7 +168,8 @@ pub fn remove_links(record: &mut VmRecord) {
             Err(e) => tracing::warn!("cannot open the workspace to remove its heavy-dir links: {e}"),
         }
     }
-    crate::heavy::remove_mount_points(&std::mem::take(&mut record.created_dirs));
+    let created = std::mem::take(&mut record.created_dirs);
+    crate::created_dirs::release(state, record, created);
 }
 
 /// The workspace folder for `hutch up`/`run`: `--workspace` or the current

@@ -8,9 +8,11 @@
 
 pub mod addr;
 pub mod mountinfo;
+pub mod rules;
 pub mod size;
 pub mod tree;
 pub mod unix_socket;
+pub mod watch;
 
 /// Generated types and gRPC stubs for the `hutch.v1` package.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]

@@ -88,8 +88,14 @@ pub fn walk(root: &Path, rules: &WalkRules) -> Result<Tree, WalkError> {
     if !rules.no_ignore {
         builder.add_custom_ignore_filename(HUTCHIGNORE);
     }
-    if !rules.include_git {
-        builder.filter_entry(|e| e.depth() == 0 || e.file_name() != ".git");
+    let (include_git, exclude) = (rules.include_git, rules.exclude_dirs.clone());
+    if !include_git || !exclude.is_empty() {
+        builder.filter_entry(move |e| {
+            let name = e.file_name();
+            let excluded = (!include_git && name == ".git")
+                || (e.file_type().is_some_and(|t| t.is_dir()) && exclude.iter().any(|d| name == d.as_str()));
+            e.depth() == 0 || !excluded
+        });
     }
 
     let root_len = root.as_os_str().len();
@@ -258,6 +264,54 @@ pub fn unchanged(a: &ManifestEntry, b: &ManifestEntry) -> bool {
         Ok(EntryKind::EntrySymlink) => a.link_target == b.link_target,
         _ => false,
     }
+}
+
+/// Whether two entries for the same path are the same to a synced
+/// workspace, which keeps both sides alike in both directions: files by
+/// size, mtime and mode (as [`unchanged`]), symlinks by target, folders by
+/// mode. A folder's mtime changes whenever something inside it does, on
+/// each side on its own, so it is not compared (a synced workspace does not
+/// keep folder mtimes; `--ro` snapshots do).
+pub fn same(a: &ManifestEntry, b: &ManifestEntry) -> bool {
+    if a.kind != b.kind {
+        return false;
+    }
+    match EntryKind::try_from(a.kind) {
+        Ok(EntryKind::EntryFile) => a.size == b.size && a.mtime_ns == b.mtime_ns && a.mode == b.mode,
+        Ok(EntryKind::EntryDirectory) => a.mode == b.mode,
+        Ok(EntryKind::EntrySymlink) => a.link_target == b.link_target,
+        _ => false,
+    }
+}
+
+/// [`same`] for entries that may be absent: two absences are the same.
+pub fn same_or_absent(a: Option<&ManifestEntry>, b: Option<&ManifestEntry>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => same(a, b),
+        (None, None) => true,
+        _ => false,
+    }
+}
+
+/// The manifest entry of `name` in the folder `dir` (not following a
+/// symlink), relative path `rel`; `None` when it is missing or of a kind a
+/// tree does not hold.
+pub fn stat_at(dir: &impl std::os::fd::AsFd, name: &[u8], rel: Vec<u8>) -> nix::Result<Option<ManifestEntry>> {
+    let st = match nix::sys::stat::fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) => st,
+        Err(nix::Error::ENOENT | nix::Error::ENOTDIR) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let target = if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFLNK {
+        match nix::fcntl::readlinkat(dir, name) {
+            Ok(t) => t.into_vec(),
+            Err(nix::Error::ENOENT | nix::Error::EINVAL) => return Ok(None),
+            Err(e) => return Err(e),
+        }
+    } else {
+        Vec::new()
+    };
+    Ok(stat_entry(rel, &st, target))
 }
 
 fn walk_threads() -> usize {

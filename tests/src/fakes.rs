@@ -12,6 +12,9 @@ use tempfile::TempDir;
 
 use crate::{Agent, binaries};
 
+/// The size of the fake Tart base VM's disk: 50 GB, as Cirrus Labs' images.
+pub const TART_BASE_DISK: u64 = 50_000_000_000;
+
 /// Which fake.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Vmm {
@@ -47,12 +50,14 @@ pub struct FakeVmm {
 }
 
 impl FakeVmm {
-    /// A fake Tart with one local VM, `base`, to clone.
+    /// A fake Tart with one local VM, `base`, to clone: its disk is
+    /// [`TART_BASE_DISK`] (a sparse file, as Tart's raw disks).
     pub fn tart() -> FakeVmm {
         let fake = FakeVmm::new(Vmm::Tart, &[]);
         let base = fake.vmm_home().join("vms").join("base");
         std::fs::create_dir_all(&base).expect("create the base VM");
         std::fs::write(base.join("config.json"), r#"{"cpuCount":4,"memorySize":4096,"os":"linux"}"#).expect("write the base VM");
+        std::fs::File::create(base.join("disk.img")).and_then(|f| f.set_len(TART_BASE_DISK)).expect("write the base VM's disk");
         fake
     }
 
@@ -230,4 +235,36 @@ impl Drop for FakeVmm {
 /// `argv` as owned strings, for comparing with [`FakeVmm::take_commands`].
 pub fn argv(words: &[&str]) -> Vec<String> {
     words.iter().map(|w| (*w).to_owned()).collect()
+}
+
+impl FakeVmm {
+    /// Makes the fixture's workspace a git repository, and checks that `up`
+    /// (with `up_args`) refuses it on this backend, whose share hutch cannot
+    /// guard: nothing is created, the error names the ways out, and a
+    /// project file (which the guest can write) cannot opt out. Leaves the
+    /// user's configuration opting out (`unguarded_git = true`), as the
+    /// caller checks next.
+    pub fn refuses_a_repository_it_cannot_guard(&mut self, up_args: &[&str]) {
+        let ws = self.workspace();
+        let init = Command::new("git").args(["init", "-q"]).current_dir(&ws).status().expect("git");
+        assert!(init.success());
+        let out = self.run(up_args);
+        let err = crate::stderr(&out);
+        assert_eq!(crate::code(&out), 125, "{err}");
+        assert!(err.contains("shares the workspace writable, .git included, and the host cannot guard part of that share"), "{err}");
+        assert!(err.contains("--ro") && err.contains("--sync") && err.contains("--unguarded-git"), "{err}");
+        assert_eq!(self.take_commands(), Vec::<Vec<String>>::new(), "nothing may be created");
+
+        std::fs::write(ws.join("hutch.toml"), "unguarded_git = true\n").expect("write hutch.toml");
+        let out = self.run(up_args);
+        assert_eq!(crate::code(&out), 125);
+        assert!(crate::stderr(&out).contains("the guest can write it"), "{}", crate::stderr(&out));
+        std::fs::remove_file(ws.join("hutch.toml")).expect("remove hutch.toml");
+        assert_eq!(self.take_commands(), Vec::<Vec<String>>::new());
+
+        let config = self.root.path().join("home/.config/hutch");
+        std::fs::create_dir_all(&config).expect("create the user's config folder");
+        std::fs::write(config.join("config.toml"), "unguarded_git = true\n").expect("write the user's config");
+        self.env.push(("XDG_CONFIG_HOME".into(), self.root.path().join("home/.config").display().to_string()));
+    }
 }

@@ -164,7 +164,7 @@ pub fn finish() -> SyncRequest {
 
 /// A `start` request for `root`.
 pub fn start(root: &str) -> SyncRequest {
-    SyncRequest { kind: Some(Out::Start(SyncStart { root: root.to_owned(), rules: Some(WalkRules::default()) })) }
+    SyncRequest { kind: Some(Out::Start(SyncStart { root: root.to_owned(), rules: Some(WalkRules::default()), push: false })) }
 }
 
 /// Runs one Sync call by hand: `start` for `root`, the guest's manifest is

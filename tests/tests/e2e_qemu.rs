@@ -393,6 +393,24 @@ fn ro_git_brings_the_repository_so_git_works_in_the_guest() {
     ]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(stdout(&out).split_whitespace().collect::<Vec<_>>(), ["M", "tracked.txt", "1"]);
+
+    // What the guest plants in its copy of .git never reaches the host: not
+    // through the snapshot, and not through `hutch diff`.
+    let canary = tempfile::tempdir_in("/tmp").unwrap();
+    let plant = format!(
+        "printf '#!/bin/sh\\ntouch {c}/hook\\n' > .git/hooks/post-checkout && chmod +x .git/hooks/post-checkout && \
+         git config core.fsmonitor 'touch {c}/fsmonitor' && git config core.pager 'touch {c}/pager' && echo ok",
+        c = canary.path().display()
+    );
+    let out = e2e().run(&["exec", "--name", "e2e-git", "--", "sh", "-c", &plant]);
+    assert_eq!((code(&out), stdout(&out).as_str()), (0, "ok\n"), "{}", stderr(&out));
+    let out = e2e().run(&["diff", "--name", "e2e-git"]);
+    assert!(!stdout(&out).contains(".git/"), "{}", stdout(&out));
+    assert!(stderr(&out).contains("under .git: left out of the patch"), "{}", stderr(&out));
+    for args in [&["status"][..], &["diff"], &["log", "-p"], &["checkout", "-q", "-b", "other"], &["commit", "-qam", "host"]] {
+        std::process::Command::new("git").args(args).current_dir(ws.path()).output().unwrap();
+    }
+    assert_eq!(std::fs::read_dir(canary.path()).unwrap().count(), 0, "git on the host ran what the guest planted");
     rm("e2e-git");
 }
 
@@ -479,6 +497,76 @@ fn image_prepare_with_a_wrong_password_says_so_and_leaves_nothing_behind() {
     assert!(!e2e().state.path().join("images/e2e-wrong-pw").exists(), "an image was saved");
     assert!(left_behind("e2e-wrong-pw").is_empty(), "left running: {:?}", left_behind("e2e-wrong-pw"));
     assert!(std::path::Path::new(&base).is_file(), "the base image is gone");
+}
+
+/// The plain Debian base from `cargo xtask e2e` (`minbase`: no systemd, no
+/// sshd, no users, no apt lists).
+fn plain_base() -> String {
+    std::env::var("HUTCH_E2E_PLAIN_BASE").expect("HUTCH_E2E_PLAIN_BASE: run `cargo xtask e2e` (it builds the plain Debian base)")
+}
+
+#[test]
+#[ignore = "needs QEMU, a guest image and the plain Debian base image: run `cargo xtask e2e`"]
+fn image_prepare_init_hutch_boots_a_disk_without_systemd_or_sshd_and_its_hook_uses_apt() {
+    let base = plain_base();
+    install_default_image();
+    let config = tempfile::tempdir_in("/tmp").unwrap();
+    let hook = config.path().join("setup.sh");
+    // The base has no apt lists: the hook fetches them from Debian's mirror,
+    // which the preparing VM reaches although no allow rule names it.
+    let script = "apt-get update -qq && apt-get install -y -qq --no-install-recommends hello >/dev/null\necho \"hook ran as $(id -un)\" > /hutch-setup-marker\n";
+    std::fs::write(&hook, script).unwrap();
+    std::fs::create_dir_all(config.path().join("hutch")).unwrap();
+    std::fs::write(config.path().join("hutch/config.toml"), format!("[hooks]\nsetup = \"{}\"\n", hook.display())).unwrap();
+
+    let prepare = |extra: &[&str]| {
+        let mut args = vec!["image", "prepare", &base, "--name", "e2e-plain"];
+        args.extend_from_slice(extra);
+        e2e().hutch().args(args).env("XDG_CONFIG_HOME", config.path()).stdin(Stdio::null()).output().unwrap()
+    };
+    // SSH flags belong to the other path.
+    let out = prepare(&["--init", "hutch", "--password"]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    let out = prepare(&["--init", "hutch"]);
+    assert_eq!(code(&out), 0, "hutch image prepare --init hutch failed:\n{}\n{}", stdout(&out), stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("hutch: created the user hutch"), "{err}");
+    assert!(err.contains("sudo is not installed"), "{err}");
+    assert!(stdout(&out).contains("is ready in"), "{}", stdout(&out));
+    let image = e2e().state.path().join("images/e2e-plain");
+    let spec: serde_json::Value = serde_json::from_slice(&std::fs::read(image.join("image.json")).unwrap()).unwrap();
+    assert_eq!((spec["init"].as_str(), spec["disk"]["format"].as_str()), (Some("hutch"), Some("qcow2")), "{spec}");
+    assert!(!e2e().state.path().join("vms/e2e-plain").exists(), "the VM that prepared the image was left behind");
+    assert!(left_behind("e2e-plain").is_empty(), "left running: {:?}", left_behind("e2e-plain"));
+
+    // A VM from it: hutch's init is PID 1, commands run as the image's user
+    // with the host user's ids (root's here when the host user is root), the
+    // hook ran once at prepare time, and what it installed with apt is there.
+    let ws = tempfile::tempdir_in("/tmp").unwrap();
+    std::fs::write(ws.path().join("from-host"), "shared\n").unwrap();
+    let script = "cat /hutch-setup-marker; cat /proc/1/comm; id -u; hello; cat from-host; \
+                  ls /lib/systemd/systemd /usr/sbin/sshd 2>/dev/null | wc -l; grep -c '^hutch:' /etc/passwd";
+    let args = [
+        "run",
+        "--rm",
+        "--image",
+        "e2e-plain",
+        "--workspace",
+        ws.path().to_str().unwrap(),
+        "--cpus",
+        "1",
+        "--memory",
+        "512",
+        "--",
+        "sh",
+        "-c",
+        script,
+    ];
+    let out = e2e().run(&args);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let uid = nix::unistd::getuid().as_raw();
+    assert_eq!(stdout(&out), format!("hook ran as root\nhutch-agent\n{uid}\nHello, world!\nshared\n0\n1\n"), "{}", stderr(&out));
+    assert!(e2e().vm_processes().iter().all(|(_, c)| !c.contains("/vms/run-")), "left behind: {:?}", e2e().vm_processes());
 }
 
 #[test]

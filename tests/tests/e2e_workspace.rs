@@ -51,6 +51,21 @@ fn files_cross_both_ways(name: &str, ws: &Path) {
     assert_eq!(std::fs::read_link(ws.join("link")).unwrap(), Path::new("sub/g.txt"));
 }
 
+/// The host's git guard holds against root in the guest, whichever file
+/// server serves the share: with the agent's gitdir unmounted, the project's
+/// `.git` (here the empty placeholder of a folder without a repository) is
+/// read-only, and stays so after a remount in the guest. The host's
+/// placeholder stays empty, and goes with the VM.
+fn the_git_guard_holds_against_root(name: &str, ws: &Path) {
+    let script = "cd \"$1\" && git init -q && git rev-parse --git-dir && umount .git && \
+                  { mkdir .git/hooks 2>/dev/null || touch .git/config 2>/dev/null; } && echo WRITABLE || echo guarded; \
+                  mount -o remount,rw .git 2>/dev/null; touch .git/config 2>/dev/null && echo WRITABLE || echo still guarded";
+    let out = exec(name, script, ws);
+    assert_eq!((code(&out), stdout(&out).as_str()), (0, ".git\nguarded\nstill guarded\n"), "{}", stderr(&out));
+    let dot_git: Vec<_> = std::fs::read_dir(ws.join(".git")).unwrap().collect();
+    assert!(dot_git.is_empty(), "the guest wrote into the host's .git: {dot_git:?}");
+}
+
 /// No process of VM `name` is left (QEMU, vhost-device-vsock, virtiofsd).
 fn nothing_left_of(name: &str) {
     let needle = format!("/vms/{name}/");
@@ -108,9 +123,11 @@ fn the_workspace_is_virtiofs_both_ways_and_host_edits_show_within_a_second() {
     eprintln!("host edits showed in the guest after {took} ms");
     assert!(took <= CACHE_TIMEOUT_MS + POLL_SLACK_MS, "host edits took {took} ms to show in the guest");
 
+    the_git_guard_holds_against_root("e2e-vfs", ws.path());
     let out = e2e().run(&["rm", "-f", "e2e-vfs"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     nothing_left_of("e2e-vfs");
+    assert!(!ws.path().join(".git").exists(), "the placeholder outlived the VM");
 }
 
 /// Where vhost-device-vsock is (PATH or `~/.cargo/bin`), for a run whose PATH
@@ -140,8 +157,11 @@ fn without_virtiofsd_the_workspace_goes_over_9p_with_a_one_line_notice() {
     assert!(notices[0].contains("9p") && notices[0].contains("cargo install virtiofsd --locked"), "{}", notices[0]);
     assert_eq!(guest_fstype("e2e-9p", ws.path()), "9p");
     files_cross_both_ways("e2e-9p", ws.path());
+    // QEMU serves 9p itself: it runs in the guard's namespace.
+    the_git_guard_holds_against_root("e2e-9p", ws.path());
 
     let out = e2e().run(&["rm", "-f", "e2e-9p"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     nothing_left_of("e2e-9p");
+    assert!(!ws.path().join(".git").exists(), "the placeholder outlived the VM");
 }

@@ -17,7 +17,7 @@ fn ok(out: &std::process::Output) {
 }
 
 fn prepared(ws: &std::path::Path) -> PrepareResponse {
-    PrepareResponse { workspace: ws.to_str().unwrap().into(), heavy: vec![] }
+    PrepareResponse { workspace: ws.to_str().unwrap().into(), ..Default::default() }
 }
 
 #[test]

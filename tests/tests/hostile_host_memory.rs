@@ -80,7 +80,9 @@ fn a_diff_holds_one_bounded_file_at_a_time() {
     let entry = |path: &str| {
         let current =
             ManifestEntry { path: path.into(), kind: EntryKind::EntryFile as i32, mode: 0o644, size: 256 << 20, ..Default::default() };
-        msg(&SnapshotDiffResponse { kind: Some(DiffKind::Entry(ChangedEntry { path: path.into(), synced: None, current: Some(current) })) })
+        msg(&SnapshotDiffResponse {
+            kind: Some(DiffKind::Entry(ChangedEntry { path: path.into(), synced: None, current: Some(current), too_large: false })),
+        })
     };
     let Step::Message(data) = msg(&SnapshotDiffResponse { kind: Some(DiffKind::Data(vec![b'z'; 1 << 20])) }) else { unreachable!() };
     let small = HostileAgent::start(Plan::new().with_info().on("SnapshotDiff", vec![entry("small"), Step::Message(data.clone())]));

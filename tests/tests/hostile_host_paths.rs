@@ -29,7 +29,7 @@ fn added(path: &[u8], data: &[u8]) -> Vec<Step> {
         size: data.len() as u64,
         ..Default::default()
     };
-    let entry = ChangedEntry { path: path.to_vec(), synced: None, current: Some(current) };
+    let entry = ChangedEntry { path: path.to_vec(), synced: None, current: Some(current), too_large: false };
     vec![
         msg(&SnapshotDiffResponse { kind: Some(DiffKind::Entry(entry)) }),
         msg(&SnapshotDiffResponse { kind: Some(DiffKind::Data(data.to_vec())) }),
@@ -39,7 +39,7 @@ fn added(path: &[u8], data: &[u8]) -> Vec<Step> {
 /// A file `path` the guest modified (synced as the host has it now, if it has it).
 fn modified(path: &[u8], data: &[u8]) -> Vec<Step> {
     let file = |size| ManifestEntry { path: path.to_vec(), kind: EntryKind::EntryFile as i32, mode: 0o644, size, ..Default::default() };
-    let entry = ChangedEntry { path: path.to_vec(), synced: Some(file(1)), current: Some(file(data.len() as u64)) };
+    let entry = ChangedEntry { path: path.to_vec(), synced: Some(file(1)), current: Some(file(data.len() as u64)), too_large: false };
     vec![
         msg(&SnapshotDiffResponse { kind: Some(DiffKind::Entry(entry)) }),
         msg(&SnapshotDiffResponse { kind: Some(DiffKind::Data(data.to_vec())) }),
@@ -167,8 +167,11 @@ fn down_removes_only_heavy_dir_links_that_are_the_projects() {
     };
 
     // A link outside the project: refused at `up`, never removed.
-    let outside_link =
-        PrepareResponse { workspace: ws.to_str().unwrap().into(), heavy: vec![heavy(&outside.join("victim"), "/var/lib/hutch/local/x")] };
+    let outside_link = PrepareResponse {
+        workspace: ws.to_str().unwrap().into(),
+        heavy: vec![heavy(&outside.join("victim"), "/var/lib/hutch/local/x")],
+        ..Default::default()
+    };
     agent.set_plan(Plan::new().with_info().answer("Prepare", &outside_link));
     let up = fake.run(&["up", "--name", "web", "--image", "base", "--workspace", ws.to_str().unwrap()]);
     assert_eq!(code(&up), 125, "{}", stderr(&up));
@@ -179,6 +182,7 @@ fn down_removes_only_heavy_dir_links_that_are_the_projects() {
     let through = PrepareResponse {
         workspace: ws.to_str().unwrap().into(),
         heavy: vec![heavy(&ws.join("escape/node_modules"), "/var/lib/hutch/local/nm")],
+        ..Default::default()
     };
     agent.set_plan(Plan::new().with_info().answer("Prepare", &through));
     let up = fake.run(&["up", "--name", "web", "--image", "base", "--workspace", ws.to_str().unwrap()]);

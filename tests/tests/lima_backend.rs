@@ -171,3 +171,80 @@ fn a_failing_limactl_list_fails_up_and_never_creates_the_vm_again() {
     ok(&fake.run(&["up", "--name", "web", "--no-workspace"]));
     assert_eq!(fake.take_commands(), vec![argv(&["list", "--json"]), argv(&["start", "web"])]);
 }
+
+#[test]
+fn a_project_with_a_repository_is_refused_unless_the_user_shares_it_unguarded() {
+    let mut fake = FakeVmm::lima();
+    let ws = fake.workspace();
+    let ws_s = ws.to_str().unwrap();
+    let up = ["up", "--name", "web", "--workspace", ws_s];
+    fake.refuses_a_repository_it_cannot_guard(&up);
+    ok(&fake.run(&up));
+    let template = std::fs::read_to_string(fake.state().join("vms/web/lima.yaml")).unwrap();
+    assert!(template.contains(&format!("\"location\": \"{ws_s}\", \"mountPoint\": \"{ws_s}\", \"writable\": true")), "{template}");
+    ok(&fake.run(&["rm", "-f", "web"]));
+}
+
+#[test]
+fn disk_sizes_go_into_the_template_or_the_clone_and_a_smaller_disk_is_refused() {
+    let fake = FakeVmm::lima();
+    let ws = fake.workspace();
+    let hutch_in_ws = |args: &[&str]| fake.hutch().current_dir(&ws).args(args).stdin(std::process::Stdio::null()).output().unwrap();
+    let disk_listed = |name: &str| {
+        let out = std::process::Command::new(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fakes/limactl"))
+            .args(["list", "--json"])
+            .env("LIMA_HOME", fake.vmm_home())
+            .output()
+            .unwrap();
+        stdout(&out)
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .find(|i| i["name"] == name)
+            .map(|i| i["disk"].clone())
+    };
+
+    // From a template: `disk:` in the template hutch writes, from the configuration's `disk`.
+    std::fs::write(ws.join("hutch.toml"), "disk = \"40G\"\n").unwrap();
+    ok(&hutch_in_ws(&["up", "--name", "fresh", "--no-workspace"]));
+    let yaml = std::fs::read_to_string(fake.state().join("vms/fresh/lima.yaml")).unwrap();
+    assert!(yaml.contains("\nmemory: \"1024MiB\"\ndisk: \"40GiB\"\n"), "{yaml}");
+    assert_eq!(disk_listed("fresh"), Some(serde_json::json!(40u64 << 30)));
+    std::fs::remove_file(ws.join("hutch.toml")).unwrap();
+
+    // A clone: `.disk` in its expression; Lima grows the copied disk.
+    fake.take_commands();
+    ok(&hutch_in_ws(&["up", "--name", "big", "--image", "base", "--no-workspace", "--disk", "200G"]));
+    let commands = fake.take_commands();
+    assert_eq!(commands[..2], [argv(&["clone", "--help"]), argv(&["list", "--json"])], "{commands:?}");
+    assert!(commands[2][4].starts_with(".cpus = 2 | .memory = \"1024MiB\" | .disk = \"200GiB\" | "), "{commands:?}");
+    assert_eq!(disk_listed("big"), Some(serde_json::json!(200u64 << 30)));
+
+    // Less than the base's 100 GiB (Lima's default): refused before cloning.
+    let out = hutch_in_ws(&["up", "--name", "small", "--image", "base", "--no-workspace", "--disk", "20G"]);
+    let err = stderr(&out);
+    assert_eq!(code(&out), 125, "{err}");
+    assert!(err.contains("Lima instance base has a disk of 100 GiB and a VM's disk can only be as big or bigger, not 20 GiB"), "{err}");
+    assert!(err.contains("hint: a VM's disk starts as a copy of its image's and can only grow"), "{err}");
+    assert_eq!(fake.take_commands(), vec![argv(&["clone", "--help"]), argv(&["list", "--json"])]);
+    assert_eq!(disk_listed("small"), None);
+
+    // A clone Lima rejects after copying the instance is deleted, and Lima's
+    // rejected YAML lands in the VM's state folder, not in the project.
+    let out = fake
+        .hutch()
+        .current_dir(&ws)
+        .env("FAKE_LIMACTL_FAIL", "clone:rejected")
+        .args(["up", "--name", "odd", "--image", "base", "--no-workspace"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 125, "{}", stderr(&out));
+    assert!(stderr(&out).contains("the YAML is invalid"), "{}", stderr(&out));
+    let commands = fake.take_commands();
+    assert_eq!(commands.last(), Some(&argv(&["delete", "-f", "odd"])), "{commands:?}");
+    assert_eq!(disk_listed("odd"), None, "the half-made clone was left");
+    assert!(!ws.join("lima.REJECTED.yaml").exists(), "Lima's rejected YAML was written into the project");
+    for name in ["fresh", "big"] {
+        ok(&fake.run(&["rm", "-f", name]));
+    }
+}

@@ -3,7 +3,8 @@
 
 use std::path::Path;
 
-use hutch_proto::v1::{HeavyMethod, PrepareRequest, WorkspaceShare, workspace_share};
+use hutch_proto::v1::exec_response::Kind;
+use hutch_proto::v1::{ExecRequest, GitRepo, HeavyMethod, PrepareRequest, Start, StdinMode, WorkspaceShare, exec_request, workspace_share};
 use hutch_tests::Agent;
 use hutch_tests::raw::prepare;
 
@@ -22,6 +23,7 @@ fn request(ws: &Path, heavy: &[&str]) -> PrepareRequest {
         share: Some(WorkspaceShare { kind: Some(workspace_share::Kind::MountedAt(ws.display().to_string())) }),
         heavy_dirs: heavy.iter().map(|s| (*s).to_owned()).collect(),
         heavy_depth: 0,
+        git: Vec::new(),
     }
 }
 
@@ -136,4 +138,103 @@ impl Drop for Unmount {
     fn drop(&mut self) {
         let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
     }
+}
+
+/// Detaches every mount stacked at a path, however the test ends.
+struct UnmountAll(std::path::PathBuf);
+
+impl Drop for UnmountAll {
+    fn drop(&mut self) {
+        while nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH).is_ok() {}
+    }
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .args(["-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=main"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim_end().to_owned()
+}
+
+/// Runs `script` through the agent; its stdout and the refs stamp of its `Exited`.
+fn exec_stamp(socket: &Path, script: &str, cwd: &Path) -> (String, String) {
+    let start = Start {
+        argv: vec!["sh".into(), "-c".into(), script.into()],
+        cwd: cwd.display().to_string(),
+        stdin: StdinMode::StdinNull as i32,
+        ..Start::default()
+    };
+    let responses = hutch_tests::raw::exec(socket, vec![ExecRequest { kind: Some(exec_request::Kind::Start(start)) }]);
+    let stamp = responses.iter().find_map(|r| match &r.kind {
+        Some(Kind::Exited(e)) => Some(e.git_stamp.clone()),
+        _ => None,
+    });
+    (String::from_utf8(hutch_tests::raw::stdout_of(&responses)).unwrap(), stamp.expect("an Exited"))
+}
+
+#[test]
+fn bind_a_guarded_repository_gets_a_gitdir_of_its_own_and_a_refs_stamp() {
+    require_root();
+    let (root, local) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let ws = root.path().join("ws");
+    std::fs::create_dir(&ws).unwrap();
+    git(&ws, &["init", "-q"]);
+    std::fs::write(ws.join("a.txt"), "one\n").unwrap();
+    git(&ws, &["add", "."]);
+    git(&ws, &["commit", "-qm", "one"]);
+    let host_head = git(&ws, &["rev-parse", "HEAD"]);
+    // The host's read-only view of .git, as its namespace shows it to the guest.
+    let view = root.path().join("view");
+    std::fs::create_dir_all(view.join("objects")).unwrap();
+    std::fs::write(view.join("HEAD"), "ref: refs/heads/main\n").unwrap();
+    std::fs::write(view.join("packed-refs"), format!("{host_head} refs/heads/main\n")).unwrap();
+    std::fs::copy(ws.join(".git/index"), view.join("index")).unwrap();
+    let bind = |from: &Path, to: &Path| {
+        nix::mount::mount(Some(from), to, None::<&str>, nix::mount::MsFlags::MS_BIND | nix::mount::MsFlags::MS_REC, None::<&str>).unwrap()
+    };
+    let _objects = UnmountAll(view.join("objects"));
+    bind(&ws.join(".git/objects"), &view.join("objects"));
+    let _dot_git = UnmountAll(ws.join(".git"));
+    bind(&view, &ws.join(".git"));
+
+    let agent = agent_with(local.path(), "bind");
+    let socket = agent.dir.path().join("agent.sock");
+    let mut req = request(&ws, &[]);
+    req.share = Some(WorkspaceShare { kind: Some(workspace_share::Kind::MountedAt(ws.display().to_string())) });
+    req.git = vec![GitRepo {
+        worktree: ws.display().to_string(),
+        object_format: "sha1".into(),
+        user_name: "Host User".into(),
+        user_email: "u@h".into(),
+        ..GitRepo::default()
+    }];
+    let done = prepare(&socket, req.clone()).expect("prepare");
+    let _agent_view = UnmountAll(Path::new(&done.git[0].gitdir).parent().unwrap().join("view"));
+    assert_eq!(done.git.len(), 1);
+    assert!(done.git[0].note.is_empty(), "{:?}", done.git[0]);
+    assert_eq!(done.git_stamp.len(), 16);
+
+    // git in the "guest" works on its own gitdir, over the shared worktree.
+    let (out, stamp) = exec_stamp(&socket, "git status --porcelain; git log --format=%s; git rev-parse --git-dir", &ws);
+    assert_eq!(out, format!("one\n.git\n"));
+    assert_eq!(stamp, done.git_stamp, "nothing moved");
+    let (_, stamp) = exec_stamp(&socket, "echo two > a.txt && git commit -qam two && git log --format='%s %an'", &ws);
+    assert_ne!(stamp, done.git_stamp, "a commit moves the stamp");
+    let (out, _) = exec_stamp(&socket, "git log --format='%s %an' -1", &ws);
+    assert_eq!(out, "two Host User\n");
+    // A second Prepare leaves it as it is.
+    let again = prepare(&socket, req).expect("second prepare");
+    assert_eq!(again.git, done.git);
+    let (out, _) = exec_stamp(&socket, "git log --format=%s -1", &ws);
+    assert_eq!(out, "two\n");
+
+    // The host's own repository never saw any of it.
+    drop(_agent_view);
+    drop(_dot_git);
+    assert_eq!(git(&ws, &["rev-parse", "HEAD"]), host_head);
+    assert_eq!(git(&ws, &["log", "--format=%s"]), "one");
 }

@@ -176,6 +176,33 @@ fn diff_round_trips_through_git_apply() {
 }
 
 #[test]
+fn diff_never_carries_a_change_under_a_dot_git() {
+    let s = SnapshotAgent::start();
+    let root = s.root();
+    write(&root, ".git/HEAD", "ref: refs/heads/main\n");
+    write(&root, ".git/config", "[core]\n");
+    write(&root, "vendor/lib/.git/config", "[core]\n");
+    write(&root, "src.txt", "one\n");
+    sync_ok(&s, &["--ro-git"]);
+    let snap = s.snapshot(&root);
+    // A --ro-git guest plants a hook and config for the host's next git command.
+    write(&snap, ".git/hooks/post-checkout", "#!/bin/sh\ntouch /tmp/pwned\n");
+    write(&snap, ".git/config", "[core]\n\tfsmonitor = ./evil\n");
+    write(&snap, "vendor/lib/.git/config", "[core]\n\tpager = ./evil\n");
+    write(&snap, "src.txt", "two\n");
+
+    let out = s.hutch("diff", &["--ro-git"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let patch = stdout(&out);
+    assert!(patch.contains("a/src.txt") && !patch.contains(".git/"), "{patch}");
+    let err = stderr(&out);
+    for path in [".git/hooks/post-checkout", ".git/config", "vendor/lib/.git/config"] {
+        assert!(err.contains(&format!("{path}: the guest changed a file inside .git; hutch never patches .git")), "{err}");
+    }
+    assert!(err.contains("`hutch fetch` takes the guest's commits"), "{err}");
+}
+
+#[test]
 fn exec_resyncs_a_ro_vm_first() {
     let s = SnapshotAgent::start();
     let root = s.root();

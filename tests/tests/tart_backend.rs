@@ -222,3 +222,67 @@ fn a_control_socket_beyond_the_unix_path_limit_is_still_reached() {
 }
 
 use std::path::PathBuf;
+
+#[test]
+fn a_project_with_a_repository_is_refused_unless_the_user_shares_it_unguarded() {
+    let mut fake = FakeVmm::tart();
+    let ws = fake.workspace();
+    let ws_s = ws.to_str().unwrap();
+    let up = ["up", "--name", "web", "--image", "base", "--workspace", ws_s];
+    fake.refuses_a_repository_it_cannot_guard(&up);
+    // The user's own configuration opts out: the share is as before.
+    ok(&fake.run(&up));
+    let commands = fake.take_commands();
+    assert_eq!(
+        commands.last(),
+        Some(&argv(&["run", "web", "--no-graphics", "--net-softnet-block=0.0.0.0/0", &format!("--dir=workspace:{ws_s}")]))
+    );
+    ok(&fake.run(&["rm", "-f", "web"]));
+    fake.env.pop();
+    // And so does the flag, for one VM.
+    ok(&fake.run(&["up", "--name", "web2", "--image", "base", "--workspace", ws_s, "--unguarded-git"]));
+    ok(&fake.run(&["rm", "-f", "web2"]));
+}
+
+#[test]
+fn disk_sizes_become_tart_set_disk_size_and_a_smaller_disk_is_refused() {
+    let fake = FakeVmm::tart();
+    let list = |fake: &FakeVmm| -> serde_json::Value {
+        let out = fake.hutch().args(["ls"]).output().unwrap();
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        let tart = std::process::Command::new(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fakes/tart"))
+            .args(["list", "--format", "json"])
+            .env("TART_HOME", fake.vmm_home())
+            .output()
+            .unwrap();
+        serde_json::from_slice(&tart.stdout).unwrap()
+    };
+    // 60 GiB is 64.4 GB: rounded up to whole GB, as Tart counts.
+    ok(&fake.run(&["up", "--name", "big", "--image", "base", "--no-workspace", "--disk", "60G"]));
+    let commands = fake.take_commands();
+    assert_eq!(commands[1], argv(&["set", "big", "--cpu", "2", "--memory", "1024", "--random-mac", "--disk-size", "65"]), "{commands:?}");
+    let vms = list(&fake);
+    let big = vms.as_array().unwrap().iter().find(|vm| vm["Name"] == "big").unwrap();
+    assert_eq!(big["Disk"], 65, "{vms}");
+    let record: serde_json::Value = serde_json::from_slice(&std::fs::read(fake.state().join("vms/big/vm.json")).unwrap()).unwrap();
+    assert_eq!(record["disk_bytes"], 60u64 << 30);
+
+    // The base's disk is 50 GB: Tart refuses 20 GiB, hutch deletes the clone and says why.
+    let out = fake.run(&["up", "--name", "small", "--image", "base", "--no-workspace", "--disk", "20G"]);
+    let err = stderr(&out);
+    assert_eq!(code(&out), 125, "{err}");
+    assert!(err.contains("Tart cannot give small a disk of 22 GB (--disk)"), "{err}");
+    assert!(err.contains("new disk size of 22 GB should be larger than the current disk size of 50 GB"), "{err}");
+    assert!(err.contains("hint: a VM's disk starts as a copy of its image's and can only grow"), "{err}");
+    let set = argv(&["set", "small", "--cpu", "2", "--memory", "1024", "--random-mac", "--disk-size", "22"]);
+    assert_eq!(fake.take_commands(), vec![argv(&["clone", "base", "small"]), set, argv(&["delete", "small"])]);
+    assert!(!fake.vmm_home().join("vms/small").exists(), "the refused clone was left");
+    assert!(!fake.state().join("vms/small/vm.json").exists(), "the refused VM has a record");
+
+    // Beyond what `tart set --disk-size` takes (a UInt16 of GB): refused before anything runs.
+    let out = fake.run(&["up", "--name", "huge", "--image", "base", "--no-workspace", "--disk", "70000G"]);
+    assert_eq!(code(&out), 125);
+    assert!(stderr(&out).contains("more than Tart takes (`tart set --disk-size` goes up to 65535 GB)"), "{}", stderr(&out));
+    assert_eq!(fake.take_commands(), Vec::<Vec<String>>::new());
+    ok(&fake.run(&["rm", "-f", "big"]));
+}

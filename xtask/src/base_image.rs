@@ -11,6 +11,12 @@
 //!
 //! Output, cached (rebuilt only when the recipe changes or the file is gone):
 //! `target/hutch-base/debian.img` (raw, sparse), `id_ed25519` (its root key).
+//!
+//! [`plain`] is the other kind of base: Debian `minbase` and nothing else
+//! (no systemd, no sshd, no users, no apt lists), as a container's file
+//! system or a `debootstrap` tree is, which `hutch image prepare --init
+//! hutch` makes an image booted by hutch's own init:
+//! `target/hutch-base/debian-plain.img`.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -46,22 +52,48 @@ pub fn run() -> Result<BaseImage> {
         }
     }
     let recipe = recipe(std::fs::read(image.key.with_extension("pub"))?);
-    let stamp = out.join("debian.img.recipe");
-    if image.disk.is_file() && std::fs::read_to_string(&stamp).is_ok_and(|s| s == recipe.key()) {
-        eprintln!("xtask: base image {} is up to date", image.disk.display());
-        return Ok(image);
+    if cached_or_built(&recipe, &image.disk)? {
+        eprintln!("xtask: (root password `{ROOT_PASSWORD}`, key {})", image.key.display());
+    }
+    Ok(image)
+}
+
+/// The plain base (see the module's text), unless a cached one from the
+/// same recipe exists. Returns its path.
+pub fn plain() -> Result<PathBuf> {
+    let out = target_dir().join("hutch-base");
+    std::fs::create_dir_all(&out)?;
+    let disk = out.join("debian-plain.img");
+    let recipe = Recipe {
+        suite: SUITE.into(),
+        variant: "minbase".into(),
+        include: Vec::new(),
+        updates: false,
+        setup_files: Vec::new(),
+        files: Vec::new(),
+        build_files: Vec::new(),
+        script: "echo hutch-plain > /etc/hostname\nrm -rf /var/cache/apt/archives/*.deb /var/lib/apt/lists/* /var/log/*.log\n".into(),
+        size: SIZE,
+        label: "plain-root".into(),
+    };
+    cached_or_built(&recipe, &disk)?;
+    Ok(disk)
+}
+
+/// Builds `recipe` into `disk` unless the disk was built from it already
+/// (its key in `DISK.recipe` beside it); returns whether it built.
+fn cached_or_built(recipe: &Recipe, disk: &std::path::Path) -> Result<bool> {
+    let stamp = disk.with_extension("img.recipe");
+    if disk.is_file() && std::fs::read_to_string(&stamp).is_ok_and(|s| s == recipe.key()) {
+        eprintln!("xtask: base image {} is up to date", disk.display());
+        return Ok(false);
     }
     let started = std::time::Instant::now();
     let _ = std::fs::remove_file(&stamp);
-    crate::rootfs::build(&recipe, &image.disk)?;
+    crate::rootfs::build(recipe, disk)?;
     std::fs::write(&stamp, recipe.key())?;
-    eprintln!(
-        "xtask: base image {} built in {:.0?} (root password `{ROOT_PASSWORD}`, key {})",
-        image.disk.display(),
-        started.elapsed(),
-        image.key.display()
-    );
-    Ok(image)
+    eprintln!("xtask: base image {} built in {:.0?}", disk.display(), started.elapsed());
+    Ok(true)
 }
 
 /// systemd, udev and sshd; root login for the test (password and key), sshd
@@ -88,6 +120,7 @@ rm -rf /var/cache/apt/archives/*.deb /var/lib/apt/lists/* /var/log/*.log
         variant: "minbase".into(),
         include: ["systemd-sysv", "openssh-server", "udev"].map(String::from).to_vec(),
         updates: false,
+        setup_files: Vec::new(),
         files: vec![("authorized_keys".into(), public_key)],
         build_files: Vec::new(),
         script,

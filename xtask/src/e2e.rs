@@ -1,7 +1,8 @@
 //! `cargo xtask e2e`: build the guest images (the minimal one, the Debian
-//! default with the suite's own extras, and the Debian base image that `hutch
-//! image prepare` is tested with; the Debian ones cached by their recipes) and
-//! run the end-to-end suites (tests/tests/e2e_qemu.rs and e2e_workspace.rs on
+//! default with the suite's own extras, and the two Debian base images that
+//! `hutch image prepare` is tested with, with systemd and sshd and without;
+//! the Debian ones cached by their recipes) and
+//! run the end-to-end suites (tests/tests/e2e_qemu.rs, e2e_workspace.rs and e2e_sync.rs on
 //! the minimal image, e2e_debian.rs on the Debian one) against real QEMU
 //! guests, one at a time.
 
@@ -25,6 +26,7 @@ pub fn run(filters: &[String]) -> Result<u8> {
     let images = image::run(&options)?;
     let debian = images.debian.ok_or("no Debian image was built")?;
     let base = base_image::run()?;
+    let plain = base_image::plain()?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
         .current_dir(root())
@@ -38,6 +40,8 @@ pub fn run(filters: &[String]) -> Result<u8> {
             "e2e_workspace",
             "--test",
             "e2e_debian",
+            "--test",
+            "e2e_sync",
             "--",
             "--ignored",
             "--test-threads=1",
@@ -48,6 +52,7 @@ pub fn run(filters: &[String]) -> Result<u8> {
         .env("HUTCH_E2E_BASE", &base.disk)
         .env("HUTCH_E2E_BASE_KEY", &base.key)
         .env("HUTCH_E2E_BASE_PASSWORD", base_image::ROOT_PASSWORD)
+        .env("HUTCH_E2E_PLAIN_BASE", &plain)
         .status()?;
     Ok(status.code().map_or(1, |c| c as u8))
 }

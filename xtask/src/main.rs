@@ -11,6 +11,10 @@
 //!   (what `hutch image prepare` takes; its e2e test uses it);
 //! - `bench [--quick] [--json FILE]`: measure hutch against its anchors;
 //! - `bench-sync [--quick] [--json FILE]`: `--ro` snapshot sync beside rsync;
+//! - `bench-git [--quick]`: the git guard's cost against `--unguarded-git`;
+//! - `bench-exec [--quick]`: only `bench`'s exec latency rows, with exec as
+//!   an unprivileged user;
+//! - `bench-warm [--quick]`: only `bench`'s warm-start and fork rows;
 //! - `bench-workspace [--quick] [--json FILE]`: only `bench`'s "workspace in
 //!   the guest" section (virtio-fs and 9p against a VM-local copy).
 //!
@@ -93,6 +97,12 @@ enum Task {
         #[arg(long, value_name = "FILE")]
         json: Option<std::path::PathBuf>,
     },
+    /// Measure what the git guard costs (git in the guest, the share, exec, taking commits back, up) against --unguarded-git.
+    BenchGit {
+        /// One run per guest figure, for a quick look.
+        #[arg(long)]
+        quick: bool,
+    },
     /// Measure `--ro` snapshot sync (initial copy, no-change, 10 files) beside rsync, locally and over ssh.
     BenchSync {
         /// Fewer runs, for a quick look.
@@ -104,6 +114,18 @@ enum Task {
     },
     /// Only the egress proxy's rows of `bench`: HTTPS first byte through it, a guest download beside slirp.
     BenchNet {
+        /// Fewer runs, for a quick look.
+        #[arg(long)]
+        quick: bool,
+    },
+    /// Only the exec latency rows of `bench`: `hutch exec -- true` beside its anchors, and as an unprivileged user.
+    BenchExec {
+        /// Fewer runs, for a quick look.
+        #[arg(long)]
+        quick: bool,
+    },
+    /// Only the warm-start rows of `bench`: warm and cold `run --rm`, forks, what a ready VM costs.
+    BenchWarm {
         /// Fewer runs, for a quick look.
         #[arg(long)]
         quick: bool,
@@ -127,6 +149,9 @@ fn main() -> ExitCode {
         Task::Bench { quick, json } => bench::run(quick, json.as_deref()).map(|()| 0),
         Task::BenchWorkspace { quick, json } => bench::run_workspace(quick, json.as_deref()).map(|()| 0),
         Task::BenchNet { quick } => bench::run_net(quick).map(|()| 0),
+        Task::BenchGit { quick } => bench::run_git(quick).map(|()| 0),
+        Task::BenchExec { quick } => bench::run_exec(quick).map(|()| 0),
+        Task::BenchWarm { quick } => bench::run_warm(quick).map(|()| 0),
         Task::BenchSync { quick, json } => bench_sync::run(quick).and_then(|report| {
             if let Some(path) = json {
                 std::fs::write(path, format!("{report:#}\n"))?;

@@ -46,6 +46,9 @@ pub struct Recipe {
     pub include: Vec<String>,
     /// Also take packages from `SUITE-updates` and `SUITE-security`.
     pub updates: bool,
+    /// Files put into the image before any package is installed, so apt and
+    /// dpkg see them (apt preferences): (absolute path in the image, contents).
+    pub setup_files: Vec<(String, Vec<u8>)>,
     /// Files copied to [`BUILD_DIR`] before the script runs: (name there, contents).
     pub files: Vec<(String, Vec<u8>)>,
     /// Files of the build machine copied there too, which do not decide what
@@ -73,7 +76,7 @@ impl Recipe {
         for package in &self.include {
             hash.write(package.as_bytes());
         }
-        for (name, contents) in &self.files {
+        for (name, contents) in self.setup_files.iter().chain(&self.files) {
             hash.write(name.as_bytes());
             hash.write(contents);
         }
@@ -235,6 +238,14 @@ pub fn build(recipe: &Recipe, out: &Path) -> Result<()> {
         std::fs::copy(from, &path).map_err(|e| format!("{}: {e}", from.display()))?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))?;
     }
+    for (i, (path, contents)) in recipe.setup_files.iter().enumerate() {
+        let local = work.files().join(format!("setup-{i}"));
+        std::fs::write(&local, contents)?;
+        std::fs::set_permissions(&local, std::fs::Permissions::from_mode(0o644))?;
+        let dir = Path::new(path).parent().ok_or_else(|| format!("setup file {path:?} has no folder"))?;
+        hooks.push(format!("--setup-hook=mkdir -p \"$1{}\"", dir.display()).into());
+        hooks.push(format!("--setup-hook=upload {} {path}", local.display()).into());
+    }
     let script = work.files().join("customize.sh");
     std::fs::write(&script, &recipe.script)?;
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644))?;
@@ -354,6 +365,7 @@ mod tests {
             variant: "minbase".into(),
             include: vec!["git".into()],
             updates: true,
+            setup_files: vec![("/etc/apt/preferences.d/x".into(), b"p".to_vec())],
             files: vec![("a".into(), b"1".to_vec())],
             build_files: Vec::new(),
             script: "true\n".into(),
@@ -375,6 +387,7 @@ mod tests {
             variant: "essential".into(),
             include: Vec::new(),
             updates: false,
+            setup_files: vec![("/etc/hutch-setup/early".into(), b"before the packages\n".to_vec())],
             files: vec![("hello".into(), b"hi from the recipe\n".to_vec())],
             build_files: Vec::new(),
             script: format!("cp {BUILD_DIR}/hello /etc/hutch-hello\necho \"script ran as $(id -u)\" >> /etc/hutch-hello\n"),
@@ -387,6 +400,7 @@ mod tests {
             String::from_utf8_lossy(&out.stdout).into_owned()
         };
         assert_eq!(debugfs("cat /etc/hutch-hello"), "hi from the recipe\nscript ran as 0\n");
+        assert_eq!(debugfs("cat /etc/hutch-setup/early"), "before the packages\n");
         assert!(debugfs("stat /etc/hutch-hello").contains("User:     0   Group:     0"), "{}", debugfs("stat /etc/hutch-hello"));
         assert!(!debugfs("ls /tmp").contains("hutch-build"), "the build's files were left in the image");
         assert_eq!(std::fs::metadata(&image).unwrap().len(), 512 << 20);
@@ -400,6 +414,7 @@ mod tests {
             Recipe { include: vec!["git".into(), "curl".into()], ..recipe() },
             Recipe { script: "false\n".into(), ..recipe() },
             Recipe { files: vec![("a".into(), b"2".to_vec())], ..recipe() },
+            Recipe { setup_files: vec![("/etc/apt/preferences.d/x".into(), b"q".to_vec())], ..recipe() },
             Recipe { size: 2 << 30, ..recipe() },
             Recipe { updates: false, ..recipe() },
         ];

@@ -124,7 +124,8 @@ pub async fn run(mut inbound: impl Requests, responses: Responses, groups: Group
         signal_group(pid, Signal::SIGKILL);
         return;
     }
-    let exited = exited_message(status, timed_out, duration, drained.cut);
+    let mut exited = exited_message(status, timed_out, duration, drained.cut);
+    exited.git_stamp = crate::git::registry::stamp();
     tracing::debug!(pid, ?exited, "exited");
     let _ = responses.send(Ok(response(Kind::Exited(exited)))).await;
 }
@@ -230,6 +231,7 @@ pub(super) fn exited_message(status: ExitStatus, timed_out: bool, duration: Dura
         timed_out,
         duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
         output_cut,
+        git_stamp: String::new(),
     }
 }
 

@@ -285,7 +285,7 @@ impl Sessions {
     pub async fn wait(&self, name: &str) -> Result<SessionInfo, SessionError> {
         let kept = match self.find(name)? {
             Found::Kept(kept) => kept,
-            Found::Lost(info) => return Ok(info),
+            Found::Lost(info) => return Ok(*info),
         };
         let mut news = kept.news();
         while kept.end().is_none() {
@@ -318,7 +318,7 @@ impl Sessions {
         let store = self.store();
         match store.entries.iter().find(|e| e.name() == name) {
             Some(Entry::Kept(kept)) => Ok(Found::Kept(kept.clone())),
-            Some(Entry::Lost { info, .. }) => Ok(Found::Lost((**info).clone())),
+            Some(Entry::Lost { info, .. }) => Ok(Found::Lost(info.clone())),
             None => Err(SessionError::NotFound(shown_str(name))),
         }
     }
@@ -455,7 +455,7 @@ impl Attaching {
 
 enum Found {
     Kept(Arc<Kept>),
-    Lost(SessionInfo),
+    Lost(Box<SessionInfo>),
 }
 
 /// Longest session name.

@@ -6,6 +6,7 @@
 //! 1. [`setup`]: mounts /proc, /sys, /dev (+ pts, shm), /run, /tmp's
 //!    permissions; sets the host name; brings up `lo` (the network design
 //!    needs no other interface);
+//!    writes the VM's own `/etc/machine-id` ([`machine_id`]);
 //! 2. [`user`]: gives the image's user `hutch` the host user's uid and gid
 //!    (`hutch.uid=`/`hutch.gid=` on the kernel command line), so files it
 //!    creates in the shared project belong to the host user; a host user that
@@ -24,6 +25,7 @@
 //! calls `waitpid(-1)`.
 
 mod grow;
+mod machine_id;
 mod power;
 mod setup;
 mod user;
@@ -55,6 +57,8 @@ pub struct Cmdline {
     pub ids: Option<(u32, u32)>,
     /// The vsock port the agent listens on (`hutch.port=`, default 8080).
     pub port: u32,
+    /// The VM's machine id (`hutch.machine_id=`), when well formed.
+    pub machine_id: Option<String>,
 }
 
 impl Cmdline {
@@ -66,7 +70,9 @@ impl Cmdline {
             (Some(uid), None) => Some((uid, uid)),
             _ => None,
         };
-        Cmdline { ids, port: value("hutch.port").unwrap_or(hutch_proto::DEFAULT_VSOCK_PORT) }
+        let machine_id =
+            text.split_whitespace().find_map(|w| w.strip_prefix("hutch.machine_id=")).filter(|id| machine_id::valid(id)).map(str::to_owned);
+        Cmdline { ids, port: value("hutch.port").unwrap_or(hutch_proto::DEFAULT_VSOCK_PORT), machine_id }
     }
 }
 
@@ -84,6 +90,11 @@ pub fn run() -> ExitCode {
     }
     setup::system();
     let cmdline = Cmdline::parse(&std::fs::read_to_string("/proc/cmdline").unwrap_or_default());
+    if let Some(id) = &cmdline.machine_id
+        && let Err(e) = machine_id::install(id)
+    {
+        log(format!("writing /etc/machine-id: {e}"));
+    }
     let exec_user = match cmdline.ids {
         Some((uid, gid)) if uid != 0 => match user::adopt(user::USER, uid, gid) {
             Ok(()) => Some(user::USER),
@@ -215,10 +226,13 @@ mod tests {
 
     #[test]
     fn the_command_line_gives_ids_and_port() {
-        let cmdline = Cmdline::parse("console=ttyS0 quiet hutch.root=auto hutch.uid=1000 hutch.gid=100 hutch.port=9000\n");
-        assert_eq!(cmdline, Cmdline { ids: Some((1000, 100)), port: 9000 });
+        let cmdline = Cmdline::parse(
+            "console=ttyS0 quiet hutch.root=auto hutch.uid=1000 hutch.gid=100 hutch.port=9000 hutch.machine_id=0123456789abcdef0123456789abcdef\n",
+        );
+        let id = Some("0123456789abcdef0123456789abcdef".to_owned());
+        assert_eq!(cmdline, Cmdline { ids: Some((1000, 100)), port: 9000, machine_id: id });
         assert_eq!(Cmdline::parse("hutch.uid=501").ids, Some((501, 501)));
-        let plain = Cmdline::parse("hutch.uid=x hutch.gid=1 hutch.uidx=3");
-        assert_eq!(plain, Cmdline { ids: None, port: hutch_proto::DEFAULT_VSOCK_PORT });
+        let plain = Cmdline::parse("hutch.uid=x hutch.gid=1 hutch.uidx=3 hutch.machine_id=../etc/passwd");
+        assert_eq!(plain, Cmdline { ids: None, port: hutch_proto::DEFAULT_VSOCK_PORT, machine_id: None });
     }
 }

@@ -3,10 +3,12 @@
 //!
 //! - [`workspace`] mounts (or links) the share at the workspace path;
 //! - [`heavy`] finds heavy dirs and redirects each to VM-local storage;
+//! - [`git`] gives each repository the host guards a VM-local gitdir;
 //! - [`mounts`] is every mount operation (and the mount table, so every step
 //!   can tell it is already done and a second `Prepare` changes nothing),
 //!   behind a trait: the logic above is unit-tested with a fake, no root.
 
+pub mod git;
 pub mod heavy;
 pub mod mounts;
 pub mod workspace;
@@ -48,6 +50,12 @@ pub enum PrepareError {
     /// The request names no way to reach the project.
     #[error("no workspace share given")]
     NoShare,
+    /// The request is malformed in another way (said how).
+    #[error("{0}")]
+    BadRequest(String),
+    /// A VM-local gitdir could not be made.
+    #[error(transparent)]
+    Git(#[from] crate::git::GitError),
     /// This guest cannot do what was asked.
     #[cfg_attr(target_os = "linux", allow(dead_code))]
     #[error("{0}")]
@@ -87,9 +95,13 @@ pub fn prepare(request: &PrepareRequest, config: &Config, mounts: &dyn Mounts) -
     let workspace = clean_absolute(&request.workspace)?;
     let share = request.share.as_ref().and_then(|s| s.kind.as_ref()).ok_or(PrepareError::NoShare)?;
     workspace::ensure(&workspace, share, config.tart_shares.as_deref(), mounts)?;
+    let (git, guarded) = git::ensure(&workspace, &request.git, config, mounts)?;
+    if !request.git.is_empty() {
+        crate::git::registry::replace(guarded);
+    }
     let depth = if request.heavy_depth == 0 { heavy::DEFAULT_DEPTH } else { request.heavy_depth as usize };
     let heavy = heavy::redirect(&workspace, &request.heavy_dirs, depth, config, mounts)?;
-    Ok(PrepareResponse { workspace: workspace.display().to_string(), heavy })
+    Ok(PrepareResponse { workspace: workspace.display().to_string(), heavy, git, git_stamp: crate::git::registry::stamp() })
 }
 
 /// Accepts only absolute paths without `.`/`..` components.

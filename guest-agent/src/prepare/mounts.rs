@@ -22,9 +22,10 @@ pub trait Mounts {
     /// the folder `target`, with `options`.
     fn mount_fs(&self, source: &str, fstype: &str, target: &Path, options: Option<&str>) -> io::Result<()>;
 
-    /// Bind-mounts the folder `source` onto `target`, which the caller has
-    /// opened as `target_fd` without following symlinks: the mount lands on
-    /// that very folder, not wherever a symlink swapped in since would lead.
+    /// Bind-mounts the folder `source`, with whatever is mounted below it,
+    /// onto `target`, which the caller has opened as `target_fd` without
+    /// following symlinks: the mount lands on that very folder, not wherever
+    /// a symlink swapped in since would lead.
     fn bind(&self, source: &Path, target: &Path, target_fd: BorrowedFd<'_>) -> io::Result<()>;
 }
 
@@ -57,7 +58,8 @@ impl Mounts for System {
         // and youki mount the same way); without /proc, the checked path.
         let by_fd = std::path::PathBuf::from(format!("/proc/self/fd/{}", target_fd.as_raw_fd()));
         let at = if by_fd.exists() { by_fd.as_path() } else { target };
-        mount(Some(source), at, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(io::Error::from)
+        // Recursive: a host's view of `.git` carries its objects as a mount of their own.
+        mount(Some(source), at, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>).map_err(io::Error::from)
     }
 
     #[cfg(not(target_os = "linux"))]

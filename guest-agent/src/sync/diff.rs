@@ -83,7 +83,7 @@ fn changes(
         {
             continue;
         }
-        let entry = ChangedEntry { path: path.to_vec(), synced: synced.cloned(), current: current.cloned() };
+        let entry = ChangedEntry { path: path.to_vec(), synced: synced.cloned(), current: current.cloned(), too_large: false };
         send(tx, Kind::Entry(entry))?;
         if let Some(file) = current.filter(|c| c.kind == EntryKind::EntryFile as i32) {
             send_contents(&mut root, &file.path, tx)?;

@@ -10,6 +10,7 @@
 //! opened without following symlinks ([`root`]) and one call at a time per
 //! root ([`lock`]).
 
+pub mod agreed;
 pub mod archive;
 pub mod diff;
 pub mod lock;
@@ -21,6 +22,7 @@ pub mod root;
 pub mod session;
 pub mod state;
 pub mod validate;
+pub mod watch;
 pub mod worker;
 
 use std::path::PathBuf;
@@ -38,13 +40,23 @@ pub struct Config {
     pub prefix: Option<PathBuf>,
     /// One call at a time per snapshot root.
     pub locks: RootLocks,
+    /// The synced workspaces' agreed states, while their Watch calls live.
+    pub agreed: agreed::Agreements,
+    /// How copies are watched (inotify on Linux; `--watch poll` forces polling).
+    pub watch_method: hutch_proto::watch::Method,
 }
 
 impl Config {
     /// Snapshots at their host paths (under `prefix` if given), their state
     /// under `state_dir`.
     pub fn new(state_dir: PathBuf, prefix: Option<PathBuf>) -> Config {
-        Config { state_dir, prefix, locks: RootLocks::default() }
+        Config {
+            state_dir,
+            prefix,
+            locks: RootLocks::default(),
+            agreed: agreed::Agreements::default(),
+            watch_method: hutch_proto::watch::Method::native(),
+        }
     }
 }
 
@@ -66,6 +78,12 @@ pub enum SyncError {
     /// No Sync was recorded for this root.
     #[error("no snapshot of {0} was synced by this agent")]
     NeverSynced(String),
+    /// A push Sync for a root no Watch call watches.
+    #[error("no Watch call watches {0}: a push needs the guest's watch, to leave the guest's changes alone")]
+    NoWatch(String),
+    /// The copy cannot be watched.
+    #[error(transparent)]
+    Watch(#[from] hutch_proto::watch::WatchError),
     /// The snapshot changed under a diff in a way it cannot report.
     #[error("{0}")]
     Changed(String),
@@ -93,7 +111,7 @@ impl SyncError {
             {
                 Status::resource_exhausted(self.to_string())
             }
-            SyncError::NeverSynced(_) => Status::failed_precondition(self.to_string()),
+            SyncError::NeverSynced(_) | SyncError::NoWatch(_) => Status::failed_precondition(self.to_string()),
             SyncError::Changed(_) => Status::aborted(self.to_string()),
             _ => Status::internal(self.to_string()),
         }

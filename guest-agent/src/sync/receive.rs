@@ -103,7 +103,19 @@ pub struct Applier {
     deleted: Vec<Vec<u8>>,
     written: Vec<Vec<u8>>,
     writer: Writer,
+    /// A synced workspace's push (`SyncStart.push`): `expected` is what both
+    /// sides agreed on, and a path the copy holds otherwise is skipped.
+    push: bool,
+    /// Push only: the paths skipped (at most [`MAX_SKIPPED`]), and whether
+    /// there were more.
+    pub skipped: Vec<Vec<u8>>,
+    /// More paths were skipped than `skipped` holds.
+    pub skipped_more: bool,
 }
+
+/// Skipped paths a push lists in its summary; past it, `skipped_more` says
+/// so and the host compares everything.
+const MAX_SKIPPED: usize = 16_384;
 
 /// Copies file data, with a buffer reused from file to file.
 struct Writer {
@@ -132,6 +144,25 @@ impl Applier {
             deleted: Vec::new(),
             written: Vec::new(),
             writer: Writer { buf: Vec::new(), cancel, next_temp: 0 },
+            push: false,
+            skipped: Vec::new(),
+            skipped_more: false,
+        }
+    }
+
+    /// Starts a synced workspace's push to `root`, where both sides agree on
+    /// `agreed`: a path the copy holds otherwise (a guest change still to be
+    /// reported) is left alone and listed in [`Applier::skipped`], and a
+    /// folder is only removed when empty.
+    pub fn for_push(root: SafeRoot, agreed: Expected, cancel: Cancel) -> Self {
+        Applier { push: true, ..Applier::new(root, agreed, cancel) }
+    }
+
+    fn skip(&mut self, path: &[u8]) {
+        if self.skipped.len() < MAX_SKIPPED {
+            self.skipped.push(path.to_vec());
+        } else {
+            self.skipped_more = true;
         }
     }
 
@@ -177,6 +208,9 @@ impl Applier {
         let clean = parts.join(&b'/');
         self.root.forget();
         let name = parts[parts.len() - 1];
+        if self.push {
+            return self.delete_agreed(&parts, &clean);
+        }
         let parent = match self.root.parent(&parts, false) {
             Ok(fd) => fd,
             Err(OpenError::Missing) => return Ok(()),
@@ -199,6 +233,44 @@ impl Applier {
         self.summary.deleted += 1;
         self.changed = true;
         Ok(())
+    }
+
+    /// A push's delete: only what both sides agreed on, and a folder only
+    /// when empty (the host sends what is inside it first).
+    fn delete_agreed(&mut self, parts: &[&[u8]], clean: &[u8]) -> Result<(), ApplyError> {
+        let name = parts[parts.len() - 1];
+        let parent = match self.root.parent(parts, false) {
+            Ok(fd) => fd,
+            Err(OpenError::Missing) => return Ok(()),
+            Err(e) => return Err(Self::open_error(clean, e)),
+        };
+        let removed = if agreed(&self.expected, parent, name, clean)? {
+            match stat_at(parent, name) {
+                Ok(st) if is(&st, SFlag::S_IFDIR) => unlinkat(parent, name, UnlinkatFlags::RemoveDir),
+                Ok(_) => unlinkat(parent, name, UnlinkatFlags::NoRemoveDir),
+                Err(Errno::ENOENT) => Ok(()),
+                Err(e) => Err(e),
+            }
+        } else {
+            Err(Errno::EEXIST)
+        };
+        self.root.forget();
+        match removed {
+            Ok(()) => {
+                self.expected.remove(clean);
+                self.touch_parent(clean);
+                self.deleted.push(clean.to_vec());
+                self.summary.deleted += 1;
+                self.changed = true;
+                Ok(())
+            }
+            // Not what was agreed, or a folder the guest put something in.
+            Err(Errno::EEXIST | Errno::ENOTEMPTY) => {
+                self.skip(clean);
+                Ok(())
+            }
+            Err(e) => Err(Self::os(clean, e)),
+        }
     }
 
     /// Applies every entry of a zstd-compressed tar stream, which is read to
@@ -237,6 +309,12 @@ impl Applier {
         };
         let existed = self.expected.contains_key(&path);
         let name = parts[parts.len() - 1];
+        let parent = self.root.parent(&parts, true).map_err(|e| Self::open_error(&raw, e))?;
+        if self.push && !agreed(&self.expected, parent, name, &path)? {
+            // The guest changed it: its report comes, the host decides.
+            self.skip(&path);
+            return Ok(());
+        }
         let parent = self.root.parent(&parts, true).map_err(|e| Self::open_error(&raw, e))?;
         let size = match kind {
             EntryKind::EntryFile => {
@@ -328,6 +406,13 @@ impl Applier {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// In a push: whether `name` in `parent` (relative path `path`) is what
+/// both sides agreed on (both absent counts).
+fn agreed(expected: &Expected, parent: BorrowedFd<'_>, name: &[u8], path: &[u8]) -> Result<bool, ApplyError> {
+    let now = hutch_proto::tree::stat_at(&parent, name, path.to_vec()).map_err(|e| Applier::os(path, e))?;
+    Ok(hutch_proto::tree::same_or_absent(now.as_ref(), expected.get(path)))
 }
 
 /// Removes `path` and everything below it from `entries`; whether there

@@ -77,6 +77,11 @@ impl SnapshotRoot {
         &self.path
     }
 
+    /// A second descriptor of the folder.
+    pub fn try_clone_fd(&self) -> std::io::Result<OwnedFd> {
+        self.fd.try_clone()
+    }
+
     /// The folder's descriptor, for what works below it.
     pub fn into_fd(self) -> OwnedFd {
         self.fd

@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use hutch_proto::v1::sync_request::Kind as In;
 use hutch_proto::v1::sync_response::Kind as Out;
-use hutch_proto::v1::{ManifestEnd, ManifestEntry, PathManifest, SyncRequest, SyncResponse};
+use hutch_proto::v1::{ManifestEnd, ManifestEntry, PathManifest, SyncRequest, SyncResponse, WalkRules};
 use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
 
@@ -50,12 +50,16 @@ async fn serve(
     };
     let rules = start.rules.unwrap_or_default();
     let _lock = config.locks.lock(&start.root).await;
+    if start.push {
+        return push(&config, start.root, rules, requests, tx, begin).await;
+    }
     let open_config = config.clone();
     let root_name = start.root.clone();
     let root = blocking(move || SnapshotRoot::open(&open_config, &root_name, true)).await?;
     let fresh = root.fresh;
+    let walk_rules = rules.clone();
     let (root, tree) = blocking(move || {
-        let tree = hutch_proto::tree::walk(&root.walk_path(), &rules)?;
+        let tree = hutch_proto::tree::walk(&root.walk_path(), &walk_rules)?;
         Ok((root, tree))
     })
     .await?;
@@ -69,14 +73,51 @@ async fn serve(
     let cancel = Arc::new(AtomicBool::new(false));
     let applier = Applier::new(SafeRoot::new(root.into_fd()), expected, cancel.clone());
     let record = Record { state_dir: config.state_dir.clone(), root: start.root, rules };
-    let mut worker = Worker::start(applier, cancel, record);
-    if let Err(e) = feed(&mut requests, &mut worker).await {
+    let worker = Worker::start(applier, cancel, record, None);
+    complete(worker, &mut requests, tx, begin).await
+}
+
+/// Feeds the worker the call's messages, then answers with its summary (or
+/// stops it and fails the call).
+async fn complete(
+    mut worker: Worker,
+    requests: &mut Streaming<SyncRequest>,
+    tx: &mpsc::Sender<Result<SyncResponse, Status>>,
+    begin: Instant,
+) -> Result<(), SyncError> {
+    if let Err(e) = feed(requests, &mut worker).await {
         worker.abort().await;
         return Err(e);
     }
     let mut summary = worker.finish().await?;
     summary.duration_ms = u64::try_from(begin.elapsed().as_millis()).unwrap_or(u64::MAX);
     send(tx, Out::Summary(summary)).await
+}
+
+/// A synced workspace's push (`SyncStart.push`), under the root's lock: no
+/// manifest; the host's changes are applied where the copy is still what
+/// both sides agreed on, and the rest is skipped (see [`Applier::for_push`]).
+async fn push(
+    config: &Arc<Config>,
+    root: String,
+    rules: WalkRules,
+    mut requests: Streaming<SyncRequest>,
+    tx: &mpsc::Sender<Result<SyncResponse, Status>>,
+    begin: Instant,
+) -> Result<(), SyncError> {
+    let Some(agreed) = config.agreed.get(&root) else {
+        return Err(SyncError::NoWatch(crate::untrusted::shown_str(&root)));
+    };
+    let open_config = config.clone();
+    let root_name = root.clone();
+    let opened = blocking(move || SnapshotRoot::open(&open_config, &root_name, false)).await?;
+    send(tx, Out::ManifestEnd(ManifestEnd { entries: 0, fresh: false })).await?;
+    let entries = std::mem::take(&mut super::agreed::lock(&agreed).entries);
+    let cancel = Arc::new(AtomicBool::new(false));
+    let applier = Applier::for_push(SafeRoot::new(opened.into_fd()), entries, cancel.clone());
+    let record = Record { state_dir: config.state_dir.clone(), root, rules };
+    let worker = Worker::start(applier, cancel, record, Some(agreed));
+    complete(worker, &mut requests, tx, begin).await
 }
 
 /// Passes the call's messages to the worker until `finish`, or until the

@@ -18,11 +18,13 @@
 use std::io::Read;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 
 use hutch_proto::v1::{ManifestEntry, SnapshotState, SyncSummary, WalkRules};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::agreed::Agreed;
 use super::receive::{Applier, ApplyError, Cancel};
 use super::{SyncError, state};
 use crate::limits;
@@ -55,10 +57,15 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// Starts applying to `applier` (whose cancel flag is `cancel`).
-    pub fn start(applier: Applier, cancel: Cancel, record: Record) -> Worker {
+    /// Starts applying to `applier` (whose cancel flag is `cancel`). A
+    /// push (`agreed`: the Watch call's state) gives its entries back there
+    /// however it ends, and leaves the state file to the Watch call.
+    pub fn start(applier: Applier, cancel: Cancel, record: Record, agreed: Option<Arc<Mutex<Agreed>>>) -> Worker {
         let (queue, work) = mpsc::channel(limits::SYNC_QUEUE);
-        let task = tokio::task::spawn_blocking(move || run(applier, work, &record));
+        let task = tokio::task::spawn_blocking(move || match agreed {
+            Some(agreed) => run_push(applier, work, &agreed),
+            None => run(applier, work, &record),
+        });
         Worker { queue: Some(queue), cancel, task: Some(task) }
     }
 
@@ -135,8 +142,22 @@ fn run(mut applier: Applier, mut work: mpsc::Receiver<Work>, record: &Record) ->
     }
 }
 
+/// A push's thread: apply, then hand what the copy now agrees on back.
+fn run_push(mut applier: Applier, mut work: mpsc::Receiver<Work>, agreed: &Mutex<Agreed>) -> Result<SyncSummary, SyncError> {
+    let outcome = apply(&mut applier, &mut work).and_then(|root| applier.finish(root.as_ref()).map_err(|e| (e, false)));
+    let mut state = super::agreed::lock(agreed);
+    state.entries = std::mem::take(&mut applier.expected);
+    state.unsaved |= applier.changed;
+    drop(state);
+    outcome.map_err(|(e, _)| SyncError::from(e))?;
+    let mut summary = applier.summary;
+    summary.skipped = std::mem::take(&mut applier.skipped);
+    summary.skipped_more = applier.skipped_more;
+    Ok(summary)
+}
+
 fn save(record: &Record, entries: Vec<ManifestEntry>) -> Result<(), SyncError> {
-    let snapshot = SnapshotState { root: record.root.clone(), rules: Some(record.rules), entries };
+    let snapshot = SnapshotState { root: record.root.clone(), rules: Some(record.rules.clone()), entries };
     state::save(&record.state_dir, &snapshot).map_err(SyncError::io(format!("saving the snapshot state in {}", record.state_dir.display())))
 }
 

@@ -62,6 +62,7 @@ pub fn line(event: &Event, own: &str) -> String {
             let client = t.client.as_ref().map(|c| format!("  [{}]", text::shown(c))).unwrap_or_default();
             format!("mcp    {:<13} {end:<7} {what}{cwd} {} ms{client}", text::shown(&t.tool), t.duration_ms)
         }
+        What::Git(report) => format!("git    {}", text::shown(&report.lines(std::path::Path::new("")).join("; "))),
         What::Policy(p) => {
             let what = if p.pattern.is_empty() {
                 text::shown(&p.action)

@@ -1,7 +1,8 @@
 //! The audit log: one JSON line per egress decision, per exec, per MCP
-//! tool call (`hutch mcp`), per change of a running VM's network policy
-//! and per question of `mode = "ask"`, read by
-//! `hutch audit`, kept per project so that the record of a removed VM (a
+//! tool call (`hutch mcp`), per hand-back of the guest's commits
+//! (`crate::git`), per change of a running VM's network policy and per
+//! question of `mode = "ask"`, read by `hutch audit`, kept per project so
+//! that the record of a removed VM (a
 //! `run --rm` above all) stays.
 //!
 //! Writers append through a [`Log`], made for a VM ([`Log::for_vm`]):
@@ -66,6 +67,9 @@ pub enum What {
     Exec(Exec),
     /// An MCP client called a tool of `hutch mcp`.
     Tool(Tool),
+    /// The guest's commits were taken into a host repository (or refused),
+    /// or a repository the guest made was quarantined.
+    Git(crate::git::report::RepoReport),
     /// The running VM's policy changed (`hutch allow`/`deny`, an answer, `hutch up`).
     Policy(PolicyChange),
     /// A request waits for a person's answer (`mode = "ask"`).
@@ -257,6 +261,17 @@ impl What {
                 }
                 t.argv.iter_mut().for_each(cut);
             }
+            What::Git(report) => {
+                for arrived in &mut report.arrived {
+                    cut(&mut arrived.name);
+                }
+                for refused in &mut report.refused {
+                    for field in [&mut refused.name, &mut refused.why].into_iter().chain(refused.kept.as_mut()) {
+                        cut(field);
+                    }
+                }
+                report.notes.iter_mut().for_each(cut);
+            }
             What::Policy(p) => {
                 for field in [&mut p.action, &mut p.pattern, &mut p.by].into_iter().chain(p.saved.as_mut()) {
                     cut(field);
@@ -284,6 +299,16 @@ impl Log {
     /// The log of `record`'s VM (see [`store::project_file`]).
     pub fn for_vm(state: &StateDir, record: &VmRecord) -> Log {
         Log { file: store::project_file(state, record), vm: record.name.to_string() }
+    }
+
+    /// The log of the VM whose state folder is `vm_dir` (`<state>/vms/NAME`),
+    /// for writers that know only that folder (the git guard's daemons);
+    /// `None` when the folder holds no VM record.
+    pub fn for_vm_dir(vm_dir: &std::path::Path) -> Option<Log> {
+        let name = VmName::new(vm_dir.file_name()?.to_str()?).ok()?;
+        let state = StateDir::at(vm_dir.parent()?.parent()?);
+        let record = state.load(&name).ok()?;
+        Some(Log::for_vm(&state, &record))
     }
 
     /// A log in `file` for VM `vm` (tests, tools).

@@ -27,6 +27,8 @@ pub fn spec(name: &str, ro: Option<RoMode>) -> VmSpec {
         ephemeral: false,
         heavy_dirs: Vec::new(),
         ro,
+        unguarded_git: false,
+        sync: false,
     }
 }
 

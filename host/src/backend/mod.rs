@@ -7,6 +7,7 @@
 //! answers on. Waiting for the agent is not a backend's job; the lifecycle code
 //! does it the same way for every backend (see `crate::lifecycle`).
 
+pub mod disk_size;
 #[cfg(test)]
 pub mod fake;
 pub mod lima;
@@ -44,13 +45,35 @@ pub struct VmSpec {
     pub heavy_dirs: Vec<String>,
     /// `--ro`: `workspace` is copied into the guest, not shared.
     pub ro: Option<crate::state::RoMode>,
+    /// `--unguarded-git`: `.git` is shared writable, without the host's guard.
+    pub unguarded_git: bool,
+    /// `--sync`: `workspace` is copied into the guest and kept in step both ways, not shared.
+    pub sync: bool,
 }
 
 impl VmSpec {
     /// The folder to share into the guest: the workspace, unless `--ro`
     /// copies it in instead (then nothing of the host is shared).
     pub fn shared_workspace(&self) -> Option<&Path> {
-        if self.ro.is_some() { None } else { self.workspace.as_deref() }
+        if self.ro.is_some() || self.sync { None } else { self.workspace.as_deref() }
+    }
+
+    /// A spec for a VM named `name` with the settings of the VM `record`
+    /// describes: what `reset` makes again, and what `fork` makes more of.
+    pub fn like(record: &VmRecord, name: VmName) -> VmSpec {
+        VmSpec {
+            name,
+            image: Some(record.image.clone()),
+            cpus: record.cpus,
+            memory_mib: record.memory_mib,
+            disk_bytes: record.disk_bytes,
+            workspace: record.workspace.clone(),
+            ephemeral: record.ephemeral,
+            heavy_dirs: record.heavy_dirs.clone(),
+            ro: record.ro,
+            unguarded_git: record.unguarded_git,
+            sync: record.sync,
+        }
     }
 
     /// The first record of a VM just created from this spec, in state stopped.
@@ -74,6 +97,10 @@ impl VmSpec {
             created_dirs: Vec::new(),
             backend,
             ro: self.ro,
+            unguarded_git: self.unguarded_git,
+            sync: self.sync,
+            machine_id: crate::state::MachineId::random().ok(),
+            pool: None,
         }
     }
 }
@@ -149,6 +176,9 @@ pub enum BackendError {
     /// The VM did not come up.
     #[error("{0}")]
     Boot(String),
+    /// The disk size asked for cannot be given (see [`disk_size`]).
+    #[error("{0}")]
+    DiskSize(String),
     /// A command of the VM manager failed.
     #[error("`{command}` failed: {why}")]
     Command {
@@ -179,6 +209,9 @@ impl BackendError {
         match self {
             BackendError::MissingTool { install, .. } => Some(install.clone()),
             BackendError::Image { .. } => Some("build the default image with `cargo xtask image`, or pass --image DIR".into()),
+            BackendError::DiskSize(_) => {
+                Some("a VM's disk starts as a copy of its image's and can only grow: --disk (or `disk`) sets its size".into())
+            }
             _ => None,
         }
     }
@@ -246,6 +279,26 @@ pub trait Backend {
 
     /// Called once the agent has answered after a start.
     fn booted(&self, _record: &mut VmRecord, _dir: &Path) {}
+
+    /// What, besides the spec itself, decides the contents of a VM this
+    /// backend boots for `spec`, for a warm pool's key (`crate::warm::key`):
+    /// e.g. which files the image name stands for now.
+    fn pool_inputs(&self, _spec: &VmSpec) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+
+    /// Makes the new VMs `children` (their specs and empty folders), each
+    /// with a disk that starts as this VM's is now, copy-on-write: this
+    /// VM's writes from now on are its own, and so are each child's. The
+    /// VM may be running (the backend takes care that what it has written
+    /// so far is in the copy) or stopped. Returns the children's first
+    /// records, stopped, and updates `record` (the caller saves both).
+    fn fork(&self, _record: &mut VmRecord, _dir: &Path, _children: &[(VmSpec, PathBuf)]) -> Result<Vec<VmRecord>, BackendError> {
+        Err(BackendError::Unsupported(format!(
+            "hutch fork needs the QEMU backend (copy-on-write disk layers); {} cannot fork a VM",
+            self.kind().as_str()
+        )))
+    }
 
     /// Where the running guest's SSH server answers, once it is known (None:
     /// not yet, or this backend's guests have no SSH server, as QEMU's

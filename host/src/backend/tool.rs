@@ -33,7 +33,18 @@ impl Tool {
     /// Runs the tool to completion; returns its stdout, or the failure with
     /// the tool's own message.
     pub fn run<S: AsRef<OsStr>>(&self, args: &[S]) -> Result<String, BackendError> {
-        let output = self.output(args)?;
+        self.finish(args, self.output(self.command(args))?)
+    }
+
+    /// [`Tool::run`] in folder `dir` (for tools that write files into the
+    /// current folder).
+    pub fn run_in<S: AsRef<OsStr>>(&self, dir: &std::path::Path, args: &[S]) -> Result<String, BackendError> {
+        let mut cmd = self.command(args);
+        cmd.current_dir(dir);
+        self.finish(args, self.output(cmd)?)
+    }
+
+    fn finish<S: AsRef<OsStr>>(&self, args: &[S], output: Output) -> Result<String, BackendError> {
         if output.status.success() {
             return Ok(String::from_utf8_lossy(&output.stdout).into_owned());
         }
@@ -43,7 +54,7 @@ impl Tool {
     /// Whether the tool runs `args` successfully (a feature probe such as
     /// `limactl clone --help`); a missing tool is still an error.
     pub fn succeeds<S: AsRef<OsStr>>(&self, args: &[S]) -> Result<bool, BackendError> {
-        Ok(self.output(args)?.status.success())
+        Ok(self.output(self.command(args))?.status.success())
     }
 
     /// The missing-tool error, for a failed spawn of [`Tool::command`].
@@ -62,9 +73,9 @@ impl Tool {
         words.join(" ")
     }
 
-    fn output<S: AsRef<OsStr>>(&self, args: &[S]) -> Result<Output, BackendError> {
-        tracing::debug!("running {}", self.shown(args));
-        self.command(args).stdin(Stdio::null()).output().map_err(|e| self.spawn_error(e))
+    fn output(&self, mut cmd: Command) -> Result<Output, BackendError> {
+        tracing::debug!("running {:?}", cmd);
+        cmd.stdin(Stdio::null()).output().map_err(|e| self.spawn_error(e))
     }
 
     fn missing(&self) -> BackendError {

@@ -17,7 +17,7 @@ pub enum AgentCommand {
 /// `hutch image …`.
 #[derive(Subcommand, Debug)]
 pub enum ImageCommand {
-    /// Boot a VM from BASE, install the agent over SSH, and stop it so its disk keeps the agent.
+    /// Make BASE an image VMs boot with the agent: install it over SSH (systemd) or boot it with hutch's init (--init hutch).
     Prepare(PrepareArgs),
 }
 
@@ -80,12 +80,26 @@ pub struct InstallArgs {
     pub stop: bool,
 }
 
+/// `hutch image prepare --init`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PrepareInit {
+    /// The disk's own /sbin/init (systemd), with the agent installed as a service over SSH.
+    Disk,
+    /// hutch's own init, the agent of hutch's initramfs as PID 1 (QEMU only).
+    Hutch,
+}
+
 /// `hutch image prepare`.
 #[derive(Args, Debug)]
 pub struct PrepareArgs {
-    /// The base image: QEMU: a raw or qcow2 disk file (ext4 root with systemd and sshd); Tart: a VM or image name.
+    /// The base image: QEMU: a raw or qcow2 disk file (ext4 root file system); Tart: a VM or image name.
     #[arg(value_name = "BASE")]
     pub base: String,
+
+    /// Which init boots the image: `disk`, its own (systemd, with sshd: the agent is installed as a service over SSH),
+    /// or `hutch`, hutch's own (QEMU; no systemd or sshd needed: the agent comes with hutch's kernel).
+    #[arg(long, value_enum, default_value_t = PrepareInit::Disk, conflicts_with_all = ["user", "identity", "password", "agent_binary"])]
+    pub init: PrepareInit,
 
     /// Name of the prepared VM, or with QEMU of the image in $state/images (default: BASE with `-hutch` appended).
     #[arg(short = 'n', long, value_name = "NAME")]

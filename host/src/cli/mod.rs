@@ -13,6 +13,7 @@ use crate::target::{Target, TargetError};
 
 mod exec;
 mod fast;
+mod git;
 mod install;
 mod parse;
 mod sessions;
@@ -22,6 +23,7 @@ mod vm;
 
 pub use exec::*;
 pub use fast::parse_exec;
+pub use git::*;
 pub use install::*;
 pub use parse::*;
 pub use sessions::*;
@@ -59,6 +61,10 @@ pub enum Command {
     Rm(RmArgs),
     /// Delete a VM and start a fresh clone of its image under the same name.
     Reset(NameArg),
+    /// Keep VMs booted and prepared for this project, so `hutch run --rm` starts at once (`--count 0` drops them).
+    Warm(WarmArgs),
+    /// Make new VMs whose disks start as a VM's is now (copy-on-write), each a machine of its own.
+    Fork(ForkArgs),
     /// List VMs: name, backend, state, address, workspace, uptime.
     Ls(LsArgs),
     /// Check the host and the VM, and say how to fix what is wrong.
@@ -92,10 +98,13 @@ pub enum Command {
     #[command(subcommand)]
     Image(ImageCommand),
 
-    /// Bring a `--ro` VM's snapshot of the workspace up to date with the host.
+    /// Bring a `--ro` VM's snapshot up to date, or flush a synced VM both ways (`--watch`: keep an agent's copy in step).
     Sync(SyncArgs),
-    /// Print the guest's changes to its `--ro` snapshot as a patch for `git apply`.
+    /// Print the guest's changes to its `--ro` snapshot as a patch for `git apply` (a synced VM: its conflicts and refusals).
     Diff(DiffArgs),
+    /// Take the guest's commits into the host's repositories now (also done after every
+    /// command that changed them, and at `down`/`rm`).
+    Fetch(FetchArgs),
 
     /// Show a VM's audit log: every egress decision and every command run in it.
     Audit(AuditArgs),
@@ -120,6 +129,24 @@ pub enum Command {
     /// Serve a VM's guest network through hutch's proxy (started by hutch itself).
     #[command(hide = true)]
     Net(MuxArgs),
+
+    /// Run a program in the git guard's mount namespace (started by hutch itself).
+    #[command(hide = true, name = "guard-exec")]
+    GuardExec(GuardExecArgs),
+
+    /// Relay `git upload-pack` in the guest to host git (run by host git itself).
+    #[command(hide = true, name = "git-bridge")]
+    GitBridge(GitBridgeArgs),
+
+    /// Quarantine repositories that appear in a VM's project (started by hutch itself).
+    #[command(hide = true, name = "git-watch")]
+    GitWatch(MuxArgs),
+    /// Keep a synced VM's workspace in step both ways (started by hutch itself).
+    #[command(hide = true)]
+    SyncDaemon(MuxArgs),
+    /// Keep a project's warm pool filled (started by hutch itself).
+    #[command(hide = true)]
+    WarmKeeper(KeeperArgs),
 }
 
 /// `hutch audit` (and its old name, `hutch log`).

@@ -39,6 +39,10 @@ impl SnapshotArgs {
     pub fn resolve(&self) -> Result<(Target, Source), Error> {
         let target = self.agent.target(self.name.as_ref())?;
         let source = match target.record() {
+            Some(record) if record.sync => {
+                let root = record.workspace.clone().ok_or_else(|| Error::Usage(format!("VM {} has no workspace", record.name)))?;
+                Source { root, rules: crate::sync::live::daemon::rules(record) }
+            }
             Some(record) => {
                 let Some(ro) = record.ro else {
                     return Err(Error::Usage(format!(
@@ -71,6 +75,11 @@ pub struct SyncArgs {
     /// Print one JSON object with what was done.
     #[arg(long)]
     pub json: bool,
+
+    /// Keep the agent's copy in step with the workspace both ways until Ctrl-C (a synced
+    /// workspace in the foreground; VMs made with `--sync` have one running already).
+    #[arg(long, conflicts_with = "ro_git")]
+    pub watch: bool,
 }
 
 /// `hutch diff`.

@@ -61,6 +61,8 @@ pub struct UpArgs {
 
     /// Share nothing writable: copy the workspace into VM-local disk at the same
     /// path (a snapshot, re-synced before each `hutch exec`). `.git` is left out.
+    /// (Without --ro, each repository's .git is read-only to the guest, which gets
+    /// a gitdir of its own; its commits come back after each command and at `down`.)
     #[arg(long, conflicts_with = "no_workspace")]
     pub ro: bool,
 
@@ -71,6 +73,20 @@ pub struct UpArgs {
     /// With --ro: copy everything, ignoring .gitignore and .hutchignore.
     #[arg(long)]
     pub no_ignore: bool,
+
+    /// Share .git writable, without the host's guard: the guest can then make git on this host
+    /// run its code (hooks, config). Also `unguarded_git = true` in ~/.config/hutch/config.toml.
+    #[arg(long)]
+    pub unguarded_git: bool,
+    /// Share nothing: copy the workspace onto the VM's own disk at the same path and keep it in
+    /// step both ways (a host process watches both sides; `.git` and heavy dirs stay out)
+    /// [default: `workspace = "sync"` in the configuration].
+    #[arg(long, conflicts_with_all = ["no_workspace", "ro", "ro_git", "no_ignore", "shared"])]
+    pub sync: bool,
+
+    /// Share the workspace (virtio-fs, 9p, the VM manager's share), overriding `workspace = "sync"`.
+    #[arg(long, conflicts_with_all = ["no_workspace", "ro", "ro_git"])]
+    pub shared: bool,
 
     /// What the guest may reach through hutch's proxy: `allow` (the allow list), `open` (any
     /// public host) or `none` (nothing) [default: allow, or [network] mode in the configuration].
@@ -104,8 +120,13 @@ impl UpArgs {
 #[derive(Args, Debug)]
 pub struct RunArgs {
     /// Boot a throw-away clone and delete it when the command ends (also on Ctrl-C, SIGTERM, SIGHUP).
+    /// Takes a ready VM of the project's warm pool instead of booting, when one matches.
     #[arg(long)]
     pub rm: bool,
+
+    /// With --rm: boot a new VM even when a ready one of the warm pool matches.
+    #[arg(long, requires = "rm")]
+    pub cold: bool,
 
     #[command(flatten)]
     pub up: UpArgs,
@@ -146,4 +167,44 @@ pub struct LsArgs {
     /// Print a JSON array.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `hutch warm`.
+#[derive(Args, Debug)]
+pub struct WarmArgs {
+    /// How many VMs to keep ready for this project and settings (0 drops them)
+    /// [default: `[warm] count` in the configuration, else 1].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=i64::from(crate::config::MAX_WARM)))]
+    pub count: Option<u32>,
+
+    /// Wait until they are ready (in the foreground, saying what fails) instead of warming in the background.
+    #[arg(long)]
+    pub wait: bool,
+
+    /// The settings of the VMs, as `hutch run --rm` would be given them (the network is the run's own).
+    #[command(flatten)]
+    pub up: UpArgs,
+}
+
+/// `hutch fork`.
+#[derive(Args, Debug)]
+pub struct ForkArgs {
+    #[command(flatten)]
+    pub name: NameArg,
+
+    /// How many new VMs to make.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub count: u32,
+
+    /// Name them PREFIX-1, PREFIX-2, … (skipping names in use) [default: the VM's name].
+    #[arg(long, value_name = "PREFIX")]
+    pub name_prefix: Option<String>,
+}
+
+/// `hutch warm-keeper` (started by hutch itself).
+#[derive(Args, Debug)]
+pub struct KeeperArgs {
+    /// The pool (its folder under `warm/` in the state directory).
+    #[arg(long)]
+    pub project: String,
 }

@@ -1,12 +1,17 @@
 //! `hutch diff [--name NAME] [--apply]`: what the guest changed in its
 //! `--ro` snapshot since the last sync, as a patch for `git apply` on the
-//! host, or applied directly (`--apply`).
+//! host, or applied directly (`--apply`). For a synced workspace (`--sync`),
+//! whose changes reach the host by themselves: the conflicts (each guest
+//! version kept beside the host's, as a patch that would take the guest's)
+//! and the refusals, from its event log.
 
 use std::fs::File;
 use std::io::{Seek, SeekFrom, Write};
 
 use crate::cli::DiffArgs;
 use crate::error::Error;
+use crate::state::StateDir;
+use crate::sync::live::{self, run as live_run};
 use crate::sync::{self, SyncError};
 use crate::untrusted::{Beneath, limits};
 
@@ -14,6 +19,28 @@ use crate::untrusted::{Beneath, limits};
 /// on stderr. Exits 1 when `--apply` left a change alone.
 pub async fn run(args: DiffArgs) -> Result<u8, Error> {
     let (target, source) = args.snapshot.resolve()?;
+    let state = StateDir::from_env()?;
+    let live_dir = match target.record() {
+        Some(record) if record.sync => Some(live::daemon::sync_dir(&state.vm_dir(&record.name))),
+        Some(_) => None,
+        None => Some(live_run::addr_state_dir(state.root(), &target.addr_text(), &source.root))
+            .filter(|d| d.join(live::events::FILE).exists() || d.join(live_run::CONTROL_SOCKET).exists()),
+    };
+    if let Some(dir) = live_dir {
+        if args.apply {
+            return Err(Error::Usage(
+                "a synced workspace's changes reach the host by themselves: `hutch diff` shows its conflicts, there is nothing to --apply"
+                    .into(),
+            ));
+        }
+        let report = live::conflicts::report(&source.root, &dir);
+        for line in &report.notes {
+            eprintln!("hutch: {line}");
+        }
+        let mut stdout = std::io::stdout().lock();
+        stdout.write_all(report.patch.as_bytes()).and_then(|()| stdout.flush()).map_err(|e| Error::local("writing the patch", e))?;
+        return Ok(0);
+    }
     let mut client = target.connect().await?;
     let mut warn = |warning: String| eprintln!("hutch: warning: {warning}");
     if args.apply {

@@ -25,11 +25,26 @@ pub async fn run(args: ExecArgs) -> Result<u8, Error> {
         if let Some(record) = target.record() {
             crate::sync::refresh_snapshot(&mut client, record, !args.flags.json).await?;
         }
+        // A synced workspace: the host's edits are in the guest before the
+        // command starts, and the guest's are on the host when it returns.
+        let synced = target.record().filter(|r| r.sync).map(|r| crate::sync::live::daemon::sync_dir(&target_state_dir(r)));
+        if let Some(dir) = &synced {
+            crate::sync::live::run::flush_or_warn(dir).await;
+        }
         let began = std::time::Instant::now();
         let result = exec::run_as(&mut client, &options, session.as_ref()).await.map_err(Error::from);
+        if let Some(dir) = &synced {
+            crate::sync::live::run::flush_or_warn(dir).await;
+        }
         crate::net::exec::record(&target, &options, &result, began.elapsed(), &secrets);
+        crate::git::take::after_exec(&target, result.as_ref().ok()).await;
         result
     }
     .await;
     exec::report::report(result, args.flags.json, Error::exit_code)
+}
+
+/// The folder of a VM in the state directory in force.
+fn target_state_dir(record: &crate::state::VmRecord) -> std::path::PathBuf {
+    crate::state::StateDir::from_env().map(|s| s.vm_dir(&record.name)).unwrap_or_default()
 }

@@ -4,12 +4,18 @@
 //! SSH server (`Backend::ssh_endpoint`). With QEMU, BASE is a disk file and
 //! the result is an image folder (`$state/images/NAME`, see
 //! `backend::qemu::saved_image`); with Tart, the stopped VM is the image.
+//! `--init hutch` (QEMU) takes a disk without systemd or sshd instead: see
+//! `super::prepare_init`.
+//!
+//! The setup hook installs things: besides the configuration's allow list
+//! it reaches the distributions' package mirrors (`crate::net::mirrors`),
+//! for this VM only.
 
 use std::time::{Duration, Instant};
 
 use crate::agent_install::{self, Mode, Options, vm};
 use crate::backend::{self, Backend, VmSpec, VmState};
-use crate::cli::{ImageCommand, PrepareArgs};
+use crate::cli::{ImageCommand, PrepareArgs, PrepareInit};
 use crate::daemon::poll_until_async;
 use crate::error::Error;
 use crate::lifecycle;
@@ -29,34 +35,20 @@ pub async fn run(command: ImageCommand) -> Result<u8, Error> {
 
 async fn prepare(args: PrepareArgs) -> Result<u8, Error> {
     let state = StateDir::from_env()?;
+    if args.init == PrepareInit::Hutch {
+        return super::prepare_init::prepare(&state, &args).await;
+    }
     let backend = backend::for_kind(args.backend, &state)?;
     let qemu = args.backend == BackendKind::Qemu;
-    let name = match &args.name {
-        Some(name) => name.clone(),
-        None => prepared_name(&args.base)?,
-    };
+    let name = target_name(&args)?;
     let dir = state.create_vm_dir(&name)?;
     let _lock = VmLock::acquire(&dir)?;
     let mut record = match state.load(&name) {
         // QEMU's VM is only a means to the image: never reuse someone's VM for it.
-        Ok(_) if qemu => {
-            return Err(Error::Usage(format!(
-                "a VM named {name} exists already; pass --name for the prepared image, or remove the VM (`hutch rm -f {name}`)"
-            )));
-        }
+        Ok(_) if qemu => return Err(name_taken(&name)),
         Ok(record) => record,
         Err(StateError::NoSuchVm(_)) => {
-            let spec = VmSpec {
-                name: name.clone(),
-                image: Some(args.base.clone()),
-                cpus: 2,
-                memory_mib: 2048,
-                disk_bytes: None,
-                workspace: None,
-                ephemeral: false,
-                heavy_dirs: Vec::new(),
-                ro: None,
-            };
+            let spec = preparing_vm(&name, &args.base);
             let record = match backend.create(&spec, &dir) {
                 Ok(record) => record,
                 Err(e) => {
@@ -79,7 +71,7 @@ async fn prepare(args: PrepareArgs) -> Result<u8, Error> {
         Err(e) => Err(e.into()),
     };
     if qemu {
-        return finish_qemu(&state, backend.as_ref(), &mut record, result).await;
+        return finish_qemu(&state, backend.as_ref(), &mut record, result, true).await;
     }
     // Stopped either way: on success the disk keeps the agent; on failure
     // nothing is left running behind the user's back.
@@ -91,13 +83,51 @@ async fn prepare(args: PrepareArgs) -> Result<u8, Error> {
     Ok(0)
 }
 
-/// QEMU: once the guest has powered itself off, its disk becomes the image
+/// The name of the prepared image (or VM): `--name`, else BASE's.
+pub(super) fn target_name(args: &PrepareArgs) -> Result<VmName, Error> {
+    match &args.name {
+        Some(name) => Ok(name.clone()),
+        None => prepared_name(&args.base),
+    }
+}
+
+/// The refusal of a name an existing VM has.
+pub(super) fn name_taken(name: &VmName) -> Error {
+    Error::Usage(format!("a VM named {name} exists already; pass --name for the prepared image, or remove the VM (`hutch rm -f {name}`)"))
+}
+
+/// The VM that prepares an image from `base`.
+pub(super) fn preparing_vm(name: &VmName, base: &str) -> VmSpec {
+    VmSpec {
+        name: name.clone(),
+        image: Some(base.to_owned()),
+        cpus: 2,
+        memory_mib: 2048,
+        disk_bytes: None,
+        workspace: None,
+        ephemeral: false,
+        heavy_dirs: Vec::new(),
+        ro: None,
+        unguarded_git: false,
+        sync: false,
+    }
+}
+
+/// QEMU: once the guest is off, its disk becomes the image
 /// `$state/images/NAME`; the VM that made it is deleted either way (the
-/// base image was never written).
-async fn finish_qemu(state: &StateDir, backend: &dyn Backend, record: &mut VmRecord, result: Result<String, Error>) -> Result<u8, Error> {
+/// base image was never written). `powers_itself_off`: the guest was told
+/// to shut down (over SSH) and is waited for; otherwise hutch powers it
+/// off (the ACPI button, which hutch's init answers with a clean power-off).
+pub(super) async fn finish_qemu(
+    state: &StateDir,
+    backend: &dyn Backend,
+    record: &mut VmRecord,
+    result: Result<String, Error>,
+    powers_itself_off: bool,
+) -> Result<u8, Error> {
     let name = record.name.clone();
     let dir = state.vm_dir(&name);
-    if result.is_ok() {
+    if result.is_ok() && powers_itself_off {
         let powered_off = || async { (backend.state(record, &dir).ok() != Some(VmState::Running)).then_some(()) };
         poll_until_async(POWER_OFF_WITHIN, POWER_OFF_POLL, powered_off).await;
     }
@@ -120,13 +150,14 @@ async fn finish_qemu(state: &StateDir, backend: &dyn Backend, record: &mut VmRec
 
 /// Runs the user's setup hook (`hooks.setup` in the configuration), once, in
 /// the image being prepared, through the agent just installed.
-async fn run_setup_hook(state: &StateDir, record: &VmRecord) -> Result<(), Error> {
+pub(super) async fn run_setup_hook(state: &StateDir, record: &VmRecord) -> Result<(), Error> {
     let cwd = std::env::current_dir().map_err(|e| Error::local("reading the current directory", e))?;
     let config = crate::config::Config::load(&cwd)?;
     let Some(script) = config.setup_hook.value else { return Ok(()) };
     let script = crate::config::expand_home(&script);
-    // The hook installs things: it gets the network the configuration allows.
-    crate::net::daemon::ensure(state, &record.name, &config.network, None, true)?;
+    // The hook installs things: it gets the network the configuration
+    // allows, and the distributions' package mirrors (this VM only).
+    crate::net::daemon::ensure(state, &record.name, &crate::net::mirrors::with_mirrors(&config.network), None, true)?;
     Ok(crate::hooks::run_setup(state, record, &script).await?)
 }
 

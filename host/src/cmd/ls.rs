@@ -21,6 +21,8 @@ pub async fn run(args: LsArgs) -> Result<u8, Error> {
         };
         let vm_state = match backend::for_kind(record.kind(), &state) {
             Ok(backend) => match backend.state(&record, &state.vm_dir(&name)) {
+                // A warm pool's VM: booting, or ready for a `run --rm`.
+                Ok(VmState::Running) if record.pool.is_some() => record.pool.as_ref().map_or("running", |p| p.state.as_str()),
                 Ok(vm_state) => vm_state.as_str(),
                 Err(e) => {
                     eprintln!("hutch: cannot tell the state of {name}: {e}");
@@ -54,13 +56,15 @@ fn row_json(record: &VmRecord, vm_state: &str) -> serde_json::Value {
         "workspace": record.workspace,
         "uptime_s": uptime(record, vm_state),
         "ephemeral": record.ephemeral,
+        "pool": record.pool.as_ref().map(|p| json!({ "project": p.project, "state": p.state.as_str() })),
         "cpus": record.cpus,
         "memory_mib": record.memory_mib,
     })
 }
 
 fn uptime(record: &VmRecord, vm_state: &str) -> Option<u64> {
-    (vm_state == VmState::Running.as_str()).then(|| record.started_unix.map(|t| now_unix().saturating_sub(t))).flatten()
+    // Ready and warming pool VMs run too.
+    matches!(vm_state, "running" | "ready" | "warming").then(|| record.started_unix.map(|t| now_unix().saturating_sub(t))).flatten()
 }
 
 fn human(secs: u64) -> String {

@@ -17,6 +17,7 @@ pub async fn run(args: RmArgs) -> Result<u8, Error> {
     if !args.force && backend.state(&record, &state.vm_dir(&name))? == VmState::Running {
         return Err(Error::Usage(format!("{name} is running: stop it first with `hutch down {name}`, or use `hutch rm -f {name}`")));
     }
+    crate::git::take::take_back(&state, &record).await;
     lifecycle::destroy(&state, backend.as_ref(), &record)?;
     println!("{name} is deleted");
     Ok(0)

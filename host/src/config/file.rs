@@ -39,8 +39,22 @@ pub struct ConfigFile {
     pub line_starts: Vec<usize>,
     /// How `hutch exec` runs commands.
     pub exec: Option<ExecTable>,
+    /// Share `.git` writable, without the host's guard (user file only).
+    pub unguarded_git: Option<bool>,
+    /// How the guest gets the workspace: `"shared"` (default) or `"sync"`.
+    pub workspace: Option<super::WorkspaceMode>,
+    /// Warm pools: VMs booted ahead for `hutch run --rm`.
+    pub warm: Option<WarmTable>,
     /// How long hutch waits for an agent.
     pub timeouts: Option<TimeoutsTable>,
+}
+
+/// The `[warm]` table.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WarmTable {
+    /// Ready VMs to keep for the project, topped up after each `run --rm`.
+    pub count: Option<u32>,
 }
 
 /// The `[timeouts]` table: how long hutch waits for an agent
@@ -114,6 +128,8 @@ pub struct ImageTable {
     pub packages: Option<Vec<String>>,
     /// npm packages installed globally (`npm install -g`), e.g. coding-agent CLIs.
     pub npm: Option<Vec<String>>,
+    /// The Node.js release: a major version (`"22"`) or a full one (`"22.23.5"`).
+    pub node: Option<String>,
 }
 
 /// The `[hooks]` table.
@@ -197,13 +213,14 @@ mod tests {
 
     #[test]
     fn parses_every_key() {
-        let text = "backend = \"qemu\"\ncpus = 4\nmemory = 2048\nheavy = [\"node_modules\", \"dist\"]\nenv = [\"A=1\"]\n[hooks]\nruntime = \"scripts/boot.sh\"\n[exec]\nkeep = true\n";
+        let text = "backend = \"qemu\"\ncpus = 4\nmemory = 2048\nheavy = [\"node_modules\", \"dist\"]\nenv = [\"A=1\"]\n[hooks]\nruntime = \"scripts/boot.sh\"\n[exec]\nkeep = true\n[warm]\ncount = 2\n";
         let file = ConfigFile::parse(text, Path::new("hutch.toml")).unwrap();
         assert_eq!(file.backend, Some(BackendKind::Qemu));
         assert_eq!(file.cpus, Some(4));
         assert_eq!(file.heavy.as_deref(), Some(&["node_modules".to_owned(), "dist".to_owned()][..]));
         assert_eq!(file.hooks.unwrap().runtime.as_deref(), Some("scripts/boot.sh"));
         assert_eq!(file.exec.and_then(|e| e.keep), Some(true));
+        assert_eq!(file.warm.and_then(|w| w.count), Some(2));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 pub mod edit;
 mod file;
 pub mod network;
+pub mod node;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -13,8 +14,9 @@ use std::path::{Path, PathBuf};
 use hutch_proto::size::parse_size;
 use serde_json::{Value, json};
 
-pub use file::{ConfigError, ConfigFile, ExecTable, Hooks, ImageKey, ImageTable, TimeoutsTable, env_pairs};
+pub use file::{ConfigError, ConfigFile, ExecTable, Hooks, ImageKey, ImageTable, TimeoutsTable, WarmTable, env_pairs};
 pub use network::{Mode, NetworkConfig};
+pub use node::NodeVersion;
 
 use crate::state::BackendKind;
 
@@ -22,6 +24,8 @@ use crate::state::BackendKind;
 pub const PROJECT_FILE: &str = "hutch.toml";
 /// Heavy artifact dirs kept on VM-local disk unless told otherwise.
 pub const DEFAULT_HEAVY_DIRS: &[&str] = &["node_modules", ".next", ".svelte-kit", ".venv", "target"];
+/// The most ready VMs a pool may keep (`[warm] count`, `hutch warm --count`).
+pub const MAX_WARM: u32 = 64;
 /// The runtime hook, when the configuration names none.
 pub const DEFAULT_RUNTIME_HOOK: &str = ".hutch/runtime.sh";
 
@@ -84,6 +88,8 @@ pub struct Config {
     pub image_packages: Sourced<Vec<String>>,
     /// npm packages `cargo xtask image` installs globally in the default image (`[image] npm`).
     pub image_npm: Sourced<Vec<String>>,
+    /// The Node.js release `cargo xtask image` puts into the default image (`[image] node`).
+    pub image_node: Sourced<NodeVersion>,
     /// Heavy dirs.
     pub heavy: Sourced<Vec<String>>,
     /// Extra ignore patterns for `--ro` snapshots.
@@ -98,6 +104,13 @@ pub struct Config {
     pub network: NetworkConfig,
     /// `hutch exec` on a terminal keeps its command as a session (`--keep`).
     pub keep: Sourced<bool>,
+    /// Share `.git` writable, without the host's guard (`--unguarded-git`).
+    pub unguarded_git: Sourced<bool>,
+    /// How `up`/`run` give the guest the workspace (`workspace = "shared" | "sync"`).
+    pub workspace: Sourced<WorkspaceMode>,
+    /// Ready VMs to keep for `hutch run --rm` (`[warm] count`; `None`: no
+    /// standing order from the configuration).
+    pub warm_count: Sourced<Option<u32>>,
     /// How long hutch waits to reach an agent (`[timeouts] connect`, `HUTCH_CONNECT_TIMEOUT`).
     pub connect_timeout: Sourced<std::time::Duration>,
     /// How long hutch waits for one call (`[timeouts] call`, `HUTCH_CALL_TIMEOUT`).
@@ -116,6 +129,7 @@ impl Default for Config {
             disk: Sourced::default(None),
             image_packages: Sourced::default(Vec::new()),
             image_npm: Sourced::default(Vec::new()),
+            image_node: Sourced::default(NodeVersion::Major(node::DEFAULT_MAJOR)),
             heavy: Sourced::default(DEFAULT_HEAVY_DIRS.iter().map(|d| (*d).to_owned()).collect()),
             ignore: Sourced::default(Vec::new()),
             env: Sourced::default(Vec::new()),
@@ -123,6 +137,9 @@ impl Default for Config {
             runtime_hook: Sourced::default(DEFAULT_RUNTIME_HOOK.to_owned()),
             network: NetworkConfig::default(),
             keep: Sourced::default(false),
+            unguarded_git: Sourced::default(false),
+            workspace: Sourced::default(WorkspaceMode::Shared),
+            warm_count: Sourced::default(None),
             connect_timeout: Sourced::default(crate::untrusted::deadline::CONNECT),
             call_timeout: Sourced::default(crate::untrusted::deadline::CALL),
             files: Vec::new(),
@@ -182,14 +199,17 @@ impl Config {
         };
         self.backend.set(file.backend, &source);
         if let Some(ImageKey::Table(table)) = &file.image {
-            if project && (table.packages.is_some() || table.npm.is_some()) {
-                let key = if table.packages.is_some() { "packages" } else { "npm" };
-                let why = "`[image] packages` and `npm` say what goes into your default image, which every project shares: \
+            let contents = [("packages", table.packages.is_some()), ("npm", table.npm.is_some()), ("node", table.node.is_some())];
+            if let Some((key, _)) = contents.iter().find(|(_, set)| project && *set) {
+                let why = "`[image] packages`, `npm` and `node` say what goes into your default image, which every project shares: \
                            put them in your user configuration (~/.config/hutch/config.toml) and run `cargo xtask image`";
                 return Err(invalid(key, why.into()));
             }
             self.image_packages.set(table.packages.clone(), &source);
             self.image_npm.set(table.npm.clone(), &source);
+            if let Some(text) = &table.node {
+                self.image_node.set(Some(NodeVersion::parse(text).map_err(|why| invalid("node", why))?), &source);
+            }
         }
         self.image.set(file.image.as_ref().and_then(ImageKey::name).map(|name| Some(name.to_owned())), &source);
         if let Some(text) = &file.disk {
@@ -209,6 +229,19 @@ impl Config {
         let line = |offset: usize| line_starts.partition_point(|start| *start <= offset).max(1);
         self.network.layer(file.network, file.secrets, path, &line)?;
         self.keep.set(file.exec.and_then(|e| e.keep), &source);
+        if project && file.unguarded_git.is_some() {
+            let why = "`unguarded_git` turns off the host's guard of .git, and this file is in the project, where the guest can write it: \
+                       put it in your user configuration (~/.config/hutch/config.toml), or pass --unguarded-git";
+            return Err(invalid("unguarded_git", why.into()));
+        }
+        self.unguarded_git.set(file.unguarded_git, &source);
+        self.workspace.set(file.workspace, &source);
+        if let Some(count) = file.warm.and_then(|w| w.count) {
+            if count > MAX_WARM {
+                return Err(invalid("count", format!("[warm] count = {count}: at most {MAX_WARM} ready VMs (each costs its memory)")));
+            }
+            self.warm_count.set(Some(Some(count)), &source);
+        }
         let timeouts = file.timeouts.unwrap_or_default();
         for (key, text, slot) in [("connect", timeouts.connect, &mut self.connect_timeout), ("call", timeouts.call, &mut self.call_timeout)]
         {
@@ -236,6 +269,7 @@ impl Config {
             "disk": entry(json!(self.disk.value), &self.disk.source),
             "image.packages": entry(json!(self.image_packages.value), &self.image_packages.source),
             "image.npm": entry(json!(self.image_npm.value), &self.image_npm.source),
+            "image.node": entry(json!(self.image_node.value.to_string()), &self.image_node.source),
             "heavy": entry(json!(self.heavy.value), &self.heavy.source),
             "ignore": entry(json!(self.ignore.value), &self.ignore.source),
             "env": entry(json!(self.env.value), &self.env.source),
@@ -249,11 +283,25 @@ impl Config {
             "network.ask_timeout": entry(json!(format!("{} s", self.network.ask_timeout.value.as_secs_f64())), &self.network.ask_timeout.source),
             "secrets": self.network.secrets,
             "exec.keep": entry(json!(self.keep.value), &self.keep.source),
+            "unguarded_git": entry(json!(self.unguarded_git.value), &self.unguarded_git.source),
+            "workspace": entry(json!(self.workspace.value), &self.workspace.source),
+            "warm.count": entry(json!(self.warm_count.value), &self.warm_count.source),
             "timeouts.connect": entry(json!(self.connect_timeout.value.as_secs_f64()), &self.connect_timeout.source),
             "timeouts.call": entry(json!(self.call_timeout.value.as_secs_f64()), &self.call_timeout.source),
             "files": self.files,
         })
     }
+}
+
+/// How the guest gets the workspace (`workspace = "…"`; `--sync`, `--shared`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkspaceMode {
+    /// Shared live (virtio-fs, 9p, the VM manager's share).
+    #[default]
+    Shared,
+    /// Copied onto the VM's disk and kept in step both ways (`--sync`).
+    Sync,
 }
 
 /// `$XDG_CONFIG_HOME/hutch/config.toml`, else `~/.config/hutch/config.toml`.
@@ -325,6 +373,23 @@ mod tests {
         assert_eq!(config.image_npm.value, ["@openai/codex"]);
         let err = Config::default().layer(&file, true).unwrap_err().to_string();
         assert!(err.contains(":3: ") && err.contains("user configuration"), "{err}");
+        std::fs::write(&file, "cpus = 1\nunguarded_git = true\n").unwrap();
+        let mut config = Config::default();
+        config.layer(&file, false).unwrap();
+        assert!(config.unguarded_git.value, "the user's file may turn the guard off");
+        let err = Config::default().layer(&file, true).unwrap_err().to_string();
+        assert!(err.contains(":2: ") && err.contains("the guest can write it"), "{err}");
+        std::fs::write(&file, "[image]\nnode = \"24\"\n").unwrap();
+        let mut config = Config::default();
+        assert_eq!(config.image_node.value, NodeVersion::Major(node::DEFAULT_MAJOR));
+        config.layer(&file, false).unwrap();
+        assert_eq!(config.image_node, Sourced { value: NodeVersion::Major(24), source: Source::File(file.clone()) });
+        assert_eq!(config.to_json()["image.node"]["value"], "24");
+        let err = Config::default().layer(&file, true).unwrap_err().to_string();
+        assert!(err.contains(":2: ") && err.contains("`node`"), "{err}");
+        std::fs::write(&file, "[image]\nname = \"x\"\nnode = \"lts\"\n").unwrap();
+        let err = Config::default().layer(&file, false).unwrap_err().to_string();
+        assert!(err.contains(":3: ") && err.contains("not a Node.js version"), "{err}");
         std::fs::write(&file, "\ndisk = \"lots\"\n").unwrap();
         let err = Config::default().layer(&file, true).unwrap_err().to_string();
         assert!(err.contains(":2: ") && err.contains("not a size"), "{err}");

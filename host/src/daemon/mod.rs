@@ -125,13 +125,13 @@ impl Daemon {
 
     /// Starts `cmd` as this daemon (see the module docs). The caller may wait
     /// for it to be ready with [`Spawned::wait_until`].
-    pub fn spawn(&self, cmd: Command) -> Result<Spawned<'_>, DaemonError> {
+    pub fn spawn(&self, cmd: Command) -> Result<Spawned, DaemonError> {
         self.start(cmd, true)
     }
 
     /// Starts `cmd`, a hutch daemon that calls [`Daemon::claim`] itself, as
     /// this daemon.
-    pub fn spawn_claiming(&self, cmd: Command) -> Result<Spawned<'_>, DaemonError> {
+    pub fn spawn_claiming(&self, cmd: Command) -> Result<Spawned, DaemonError> {
         self.start(cmd, false)
     }
 
@@ -154,7 +154,7 @@ impl Daemon {
         std::fs::write(&tmp, format!("{pid}\n")).and_then(|()| std::fs::rename(&tmp, &self.pid_file))
     }
 
-    fn start(&self, cmd: Command, lock: bool) -> Result<Spawned<'_>, DaemonError> {
+    fn start(&self, cmd: Command, lock: bool) -> Result<Spawned, DaemonError> {
         let program = cmd.get_program().to_string_lossy().into_owned();
         if self.running() {
             return Err(DaemonError::AlreadyRunning { program, log: self.log.clone() });
@@ -169,7 +169,7 @@ impl Daemon {
         if lock {
             self.record_pid(pid).map_err(|source| DaemonError::Spawn { program: program.clone(), source })?;
         }
-        Ok(Spawned { daemon: self, program, pid, offset, locked: lock })
+        Ok(Spawned { daemon: self.clone(), program, pid, offset, locked: lock })
     }
 
     /// Whether the daemon is alive: its log is locked.
@@ -246,10 +246,11 @@ pub struct Claim {
     _lock: Flock<File>,
 }
 
-/// A daemon just started by [`Daemon::spawn`].
+/// A daemon just started by [`Daemon::spawn`] (it may be kept, and waited
+/// for later: a caller can start one and do something else meanwhile).
 #[derive(Debug)]
-pub struct Spawned<'a> {
-    daemon: &'a Daemon,
+pub struct Spawned {
+    daemon: Daemon,
     program: String,
     /// Its pid.
     pub pid: u32,
@@ -259,7 +260,7 @@ pub struct Spawned<'a> {
     locked: bool,
 }
 
-impl Spawned<'_> {
+impl Spawned {
     /// What it wrote to its log since it was started.
     pub fn news(&self) -> String {
         let text = std::fs::read(&self.daemon.log).unwrap_or_default();
@@ -353,6 +354,28 @@ mod tests {
         // A stale pid file names no process to signal.
         assert_eq!(daemon.pid(), None);
         daemon.terminate(Duration::from_millis(10));
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn a_daemon_inherits_no_descriptor_but_its_stdio() {
+        let dir = tempfile::tempdir().unwrap();
+        // Inheritable, as a shell's `flock LOCK hutch …` hands hutch its lock.
+        let held = std::fs::File::create(dir.path().join("held")).unwrap();
+        // SAFETY: dup(2) of a descriptor we own; the copy is closed below.
+        let leaked = unsafe { nix::libc::dup(std::os::fd::AsRawFd::as_raw_fd(&held)) };
+        assert!(leaked > 2);
+        let daemon = Daemon::new(dir.path(), "sleeper");
+        let spawned = daemon.spawn(sh("echo up; exec sleep 600")).unwrap();
+        spawned.wait_until(Duration::from_secs(10), |news| news.contains("up")).unwrap();
+        let fds: Vec<String> = std::fs::read_dir(format!("/proc/{}/fd", spawned.pid))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        daemon.terminate(Duration::from_secs(5));
+        // SAFETY: closing our own copy.
+        unsafe { nix::libc::close(leaked) };
+        assert!(!fds.contains(&leaked.to_string()), "the daemon inherited descriptor {leaked}: {fds:?}");
     }
 
     #[test]

@@ -45,6 +45,7 @@ pub fn detached(mut cmd: Command, log: &Path, lock: bool) -> std::io::Result<u32
             if libc::write(report, pid.as_ptr().cast(), pid.len()) != pid.len() as isize {
                 return Err(std::io::Error::last_os_error());
             }
+            inherit_only_stdio();
             Ok(())
         });
     }
@@ -59,6 +60,27 @@ pub fn detached(mut cmd: Command, log: &Path, lock: bool) -> std::io::Result<u32
     let mut pid = [0u8; 4];
     report_read.read_exact(&mut pid)?;
     u32::try_from(i32::from_ne_bytes(pid)).map_err(|_| std::io::Error::other("the daemon reported no pid"))
+}
+
+/// Marks every descriptor above stderr close-on-exec, so the daemon gets
+/// its stdin, stdout and stderr and nothing else hutch was given. A
+/// descriptor hutch inherited and does not know of would otherwise live as
+/// long as the VM: `flock LOCK hutch up` left LOCK locked until the VM
+/// stopped, and a terminal or pipe held open by QEMU keeps its reader
+/// waiting. Async-signal-safe.
+fn inherit_only_stdio() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: close_range(2) with CLOSE_RANGE_CLOEXEC only sets descriptor flags.
+    if unsafe { libc::close_range(3, libc::c_uint::MAX, libc::CLOSE_RANGE_CLOEXEC as libc::c_int) } == 0 {
+        return;
+    }
+    // Kernels before 5.11 and other systems: one fcntl per possible descriptor.
+    // SAFETY: sysconf and fcntl(F_SETFD) touch no memory of ours.
+    let max = unsafe { libc::sysconf(libc::_SC_OPEN_MAX) }.clamp(0, 1 << 16) as libc::c_int;
+    for fd in 3..max {
+        // SAFETY: as above; a descriptor that is not open just fails with EBADF.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
 }
 
 /// Takes the exclusive lock on fd 1 (the log), retrying briefly while a

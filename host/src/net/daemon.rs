@@ -92,6 +92,19 @@ pub fn daemon(vm_dir: &Path) -> Daemon {
 /// VM are forgotten) or when what changed cannot change in place. `project`
 /// is the workspace, where a refusal tells the user to add rules.
 pub fn ensure(state: &StateDir, name: &VmName, config: &NetworkConfig, project: Option<&Path>, fresh: bool) -> Result<(), NetError> {
+    begin(state, name, config, project, fresh)?.map_or(Ok(()), Starting::ready)
+}
+
+/// [`ensure`] up to starting the process: returns it while it sets up the
+/// guest's listener (when one had to be started), so the caller can do
+/// something else meanwhile, then wait with [`Starting::ready`].
+pub fn begin(
+    state: &StateDir,
+    name: &VmName,
+    config: &NetworkConfig,
+    project: Option<&Path>,
+    fresh: bool,
+) -> Result<Option<Starting>, NetError> {
     let vm_dir = state.vm_dir(name);
     let net = net_dir(&vm_dir);
     let process = daemon(&vm_dir);
@@ -99,7 +112,7 @@ pub fn ensure(state: &StateDir, name: &VmName, config: &NetworkConfig, project: 
         process.terminate(STOP_GRACE);
         let _ = std::fs::remove_file(net.join(INPUTS_FILE));
         LiveEdits::clear(&net);
-        return Ok(());
+        return Ok(None);
     }
     if fresh {
         LiveEdits::clear(&net);
@@ -108,7 +121,7 @@ pub fn ensure(state: &StateDir, name: &VmName, config: &NetworkConfig, project: 
     let inputs = inputs(&net, &policy)?;
     let same = std::fs::read(net.join(INPUTS_FILE)).is_ok_and(|old| old == inputs.as_bytes());
     if same && !fresh && process.running() {
-        return Ok(());
+        return Ok(None);
     }
     let text = serde_json::to_string_pretty(&policy).map_err(|e| NetError::Policy(e.to_string()))?;
     if !fresh && process.running() && PolicyFile::load(&net).is_ok_and(|old| old.changes_in_place(&policy)) {
@@ -117,7 +130,7 @@ pub fn ensure(state: &StateDir, name: &VmName, config: &NetworkConfig, project: 
             Ok(_) => {
                 super::write_private(&net.join(POLICY_FILE), text.as_bytes())?;
                 super::write_private(&net.join(INPUTS_FILE), inputs.as_bytes())?;
-                return Ok(());
+                return Ok(None);
             }
             Err(e) => eprintln!("hutch: the network process of {name} did not take the new policy ({e}); starting it again"),
         }
@@ -125,7 +138,26 @@ pub fn ensure(state: &StateDir, name: &VmName, config: &NetworkConfig, project: 
     process.terminate(STOP_GRACE);
     super::write_private(&net.join(POLICY_FILE), text.as_bytes())?;
     super::write_private(&net.join(INPUTS_FILE), inputs.as_bytes())?;
-    start(state, name, &process)
+    spawn(state, name, &process).map(Some)
+}
+
+/// A network process started and not yet known to serve (see [`begin`]).
+pub struct Starting {
+    name: VmName,
+    vm_dir: std::path::PathBuf,
+    spawned: crate::daemon::Spawned,
+}
+
+impl Starting {
+    /// Waits until it says it serves the guest; stops it if it does not.
+    pub fn ready(self) -> Result<(), NetError> {
+        if let Err(e) = self.spawned.wait_until(START_WAIT, |news| news.lines().any(|l| l == READY)) {
+            daemon(&self.vm_dir).terminate(STOP_GRACE);
+            let _ = std::fs::remove_file(net_dir(&self.vm_dir).join(INPUTS_FILE));
+            return Err(NetError::Daemon { name: self.name.to_string(), why: e.to_string() });
+        }
+        Ok(())
+    }
 }
 
 /// The values of `policy`'s `from_env` secrets in this process's environment, by secret name.
@@ -154,6 +186,22 @@ pub fn restore(state: &StateDir, name: &VmName) -> Result<(), NetError> {
     start(state, name, &process)
 }
 
+/// Gives `child`, a VM just forked from `parent` (`hutch fork`), the
+/// network `parent` has: the policy its network process serves (none when
+/// it has none), and nothing else of it: the child's placeholders, CA and
+/// audit log are its own, made when its network process starts (now).
+pub fn inherit(state: &StateDir, parent: &VmName, child: &VmName) -> Result<(), NetError> {
+    let (from, to) = (net_dir(&state.vm_dir(parent)), net_dir(&state.vm_dir(child)));
+    for file in [POLICY_FILE, INPUTS_FILE] {
+        match std::fs::read(from.join(file)) {
+            Ok(bytes) => super::write_private(&to.join(file), &bytes)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(NetError::io(format!("reading {}", from.join(file).display()), e)),
+        }
+    }
+    restore(state, child)
+}
+
 /// Starts the network process again when VM `name` had one and it is gone
 /// (killed, crashed) while the VM runs: commands that use a running VM
 /// (`exec`, `shell`) call it, so the guest does not lose its network until
@@ -174,17 +222,22 @@ pub fn revive(state: &StateDir, record: &VmRecord) -> Result<(), NetError> {
 
 /// Spawns `hutch net --name NAME` and waits for it to say it is ready.
 fn start(state: &StateDir, name: &VmName, process: &Daemon) -> Result<(), NetError> {
-    let net = net_dir(&state.vm_dir(name));
+    spawn(state, name, process)?.ready()
+}
+
+/// Spawns `hutch net --name NAME`.
+fn spawn(state: &StateDir, name: &VmName, process: &Daemon) -> Result<Starting, NetError> {
+    let vm_dir = state.vm_dir(name);
     let exe = std::env::current_exe().map_err(|e| NetError::io("finding the hutch executable", e))?;
     let mut cmd = Command::new(exe);
     cmd.args(["net", "--name", name.as_str()]).env("HUTCH_STATE_DIR", state.root());
-    let started = process.spawn_claiming(cmd).and_then(|spawned| spawned.wait_until(START_WAIT, |news| news.lines().any(|l| l == READY)));
-    if let Err(e) = started {
-        process.terminate(STOP_GRACE);
-        let _ = std::fs::remove_file(net.join(INPUTS_FILE));
-        return Err(NetError::Daemon { name: name.to_string(), why: e.to_string() });
+    match process.spawn_claiming(cmd) {
+        Ok(spawned) => Ok(Starting { name: name.clone(), vm_dir, spawned }),
+        Err(e) => {
+            let _ = std::fs::remove_file(net_dir(&vm_dir).join(INPUTS_FILE));
+            Err(NetError::Daemon { name: name.to_string(), why: e.to_string() })
+        }
     }
-    Ok(())
 }
 
 /// What `hutch doctor` shows of a VM's network.

@@ -85,6 +85,7 @@ pub async fn run_audited(
     let began = std::time::Instant::now();
     let result = async { Ok(crate::exec::run_as(&mut target.connect().await?, options, session).await?) }.await;
     record(target, options, &result, began.elapsed(), values);
+    crate::git::take::after_exec(target, result.as_ref().ok()).await;
     result
 }
 

@@ -26,6 +26,7 @@
 //!   full verification against the host's trust store;
 //! - [`secrets`] and [`scope`]: placeholders the guest sees, real values only
 //!   on the host, sent only where their scope says;
+//! - [`mirrors`]: the package mirrors `hutch image prepare`'s setup hook reaches;
 //! - [`daemon`]: the process itself, started by `up`, stopped by `down`/`rm`.
 
 pub mod active;
@@ -41,6 +42,7 @@ pub mod exec;
 pub mod guest_io;
 pub mod intercept;
 pub mod live;
+pub mod mirrors;
 pub mod pattern;
 pub mod policy;
 pub mod proxy;

@@ -57,6 +57,15 @@ pub struct QemuState {
     /// from before virtio-fs, which always meant 9p).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub share: Option<QemuShare>,
+    /// Under hutch's init, commands run as root instead of the image's user
+    /// with the host user's ids: the VM that `hutch image prepare --init
+    /// hutch` boots, whose setup runs as root as on every other path.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub commands_as_root: bool,
+    /// Disk images: the overlay the VM writes, once a fork froze its first
+    /// one (`None`: `disk.qcow2`; see `backend::qemu::layers`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overlay: Option<String>,
 }
 
 /// How the QEMU backend shares the workspace: what QEMU was given is what

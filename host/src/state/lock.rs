@@ -36,4 +36,17 @@ impl VmLock {
             Err((_, e)) => Err(StateError::Io { what: "locking", path, source: e.into() }),
         }
     }
+
+    /// Takes the lock in `vm_dir` if nobody holds it; `None` at once if
+    /// someone does (a warm pool's keeper booting the VM, a run taking it).
+    pub fn try_acquire(vm_dir: &Path) -> Result<Option<VmLock>, StateError> {
+        let path = vm_dir.join("lock");
+        let file =
+            std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(StateError::io("opening", &path))?;
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => Ok(Some(VmLock { _lock: lock })),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+            Err((_, e)) => Err(StateError::Io { what: "locking", path, source: e.into() }),
+        }
+    }
 }

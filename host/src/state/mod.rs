@@ -12,14 +12,18 @@
 
 mod backend_state;
 mod lock;
+mod machine_id;
 mod name;
+mod pool;
 mod record;
 
 use std::path::{Path, PathBuf};
 
 pub use backend_state::{Accel, BackendState, LimaState, MadeBy, QemuShare, QemuState, ShareSource, TartState, WorkspaceShare};
 pub use lock::VmLock;
+pub use machine_id::{BadMachineId, MachineId};
 pub use name::{VmName, default_name};
+pub use pool::{PoolEntry, PoolState};
 pub use record::{BackendKind, HeavyLink, RECORD_VERSION, RoMode, VmRecord, now_unix};
 
 /// Errors reading or writing the state directory.

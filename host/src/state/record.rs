@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use hutch_proto::addr::Addr;
 use serde::{Deserialize, Serialize};
 
-use super::{BackendState, StateError, VmName};
+use super::{BackendState, MachineId, PoolEntry, StateError, VmName};
 
 /// Current record format; records from a newer hutch are refused, not misread.
 pub const RECORD_VERSION: u32 = 1;
@@ -105,6 +105,25 @@ pub struct VmRecord {
     /// snapshot synced before each exec); `None` in shared mode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ro: Option<RoMode>,
+    /// `--unguarded-git`: its `.git` is shared writable, without the host's
+    /// guard (`crate::git`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unguarded_git: bool,
+    /// `--sync`: the workspace is not shared but copied into the guest and
+    /// kept in step both ways by the VM's sync process.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sync: bool,
+    /// The guest's `/etc/machine-id` (32 lowercase hex digits), made when
+    /// the VM is created, so each VM is a machine of its own: throw-away,
+    /// warm and forked ones too. `None` in records from before it existed
+    /// (the backend gives the VM one at its next start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine_id: Option<MachineId>,
+    /// A VM of a warm pool (`hutch warm`): booted and prepared for one
+    /// project and settings, waiting for a `hutch run --rm` to take it.
+    /// `None` for every other VM, and for one a run has taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<PoolEntry>,
 }
 
 impl VmRecord {
@@ -126,7 +145,7 @@ impl VmRecord {
     /// The host folder the backend shares into the guest: the workspace,
     /// unless the VM holds a `--ro` snapshot of it instead.
     pub fn shared_workspace(&self) -> Option<&Path> {
-        if self.ro.is_some() { None } else { self.workspace.as_deref() }
+        if self.ro.is_some() || self.sync { None } else { self.workspace.as_deref() }
     }
 }
 
@@ -223,6 +242,10 @@ mod tests {
             created_dirs: vec!["/home/me/web/node_modules".into()],
             backend: BackendState::Qemu(crate::state::QemuState { accel: Some(crate::state::Accel::Kvm), ..Default::default() }),
             ro: Some(RoMode { git: true, no_ignore: false }),
+            unguarded_git: false,
+            sync: false,
+            machine_id: Some(MachineId::parse("0123456789abcdef0123456789abcdef").unwrap()),
+            pool: Some(PoolEntry { key: "k".into(), project: "p-1".into(), state: crate::state::PoolState::Ready }),
         }
     }
 

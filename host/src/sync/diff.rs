@@ -173,7 +173,9 @@ impl Pending {
     ) -> Result<(), SyncError> {
         let path = self.path;
         if path.is_in_git_dir() {
-            warn(format!("{path}: the guest changed a file inside .git; hutch never patches .git (its hooks and configuration run code)"));
+            warn(format!(
+                "{path}: the guest changed a file inside .git; hutch never patches .git (its hooks and configuration run code); `hutch fetch` takes the guest's commits"
+            ));
             tally.skipped += 1;
             return Ok(());
         }
@@ -202,7 +204,9 @@ impl Pending {
 /// The host's version of `path` and its manifest entry (to compare with
 /// what was synced): a regular file (held up to the cap), a symlink, or
 /// nothing; anything else there is left alone.
-fn host_side(host: &Beneath, path: &GuestPath) -> Result<(Option<Side>, Option<ManifestEntry>), BeneathError> {
+/// The host's version of `path`, read below the workspace (never through a
+/// symlink), and its manifest entry; `None` when the host has nothing there.
+pub fn host_side(host: &Beneath, path: &GuestPath) -> Result<(Option<Side>, Option<ManifestEntry>), BeneathError> {
     let Some(stat) = host.stat(path)? else { return Ok((None, None)) };
     match stat.kind {
         HostKind::File => {

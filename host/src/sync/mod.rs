@@ -9,7 +9,9 @@
 //! on each side, at the same time) and one round trip.
 
 pub mod apply;
+pub mod beneath;
 pub mod diff;
+pub mod live;
 pub mod plan;
 pub mod quote;
 pub mod send;
@@ -68,7 +70,8 @@ pub enum SyncError {
 }
 
 impl SyncError {
-    fn from_status(status: Status) -> Self {
+    /// The error for a status the agent answered with.
+    pub fn from_status(status: Status) -> Self {
         match status.code() {
             _ if CallError::is_refusal(&status) => SyncError::Call(CallError::from_status(status)),
             tonic::Code::Unimplemented => SyncError::Unsupported(status),
@@ -132,6 +135,8 @@ pub struct Report {
     pub agent: SyncSummary,
     /// Wall time.
     pub took: Duration,
+    /// The host's tree as this sync walked it (what the guest's copy now holds).
+    pub tree: Vec<hutch_proto::v1::ManifestEntry>,
 }
 
 impl Report {
@@ -160,11 +165,11 @@ pub async fn sync(client: &mut Client, source: &Source, progress: bool) -> Resul
     let begin = Instant::now();
     let root_text = source.root.to_str().ok_or_else(|| SyncError::Internal(format!("{} is not UTF-8", source.root.display())))?.to_owned();
     let walk_root = source.root.clone();
-    let rules = source.rules;
+    let rules = source.rules.clone();
     let mut walk = Walk::Running(tokio::task::spawn_blocking(move || hutch_proto::tree::walk(&walk_root, &rules)));
 
     let (tx, rx) = mpsc::channel(REQUEST_QUEUE);
-    let start = SyncStart { root: root_text, rules: Some(source.rules) };
+    let start = SyncStart { root: root_text, rules: Some(source.rules.clone()), push: false };
     tx.send(SyncRequest { kind: Some(Out::Start(start)) }).await.map_err(|_| SyncError::Internal("request stream closed".into()))?;
     // Each request the transport takes is the agent reading: progress.
     let (taken_tx, mut taken) = watch::channel(0u64);
@@ -177,6 +182,8 @@ pub async fn sync(client: &mut Client, source: &Source, progress: bool) -> Resul
     let plan = plan::compare(&tree.entries, guest);
     let mut report =
         Report { entries: tree.entries.len(), sent: plan.sends.len(), deleted: plan.deletes.len(), fresh, ..Report::default() };
+    let tree_root = tree.root;
+    report.tree = tree.entries;
 
     // Requests go out from their own task, so an agent that refuses an entry
     // (and ends the call) is heard at once instead of after the whole archive.
@@ -194,12 +201,13 @@ pub async fn sync(client: &mut Client, source: &Source, progress: bool) -> Resul
             let sends = plan.sends;
             let total = plan.bytes;
             let blocking_root = root.clone();
-            bytes = tokio::task::spawn_blocking(move || send::archive(&blocking_root, &sends, total, archive_tx, progress))
+            let archived = tokio::task::spawn_blocking(move || send::archive(&blocking_root, &sends, total, archive_tx, progress))
                 .await
                 .map_err(|e| SyncError::Internal(format!("the archiver failed: {e}")))?
                 .map_err(|e| SyncError::Local { what: format!("archiving {}", root.display()), source: e })?;
+            bytes = (archived.raw, archived.compressed);
         }
-        let finish = SyncFinish { root: Some(tree.root) };
+        let finish = SyncFinish { root: Some(tree_root) };
         let _ = tx.send(SyncRequest { kind: Some(Out::Finish(finish)) }).await;
         Ok::<_, SyncError>(bytes)
     });
@@ -313,5 +321,5 @@ fn unexpected(got: Option<&In>, wanted: &'static str) -> &'static str {
 
 /// The source for a `--ro` VM: its workspace and the rules it was created with.
 pub fn source(root: &Path, include_git: bool, no_ignore: bool) -> Source {
-    Source { root: root.to_path_buf(), rules: WalkRules { include_git, no_ignore } }
+    Source { root: root.to_path_buf(), rules: WalkRules { include_git, no_ignore, exclude_dirs: Vec::new() } }
 }

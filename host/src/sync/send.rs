@@ -26,28 +26,39 @@ const ZSTD_LEVEL: i32 = 1;
 /// How long a transfer runs before its progress bar appears.
 const PROGRESS_AFTER: Duration = Duration::from_millis(300);
 
+/// What an archive carried.
+#[derive(Debug, Default)]
+pub struct Archived {
+    /// Bytes of file contents, uncompressed.
+    pub raw: u64,
+    /// Bytes sent, compressed.
+    pub compressed: u64,
+    /// The entries as sent (a file as read: its size, mtime and mode from
+    /// the opened file); an entry gone since the walk is left out.
+    pub entries: Vec<ManifestEntry>,
+}
+
 /// Writes `entries` (below `root`) as the archive, sending chunks on `tx`.
-/// Returns the number of uncompressed and compressed bytes.
-pub fn archive(
-    root: &Path,
-    entries: &[ManifestEntry],
-    total: u64,
-    tx: mpsc::Sender<SyncRequest>,
-    progress: bool,
-) -> io::Result<(u64, u64)> {
+pub fn archive(root: &Path, entries: &[ManifestEntry], total: u64, tx: mpsc::Sender<SyncRequest>, progress: bool) -> io::Result<Archived> {
     let bar = Progress::new(total, progress);
     let chunks = ChunkWriter { tx, buf: Vec::with_capacity(CHUNK), sent: 0 };
     let mut builder = tar::Builder::new(encoder(chunks)?);
-    let mut raw = 0u64;
+    let mut archived = Archived::default();
     for entry in entries {
-        raw += append(&mut builder, root, entry)?;
-        bar.set(raw);
+        if let Some(sent) = append(&mut builder, root, entry)? {
+            if sent.kind == EntryKind::EntryFile as i32 {
+                archived.raw += sent.size;
+            }
+            archived.entries.push(sent);
+        }
+        bar.set(archived.raw);
     }
     let encoder = builder.into_inner()?;
     let mut chunks = encoder.finish()?;
     chunks.flush_chunk()?;
     bar.done();
-    Ok((raw, chunks.sent))
+    archived.compressed = chunks.sent;
+    Ok(archived)
 }
 
 /// The archive's compressor. Each frame carries its content checksum, which
@@ -59,8 +70,8 @@ fn encoder<W: Write>(out: W) -> io::Result<zstd::stream::write::Encoder<'static,
     Ok(encoder)
 }
 
-/// Appends one entry; returns the file bytes it carried.
-fn append<W: Write>(builder: &mut tar::Builder<W>, root: &Path, entry: &ManifestEntry) -> io::Result<u64> {
+/// Appends one entry; returns it as sent (`None`: gone since the walk).
+fn append<W: Write>(builder: &mut tar::Builder<W>, root: &Path, entry: &ManifestEntry) -> io::Result<Option<ManifestEntry>> {
     let rel = Path::new(std::ffi::OsStr::from_bytes(&entry.path));
     let full = root.join(rel);
     let mut header = Header::new_gnu();
@@ -71,12 +82,12 @@ fn append<W: Write>(builder: &mut tar::Builder<W>, root: &Path, entry: &Manifest
             let file = match File::options().read(true).custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits()).open(&full) {
                 Ok(file) => file,
                 // Gone or replaced since the walk: the next sync sees what it became.
-                Err(e) if matches!(e.kind(), io::ErrorKind::NotFound) || e.raw_os_error() == Some(nix::libc::ELOOP) => return Ok(0),
+                Err(e) if matches!(e.kind(), io::ErrorKind::NotFound) || e.raw_os_error() == Some(nix::libc::ELOOP) => return Ok(None),
                 Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", full.display()))),
             };
             let meta = file.metadata()?;
             if !meta.is_file() {
-                return Ok(0);
+                return Ok(None);
             }
             let size = meta.len();
             let mtime_ns = meta.mtime().saturating_mul(1_000_000_000).saturating_add(meta.mtime_nsec());
@@ -89,7 +100,8 @@ fn append<W: Write>(builder: &mut tar::Builder<W>, root: &Path, entry: &Manifest
             // mtime makes the next sync send it again).
             let data = file.take(size).chain(io::repeat(0)).take(size);
             builder.append_data(&mut header, rel, data)?;
-            Ok(size)
+            let mode = meta.mode() & hutch_proto::tree::SNAPSHOT_MODE_BITS;
+            Ok(Some(ManifestEntry { size, mtime_ns, mode, ..entry.clone() }))
         }
         Ok(EntryKind::EntryDirectory) => {
             pax_mtime(builder, entry.mtime_ns)?;
@@ -98,12 +110,12 @@ fn append<W: Write>(builder: &mut tar::Builder<W>, root: &Path, entry: &Manifest
             header.set_mtime(u64::try_from(entry.mtime_ns / 1_000_000_000).unwrap_or(0));
             header.set_size(0);
             builder.append_data(&mut header, rel, io::empty())?;
-            Ok(0)
+            Ok(Some(entry.clone()))
         }
         Ok(EntryKind::EntrySymlink) => {
             let target = match std::fs::read_link(&full) {
                 Ok(target) => target,
-                Err(e) if e.kind() == io::ErrorKind::NotFound || e.kind() == io::ErrorKind::InvalidInput => return Ok(0),
+                Err(e) if e.kind() == io::ErrorKind::NotFound || e.kind() == io::ErrorKind::InvalidInput => return Ok(None),
                 Err(e) => return Err(e),
             };
             pax_mtime(builder, entry.mtime_ns)?;
@@ -111,10 +123,10 @@ fn append<W: Write>(builder: &mut tar::Builder<W>, root: &Path, entry: &Manifest
             header.set_mode(0o777);
             header.set_mtime(u64::try_from(entry.mtime_ns / 1_000_000_000).unwrap_or(0));
             header.set_size(0);
-            builder.append_link(&mut header, rel, target)?;
-            Ok(0)
+            builder.append_link(&mut header, rel, &target)?;
+            Ok(Some(ManifestEntry { link_target: target.as_os_str().as_bytes().to_vec(), ..entry.clone() }))
         }
-        _ => Ok(0),
+        _ => Ok(None),
     }
 }
 

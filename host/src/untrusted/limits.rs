@@ -158,6 +158,32 @@ pub const NET_LOG_BYTES: Limit = Limit { name: "daemon log", max: 4 << 20, unit:
 /// coarser one: two large unrelated files would otherwise cost minutes.
 pub const DIFF_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// Refs the guest's repository may advertise when hutch takes its commits
+/// (`crate::git::bridge`): a view lists the host's at most
+/// ([`GIT_VIEW_REFS`]), and the guest adds its own branches and tags.
+pub const GIT_GUEST_REFS: Limit = Limit { name: "refs a guest repository advertises", max: 510_000, unit: Unit::Items };
+
+/// Refs of a host repository copied into the guest's view of it: the
+/// largest public repositories have some 100,000 tags.
+pub const GIT_VIEW_REFS: Limit = Limit { name: "refs of a repository the guest gets a copy of", max: 500_000, unit: Unit::Items };
+
+/// Bytes one fetch takes from the guest by default (`HUTCH_GIT_FETCH_MAX`
+/// raises it): a commit of some large files fits; a guest that would fill
+/// the host's disk does not.
+pub const GIT_FETCH_BYTES: Limit = Limit { name: "bytes one fetch takes from the guest", max: 4 << 30, unit: Unit::Bytes };
+
+/// New commits of one guest ref checked for an added submodule; a ref
+/// bringing more is refused (checking them all would take minutes).
+pub const GIT_NEW_COMMITS: Limit = Limit { name: "new commits of one guest ref", max: 100_000, unit: Unit::Items };
+
+/// A guest that sends nothing for this long while hutch fetches from it is
+/// cut off (`git upload-pack` in the guest is given twice that).
+pub const GIT_FETCH_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Repositories of one `GitState` answer looked at (a `Prepare` names at
+/// most 256, each with at most 256 submodules).
+pub const GIT_STATE_REPOS: Limit = Limit { name: "repositories a guest describes", max: 1024, unit: Unit::Items };
+
 #[cfg(test)]
 mod tests {
     use super::*;

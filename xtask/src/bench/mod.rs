@@ -4,15 +4,19 @@
 //! The run starts what it needs and stops it afterwards: a release-build
 //! hutch-agent on a private Unix socket and, when Debian's openssh-server is
 //! installed, a private sshd on 127.0.0.1 (see [`ssh`]). One module per kind
-//! of figure: [`exec`] (latency, throughput), [`attach`] (attach to first
+//! of figure: [`exec`] (latency, throughput), [`exec_user`] (exec as an
+//! unprivileged user against the agent's own), [`attach`] (attach to first
 //! byte), [`pty`] (echo round trip), [`memory`] (agent RSS), [`vm`] (a QEMU
 //! guest, when the image is built), [`workspace`] (the shared workspace in a
 //! guest against a VM-local copy), [`net`] (the egress proxy: first-byte
-//! latency, downloads into a guest);
+//! latency, downloads into a guest), [`warm`] (warm `run --rm` beside a
+//! cold one, forks, what a ready VM costs);
 //! [`table`] prints and serialises the rows.
 
 mod attach;
 mod exec;
+mod exec_user;
+mod git;
 mod memory;
 mod net;
 mod pty;
@@ -20,6 +24,7 @@ mod ssh;
 mod stats;
 mod table;
 mod vm;
+mod warm;
 mod workspace;
 
 use std::path::{Path, PathBuf};
@@ -118,12 +123,16 @@ pub fn run(quick: bool, json_out: Option<&Path>) -> Result<()> {
 
     let mut table = Table::default();
     exec::latency(&mut table, &plan, &setup)?;
+    exec_user::latency(&mut table, &plan, &setup, &agent_bin)?;
     attach::first_byte(&mut table, &plan, &setup)?;
     exec::throughput(&mut table, &plan, &setup)?;
     echo(&mut table, &plan, &setup)?;
     memory::agent_rss(&mut table, &setup)?;
     memory::sessions_rss(&mut table, &plan, &setup)?;
     vm::guest(&mut table, &plan, &setup)?;
+    if let Err(e) = warm::figures(&mut table, &plan, &setup) {
+        table.note(format!("warm-start rows stopped: {e}"));
+    }
     if let Err(e) = net::figures(&mut table, &plan, &setup, &agent_bin) {
         table.note(format!("network rows stopped: {e}"));
     }
@@ -151,14 +160,50 @@ pub fn run(quick: bool, json_out: Option<&Path>) -> Result<()> {
 /// Only the network rows ([`net`]), for a look at the proxy's cost without
 /// the whole run.
 pub fn run_net(quick: bool) -> Result<()> {
+    let (setup, agent_bin) = section_setup("bench-net", quick)?;
+    let mut table = Table::default();
+    net::figures(&mut table, &Plan::new(quick), &setup, &agent_bin)?;
+    table.print();
+    Ok(())
+}
+
+/// What one section run alone needs (no sshd), with its heading printed;
+/// and the agent binary.
+fn section_setup(task: &str, quick: bool) -> Result<(Setup, PathBuf)> {
+    let (plain, agent_bin) = build_bins("release")?;
+    let hutch = crate::install::build_host_cli()?;
+    let hutch_dynamic = (hutch != plain).then_some(plain);
+    let setup = Setup { hutch, hutch_dynamic, agent: LocalAgent::start(&agent_bin)?, sshd: Err("not needed".into()) };
+    println!("hutch {task}{}: {}\n", if quick { " --quick" } else { "" }, machine());
+    Ok((setup, agent_bin))
+}
+
+/// Only the warm-start and fork rows ([`warm`]).
+pub fn run_warm(quick: bool) -> Result<()> {
+    let (setup, _) = section_setup("bench-warm", quick)?;
+    let mut table = Table::default();
+    warm::figures(&mut table, &Plan::new(quick), &setup)?;
+    table.print();
+    Ok(())
+}
+
+/// The git guard's cost (`cargo xtask bench-git`), see [`git`].
+pub fn run_git(quick: bool) -> Result<()> {
+    git::run(quick)
+}
+
+/// Only the exec latency rows ([`exec`], [`exec_user`]), for a look at the
+/// exec path without the whole run.
+pub fn run_exec(quick: bool) -> Result<()> {
     let (plain, agent_bin) = build_bins("release")?;
     let hutch = crate::install::build_host_cli()?;
     let hutch_dynamic = (hutch != plain).then_some(plain);
     let plan = Plan::new(quick);
-    let setup = Setup { hutch, hutch_dynamic, agent: LocalAgent::start(&agent_bin)?, sshd: Err("not needed".into()) };
-    println!("hutch bench-net{}: {}\n", if quick { " --quick" } else { "" }, machine());
+    let setup = Setup { hutch, hutch_dynamic, agent: LocalAgent::start(&agent_bin)?, sshd: Sshd::start() };
+    println!("hutch bench-exec{}: {}\n", if quick { " --quick" } else { "" }, machine());
     let mut table = Table::default();
-    net::figures(&mut table, &plan, &setup, &agent_bin)?;
+    exec::latency(&mut table, &plan, &setup)?;
+    exec_user::latency(&mut table, &plan, &setup, &agent_bin)?;
     table.print();
     Ok(())
 }

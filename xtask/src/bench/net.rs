@@ -73,7 +73,9 @@ fn net_process(setup: &Setup, agent_bin: &Path, tunnelled: &str, intercepted: &s
         ephemeral: false,
         heavy_dirs: Vec::new(),
         ro: None,
+        sync: false,
         disk_bytes: None,
+        unguarded_git: false,
     };
     let addr: hutch_proto::addr::Addr = agent.addr.parse()?;
     spec.record("none".into(), Some(addr), BackendState::Lima(Default::default())).save(&dir)?;

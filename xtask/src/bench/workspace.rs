@@ -205,6 +205,23 @@ fn prepare(dir: &Path, notes: &mut Vec<String>) -> Result<()> {
     Ok(())
 }
 
+/// The seeded 5k-file repository at `dir` (generated once, then kept),
+/// committed and packed.
+pub(super) fn seeded_repo(dir: &Path) -> Result<()> {
+    bench_sync::generate(dir, &REPO)?;
+    let marker = dir.join(".hutch-bench-prepared");
+    if !marker.exists() {
+        commit(dir)?;
+        std::fs::write(&marker, "")?;
+    }
+    Ok(())
+}
+
+/// The image the guest rows run in (see [`guest_image`]).
+pub(super) fn image() -> Option<PathBuf> {
+    guest_image()
+}
+
 /// `git init`, add everything, commit and pack, as a checked-out clone is.
 fn commit(tree: &Path) -> Result<()> {
     bench_sync::remove(&tree.join(".git"))?;
@@ -221,22 +238,38 @@ fn commit(tree: &Path) -> Result<()> {
 }
 
 /// A bench VM sharing the bench folder over one transport; removed on drop.
-struct Guest {
+pub(super) struct Guest {
     hutch: std::path::PathBuf,
     image: std::path::PathBuf,
     state: tempfile::TempDir,
-    workspace: String,
+    /// The shared folder (the same path in the guest).
+    pub(super) workspace: String,
     transport: &'static str,
+    name: &'static str,
 }
 
 impl Guest {
     /// Boots the VM and checks the share is mounted over `transport`.
     fn up(hutch: &Path, image: &Path, dir: &Path, transport: &'static str) -> Result<Guest> {
+        Guest::up_as(hutch, image, dir, transport, VM, &[])
+    }
+
+    /// Boots the VM `name` with `extra` flags for `hutch up`, and checks the
+    /// share is mounted over `transport`.
+    pub(super) fn up_as(
+        hutch: &Path,
+        image: &Path,
+        dir: &Path,
+        transport: &'static str,
+        name: &'static str,
+        extra: &[&str],
+    ) -> Result<Guest> {
         let workspace = dir.to_str().ok_or("the bench folder's path is not UTF-8")?.to_owned();
         // A short path: Unix socket paths are limited to 107 bytes.
         let state = tempfile::Builder::new().prefix("hbenchws").tempdir_in("/tmp")?;
-        let guest = Guest { hutch: hutch.to_path_buf(), image: image.to_path_buf(), state, workspace, transport };
-        let up = ["up", "--name", VM, "--workspace", &guest.workspace, "--no-heavy", "--cpus", "1", "--memory", MEMORY_MIB];
+        let guest = Guest { hutch: hutch.to_path_buf(), image: image.to_path_buf(), state, workspace, transport, name };
+        let mut up = vec!["up", "--name", name, "--workspace", &guest.workspace, "--no-heavy", "--cpus", "1", "--memory", MEMORY_MIB];
+        up.extend_from_slice(extra);
         let out = guest.hutch(&up).output()?;
         if !out.status.success() {
             return Err(format!("`hutch up` failed: {}", String::from_utf8_lossy(&out.stderr).trim()).into());
@@ -248,7 +281,13 @@ impl Guest {
         Ok(guest)
     }
 
-    fn hutch(&self, args: &[&str]) -> Command {
+    /// The VM's name.
+    pub(super) fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// `hutch ARGS` for this VM's private state.
+    pub(super) fn hutch(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(&self.hutch);
         cmd.args(args).env("HUTCH_STATE_DIR", self.state.path()).env("HUTCH_IMAGE", &self.image);
         cmd.env("HUTCH_QEMU_SHARE", self.transport).env_remove("HUTCH_ADDR").stdin(Stdio::null());
@@ -256,8 +295,8 @@ impl Guest {
     }
 
     /// Runs `sh -c SCRIPT sh ARGS…` in the guest; its stdout.
-    fn sh(&self, script: &str, args: &[&str]) -> Result<String> {
-        let mut all = vec!["exec", "--name", VM, "--", "sh", "-c", script, "sh"];
+    pub(super) fn sh(&self, script: &str, args: &[&str]) -> Result<String> {
+        let mut all = vec!["exec", "--name", self.name, "--", "sh", "-c", script, "sh"];
         all.extend_from_slice(args);
         let out = self.hutch(&all).stderr(Stdio::inherit()).output()?;
         if !out.status.success() {
@@ -267,7 +306,7 @@ impl Guest {
     }
 
     /// `step` run in `dir`, timed by the guest; milliseconds.
-    fn timed(&self, dir: &str, step: &str) -> Result<f64> {
+    pub(super) fn timed(&self, dir: &str, step: &str) -> Result<f64> {
         let out = self.sh(TIMED, &[dir, step])?;
         let ns: f64 = out.trim().parse().map_err(|_| format!("the guest's timing said {:?}", out.trim()))?;
         Ok(ns / 1e6)
@@ -328,7 +367,7 @@ impl Guest {
 
 impl Drop for Guest {
     fn drop(&mut self) {
-        let _ = self.hutch(&["rm", "-f", VM]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+        let _ = self.hutch(&["rm", "-f", self.name]).stdout(Stdio::null()).stderr(Stdio::null()).status();
     }
 }
 

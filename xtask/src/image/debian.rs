@@ -9,12 +9,21 @@
 //! same recipe is a no-op.
 //!
 //! Inside: the user `hutch` (uid/gid 1000 here; hutch's init gives it the
-//! host user's ids at boot), passwordless sudo for it, npm from npm's own
-//! release (Debian 12 has Node 18 but its npm package drags in ~330 others and
-//! took half the build), host name `hutch-guest`, no apt lists.
+//! host user's ids at boot), passwordless sudo for it, Node.js from its
+//! official binaries ([`super::node`]: Debian 12's is 18, end of life, and is
+//! kept out), npm from npm's own release (Debian's npm package drags in ~330
+//! others and took half the build), host name `hutch-guest`, no apt lists.
+//!
+//! The build runs on the build machine's network: the recipe's script and
+//! the user's `hooks.setup` reach Debian's mirrors (apt's lists are there
+//! until the end of the build, so a hook may `apt-get install`) and npm's
+//! registry. The guest's own network is another matter (hutch's proxy).
 
 use std::path::{Path, PathBuf};
 
+use hutch::config::NodeVersion;
+
+use super::node::{self, REGISTRY};
 use crate::rootfs::{BUILD_DIR, Recipe};
 use crate::workspace::{Result, target_dir};
 
@@ -30,7 +39,6 @@ pub const PACKAGES: &[&str] = &[
     "openssh-client",
     "procps",
     "less",
-    "nodejs",
     "python3",
     "python3-venv",
     "python3-pip",
@@ -45,7 +53,8 @@ pub const PACKAGES: &[&str] = &[
     "ripgrep",
     "patch",
 ];
-/// npm's release, from npm's registry, and its published sha512.
+/// npm's release, from npm's registry, and its published sha512 (npm 10
+/// runs on every Node.js line from 18.17 on, so it does not follow `node`).
 const NPM_VERSION: &str = "10.9.9";
 const NPM_SHA512: &str =
     "d60fba8cb42f688b81e33c2f1cbef2ad7b977166700ec0ad057f1b6d60ea6ef2524abf673e20c35931cd8305d1dbb8887134d6eefdc0e7b8435bd458bf65b862";
@@ -61,8 +70,10 @@ const KEEP_DISKS: usize = 3;
 const BUILD_CA: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// What a user adds to the default image.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Extras {
+    /// The Node.js release (`[image] node`).
+    pub node: NodeVersion,
     /// Debian packages.
     pub packages: Vec<String>,
     /// npm packages installed globally.
@@ -84,20 +95,68 @@ impl Extras {
             }
             None => None,
         };
-        Ok(Extras { packages: config.image_packages.value, npm: config.image_npm.value, setup })
+        let extras = Extras { node: config.image_node.value, packages: config.image_packages.value, npm: config.image_npm.value, setup };
+        extras.check()?;
+        Ok(extras)
     }
 
-    /// What the end-to-end suite tests: a coding-agent CLI from npm and a
-    /// setup hook, installed when the image is built.
+    /// What the end-to-end suite tests: a coding-agent CLI from npm, and a
+    /// setup hook that installs a Debian package with apt and an npm
+    /// package whose `engines` asks for Node.js 22 (npm refuses it on an
+    /// older one: `--engine-strict`), when the image is built.
     pub fn e2e() -> Extras {
-        let hook = "echo \"setup hook ran as $(id -un)\" > /etc/hutch-e2e-setup\n".to_owned();
-        Extras { packages: Vec::new(), npm: vec!["@anthropic-ai/claude-code".into()], setup: Some(("e2e-setup.sh".into(), hook)) }
+        Extras {
+            node: NodeVersion::Major(node::DEFAULT_MAJOR),
+            packages: Vec::new(),
+            npm: vec!["@anthropic-ai/claude-code".into()],
+            setup: Some(("e2e-setup.sh".into(), E2E_HOOK.to_owned())),
+        }
+    }
+
+    /// Refuses what would put Debian's Node.js beside the image's own.
+    fn check(&self) -> Result<()> {
+        if let Some(package) = self.packages.iter().find(|p| node::DEBIAN_NODE.contains(&p.as_str())) {
+            return Err(format!(
+                "[image] packages names {package:?}: the default image has Node.js {} and npm from their official releases; \
+                 choose Node's version with `[image] node` instead",
+                self.node
+            )
+            .into());
+        }
+        Ok(())
     }
 }
+
+/// The end-to-end suite's setup hook (see [`Extras::e2e`]): apt from the
+/// image's mirror, and a small CLI that needs Node.js 22 (`Array.fromAsync`,
+/// `fs.globSync`, `require` of an ES module) packed and installed with npm.
+const E2E_HOOK: &str = r#"echo "setup hook ran as $(id -un)" > /etc/hutch-e2e-setup
+apt-get install -y --no-install-recommends hello
+pkg=$(mktemp -d)
+cat > "$pkg/package.json" <<'END'
+{"name": "hutch-e2e-node22", "version": "1.0.0", "engines": {"node": ">=22"}, "bin": {"node22-check": "cli.js"}}
+END
+cat > "$pkg/sum.mjs" <<'END'
+export const sum = async (numbers) => (await Array.fromAsync(numbers)).reduce((a, b) => a + b, 0);
+END
+cat > "$pkg/cli.js" <<'END'
+#!/usr/bin/env node
+// Counts the JSON files under the current folder and sums their "n" fields.
+const fs = require("node:fs");
+const { sum } = require("./sum.mjs");
+const files = fs.globSync("**/*.json", { exclude: (name) => name === "node_modules" }).sort();
+async function* numbers() { for (const f of files) yield JSON.parse(fs.readFileSync(f, "utf8")).n ?? 0; }
+sum(numbers()).then((total) => console.log(`${files.length} files, n = ${total} (node ${process.versions.node})`));
+END
+tarball=$(cd /tmp && npm pack --silent "$pkg")
+npm install --global --engine-strict --no-audit --no-fund "/tmp/$tarball"
+rm -r "$pkg" "/tmp/$tarball"
+"#;
 
 /// The recipe for `extras`.
 pub fn recipe(extras: &Extras) -> Recipe {
     let mut include: Vec<String> = PACKAGES.iter().map(|p| (*p).to_owned()).collect();
+    let node_script = node::script(extras.node);
     include.extend(extras.packages.iter().filter(|p| !include.contains(p)).cloned().collect::<Vec<_>>());
     let mut files = Vec::new();
     let mut script = format!(
@@ -114,14 +173,18 @@ groupadd --gid 1000 {USER}
 useradd --uid 1000 --gid {USER} --create-home --shell /bin/bash --comment 'hutch guest user' {USER}
 printf '{USER} ALL=(ALL:ALL) NOPASSWD: ALL\n' > /etc/sudoers.d/{USER}
 chmod 0440 /etc/sudoers.d/{USER}
-# npm's own release: no dependencies to fetch.
-curl -fsSL -o $B/npm.tgz https://registry.npmjs.org/npm/-/npm-{NPM_VERSION}.tgz
+# Debian's Node.js stays out (the apt pin), and so none of it came in.
+[ "$(apt-cache policy nodejs | awk '/Candidate:/ {{ print $2 }}')" = "(none)" ] || {{ echo "xtask: apt would install Debian's nodejs" >&2; exit 1; }}
+{node_script}# npm's own release: no dependencies to fetch.
+curl -fsSL -o $B/npm.tgz {REGISTRY}/npm/-/npm-{NPM_VERSION}.tgz
 echo "{NPM_SHA512}  $B/npm.tgz" | sha512sum -c --quiet
 mkdir -p /usr/local/lib/node_modules/npm
 tar -xzf $B/npm.tgz -C /usr/local/lib/node_modules/npm --strip-components=1 --no-same-owner
-printf 'prefix=/usr/local\nupdate-notifier=false\nfund=false\naudit=false\n' > /usr/local/lib/node_modules/npm/npmrc
+# nodedir: native addons build against the image's own Node headers, not ones node-gyp would download.
+printf 'prefix=/usr/local\nupdate-notifier=false\nfund=false\naudit=false\nnodedir=/usr/local\n' > /usr/local/lib/node_modules/npm/npmrc
 ln -sf ../lib/node_modules/npm/bin/npm-cli.js /usr/local/bin/npm
 ln -sf ../lib/node_modules/npm/bin/npx-cli.js /usr/local/bin/npx
+rm $B/npm.tgz
 echo "xtask: node $(node --version), npm $(npm --version)"
 "#
     );
@@ -149,6 +212,7 @@ rm -f /etc/resolv.conf
         variant: "minbase".into(),
         include,
         updates: true,
+        setup_files: vec![("/etc/apt/preferences.d/hutch-node".into(), node::APT_PIN.as_bytes().to_vec())],
         files,
         build_files: vec![("ca.crt".into(), PathBuf::from(BUILD_CA))],
         script,
@@ -209,18 +273,35 @@ fn shell_quote(text: &str) -> String {
 mod tests {
     use super::*;
 
+    fn plain() -> Extras {
+        Extras { node: NodeVersion::Major(node::DEFAULT_MAJOR), packages: Vec::new(), npm: Vec::new(), setup: None }
+    }
+
     #[test]
     fn extras_are_in_the_recipe_and_its_key() {
-        let plain = recipe(&Extras::default());
-        let more = Extras { packages: vec!["tmux".into(), "git".into()], npm: vec!["@openai/codex".into(), "it's".into()], setup: None };
+        let plain_recipe = recipe(&plain());
+        let more = Extras { packages: vec!["tmux".into(), "git".into()], npm: vec!["@openai/codex".into(), "it's".into()], ..plain() };
         let with = recipe(&more);
-        assert_ne!(plain.key(), with.key());
+        assert_ne!(plain_recipe.key(), with.key());
         assert_eq!(with.include.iter().filter(|p| *p == "git").count(), 1);
         assert!(with.include.contains(&"tmux".to_owned()));
         assert!(with.script.contains("npm install --global --no-audit --no-fund '@openai/codex' 'it'\\''s'"), "{}", with.script);
-        let hook = Extras { setup: Some(("s.sh".into(), "touch /x\n".into())), ..Extras::default() };
+        let hook = Extras { setup: Some(("s.sh".into(), "touch /x\n".into())), ..plain() };
         let hooked = recipe(&hook);
         assert_eq!(hooked.files, [("setup.sh".to_owned(), b"touch /x\n".to_vec())]);
-        assert_ne!(hooked.key(), plain.key());
+        assert_ne!(hooked.key(), plain_recipe.key());
+        let newer = recipe(&Extras { node: NodeVersion::Major(24), ..plain() });
+        assert_ne!(newer.key(), plain_recipe.key());
+        assert!(newer.script.contains("--arg want 24 "), "{}", newer.script);
+    }
+
+    #[test]
+    fn debians_nodejs_is_kept_out() {
+        let recipe = recipe(&plain());
+        assert!(!recipe.include.iter().any(|p| node::DEBIAN_NODE.contains(&p.as_str())), "{:?}", recipe.include);
+        assert_eq!(recipe.setup_files, [("/etc/apt/preferences.d/hutch-node".to_owned(), node::APT_PIN.as_bytes().to_vec())]);
+        let err = Extras { packages: vec!["tmux".into(), "nodejs".into()], ..plain() }.check().unwrap_err().to_string();
+        assert!(err.contains("\"nodejs\"") && err.contains("[image] node"), "{err}");
+        assert!(Extras { packages: vec!["tmux".into()], ..plain() }.check().is_ok());
     }
 }

@@ -86,6 +86,12 @@ for m in $(cat /lib/modules/load-order); do
 done
 hostname hutch-guest
 ip link set lo up 2>/dev/null || ifconfig lo 127.0.0.1 up
+# The VM's own machine id, from the host (each VM has one of its own).
+for arg in $(cat /proc/cmdline); do
+  case "$arg" in
+    hutch.machine_id=*) echo "${arg#hutch.machine_id=}" > /etc/machine-id;;
+  esac
+done
 # The workspace share is mounted by the agent (its Prepare call), at the host's own path.
 echo "hutch-init: ready, starting hutch-agent"
 "#;

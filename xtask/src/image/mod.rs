@@ -19,6 +19,7 @@ pub mod debian;
 mod init;
 mod kernel;
 mod modules;
+pub mod node;
 mod tools;
 
 use std::path::{Path, PathBuf};

@@ -22,6 +22,8 @@ pub const WANTED: &[&str] = &[
     "crc32c_generic",
     "ext4",
     "virtio_net",
+    // The host's entropy for the guest's RNG (QEMU's virtio-rng-pci).
+    "virtio_rng",
     "button",
     "evdev",
 ];

@@ -17,6 +17,9 @@ struct Instance {
     ssh_local_port: Option<u16>,
     #[serde(default)]
     config: Option<Config>,
+    /// The disk's size in bytes, as configured.
+    #[serde(default)]
+    disk: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -40,6 +43,18 @@ pub fn state_of(output: &str, name: &str) -> Result<VmState, String> {
         }
     }
     Ok(VmState::Missing)
+}
+
+/// The disk size (bytes) of instance `name` according to `output`; None
+/// when there is no such instance or Lima does not say.
+pub fn disk_of(output: &str, name: &str) -> Result<Option<u64>, String> {
+    for line in output.lines().filter(|l| !l.trim().is_empty()) {
+        let instance: Instance = serde_json::from_str(line).map_err(|e| format!("unexpected output of `limactl list --json`: {e}"))?;
+        if instance.name == name {
+            return Ok(instance.disk.filter(|d| *d > 0));
+        }
+    }
+    Ok(None)
 }
 
 /// Where running instance `name`'s sshd answers (Lima forwards a local port
@@ -72,6 +87,14 @@ mod tests {
         assert_eq!(state_of(out, "d"), Ok(VmState::Missing));
         assert_eq!(state_of("", "a"), Ok(VmState::Missing));
         assert!(state_of("NAME STATUS", "a").is_err());
+    }
+
+    #[test]
+    fn disk_of_an_instance() {
+        let out = "{\"name\":\"a\",\"status\":\"Stopped\",\"disk\":107374182400}\n{\"name\":\"b\",\"status\":\"Stopped\"}\n";
+        assert_eq!(disk_of(out, "a"), Ok(Some(100 << 30)));
+        assert_eq!(disk_of(out, "b"), Ok(None));
+        assert_eq!(disk_of(out, "c"), Ok(None));
     }
 
     #[test]

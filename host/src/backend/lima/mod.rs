@@ -4,6 +4,13 @@
 //! | hutch | limactl |
 //! |---|---|
 //! | create | `limactl create --name NAME --tty=false lima.yaml` (a template hutch writes, see [`template`]); from an existing instance: `limactl clone BASE NAME --set EXPR` (Lima 1.1+) |
+//!
+//! Disk: `--disk SIZE` is the template's `disk:` (or `.disk` in the clone's
+//! expression); Lima grows the disk at the first start and the guest's root
+//! file system follows (cloud-init's growpart). Lima refuses to shrink a
+//! disk, so a clone asking for less than its base has is refused by hutch
+//! first (`limactl list --json` gives the base's size), without a clone to
+//! clean up; a clone Lima rejects anyway is deleted.
 //! | start | `limactl start NAME` (returns once the guest is up) |
 //! | stop | `limactl stop NAME` |
 //! | delete | `limactl delete -f NAME` |
@@ -25,7 +32,7 @@ use nix::sys::signal::kill;
 use nix::unistd::Pid;
 
 use crate::backend::tool::Tool;
-use crate::backend::{Backend, BackendError, VmSpec, VmState, configured_boot_timeout, tail_of_file};
+use crate::backend::{Backend, BackendError, VmSpec, VmState, configured_boot_timeout, disk_size, tail_of_file};
 use crate::state::{BackendKind, BackendState, LimaState, MadeBy, ShareSource, StateDir, VmRecord, WorkspaceShare};
 
 /// The template hutch writes, in the VM's state folder.
@@ -79,15 +86,30 @@ impl Lima {
         list::state_of(&out, name).map_err(|why| BackendError::Command { command: self.tool.shown(&args), why })
     }
 
-    /// Clones instance `base` (Lima 1.1+), with hutch's settings.
-    fn clone_instance(&self, spec: &VmSpec, base: &str) -> Result<(), BackendError> {
+    /// Clones instance `base` (Lima 1.1+), with hutch's settings; `dir` is
+    /// the VM's state folder.
+    fn clone_instance(&self, spec: &VmSpec, base: &str, dir: &Path) -> Result<(), BackendError> {
         if !self.tool.succeeds(&["clone", "--help"])? {
             return Err(BackendError::Unsupported(format!(
                 "--image {base} names a Lima instance to clone, but this Lima has no `limactl clone` (Lima 1.1+): upgrade Lima, or pass a template such as template://debian-12"
             )));
         }
+        if let Some(asked) = spec.disk_bytes {
+            let listed = self.tool.run(&["list", "--json"])?;
+            let base_disk =
+                list::disk_of(&listed, base).map_err(|why| BackendError::Command { command: self.tool.shown(&["list", "--json"]), why })?;
+            if let Some(base_disk) = base_disk.filter(|&size| asked < size) {
+                return Err(disk_size::smaller_than_base(&format!("Lima instance {base}"), base_disk, asked));
+            }
+        }
         let set = template::set_expression(spec);
-        self.tool.run(&["clone", base, spec.name.as_str(), "--set", &set]).map(drop)
+        // Lima writes a YAML it rejects into the current folder: the VM's, not the user's project.
+        let cloned = self.tool.run_in(dir, &["clone", base, spec.name.as_str(), "--set", &set]).map(drop);
+        if cloned.is_err() && self.instance_dir(spec.name.as_str()).exists() {
+            // `limactl clone` copies the instance before it checks the settings.
+            let _ = self.tool.run(&["delete", "-f", spec.name.as_str()]);
+        }
+        cloned
     }
 }
 
@@ -106,7 +128,7 @@ impl Backend for Lima {
         let image = spec.image.clone().unwrap_or_else(|| DEFAULT_TEMPLATE.to_owned());
         let name = spec.name.as_str();
         let made_by = if is_instance(&image) {
-            self.clone_instance(spec, &image)?;
+            self.clone_instance(spec, &image, dir)?;
             MadeBy::Clone
         } else {
             let file = dir.join(TEMPLATE_FILE);

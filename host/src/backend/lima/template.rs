@@ -1,6 +1,7 @@
-//! The Lima configuration hutch gives each VM: CPUs, memory, the workspace
-//! mounted at the host's path (over virtio-fs where the VM type has it), and
-//! the agent's socket forwarded to the host.
+//! The Lima configuration hutch gives each VM: CPUs, memory, the disk's
+//! size when `--disk` asks for one, the workspace mounted at the host's path
+//! (over virtio-fs where the VM type has it), and the agent's socket
+//! forwarded to the host.
 //!
 //! For `limactl create` it is a template file (YAML; `base:` inherits the
 //! image and everything else from the template the user names). For
@@ -11,6 +12,7 @@
 use std::path::Path;
 
 use crate::backend::VmSpec;
+use crate::backend::disk_size::lima_size;
 
 /// Where hutch-agent listens in Lima guests (the systemd unit from
 /// `cargo xtask dist` starts it there).
@@ -37,6 +39,9 @@ pub fn template(spec: &VmSpec, base: &str) -> String {
     yaml += &format!("base: {}\n", quote(base));
     yaml += &format!("cpus: {}\n", spec.cpus);
     yaml += &format!("memory: {}\n", quote(&memory(spec)));
+    if let Some(bytes) = spec.disk_bytes {
+        yaml += &format!("disk: {}\n", quote(&lima_size(bytes)));
+    }
     if let Some(ws) = spec.shared_workspace() {
         yaml += &format!("mountType: {}\n", quote(MOUNT_TYPE));
         yaml += &format!("mounts:\n- {}\n", mount(ws));
@@ -49,8 +54,9 @@ pub fn template(spec: &VmSpec, base: &str) -> String {
 pub fn set_expression(spec: &VmSpec) -> String {
     let mounts = spec.shared_workspace().map(mount).unwrap_or_default();
     let mount_type = if mounts.is_empty() { String::new() } else { format!(" | .mountType = {}", quote(MOUNT_TYPE)) };
+    let disk = spec.disk_bytes.map(|bytes| format!(" | .disk = {}", quote(&lima_size(bytes)))).unwrap_or_default();
     format!(
-        ".cpus = {} | .memory = {}{mount_type} | .mounts = [{mounts}] | .portForwards = [{}]",
+        ".cpus = {} | .memory = {}{disk}{mount_type} | .mounts = [{mounts}] | .portForwards = [{}]",
         spec.cpus,
         quote(&memory(spec)),
         forward()
@@ -90,6 +96,8 @@ mod tests {
             ephemeral: false,
             heavy_dirs: Vec::new(),
             ro: None,
+            unguarded_git: false,
+            sync: false,
         }
     }
 
@@ -106,6 +114,18 @@ mod tests {
             expr,
             ".cpus = 4 | .memory = \"2048MiB\" | .mounts = [] | .portForwards = [{\"guestSocket\": \"/run/hutch/agent.sock\", \"hostSocket\": \"{{.Dir}}/sock/hutch.sock\"}]"
         );
+    }
+
+    #[test]
+    fn a_disk_size_goes_into_both() {
+        let sized = VmSpec { disk_bytes: Some(40 << 30), ..spec() };
+        assert!(template(&sized, "template://default").contains("\nmemory: \"2048MiB\"\ndisk: \"40GiB\"\n"), "{}", template(&sized, "x"));
+        assert!(
+            set_expression(&sized).starts_with(".cpus = 4 | .memory = \"2048MiB\" | .disk = \"40GiB\" | "),
+            "{}",
+            set_expression(&sized)
+        );
+        assert!(!template(&spec(), "x").contains("disk:"));
     }
 
     #[test]

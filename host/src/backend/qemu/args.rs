@@ -80,6 +80,10 @@ impl Machine<'_> {
         push(&["-cpu", if self.accel == Accel::Kvm { "host" } else { "max" }]);
         push(&["-smp", &self.cpus.to_string(), "-m", &format!("{}M", self.memory_mib), "-object", &mem]);
         push(&["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"]);
+        // The host's entropy for the guest kernel's RNG, from its first
+        // moments and at every reseed (each VM boots its own kernel, so no
+        // two share an RNG state; this keeps even an early one unpredictable).
+        push(&["-object", "rng-random,id=rng0,filename=/dev/urandom", "-device", "virtio-rng-pci,rng=rng0"]);
         match self.vsock {
             Device::Kernel { cid } => push(&["-device", &format!("vhost-vsock-pci,guest-cid={cid}")]),
             Device::UserSpace => {
@@ -171,6 +175,7 @@ mod tests {
         assert!(joined.contains("-device vhost-user-vsock-pci,chardev=vsock0"));
         assert!(joined.contains("path=/home/me/a,,b,security_model=none"));
         assert!(joined.contains("-serial file:/vm/console.log"));
+        assert!(joined.contains("-object rng-random,id=rng0,filename=/dev/urandom -device virtio-rng-pci,rng=rng0"), "{joined}");
         assert_eq!(args.last().unwrap(), "console=ttyS0");
         assert!(!joined.contains("-drive") && !joined.contains("-netdev"));
 

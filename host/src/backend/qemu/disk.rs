@@ -25,6 +25,9 @@ pub const OVERLAY: &str = "disk.qcow2";
 /// `hutch.root=`.
 pub const DISK_CMDLINE: &str = "console=ttyS0 quiet panic=-1 8250.nr_uarts=1 no_timer_check hutch.root=auto";
 
+/// What tells the initramfs to hand over to hutch's init (see `xtask/src/image/init.rs`).
+pub const HUTCH_INIT_ARG: &str = "hutch.init=agent";
+
 /// The qcow2 magic: `QFI\xfb`.
 const QCOW2_MAGIC: &[u8; 4] = b"QFI\xfb";
 
@@ -51,8 +54,9 @@ pub fn detect(path: &Path) -> Result<DiskFormat, BackendError> {
 
 /// Builds a VM's image folder `to` for a bare disk file `disk`: a symlink to
 /// it (never written: VMs write to their overlay) and the kernel and
-/// initramfs of `boot` (the default image), with the disk command line.
-pub fn image_for_disk(disk: &Path, boot: &GuestImage, to: &Path) -> Result<GuestImage, BackendError> {
+/// initramfs of `boot` (the default image), with the disk command line for
+/// `init` (the disk's own, or hutch's: `hutch.init=agent`).
+pub fn image_for_disk(disk: &Path, boot: &GuestImage, to: &Path, init: Init) -> Result<GuestImage, BackendError> {
     let format = detect(disk)?;
     let disk = std::fs::canonicalize(disk).map_err(BackendError::io(format!("resolving {}", disk.display())))?;
     std::fs::create_dir_all(to).map_err(BackendError::io(format!("creating {}", to.display())))?;
@@ -62,8 +66,12 @@ pub fn image_for_disk(disk: &Path, boot: &GuestImage, to: &Path) -> Result<Guest
     for name in [&boot.spec.kernel, &boot.spec.initrd] {
         link_or_copy(&boot.dir.join(name), &to.join(name))?;
     }
-    // The disk's own init, whatever the default image boots (its kernel and initramfs serve both).
-    let spec = ImageSpec { cmdline: DISK_CMDLINE.into(), disk: Some(DiskSpec { file, format }), init: Init::Disk, ..boot.spec.clone() };
+    // The init asked for, whatever the default image boots (its kernel and initramfs serve both).
+    let cmdline = match init {
+        Init::Disk => DISK_CMDLINE.to_owned(),
+        Init::Hutch => format!("{DISK_CMDLINE} {HUTCH_INIT_ARG}"),
+    };
+    let spec = ImageSpec { cmdline, disk: Some(DiskSpec { file, format }), init, ..boot.spec.clone() };
     write_spec(to, &spec)?;
     GuestImage::load(to)
 }
@@ -90,29 +98,19 @@ pub fn create_overlay(qemu_img: &Path, image: &GuestImage, overlay: &Path, size:
     let (Some(disk), Some(spec)) = (image.disk(), image.spec.disk.as_ref()) else { return Ok(()) };
     let base = virtual_size(&disk, spec.format)?;
     if let Some(size) = size.filter(|&size| size < base) {
-        return Err(BackendError::Image {
-            path: disk,
-            why: format!(
-                "its disk is {} and a VM's disk can only be as big or bigger, not {}: ask for at least {} (--disk, `disk` in the configuration)",
-                gib(base),
-                gib(size),
-                gib(base)
-            ),
-        });
+        return Err(crate::backend::disk_size::smaller_than_base(&format!("the image {}", disk.display()), base, size));
     }
     let _ = std::fs::remove_file(overlay);
+    // Named relative to the overlay's folder when it is inside it (a VM's
+    // own image copy): the folder stays whole when moved or linked from (see
+    // `super::layers`).
+    let backing = overlay.parent().and_then(|folder| disk.strip_prefix(folder).ok()).unwrap_or(&disk);
     let mut cmd = Command::new(qemu_img);
-    cmd.args(["create", "-q", "-f", "qcow2", "-F", spec.format.as_str(), "-b"]).arg(&disk).arg(overlay);
+    cmd.args(["create", "-q", "-f", "qcow2", "-F", spec.format.as_str(), "-b"]).arg(backing).arg(overlay);
     if let Some(size) = size {
         cmd.arg(size.to_string());
     }
     run(qemu_img, cmd)
-}
-
-/// A size for people: `20 GiB`, `1.5 GiB`.
-fn gib(bytes: u64) -> String {
-    let gib = bytes as f64 / f64::from(1u32 << 30);
-    if gib.fract() == 0.0 { format!("{gib:.0} GiB") } else { format!("{gib:.1} GiB") }
 }
 
 /// The size the guest sees of a disk file: a raw file's length, or the
@@ -138,7 +136,8 @@ pub fn flatten(qemu_img: &Path, overlay: &Path, dest: &Path) -> Result<(), Backe
     run(qemu_img, cmd)
 }
 
-fn run(program: &Path, mut cmd: Command) -> Result<(), BackendError> {
+/// Runs `program` (qemu-img) as `cmd`; its error output on failure.
+pub(crate) fn run(program: &Path, mut cmd: Command) -> Result<(), BackendError> {
     let shown = format!("{cmd:?}").replace('"', "");
     let out = cmd.output().map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => BackendError::MissingTool {
@@ -166,7 +165,7 @@ pub fn qemu_img() -> PathBuf {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -186,10 +185,10 @@ mod tests {
         assert!(detect(&dir.path().join("missing")).is_err());
     }
 
-    #[test]
-    fn overlays_are_the_size_asked_for_and_never_smaller_than_their_base() {
-        let dir = tempfile::tempdir().unwrap();
-        let image_dir = dir.path().join("image");
+    /// An image folder `dir/image` with a 64 MiB raw disk (`base.img`), as
+    /// a VM's copy of the default image looks.
+    pub(crate) fn small_disk_image(dir: &Path) -> GuestImage {
+        let image_dir = dir.join(super::super::IMAGE_DIR);
         std::fs::create_dir(&image_dir).unwrap();
         for file in ["vmlinux", "initramfs.cpio"] {
             std::fs::write(image_dir.join(file), "x").unwrap();
@@ -205,9 +204,15 @@ mod tests {
             init: Init::Hutch,
         };
         write_spec(&image_dir, &spec).unwrap();
-        let image = GuestImage::load(&image_dir).unwrap();
+        GuestImage::load(&image_dir).unwrap()
+    }
+
+    #[test]
+    fn overlays_are_the_size_asked_for_and_never_smaller_than_their_base() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = small_disk_image(dir.path());
         let err = create_overlay(&qemu_img(), &image, &dir.path().join("small.qcow2"), Some(32 << 20)).unwrap_err().to_string();
-        assert!(err.contains("its disk is 0.1 GiB") && err.contains("--disk"), "{err}");
+        assert!(err.contains("has a disk of 64 MiB") && err.contains("not 32 MiB") && err.contains("--disk"), "{err}");
         let overlay = dir.path().join("big.qcow2");
         match create_overlay(&qemu_img(), &image, &overlay, Some(1 << 30)) {
             Err(BackendError::MissingTool { .. }) => {} // no qemu-img on this machine
@@ -217,5 +222,36 @@ mod tests {
                 assert!(std::fs::metadata(&overlay).unwrap().len() < 1 << 20, "the overlay is sparse");
             }
         }
+    }
+
+    #[test]
+    fn a_bare_disk_boots_the_init_asked_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let boot_dir = dir.path().join("boot");
+        std::fs::create_dir(&boot_dir).unwrap();
+        for file in ["vmlinux", "initramfs.cpio"] {
+            std::fs::write(boot_dir.join(file), "x").unwrap();
+        }
+        let boot = ImageSpec {
+            format: 1,
+            kernel: "vmlinux".into(),
+            initrd: "initramfs.cpio".into(),
+            cmdline: "console=ttyS0".into(),
+            agent_port: 8080,
+            disk: None,
+            init: Init::Disk,
+        };
+        write_spec(&boot_dir, &boot).unwrap();
+        let boot = GuestImage::load(&boot_dir).unwrap();
+        let disk = dir.path().join("root.img");
+        std::fs::File::create(&disk).unwrap().set_len(8 << 20).unwrap();
+        let own = image_for_disk(&disk, &boot, &dir.path().join("own"), Init::Disk).unwrap();
+        assert_eq!((own.spec.init, own.spec.cmdline.as_str()), (Init::Disk, DISK_CMDLINE));
+        let hutch = image_for_disk(&disk, &boot, &dir.path().join("hutch"), Init::Hutch).unwrap();
+        assert_eq!(hutch.spec.init, Init::Hutch);
+        assert_eq!(hutch.spec.cmdline, format!("{DISK_CMDLINE} hutch.init=agent"));
+        let written: ImageSpec =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join("hutch").join(IMAGE_FILE)).unwrap()).unwrap();
+        assert_eq!(written.init, Init::Hutch, "image.json says which init the saved image boots");
     }
 }

@@ -172,3 +172,27 @@ impl GuestImage {
         std::fs::read(console).is_ok_and(|text| text.windows(READY_MARKER.len()).any(|w| w == READY_MARKER))
     }
 }
+
+/// Which files the image in `dir` is made of right now, for a warm pool's
+/// key: a rebuilt or replaced image (new files, never rewritten in place)
+/// is another image, though its name is the same.
+pub fn fingerprint(dir: &Path) -> serde_json::Value {
+    let Ok(image) = GuestImage::load(dir) else { return serde_json::json!({ "unusable": dir }) };
+    let disk = image.spec.disk.as_ref().map(|d| d.file.as_str());
+    let files: Vec<serde_json::Value> = [IMAGE_FILE, &image.spec.kernel, &image.spec.initrd]
+        .into_iter()
+        .chain(disk)
+        .map(|file| serde_json::json!([file, file_identity(&dir.join(file))]))
+        .collect();
+    serde_json::json!({ "dir": dir, "files": files })
+}
+
+/// A file's identity as the file system has it (device, inode, size,
+/// modification time), following symlinks; null when it cannot be read.
+pub fn file_identity(path: &Path) -> serde_json::Value {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::metadata(path) {
+        Ok(m) => serde_json::json!([m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec()]),
+        Err(_) => serde_json::Value::Null,
+    }
+}

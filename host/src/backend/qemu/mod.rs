@@ -14,6 +14,7 @@ pub mod accel;
 pub mod args;
 pub mod disk;
 pub mod image;
+pub mod layers;
 pub mod qmp;
 pub mod saved_image;
 pub mod virtiofs;
@@ -28,7 +29,7 @@ use hutch_proto::v1::{WorkspaceShare, workspace_share};
 
 use crate::backend::{Backend, BackendError, SshEndpoint, VmSpec, VmState, tail_of_file};
 use crate::daemon::{Daemon, DaemonError};
-use crate::state::{BackendKind, BackendState, QemuShare, QemuState, StateDir, VmRecord};
+use crate::state::{BackendKind, BackendState, MachineId, QemuShare, QemuState, StateDir, VmRecord};
 use accel::{Accel, Choice};
 use image::{GuestImage, Init};
 
@@ -103,16 +104,21 @@ impl Qemu {
             QemuShare::Virtiofs => args::Workspace::Virtiofs { socket: &socket },
             QemuShare::NineP => args::Workspace::NineP { path },
         });
-        let overlay = dir.join(disk::OVERLAY);
+        let overlay = dir.join(layers::active(qemu_state(record).overlay.as_deref()));
         let hutch_init = image.spec.init == Init::Hutch;
         // An image's own init (systemd) runs sshd, reached through a forwarded port.
         let ssh_port = match image.spec.disk {
             Some(_) if !hutch_init => Some(disk::free_port().inspect_err(|_| stop_daemons())?),
             _ => None,
         };
-        // hutch's init gives the guest's user the host user's ids.
-        let cmdline_extra =
-            if hutch_init { format!("hutch.uid={} hutch.gid={}", nix::unistd::getuid(), nix::unistd::getgid()) } else { String::new() };
+        // hutch's init gives the guest's user the host user's ids (root's: commands run as root).
+        let commands_as_root = qemu_state(record).commands_as_root;
+        let machine_id = match &record.machine_id {
+            Some(id) => id.clone(),
+            None => MachineId::random().map_err(|e| BackendError::Boot(format!("no randomness for the VM's machine id: {e}")))?,
+        };
+        record.machine_id = Some(machine_id.clone());
+        let cmdline_extra = cmdline_extra(hutch_init, commands_as_root, image.spec.disk.is_some(), &machine_id);
         let machine = args::Machine {
             accel: choice.accel,
             cpus: record.cpus,
@@ -125,7 +131,14 @@ impl Qemu {
             disk: image.spec.disk.as_ref().map(|_| args::DiskAttachment { overlay: &overlay, ssh_port }),
             cmdline_extra,
         };
-        let mut cmd = Command::new(&self.qemu);
+        // QEMU serves 9p itself: then it runs in the git guard's namespace.
+        let mut cmd = match share {
+            Some(QemuShare::NineP) => crate::git::namespace::command(&self.qemu, dir).map_err(|e| {
+                stop_daemons();
+                BackendError::Boot(e.to_string())
+            })?,
+            _ => Command::new(&self.qemu),
+        };
         cmd.args(machine.args());
         if let Err(e) = qemu_daemon(dir).spawn(cmd) {
             stop_daemons();
@@ -136,9 +149,37 @@ impl Qemu {
             vsock::Device::UserSpace => Addr::Hvsock { path: vsock::hvsock_path(dir), port: image.spec.agent_port },
         }
         .into();
-        let state = QemuState { accel: Some(choice.accel), accel_reason: choice.reason, probing_kvm: choice.probing, ssh_port, share };
+        let overlay = qemu_state(record).overlay;
+        let state = QemuState {
+            accel: Some(choice.accel),
+            accel_reason: choice.reason,
+            probing_kvm: choice.probing,
+            ssh_port,
+            share,
+            commands_as_root,
+            overlay,
+        };
         record.backend = BackendState::Qemu(state);
         Ok(())
+    }
+
+    /// Creates a VM as [`Backend::create`] does, a bare disk file booting
+    /// with `init` (`hutch image prepare --init hutch` boots one with
+    /// hutch's init; image folders say themselves which init they boot).
+    pub fn create_booting(&self, spec: &VmSpec, dir: &Path, init: Init) -> Result<VmRecord, BackendError> {
+        let base = spec.image.as_deref().ok_or_else(|| BackendError::Image { path: PathBuf::new(), why: "no image given".into() })?;
+        let path = self.resolve_image(base)?;
+        let image = if path.is_dir() {
+            GuestImage::load(&path)?.copy_to(&dir.join(IMAGE_DIR))?
+        } else {
+            let boot = GuestImage::load(&StateDir::at(&self.state_root).default_image()).map_err(|e| BackendError::Image {
+                path: path.clone(),
+                why: format!("a disk image boots with the kernel and initramfs of the default image, which is unusable: {e}"),
+            })?;
+            disk::image_for_disk(&path, &boot, &dir.join(IMAGE_DIR), init)?
+        };
+        disk::create_overlay(&self.qemu_img, &image, &dir.join(disk::OVERLAY), spec.disk_bytes)?;
+        Ok(spec.record(base.to_owned(), None, BackendState::Qemu(QemuState::default())))
     }
 
     /// An image folder or disk file by path, else a prepared image by name
@@ -192,19 +233,7 @@ impl Backend for Qemu {
     }
 
     fn create(&self, spec: &VmSpec, dir: &Path) -> Result<VmRecord, BackendError> {
-        let base = spec.image.as_deref().ok_or_else(|| BackendError::Image { path: PathBuf::new(), why: "no image given".into() })?;
-        let path = self.resolve_image(base)?;
-        let image = if path.is_dir() {
-            GuestImage::load(&path)?.copy_to(&dir.join(IMAGE_DIR))?
-        } else {
-            let boot = GuestImage::load(&StateDir::at(&self.state_root).default_image()).map_err(|e| BackendError::Image {
-                path: path.clone(),
-                why: format!("a disk image boots with the kernel and initramfs of the default image, which is unusable: {e}"),
-            })?;
-            disk::image_for_disk(&path, &boot, &dir.join(IMAGE_DIR))?
-        };
-        disk::create_overlay(&self.qemu_img, &image, &dir.join(disk::OVERLAY), spec.disk_bytes)?;
-        Ok(spec.record(base.to_owned(), None, BackendState::Qemu(QemuState::default())))
+        self.create_booting(spec, dir, Init::Disk)
     }
 
     fn start(&self, record: &mut VmRecord, dir: &Path) -> Result<(), BackendError> {
@@ -220,6 +249,7 @@ impl Backend for Qemu {
     fn delete(&self, record: &VmRecord, dir: &Path) -> Result<(), BackendError> {
         let mut record = record.clone();
         self.shut_down(&mut record, dir, false);
+        layers::remove_all(dir);
         match std::fs::remove_dir_all(dir.join(IMAGE_DIR)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 Err(BackendError::Io { what: "removing the VM's image".into(), source: e })
@@ -294,6 +324,47 @@ impl Backend for Qemu {
         state.ssh_port.filter(|_| qemu_daemon(dir).running()).map(|port| SshEndpoint { host: "127.0.0.1".into(), port, user: None })
     }
 
+    fn pool_inputs(&self, spec: &VmSpec) -> serde_json::Value {
+        let image = spec.image.as_deref().map(|base| match self.resolve_image(base) {
+            Ok(path) if path.is_dir() => image::fingerprint(&path),
+            // A bare disk boots with the default image's kernel and initramfs.
+            Ok(path) => serde_json::json!({
+                "disk": image::file_identity(&path),
+                "boot": image::fingerprint(&StateDir::at(&self.state_root).default_image()),
+            }),
+            Err(e) => serde_json::json!({ "unusable": e.to_string() }),
+        });
+        serde_json::json!({
+            "image": image,
+            "share": std::env::var("HUTCH_QEMU_SHARE").unwrap_or_default(),
+            "accel": self.accel_preference,
+            "ids": [nix::unistd::getuid().as_raw(), nix::unistd::getgid().as_raw()],
+        })
+    }
+
+    fn fork(&self, record: &mut VmRecord, dir: &Path, children: &[(VmSpec, PathBuf)]) -> Result<Vec<VmRecord>, BackendError> {
+        let image = GuestImage::load(&dir.join(IMAGE_DIR))?;
+        if image.spec.disk.is_none() {
+            return Err(BackendError::Unsupported(format!(
+                "{} has no disk (its image runs in RAM), so there is nothing to fork: fork a VM of a disk image, such as the default one",
+                record.name
+            )));
+        }
+        let mut state = qemu_state(record);
+        let frozen = layers::active(state.overlay.as_deref()).to_owned();
+        let qmp = dir.join(args::QMP_SOCKET);
+        let running = qemu_daemon(dir).running();
+        state.overlay = Some(layers::freeze(&self.qemu_img, dir, &frozen, running.then_some(qmp.as_path()))?);
+        record.backend = BackendState::Qemu(state);
+        children
+            .iter()
+            .map(|(spec, child_dir)| {
+                let overlay = layers::branch(&self.qemu_img, dir, &frozen, child_dir)?;
+                Ok(spec.record(record.image.clone(), None, BackendState::Qemu(QemuState { overlay: Some(overlay), ..Default::default() })))
+            })
+            .collect()
+    }
+
     fn booted(&self, record: &mut VmRecord, _dir: &Path) {
         let mut state = qemu_state(record);
         if state.probing_kvm {
@@ -302,6 +373,22 @@ impl Backend for Qemu {
             record.backend = BackendState::Qemu(state);
         }
     }
+}
+
+/// What hutch appends to an image's kernel command line: the VM's machine
+/// id, for the guest's init to write into `/etc/machine-id` (hutch's init,
+/// and the minimal image's `rc.hutch`) or to use in its place (systemd's
+/// `systemd.machine_id=`, for disk images with their own init); and, for
+/// hutch's init, the host user's ids, which it gives the guest's user.
+fn cmdline_extra(hutch_init: bool, commands_as_root: bool, disk: bool, machine_id: &MachineId) -> String {
+    let mut extra = format!("hutch.machine_id={machine_id}");
+    if hutch_init {
+        let (uid, gid) = if commands_as_root { (0, 0) } else { (nix::unistd::getuid().as_raw(), nix::unistd::getgid().as_raw()) };
+        extra.push_str(&format!(" hutch.uid={uid} hutch.gid={gid}"));
+    } else if disk {
+        extra.push_str(&format!(" systemd.machine_id={machine_id}"));
+    }
+    extra
 }
 
 /// The backend's error for a daemon that would not start, with how to

@@ -23,11 +23,13 @@
 //!   `chown` can hand a host file to anyone else;
 //! - no `CAP_MKNOD`/`CAP_SETFCAP` (no device nodes, no file capabilities in
 //!   the project), and extended attributes off (virtiofsd's default), which
-//!   also spares a round trip per write.
+//!   also spares a round trip per write;
+//! - started through `hutch guard-exec` when the VM has a git guard, so it
+//!   serves the project from a mount namespace where `.git` is read-only
+//!   (`crate::git`).
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use crate::backend::BackendError;
@@ -132,7 +134,8 @@ pub fn start(binary: &Path, workspace: &Path, vm_dir: &Path) -> Result<(), Backe
     let daemon = daemon(vm_dir);
     daemon.terminate(Duration::from_secs(2));
     remove_leftovers(vm_dir);
-    let mut cmd = Command::new(binary);
+    // In the git guard's namespace when the VM has one (see `crate::git::namespace`).
+    let mut cmd = crate::git::namespace::command(binary, vm_dir).map_err(|e| BackendError::Boot(e.to_string()))?;
     cmd.args(daemon_args(workspace, &socket, nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw()));
     let spawned = daemon.spawn(cmd).map_err(super::daemon_error)?;
     spawned.wait_until(START_TIMEOUT, |_| socket.exists()).map_err(|e| match e {

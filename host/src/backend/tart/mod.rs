@@ -3,7 +3,7 @@
 //!
 //! | hutch | tart |
 //! |---|---|
-//! | create | `tart clone BASE NAME` (APFS copy-on-write), `tart set NAME --cpu N --memory MIB --random-mac` |
+//! | create | `tart clone BASE NAME` (APFS copy-on-write), `tart set NAME --cpu N --memory MIB --random-mac [--disk-size GB]` |
 //! | start | `tart run NAME --no-graphics --net-softnet-block=0.0.0.0/0 [--dir=workspace:PATH]`, detached, owned by hutch (a `crate::daemon`) |
 //! | stop | `tart stop NAME` |
 //! | delete | `tart delete NAME` |
@@ -15,6 +15,13 @@
 //! lookup, no SSH. With `HUTCH_TART_TOKEN_FILE` set (older Tart, no control
 //! socket), hutch asks `tart ip --wait` and uses `tcp://IP:PORT` with that token
 //! instead; the guest's agent must then listen on TCP with the same token.
+//!
+//! Disk: `--disk SIZE` becomes `tart set --disk-size GB` (decimal
+//! gigabytes, rounded up). Tart only grows a disk file: a size below the
+//! base's is refused by Tart, and hutch deletes the clone and says so. The
+//! guest's file system grows into it where the guest does that itself
+//! (cloud images' growroot on Linux); macOS guests need their APFS
+//! container resized (Tart's FAQ, "Disk resizing").
 //!
 //! Network: the guest's way out is the agent's egress pipe to hutch's proxy
 //! (`crate::net`), which needs no IP network at all. `tart run` is asked to
@@ -33,7 +40,7 @@ use std::time::Duration;
 use hutch_proto::addr::Addr;
 
 use crate::backend::tool::Tool;
-use crate::backend::{Backend, BackendError, VmSpec, VmState, configured_boot_timeout, tail_of_file};
+use crate::backend::{Backend, BackendError, VmSpec, VmState, configured_boot_timeout, disk_size, tail_of_file};
 use crate::daemon::{Daemon, DaemonError, Spawned};
 use crate::state::{BackendKind, BackendState, ShareSource, StateDir, TartState, VmRecord, WorkspaceShare};
 
@@ -115,7 +122,7 @@ impl Tart {
 
     /// Waits until `tart run` has created its control socket, failing at once
     /// with its own words if it exits first (VM missing, already running…).
-    fn wait_for_control_socket(&self, name: &str, run: &Spawned<'_>, log: &Path) -> Result<(), BackendError> {
+    fn wait_for_control_socket(&self, name: &str, run: &Spawned, log: &Path) -> Result<(), BackendError> {
         let socket = self.control_socket(name);
         run.wait_until(self.boot_timeout, |_| socket.exists()).map_err(|e| match e {
             DaemonError::TimedOut { .. } => BackendError::Boot(format!(
@@ -151,13 +158,24 @@ impl Backend for Tart {
             how: "pass --image VM (or set HUTCH_IMAGE): a local Tart VM with hutch-agent installed, to clone".into(),
         })?;
         let name = spec.name.as_str();
+        let disk_gb = spec.disk_bytes.map(disk_size::tart_gigabytes).transpose()?.map(|gb| gb.to_string());
         self.tool.run(&["clone", base, name])?;
         let (cpus, memory) = (spec.cpus.to_string(), spec.memory_mib.to_string());
         // Every hutch VM is a clone: a fresh MAC keeps clones of one base from
         // fighting over one DHCP lease.
-        if let Err(e) = self.tool.run(&["set", name, "--cpu", &cpus, "--memory", &memory, "--random-mac"]) {
+        let mut set = vec!["set", name, "--cpu", &cpus, "--memory", &memory, "--random-mac"];
+        if let Some(gb) = &disk_gb {
+            set.extend(["--disk-size", gb]);
+        }
+        if let Err(e) = self.tool.run(&set) {
             let _ = self.tool.run(&["delete", name]);
-            return Err(e);
+            return Err(match (e, &disk_gb) {
+                // Tart refuses to shrink a disk ("new disk size of … should be larger than …").
+                (BackendError::Command { why, .. }, Some(gb)) if why.contains("disk size") => {
+                    BackendError::DiskSize(format!("Tart cannot give {name} a disk of {gb} GB (--disk): {why}"))
+                }
+                (e, _) => e,
+            });
         }
         let share = spec
             .shared_workspace()
