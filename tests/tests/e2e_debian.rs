@@ -115,7 +115,11 @@ impl Project {
         let git_dir = self.ws.join(".git");
         let mut found = Vec::new();
         for name in ["commondir", "config.worktree", "rebase-merge", "sequencer", "remotes", "branches", "worktrees", "info/attributes"] {
-            if git_dir.join(name).exists() {
+            // A folder counts when something is in it: `git init` makes an
+            // empty `branches/` from its templates (git before 2.48).
+            let path = git_dir.join(name);
+            let planted = if path.is_dir() { !entries(&path).is_empty() } else { path.exists() };
+            if planted {
                 found.push(name.to_owned());
             }
         }
@@ -814,8 +818,10 @@ fn forks_start_from_the_parents_disk_and_go_their_own_ways() {
         seen.push(lines);
         let vm = e2e().state.path().join("vms").join(child);
         assert!(hutch_tests::daemon_running(&vm.join("net/net.log")), "{child} has no network process of its own");
-        let audit = std::fs::read_to_string(vm.join("audit.jsonl")).unwrap();
-        assert!(audit.contains("/etc/machine-id") && !audit.contains("echo prepared"), "{child}'s audit log is not its own:\n{audit}");
+        // The project's audit log names each line's VM: the child's lines are its own commands only.
+        let audit: String =
+            audit_lines(&e2e().state.path().join("audit")).into_iter().filter(|l| l.contains(&format!("\"vm\":\"{child}\""))).collect();
+        assert!(audit.contains("/etc/machine-id") && !audit.contains("echo prepared"), "{child}'s audit lines are not its own:\n{audit}");
     }
 
     // From here on, each writes its own disk.
@@ -830,4 +836,13 @@ fn forks_start_from_the_parents_disk_and_go_their_own_ways() {
         assert_eq!(code(&e2e().run(&["rm", "-f", vm])), 0);
     }
     assert!(e2e().vm_processes().iter().all(|(_, c)| !c.contains("/vms/e2e-")), "left running: {:?}", e2e().vm_processes());
+}
+
+/// Every line of the audit logs in `dir` (a state folder's `audit/`).
+fn audit_lines(dir: &std::path::Path) -> Vec<String> {
+    let mut lines = Vec::new();
+    for file in entries(dir).into_iter().filter(|f| f.contains(".jsonl")) {
+        lines.extend(std::fs::read_to_string(dir.join(file)).unwrap_or_default().lines().map(|l| format!("{l}\n")));
+    }
+    lines
 }

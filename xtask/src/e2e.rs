@@ -6,9 +6,7 @@
 //! the minimal image, e2e_debian.rs on the Debian one) against real QEMU
 //! guests, one at a time.
 
-use std::process::Command;
-
-use crate::workspace::{Result, root};
+use crate::workspace::Result;
 use crate::{base_image, image};
 
 /// Runs the suite (only the tests matching `filters`, when some are
@@ -27,11 +25,12 @@ pub fn run(filters: &[String]) -> Result<u8> {
     let debian = images.debian.ok_or("no Debian image was built")?;
     let base = base_image::run()?;
     let plain = base_image::plain()?;
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .current_dir(root())
+    // Every suite runs even when an earlier one fails: a failure in one must
+    // not hide the state of the others.
+    let status = crate::workspace::cargo()
         .args([
             "test",
+            "--no-fail-fast",
             "-p",
             "hutch-tests",
             "--test",

@@ -12,10 +12,9 @@
 //! same glibc when hutch is built on the machine that runs it, as here.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use crate::image::host_triple;
-use crate::workspace::{Result, build_static, root};
+use crate::workspace::{Result, build_static};
 
 /// Whether this host gets the static build.
 pub const STATIC_HOST: bool = cfg!(all(target_os = "linux", target_env = "gnu"));
@@ -23,9 +22,8 @@ pub const STATIC_HOST: bool = cfg!(all(target_os = "linux", target_env = "gnu"))
 /// Installs the CLI; returns the exit code.
 pub fn run(root_dir: Option<&Path>) -> Result<u8> {
     if !STATIC_HOST {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut install = Command::new(cargo);
-        install.current_dir(root()).args(["install", "--locked", "--path", "host"]);
+        let mut install = crate::workspace::cargo();
+        install.args(["install", "--locked", "--path", "host"]);
         if let Some(dir) = root_dir {
             install.arg("--root").arg(dir);
         }

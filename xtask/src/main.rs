@@ -16,7 +16,8 @@
 //!   an unprivileged user;
 //! - `bench-warm [--quick]`: only `bench`'s warm-start and fork rows;
 //! - `bench-workspace [--quick] [--json FILE]`: only `bench`'s "workspace in
-//!   the guest" section (virtio-fs and 9p against a VM-local copy).
+//!   the guest" section (virtio-fs, 9p and a `--sync` copy against a
+//!   VM-local copy; the synced copy's first copy and edit latency).
 //!
 //! Both Debian images come from one builder, [`rootfs`].
 
@@ -88,7 +89,7 @@ enum Task {
         #[arg(long, value_name = "FILE")]
         json: Option<std::path::PathBuf>,
     },
-    /// Measure the shared workspace in a QEMU guest (virtiofs, 9p) against a VM-local copy, as ratios.
+    /// Measure the workspace in a QEMU guest (virtiofs, 9p, --sync) against a VM-local copy, as ratios; --sync's first copy and edit latency.
     BenchWorkspace {
         /// One run per figure, for a quick look.
         #[arg(long)]

@@ -11,11 +11,29 @@ pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
 }
 
+/// A `cargo` command in the workspace root, without the variables `cargo
+/// run` gave xtask itself (`CARGO_MANIFEST_DIR`, `CARGO_PKG_*`, …): a build
+/// script that watches one (ring's `rerun-if-env-changed`) would see it
+/// differ from a plain `cargo build` and rebuild every time.
+pub fn cargo() -> Command {
+    let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cargo.current_dir(root());
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let set_by_cargo_run = ["CARGO_MANIFEST_", "CARGO_PKG_", "CARGO_CRATE_", "CARGO_BIN_"].iter().any(|p| name.starts_with(p))
+            || name == "CARGO_PRIMARY_PACKAGE";
+        if set_by_cargo_run {
+            cargo.env_remove(name.as_ref());
+        }
+    }
+    cargo
+}
+
 /// Builds `hutch` and `hutch-agent` in `profile` ("debug" or "release") and
 /// returns their paths.
 pub fn build_bins(profile: &str) -> Result<(PathBuf, PathBuf)> {
-    let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cargo.current_dir(root()).args(["build", "--quiet", "-p", "hutch", "-p", "hutch-agent"]);
+    let mut cargo = cargo();
+    cargo.args(["build", "--quiet", "-p", "hutch", "-p", "hutch-agent"]);
     if profile == "release" {
         cargo.arg("--release");
     }
@@ -39,9 +57,7 @@ pub fn target_dir() -> PathBuf {
 /// RUSTFLAGS away from the host's own build artifacts (build scripts, proc
 /// macros), so the normal build is not invalidated.
 pub fn build_static(package: &str, target_triple: &str, profile: &str) -> Result<PathBuf> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .current_dir(root())
+    let status = cargo()
         .args(["build", "--profile", profile, "-p", package, "--target", target_triple])
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
         .status()?;

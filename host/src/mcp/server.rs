@@ -112,6 +112,7 @@ impl ServerHandler for Server {
             Ok(_) | Err(ToolError::Cancelled) => None,
             Err(error) => Some(call.redact(&meta(&error.to_string()))),
         };
+        call.progress.finish().await;
         let mut entry = call.into_audit();
         entry.duration_ms = audit::millis(began.elapsed());
         entry.cancelled = matches!(result, Err(ToolError::Cancelled));

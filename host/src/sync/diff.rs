@@ -173,9 +173,7 @@ impl Pending {
     ) -> Result<(), SyncError> {
         let path = self.path;
         if path.is_in_git_dir() {
-            warn(format!(
-                "{path}: the guest changed a file inside .git; hutch never patches .git (its hooks and configuration run code); `hutch fetch` takes the guest's commits"
-            ));
+            warn(format!("{path}: the guest changed a file inside .git; hutch never patches .git (its hooks and configuration run code)"));
             tally.skipped += 1;
             return Ok(());
         }

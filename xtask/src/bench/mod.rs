@@ -7,10 +7,10 @@
 //! of figure: [`exec`] (latency, throughput), [`exec_user`] (exec as an
 //! unprivileged user against the agent's own), [`attach`] (attach to first
 //! byte), [`pty`] (echo round trip), [`memory`] (agent RSS), [`vm`] (a QEMU
-//! guest, when the image is built), [`workspace`] (the shared workspace in a
-//! guest against a VM-local copy), [`net`] (the egress proxy: first-byte
-//! latency, downloads into a guest), [`warm`] (warm `run --rm` beside a
-//! cold one, forks, what a ready VM costs);
+//! guest, when the image is built), [`workspace`] (the shared and the synced
+//! workspace in a guest against a VM-local copy), [`net`] (the egress proxy:
+//! first-byte latency, downloads into a guest), [`warm`] (warm `run --rm`
+//! beside a cold one, forks, what a ready VM costs);
 //! [`table`] prints and serialises the rows.
 
 mod attach;
@@ -53,8 +53,11 @@ pub struct Plan {
     pub boots: usize,
     /// Bytes each detached session prints for the sessions memory figure.
     pub session_bytes: u64,
-    /// Timed runs of each workspace operation on the 5k-file repository.
+    /// Timed runs of each workspace operation on the 5k-file repository
+    /// (and first copies of the synced workspace).
     pub workspace_runs: usize,
+    /// Small edits timed in each direction in the synced workspace.
+    pub sync_edits: usize,
 }
 
 impl Plan {
@@ -69,6 +72,7 @@ impl Plan {
                 boots: 1,
                 session_bytes: 256 << 20,
                 workspace_runs: 1,
+                sync_edits: 5,
             }
         } else {
             Plan {
@@ -80,6 +84,7 @@ impl Plan {
                 boots: 3,
                 session_bytes: 1 << 30,
                 workspace_runs: 3,
+                sync_edits: 20,
             }
         }
     }

@@ -9,10 +9,16 @@
 //! 500 small files and deleting them. A guest without a tool gets a note
 //! instead of its row. The same operations run over 9p in a second VM, so the
 //! gain of virtio-fs is visible; 9p covers the repository only (the 30k tree
-//! takes many minutes over 9p under TCG).
+//! takes many minutes over 9p under TCG). A third VM works on a synced copy
+//! (`hutch up --sync`) of both trees: the same operations on that copy
+//! beside a copy on its own disk, its first copy and the latency of a small
+//! edit each way ([`synced`]).
 //!
 //! Timing is done in the guest (`/proc/timer_list`, nanoseconds; else
 //! `/proc/uptime`), so the exec round trip is not part of any figure.
+
+mod edits;
+mod synced;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -22,7 +28,7 @@ use serde_json::{Value, json};
 use super::Plan;
 use super::exec::run_ok;
 use super::stats::Stats;
-use super::table;
+use super::table::{self, Table};
 use crate::bench_sync::{self, SYNC_TREE, TreeSpec};
 use crate::workspace::{Result, target_dir};
 
@@ -134,18 +140,32 @@ impl Figure {
     fn ratio(&self) -> f64 {
         self.share.median / self.local.median
     }
+
+    /// Whether the ratio met its goal, and the goal ("yes ≤ 2×").
+    fn goal_text(&self) -> String {
+        format!("{} ≤ {}×", if self.ratio() <= self.goal { "yes" } else { "NO " }, self.goal)
+    }
+
+    /// The operation and its tree, as the tables name them.
+    fn name(&self) -> String {
+        format!("{} ({})", self.label, if self.tree == "repo" { "5k repo" } else { "30k tree" })
+    }
 }
 
 /// The section's figures and notes, printed after the main table.
 #[derive(Default)]
 pub struct Section {
+    /// Every operation's figure; those of the synced VM have the transport
+    /// [`synced::TRANSPORT`] (their "share" is the synced copy).
     figures: Vec<Figure>,
     notes: Vec<String>,
     runs: (usize, usize),
+    /// The synced VM's first copy and edit latencies (see [`synced`]).
+    sync: Option<Table>,
 }
 
 /// Measures the section with the `hutch` CLI at `hutch`: virtio-fs, then 9p,
-/// each in its own VM.
+/// then a synced copy, each in its own VM.
 pub fn measure(plan: &Plan, hutch: &Path) -> Result<Section> {
     let mut section = Section { runs: (plan.workspace_runs, 1), ..Section::default() };
     let Some(image) = guest_image() else {
@@ -162,6 +182,7 @@ pub fn measure(plan: &Plan, hutch: &Path) -> Result<Section> {
             section.notes.push(format!("{transport} rows skipped: {e}"));
         }
     }
+    synced::measure(&mut section, plan, hutch, &image, &dir);
     Ok(section)
 }
 
@@ -246,6 +267,8 @@ pub(super) struct Guest {
     pub(super) workspace: String,
     transport: &'static str,
     name: &'static str,
+    /// What `hutch up` printed on stderr (a synced VM's first-copy report).
+    up_log: String,
 }
 
 impl Guest {
@@ -255,7 +278,8 @@ impl Guest {
     }
 
     /// Boots the VM `name` with `extra` flags for `hutch up`, and checks the
-    /// share is mounted over `transport`.
+    /// share is mounted over `transport` ([`synced::TRANSPORT`]: that nothing
+    /// is mounted there, the folder being the guest's synced copy).
     pub(super) fn up_as(
         hutch: &Path,
         image: &Path,
@@ -267,16 +291,23 @@ impl Guest {
         let workspace = dir.to_str().ok_or("the bench folder's path is not UTF-8")?.to_owned();
         // A short path: Unix socket paths are limited to 107 bytes.
         let state = tempfile::Builder::new().prefix("hbenchws").tempdir_in("/tmp")?;
-        let guest = Guest { hutch: hutch.to_path_buf(), image: image.to_path_buf(), state, workspace, transport, name };
+        let mut guest =
+            Guest { hutch: hutch.to_path_buf(), image: image.to_path_buf(), state, workspace, transport, name, up_log: String::new() };
         let mut up = vec!["up", "--name", name, "--workspace", &guest.workspace, "--no-heavy", "--cpus", "1", "--memory", MEMORY_MIB];
         up.extend_from_slice(extra);
         let out = guest.hutch(&up).output()?;
         if !out.status.success() {
             return Err(format!("`hutch up` failed: {}", String::from_utf8_lossy(&out.stderr).trim()).into());
         }
+        guest.up_log = String::from_utf8_lossy(&out.stderr).into_owned();
         let fstype = guest.sh("awk -v ws=\"$1\" '$2 == ws { print $3 }' /proc/mounts", &[&guest.workspace])?;
-        if fstype.trim() != transport {
-            return Err(format!("the workspace is mounted as {:?}, not {transport}", fstype.trim()).into());
+        match (fstype.trim(), transport) {
+            ("", synced::TRANSPORT) => {}
+            (mounted, synced::TRANSPORT) => {
+                return Err(format!("the synced workspace is a {mounted} mount, not the guest's own copy").into());
+            }
+            (mounted, _) if mounted != transport => return Err(format!("the workspace is mounted as {mounted:?}, not {transport}").into()),
+            _ => {}
         }
         Ok(guest)
     }
@@ -290,7 +321,10 @@ impl Guest {
     pub(super) fn hutch(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(&self.hutch);
         cmd.args(args).env("HUTCH_STATE_DIR", self.state.path()).env("HUTCH_IMAGE", &self.image);
-        cmd.env("HUTCH_QEMU_SHARE", self.transport).env_remove("HUTCH_ADDR").stdin(Stdio::null());
+        if self.transport != synced::TRANSPORT {
+            cmd.env("HUTCH_QEMU_SHARE", self.transport);
+        }
+        cmd.env_remove("HUTCH_ADDR").stdin(Stdio::null());
         cmd
     }
 
@@ -313,7 +347,7 @@ impl Guest {
     }
 
     /// Copies `trees` to the guest's disk and times every operation on the
-    /// share and on the copy, in turn.
+    /// share (or the synced copy) and on the guest's own copy, in turn.
     fn measure(&self, section: &mut Section, trees: &[&'static str]) -> Result<()> {
         let tools = self.sh("for t in git rg; do command -v $t >/dev/null && echo $t; done; true", &[])?;
         let has = |tool: &str| tools.lines().any(|l| l == tool);
@@ -356,7 +390,7 @@ impl Guest {
                         transport: self.transport,
                         share: Stats::of(share_ms).ok_or("no samples")?,
                         local: Stats::of(local_ms).ok_or("no samples")?,
-                        goal: op.goal,
+                        goal: if self.transport == synced::TRANSPORT { synced::GOAL } else { op.goal },
                     });
                 }
             }
@@ -373,7 +407,7 @@ impl Drop for Guest {
 
 impl Section {
     /// Prints the section as its own table: one line per operation and tree,
-    /// virtio-fs and 9p side by side.
+    /// virtio-fs and 9p side by side; then the synced VM's tables.
     pub fn print(&self) {
         println!(
             "workspace in the guest: the share ÷ a copy on the guest's own disk, same VM and run (QEMU, 1 vCPU; \
@@ -383,7 +417,7 @@ impl Section {
         let header = ["operation", "virtiofs", "local", "÷", "9p", "local", "÷", "goal (virtiofs)"];
         let mut lines = Vec::new();
         let mut seen: Vec<(&str, &str)> = Vec::new();
-        for figure in &self.figures {
+        for figure in self.figures.iter().filter(|f| f.transport != synced::TRANSPORT) {
             if seen.contains(&(figure.tree, figure.step)) {
                 continue;
             }
@@ -396,15 +430,15 @@ impl Section {
             };
             let [vs, vl, vr] = cells(find("virtiofs"));
             let [ns, nl, nr] = cells(find("9p"));
-            let goal =
-                find("virtiofs").map_or_else(String::new, |f| format!("{} ≤ {}×", if f.ratio() <= f.goal { "yes" } else { "NO " }, f.goal));
-            let tree = if figure.tree == "repo" { "5k repo" } else { "30k tree" };
-            lines.push(vec![format!("{} ({tree})", figure.label), vs, vl, vr, ns, nl, nr, goal]);
+            let goal = find("virtiofs").map_or_else(String::new, Figure::goal_text);
+            lines.push(vec![figure.name(), vs, vl, vr, ns, nl, nr, goal]);
         }
         table::print_columns(&header, lines, |i| i != 0 && i != 7, &self.notes);
+        synced::print(self);
     }
 
-    /// The figures as JSON (milliseconds).
+    /// The figures as JSON (milliseconds); `sync` holds the synced VM's
+    /// first copy and edit latencies.
     pub fn json(&self) -> Value {
         let figures: Vec<Value> = self
             .figures
@@ -417,7 +451,7 @@ impl Section {
                 })
             })
             .collect();
-        json!({ "figures": figures, "notes": self.notes })
+        json!({ "figures": figures, "notes": self.notes, "sync": self.sync.as_ref().map(Table::json) })
     }
 }
 
