@@ -31,7 +31,8 @@ pub async fn run(args: WarmArgs) -> Result<u8, Error> {
     let count = args.count.or(plan.config.warm_count.value).unwrap_or(1);
     if count == 0 {
         Target::remove(&state, &project)?;
-        keeper::daemon(&state, &project).terminate(KEEPER_GRACE);
+        // The keeper and whatever it runs for a boot in progress.
+        keeper::daemon(&state, &project).terminate_group(KEEPER_GRACE);
         let dropped = members(&state, &project).iter().filter(|vm| pool::drop_vm(&state, vm, true)).count();
         println!("dropped {dropped} ready VM{} of {}", plural(dropped), here.display());
         return Ok(0);

@@ -194,6 +194,18 @@ impl Daemon {
     /// Stops the daemon if it runs: SIGTERM, then SIGKILL after `grace`;
     /// returns once it has exited (or after a last wait).
     pub fn terminate(&self, grace: Duration) {
+        self.signal_until_gone(grace, false);
+    }
+
+    /// [`Daemon::terminate`] for the daemon's whole process group: it and
+    /// the helpers it runs and waits for (a `qemu-img create` of a keeper's
+    /// boot), which would otherwise outlive it. Daemons are group leaders
+    /// (`setsid` at spawn); the VM daemons they start have groups of their own.
+    pub fn terminate_group(&self, grace: Duration) {
+        self.signal_until_gone(grace, true);
+    }
+
+    fn signal_until_gone(&self, grace: Duration, group: bool) {
         for (signal, wait) in [(Signal::SIGTERM, grace), (Signal::SIGKILL, KILL_WAIT)] {
             // The pid file is written just after the lock is taken: give a
             // daemon being started that instant.
@@ -203,7 +215,10 @@ impl Daemon {
                 return;
             };
             tracing::debug!("sending {signal} to {} ({pid})", self.name);
-            let _ = kill(Pid::from_raw(pid as i32), signal);
+            // A daemon that is no group leader has no group of its own: then itself.
+            if !group || kill(Pid::from_raw(-(pid as i32)), signal).is_err() {
+                let _ = kill(Pid::from_raw(pid as i32), signal);
+            }
             if self.wait_exit(wait) {
                 return;
             }

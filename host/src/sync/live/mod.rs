@@ -226,6 +226,11 @@ impl Engine {
         self.recheck.extend(awaiting);
     }
 
+    /// Whether paths a push skipped still wait for the guest's report.
+    pub fn awaiting_guest(&self) -> bool {
+        !self.awaiting.is_empty()
+    }
+
     /// Whether a push may have something to send.
     pub fn host_dirty(&self) -> bool {
         self.host.is_dirty() || !self.recheck.is_empty()

@@ -37,6 +37,8 @@ pub const SETTLE: Duration = Duration::from_millis(15);
 const SETTLE_CAP: u32 = 10;
 /// How often the base is written back while it changes.
 const SAVE_EVERY: Duration = Duration::from_secs(2);
+/// How long a path a push skipped waits before it is pushed again.
+const SKIPPED_RETRY: Duration = Duration::from_millis(100);
 /// Paths per `delete` message of a push.
 const DELETE_CHUNK: usize = 4096;
 /// The control socket's file in the sync's state folder.
@@ -144,6 +146,14 @@ pub async fn session(
                 first.get_or_insert(last);
             }
             () = tokio::time::sleep_until(due_at.into()), if first.is_some() => {}
+            // A push the guest skipped because its report of the same path
+            // had not been acknowledged yet (a report the host has already
+            // applied): no report will come for it, so the path is pushed
+            // again a moment later rather than left until the next flush.
+            () = tokio::time::sleep(SKIPPED_RETRY), if engine.awaiting_guest() && first.is_none() => {
+                engine.retry_skipped();
+                first = Some(Instant::now());
+            }
             request = control.recv() => {
                 let Some(reply) = request else { continue };
                 // What the host has now goes first, then the guest reports.
