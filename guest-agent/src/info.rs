@@ -17,6 +17,7 @@ pub const CAPABILITIES: &[&str] = &[
     "sync.diff",
     "sync.watch",
     "egress",
+    "egress.routes",
     "git.guard",
 ];
 

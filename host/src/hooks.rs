@@ -87,7 +87,7 @@ pub async fn run_text(state: &StateDir, record: &VmRecord, name: &Path, text: &s
 
 async fn run_hook(state: &StateDir, record: &VmRecord, script: &Path, argv: Vec<String>, cwd: String) -> Result<(), HookError> {
     eprintln!("hutch: running hook {}", script.display());
-    let options = Options { argv, env: Default::default(), cwd, tty: false, timeout: None, capture: false, no_stdin: true };
+    let options = Options { argv, env: Default::default(), cwd, tty: false, timeout: None, capture: false, no_stdin: true, ask: None };
     let mut client = connect::connect(state, record).await?;
     let finished = exec::run(&mut client, &options).await?;
     match finished.outcome.exit_code() {

@@ -69,6 +69,8 @@ fn main() -> ExitCode {
             Command::Agent(command) => hutch::cmd::agent::run(command).await,
             Command::Image(command) => hutch::cmd::image::run(command).await,
             Command::Sync(args) => hutch::cmd::sync::run(args).await,
+            Command::Allow(args) => hutch::cmd::allow::allow(args).await,
+            Command::Deny(args) => hutch::cmd::allow::deny(args).await,
             Command::Diff(args) => hutch::cmd::diff::run(args).await,
             Command::Mux(args) => Ok(hutch::mux::serve::run(&args.name).await?),
             Command::Net(args) => hutch::net::daemon::run(&args.name).await,

@@ -9,6 +9,7 @@ pub mod h2raw;
 pub mod hostile_agent;
 pub mod hvsock_proxy;
 pub mod mcp;
+pub mod netvm;
 pub mod pidfd;
 pub mod pty;
 pub mod raw;

@@ -593,8 +593,8 @@ fn the_guest_reaches_only_what_the_hosts_policy_allows() {
         text.contains(&format!("{registry_host}:443: not on the allow list")) && text.contains(&format!("allow = [\"{registry_host}\"]")),
         "npm's error does not say what to allow:\n{text}"
     );
-    // Allowed (the next `up` restarts the network process with the new
-    // policy, the VM keeps running): it installs through the proxy.
+    // Allowed (the next `up` gives the running network process the new
+    // policy; the VM and its connections stay): it installs through the proxy.
     std::fs::write(&toml, config(&format!(", \"{registry_host}\""))).unwrap();
     up();
     let out = guest(&format!("{install} && node -e \"console.log(require('is-number')(7))\""));
@@ -626,6 +626,9 @@ fn the_guest_reaches_only_what_the_hosts_policy_allows() {
     let shown = hutch(&["audit", "--name", NAME]);
     assert!(stdout(&shown).contains(&format!("egress deny  CONNECT {registry_host}:443")), "{}", stdout(&shown));
 
+    // The policy changes while the VM runs (issue 28), on the same boot.
+    live_changes(&hutch, ws.path(), &config(&format!(", \"{registry_host}\"")), &api);
+
     // `down` stops the network process with the VM.
     assert_eq!(code(&hutch(&["down", NAME])), 0);
     assert!(
@@ -633,6 +636,75 @@ fn the_guest_reaches_only_what_the_hosts_policy_allows() {
         "the network process outlived the VM"
     );
     assert_eq!(code(&hutch(&["rm", "-f", NAME])), 0);
+}
+
+/// The network of a running Debian guest, changed without a restart: a
+/// denied host allowed with `hutch allow`, a secret refused for the wrong
+/// method, a `tcp://` rule reaching a test server on one port while another
+/// is refused, `mode = "ask"` answered from another terminal. `config` is
+/// the VM's current hutch.toml.
+fn live_changes(hutch: &dyn Fn(&[&str]) -> Output, ws: &Path, config: &str, api: &hutch_tests::web::WebServer) {
+    const NAME: &str = "e2e-debian-net";
+    let late = hutch_tests::web::WebServer::http("127.0.0.4");
+    let pid_file = e2e().state.path().join(format!("vms/{NAME}/net/net.pid"));
+    let pid = std::fs::read_to_string(&pid_file).unwrap();
+    let guest = |script: &str| hutch(&["exec", "--name", NAME, "--", "sh", "-c", script]);
+    let status = |args: &str| stdout(&guest(&format!("curl -sS -o /dev/null -w '%{{http_code}}' {args}")));
+
+    // Denied, then allowed live: the next request passes, nothing restarted.
+    assert_eq!(status(&late.url("/before")), "403");
+    let out = hutch(&["allow", "--name", NAME, &late.addr.to_string()]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&guest(&format!("curl -sS {}", late.url("/live")))).starts_with("GET /live\n"));
+    assert_eq!(std::fs::read_to_string(&pid_file).unwrap(), pid, "hutch allow restarted the network process");
+
+    // The secret, scoped to GET: a POST carrying its placeholder is refused
+    // (`hutch up` takes the edited configuration in place).
+    let scoped = config.replace("[secrets.TEST_API_KEY]\n", "[secrets.TEST_API_KEY]\nmethods = [\"GET\"]\n");
+    std::fs::write(ws.join("hutch.toml"), &scoped).unwrap();
+    let image = e2e().debian().to_str().unwrap().to_owned();
+    let up = |extra: &[&str]| {
+        let mut args = vec!["up", "--name", NAME, "--image", &image, "--workspace", ws.to_str().unwrap(), "--cpus", "1"];
+        args.extend_from_slice(extra);
+        let out = hutch(&args);
+        assert_eq!(code(&out), 0, "hutch up failed:\n{}", stderr(&out));
+    };
+    up(&[]);
+    let auth = "-H \"Authorization: Bearer $TEST_API_KEY\"";
+    assert_eq!(status(&format!("{auth} {}", api.url("/v1/read"))), "200");
+    assert_eq!(status(&format!("-X POST {auth} {}", api.url("/v1/write"))), "403");
+    let log = hutch_tests::audit_log(e2e().state.path());
+    assert!(log.contains("was sent with POST, which is not among its methods (GET)"), "{log}");
+
+    // A tcp:// rule: a program told to use no proxy reaches the server
+    // through its route; another port is refused.
+    let out = hutch(&["allow", "--name", NAME, &format!("tcp://{}", late.addr)]);
+    let route = format!("127.77.0.1:{}", late.addr.port());
+    assert!(stdout(&out).contains(&format!("connect to {route}")), "{}{}", stdout(&out), stderr(&out));
+    assert!(stdout(&guest(&format!("curl -sS --noproxy '*' http://{route}/routed"))).starts_with("GET /routed\n"));
+    let other_port = late.addr.port() ^ 1;
+    let out = guest(&format!("curl -sS --noproxy '*' --connect-timeout 10 http://127.77.0.1:{other_port}/; echo \"curl $?\""));
+    assert!(stdout(&out).contains("curl 7"), "another port of the route's address was not refused: {}", stdout(&out));
+    assert_eq!(status(&format!("http://{}:{other_port}/", late.addr.ip())), "403");
+
+    // Ask mode, answered from another terminal while `hutch audit -f` shows the request waiting.
+    let asked = hutch_tests::web::WebServer::http("127.0.0.4");
+    up(&["--network", "ask"]);
+    assert_eq!(std::fs::read_to_string(&pid_file).unwrap(), pid, "--network ask restarted the network process");
+    let mut follow = e2e().hutch();
+    follow.args(["audit", "-f", "--name", NAME]);
+    let log = hutch_tests::pty::OnPty::spawn(follow, 40, 250);
+    log.wait_for("wait for `hutch allow`/`hutch deny`", Duration::from_secs(60));
+    let mut waiting = e2e().hutch();
+    waiting.args(["exec", "--name", NAME, "--", "curl", "-sS", &asked.url("/asked")]).stdin(Stdio::null()).stdout(Stdio::piped());
+    let waiting = waiting.spawn().unwrap();
+    log.wait_for(&format!("ask    GET {}", asked.addr), Duration::from_secs(60));
+    let out = hutch(&["allow", "--name", NAME, &asked.addr.to_string()]);
+    assert!(stdout(&out).contains(&format!("answered the waiting requests for {}", asked.addr)), "{}{}", stdout(&out), stderr(&out));
+    let out = waiting.wait_with_output().unwrap();
+    assert!(stdout(&out).starts_with("GET /asked\n"), "{}", stdout(&out));
+    drop(log);
+    assert_eq!(std::fs::read_to_string(&pid_file).unwrap(), pid, "the network process was restarted");
 }
 
 /// What a guest says about itself: its machine id, 16 bytes of its

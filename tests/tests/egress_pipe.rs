@@ -10,7 +10,9 @@ use std::time::Instant;
 use hutch_proto::v1::egress_listen_response::Kind as ListenKind;
 use hutch_proto::v1::forward_request::Kind as RequestKind;
 use hutch_proto::v1::forward_response::Kind;
-use hutch_proto::v1::{CloseWrite, EgressAccept, EgressListenRequest, ExecRequest, ForwardError, ForwardRequest, Start, exec_request};
+use hutch_proto::v1::{
+    CloseWrite, EgressAccept, EgressListenRequest, EgressRoute, ExecRequest, ForwardError, ForwardRequest, Start, exec_request,
+};
 use hutch_tests::raw::{block_on, connect, exec, stdout_of};
 use hutch_tests::{Agent, PROMPT, free_tcp_port};
 use tokio_stream::StreamExt;
@@ -33,6 +35,7 @@ fn listen_request(port: u16) -> EgressListenRequest {
         port: u32::from(port),
         env: env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
         ca_certificates: b"-----BEGIN CERTIFICATE-----\nTEST\n-----END CERTIFICATE-----\n".to_vec(),
+        routes: Vec::new(),
     }
 }
 
@@ -151,4 +154,55 @@ fn the_agent_announces_egress() {
     let (agent, _etc) = agent_with_etc();
     let info = block_on(async { connect(&socket(&agent)).await.info(hutch_proto::v1::InfoRequest {}).await.unwrap().into_inner() });
     assert!(info.capabilities.iter().any(|c| c == "egress"), "{:?}", info.capabilities);
+    assert!(info.capabilities.iter().any(|c| c == "egress.routes"), "{:?}", info.capabilities);
+}
+
+#[test]
+fn routes_listen_on_their_own_addresses_name_themselves_and_go_with_a_listen_without_them() {
+    /// Accepts the connection a guest program opens to `to`; the listener it came in on.
+    async fn accepted(
+        client: &mut hutch_proto::v1::agent_client::AgentClient<tonic::transport::Channel>,
+        to: (&'static str, u16),
+    ) -> String {
+        let mut stream = client.egress_accept(tokio_stream::iter([accept()]).chain(tokio_stream::pending())).await.unwrap().into_inner();
+        let guest = std::thread::spawn(move || TcpStream::connect(to).map(|_| ()));
+        let Some(Kind::Accepted(accepted)) = stream.message().await.unwrap().unwrap().kind else { panic!("no accepted") };
+        tokio::task::spawn_blocking(move || guest.join().unwrap()).await.unwrap().unwrap();
+        accepted.local
+    }
+
+    let (agent, etc) = agent_with_etc();
+    let (port, routed) = (free_tcp_port(), free_tcp_port());
+    let route = |address: String, names: &[&str]| EgressRoute { address, names: names.iter().map(|n| (*n).to_owned()).collect() };
+    let with_routes = |routes: Vec<EgressRoute>| EgressListenRequest { routes, ..listen_request(port) };
+    block_on(async {
+        let mut client = connect(&socket(&agent)).await;
+        let request = with_routes(vec![
+            route(format!("127.77.0.9:{routed}"), &["db.example.com"]),
+            route("10.0.0.1:22".into(), &[]),
+            route(format!("127.77.0.10:{routed}"), &["localhost"]),
+        ]);
+        let mut first = client.egress_listen(request).await.unwrap().into_inner();
+        let Some(ListenKind::Listening(listening)) = first.message().await.unwrap().unwrap().kind else { panic!("no listening") };
+        // What the agent will not do is said, the rest is done.
+        assert_eq!(listening.problems.len(), 2, "{listening:?}");
+        assert!(listening.problems.iter().any(|p| p.contains("only loopback")), "{listening:?}");
+        assert!(listening.problems.iter().any(|p| p.contains("\"localhost\" is not a host name")), "{listening:?}");
+        let hosts = std::fs::read_to_string(etc.path().join("hosts")).unwrap();
+        assert!(hosts.contains("127.77.0.9\tdb.example.com\n"), "{hosts}");
+
+        // A connection on the route says where it came in.
+        assert_eq!(accepted(&mut client, ("127.77.0.9", routed)).await, format!("127.77.0.9:{routed}"));
+        assert_eq!(accepted(&mut client, ("127.0.0.1", port)).await, format!("127.0.0.1:{port}"));
+
+        // A new listen without the route: its listener and its name go, the proxy's stays.
+        let mut second = client.egress_listen(with_routes(Vec::new())).await.unwrap().into_inner();
+        assert!(second.message().await.unwrap().is_some());
+        assert_eq!(first.message().await.unwrap_err().code(), tonic::Code::Aborted);
+        assert!(TcpStream::connect(("127.77.0.9", routed)).is_err(), "the route's listener outlived its route");
+        assert!(!std::fs::read_to_string(etc.path().join("hosts")).unwrap().contains("db.example.com"));
+        assert_eq!(accepted(&mut client, ("127.0.0.1", port)).await, format!("127.0.0.1:{port}"));
+        drop(second);
+    });
+    wait_refused(port);
 }

@@ -429,6 +429,13 @@ fn a_vm_that_is_not_running_is_started_as_hutch_up_would_and_every_call_is_audit
         (text(&denial["host"]), denial["port"].as_u64(), text(&denial["reason"])),
         ("example.com", Some(443), "not on the allow list")
     );
+    // A rule added while the VM runs (`hutch allow`) is part of the policy it reports.
+    assert!(!network["allow"].as_array().unwrap().iter().any(|r| r["pattern"] == "example.com"));
+    let allowed = fake.hutch().args(["allow", "--name", "web", "example.com"]).current_dir(&ws).output().unwrap();
+    assert_eq!(code(&allowed), 0, "{}", stderr(&allowed));
+    let network = mcp.call("network", json!({})).ok().clone();
+    let live = network["allow"].as_array().unwrap().iter().find(|r| r["pattern"] == "example.com").expect("the live rule").clone();
+    assert_eq!(text(&live["source"]), "hutch allow");
     assert!(mcp.close().success());
 
     // One line per call in the project's audit log, whatever became of it.
@@ -437,7 +444,7 @@ fn a_vm_that_is_not_running_is_started_as_hutch_up_would_and_every_call_is_audit
     let log = std::fs::read_to_string(file.expect("the project's audit file")).unwrap();
     let tools: Vec<Value> = log.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).filter(|l| l["event"] == "tool").collect();
     let names: Vec<&str> = tools.iter().map(|t| text(&t["tool"])).collect();
-    assert_eq!(names, ["exec", "write_file", "read_file", "read_file", "exec", "exec", "exec", "network"], "{log}");
+    assert_eq!(names, ["exec", "write_file", "read_file", "read_file", "exec", "exec", "exec", "network", "network"], "{log}");
     assert_eq!((tools[0]["argv"].clone(), tools[0]["exit_code"].as_i64()), (json!(["sh", "-c", "pwd; echo hi"]), Some(0)));
     assert!(text(&tools[0]["client"]).starts_with("mcp "), "{}", tools[0]);
     assert_eq!(text(&tools[1]["path"]), "made-by-mcp.txt");

@@ -12,50 +12,14 @@
 //! the rules allow them by name, as a user allows a private address.
 
 use std::path::Path;
-use std::process::Output;
 
 use hutch_tests::fakes::FakeVmm;
+use hutch_tests::netvm::{SECRET, audit_lines, guest, ok, vm_with_network};
 use hutch_tests::web::WebServer;
 use hutch_tests::{code, free_tcp_port, stderr, stdout};
 
-const SECRET: &str = "sk-hutch-test-real-value-0123456789";
-
-fn ok(out: &Output) -> String {
-    assert_eq!(code(out), 0, "hutch failed:\n{}{}", stdout(out), stderr(out));
-    stdout(out)
-}
-
-/// A Lima VM whose network is on, with `config` as its hutch.toml and the
-/// host trusting `extra_ca` besides the system store.
-fn vm_with_network(config: &str, extra_ca: Option<&str>) -> FakeVmm {
-    let mut fake = FakeVmm::lima();
-    std::fs::write(fake.workspace().join("hutch.toml"), config).unwrap();
-    let mut bundle = std::fs::read_to_string("/etc/ssl/certs/ca-certificates.crt").unwrap_or_default();
-    bundle.push_str(extra_ca.unwrap_or_default());
-    let bundle_path = fake.root.path().join("host-bundle.pem");
-    std::fs::write(&bundle_path, bundle).unwrap();
-    fake.env.extend([
-        ("HUTCH_NETWORK".to_owned(), "allow".to_owned()),
-        ("HOST_TEST_KEY".to_owned(), SECRET.to_owned()),
-        ("SSL_CERT_FILE".to_owned(), bundle_path.display().to_string()),
-        ("HUTCH_MUX".to_owned(), "0".to_owned()),
-    ]);
-    fake
-}
-
 fn up(fake: &FakeVmm) {
-    let ws = fake.workspace();
-    ok(&fake.run(&["up", "--name", "net", "--image", "base", "--workspace", ws.to_str().unwrap()]));
-}
-
-/// Runs `sh -c script` in the "guest".
-fn guest(fake: &FakeVmm, script: &str) -> Output {
-    fake.run(&["exec", "--name", "net", "--", "sh", "-c", script])
-}
-
-fn audit_lines(fake: &FakeVmm) -> Vec<serde_json::Value> {
-    let text = hutch_tests::audit_log(&fake.state());
-    text.lines().map(|l| serde_json::from_str(l).expect("a JSON audit line")).collect()
+    hutch_tests::netvm::up(fake, &[]);
 }
 
 fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {

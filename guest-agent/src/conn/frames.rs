@@ -28,6 +28,9 @@ const PRIORITY: u8 = 0x20;
 /// size of the frames a rewritten block is cut into.
 const SAFE_FRAME: usize = 16 * 1024;
 
+/// A payload at least this long marks a bulk stream (see [`Frames::next_read`]).
+const LARGE_PAYLOAD: usize = 16 * 1024;
+
 /// Why the connection is ended.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
@@ -78,6 +81,8 @@ pub struct Frames {
     block: Option<Block>,
     rewriter: Rewriter,
     handshake_done: bool,
+    /// The last frame passed through had a large payload: more are likely.
+    after_large: bool,
 }
 
 impl Default for Frames {
@@ -90,6 +95,7 @@ impl Default for Frames {
             block: None,
             rewriter: Rewriter::default(),
             handshake_done: false,
+            after_large: false,
         }
     }
 }
@@ -121,6 +127,17 @@ impl Frames {
         match self.scan {
             Scan::Payload(left) if self.held.is_empty() && self.taken == self.out.len() => left,
             _ => 0,
+        }
+    }
+
+    /// How many client bytes to read next through [`Frames::feed`], out of
+    /// `chunk`: after a large payload, only the next frame's header, so that
+    /// the next large payload goes straight to h2 whole (a bulk stream is
+    /// DATA frame after DATA frame), and no part of it through two copies.
+    pub fn next_read(&self, chunk: usize) -> usize {
+        match self.scan {
+            Scan::Header if self.after_large && self.held.len() < FRAME_HEADER => FRAME_HEADER - self.held.len(),
+            _ => chunk,
         }
     }
 
@@ -189,6 +206,7 @@ impl Frames {
                         }
                         let payload = rest[FRAME_HEADER..FRAME_HEADER + len].to_vec();
                         *at += FRAME_HEADER + len;
+                        self.after_large = false;
                         self.header_frame(kind, flags, stream, &payload)?;
                     } else {
                         if self.block.is_some() {
@@ -199,6 +217,7 @@ impl Frames {
                         self.out.extend_from_slice(&rest[..FRAME_HEADER]);
                         *at += FRAME_HEADER;
                         self.scan = if len == 0 { Scan::Header } else { Scan::Payload(len) };
+                        self.after_large = len >= LARGE_PAYLOAD;
                     }
                 }
             }
@@ -333,6 +352,24 @@ mod tests {
         assert!(!frames.handshake_done());
         frames.feed(&frame(0x4, 0, 0, &[])).unwrap();
         assert!(frames.handshake_done());
+    }
+
+    #[test]
+    fn after_a_large_payload_only_the_next_header_is_read_through_the_scanner() {
+        let mut frames = Frames::default();
+        frames.feed(&[&PREFACE[..], &frame(0x4, 0, 0, &[])].concat()).unwrap();
+        assert_eq!(frames.next_read(65_536), 65_536, "small frames: read as much as comes");
+        frames.feed(&frame(0x0, 0, 1, &[])[..FRAME_HEADER - 2]).unwrap();
+        frames.feed(&[0, 0]).unwrap();
+        frames.feed(&[(LARGE_PAYLOAD >> 16) as u8, (LARGE_PAYLOAD >> 8) as u8, LARGE_PAYLOAD as u8, 0, 0, 0, 0, 0, 1]).unwrap();
+        frames.consume(frames.output().len());
+        assert_eq!(frames.direct(), LARGE_PAYLOAD);
+        frames.passed_direct(LARGE_PAYLOAD);
+        assert_eq!(frames.next_read(65_536), FRAME_HEADER, "after a large DATA frame: its successor's header only");
+        frames.feed(&[0, 0, 4]).unwrap();
+        assert_eq!(frames.next_read(65_536), FRAME_HEADER - 3);
+        frames.feed(&[0x8, 0, 0, 0, 0, 1, 0, 0, 0, 9][..6]).unwrap();
+        assert_eq!(frames.next_read(65_536), 65_536, "a small frame ends the streak");
     }
 
     #[test]

@@ -66,18 +66,20 @@ impl<S: AsyncRead + Unpin> AsyncRead for Inbound<S> {
                 this.frames.consume(n);
                 return Poll::Ready(Ok(()));
             }
-            // The body of a large DATA frame goes straight into h2's buffer
-            // when it cannot run past the frame's end.
-            if this.frames.direct() >= buf.remaining() && buf.remaining() > 0 {
-                let before = buf.filled().len();
-                ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
-                this.frames.passed_direct(buf.filled().len() - before);
+            // The rest of a pass-through payload (a DATA frame's body) is
+            // read straight into h2's buffer, never past the frame's end:
+            // the scanner sees no byte of it, and needs none.
+            let direct = this.frames.direct().min(buf.remaining());
+            if direct > 0 {
+                let n = ready!(read_at_most(Pin::new(&mut this.io), cx, buf, direct))?;
+                this.frames.passed_direct(n);
                 return Poll::Ready(Ok(()));
             }
             if this.scratch.is_empty() {
                 this.scratch = vec![0; READ_CHUNK];
             }
-            let mut scratch = ReadBuf::new(&mut this.scratch);
+            let want = this.frames.next_read(READ_CHUNK);
+            let mut scratch = ReadBuf::new(&mut this.scratch[..want]);
             ready!(Pin::new(&mut this.io).poll_read(cx, &mut scratch))?;
             let n = scratch.filled().len();
             if n == 0 {
@@ -89,6 +91,31 @@ impl<S: AsyncRead + Unpin> AsyncRead for Inbound<S> {
             }
         }
     }
+}
+
+/// Reads at most `limit` bytes into `buf`'s unfilled part, without zeroing
+/// it first (h2 hands over spare capacity it has not initialized, and
+/// zeroing 1 MiB per DATA frame before each read is what this avoids);
+/// how many bytes were read.
+fn read_at_most<S: AsyncRead>(io: Pin<&mut S>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>, limit: usize) -> Poll<io::Result<usize>> {
+    let mut part = buf.take(limit);
+    let start = part.filled().as_ptr();
+    ready!(io.poll_read(cx, &mut part))?;
+    let n = part.filled().len();
+    // A reader may not swap in a buffer of its own; if it did, its bytes
+    // are not in `buf` and must not be counted as such.
+    if part.filled().as_ptr() != start {
+        return Poll::Ready(Err(io::Error::other("the connection's reader replaced the buffer it was given")));
+    }
+    // SAFETY: `part` views `buf`'s unfilled memory from its first byte
+    // (`ReadBuf::take`), and the pointer check above shows the read filled
+    // that memory, not another buffer. `part.filled()` is the prefix the
+    // read initialized and wrote, `n <= limit <= buf.remaining()` bytes, so
+    // the first `n` unfilled bytes of `buf` are initialized. What the bytes
+    // are (hostile or not) does not matter here: only how many there are.
+    unsafe { buf.assume_init(n) };
+    buf.advance(n);
+    Poll::Ready(Ok(n))
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for Inbound<S> {

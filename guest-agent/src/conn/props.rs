@@ -126,3 +126,152 @@ proptest! {
         prop_assert_eq!(decoded, expected);
     }
 }
+
+/// The connection as h2 reads it: client bytes arriving in `pieces` (sizes,
+/// cycled), read into fresh uninitialized buffers of `reads` bytes (cycled),
+/// as h2's codec offers its spare capacity; everything h2 got, or how it ended.
+fn through_inbound(bytes: &[u8], pieces: &[usize], reads: &[usize]) -> Result<Vec<u8>, std::io::ErrorKind> {
+    use std::mem::MaybeUninit;
+    use std::pin::Pin;
+    use std::task::{Context, Poll, Waker};
+    use tokio::io::{AsyncRead, ReadBuf};
+
+    struct Pieces<'a> {
+        data: &'a [u8],
+        sizes: &'a [usize],
+        turn: usize,
+    }
+    impl AsyncRead for Pieces<'_> {
+        fn poll_read(mut self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+            let size = self.sizes[self.turn % self.sizes.len()].max(1);
+            self.turn += 1;
+            let n = size.min(self.data.len()).min(buf.remaining());
+            let (now, later) = self.data.split_at(n);
+            buf.put_slice(now);
+            self.data = later;
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("runtime");
+    let _entered = runtime.enter();
+    let slot = std::sync::Arc::new(tokio::sync::Semaphore::new(1)).try_acquire_owned().expect("slot");
+    let mut inbound = super::inbound::Inbound::new(Pieces { data: bytes, sizes: pieces, turn: 0 }, slot);
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut out = Vec::new();
+    for turn in 0.. {
+        let mut memory = vec![MaybeUninit::<u8>::uninit(); reads[turn % reads.len()].max(1)];
+        let mut buf = ReadBuf::uninit(&mut memory);
+        match Pin::new(&mut inbound).poll_read(&mut cx, &mut buf) {
+            Poll::Ready(Ok(())) if buf.filled().is_empty() => return Ok(out),
+            Poll::Ready(Ok(())) => out.extend_from_slice(buf.filled()),
+            Poll::Ready(Err(e)) => return Err(e.kind()),
+            Poll::Pending => return Err(std::io::ErrorKind::WouldBlock),
+        }
+    }
+    unreachable!("the loop only ends by returning")
+}
+
+/// A frame that is not part of a header block, up to `max` bytes of payload
+/// (DATA frames as large as the ones hutch sends).
+fn large_frame(max: usize) -> impl Strategy<Value = Vec<u8>> {
+    (prop::sample::select(vec![0u8, 0, 0, 3, 4, 6, 8]), any::<u8>(), any::<u32>(), 0..max, any::<u8>())
+        .prop_map(|(kind, flags, stream, len, fill)| frame(kind, flags, stream, &vec![fill; len]))
+}
+
+/// Cases per property below: `PROPTEST_CASES` runs more (the long run the
+/// zero-copy read was checked with: see the README's Benchmarks).
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(64)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(), failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Payloads read straight into h2's (uninitialized) buffer arrive byte for
+    /// byte, never past their frame, however the bytes arrive and however
+    /// large h2's buffers are.
+    #[test]
+    fn direct_reads_keep_every_byte_in_place(
+        frames in vec(large_frame(300_000), 0..8),
+        pieces in vec(1..80_000usize, 1..5),
+        reads in vec(1..1_200_000usize, 1..5),
+    ) {
+        let input = [PREFACE.to_vec(), frames.concat()].concat();
+        prop_assert_eq!(through_inbound(&input, &pieces, &reads).expect("valid frames"), input);
+    }
+
+    /// Arbitrary client bytes end as the scanner alone says: the same bytes
+    /// for h2, or an error, never a panic.
+    #[test]
+    fn hostile_bytes_end_as_the_scanner_says(
+        bytes in vec(any::<u8>(), 0..3000),
+        lengths in vec(0..200_000usize, 0..4),
+        pieces in vec(1..5000usize, 1..5),
+        reads in vec(1..70_000usize, 1..5),
+    ) {
+        // Hostile frames whose headers claim long payloads, then garbage.
+        let mut input = PREFACE.to_vec();
+        for len in lengths {
+            input.extend_from_slice(&[(len >> 16) as u8, (len >> 8) as u8, len as u8, 0, 0, 0, 0, 0, 1]);
+            input.extend(std::iter::repeat_n(0x5a, len.min(1000)));
+        }
+        input.extend_from_slice(&bytes);
+        let reference = run(&input, &[]);
+        match (reference, through_inbound(&input, &pieces, &reads)) {
+            (Ok(expected), Ok(got)) => prop_assert_eq!(got, expected),
+            (Err(_), Err(kind)) => prop_assert_eq!(kind, std::io::ErrorKind::InvalidData),
+            (expected, got) => prop_assert!(false, "scanner {:?}, connection {:?}", expected.map(|v| v.len()), got.map(|v| v.len())),
+        }
+    }
+}
+
+/// A reader that hands back a buffer of its own instead of filling the one
+/// it was given is refused, not believed.
+#[test]
+fn a_reader_that_swaps_its_buffer_is_refused() {
+    use std::pin::Pin;
+    use std::task::{Context, Poll, Waker};
+    use tokio::io::{AsyncRead, ReadBuf};
+
+    struct Swapper {
+        sent_preface: bool,
+    }
+    static OWN: std::sync::Mutex<[u8; 64]> = std::sync::Mutex::new([7; 64]);
+    impl AsyncRead for Swapper {
+        fn poll_read(mut self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+            if !self.sent_preface {
+                self.sent_preface = true;
+                buf.put_slice(&[&PREFACE[..], &frame(0, 0, 1, &[0; 64])[..9]].concat());
+                return Poll::Ready(Ok(()));
+            }
+            let own: &'static mut [u8; 64] = Box::leak(Box::new(*OWN.lock().unwrap()));
+            let mut swapped = ReadBuf::new(own);
+            swapped.advance(64);
+            *buf = swapped;
+            Poll::Ready(Ok(()))
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("runtime");
+    let _entered = runtime.enter();
+    let slot = std::sync::Arc::new(tokio::sync::Semaphore::new(1)).try_acquire_owned().expect("slot");
+    let mut inbound = super::inbound::Inbound::new(Swapper { sent_preface: false }, slot);
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut memory = vec![std::mem::MaybeUninit::<u8>::uninit(); 4096];
+    let mut seen = 0;
+    loop {
+        let mut buf = ReadBuf::uninit(&mut memory);
+        match Pin::new(&mut inbound).poll_read(&mut cx, &mut buf) {
+            Poll::Ready(Ok(())) => {
+                assert!(!buf.filled().is_empty(), "ended without refusing the reader");
+                seen += buf.filled().len();
+                assert!(seen <= PREFACE.len() + 9, "a swapped buffer's bytes were taken as read");
+            }
+            Poll::Ready(Err(e)) => {
+                assert!(e.to_string().contains("replaced the buffer"), "{e}");
+                break;
+            }
+            Poll::Pending => panic!("pending"),
+        }
+    }
+}

@@ -190,6 +190,17 @@ fn configure(etc: &Path, env: &BTreeMap<String, String>, bundle: Option<&Path>) 
     done
 }
 
+/// Puts `lines` (the routes' names) into hutch's block of `/etc/hosts`, or
+/// removes the block when there are none; `Ok(None)` when there was nothing
+/// to do.
+pub fn hosts(etc: &Path, lines: &[String]) -> io::Result<Option<PathBuf>> {
+    let path = etc.join("hosts");
+    if lines.is_empty() && !std::fs::read_to_string(&path).is_ok_and(|text| text.contains(BEGIN)) {
+        return Ok(None);
+    }
+    replace_block(&path, "#", lines).map(|()| Some(path))
+}
+
 /// Replaces hutch's block in `path` (created if missing) by `lines`; an empty
 /// `lines` removes the block. Text outside the block is kept as it was.
 fn replace_block(path: &Path, comment: &str, lines: &[String]) -> io::Result<()> {

@@ -2,11 +2,16 @@
 //! when that call ends, so guest programs get "connection refused" (not a
 //! hang) whenever no host process is there to take their connections.
 //!
-//! `EgressAccept` streams wait on the listener concurrently; each takes one
-//! connection and relays it exactly as a `Forward` stream does. A new
-//! `EgressListen` (the host's network process restarted before the old call
-//! was noticed gone) takes over: on the same port it keeps the socket, so no
-//! connection in the backlog is lost; the old call and the accepts waiting
+//! Besides the proxy's listener, the call may ask for routes: more loopback
+//! listeners (the host's `tcp://` rules), each on its own address of
+//! 127.0.0.0/8 with the host names that resolve to it in `/etc/hosts`.
+//!
+//! `EgressAccept` streams wait on every listener at once; each takes one
+//! connection, says which listener it came in on, and relays it exactly as a
+//! `Forward` stream does. A new `EgressListen` (the host's network process
+//! restarted before the old call was noticed gone, or its routes changed)
+//! takes over: a listener on an address it asks for again is kept, so no
+//! connection in its backlog is lost; the old call and the accepts waiting
 //! for it end with ABORTED.
 
 use std::collections::BTreeMap;
@@ -27,7 +32,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::Stream;
 use tonic::{Status, Streaming};
 
-use super::guest_config;
+use super::{guest_config, route};
 use crate::forward::{self, Responses, response};
 
 /// The sending side of an EgressListen response stream.
@@ -53,14 +58,16 @@ pub struct Egress {
     next_id: Arc<AtomicU64>,
 }
 
-/// The listener of the current EgressListen call.
+/// The listeners of the current EgressListen call: the proxy's first.
 struct Active {
     id: u64,
-    port: u16,
-    listener: Arc<TcpListener>,
-    /// Set to true when this call's listener is handed over or closed.
+    listeners: Vec<(SocketAddr, Arc<TcpListener>)>,
+    /// Set to true when this call's listeners are handed over or closed.
     stop: watch::Sender<bool>,
 }
+
+/// Most routes one call may ask for: each is a listening socket.
+const MAX_ROUTES: usize = 256;
 
 impl Egress {
     /// No listener yet.
@@ -80,35 +87,71 @@ impl Egress {
             let _ = responses.send(Err(Status::invalid_argument(format!("port {} is not in 1..=65535", request.port)))).await;
             return;
         };
+        if request.routes.len() > MAX_ROUTES {
+            let _ = responses.send(Err(Status::invalid_argument(format!("more than {MAX_ROUTES} routes")))).await;
+            return;
+        }
+        let mut problems = Vec::new();
+        let mut routes = Vec::new();
+        for route in &request.routes {
+            match route::check(route) {
+                Ok(checked) => routes.push(checked),
+                Err(why) => problems.push(why),
+            }
+        }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (stop_tx, mut stop_rx) = watch::channel(false);
-        let reused = {
+        let proxy = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let mut kept: Vec<(SocketAddr, Arc<TcpListener>)> = {
             let mut active = self.lock();
             let old = active.take();
             if let Some(old) = &old {
                 let _ = old.stop.send(true);
             }
-            old.filter(|old| old.port == port).map(|old| old.listener)
+            old.map(|old| old.listeners).unwrap_or_default()
         };
-        let listener = match reused {
+        let mut take = |addr: SocketAddr| kept.iter().position(|(a, _)| *a == addr).map(|i| kept.swap_remove(i).1);
+        let listener = match take(proxy) {
             Some(listener) => listener,
-            None => match TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).await {
+            None => match TcpListener::bind(proxy).await {
                 Ok(listener) => Arc::new(listener),
                 Err(e) => {
-                    let _ = responses
-                        .send(Err(Status::failed_precondition(format!("cannot listen on 127.0.0.1:{port} in the guest: {e}"))))
-                        .await;
+                    let _ = responses.send(Err(Status::failed_precondition(format!("cannot listen on {proxy} in the guest: {e}")))).await;
                     return;
                 }
             },
         };
-        *self.lock() = Some(Active { id, port, listener: listener.clone(), stop: stop_tx });
+        let mut listeners = vec![(proxy, listener.clone())];
+        for route in &routes {
+            if listeners.iter().any(|(a, _)| *a == route.address) {
+                continue;
+            }
+            match take(route.address) {
+                Some(listener) => listeners.push((route.address, listener)),
+                None => match TcpListener::bind(route.address).await {
+                    Ok(listener) => listeners.push((route.address, Arc::new(listener))),
+                    Err(e) => problems.push(format!("route {}: cannot listen there: {e}", route.address)),
+                },
+            }
+        }
+        drop(kept);
+        *self.lock() = Some(Active { id, listeners, stop: stop_tx });
 
         let env: BTreeMap<String, String> = request.env.into_iter().collect();
         let config = self.config.clone();
         let ca = request.ca_certificates;
-        let applied = tokio::task::spawn_blocking(move || guest_config::apply(&config.etc, config.home.as_deref(), &env, &ca)).await;
-        let applied = match applied {
+        let hosts = route::hosts_lines(&routes);
+        let applied = tokio::task::spawn_blocking(move || {
+            let mut applied = guest_config::apply(&config.etc, config.home.as_deref(), &env, &ca);
+            match guest_config::hosts(&config.etc, &hosts) {
+                Ok(Some(path)) => applied.configured.push(path.display().to_string()),
+                Ok(None) => {}
+                Err(e) => applied.problems.push(format!("{}: {e}", config.etc.join("hosts").display())),
+            }
+            applied
+        })
+        .await;
+        let mut applied = match applied {
             Ok(applied) => applied,
             Err(e) => {
                 self.close(id);
@@ -116,6 +159,7 @@ impl Egress {
                 return;
             }
         };
+        applied.problems.extend(problems);
         super::env::set(applied.env);
         let listening = EgressListening {
             address: listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
@@ -123,7 +167,7 @@ impl Egress {
             configured: applied.configured,
             problems: applied.problems,
         };
-        tracing::info!("egress listener on {} for the host", listening.address);
+        tracing::info!("egress listener on {} for the host ({} routes)", listening.address, routes.len());
         let answer = EgressListenResponse { kind: Some(ListenKind::Listening(listening)) };
         if responses.send(Ok(answer)).await.is_ok() {
             tokio::select! {
@@ -143,7 +187,8 @@ impl Egress {
             && let Some(old) = active.take()
         {
             let _ = old.stop.send(true);
-            tracing::info!("egress listener on port {} closed: the host's call ended", old.port);
+            let closed: Vec<String> = old.listeners.iter().map(|(a, _)| a.to_string()).collect();
+            tracing::info!("egress listeners on {} closed: the host's call ended", closed.join(", "));
         }
     }
 
@@ -155,13 +200,14 @@ impl Egress {
             Ok(Some(_)) => return failed(&responses, ForwardError::ForwardInvalidRequest, "the first message must be `accept`").await,
             Ok(None) | Err(_) => return,
         }
-        let current = self.lock().as_ref().map(|a| (a.listener.clone(), a.stop.subscribe()));
-        let Some((listener, mut stop)) = current else {
+        let current = self.lock().as_ref().map(|a| (a.listeners.clone(), a.stop.subscribe()));
+        let Some((listeners, mut stop)) = current else {
             return failed(&responses, ForwardError::ForwardNotListening, "no egress listener: no EgressListen call is active").await;
         };
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
+        let accepts = listeners.iter().map(|(addr, listener)| Box::pin(async move { (*addr, listener.accept().await) }));
+        let (stream, peer, local) = tokio::select! {
+            ((local, accepted), _, _) = futures_util::future::select_all(accepts) => match accepted {
+                Ok((stream, peer)) => (stream, peer, local),
                 Err(e) => {
                     let _ = responses.send(Err(Status::unavailable(format!("accepting a guest connection failed: {e}")))).await;
                     return;
@@ -173,10 +219,11 @@ impl Egress {
             }
             () = responses.closed() => return,
         };
-        drop(listener);
+        drop(listeners);
         let _ = stream.set_nodelay(true);
         let peer = peer.to_string();
-        if responses.send(Ok(response(Kind::Accepted(EgressAccepted { peer: peer.clone() })))).await.is_err() {
+        let accepted = EgressAccepted { peer: peer.clone(), local: local.to_string() };
+        if responses.send(Ok(response(Kind::Accepted(accepted)))).await.is_err() {
             return;
         }
         forward::relay(stream, inbound, &responses, &peer).await;

@@ -7,6 +7,8 @@
 //!
 //! - [`listener`] binds the listener for as long as the host's `EgressListen`
 //!   call lasts and hands each connection to an `EgressAccept` stream;
+//! - [`route`] checks the extra listeners the host asks for (its `tcp://`
+//!   rules) and the `/etc/hosts` names that lead guest programs to them;
 //! - [`env`] holds the variables every process the agent starts gets (the
 //!   proxy, secrets' placeholders, the trust bundle);
 //! - [`guest_config`] writes the trust bundle and the guest-wide
@@ -16,5 +18,6 @@
 pub mod env;
 pub mod guest_config;
 pub mod listener;
+pub mod route;
 
 pub use listener::Egress;

@@ -63,6 +63,38 @@ pub fn line(event: &Event, own: &str) -> String {
             format!("mcp    {:<13} {end:<7} {what}{cwd} {} ms{client}", text::shown(&t.tool), t.duration_ms)
         }
         What::Git(report) => format!("git    {}", text::shown(&report.lines(std::path::Path::new("")).join("; "))),
+        What::Policy(p) => {
+            let what = if p.pattern.is_empty() {
+                text::shown(&p.action)
+            } else {
+                format!("{} {}", text::shown(&p.action), text::shown(&p.pattern))
+            };
+            let mut line = format!("policy {what}  by {}", text::shown(&p.by));
+            if let Some(saved) = &p.saved {
+                line.push_str(&format!("; saved to {}", text::shown(saved)));
+            }
+            if !p.undone.is_empty() {
+                line.push_str(&format!("; undid {}", text::shown(&p.undone.join(", "))));
+            }
+            if p.answered > 0 {
+                line.push_str(&format!("; answered {} waiting", p.answered));
+            }
+            if p.cut > 0 {
+                line.push_str(&format!("; cut {} open", p.cut));
+            }
+            line
+        }
+        What::Ask(a) => {
+            // A suggestion from a guest's host name: shown escaped like the name itself.
+            let pattern = text::shown(&crate::net::policy::Policy::suggestion(&a.host, a.port));
+            format!(
+                "ask    {} {}:{}  waiting up to {} s for an answer: `hutch allow {pattern}`, `hutch allow --once {pattern}` or `hutch deny {pattern}`",
+                text::shown(&a.method),
+                text::shown(&a.host),
+                a.port,
+                a.timeout_ms / 1000
+            )
+        }
     };
     format!("{time}  {vm}{body}")
 }
@@ -115,5 +147,34 @@ mod tests {
         let shown = line(&tool, "web");
         assert!(shown.contains("mcp    exec          exit 2  make"), "{shown}");
         assert_eq!(shown.lines().count(), 1, "{shown}");
+        let ask = Event {
+            what: What::Ask(crate::audit::Asked {
+                id: 1,
+                host: "evil.example\n2026-12-01 egress allow\u{1b}[2K".into(),
+                port: 443,
+                method: "CONNECT".into(),
+                timeout_ms: 60_000,
+            }),
+            ..tool.clone()
+        };
+        let shown = line(&ask, "web");
+        assert!(shown.contains("ask    CONNECT evil.example") && shown.contains("waiting up to 60 s"), "{shown}");
+        assert_eq!(shown.lines().count(), 1, "{shown}");
+        assert!(!shown.chars().any(text::is_unsafe), "{shown:?}");
+        let policy = Event {
+            what: What::Policy(crate::audit::PolicyChange {
+                action: "deny".into(),
+                pattern: "example.com".into(),
+                by: "hutch deny".into(),
+                undone: vec!["\"example.com\" (hutch allow)".into()],
+                cut: 2,
+                ..crate::audit::PolicyChange::default()
+            }),
+            ..tool
+        };
+        assert_eq!(
+            line(&policy, "web"),
+            "2026-12-01 16:04:50.114  policy deny example.com  by hutch deny; undid \"example.com\" (hutch allow); cut 2 open"
+        );
     }
 }

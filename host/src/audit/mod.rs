@@ -1,6 +1,8 @@
 //! The audit log: one JSON line per egress decision, per exec, per MCP
-//! tool call (`hutch mcp`) and per hand-back of the guest's commits
-//! (`crate::git`), read by `hutch audit`, kept per project so that the record of a removed VM (a
+//! tool call (`hutch mcp`), per hand-back of the guest's commits
+//! (`crate::git`), per change of a running VM's network policy and per
+//! question of `mode = "ask"`, read by `hutch audit`, kept per project so
+//! that the record of a removed VM (a
 //! `run --rm` above all) stays.
 //!
 //! Writers append through a [`Log`], made for a VM ([`Log::for_vm`]):
@@ -68,6 +70,10 @@ pub enum What {
     /// The guest's commits were taken into a host repository (or refused),
     /// or a repository the guest made was quarantined.
     Git(crate::git::report::RepoReport),
+    /// The running VM's policy changed (`hutch allow`/`deny`, an answer, `hutch up`).
+    Policy(PolicyChange),
+    /// A request waits for a person's answer (`mode = "ask"`).
+    Ask(Asked),
 }
 
 /// One egress decision: a CONNECT tunnel, a plain-HTTP request, or one
@@ -174,6 +180,52 @@ pub struct Tool {
     pub duration_ms: u64,
 }
 
+/// One change of a running VM's network policy. Written by the host's
+/// network process for a host user's command: its fields come from the
+/// host, but are cut and escaped as every field is.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PolicyChange {
+    /// `allow`, `deny`, `allow once` or `reload` (the configuration read again by `hutch up`).
+    pub action: String,
+    /// The pattern (empty for a reload).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub pattern: String,
+    /// Who changed it (`hutch allow`, `the prompt of hutch exec`, `hutch up`).
+    pub by: String,
+    /// Where the rule was also saved (`FILE:LINE`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub saved: Option<String>,
+    /// Rules of the other list it undid, as the log names rules.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub undone: Vec<String>,
+    /// Waiting requests it answered.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub answered: u64,
+    /// Open connections it cut.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cut: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// A question of `mode = "ask"`: its request's egress line follows once it
+/// is answered or times out. The host and method are the guest's.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Asked {
+    /// The question's number.
+    pub id: u64,
+    /// The host asked for.
+    pub host: String,
+    /// The port.
+    pub port: u16,
+    /// `CONNECT` or the request's method.
+    pub method: String,
+    /// How long it waits, in milliseconds.
+    pub timeout_ms: u64,
+}
+
 impl What {
     /// Every text field cut at [`limits::AUDIT_FIELD_BYTES`] (the guest
     /// chooses host names, paths and messages).
@@ -219,6 +271,17 @@ impl What {
                     }
                 }
                 report.notes.iter_mut().for_each(cut);
+            }
+            What::Policy(p) => {
+                for field in [&mut p.action, &mut p.pattern, &mut p.by].into_iter().chain(p.saved.as_mut()) {
+                    cut(field);
+                }
+                p.undone.iter_mut().for_each(cut);
+            }
+            What::Ask(a) => {
+                for field in [&mut a.host, &mut a.method] {
+                    cut(field);
+                }
             }
         }
         self

@@ -95,6 +95,7 @@ impl ExecFlags {
             timeout: self.timeout,
             capture: self.json,
             no_stdin: self.no_stdin,
+            ask: None,
         }
     }
 }

@@ -113,6 +113,12 @@ pub enum Command {
     #[command(hide = true)]
     Log(AuditArgs),
 
+    /// Allow hosts in a running VM's network at once, no restart (`--save`: also in hutch.toml).
+    Allow(AllowArgs),
+
+    /// Deny hosts in a running VM's network at once, cutting its open connections to them.
+    Deny(RuleArgs),
+
     /// Serve MCP on stdin/stdout: a VM as the sandboxed tool of an MCP client (Claude Code, Codex…).
     Mcp(McpArgs),
 
@@ -156,6 +162,33 @@ pub struct AuditArgs {
     /// Print the raw JSON lines.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `hutch deny`, and what `hutch allow` shares with it.
+#[derive(Args, Debug)]
+pub struct RuleArgs {
+    /// The VM (default: the one for the current directory's workspace).
+    #[arg(short = 'n', long, value_name = "NAME")]
+    pub name: Option<VmName>,
+
+    /// Also write the rule into the project's hutch.toml (comments and layout kept), so it outlives the VM.
+    #[arg(long)]
+    pub save: bool,
+
+    /// Host patterns: example.com, *.example.com, localhost:8080, 10.0.0.0/8, tcp://github.com:22.
+    #[arg(required = true, value_name = "HOST")]
+    pub hosts: Vec<crate::net::pattern::HostPattern>,
+}
+
+/// `hutch allow`.
+#[derive(Args, Debug)]
+pub struct AllowArgs {
+    #[command(flatten)]
+    pub rule: RuleArgs,
+
+    /// Only let through the requests waiting for an answer now (`mode = "ask"`); add no rule.
+    #[arg(long, conflicts_with = "save")]
+    pub once: bool,
 }
 
 /// `hutch mcp`.

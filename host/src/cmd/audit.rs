@@ -3,9 +3,14 @@
 //! (all its VMs, removed ones included), or of VM NAME (which may have
 //! been removed: `run --rm` leaves its lines). `hutch log` is its old
 //! name, kept hidden for one release (see [`deprecated_name`]).
+//!
+//! Following a running VM on a terminal, it also watches the VM's questions
+//! (`mode = "ask"`): while it runs, a request no rule decides waits for an
+//! answer (`hutch allow`/`deny` from any terminal), and its `ask` line
+//! shows it.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::io::{BufRead, BufReader, IsTerminal, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -46,6 +51,8 @@ struct Scope {
     legacy: Option<PathBuf>,
     /// `--follow` ends when this folder is gone (the VM was removed).
     ends_with: Option<PathBuf>,
+    /// The network folder of the VM whose questions `--follow` watches (a VM that exists).
+    net: Option<PathBuf>,
 }
 
 /// Runs `hutch audit`; returns the exit code.
@@ -69,9 +76,13 @@ pub async fn run(args: AuditArgs) -> Result<u8, Error> {
     if !args.follow {
         return Ok(0);
     }
+    let mut watching = scope.net.clone().filter(|_| std::io::stdout().is_terminal()).map(Watching::new);
     loop {
         if scope.ends_with.as_ref().is_some_and(|dir| !dir.exists()) {
             return Ok(0);
+        }
+        if let Some(watching) = watching.as_mut() {
+            watching.keep();
         }
         tokio::time::sleep(FOLLOW_EVERY).await;
         tail.read_new(&mut out)?;
@@ -90,10 +101,11 @@ fn scope(state: &StateDir, name: Option<&VmName>) -> Result<Scope, Error> {
             vm: name.map(ToString::to_string),
             own: vm.to_string(),
             legacy,
+            net: Some(crate::net::net_dir(&dir)),
             ends_with: name.is_some().then_some(dir),
         });
     }
-    let removed = |vm: Option<String>, own: String, file: PathBuf| Scope { file, vm, own, legacy: None, ends_with: None };
+    let removed = |vm: Option<String>, own: String, file: PathBuf| Scope { file, vm, own, legacy: None, ends_with: None, net: None };
     match name {
         // A VM that is gone: its project's file has its name, or some file has its lines.
         Some(name) => {
@@ -112,6 +124,40 @@ fn scope(state: &StateDir, name: Option<&VmName>) -> Result<Scope, Error> {
             let key = key.ok_or_else(|| StateError::NoSuchVm(default_name(&cwd).to_string()))?;
             Ok(removed(None, key.to_string(), store::file_for(state, key.as_str())))
         }
+    }
+}
+
+/// A watcher of the VM's questions, connected again whenever its network
+/// process is (re)started: while one watches, `mode = "ask"` holds requests
+/// for an answer instead of refusing them.
+struct Watching {
+    net: PathBuf,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Watching {
+    fn new(net: PathBuf) -> Watching {
+        let mut watching = Watching { net, task: None };
+        watching.keep();
+        watching
+    }
+
+    /// Connects when not connected.
+    fn keep(&mut self) {
+        if self.task.as_ref().is_some_and(|t| !t.is_finished()) {
+            return;
+        }
+        let net = self.net.clone();
+        self.task = Some(tokio::spawn(async move {
+            // The questions themselves are in the audit log: only be there.
+            if let Ok((mut watcher, _)) = crate::net::control::Watcher::connect(&net).await {
+                let asks = crate::net::policy::PolicyFile::load(&net).is_ok_and(|p| p.mode == crate::config::network::Mode::Ask);
+                if asks {
+                    eprintln!("hutch: while this runs, requests to hosts no rule covers wait for `hutch allow`/`hutch deny` (mode ask)");
+                }
+                while let Ok(Some(_)) = watcher.next().await {}
+            }
+        }));
     }
 }
 

@@ -27,12 +27,17 @@ pub async fn run(args: ConfigArgs) -> Result<u8, Error> {
                 // Secrets by name: never a value, only where it comes from.
                 serde_json::Value::Object(secrets) if key == "secrets" => {
                     for (name, secret) in secrets {
-                        println!(
-                            "secrets.{name} = from_env {}, hosts {}    # {}",
-                            secret["from_env"],
-                            secret["hosts"],
-                            secret["source"].as_str().unwrap_or("")
-                        );
+                        let from = match (&secret["from_env"], &secret["from_file"]) {
+                            (serde_json::Value::String(var), _) => format!("from_env {var:?}"),
+                            (_, file) => format!("from_file {file}"),
+                        };
+                        let mut scope = format!("hosts {}", secret["hosts"]);
+                        for key in ["methods", "paths"] {
+                            if let Some(list) = secret.get(key) {
+                                scope.push_str(&format!(", {key} {list}"));
+                            }
+                        }
+                        println!("secrets.{name} = {from}, {scope}    # {}", secret["source"].as_str().unwrap_or(""));
                     }
                 }
                 _ => println!("{key} = {}    # {}", entry["value"], entry["source"].as_str().unwrap_or("")),

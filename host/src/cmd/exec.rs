@@ -18,6 +18,7 @@ pub async fn run(args: ExecArgs) -> Result<u8, Error> {
         let secrets = crate::net::exec::real_values(&config.network);
         crate::net::exec::scrub_env(&mut options.env, &secrets);
         crate::net::exec::keep_network(&target);
+        options.ask = crate::net::exec::ask_for(&target);
         let session = args.session.spec(&options, config.keep.value)?;
         // One connection for the re-sync of a --ro snapshot and the command.
         let mut client = target.connect().await?;

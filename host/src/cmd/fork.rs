@@ -161,6 +161,7 @@ async fn flush(state: &StateDir, record: &VmRecord) -> Result<(), Error> {
         timeout: Some(FLUSH_TIMEOUT),
         capture: true,
         no_stdin: true,
+        ask: None,
     };
     let mut client = connect::connect(state, record).await?;
     let finished = exec::run(&mut client, &options).await?;

@@ -1,6 +1,7 @@
 //! One module per subcommand; each turns parsed arguments into an exit code.
 
 pub mod agent;
+pub mod allow;
 pub mod attach;
 pub mod audit;
 pub mod completions;

@@ -3,6 +3,7 @@
 //! layer overriding the one before, and every value remembering where it came
 //! from, so `hutch config` can say.
 
+pub mod edit;
 mod file;
 pub mod network;
 pub mod node;
@@ -279,6 +280,7 @@ impl Config {
             "network.deny": self.network.deny,
             "network.trust_host_cas": entry(json!(self.network.trust_host_cas.value), &self.network.trust_host_cas.source),
             "network.guest_port": entry(json!(self.network.guest_port.value), &self.network.guest_port.source),
+            "network.ask_timeout": entry(json!(format!("{} s", self.network.ask_timeout.value.as_secs_f64())), &self.network.ask_timeout.source),
             "secrets": self.network.secrets,
             "exec.keep": entry(json!(self.keep.value), &self.keep.source),
             "unguarded_git": entry(json!(self.unguarded_git.value), &self.unguarded_git.source),

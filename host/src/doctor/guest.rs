@@ -52,29 +52,43 @@ pub async fn checks(target: &Target) -> Vec<Check> {
     out.push(disk(&mut client).await);
     out.push(latency(&mut client).await);
     if let Target::Vm { state, record } = target {
-        out.push(network(&state.vm_dir(&record.name), &record.name));
+        out.extend(network(&state.vm_dir(&record.name), &record.name).await);
     }
     out
 }
 
-/// Whether the VM's network is what its last `up` asked for.
-fn network(vm_dir: &std::path::Path, name: &crate::state::VmName) -> Check {
+/// Whether the VM's network is what its last `up` asked for, and the
+/// policy it serves now (with the changes `hutch allow`/`deny` made).
+async fn network(vm_dir: &std::path::Path, name: &crate::state::VmName) -> Vec<Check> {
     let status = crate::net::daemon::status(vm_dir);
     let fix = format!("`hutch up --name {name}` starts it again; its log is {}", status.log.display());
-    match (status.policy, status.pid) {
-        (None, _) => Check::ok("network", "none: the guest has no way out"),
-        (Some(policy), Some(pid)) => Check::ok(
-            "network",
-            format!(
-                "mode {}, {} allow rules, {} secrets, guest proxy 127.0.0.1:{}; `hutch net` pid {pid}",
-                policy.mode.as_str(),
-                policy.allow.len(),
-                policy.secrets.len(),
-                policy.guest_port
-            ),
-        ),
-        (Some(_), None) => Check::fail("network", "the VM's network process is not running: the guest has no way out", fix),
+    let (started, pid) = match (status.policy, status.pid) {
+        (None, _) => return vec![Check::ok("network", "none: the guest has no way out")],
+        (Some(_), None) => return vec![Check::fail("network", "the VM's network process is not running: the guest has no way out", fix)],
+        (Some(policy), Some(pid)) => (policy, pid),
+    };
+    let live = crate::net::control::call(&crate::net::net_dir(vm_dir), &crate::net::control::Request::Status).await;
+    let (policy, routes, pending) = match live {
+        Ok(crate::net::control::Reply::Status { policy, routes, pending }) => (policy, routes, pending.len()),
+        _ => (started, Vec::new(), 0),
+    };
+    let live_rules = policy.allow.iter().chain(&policy.deny).filter(|r| r.source.starts_with("hutch ")).count();
+    let mut line = format!(
+        "mode {}, {} allow rules, {} secrets, guest proxy 127.0.0.1:{}; `hutch net` pid {pid}",
+        policy.mode.as_str(),
+        policy.allow.len(),
+        policy.secrets.len(),
+        policy.guest_port
+    );
+    if live_rules > 0 {
+        line.push_str(&format!("; {live_rules} rules changed while running (hutch allow/deny)"));
     }
+    if pending > 0 {
+        line.push_str(&format!("; {pending} requests waiting for an answer"));
+    }
+    let mut checks = vec![Check::ok("network", line)];
+    checks.extend(routes.iter().map(|r| Check::ok("route", r.describe())));
+    checks
 }
 
 async fn mounts(client: &mut Client, record: &VmRecord) -> Vec<Check> {
@@ -155,7 +169,8 @@ async fn latency(client: &mut Client) -> Check {
 async fn sh(client: &mut Client, script: &str, args: &[&str]) -> Option<(u8, String)> {
     let mut argv = vec!["sh".to_owned(), "-c".to_owned(), script.to_owned(), "sh".to_owned()];
     argv.extend(args.iter().map(|a| (*a).to_owned()));
-    let options = Options { argv, env: Default::default(), cwd: String::new(), tty: false, timeout: None, capture: true, no_stdin: true };
+    let options =
+        Options { argv, env: Default::default(), cwd: String::new(), tty: false, timeout: None, capture: true, no_stdin: true, ask: None };
     let deadline = client.deadline();
     let finished = deadline.within("a check's command", exec::run(client, &options)).await.ok()?.ok()?;
     let code = finished.outcome.exit_code();

@@ -96,6 +96,9 @@ fn read_keys(requests: &mpsc::Sender<ExecRequest>, forward_input: bool) {
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => break,
         };
+        if super::ask::intercept(&buf[..n]) {
+            continue;
+        }
         let (out, detach) = scanner.feed(&buf[..n]);
         // A viewer sends nothing, so Ctrl-C means "leave" for it.
         let viewer_leaves = !forward_input && out.contains(&CTRL_C);

@@ -3,6 +3,7 @@
 //! The same loop ([`Drive`]) serves a session's clients: `exec --keep`,
 //! `attach` and `logs` (see [`attach`]).
 
+pub mod ask;
 pub mod attach;
 pub mod keys;
 pub mod output;
@@ -88,6 +89,9 @@ pub struct Options {
     pub capture: bool,
     /// Do not forward local stdin (the process gets /dev/null).
     pub no_stdin: bool,
+    /// The VM's `net/` folder and name when its network asks (`mode =
+    /// "ask"`): an interactive terminal then prompts (see [`ask`]).
+    pub ask: Option<(std::path::PathBuf, String)>,
 }
 
 impl Options {
@@ -160,6 +164,12 @@ async fn run_with(client: &mut Client, options: &Options, session: Option<&Sessi
     }
     // Raw mode only now: until the agent answered, Ctrl-C must still reach hutch.
     let raw_mode = if options.tty && matches!(first.kind, Some(Kind::Started(_))) { RawMode::enable() } else { None };
+    let _prompt = match &options.ask {
+        Some((net_dir, vm)) if stdin_source == stdin::Source::Readable && interactive() => {
+            Some(AbortOnDrop(tokio::spawn(ask::prompt(net_dir.clone(), vm.clone(), raw_mode.is_some()))))
+        }
+        _ => None,
+    };
     if stdin_source == stdin::Source::Readable {
         match session {
             Some(_) if raw_mode.is_some() => keys::forward(tx.clone(), true),
@@ -170,6 +180,21 @@ async fn run_with(client: &mut Client, options: &Options, session: Option<&Sessi
     let finished = drive.run(futures_util::stream::iter([Ok(first)]).chain(responses), tx).await;
     drop(raw_mode);
     finished
+}
+
+/// Whether a person is at this end: stdin and stderr are terminals.
+fn interactive() -> bool {
+    use std::io::IsTerminal;
+    std::io::stdin().is_terminal() && std::io::stderr().is_terminal()
+}
+
+/// A task that ends with its owner.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// The first answer of a call that starts something (an exec's `started`,

@@ -45,6 +45,8 @@ pub fn forward(requests: mpsc::Sender<ExecRequest>) {
         loop {
             match stdin.read(&mut buf) {
                 Ok(0) => break,
+                // A prompt of `mode = "ask"` takes the keys that answer it.
+                Ok(n) if super::ask::intercept(&buf[..n]) => {}
                 Ok(n) => {
                     let request = ExecRequest { kind: Some(Kind::Stdin(bytes::Bytes::copy_from_slice(&buf[..n]))) };
                     if requests.blocking_send(request).is_err() {

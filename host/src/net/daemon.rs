@@ -2,15 +2,20 @@
 //! stopping it.
 //!
 //! One per VM with its network on, living as long as the VM: `up` and `run`
-//! start it (and restart it when the VM was started afresh, or the policy or
-//! a secret's value changed), `down`, `rm` and `reset` stop it. It is
-//! separate from the multiplexer, which is optional (`HUTCH_MUX=0`) and
-//! leaves when idle; the network must not. It is a `crate::daemon` that
-//! claims its own lock (`net/net.log`, pid in `net/net.pid`), and says
-//! `ready` in its log once the guest's listener is up, which `up` waits for.
+//! start it (and restart it when the VM was started afresh, or what it
+//! cannot change in place changed: the guest port, the CAs the guest
+//! trusts, which secrets exist), `down`, `rm` and `reset` stop it. Rules,
+//! the mode, secrets' scopes and values change in place, through its
+//! control socket ([`super::control`]): `hutch up` after an edit, `hutch
+//! allow`/`deny`, answers to questions. It is separate from the
+//! multiplexer, which is optional (`HUTCH_MUX=0`) and leaves when idle; the
+//! network must not. It is a `crate::daemon` that claims its own lock
+//! (`net/net.log`, pid in `net/net.pid`), and says `ready` in its log once
+//! the guest's listener is up, which `up` waits for.
 //!
 //! It keeps one HTTP/2 connection to the agent (pinged, so a frozen VM is
-//! noticed), holds the `EgressListen` call, and keeps [`WAITING`]
+//! noticed), holds the `EgressListen` call (made again, with the new
+//! routes, when the `tcp://` rules change), and keeps [`WAITING`]
 //! `EgressAccept` streams open so a guest connection starts without a round
 //! trip; at most [`MAX_CONNECTIONS`] guest connections are served at once
 //! (beyond that they wait in the guest's backlog). When the agent connection
@@ -25,17 +30,24 @@ use std::time::Duration;
 use hutch_proto::v1::egress_listen_response::Kind as ListenKind;
 use hutch_proto::v1::forward_request::Kind as RequestKind;
 use hutch_proto::v1::forward_response::Kind;
-use hutch_proto::v1::{EgressAccept, EgressListenRequest, ForwardRequest, ForwardResponse};
+use hutch_proto::v1::{EgressAccept, EgressListenRequest, EgressListenResponse, EgressRoute, ForwardRequest, ForwardResponse};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::Status;
+use tonic::{Status, Streaming};
 
+use super::active::Active;
+use super::ask::Asks;
 use super::ca::Authority;
+use super::context::Context;
+use super::control::Request;
 use super::guest_io::GuestIo;
-use super::policy::{POLICY_FILE, Policy, PolicyFile};
-use super::proxy::{self, Context};
+use super::live::LiveEdits;
+use super::policy::{POLICY_FILE, PolicyFile};
+use super::proxy;
+use super::route::Route;
 use super::secrets::Secrets;
+use super::served::Served;
 use super::tls::HostRoots;
 use super::upstream::Upstream;
 use super::{NetError, net_dir};
@@ -73,10 +85,12 @@ pub fn daemon(vm_dir: &Path) -> Daemon {
 }
 
 /// Makes VM `name`'s network what `config` says: no process for
-/// `mode = "none"`; otherwise a process serving this policy, restarted when
-/// `fresh` (the VM was just started: its agent has no listener yet) or when
-/// the policy or a secret's value changed since it started. `project` is the
-/// workspace, where a refusal tells the user to add rules.
+/// `mode = "none"`; otherwise a process serving this policy. A running
+/// process takes a new policy and new secret values in place (its open
+/// connections stay); it is restarted when `fresh` (the VM was just
+/// started: its agent has no listener yet, and the live changes of the old
+/// VM are forgotten) or when what changed cannot change in place. `project`
+/// is the workspace, where a refusal tells the user to add rules.
 pub fn ensure(state: &StateDir, name: &VmName, config: &NetworkConfig, project: Option<&Path>, fresh: bool) -> Result<(), NetError> {
     begin(state, name, config, project, fresh)?.map_or(Ok(()), Starting::ready)
 }
@@ -97,7 +111,11 @@ pub fn begin(
     if config.mode.value == Mode::None {
         process.terminate(STOP_GRACE);
         let _ = std::fs::remove_file(net.join(INPUTS_FILE));
+        LiveEdits::clear(&net);
         return Ok(None);
+    }
+    if fresh {
+        LiveEdits::clear(&net);
     }
     let policy = PolicyFile::new(config, project);
     let inputs = inputs(&net, &policy)?;
@@ -105,8 +123,19 @@ pub fn begin(
     if same && !fresh && process.running() {
         return Ok(None);
     }
-    process.terminate(STOP_GRACE);
     let text = serde_json::to_string_pretty(&policy).map_err(|e| NetError::Policy(e.to_string()))?;
+    if !fresh && process.running() && PolicyFile::load(&net).is_ok_and(|old| old.changes_in_place(&policy)) {
+        let request = Request::Reload { policy: policy.clone(), values: env_values(&policy) };
+        match super::control::call_blocking(&net, &request) {
+            Ok(_) => {
+                super::write_private(&net.join(POLICY_FILE), text.as_bytes())?;
+                super::write_private(&net.join(INPUTS_FILE), inputs.as_bytes())?;
+                return Ok(None);
+            }
+            Err(e) => eprintln!("hutch: the network process of {name} did not take the new policy ({e}); starting it again"),
+        }
+    }
+    process.terminate(STOP_GRACE);
     super::write_private(&net.join(POLICY_FILE), text.as_bytes())?;
     super::write_private(&net.join(INPUTS_FILE), inputs.as_bytes())?;
     spawn(state, name, &process).map(Some)
@@ -129,6 +158,17 @@ impl Starting {
         }
         Ok(())
     }
+}
+
+/// The values of `policy`'s `from_env` secrets in this process's environment, by secret name.
+fn env_values(policy: &PolicyFile) -> BTreeMap<String, String> {
+    policy
+        .secrets
+        .iter()
+        .filter_map(|(name, s)| {
+            s.from_env.as_ref().and_then(|var| std::env::var(var).ok()).filter(|v| !v.is_empty()).map(|v| (name.clone(), v))
+        })
+        .collect()
 }
 
 /// Gives a VM that was just created again under its old name (`hutch
@@ -219,6 +259,12 @@ pub fn status(vm_dir: &Path) -> NetStatus {
     NetStatus { policy, pid: process.pid(), log: process.log().to_path_buf() }
 }
 
+/// Whether the VM whose folder is `vm_dir` was last started with a network
+/// (not `--network none`).
+pub fn has_network(vm_dir: &Path) -> bool {
+    net_dir(vm_dir).join(INPUTS_FILE).exists()
+}
+
 /// Stops VM `vm_dir`'s network process, if one runs.
 pub fn stop(vm_dir: &Path) {
     daemon(vm_dir).terminate(STOP_GRACE);
@@ -244,22 +290,30 @@ pub async fn run(name: &VmName) -> Result<u8, Error> {
         return Ok(0);
     };
     tokio::spawn(crate::daemon::bound_own_log(daemon(&dir).log().to_path_buf(), crate::untrusted::limits::NET_LOG_BYTES));
-    let policy_file = PolicyFile::load(&net)?;
+    let served = Served::load(&net)?;
+    let policy_file = served.file();
     let secrets = Secrets::load(&net, &policy_file, |var| std::env::var(var).ok())?;
     for secret in secrets.iter().filter(|s| !s.has_value()) {
-        eprintln!("hutch net: warning: ${} is not set: requests carrying {}'s placeholder will be refused", secret.from_env, secret.name);
+        eprintln!("hutch net: warning: {} has no value: requests carrying {}'s placeholder will be refused", secret.origin(), secret.name);
     }
     let roots = HostRoots::load()?;
     let authority = if secrets.iter().next().is_some() { Some(Authority::load_or_create(&net, name.as_str())?) } else { None };
     let listen = listen_request(&policy_file, &secrets, &roots, authority.as_ref());
     let ctx = Arc::new(Context {
-        policy: Policy::new(&policy_file)?,
-        secrets,
+        net_dir: net.clone(),
+        served,
+        secrets: std::sync::RwLock::new(Arc::new(secrets)),
         upstream: Upstream::from_env(),
         authority,
         client_tls: roots.client_config()?,
         audit: crate::audit::Log::for_vm(&state, &state.load(name)?),
+        asks: Asks::new(Duration::from_millis(policy_file.ask_timeout_ms)),
+        active: Active::default(),
     });
+    let control = hutch_proto::unix_socket::bind_private(&super::control::socket(&net))
+        .and_then(tokio::net::UnixListener::from_std)
+        .map_err(|e| NetError::io("binding the network process's control socket", e))?;
+    tokio::spawn(super::control::serve(control, ctx.clone()));
     let mut ready = false;
     let mut backoff = Duration::from_millis(100);
     loop {
@@ -271,6 +325,7 @@ pub async fn run(name: &VmName) -> Result<u8, Error> {
         }
         if !vm_running(&state, &record) {
             eprintln!("hutch net {}: the VM is not running; leaving", std::process::id());
+            let _ = std::fs::remove_file(super::control::socket(&net));
             return Ok(0);
         }
         tokio::time::sleep(backoff).await;
@@ -296,12 +351,18 @@ fn listen_request(policy: &PolicyFile, secrets: &Secrets, roots: &HostRoots, aut
     if let Some(authority) = authority {
         ca.push_str(authority.cert_pem());
     }
-    EgressListenRequest { port: u32::from(policy.guest_port), env: env.into_iter().collect(), ca_certificates: ca.into_bytes() }
+    EgressListenRequest {
+        port: u32::from(policy.guest_port),
+        env: env.into_iter().collect(),
+        ca_certificates: ca.into_bytes(),
+        routes: Vec::new(),
+    }
 }
 
 /// One agent connection: listen, then serve guest connections until the
 /// connection or the listen call ends (`Ok` with why), or a setup step
-/// fails (`Err`).
+/// fails (`Err`). When the routes change, it listens again with the new
+/// ones (the agent keeps the listeners that stay, and their backlogs).
 async fn session(record: &VmRecord, listen: &EgressListenRequest, ctx: &Arc<Context>, ready: &mut bool) -> Result<String, Error> {
     let token = BearerToken::load(record.token_file.as_deref()).map_err(crate::connect::ConnectError::from)?;
     let addr = record.agent_addr()?;
@@ -313,32 +374,17 @@ async fn session(record: &VmRecord, listen: &EgressListenRequest, ctx: &Arc<Cont
     if !info.capabilities.iter().any(|c| c == super::CAPABILITY) {
         return Err(agent_failed(format!("its version {} has no egress pipe", text::shown(&info.version))));
     }
-    // Binding the listener is short: the agent has the call deadline to say it did.
-    let deadline = client.deadline();
-    let listened = deadline
-        .within("EgressListen", async {
-            let mut listening = client.egress_listen_checked(listen.clone()).await?;
-            let first = listening.message().await?;
-            Ok::<_, Status>((listening, first))
-        })
-        .await
-        .map_err(|e| agent_failed(e.to_string()))?;
-    let mut listening = match listened {
-        Ok((listening, Some(hutch_proto::v1::EgressListenResponse { kind: Some(ListenKind::Listening(up)) }))) => {
-            eprintln!(
-                "hutch net {}: the guest's {} leads to this process; trust bundle: {}",
-                std::process::id(),
-                text::shown(&up.address),
-                if up.ca_bundle.is_empty() { "none".to_owned() } else { text::shown(&up.ca_bundle) }
-            );
-            for problem in up.problems.iter().take(PROBLEMS_SHOWN) {
-                eprintln!("hutch net {}: guest configuration: {}", std::process::id(), text::shown(problem));
-            }
-            listening
-        }
-        Ok(_) => return Err(agent_failed("it ended the listen call without listening".into())),
-        Err(status) => return Err(agent_failed(text::shown(status.message()))),
-    };
+    let has_routes = info.capabilities.iter().any(|c| c == super::ROUTES_CAPABILITY);
+    let mut routes_rx = ctx.served.routes();
+    let mut routes = routes_rx.borrow_and_update().clone();
+    if !routes.is_empty() && !has_routes {
+        eprintln!(
+            "hutch net {}: the agent (version {}) cannot listen for tcp:// rules: they work through the proxy only (update the guest image)",
+            std::process::id(),
+            text::shown(&info.version)
+        );
+    }
+    let mut listening = egress_listen(&client, listen, &routes).await.map_err(agent_failed)?;
     if !*ready {
         // stdout is the log, where `up` waits for this line.
         println!("{READY}");
@@ -347,24 +393,42 @@ async fn session(record: &VmRecord, listen: &EgressListenRequest, ctx: &Arc<Cont
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut waiting = JoinSet::new();
     let mut served = JoinSet::new();
+    // Accepts started before the latest listen call may end with ABORTED
+    // when it takes over: those are replaced, not a reason to stop.
+    let mut generation = 0u64;
     for _ in 0..WAITING {
-        waiting.spawn(wait_for_guest(client.clone(), permits.clone()));
+        waiting.spawn(wait_for_guest(client.clone(), permits.clone(), generation));
     }
     loop {
         tokio::select! {
             Some(joined) = waiting.join_next() => match joined {
-                Ok(Ok((io, permit))) => {
-                    waiting.spawn(wait_for_guest(client.clone(), permits.clone()));
+                Ok((_, Ok((io, local, permit)))) => {
+                    waiting.spawn(wait_for_guest(client.clone(), permits.clone(), generation));
                     let ctx = ctx.clone();
+                    let route = routes.iter().find(|r| r.guest.to_string() == local).cloned();
                     served.spawn(async move {
-                        proxy::serve(io, ctx).await;
+                        match route {
+                            Some(route) => super::route::serve(ctx, io, route).await,
+                            None => proxy::serve(io, ctx).await,
+                        }
                         drop(permit);
                     });
                 }
-                Ok(Err(status)) => return Ok(format!("the agent stopped handing over connections: {}", text::shown(status.message()))),
+                Ok((old, Err(_))) if old < generation => {
+                    waiting.spawn(wait_for_guest(client.clone(), permits.clone(), generation));
+                }
+                Ok((_, Err(status))) => return Ok(format!("the agent stopped handing over connections: {}", text::shown(status.message()))),
                 Err(e) => return Ok(format!("an accept task failed: {e}")),
             },
             Some(_) = served.join_next() => {}
+            changed = routes_rx.changed() => {
+                if changed.is_err() {
+                    return Ok("the policy is gone".into());
+                }
+                routes = routes_rx.borrow_and_update().clone();
+                generation += 1;
+                listening = egress_listen(&client, listen, &routes).await.map_err(agent_failed)?;
+            }
             message = listening.message() => {
                 return Ok(match message {
                     Err(status) => format!("the guest's listener closed: {}", text::shown(status.message())),
@@ -376,17 +440,62 @@ async fn session(record: &VmRecord, listen: &EgressListenRequest, ctx: &Arc<Cont
     }
 }
 
-/// Waits (holding a permit) for the agent to hand over the next guest connection.
-async fn wait_for_guest(mut client: Client, permits: Arc<Semaphore>) -> Result<(GuestIo, OwnedSemaphorePermit), Status> {
-    let permit = permits.acquire_owned().await.map_err(|_| Status::cancelled("shutting down"))?;
-    let (tx, rx) = mpsc::channel(REQUEST_QUEUE);
-    tx.try_send(ForwardRequest { kind: Some(RequestKind::Accept(EgressAccept {})) }).map_err(|_| Status::internal("queue full"))?;
-    let mut inbound = client.egress_accept(ReceiverStream::new(rx)).await?.into_inner();
-    match inbound.message().await? {
-        Some(ForwardResponse { kind: Some(Kind::Accepted(_)) }) => Ok((GuestIo::new(inbound, tx), permit)),
-        Some(ForwardResponse { kind: Some(Kind::Failed(failed)) }) => Err(Status::failed_precondition(text::shown(&failed.message))),
-        _ => Err(Status::aborted("the agent ended an accept without a connection")),
+/// Asks the agent to listen (for the proxy, and for `routes`) and waits,
+/// within the call deadline (binding listeners is short), until it says it
+/// does; the call's stream, held for as long as it should listen.
+async fn egress_listen(client: &Client, listen: &EgressListenRequest, routes: &[Route]) -> Result<Streaming<EgressListenResponse>, String> {
+    let mut request = listen.clone();
+    request.routes = routes
+        .iter()
+        .map(|r| EgressRoute { address: r.guest.to_string(), names: r.name().map(str::to_owned).into_iter().collect() })
+        .collect();
+    let listened = client
+        .deadline()
+        .within("EgressListen", async {
+            let mut listening = client.egress_listen_checked(request).await?;
+            let first = listening.message().await?;
+            Ok::<_, Status>((listening, first))
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    match listened {
+        Ok((listening, Some(EgressListenResponse { kind: Some(ListenKind::Listening(up)) }))) => {
+            eprintln!(
+                "hutch net {}: the guest's {} leads to this process ({} routes); trust bundle: {}",
+                std::process::id(),
+                text::shown(&up.address),
+                routes.len(),
+                if up.ca_bundle.is_empty() { "none".to_owned() } else { text::shown(&up.ca_bundle) }
+            );
+            for problem in up.problems.iter().take(PROBLEMS_SHOWN) {
+                eprintln!("hutch net {}: guest configuration: {}", std::process::id(), text::shown(problem));
+            }
+            Ok(listening)
+        }
+        Ok(_) => Err("it ended the listen call without listening".into()),
+        Err(status) => Err(text::shown(status.message())),
     }
+}
+
+/// Waits (holding a permit) for the agent to hand over the next guest
+/// connection; the connection, and the listener it came in on.
+async fn wait_for_guest(
+    mut client: Client,
+    permits: Arc<Semaphore>,
+    generation: u64,
+) -> (u64, Result<(GuestIo, String, OwnedSemaphorePermit), Status>) {
+    let accepted = async {
+        let permit = permits.acquire_owned().await.map_err(|_| Status::cancelled("shutting down"))?;
+        let (tx, rx) = mpsc::channel(REQUEST_QUEUE);
+        tx.try_send(ForwardRequest { kind: Some(RequestKind::Accept(EgressAccept {})) }).map_err(|_| Status::internal("queue full"))?;
+        let mut inbound = client.egress_accept(ReceiverStream::new(rx)).await?.into_inner();
+        match inbound.message().await? {
+            Some(ForwardResponse { kind: Some(Kind::Accepted(accepted)) }) => Ok((GuestIo::new(inbound, tx), accepted.local, permit)),
+            Some(ForwardResponse { kind: Some(Kind::Failed(failed)) }) => Err(Status::failed_precondition(text::shown(&failed.message))),
+            _ => Err(Status::aborted("the agent ended an accept without a connection")),
+        }
+    };
+    (generation, accepted.await)
 }
 
 /// Whether the VM still runs, as its backend sees it.

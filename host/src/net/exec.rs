@@ -1,7 +1,8 @@
 //! What the network's rules mean for `hutch exec`, `run` and `shell`: a
 //! secret's real value never rides into the guest on an exec's environment
-//! (`env = ["ANTHROPIC_API_KEY"]` in the configuration, `-e NAME`), and
-//! every command run in a VM gets its line in the VM's audit log.
+//! (`env = ["ANTHROPIC_API_KEY"]` in the configuration, `-e NAME`), every
+//! command run in a VM gets its line in the VM's audit log, and in `mode =
+//! "ask"` an interactive terminal prompts (see `crate::exec::ask`).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -15,13 +16,24 @@ use crate::error::Error;
 use crate::exec::{Finished, Options, Outcome, SessionSpec};
 use crate::target::Target;
 
-/// The secrets' real values in this process's environment, by secret name.
+/// The secrets' real values as this process sees them (its environment,
+/// the secrets' files), by secret name.
 pub fn real_values(config: &NetworkConfig) -> Vec<(String, String)> {
-    config
-        .secrets
-        .iter()
-        .filter_map(|(name, secret)| std::env::var(&secret.from_env).ok().filter(|v| !v.is_empty()).map(|v| (name.clone(), v)))
-        .collect()
+    let value = |secret: &crate::config::network::SecretConfig| match (&secret.from_env, &secret.from_file) {
+        (Some(var), _) => std::env::var(var).ok(),
+        (None, Some(file)) => std::fs::read_to_string(file).ok().map(|text| text.trim().to_owned()),
+        (None, None) => None,
+    };
+    config.secrets.iter().filter_map(|(name, secret)| value(secret).filter(|v| !v.is_empty()).map(|v| (name.clone(), v))).collect()
+}
+
+/// For a VM whose network asks (`mode = "ask"`): its `net/` folder and name,
+/// for the prompt of an interactive terminal.
+pub fn ask_for(target: &Target) -> Option<(std::path::PathBuf, String)> {
+    let Target::Vm { state, record } = target else { return None };
+    let net = super::net_dir(&state.vm_dir(&record.name));
+    let policy = super::policy::PolicyFile::load(&net).ok()?;
+    (policy.mode == crate::config::network::Mode::Ask).then(|| (net, record.name.to_string()))
 }
 
 /// Removes from `env` every variable whose value holds a secret's real
@@ -67,6 +79,9 @@ pub async fn run_audited(
     values: &[(String, String)],
 ) -> Result<Finished, Error> {
     keep_network(target);
+    let mut options = options.clone();
+    options.ask = ask_for(target);
+    let options = &options;
     let began = std::time::Instant::now();
     let result = async { Ok(crate::exec::run_as(&mut target.connect().await?, options, session).await?) }.await;
     record(target, options, &result, began.elapsed(), values);

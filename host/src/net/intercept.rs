@@ -2,19 +2,18 @@
 //!
 //! The guest's TLS is terminated with a certificate of the VM's CA for the
 //! host it asked for (HTTP/1.1 only in ALPN), each request is read as HTTP,
-//! its placeholders are swapped for real values (headers and URL; a
-//! placeholder of a secret not meant for this host refuses the request),
-//! and it is sent on a new TLS connection to the real server, verified
-//! against the host's trust store. One audit line per request names the
-//! secrets it carried (never their values).
+//! its placeholders are swapped for real values in its headers (a
+//! placeholder out of its secret's scope, in the URL or in the body refuses
+//! the request: see `secrets`), and it is sent on a new TLS connection to
+//! the real server, verified against the host's trust store. One audit line
+//! per request names the secrets it carried (never their values).
 //!
-//! Not intercepted: request bodies (placeholders there go out as they are),
-//! WebSocket upgrades (refused with 501: say so rather than break silently).
+//! Not intercepted: WebSocket upgrades (refused with 501: say so rather
+//! than break silently).
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper::header::{self, HeaderValue};
@@ -27,10 +26,11 @@ use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-use super::body::{Metered, ProxyBody};
+use super::body::ProxyBody;
+use super::context::Context;
+use super::exchange::{SendError, host_header, relay_response, send, strip_hop_by_hop};
 use super::guest_io::Counters;
-use super::proxy::{Context, host_header, relay_response, send, strip_hop_by_hop};
-use super::secrets::Misuse;
+use super::secrets::{Misuse, Secrets};
 use crate::audit::Egress;
 
 /// The server side of one intercepted connection: opened at the first
@@ -98,7 +98,8 @@ async fn one_request(ctx: Arc<Context>, state: Arc<Mutex<Server>>, tunnel: &Egre
         return ctx.refuse(event, StatusCode::NOT_IMPLEMENTED, why, start);
     }
     let (mut parts, body) = request.into_parts();
-    match rewrite(&ctx, &host, &mut parts) {
+    let secrets = ctx.secrets();
+    match rewrite(&secrets, &host, &mut parts) {
         Ok(injected) => event.secrets = injected,
         Err(misuse) => return ctx.refuse(event, StatusCode::FORBIDDEN, misuse.reason(&host), start),
     }
@@ -109,48 +110,50 @@ async fn one_request(ctx: Arc<Context>, state: Arc<Mutex<Server>>, tunnel: &Egre
         parts.headers.insert(header::HOST, value);
     }
     let counters = Counters::default();
-    let body = Metered::new(body, counters.up.clone()).boxed();
     let mut server = state.lock().await;
     let sender = match ready_sender(&ctx, &mut server, &host, port).await {
         Ok(sender) => sender,
         Err(why) => return ctx.refuse(event, StatusCode::BAD_GATEWAY, why, start),
     };
-    match send(sender, Request::from_parts(parts, body)).await {
-        Ok(response) => relay_response(&ctx, response, event, counters, start),
-        Err(e) => {
+    let registered = ctx.active.register(&host, port);
+    match send(sender, parts, body, secrets, &counters).await {
+        Ok(response) => relay_response(&ctx, response, event, counters, start, registered),
+        Err(SendError::Placeholder(misuse)) => {
+            // The server has a request cut short: this connection is done.
+            server.sender = None;
+            ctx.refuse(event, StatusCode::FORBIDDEN, misuse.reason(&host), start)
+        }
+        Err(SendError::Server(e)) => {
             server.sender = None;
             ctx.refuse(event, StatusCode::BAD_GATEWAY, format!("{host}:{port} did not answer: {e}"), start)
         }
     }
 }
 
-/// Swaps placeholders in the URL and headers; the names of the secrets added.
-fn rewrite(ctx: &Context, host: &str, parts: &mut hyper::http::request::Parts) -> Result<Vec<String>, Misuse> {
-    let mut injected = Vec::new();
-    let uri = parts.uri.to_string();
-    let (new_uri, names) = ctx.secrets.rewrite(host, &uri)?;
-    injected.extend(names);
-    if new_uri != uri
-        && let Ok(parsed) = new_uri.parse()
-    {
-        parts.uri = parsed;
+/// Swaps placeholders in the headers; the names of the secrets added. A
+/// placeholder in the URL (path or query) refuses the request.
+fn rewrite(secrets: &Secrets, host: &str, parts: &mut hyper::http::request::Parts) -> Result<Vec<String>, Misuse> {
+    if let Some(secret) = secrets.find(&parts.uri.to_string()) {
+        return Err(Misuse::InUrl { name: secret.name.clone() });
     }
+    let method = parts.method.as_str().to_owned();
+    let path = parts.uri.path().to_owned();
+    let mut injected: Vec<String> = Vec::new();
     for value in parts.headers.values_mut() {
         let Ok(text) = value.to_str() else {
             // Not text: a placeholder in it cannot be swapped, so none may be there.
-            if let Some(secret) = ctx.secrets.find(&String::from_utf8_lossy(value.as_bytes())) {
+            if let Some(secret) = secrets.find(&String::from_utf8_lossy(value.as_bytes())) {
                 return Err(Misuse::WrongHost { name: secret.name.clone() });
             }
             continue;
         };
-        let (new, names) = ctx.secrets.rewrite(host, text)?;
+        let (new, names) = secrets.rewrite(host, &method, &path, text)?;
         if !names.is_empty()
             && let Ok(mut swapped) = HeaderValue::from_str(&new)
         {
             swapped.set_sensitive(true);
             *value = swapped;
-            let new: Vec<String> = names.into_iter().filter(|n| !injected.contains(n)).collect();
-            injected.extend(new);
+            injected.extend(names.into_iter().filter(|n| !injected.contains(n)).collect::<Vec<_>>());
         }
     }
     Ok(injected)

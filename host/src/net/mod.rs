@@ -7,32 +7,50 @@
 //!
 //! - [`pattern`] and [`policy`]: which hosts and ports may be reached, and by
 //!   which rule (the allow/deny lists of `crate::config::network`);
+//! - [`live`], [`served`], [`control`]: the policy changed while the VM runs
+//!   (`hutch allow`/`deny`, `hutch up` after an edit), through the process's
+//!   control socket; [`ask`]: `mode = "ask"`, a person decides; [`active`]:
+//!   the open connections a change cuts;
+//! - [`route`]: `tcp://` rules, a way out for programs that ignore proxies;
 //! - [`address`]: which resolved addresses are never connected to unless a
 //!   rule names them (loopback, private, link-local, metadata);
 //! - [`upstream`]: resolving on the host and connecting to a checked address,
 //!   directly or through the host's own proxy;
 //! - [`proxy`]: one guest connection served as an HTTP proxy (CONNECT and
 //!   absolute-URI requests), answering refusals with a 403 that says which
-//!   configuration line would allow the request;
+//!   configuration line would allow the request, over [`context`] (what
+//!   every connection is served with), [`exchange`] (one request sent on),
+//!   [`relay`] (a tunnel's bytes) and [`body`];
 //! - [`sni`], [`ca`], [`tls`], [`intercept`]: for hosts that have secrets
 //!   only, TLS is terminated with a per-VM CA and re-originated upstream with
 //!   full verification against the host's trust store;
-//! - [`secrets`]: placeholders the guest sees, real values only on the host;
+//! - [`secrets`] and [`scope`]: placeholders the guest sees, real values only
+//!   on the host, sent only where their scope says;
 //! - [`mirrors`]: the package mirrors `hutch image prepare`'s setup hook reaches;
 //! - [`daemon`]: the process itself, started by `up`, stopped by `down`/`rm`.
 
+pub mod active;
 pub mod address;
+pub mod ask;
 pub mod body;
 pub mod ca;
+pub mod context;
+pub mod control;
 pub mod daemon;
+pub mod exchange;
 pub mod exec;
 pub mod guest_io;
 pub mod intercept;
+pub mod live;
 pub mod mirrors;
 pub mod pattern;
 pub mod policy;
 pub mod proxy;
+pub mod relay;
+pub mod route;
+pub mod scope;
 pub mod secrets;
+pub mod served;
 pub mod sni;
 pub mod tls;
 pub mod upstream;
@@ -41,6 +59,9 @@ use std::path::{Path, PathBuf};
 
 /// The capability an agent announces when it has the egress pipe.
 pub const CAPABILITY: &str = "egress";
+
+/// The capability of an agent that listens for `tcp://` routes too.
+pub const ROUTES_CAPABILITY: &str = "egress.routes";
 
 /// The folder in a VM's state folder that holds its network files: the
 /// policy, the CA and its key, the placeholders, the process's log and lock.
@@ -90,6 +111,12 @@ pub enum NetError {
         /// What went wrong (the end of its log, when there is one).
         why: String,
     },
+    /// The running network process could not be told (`hutch allow`, `deny`).
+    #[error(transparent)]
+    Control(#[from] control::ControlError),
+    /// A rule could not be saved into a configuration file.
+    #[error(transparent)]
+    Save(#[from] crate::config::edit::EditError),
 }
 
 impl NetError {
@@ -110,6 +137,11 @@ impl NetError {
                     .into(),
             ),
             NetError::Daemon { .. } => Some("its log is net/net.log in the VM's state folder; `hutch up` tries again".into()),
+            NetError::Control(control::ControlError::NotRunning { .. }) => Some(
+                "is the VM running, with its network on? `hutch up` starts it; `--save` writes the rule for its next start".into(),
+            ),
+            NetError::Control(_) => Some("its log is net/net.log in the VM's state folder".into()),
+            NetError::Save(_) => Some("fix the file, or leave out --save to change the running VM only".into()),
         }
     }
 }

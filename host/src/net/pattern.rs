@@ -6,7 +6,11 @@
 //! - `10.1.2.3`, `::1`, `10.0.0.0/8`, `fd00::/8`: an IP address or range, for
 //!   requests that name an address;
 //! - any of these with `:PORT` (`localhost:8080`, `[::1]:3000`) for that port
-//!   only, or `:*` for every port.
+//!   only, or `:*` for every port;
+//! - `tcp://HOST:PORT` (`tcp://github.com:22`, `tcp://10.1.2.3:5432`): one
+//!   host, one port, for any TCP protocol: besides what `HOST:PORT` allows
+//!   through the proxy, the guest gets a local address that leads there, for
+//!   programs that ignore proxies (see `crate::net::route`).
 //!
 //! Names are compared in lower case without a trailing dot, so
 //! `API.Example.com.` is `api.example.com`.
@@ -47,8 +51,14 @@ pub struct HostPattern {
     pub host: HostMatch,
     /// The ports.
     pub port: PortMatch,
+    /// Written as `tcp://HOST:PORT`: the guest also gets a local address
+    /// leading to that one host and port.
+    pub tcp: bool,
     text: String,
 }
+
+/// The scheme of a rule that opens a TCP route besides the proxy.
+pub const TCP_SCHEME: &str = "tcp://";
 
 impl HostPattern {
     /// Whether `host` (a name or an IP address, as normalized by
@@ -60,6 +70,15 @@ impl HostPattern {
             PortMatch::Any => true,
         };
         port_ok && self.matches_host(host)
+    }
+
+    /// The one host and port a `tcp://` rule leads to.
+    pub fn tcp_target(&self) -> Option<(String, u16)> {
+        match (self.tcp, &self.host, self.port) {
+            (true, HostMatch::Exact(name), PortMatch::One(port)) => Some((name.clone(), port)),
+            (true, HostMatch::Net(ip, _), PortMatch::One(port)) => Some((ip.to_string(), port)),
+            _ => None,
+        }
     }
 
     /// Whether `host` is covered, whatever the port.
@@ -99,12 +118,21 @@ impl FromStr for HostPattern {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let text = s.trim();
+        let written = s.trim();
         let bad = |why: &str| {
-            format!("{text:?} is not a host pattern: {why} (e.g. \"example.com\", \"*.example.com\", \"localhost:8080\", \"10.0.0.0/8\")")
+            format!(
+                "{written:?} is not a host pattern: {why} (e.g. \"example.com\", \"*.example.com\", \"localhost:8080\", \"10.0.0.0/8\", \"tcp://github.com:22\")"
+            )
+        };
+        let (tcp, text) = match written.get(..TCP_SCHEME.len()) {
+            Some(scheme) if scheme.eq_ignore_ascii_case(TCP_SCHEME) => (true, &written[TCP_SCHEME.len()..]),
+            _ => (false, written),
         };
         if text.is_empty() {
             return Err(bad("it is empty"));
+        }
+        if text.contains("://") {
+            return Err(bad("the only scheme a rule may have is tcp://"));
         }
         let (host, port) = split_port(text).map_err(|why| bad(&why))?;
         let port = match port {
@@ -135,12 +163,23 @@ impl FromStr for HostPattern {
             HostMatch::Net(ip, bits) if u32::from(*bits) == max_bits(*ip) => ip.to_string(),
             HostMatch::Net(ip, bits) => format!("{ip}/{bits}"),
         };
+        if tcp {
+            let one_host = match &host {
+                HostMatch::Exact(_) => true,
+                HostMatch::Net(ip, bits) => u32::from(*bits) == max_bits(*ip),
+                HostMatch::Below(_) => false,
+            };
+            if !one_host || !matches!(port, PortMatch::One(_)) {
+                return Err(bad("a tcp:// rule names one host and one port (tcp://HOST:PORT), no `*.`, range or `:*`"));
+            }
+        }
         let shown = match port {
             PortMatch::Web => shown_host,
             PortMatch::One(p) => join_port(&shown_host, &p.to_string()),
             PortMatch::Any => join_port(&shown_host, "*"),
         };
-        Ok(HostPattern { host, port, text: shown })
+        let text = if tcp { format!("{TCP_SCHEME}{shown}") } else { shown };
+        Ok(HostPattern { host, port, tcp, text })
     }
 }
 
@@ -238,7 +277,29 @@ mod tests {
         assert_eq!(p("*.Example.com:*").to_string(), "*.example.com:*");
         assert!(p("127.0.0.1:8080").is_explicit() && p("db.internal").is_explicit());
         assert!(!p("*.internal").is_explicit() && !p("10.0.0.0/8").is_explicit());
-        for bad in ["", "*", "exa mple.com", "a..b", "host:0", "host:70000", "10.0.0.0/33", "[::1", "*.", "-/8"] {
+        let tcp = p("TCP://GitHub.com:22");
+        assert_eq!((tcp.to_string(), tcp.tcp_target()), ("tcp://github.com:22".to_owned(), Some(("github.com".to_owned(), 22))));
+        assert!(tcp.matches("github.com", 22) && !tcp.matches("github.com", 443) && tcp.is_explicit());
+        assert_eq!(p("tcp://[::1]:5432").tcp_target(), Some(("::1".to_owned(), 5432)));
+        assert_eq!(p("github.com:22").tcp_target(), None);
+        for bad in [
+            "",
+            "*",
+            "exa mple.com",
+            "a..b",
+            "host:0",
+            "host:70000",
+            "10.0.0.0/33",
+            "[::1",
+            "*.",
+            "-/8",
+            "tcp://",
+            "tcp://db",
+            "tcp://*.x.com:22",
+        ] {
+            assert!(bad.parse::<HostPattern>().is_err(), "{bad:?} should be refused");
+        }
+        for bad in ["tcp://db:*", "tcp://10.0.0.0/8:22", "http://example.com", "udp://x:53"] {
             assert!(bad.parse::<HostPattern>().is_err(), "{bad:?} should be refused");
         }
     }

@@ -1,11 +1,13 @@
-//! The egress policy of one VM: fixed by `hutch up` from the configuration
-//! in force (written to the VM's `net/policy.json`), applied by its network
-//! process to every request by host name and port.
+//! The egress policy of one VM: written by `hutch up` from the configuration
+//! in force (the VM's `net/policy.json`), changed while it runs by `hutch
+//! allow`/`deny` (see [`super::live`]), applied by its network process to
+//! every request by host name and port.
 //!
-//! Deny rules win over everything; then `mode = "open"` allows any host, and
-//! `mode = "allow"` the hosts of the allow list. Every verdict names the rule
-//! behind it, and every refusal says which configuration line would allow the
-//! request, so a guest program's error message tells the user what to do.
+//! Deny rules win over everything; then `mode = "open"` allows any host,
+//! `mode = "allow"` the hosts of the allow list, and `mode = "ask"` asks a
+//! person about the others. Every verdict names the rule behind it, and every
+//! refusal says which configuration line would allow the request, so a guest
+//! program's error message tells the user what to do.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -19,8 +21,12 @@ use crate::config::network::{Mode, NetworkConfig, Rule, SecretConfig};
 /// The policy file's name in the VM's `net/` folder.
 pub const POLICY_FILE: &str = "policy.json";
 
-/// What `hutch up` hands the network process: the configuration in force,
-/// fixed for the life of the process. No secret values: only where they come from.
+/// The reason of a refusal no rule asked for: the 403 that says which line to add.
+pub const NOT_LISTED: &str = "not on the allow list";
+
+/// What `hutch up` hands the network process: the configuration in force
+/// (live changes are kept apart, see [`super::live`]). No secret values:
+/// only where they come from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PolicyFile {
     /// allow, open or none.
@@ -39,9 +45,33 @@ pub struct PolicyFile {
     pub secrets: BTreeMap<String, SecretConfig>,
     /// The file a refusal tells the user to add an `allow` entry to.
     pub advice_file: String,
+    /// How long `mode = "ask"` holds a request, in milliseconds.
+    #[serde(default = "default_ask_timeout_ms")]
+    pub ask_timeout_ms: u64,
+}
+
+fn default_ask_timeout_ms() -> u64 {
+    crate::config::network::DEFAULT_ASK_TIMEOUT.as_millis() as u64
 }
 
 impl PolicyFile {
+    /// An `allow` policy with `allow` as its list and nothing else, as the
+    /// unit tests of the network's modules start from.
+    #[cfg(test)]
+    pub(crate) fn for_tests(allow: Vec<crate::config::network::Rule>) -> PolicyFile {
+        PolicyFile {
+            mode: Mode::Allow,
+            mode_source: "default".into(),
+            allow,
+            deny: Vec::new(),
+            trust_host_cas: true,
+            guest_port: 3128,
+            secrets: Default::default(),
+            advice_file: "hutch.toml".into(),
+            ask_timeout_ms: 60_000,
+        }
+    }
+
     /// The policy for a VM whose project is `project` (for the advice).
     pub fn new(config: &NetworkConfig, project: Option<&Path>) -> PolicyFile {
         let advice_file = crate::config::project_file(project.unwrap_or(Path::new("/")))
@@ -57,7 +87,22 @@ impl PolicyFile {
             guest_port: config.guest_port.value,
             secrets: config.secrets.clone(),
             advice_file,
+            ask_timeout_ms: u64::try_from(config.ask_timeout.value.as_millis()).unwrap_or(u64::MAX),
         }
+    }
+
+    /// Whether `other` differs from this policy only in what the running
+    /// network process can change in place (rules, mode, the advice file,
+    /// the ask timeout, the secrets' scopes): anything else (the guest port,
+    /// the CAs the guest trusts, which secrets exist) needs a new process.
+    pub fn changes_in_place(&self, other: &PolicyFile) -> bool {
+        let same_names = self.secrets.keys().eq(other.secrets.keys());
+        self.guest_port == other.guest_port && self.trust_host_cas == other.trust_host_cas && same_names
+    }
+
+    /// The one-host `tcp://` rules of the allow list: the routes the guest gets.
+    pub fn tcp_rules(&self) -> Vec<(String, u16, Rule)> {
+        self.allow.iter().filter_map(|r| r.parsed().ok()?.tcp_target().map(|(host, port)| (host, port, r.clone()))).collect()
     }
 
     /// Reads the policy in `net_dir`.
@@ -84,6 +129,8 @@ pub enum Verdict {
         /// Why, for the audit log and the 403.
         reason: String,
     },
+    /// No rule says (`mode = "ask"`): a person is to decide.
+    Ask,
 }
 
 /// A compiled policy.
@@ -126,7 +173,8 @@ impl Policy {
                 Verdict::Allow { rule: format!("{:?} ({})", rule.pattern, rule.source), explicit: pattern.is_explicit() }
             }
             (Mode::Open, None) => Verdict::Allow { rule: format!("mode \"open\" ({})", self.mode_source), explicit: false },
-            (Mode::Allow | Mode::None, None) => Verdict::Deny { reason: "not on the allow list".into() },
+            (Mode::Ask, None) => Verdict::Ask,
+            (Mode::Allow | Mode::None, None) => Verdict::Deny { reason: NOT_LISTED.into() },
         }
     }
 
@@ -139,7 +187,7 @@ impl Policy {
     /// The same in one line, for an HTTP status line (which is what most
     /// clients print when a CONNECT is refused).
     pub fn short_advice(&self, host: &str, port: u16, reason: &str) -> String {
-        if reason.starts_with("denied by") {
+        if reason.starts_with("denied") {
             format!("{host}:{port}: {reason}")
         } else {
             let pattern = Policy::suggestion(host, port);
@@ -152,11 +200,11 @@ impl Policy {
     pub fn advice(&self, host: &str, port: u16, reason: &str) -> String {
         let pattern = Policy::suggestion(host, port);
         let mut text = format!("hutch: the VM may not reach {host}:{port}: {reason}.\n");
-        if reason.starts_with("denied by") {
-            text.push_str("Remove that entry from `deny` to allow it.\n");
+        if reason.starts_with("denied") {
+            text.push_str(&format!("To allow it while the VM runs: `hutch allow {pattern}` (`--save` also removes the `deny` entry).\n"));
         } else {
             text.push_str(&format!(
-                "To allow it, add it to the allow list in {}:\n\n[network]\nallow = [\"{pattern}\"]\n\nthen run `hutch up` again (or start with `--allow {pattern}`).\n",
+                "To allow it, add it to the allow list in {}:\n\n[network]\nallow = [\"{pattern}\"]\n\nor, while the VM runs, `hutch allow {pattern}` (`--save` writes that line for you).\n",
                 self.advice_file
             ));
         }
@@ -182,6 +230,7 @@ mod tests {
             guest_port: 3128,
             secrets: BTreeMap::new(),
             advice_file: "/p/hutch.toml".into(),
+            ask_timeout_ms: 60_000,
         };
         Policy::new(&file).unwrap()
     }
@@ -197,6 +246,9 @@ mod tests {
         assert!(matches!(p.decide("other.org", 443), Verdict::Deny { reason } if reason == "not on the allow list"));
         assert!(matches!(p.decide("localhost", 8080), Verdict::Allow { explicit: true, .. }));
         assert!(matches!(p.decide("localhost", 443), Verdict::Deny { .. }));
+
+        assert_eq!(policy(Mode::Ask, &["github.com"], &["evil.example.com"]).decide("other.org", 443), Verdict::Ask);
+        assert!(matches!(policy(Mode::Ask, &[], &["evil.example.com"]).decide("evil.example.com", 443), Verdict::Deny { .. }));
 
         let open = policy(Mode::Open, &[], &["evil.example.com"]);
         assert_eq!(open.decide("other.org", 443), Verdict::Allow { rule: "mode \"open\" (hutch.toml:2)".into(), explicit: false });

@@ -16,87 +16,28 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::header::{self, HeaderValue};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
-use super::body::{Metered, ProxyBody, Record, empty, full};
-use super::ca::Authority;
+use super::ask::{Answer, MAX_PENDING, Outcome, Question};
+use super::body::{ProxyBody, empty};
+use super::context::{Context, answer};
+use super::exchange::{SendError, host_header, relay_response, send, strip_hop_by_hop};
 use super::guest_io::Counters;
 use super::pattern::normalize_host;
-use super::policy::{Policy, Verdict};
+use super::policy::{NOT_LISTED, Verdict};
 use super::secrets::{Misuse, Secrets};
 use super::sni::{self, Opening, Peeked};
-use super::upstream::{Connected, Upstream};
-use crate::audit::{self, Egress, Log, What};
+use super::upstream::Connected;
+use crate::audit::{self, Asked, Egress, What};
 use crate::untrusted::text;
 
 /// How long a guest has, after CONNECT, to send its first bytes.
 const OPENING_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// What every connection of one VM is served with.
-pub struct Context {
-    /// The egress policy.
-    pub policy: Policy,
-    /// The VM's secrets.
-    pub secrets: Secrets,
-    /// How to reach the host side.
-    pub upstream: Upstream,
-    /// The VM's CA, when it has secrets to intercept for.
-    pub authority: Option<Authority>,
-    /// TLS towards real servers, verified against the host's store.
-    pub client_tls: Arc<rustls::ClientConfig>,
-    /// The VM's audit log.
-    pub audit: Log,
-}
-
-impl Context {
-    /// Writes a finished egress event.
-    pub fn log(&self, event: Egress) {
-        self.audit.append(What::Egress(event));
-    }
-
-    /// Logs `event` as refused for `reason`, and answers the guest `status`
-    /// with the reason and what to do about it: a 403 of a request no rule
-    /// allows (`event.rule` unset) says which line to add.
-    pub fn refuse(&self, mut event: Egress, status: StatusCode, reason: String, start: Instant) -> Response<ProxyBody> {
-        let (short, advice) = if status == StatusCode::FORBIDDEN && event.rule.is_none() {
-            (self.policy.short_advice(&event.host, event.port, &reason), self.policy.advice(&event.host, event.port, &reason))
-        } else {
-            let line = format!("{}:{}: {reason}", event.host, event.port);
-            (line.clone(), format!("hutch: {line}\n"))
-        };
-        event.decision = if status == StatusCode::FORBIDDEN { "deny" } else { "allow" }.into();
-        event.reason = Some(reason.clone());
-        event.status = Some(status.as_u16());
-        event.duration_ms = audit::millis(start.elapsed());
-        tracing::info!("{} {}:{}: {}", text::shown(&event.method), text::shown(&event.host), event.port, text::shown(&reason));
-        self.log(event);
-        answer(status, &short, advice)
-    }
-}
-
-/// hutch's own answer: `status` with `reason` in the status line (made
-/// printable) and `body` as text.
-pub fn answer(status: StatusCode, reason: &str, body: String) -> Response<ProxyBody> {
-    let mut response = Response::new(full(body));
-    *response.status_mut() = status;
-    let phrase: String = format!("{} (hutch: {reason})", status.canonical_reason().unwrap_or("Refused"))
-        .chars()
-        .map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' })
-        .take(400)
-        .collect();
-    if let Ok(phrase) = hyper::ext::ReasonPhrase::try_from(phrase.into_bytes()) {
-        response.extensions_mut().insert(phrase);
-    }
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-    response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-    response
-}
 
 /// Serves one guest connection until the guest closes it.
 pub async fn serve<T>(io: T, ctx: Arc<Context>)
@@ -136,7 +77,7 @@ async fn connect(ctx: Arc<Context>, request: Request<Incoming>) -> Response<Prox
         return answer(StatusCode::BAD_REQUEST, "CONNECT needs host:port", "hutch: CONNECT needs a host and a port\n".into());
     };
     let mut event = Egress { host: host.clone(), port, method: "CONNECT".into(), ..Egress::default() };
-    let explicit = match decide(&ctx, &mut event, start) {
+    let explicit = match decide(&ctx, &mut event, start).await {
         Ok(explicit) => explicit,
         Err(refused) => return *refused,
     };
@@ -153,14 +94,40 @@ async fn connect(ctx: Arc<Context>, request: Request<Incoming>) -> Response<Prox
     Response::new(empty())
 }
 
-/// The policy's verdict on `event`'s host: whether the rule that allows it
-/// names the host itself, or the guest's 403.
-fn decide(ctx: &Context, event: &mut Egress, start: Instant) -> Result<bool, Box<Response<ProxyBody>>> {
-    match ctx.policy.decide(&event.host, event.port) {
-        Verdict::Deny { reason } => Err(Box::new(ctx.refuse(event.clone(), StatusCode::FORBIDDEN, reason, start))),
+/// The policy's verdict on `event`'s host (after asking a person, in
+/// `mode = "ask"`): whether the rule that allows it names the host itself,
+/// or the guest's 403.
+async fn decide(ctx: &Context, event: &mut Egress, start: Instant) -> Result<bool, Box<Response<ProxyBody>>> {
+    let verdict = match ctx.policy().decide(&event.host, event.port) {
+        Verdict::Ask => ask(ctx, event).await,
+        verdict => verdict,
+    };
+    match verdict {
         Verdict::Allow { rule, explicit } => {
             event.rule = Some(rule);
             Ok(explicit)
+        }
+        Verdict::Deny { reason } => Err(Box::new(ctx.refuse(event.clone(), StatusCode::FORBIDDEN, reason, start))),
+        Verdict::Ask => Err(Box::new(ctx.refuse(event.clone(), StatusCode::FORBIDDEN, NOT_LISTED.into(), start))),
+    }
+}
+
+/// Holds the request while a person decides (see [`super::ask`]); the
+/// verdict they gave, or the allow list's refusal.
+async fn ask(ctx: &Context, event: &Egress) -> Verdict {
+    let raised = |q: &Question| {
+        let asked = Asked { id: q.id, host: q.host.clone(), port: q.port, method: q.method.clone(), timeout_ms: q.timeout_ms };
+        tracing::info!("{} {}:{}: asking", text::shown(&q.method), text::shown(&q.host), q.port);
+        ctx.log_event(What::Ask(asked));
+    };
+    match ctx.asks.ask(&event.host, event.port, &event.method, raised).await {
+        Outcome::Answered(Answer::Once { by }) => Verdict::Allow { rule: format!("allowed once when asked ({by})"), explicit: true },
+        Outcome::Answered(Answer::Rule { rule, explicit }) => Verdict::Allow { rule, explicit },
+        Outcome::Answered(Answer::Deny { reason }) => Verdict::Deny { reason },
+        Outcome::TimedOut(waited) => Verdict::Deny { reason: format!("{NOT_LISTED} (asked; no answer within {} s)", waited.as_secs()) },
+        Outcome::NoOne => Verdict::Deny { reason: format!("{NOT_LISTED} (ask mode, but no terminal was watching to answer)") },
+        Outcome::TooMany => {
+            Verdict::Deny { reason: format!("{NOT_LISTED} (ask mode: {MAX_PENDING} other requests are already waiting for an answer)") }
         }
     }
 }
@@ -212,26 +179,32 @@ where
         ctx.log(event);
         return;
     }
-    if matches!(opening, Opening::Tls(_)) && ctx.secrets.intercepts(&event.host) {
+    let registered = ctx.active.register(&event.host, event.port);
+    if matches!(opening, Opening::Tls(_)) && ctx.secrets().intercepts(&event.host) {
         let counters = Counters::default();
         let guest = super::guest_io::Counted::new(Peeked::new(prefix, guest), counters.clone());
         event.intercepted = true;
-        super::intercept::serve(ctx.clone(), guest, server, &event, explicit).await;
+        tokio::select! {
+            () = super::intercept::serve(ctx.clone(), guest, server, &event, explicit) => {}
+            reason = registered.cancelled() => event.reason = Some(reason),
+        }
         let (up, down) = counters.get();
         (event.bytes_up, event.bytes_down) = (up, down);
     } else {
-        let sent = server.write_all(&prefix).await;
-        let copied = match sent {
-            Ok(()) => tokio::io::copy_bidirectional(&mut guest, &mut server).await,
-            Err(e) => Err(e),
+        let counters = Counters::default();
+        let mut guest = super::guest_io::Counted::new(guest, counters.clone());
+        let copied = async {
+            server.write_all(&prefix).await?;
+            super::relay::copy(&mut guest, &mut server).await
         };
-        match copied {
-            Ok((up, down)) => (event.bytes_up, event.bytes_down) = (up + prefix.len() as u64, down),
-            Err(e) => {
+        tokio::select! {
+            copied = copied => if let Err(e) = copied {
                 tracing::debug!("tunnel to {}:{} ended: {e}", event.host, event.port);
-                event.bytes_up = prefix.len() as u64;
-            }
+            },
+            reason = registered.cancelled() => event.reason = Some(reason),
         }
+        let (up, down) = counters.get();
+        (event.bytes_up, event.bytes_down) = (up + prefix.len() as u64, down);
     }
     event.duration_ms = audit::millis(start.elapsed());
     ctx.log(event);
@@ -251,11 +224,11 @@ async fn forward(ctx: Arc<Context>, request: Request<Incoming>) -> Response<Prox
     };
     let path = request.uri().path().to_owned();
     let mut event = Egress { host: host.clone(), port, method, path: Some(path), ..Egress::default() };
-    let explicit = match decide(&ctx, &mut event, start) {
+    let explicit = match decide(&ctx, &mut event, start).await {
         Ok(explicit) => explicit,
         Err(refused) => return *refused,
     };
-    if let Some(misuse) = placeholder_in(&ctx.secrets, &host, &request) {
+    if let Some(misuse) = placeholder_in(&ctx.secrets(), &host, &request) {
         return ctx.refuse(event, StatusCode::FORBIDDEN, misuse.reason(&host), start);
     }
     let connected = match open(&ctx, &mut event, explicit, start).await {
@@ -283,67 +256,21 @@ async fn forward(ctx: Arc<Context>, request: Request<Incoming>) -> Response<Prox
     {
         parts.headers.insert(header::HOST, value);
     }
-    let body = Metered::new(body, counters.up.clone()).boxed();
-    match send(&mut sender, Request::from_parts(parts, body)).await {
-        Ok(response) => relay_response(&ctx, response, event, counters, start),
-        Err(e) => ctx.refuse(event, StatusCode::BAD_GATEWAY, format!("{host}:{port} did not answer: {e}"), start),
+    let registered = ctx.active.register(&host, port);
+    match send(&mut sender, parts, body, ctx.secrets(), &counters).await {
+        Ok(response) => relay_response(&ctx, response, event, counters, start, registered),
+        Err(SendError::Placeholder(misuse)) => ctx.refuse(event, StatusCode::FORBIDDEN, misuse.reason(&host), start),
+        Err(SendError::Server(e)) => ctx.refuse(event, StatusCode::BAD_GATEWAY, format!("{host}:{port} did not answer: {e}"), start),
     }
 }
 
-/// Sends one request on an HTTP/1.1 connection once it is ready.
-pub async fn send(
-    sender: &mut hyper::client::conn::http1::SendRequest<ProxyBody>,
-    request: Request<ProxyBody>,
-) -> hyper::Result<Response<Incoming>> {
-    sender.ready().await?;
-    sender.send_request(request).await
-}
-
-/// The server's answer, passed to the guest with its body counted and the
-/// request's audit line written once the body is through.
-pub fn relay_response(
-    ctx: &Context,
-    response: Response<Incoming>,
-    mut event: Egress,
-    counters: Counters,
-    start: Instant,
-) -> Response<ProxyBody> {
-    let (mut parts, body) = response.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
-    event.status = Some(parts.status.as_u16());
-    let record = Record { log: ctx.audit.clone(), event, counters: counters.clone(), start };
-    let body = Metered::new(body, counters.down).with_record(record).boxed();
-    Response::from_parts(parts, body)
-}
-
-/// The `Host` header for `host:port` (the port left out when it is the scheme's).
-pub fn host_header(host: &str, port: u16, default_port: u16) -> String {
-    let host = if host.contains(':') { format!("[{host}]") } else { host.to_owned() };
-    if port == default_port { host } else { format!("{host}:{port}") }
-}
-
-/// Removes the headers that concern one hop only (RFC 9110 §7.6.1), and the
-/// ones the `Connection` header names.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
-    }
-    for name in ["connection", "keep-alive", "proxy-connection", "proxy-authorization", "proxy-authenticate", "te", "trailer", "upgrade"] {
-        headers.remove(name);
-    }
-}
-
-/// A placeholder in a plain-HTTP request: refused whichever host it is for.
+/// A placeholder in a plain-HTTP request's URL or headers: refused
+/// whichever host it is for (its body is searched as it is sent).
 fn placeholder_in(secrets: &Secrets, host: &str, request: &Request<Incoming>) -> Option<Misuse> {
-    let uri = request.uri().to_string();
+    if let Some(found) = secrets.find(&request.uri().to_string()) {
+        return Some(Misuse::InUrl { name: found.name.clone() });
+    }
     let values = request.headers().values().map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-    let found = std::iter::once(uri).chain(values).find_map(|text| secrets.find(&text).cloned())?;
+    let found = values.into_iter().find_map(|text| secrets.find(&text).cloned())?;
     Some(if found.allowed_for(host) { Misuse::Plaintext { name: found.name } } else { Misuse::WrongHost { name: found.name } })
 }

@@ -1,5 +1,6 @@
 //! `network`: what the VM's guest may reach, as the host enforces it (the
-//! policy its network process serves), and what it was refused lately (the
+//! policy its network process serves: the configuration's, with the changes
+//! `hutch allow`/`deny` made while it runs), and what it was refused lately (the
 //! egress refusals of the VM's audit log, through the audit reader). Host
 //! state only: it neither boots nor asks the VM. Hosts and paths in refusals
 //! are what guest programs asked for: escaped.
@@ -14,6 +15,7 @@ use crate::mcp::error::ToolError;
 use crate::mcp::guest_text::meta;
 use crate::mcp::limits;
 use crate::mcp::vm::Place;
+use crate::net::live::LiveEdits;
 use crate::net::policy::PolicyFile;
 use crate::net::{NetError, net_dir};
 
@@ -33,7 +35,7 @@ pub struct NetworkParams {
 pub struct Rule {
     /// The host pattern (`example.com`, `*.example.com`, `10.0.0.0/8:5432`).
     pub pattern: String,
-    /// Where it comes from: `built-in`, `FILE:LINE`, or `--allow`.
+    /// Where it comes from: `built-in`, `FILE:LINE`, `--allow`, or `hutch allow`/`hutch deny` while the VM runs.
     pub source: String,
 }
 
@@ -44,6 +46,12 @@ pub struct Secret {
     pub name: String,
     /// The only hosts the real value is sent to.
     pub hosts: Vec<String>,
+    /// The only HTTP methods it is sent with (empty: any).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub methods: Vec<String>,
+    /// The only path prefixes it is sent to (empty: any).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<String>,
 }
 
 /// One refused connection or request.
@@ -71,7 +79,8 @@ pub struct NetworkOutput {
     pub vm: String,
     /// Its network process runs: guest programs reach the outside only through it, under the rules below.
     pub serving: bool,
-    /// "allow" (only the allow list), "open" (any public host but the deny list) or "none" (nothing).
+    /// "allow" (only the allow list), "open" (any public host but the deny list), "ask" (the allow list, and
+    /// the user is asked about other hosts while they watch) or "none" (nothing).
     pub mode: String,
     /// Hosts the guest may reach (mode "allow").
     pub allow: Vec<Rule>,
@@ -93,7 +102,7 @@ pub fn tool() -> Tool {
         "The VM's network as the host enforces it: the mode, the allow and deny lists (with the file and line of each \
          rule), the secrets the host adds for their hosts, and the connections the VM was refused lately with the \
          reason. When a download fails with 403 from hutch's proxy, this says what was refused; only the user can \
-         change the rules (in the config file named here, then `hutch up`).",
+         change the rules (`hutch allow HOST` on the host, or in the config file named here).",
         serde_json::Map::new(),
     )
     .with_input_schema::<NetworkParams>()
@@ -113,7 +122,12 @@ pub fn network(call: &Call, place: &Place, params: NetworkParams) -> Result<Netw
     call.audit().detail = Some(format!("{count} denials"));
     let net = net_dir(&vm_dir);
     let serving = crate::net::daemon::daemon(&vm_dir).running();
-    let policy = if net.join(crate::net::policy::POLICY_FILE).exists() { Some(PolicyFile::load(&net)?) } else { None };
+    let policy = if net.join(crate::net::policy::POLICY_FILE).exists() {
+        // The configuration's policy with the running VM's changes, as the process serves it.
+        Some(LiveEdits::load(&net)?.apply(&PolicyFile::load(&net)?))
+    } else {
+        None
+    };
     let rules = |rules: &[crate::config::network::Rule]| {
         rules.iter().map(|r| Rule { pattern: r.pattern.clone(), source: r.source.clone() }).collect::<Vec<_>>()
     };
@@ -147,7 +161,11 @@ pub fn network(call: &Call, place: &Place, params: NetworkParams) -> Result<Netw
             mode: policy.mode.as_str().to_owned(),
             allow: rules(&policy.allow),
             deny: rules(&policy.deny),
-            secrets: policy.secrets.iter().map(|(name, s)| Secret { name: name.clone(), hosts: s.hosts.clone() }).collect(),
+            secrets: policy
+                .secrets
+                .iter()
+                .map(|(name, s)| Secret { name: name.clone(), hosts: s.hosts.clone(), methods: s.methods.clone(), paths: s.paths.clone() })
+                .collect(),
             config_file: Some(policy.advice_file),
             denials,
         },

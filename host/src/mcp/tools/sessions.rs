@@ -226,7 +226,7 @@ pub async fn start(call: &Call, params: StartParams) -> Result<StartOutput, Tool
     let mut reached = call.reach().await?;
     let cwd = params.cwd.unwrap_or_else(|| Call::default_cwd(&reached));
     call.audit().cwd = Some(call.redact(&cwd));
-    let options = Options { argv, env: call.env(params.env.as_ref()), cwd, tty: false, timeout, capture: false, no_stdin: true };
+    let options = Options { argv, env: call.env(params.env.as_ref()), cwd, tty: false, timeout, capture: false, no_stdin: true, ask: None };
     let spec = SessionSpec { name: params.tag.unwrap_or_default(), detach: true, buffer: params.buffer_bytes.unwrap_or(0) };
     let starting = tokio::time::timeout(START_WAIT, crate::exec::attach::start_detached(&mut reached.client, &options, &spec));
     let finished = tokio::select! {
