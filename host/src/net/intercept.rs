@@ -52,20 +52,22 @@ where
     G: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let host = tunnel.host.clone();
+    // The guest chose the name: escaped wherever it reaches the log.
+    let shown = crate::untrusted::text::shown(&host);
     let leaf = match ctx.authority.as_ref().map(|ca| ca.leaf(&host)) {
         Some(Ok(leaf)) => leaf,
-        Some(Err(e)) => return tracing::warn!("cannot intercept {host}: {e}"),
-        None => return tracing::warn!("cannot intercept {host}: the VM has no CA"),
+        Some(Err(e)) => return tracing::warn!("cannot intercept {shown}: {e}"),
+        None => return tracing::warn!("cannot intercept {shown}: the VM has no CA"),
     };
     let config = match super::tls::server_config(leaf) {
         Ok(config) => config,
-        Err(e) => return tracing::warn!("cannot intercept {host}: {e}"),
+        Err(e) => return tracing::warn!("cannot intercept {shown}: {e}"),
     };
     let tls = match TlsAcceptor::from(config).accept(guest).await {
         Ok(tls) => tls,
         Err(e) => {
             // Typically a guest program that does not trust the VM's CA.
-            return tracing::info!("TLS with the guest for {host} failed: {e} (does the program trust the VM's CA bundle?)");
+            return tracing::info!("TLS with the guest for {shown} failed: {e} (does the program trust the VM's CA bundle?)");
         }
     };
     let state = Arc::new(Mutex::new(Server { fresh: Some(server), sender: None, explicit }));
@@ -75,7 +77,7 @@ where
         async move { Ok::<_, std::convert::Infallible>(one_request(ctx, state, &tunnel, request).await) }
     });
     if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), service).await {
-        tracing::debug!("intercepted connection to {host} ended: {e}");
+        tracing::debug!("intercepted connection to {shown} ended: {e}");
     }
 }
 

@@ -88,7 +88,9 @@ async fn connect(ctx: Arc<Context>, request: Request<Incoming>) -> Response<Prox
     tokio::spawn(async move {
         match hyper::upgrade::on(request).await {
             Ok(upgraded) => tunnel(ctx, TokioIo::new(upgraded), connected.stream, event, explicit, start).await,
-            Err(e) => tracing::debug!("CONNECT {host}:{port}: the guest left before the tunnel opened: {e}"),
+            Err(e) => {
+                tracing::debug!("CONNECT {}:{port}: the guest left before the tunnel opened: {e}", crate::untrusted::text::shown(&host))
+            }
         }
     });
     Response::new(empty())
@@ -163,7 +165,7 @@ where
         read = tokio::time::timeout(OPENING_TIMEOUT, sni::read_opening(&mut guest, &mut prefix)) => match read {
             Ok(Ok(opening)) => opening,
             Ok(Err(e)) => {
-                tracing::debug!("reading the first bytes of a tunnel to {}: {e}", event.host);
+                tracing::debug!("reading the first bytes of a tunnel to {}: {e}", crate::untrusted::text::shown(&event.host));
                 Opening::Other
             }
             Err(_) => Opening::Other,
