@@ -819,8 +819,11 @@ fn forks_start_from_the_parents_disk_and_go_their_own_ways() {
         let vm = e2e().state.path().join("vms").join(child);
         assert!(hutch_tests::daemon_running(&vm.join("net/net.log")), "{child} has no network process of its own");
         // The project's audit log names each line's VM: the child's lines are its own commands only.
-        let audit: String =
-            audit_lines(&e2e().state.path().join("audit")).into_iter().filter(|l| l.contains(&format!("\"vm\":\"{child}\""))).collect();
+        let audit: String = hutch_tests::audit_log(e2e().state.path())
+            .lines()
+            .filter(|l| l.contains(&format!("\"vm\":\"{child}\"")))
+            .map(|l| format!("{l}\n"))
+            .collect();
         assert!(audit.contains("/etc/machine-id") && !audit.contains("echo prepared"), "{child}'s audit lines are not its own:\n{audit}");
     }
 
@@ -836,13 +839,4 @@ fn forks_start_from_the_parents_disk_and_go_their_own_ways() {
         assert_eq!(code(&e2e().run(&["rm", "-f", vm])), 0);
     }
     assert!(e2e().vm_processes().iter().all(|(_, c)| !c.contains("/vms/e2e-")), "left running: {:?}", e2e().vm_processes());
-}
-
-/// Every line of the audit logs in `dir` (a state folder's `audit/`).
-fn audit_lines(dir: &std::path::Path) -> Vec<String> {
-    let mut lines = Vec::new();
-    for file in entries(dir).into_iter().filter(|f| f.contains(".jsonl")) {
-        lines.extend(std::fs::read_to_string(dir.join(file)).unwrap_or_default().lines().map(|l| format!("{l}\n")));
-    }
-    lines
 }

@@ -439,9 +439,7 @@ fn a_vm_that_is_not_running_is_started_as_hutch_up_would_and_every_call_is_audit
     assert!(mcp.close().success());
 
     // One line per call in the project's audit log, whatever became of it.
-    let audit = fake.state().join("audit");
-    let file = std::fs::read_dir(&audit).unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().is_some_and(|e| e == "jsonl"));
-    let log = std::fs::read_to_string(file.expect("the project's audit file")).unwrap();
+    let log = hutch_tests::audit_log(&fake.state());
     let tools: Vec<Value> = log.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).filter(|l| l["event"] == "tool").collect();
     let names: Vec<&str> = tools.iter().map(|t| text(&t["tool"])).collect();
     assert_eq!(names, ["exec", "write_file", "read_file", "read_file", "exec", "exec", "exec", "network", "network"], "{log}");
