@@ -177,7 +177,7 @@ pub struct RuleArgs {
 
     /// Host patterns: example.com, *.example.com, localhost:8080, 10.0.0.0/8, tcp://github.com:22.
     #[arg(required = true, value_name = "HOST")]
-    pub hosts: Vec<crate::net::pattern::HostPattern>,
+    pub hosts: Vec<crate::config::pattern::HostPattern>,
 }
 
 /// `hutch allow`.

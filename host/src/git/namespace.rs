@@ -60,7 +60,7 @@ pub fn probe() -> Result<(), GitError> {
         }
         Ok(nix::unistd::ForkResult::Parent { child }) => match nix::sys::wait::waitpid(child, None) {
             Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => Ok(()),
-            _ => Err(GitError::NoNamespace(crate::backend::qemu::virtiofs::sandbox_obstacle().unwrap_or_else(|| {
+            _ => Err(GitError::NoNamespace(crate::userns::obstacle().unwrap_or_else(|| {
                 "unshare(2) of a mount namespace failed (a container without CAP_SYS_ADMIN, or user namespaces turned off)".into()
             }))),
         },

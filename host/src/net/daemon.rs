@@ -53,7 +53,6 @@ use super::upstream::Upstream;
 use super::{NetError, net_dir};
 use crate::config::network::{Mode, NetworkConfig};
 use crate::daemon::Daemon;
-use crate::error::Error;
 use crate::state::{StateDir, VmName, VmRecord};
 use crate::transport::{self, BearerToken, Client};
 use crate::untrusted::text;
@@ -281,7 +280,7 @@ fn inputs(net: &Path, policy: &PolicyFile) -> Result<String, NetError> {
 }
 
 /// The network process itself; returns when the VM is gone.
-pub async fn run(name: &VmName) -> Result<u8, Error> {
+pub async fn run(name: &VmName) -> Result<u8, NetError> {
     let state = StateDir::from_env()?;
     let dir = state.vm_dir(name);
     let net = net_dir(&dir);
@@ -363,13 +362,13 @@ fn listen_request(policy: &PolicyFile, secrets: &Secrets, roots: &HostRoots, aut
 /// connection or the listen call ends (`Ok` with why), or a setup step
 /// fails (`Err`). When the routes change, it listens again with the new
 /// ones (the agent keeps the listeners that stay, and their backlogs).
-async fn session(record: &VmRecord, listen: &EgressListenRequest, ctx: &Arc<Context>, ready: &mut bool) -> Result<String, Error> {
+async fn session(record: &VmRecord, listen: &EgressListenRequest, ctx: &Arc<Context>, ready: &mut bool) -> Result<String, NetError> {
     let token = BearerToken::load(record.token_file.as_deref()).map_err(crate::connect::ConnectError::from)?;
     let addr = record.agent_addr()?;
     let (connection, driver) = transport::open(addr, &token, KEEPALIVE).await.map_err(crate::connect::ConnectError::from)?;
     let mut driver = tokio::spawn(driver);
     let client = Client::new(connection, token, crate::connect::peer(record));
-    let agent_failed = |why: String| Error::from(NetError::Agent { name: record.name.to_string(), why });
+    let agent_failed = |why: String| NetError::Agent { name: record.name.to_string(), why };
     let info = client.describe().await.map_err(|e| agent_failed(e.to_string()))?;
     if !info.capabilities.iter().any(|c| c == super::CAPABILITY) {
         return Err(agent_failed(format!("its version {} has no egress pipe", text::shown(&info.version))));
@@ -408,7 +407,7 @@ async fn session(record: &VmRecord, listen: &EgressListenRequest, ctx: &Arc<Cont
                     let route = routes.iter().find(|r| r.guest.to_string() == local).cloned();
                     served.spawn(async move {
                         match route {
-                            Some(route) => super::route::serve(ctx, io, route).await,
+                            Some(route) => super::tcp::serve(ctx, io, route).await,
                             None => proxy::serve(io, ctx).await,
                         }
                         drop(permit);

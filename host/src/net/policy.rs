@@ -15,8 +15,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::NetError;
-use super::pattern::{DEFAULT_PORTS, HostPattern};
 use crate::config::network::{Mode, NetworkConfig, Rule, SecretConfig};
+use crate::config::pattern::{DEFAULT_PORTS, HostPattern};
 
 /// The policy file's name in the VM's `net/` folder.
 pub const POLICY_FILE: &str = "policy.json";

@@ -23,9 +23,9 @@ use std::path::{Path, PathBuf};
 use base64::Engine;
 
 use super::NetError;
-use super::pattern::HostPattern;
 use super::policy::PolicyFile;
 use super::scope;
+use crate::config::pattern::HostPattern;
 
 /// The placeholders' file in the VM's `net/` folder.
 pub const PLACEHOLDERS_FILE: &str = "placeholders.json";

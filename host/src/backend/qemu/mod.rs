@@ -13,6 +13,7 @@
 pub mod accel;
 pub mod args;
 pub mod disk;
+pub mod helper;
 pub mod image;
 pub mod layers;
 pub mod qmp;
@@ -28,7 +29,7 @@ use hutch_proto::addr::Addr;
 use hutch_proto::v1::{WorkspaceShare, workspace_share};
 
 use crate::backend::{Backend, BackendError, SshEndpoint, VmSpec, VmState, tail_of_file};
-use crate::daemon::{Daemon, DaemonError};
+use crate::daemon::Daemon;
 use crate::state::{BackendKind, BackendState, MachineId, QemuShare, QemuState, StateDir, VmRecord};
 use accel::{Accel, Choice};
 use image::{GuestImage, Init};
@@ -142,7 +143,7 @@ impl Qemu {
         cmd.args(machine.args());
         if let Err(e) = qemu_daemon(dir).spawn(cmd) {
             stop_daemons();
-            return Err(daemon_error(e));
+            return Err(helper::daemon_error(e, INSTALL));
         }
         record.addr = match device {
             vsock::Device::Kernel { cid } => Addr::Vsock { cid, port: image.spec.agent_port },
@@ -391,23 +392,8 @@ fn cmdline_extra(hutch_init: bool, commands_as_root: bool, disk: bool, machine_i
     extra
 }
 
-/// The backend's error for a daemon that would not start, with how to
-/// install the program when it is missing.
-fn daemon_error(error: DaemonError) -> BackendError {
-    match error {
-        DaemonError::NotFound { program } => {
-            let install = if program.contains("vhost-device-vsock") {
-                "install it with `cargo install vhost-device-vsock --locked` (or set HUTCH_VHOST_DEVICE_VSOCK to its path)".into()
-            } else if program.contains(virtiofs::PROGRAM) {
-                virtiofs::INSTALL.into()
-            } else {
-                "install QEMU (Debian/Ubuntu: `apt-get install qemu-system-x86`), or set HUTCH_QEMU to its path".into()
-            };
-            BackendError::MissingTool { tool: program, install }
-        }
-        other => BackendError::Boot(other.to_string()),
-    }
-}
+/// How to get QEMU.
+const INSTALL: &str = "install QEMU (Debian/Ubuntu: `apt-get install qemu-system-x86`), or set HUTCH_QEMU to its path";
 
 /// virtiofsd: `HUTCH_VIRTIOFSD` when set (even if it does not exist, so a
 /// wrong path is reported rather than silently replaced), else found like
