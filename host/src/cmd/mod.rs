@@ -4,6 +4,7 @@ pub mod agent;
 pub mod allow;
 pub mod attach;
 pub mod audit;
+pub mod audited;
 pub mod completions;
 pub mod config;
 pub mod diff;
