@@ -25,11 +25,11 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
+use super::finish::AbortOnDrop;
 use super::input::{Requests, parse_signal};
 use super::kept::{Client, Kept, Step};
 use super::output::{Channel, OUTPUT_CHUNK, RESPONSE_QUEUE, Responses};
 use super::ring::Cursor;
-use super::session::AbortOnDrop;
 use super::sessions::Sessions;
 
 /// Where a client stops reading when the session has not ended.

@@ -1,6 +1,8 @@
 //! Running processes for the host: the heart of the agent.
 //!
 //! - [`session`] drives one exec from `Start` to `Exited`;
+//! - [`finish`] is how every process the agent runs ends (output drained,
+//!   then `Exited`), shared by a plain exec and a session;
 //! - [`spawn`] starts the child in its own session, with pipes or a PTY;
 //! - [`output`] pumps stdout/stderr to the client with backpressure;
 //! - [`input`] applies stdin, EOF, resizes and signals from the client;
@@ -15,6 +17,7 @@
 
 pub mod attach;
 pub mod fd;
+pub mod finish;
 pub mod input;
 pub mod journal;
 pub mod kept;

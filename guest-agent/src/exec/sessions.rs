@@ -209,7 +209,7 @@ impl Sessions {
         };
         let Spawned { child, pid, io } = match spawn(&spec) {
             Ok(spawned) => spawned,
-            Err(failure) => return super::session::send_failure(&responses, failure).await,
+            Err(failure) => return super::finish::send_failure(&responses, failure).await,
         };
         let registration = self.inner.groups.register(pid);
         let launch = Launch { name: name.clone(), argv: spec.argv, buffer, timeout };
