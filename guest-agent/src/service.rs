@@ -72,7 +72,7 @@ impl Agent for AgentService {
     type AttachStream = ExecStream;
 
     async fn attach(&self, request: Request<Streaming<AttachRequest>>) -> Result<Response<Self::AttachStream>, Status> {
-        let responses = attach::call(&self.sessions, request.into_inner()).await?;
+        let responses = attach::call(|start| self.sessions.attach(start), request.into_inner()).await?;
         Ok(Response::new(Box::pin(responses)))
     }
 
