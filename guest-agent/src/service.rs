@@ -21,7 +21,7 @@ use crate::egress::{self, Egress};
 use crate::exec::output::RESPONSE_QUEUE;
 use crate::exec::registry::Groups;
 use crate::exec::sessions::Sessions;
-use crate::exec::{attach, session};
+use crate::exec::{attach, stream};
 use crate::forward;
 use crate::info;
 use crate::prepare::{self, PrepareError};
@@ -65,7 +65,7 @@ impl Agent for AgentService {
 
     async fn exec(&self, request: Request<Streaming<ExecRequest>>) -> Result<Response<Self::ExecStream>, Status> {
         let (tx, rx) = mpsc::channel(RESPONSE_QUEUE);
-        tokio::spawn(session::run(request.into_inner(), tx, self.groups.clone(), self.sessions.clone()));
+        tokio::spawn(stream::run(request.into_inner(), tx, self.groups.clone(), self.sessions.clone()));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 

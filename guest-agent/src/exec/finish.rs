@@ -1,5 +1,6 @@
-//! How a process the agent runs ends, whoever owns it: a plain exec on its
-//! stream (`session`) or a session kept for any client (`kept`, `attach`).
+//! How a process the agent runs ends, whoever owns it: a plain exec driven
+//! on its stream (`stream`) or a session kept for any client (`kept`,
+//! `attach`).
 //!
 //! Its output pumps are drained for up to [`DRAIN_GRACE`] once the main
 //! process exits, then cut; its end is reported as an `Exited` message, or a

@@ -15,7 +15,7 @@
 //! - Viewers never slow anything down: one that falls further behind than
 //!   the ring holds skips ahead and is told how much it missed.
 //!
-//! The end works as for a plain exec (see `session` and `finish`): a
+//! The end works as for a plain exec (see `stream` and `finish`): a
 //! timeout sends SIGTERM then SIGKILL, and output is drained for up to
 //! `DRAIN_GRACE` after the main process exits, then cut.
 

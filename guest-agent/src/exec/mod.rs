@@ -1,6 +1,6 @@
 //! Running processes for the host: the heart of the agent.
 //!
-//! - [`session`] drives one exec from `Start` to `Exited`;
+//! - [`stream`] drives one exec on its stream, from `Start` to `Exited`;
 //! - [`finish`] is how every process the agent runs ends (output drained,
 //!   then `Exited`), shared by a plain exec and a session;
 //! - [`spawn`] starts the child in its own session, with pipes or a PTY;
@@ -25,8 +25,8 @@ pub mod output;
 pub mod pty;
 pub mod registry;
 pub mod ring;
-pub mod session;
 pub mod sessions;
 pub mod spawn;
+pub mod stream;
 pub mod timeout;
 pub mod user;

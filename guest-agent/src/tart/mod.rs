@@ -3,7 +3,7 @@
 //! `tart ip --resolver=agent` working.
 //!
 //! It is a translation layer, not a second exec engine: [`exec`] turns Tart's
-//! requests into hutch.v1 ones for `crate::exec::session` and its responses
+//! requests into hutch.v1 ones for `crate::exec::stream` and its responses
 //! back into Tart's; [`ip`] answers `ResolveIP` from the guest's interfaces.
 
 mod exec;

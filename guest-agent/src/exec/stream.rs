@@ -1,6 +1,7 @@
-//! One exec, from its `Start` request to its `Exited` response.
+//! One exec driven on its stream, from its `Start` request to its `Exited`
+//! response (a `Start` that asks for a session is handed to `sessions`).
 //!
-//! The session owns the child and decides when it ends:
+//! The stream's task owns the child and decides when it ends:
 //! - the main process exits: output is drained (up to [`DRAIN_GRACE`] for EOF,
 //!   then cut, keeping what is already buffered) and `Exited` is sent last;
 //! - the timeout expires: the group gets SIGTERM, then SIGKILL after
