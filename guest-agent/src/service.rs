@@ -20,7 +20,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::egress::{self, Egress};
 use crate::exec::output::RESPONSE_QUEUE;
 use crate::exec::registry::Groups;
-use crate::exec::sessions::Sessions;
+use crate::exec::session_store::Sessions;
 use crate::exec::{attach, stream};
 use crate::forward;
 use crate::info;

@@ -51,7 +51,7 @@ enum Leave {
 }
 
 /// A client about to be served: what
-/// [`Sessions::attach`](super::sessions::Sessions::attach) set up.
+/// [`Sessions::attach`](super::session_store::Sessions::attach) set up.
 pub struct Attaching {
     pub(super) kept: Arc<Kept>,
     pub(super) client: Client,

@@ -9,10 +9,10 @@
 //! - [`pty`] and [`fd`] are the terminal and non-blocking fd plumbing;
 //! - [`registry`] tracks live process groups so agent shutdown kills them;
 //! - [`timeout`] is a group's time limit (SIGTERM, then SIGKILL);
-//! - [`sessions`] keeps processes that outlive their stream (`--detach`,
-//!   `--keep`): [`kept`] owns one such process and its output [`ring`],
-//!   [`attach`] serves one client of it, [`journal`] tells the next agent
-//!   what ended with this one;
+//! - [`session_store`] keeps processes that outlive their stream
+//!   (`--detach`, `--keep`) by name: [`kept`] owns one such process and its
+//!   output [`ring`], [`attach`] serves one client of it, [`journal`] tells
+//!   the next agent what ended with this one;
 //! - [`user`] is who commands run as (`--exec-user`).
 
 pub mod attach;
@@ -25,7 +25,7 @@ pub mod output;
 pub mod pty;
 pub mod registry;
 pub mod ring;
-pub mod sessions;
+pub mod session_store;
 pub mod spawn;
 pub mod stream;
 pub mod timeout;

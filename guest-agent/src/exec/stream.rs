@@ -1,5 +1,5 @@
 //! One exec driven on its stream, from its `Start` request to its `Exited`
-//! response (a `Start` that asks for a session is handed to `sessions`).
+//! response (a `Start` that asks for a session is handed to `session_store`).
 //!
 //! The stream's task owns the child and decides when it ends:
 //! - the main process exits: output is drained (up to [`DRAIN_GRACE`] for EOF,
@@ -33,7 +33,7 @@ use super::finish::{AbortOnDrop, drain, exited_message, send_failure};
 use super::input::{self, InputEnd, Requests, StdinTarget};
 use super::output::{Channel, Responses, pump};
 use super::registry::Groups;
-use super::sessions::Sessions;
+use super::session_store::Sessions;
 use super::spawn::{ChildIo, Spawned, Spec, StartFailure, TtySpec, spawn};
 use super::timeout::Timeout;
 

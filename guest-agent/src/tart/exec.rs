@@ -30,7 +30,7 @@ use tonic::{Status, Streaming};
 
 use crate::exec::output::RESPONSE_QUEUE;
 use crate::exec::registry::Groups;
-use crate::exec::sessions::Sessions;
+use crate::exec::session_store::Sessions;
 use crate::exec::stream;
 
 /// Reads the `command`, starts the session, and returns Tart's response stream.

@@ -18,7 +18,7 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::exec::registry::Groups;
-use crate::exec::sessions::{SessionError, Sessions};
+use crate::exec::session_store::{SessionError, Sessions};
 
 /// The Tart-compatible service; shares the agent's process-group registry, so
 /// agent shutdown kills Tart execs too, and its sessions: a `detach`ed
