@@ -94,9 +94,10 @@ pub enum Error {
     /// A warm pool could not be read, changed or filled.
     #[error(transparent)]
     Warm(#[from] WarmError),
-    /// What `up`/`run` ask for could not be worked out.
+    /// What `up`/`run` ask for could not be worked out (boxed: it holds
+    /// the configuration's and the backend's errors by value).
     #[error(transparent)]
-    Plan(#[from] PlanError),
+    Plan(Box<PlanError>),
     /// The request contradicts what exists.
     #[error("{0}")]
     Usage(String),
@@ -117,6 +118,12 @@ pub enum Error {
         /// The OS error.
         source: std::io::Error,
     },
+}
+
+impl From<PlanError> for Error {
+    fn from(error: PlanError) -> Self {
+        Error::Plan(Box::new(error))
+    }
 }
 
 impl Error {

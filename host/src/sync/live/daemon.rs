@@ -136,7 +136,7 @@ pub async fn run(name: &VmName) -> Result<u8, LiveError> {
                     ready = true;
                 }
             };
-            Ok::<_, LiveError>(run::session(&mut client, &mut engine, &mut control, &mut stop, false, &mut say_ready).await?)
+            run::session(&mut client, &mut engine, &mut control, &mut stop, false, &mut say_ready).await
         }
         .await;
         match outcome {
