@@ -23,6 +23,9 @@ use proc_macro2::{Delimiter, TokenStream, TokenTree};
 /// A module's path inside its crate (`["net", "daemon"]`; the root is `[]`).
 type ModPath = Vec<String>;
 
+/// One leaf of a `use` tree: the path, and the name it binds.
+type UseLeaf = (Vec<String>, String);
+
 /// One crate's files.
 struct Crate {
     files: BTreeMap<ModPath, PathBuf>,
@@ -103,7 +106,7 @@ fn is_path_sep(trees: &[TokenTree], i: usize) -> bool {
 }
 
 /// A `use` tree's leaves: (path, the name it binds).
-fn use_tree(trees: &[TokenTree], prefix: &[String], out: &mut Vec<(Vec<String>, String)>) {
+fn use_tree(trees: &[TokenTree], prefix: &[String], out: &mut Vec<UseLeaf>) {
     let mut path = prefix.to_vec();
     let mut i = 0;
     if is_path_sep(trees, 0) {
@@ -156,7 +159,7 @@ fn use_tree(trees: &[TokenTree], prefix: &[String], out: &mut Vec<(Vec<String>, 
 
 /// The `use` declarations of a token list (not descending into items), and
 /// whether each is `pub`.
-fn uses(trees: &[TokenTree]) -> Vec<(bool, Vec<(Vec<String>, String)>)> {
+fn uses(trees: &[TokenTree]) -> Vec<(bool, Vec<UseLeaf>)> {
     let mut found = Vec::new();
     for (i, tree) in trees.iter().enumerate() {
         if ident(Some(tree)).as_deref() != Some("use") {
