@@ -55,20 +55,7 @@ pub fn binaries() -> &'static Binaries {
         let mut cargo = Command::new(option_env!("CARGO").unwrap_or("cargo"));
         cargo.current_dir(workspace).args(["build", "--quiet", "--workspace", "--bins"]);
         cargo.env("CARGO_TARGET_DIR", profile_dir.parent().expect("target dir"));
-        // `cargo test` gives this process the test crate's own variables
-        // (CARGO_MANIFEST_DIR, CARGO_PKG_*…). Build scripts that watch one
-        // (ring's `rerun-if-env-changed`) would see it change between the
-        // outer build and this one and rebuild every time; the outer build
-        // never had them.
-        for (name, _) in std::env::vars_os() {
-            let name = name.to_string_lossy();
-            let set_by_cargo_test = ["CARGO_MANIFEST_", "CARGO_PKG_", "CARGO_CRATE_", "CARGO_BIN_"].iter().any(|p| name.starts_with(p))
-                || name == "CARGO_PRIMARY_PACKAGE"
-                || name == "CARGO_TARGET_TMPDIR";
-            if set_by_cargo_test {
-                cargo.env_remove(name.as_ref());
-            }
-        }
+        without_package_env(&mut cargo);
         match profile.as_str() {
             "debug" => {}
             "release" => {
@@ -82,6 +69,25 @@ pub fn binaries() -> &'static Binaries {
         assert!(status.success(), "cargo build --workspace --bins failed");
         Binaries { hutch: profile_dir.join("hutch"), agent: profile_dir.join("hutch-agent") }
     })
+}
+
+/// Removes from `cargo` (a nested cargo command) the variables that `cargo
+/// test` or `cargo run` gave this process for its own package
+/// (`CARGO_MANIFEST_DIR`, `CARGO_PKG_*`, `CARGO_PRIMARY_PACKAGE`…). Build
+/// scripts that watch one (ring's `rerun-if-env-changed`) would see it change
+/// between the outer build and this one and rebuild every time; the outer
+/// build never had them. Used by [`binaries`] and by `cargo xtask`.
+pub fn without_package_env(cargo: &mut Command) -> &mut Command {
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let set_for_the_package = ["CARGO_MANIFEST_", "CARGO_PKG_", "CARGO_CRATE_", "CARGO_BIN_"].iter().any(|p| name.starts_with(p))
+            || name == "CARGO_PRIMARY_PACKAGE"
+            || name == "CARGO_TARGET_TMPDIR";
+        if set_for_the_package {
+            cargo.env_remove(name.as_ref());
+        }
+    }
+    cargo
 }
 
 /// The exit code of a finished `hutch`, panicking with its stderr if it was killed.
