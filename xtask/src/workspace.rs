@@ -7,6 +7,7 @@ use std::process::Command;
 pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
 /// The workspace root (the parent of xtask/).
+#[allow(clippy::expect_used, reason = "xtask's manifest folder is always inside the workspace")]
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
 }

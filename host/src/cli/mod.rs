@@ -152,6 +152,7 @@ pub enum Command {
 /// `hutch audit` (and its old name, `hutch log`).
 #[derive(Args, Debug)]
 pub struct AuditArgs {
+    /// Which VM (`--name`, else the project's).
     #[command(flatten)]
     pub name: NameArg,
 
@@ -183,6 +184,7 @@ pub struct RuleArgs {
 /// `hutch allow`.
 #[derive(Args, Debug)]
 pub struct AllowArgs {
+    /// The hosts, and where the rule goes.
     #[command(flatten)]
     pub rule: RuleArgs,
 
@@ -199,6 +201,7 @@ pub struct McpArgs {
     #[arg(short = 'n', long, value_name = "NAME")]
     pub name: Option<VmName>,
 
+    /// Which agent: a VM by name, or one by address.
     #[command(flatten)]
     pub agent: AgentArgs,
 }

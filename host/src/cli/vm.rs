@@ -132,12 +132,15 @@ pub struct RunArgs {
     #[arg(long, requires = "rm")]
     pub cold: bool,
 
+    /// The VM to bring up, as `hutch up` takes it.
     #[command(flatten)]
     pub up: UpArgs,
 
+    /// How the command runs: terminal, directory, environment, time limit, output.
     #[command(flatten)]
     pub exec: ExecFlags,
 
+    /// Whether the command outlives this terminal (`--detach`, `--keep`).
     #[command(flatten)]
     pub session: SessionFlags,
 
@@ -157,6 +160,7 @@ pub struct ShellArgs {
 /// `hutch rm`.
 #[derive(Args, Debug)]
 pub struct RmArgs {
+    /// Which VM (`--name`, else the project's).
     #[command(flatten)]
     pub name: NameArg,
 
@@ -193,6 +197,7 @@ pub struct WarmArgs {
 /// `hutch fork`.
 #[derive(Args, Debug)]
 pub struct ForkArgs {
+    /// Which VM (`--name`, else the project's).
     #[command(flatten)]
     pub name: NameArg,
 

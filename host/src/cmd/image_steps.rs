@@ -73,6 +73,7 @@ pub async fn finish_qemu(
     let destroyed = lifecycle::destroy(state, backend, record);
     let version = result?;
     stopped?;
+    #[allow(clippy::expect_used, reason = "`saved` is Some whenever the install and the stop succeeded, which the two `?` above checked")]
     let image = saved.expect("saved after a successful stop")?;
     destroyed?;
     println!(

@@ -190,6 +190,7 @@ fn clean_up(state: &StateDir, backend: &dyn Backend, name: &VmName) {
 }
 
 /// A fresh name for a throw-away VM.
+#[allow(clippy::expect_used, reason = "run-<digits>-<hex> is always a valid VM name")]
 fn throwaway_name() -> VmName {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
     let name = format!("run-{}-{:06x}", std::process::id(), nanos & 0xff_ffff);

@@ -194,7 +194,14 @@ impl Daemon {
     /// Stops the daemon if it runs: SIGTERM, then SIGKILL after `grace`;
     /// returns once it has exited (or after a last wait).
     pub fn terminate(&self, grace: Duration) {
-        self.signal_until_gone(grace, false);
+        self.signal_until_gone(&[(Signal::SIGTERM, grace), (Signal::SIGKILL, KILL_WAIT)], false);
+    }
+
+    /// Stops the daemon if it runs with SIGKILL at once, for one whose
+    /// work is thrown away (the QEMU of a VM being deleted); returns once
+    /// it has exited (or after a last wait).
+    pub fn kill(&self) {
+        self.signal_until_gone(&[(Signal::SIGKILL, KILL_WAIT)], false);
     }
 
     /// [`Daemon::terminate`] for the daemon's whole process group: it and
@@ -202,11 +209,13 @@ impl Daemon {
     /// boot), which would otherwise outlive it. Daemons are group leaders
     /// (`setsid` at spawn); the VM daemons they start have groups of their own.
     pub fn terminate_group(&self, grace: Duration) {
-        self.signal_until_gone(grace, true);
+        self.signal_until_gone(&[(Signal::SIGTERM, grace), (Signal::SIGKILL, KILL_WAIT)], true);
     }
 
-    fn signal_until_gone(&self, grace: Duration, group: bool) {
-        for (signal, wait) in [(Signal::SIGTERM, grace), (Signal::SIGKILL, KILL_WAIT)] {
+    /// Sends each signal in turn, waiting up to its time for the daemon to
+    /// exit before the next.
+    fn signal_until_gone(&self, steps: &[(Signal, Duration)], group: bool) {
+        for &(signal, wait) in steps {
             // The pid file is written just after the lock is taken: give a
             // daemon being started that instant.
             let Some(pid) =

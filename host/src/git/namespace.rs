@@ -56,6 +56,8 @@ pub fn probe() -> Result<(), GitError> {
     match unsafe { nix::unistd::fork() } {
         Ok(nix::unistd::ForkResult::Child) => {
             let code = i32::from(unshare(flags()).is_err());
+            // SAFETY: _exit(2) ends the forked child without running the
+            // parent's atexit handlers or flushing its buffers twice.
             unsafe { nix::libc::_exit(code) }
         }
         Ok(nix::unistd::ForkResult::Parent { child }) => match nix::sys::wait::waitpid(child, None) {

@@ -191,7 +191,8 @@ async fn reach_vm(state: StateDir, name: VmName, watch: &dyn Watch) -> Result<Re
 /// messages go to stderr: stdout is the protocol's.
 async fn up(state: &StateDir, name: &VmName, existing: Option<&VmRecord>, watch: &dyn Watch) -> Result<VmRecord, VmError> {
     let args = up_args(name, existing)?;
-    let plan = Plan::new(&args, state, Some(name.clone()), false).map_err(|source| VmError::Plan { name: name.clone(), source: Box::new(source) })?;
+    let plan = Plan::new(&args, state, Some(name.clone()), false)
+        .map_err(|source| VmError::Plan { name: name.clone(), source: Box::new(source) })?;
     let _lock = VmLock::acquire(&state.create_vm_dir(name)?)?;
     let backend = plan.backend.as_ref();
     let up = lifecycle::up(state, backend, &plan.spec, &plan.config.network, &plan.config.runtime_hook.value, |up| match up {

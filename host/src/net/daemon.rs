@@ -153,7 +153,7 @@ impl Starting {
         if let Err(e) = self.spawned.wait_until(START_WAIT, |news| news.lines().any(|l| l == READY)) {
             daemon(&self.vm_dir).terminate(STOP_GRACE);
             let _ = std::fs::remove_file(net_dir(&self.vm_dir).join(INPUTS_FILE));
-            return Err(NetError::Daemon { name: self.name.to_string(), why: e.to_string() });
+            return Err(NetError::Daemon { name: self.name.to_string(), source: e });
         }
         Ok(())
     }
@@ -234,7 +234,7 @@ fn spawn(state: &StateDir, name: &VmName, process: &Daemon) -> Result<Starting, 
         Ok(spawned) => Ok(Starting { name: name.clone(), vm_dir, spawned }),
         Err(e) => {
             let _ = std::fs::remove_file(net_dir(&vm_dir).join(INPUTS_FILE));
-            Err(NetError::Daemon { name: name.to_string(), why: e.to_string() })
+            Err(NetError::Daemon { name: name.to_string(), source: e })
         }
     }
 }

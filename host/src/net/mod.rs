@@ -83,12 +83,12 @@ pub enum NetError {
         source: std::io::Error,
     },
     /// A file of the VM's network state is unreadable.
-    #[error("{path} is unreadable: {why}")]
+    #[error("{path} is unreadable: {source}")]
     BadState {
         /// The file.
         path: PathBuf,
-        /// What is wrong.
-        why: String,
+        /// What is wrong with it.
+        source: serde_json::Error,
     },
     /// A rule of the policy does not parse (the files were checked when read,
     /// so this means the policy file was edited by hand).
@@ -106,12 +106,12 @@ pub enum NetError {
         why: String,
     },
     /// The VM's network process did not start.
-    #[error("the network process of VM {name} did not start: {why}")]
+    #[error("the network process of VM {name} did not start: {source}")]
     Daemon {
         /// The VM.
         name: String,
         /// What went wrong (the end of its log, when there is one).
-        why: String,
+        source: crate::daemon::DaemonError,
     },
     /// The running network process could not be told (`hutch allow`, `deny`).
     #[error(transparent)]

@@ -109,7 +109,7 @@ impl PolicyFile {
     pub fn load(net_dir: &Path) -> Result<PolicyFile, NetError> {
         let path = net_dir.join(POLICY_FILE);
         let text = std::fs::read_to_string(&path).map_err(|e| NetError::io(format!("reading {}", path.display()), e))?;
-        serde_json::from_str(&text).map_err(|e| NetError::BadState { path, why: e.to_string() })
+        serde_json::from_str(&text).map_err(|e| NetError::BadState { path, source: e })
     }
 }
 

@@ -65,7 +65,7 @@ impl Route {
 pub fn routes(net_dir: &Path, policy: &PolicyFile) -> Result<Vec<Route>, NetError> {
     let path = net_dir.join(ROUTES_FILE);
     let mut known: BTreeMap<String, Ipv4Addr> = match std::fs::read_to_string(&path) {
-        Ok(text) => serde_json::from_str(&text).map_err(|e| NetError::BadState { path: path.clone(), why: e.to_string() })?,
+        Ok(text) => serde_json::from_str(&text).map_err(|e| NetError::BadState { path: path.clone(), source: e })?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
         Err(e) => return Err(NetError::io(format!("reading {}", path.display()), e)),
     };
@@ -87,7 +87,7 @@ pub fn routes(net_dir: &Path, policy: &PolicyFile) -> Result<Vec<Route>, NetErro
         }
     }
     if changed {
-        let text = serde_json::to_string_pretty(&known).map_err(|e| NetError::BadState { path: path.clone(), why: e.to_string() })?;
+        let text = serde_json::to_string_pretty(&known).map_err(|e| NetError::BadState { path: path.clone(), source: e })?;
         super::write_private(&path, text.as_bytes())?;
     }
     Ok(routes)

@@ -200,9 +200,8 @@ impl Qemu {
         })
     }
 
-    /// Stops the VM's processes. `clean`: a guest running hutch's init first
-    /// gets to flush its disk and power off (its disk is kept).
-    fn shut_down(&self, record: &mut VmRecord, dir: &Path, clean: bool) {
+    /// Stops the VM's processes, as `how` says.
+    fn shut_down(&self, record: &mut VmRecord, dir: &Path, how: ShutDown) {
         let mut state = qemu_state(record);
         let qemu = qemu_daemon(dir);
         let qmp = dir.join(args::QMP_SOCKET);
@@ -213,8 +212,14 @@ impl Qemu {
                 && qemu.wait_exit(POWERDOWN_TIMEOUT)
         };
         let quit = || qmp::quit(&qmp).is_ok() && qemu.wait_exit(Duration::from_secs(10));
-        if qemu.running() && !(clean && powers_off()) && !quit() {
-            qemu.terminate(Duration::from_secs(5));
+        match how {
+            // Nothing QEMU would still write is kept (a warm `run --rm`
+            // waits for this).
+            ShutDown::Discard => qemu.kill(),
+            _ if !qemu.running() => {}
+            ShutDown::PowerOff if powers_off() => {}
+            _ if quit() => {}
+            _ => qemu.terminate(Duration::from_secs(5)),
         }
         vsock::daemon(dir).terminate(Duration::from_secs(5));
         // virtiofsd exits by itself once QEMU has closed its connection.
@@ -243,13 +248,13 @@ impl Backend for Qemu {
     }
 
     fn stop(&self, record: &mut VmRecord, dir: &Path) -> Result<(), BackendError> {
-        self.shut_down(record, dir, true);
+        self.shut_down(record, dir, ShutDown::PowerOff);
         Ok(())
     }
 
     fn delete(&self, record: &VmRecord, dir: &Path) -> Result<(), BackendError> {
         let mut record = record.clone();
-        self.shut_down(&mut record, dir, false);
+        self.shut_down(&mut record, dir, ShutDown::Discard);
         layers::remove_all(dir);
         match std::fs::remove_dir_all(dir.join(IMAGE_DIR)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -314,7 +319,7 @@ impl Backend for Qemu {
         }
         eprintln!("hutch: KVM did not boot the guest within {:?}; falling back to TCG (software emulation)", accel::KVM_PROBE_TIMEOUT);
         accel::remember(&self.state_root, false);
-        self.shut_down(record, dir, false);
+        self.shut_down(record, dir, ShutDown::Quit);
         let reason = format!("KVM did not boot a guest on this host (remembered in {})", accel::verdict_path(&self.state_root).display());
         self.launch(record, dir, Choice { accel: Accel::Tcg, probing: false, reason })?;
         Ok(true)
@@ -390,6 +395,19 @@ fn cmdline_extra(hutch_init: bool, commands_as_root: bool, disk: bool, machine_i
         extra.push_str(&format!(" systemd.machine_id={machine_id}"));
     }
     extra
+}
+
+/// How [`Qemu::shut_down`] stops a VM.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ShutDown {
+    /// A guest running hutch's init first flushes its disk and powers off
+    /// (`hutch down`: the disk is kept); else as [`ShutDown::Quit`].
+    PowerOff,
+    /// QEMU is asked to quit, so its own writes reach the disk, which is
+    /// used again (a boot retried without KVM).
+    Quit,
+    /// QEMU is killed at once: the VM and its disk are being deleted.
+    Discard,
 }
 
 /// How to get QEMU.

@@ -78,7 +78,7 @@ pub fn ensure(state: &StateDir, name: &VmName) -> Result<(), LiveError> {
     let started = process.spawn_claiming(cmd).and_then(|spawned| spawned.wait_until(START_WAIT, |news| news.lines().any(|l| l == READY)));
     if let Err(e) = started {
         process.terminate(STOP_GRACE);
-        return Err(LiveError::Daemon { name: name.to_string(), why: e.to_string() });
+        return Err(LiveError::Daemon { name: name.to_string(), source: e });
     }
     Ok(())
 }

@@ -71,12 +71,12 @@ pub enum LiveError {
     #[error(transparent)]
     State(#[from] crate::state::StateError),
     /// The VM's sync process did not start.
-    #[error("the sync process of {name} did not start: {why}")]
+    #[error("the sync process of {name} did not start: {source}")]
     Daemon {
         /// The VM.
         name: String,
         /// What went wrong.
-        why: String,
+        source: crate::daemon::DaemonError,
     },
 }
 
