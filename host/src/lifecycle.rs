@@ -409,6 +409,16 @@ pub async fn info_directly(record: &VmRecord) -> Result<InfoResponse, LifecycleE
 /// Stops the VM if it runs, with its daemons, and records that it is stopped.
 pub fn stop(state: &StateDir, backend: &dyn Backend, record: &mut VmRecord) -> Result<(), LifecycleError> {
     let dir = state.vm_dir(&record.name);
+    // Told together, then waited for one by one: they exit in parallel.
+    for helper in [
+        crate::forward::detached::daemon(&dir),
+        crate::sync::live::daemon::daemon(&dir),
+        crate::mux::daemon(&dir),
+        crate::net::daemon::daemon(&dir),
+        crate::git::watch::daemon(&dir),
+    ] {
+        helper.tell_to_stop();
+    }
     crate::forward::detached::stop(&dir);
     crate::sync::live::daemon::kill(&dir);
     crate::mux::stop(&dir);

@@ -186,6 +186,16 @@ impl Daemon {
         std::fs::read_to_string(&self.pid_file).ok()?.trim().parse().ok()
     }
 
+    /// Sends SIGTERM and returns at once, when the daemon runs: several
+    /// daemons told first stop together, and [`Daemon::terminate`] then
+    /// only waits for each (a VM's helpers when it is deleted).
+    pub fn tell_to_stop(&self) {
+        if let Some(pid) = self.pid() {
+            tracing::debug!("sending SIGTERM to {} ({pid})", self.name);
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+        }
+    }
+
     /// Waits until the daemon has exited; false if it still runs after `timeout`.
     pub fn wait_exit(&self, timeout: Duration) -> bool {
         poll_until(timeout, POLL, || (!self.running()).then_some(())).is_some()

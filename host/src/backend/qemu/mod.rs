@@ -215,7 +215,10 @@ impl Qemu {
         match how {
             // Nothing QEMU would still write is kept (a warm `run --rm`
             // waits for this).
-            ShutDown::Discard => qemu.kill(),
+            ShutDown::Discard => {
+                vsock::daemon(dir).tell_to_stop();
+                qemu.kill();
+            }
             _ if !qemu.running() => {}
             ShutDown::PowerOff if powers_off() => {}
             _ if quit() => {}
