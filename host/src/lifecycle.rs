@@ -406,25 +406,37 @@ pub async fn info_directly(record: &VmRecord) -> Result<InfoResponse, LifecycleE
     Ok(client.describe().await?)
 }
 
-/// Stops the VM if it runs, with its daemons, and records that it is stopped.
-pub fn stop(state: &StateDir, backend: &dyn Backend, record: &mut VmRecord) -> Result<(), LifecycleError> {
-    let dir = state.vm_dir(&record.name);
-    // Told together, then waited for one by one: they exit in parallel.
+/// Tells each of the VM's helper daemons (forwarder, sync process,
+/// multiplexer, network process, git watcher) to stop, without waiting:
+/// told together, they exit in parallel.
+fn tell_helpers(dir: &Path) {
     for helper in [
-        crate::forward::detached::daemon(&dir),
-        crate::sync::live::daemon::daemon(&dir),
-        crate::mux::daemon(&dir),
-        crate::net::daemon::daemon(&dir),
-        crate::git::watch::daemon(&dir),
+        crate::forward::detached::daemon(dir),
+        crate::sync::live::daemon::daemon(dir),
+        crate::mux::daemon(dir),
+        crate::net::daemon::daemon(dir),
+        crate::git::watch::daemon(dir),
     ] {
         helper.tell_to_stop();
     }
-    crate::forward::detached::stop(&dir);
-    crate::sync::live::daemon::kill(&dir);
-    crate::mux::stop(&dir);
-    crate::net::daemon::stop(&dir);
-    crate::git::watch::stop(&dir);
-    crate::git::watch::tell_notices(&dir);
+}
+
+/// Stops the VM's helper daemons and waits for them; then passes on what
+/// the git watcher noticed.
+fn stop_helpers(dir: &Path) {
+    tell_helpers(dir);
+    crate::forward::detached::stop(dir);
+    crate::sync::live::daemon::kill(dir);
+    crate::mux::stop(dir);
+    crate::net::daemon::stop(dir);
+    crate::git::watch::stop(dir);
+    crate::git::watch::tell_notices(dir);
+}
+
+/// Stops the VM if it runs, with its daemons, and records that it is stopped.
+pub fn stop(state: &StateDir, backend: &dyn Backend, record: &mut VmRecord) -> Result<(), LifecycleError> {
+    let dir = state.vm_dir(&record.name);
+    stop_helpers(&dir);
     backend.stop(record, &dir)?;
     crate::workspace::remove_links(state, record);
     record.started_unix = None;
@@ -435,13 +447,11 @@ pub fn stop(state: &StateDir, backend: &dyn Backend, record: &mut VmRecord) -> R
 /// Stops and deletes the VM and removes its state folder.
 pub fn destroy(state: &StateDir, backend: &dyn Backend, record: &VmRecord) -> Result<(), LifecycleError> {
     let dir = state.vm_dir(&record.name);
-    crate::forward::detached::stop(&dir);
-    crate::sync::live::daemon::kill(&dir);
-    crate::mux::stop(&dir);
-    crate::net::daemon::stop(&dir);
-    crate::git::watch::stop(&dir);
-    crate::git::watch::tell_notices(&dir);
-    backend.delete(record, &dir)?;
+    // The helpers and the VM stop at the same time: nothing of it is kept.
+    tell_helpers(&dir);
+    let deleted = backend.delete(record, &dir);
+    stop_helpers(&dir);
+    deleted?;
     crate::workspace::remove_links(state, &mut record.clone());
     state.remove_vm_dir(&record.name)?;
     // A VM made again under this name is a new machine with new host keys.

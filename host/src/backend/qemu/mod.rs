@@ -217,6 +217,7 @@ impl Qemu {
             // waits for this).
             ShutDown::Discard => {
                 vsock::daemon(dir).tell_to_stop();
+                virtiofs::daemon(dir).tell_to_stop();
                 qemu.kill();
             }
             _ if !qemu.running() => {}
