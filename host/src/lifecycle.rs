@@ -230,12 +230,13 @@ async fn finish_started(
 /// Readies a VM a run took from a warm pool (`crate::warm`) exactly as
 /// [`up`] readies one it has just booted: the VM booted and mounted the
 /// project ahead of time, so what is left is what a cold boot would only
-/// now decide. Its network process starts now, with this run's
-/// configuration and environment (so secrets' values and placeholders are
-/// this run's), and while it sets up the guest's listener the project is
-/// prepared again (the heavy dirs its files imply now, the share checked);
-/// then [`finish_started`] brings a `--ro` snapshot up to date and runs the
-/// runtime hook.
+/// now decide. Its network process, which the keeper started when the VM
+/// became ready (nobody has used its placeholders), is made to serve this
+/// run's configuration and environment: kept when they are the same, given
+/// the new policy and secrets' values in place when they differ, started
+/// again when it died. Meanwhile the project is prepared again (the heavy
+/// dirs its files imply now, the share checked); then [`finish_started`]
+/// brings a `--ro` snapshot up to date and runs the runtime hook.
 pub async fn resume_ready(
     state: &StateDir,
     backend: &dyn Backend,
@@ -244,7 +245,7 @@ pub async fn resume_ready(
     runtime_hook: &str,
 ) -> Result<(), LifecycleError> {
     let begin = Instant::now();
-    let starting = crate::net::daemon::begin(state, &record.name, network, record.workspace.as_deref(), true)?;
+    let starting = crate::net::daemon::begin(state, &record.name, network, record.workspace.as_deref(), false)?;
     crate::workspace::prepare(state, backend, &mut record).await?;
     record.save(&state.vm_dir(&record.name))?;
     tracing::debug!("{}: project prepared in {:?}", record.name, begin.elapsed());
