@@ -43,7 +43,7 @@ use crate::auth::TokenCheck;
 use crate::conn::accept::incoming;
 use crate::exec::journal::Journal;
 use crate::exec::registry::Groups;
-use crate::exec::sessions::{Limits, Sessions};
+use crate::exec::session_store::{Limits, Sessions};
 use crate::listen::Listener;
 use crate::service::AgentService;
 use crate::tart::TartService;

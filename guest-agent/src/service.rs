@@ -20,8 +20,8 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::egress::{self, Egress};
 use crate::exec::output::RESPONSE_QUEUE;
 use crate::exec::registry::Groups;
-use crate::exec::sessions::Sessions;
-use crate::exec::{attach, session};
+use crate::exec::session_store::Sessions;
+use crate::exec::{attach, stream};
 use crate::forward;
 use crate::info;
 use crate::prepare::{self, PrepareError};
@@ -65,14 +65,14 @@ impl Agent for AgentService {
 
     async fn exec(&self, request: Request<Streaming<ExecRequest>>) -> Result<Response<Self::ExecStream>, Status> {
         let (tx, rx) = mpsc::channel(RESPONSE_QUEUE);
-        tokio::spawn(session::run(request.into_inner(), tx, self.groups.clone(), self.sessions.clone()));
+        tokio::spawn(stream::run(request.into_inner(), tx, self.groups.clone(), self.sessions.clone()));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     type AttachStream = ExecStream;
 
     async fn attach(&self, request: Request<Streaming<AttachRequest>>) -> Result<Response<Self::AttachStream>, Status> {
-        let responses = attach::call(&self.sessions, request.into_inner()).await?;
+        let responses = attach::call(|start| self.sessions.attach(start), request.into_inner()).await?;
         Ok(Response::new(Box::pin(responses)))
     }
 

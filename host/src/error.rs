@@ -9,11 +9,11 @@ use hutch_proto::addr::AddrError;
 
 use crate::agent_install::InstallError;
 use crate::backend::BackendError;
-use crate::cmd::fork::ForkError;
 use crate::config::ConfigError;
 use crate::connect::ConnectError;
 use crate::exec::ExecError;
 use crate::exit;
+use crate::fork::ForkError;
 use crate::forward::ForwardError;
 use crate::git::GitError;
 use crate::hooks::HookError;
@@ -21,6 +21,7 @@ use crate::lifecycle::LifecycleError;
 use crate::mcp::McpError;
 use crate::mux::MuxError;
 use crate::net::NetError;
+use crate::plan::PlanError;
 use crate::sessions::SessionError;
 use crate::state::StateError;
 use crate::sync::SyncError;
@@ -93,6 +94,10 @@ pub enum Error {
     /// A warm pool could not be read, changed or filled.
     #[error(transparent)]
     Warm(#[from] WarmError),
+    /// What `up`/`run` ask for could not be worked out (boxed: it holds
+    /// the configuration's and the backend's errors by value).
+    #[error(transparent)]
+    Plan(Box<PlanError>),
     /// The request contradicts what exists.
     #[error("{0}")]
     Usage(String),
@@ -113,6 +118,12 @@ pub enum Error {
         /// The OS error.
         source: std::io::Error,
     },
+}
+
+impl From<PlanError> for Error {
+    fn from(error: PlanError) -> Self {
+        Error::Plan(Box::new(error))
+    }
 }
 
 impl Error {
@@ -138,7 +149,7 @@ impl Error {
             Error::Install(e) => e.hint(),
             Error::Sync(e) => e.hint(),
             Error::Live(e) => e.hint(),
-            Error::Config(_) => Some("fix the file (`hutch config` shows what is in force and where it comes from)".into()),
+            Error::Config(e) => e.hint(),
             Error::Forward(e) => e.hint(),
             Error::Net(e) => e.hint(),
             Error::Git(e) => e.hint(),
@@ -146,6 +157,7 @@ impl Error {
             Error::Warm(e) => e.hint(),
             Error::Fork(e) => e.hint(),
             Error::Mcp(e) => e.hint(),
+            Error::Plan(e) => e.hint(),
         }
     }
 

@@ -21,6 +21,7 @@
 //! - [`state`] holds the typed VM records;
 //! - [`untrusted`] is the edge against the guest: every answer of an agent
 //!   is checked, capped and escaped there before hutch uses it;
+//! - [`userns`] says whether this host lets hutch make user namespaces;
 //! - [`error`] and [`exit`] gather each module's errors and map exit codes in
 //!   one place (see docs/ARCHITECTURE.md).
 
@@ -39,6 +40,7 @@ pub mod duration;
 pub mod error;
 pub mod exec;
 pub mod exit;
+pub mod fork;
 pub mod forward;
 pub mod git;
 pub mod heavy;
@@ -54,5 +56,6 @@ pub mod sync;
 pub mod target;
 pub mod transport;
 pub mod untrusted;
+pub mod userns;
 pub mod warm;
 pub mod workspace;

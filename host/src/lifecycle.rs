@@ -230,12 +230,13 @@ async fn finish_started(
 /// Readies a VM a run took from a warm pool (`crate::warm`) exactly as
 /// [`up`] readies one it has just booted: the VM booted and mounted the
 /// project ahead of time, so what is left is what a cold boot would only
-/// now decide. Its network process starts now, with this run's
-/// configuration and environment (so secrets' values and placeholders are
-/// this run's), and while it sets up the guest's listener the project is
-/// prepared again (the heavy dirs its files imply now, the share checked);
-/// then [`finish_started`] brings a `--ro` snapshot up to date and runs the
-/// runtime hook.
+/// now decide. Its network process, which the keeper started when the VM
+/// became ready (nobody has used its placeholders), is made to serve this
+/// run's configuration and environment: kept when they are the same, given
+/// the new policy and secrets' values in place when they differ, started
+/// again when it died. Meanwhile the project is prepared again (the heavy
+/// dirs its files imply now, the share checked); then [`finish_started`]
+/// brings a `--ro` snapshot up to date and runs the runtime hook.
 pub async fn resume_ready(
     state: &StateDir,
     backend: &dyn Backend,
@@ -244,7 +245,7 @@ pub async fn resume_ready(
     runtime_hook: &str,
 ) -> Result<(), LifecycleError> {
     let begin = Instant::now();
-    let starting = crate::net::daemon::begin(state, &record.name, network, record.workspace.as_deref(), true)?;
+    let starting = crate::net::daemon::begin(state, &record.name, network, record.workspace.as_deref(), false)?;
     crate::workspace::prepare(state, backend, &mut record).await?;
     record.save(&state.vm_dir(&record.name))?;
     tracing::debug!("{}: project prepared in {:?}", record.name, begin.elapsed());
@@ -406,15 +407,37 @@ pub async fn info_directly(record: &VmRecord) -> Result<InfoResponse, LifecycleE
     Ok(client.describe().await?)
 }
 
+/// Tells each of the VM's helper daemons (forwarder, sync process,
+/// multiplexer, network process, git watcher) to stop, without waiting:
+/// told together, they exit in parallel.
+fn tell_helpers(dir: &Path) {
+    for helper in [
+        crate::forward::detached::daemon(dir),
+        crate::sync::live::daemon::daemon(dir),
+        crate::mux::daemon(dir),
+        crate::net::daemon::daemon(dir),
+        crate::git::watch::daemon(dir),
+    ] {
+        helper.tell_to_stop();
+    }
+}
+
+/// Stops the VM's helper daemons and waits for them; then passes on what
+/// the git watcher noticed.
+fn stop_helpers(dir: &Path) {
+    tell_helpers(dir);
+    crate::forward::detached::stop(dir);
+    crate::sync::live::daemon::kill(dir);
+    crate::mux::stop(dir);
+    crate::net::daemon::stop(dir);
+    crate::git::watch::stop(dir);
+    crate::git::watch::tell_notices(dir);
+}
+
 /// Stops the VM if it runs, with its daemons, and records that it is stopped.
 pub fn stop(state: &StateDir, backend: &dyn Backend, record: &mut VmRecord) -> Result<(), LifecycleError> {
     let dir = state.vm_dir(&record.name);
-    crate::forward::detached::stop(&dir);
-    crate::sync::live::daemon::kill(&dir);
-    crate::mux::stop(&dir);
-    crate::net::daemon::stop(&dir);
-    crate::git::watch::stop(&dir);
-    crate::git::watch::tell_notices(&dir);
+    stop_helpers(&dir);
     backend.stop(record, &dir)?;
     crate::workspace::remove_links(state, record);
     record.started_unix = None;
@@ -425,13 +448,11 @@ pub fn stop(state: &StateDir, backend: &dyn Backend, record: &mut VmRecord) -> R
 /// Stops and deletes the VM and removes its state folder.
 pub fn destroy(state: &StateDir, backend: &dyn Backend, record: &VmRecord) -> Result<(), LifecycleError> {
     let dir = state.vm_dir(&record.name);
-    crate::forward::detached::stop(&dir);
-    crate::sync::live::daemon::kill(&dir);
-    crate::mux::stop(&dir);
-    crate::net::daemon::stop(&dir);
-    crate::git::watch::stop(&dir);
-    crate::git::watch::tell_notices(&dir);
-    backend.delete(record, &dir)?;
+    // The helpers and the VM stop at the same time: nothing of it is kept.
+    tell_helpers(&dir);
+    let deleted = backend.delete(record, &dir);
+    stop_helpers(&dir);
+    deleted?;
     crate::workspace::remove_links(state, &mut record.clone());
     state.remove_vm_dir(&record.name)?;
     // A VM made again under this name is a new machine with new host keys.

@@ -35,6 +35,7 @@ fn main() -> ExitCode {
         return ExitCode::from(exit::HUTCH_FAILED);
     }
     init_logging(cli.verbose);
+    hutch::untrusted::deadline::source(hutch::config::deadlines_here);
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -73,18 +74,18 @@ fn main() -> ExitCode {
             Command::Deny(args) => hutch::cmd::allow::deny(args).await,
             Command::Diff(args) => hutch::cmd::diff::run(args).await,
             Command::Mux(args) => Ok(hutch::mux::serve::run(&args.name).await?),
-            Command::Net(args) => hutch::net::daemon::run(&args.name).await,
+            Command::Net(args) => Ok(hutch::net::daemon::run(&args.name).await?),
             Command::Audit(args) => hutch::cmd::audit::run(args).await,
             Command::Log(args) => hutch::cmd::audit::deprecated_name(args).await,
             Command::Mcp(args) => hutch::cmd::mcp::run(args).await,
             Command::Fetch(args) => hutch::cmd::fetch::run(args).await,
-            Command::GitBridge(args) => hutch::git::bridge::run(&args.service).await,
+            Command::GitBridge(args) => hutch::cmd::git_bridge::run(&args.service).await,
             Command::GitWatch(args) => {
                 let state = hutch::state::StateDir::from_env()?;
                 Ok(hutch::git::watch::run(&state, &args.name)?)
             }
             Command::GuardExec(_) => unreachable!("handled before the runtime starts"),
-            Command::SyncDaemon(args) => hutch::sync::live::daemon::run(&args.name).await,
+            Command::SyncDaemon(args) => Ok(hutch::sync::live::daemon::run(&args.name).await?),
         }
     });
     RawMode::restore();

@@ -1,11 +1,46 @@
 //! What `hutch up` and `hutch run` ask for, resolved from their flags, the
 //! configuration files and the defaults: the VM to bring up and its backend.
 
-use crate::backend::{self, Backend, VmSpec};
-use crate::cli::UpArgs;
-use crate::config::Config;
-use crate::error::Error;
+use crate::backend::{self, Backend, BackendError, VmSpec};
+use crate::cli::{FlagConflict, UpArgs};
+use crate::config::{Config, ConfigError};
 use crate::state::{StateDir, VmName, default_name};
+use crate::workspace::WorkspaceError;
+
+/// Why what `up`/`run` ask for could not be worked out.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// The workspace folder is unusable.
+    #[error(transparent)]
+    Workspace(#[from] WorkspaceError),
+    /// A configuration file is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The backend is not available here.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    /// The flags contradict each other.
+    #[error(transparent)]
+    Flags(#[from] FlagConflict),
+    /// The flags do not parse (`hutch mcp` parses `up`'s for a VM it starts).
+    #[error("{0}")]
+    BadFlags(String),
+    /// The current directory cannot be read.
+    #[error("reading the current directory: {0}")]
+    Cwd(#[source] std::io::Error),
+}
+
+impl PlanError {
+    /// What the user can do about it.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            PlanError::Workspace(e) => e.hint(),
+            PlanError::Config(e) => e.hint(),
+            PlanError::Backend(e) => e.hint(),
+            PlanError::Flags(_) | PlanError::BadFlags(_) | PlanError::Cwd(_) => None,
+        }
+    }
+}
 
 /// The resolved request.
 pub struct Plan {
@@ -19,11 +54,11 @@ pub struct Plan {
 
 impl Plan {
     /// Resolves the VM `up`/`run` asks for. `name` overrides `--name` and the default.
-    pub fn new(args: &UpArgs, state: &StateDir, name: Option<VmName>, ephemeral: bool) -> Result<Plan, Error> {
+    pub fn new(args: &UpArgs, state: &StateDir, name: Option<VmName>, ephemeral: bool) -> Result<Plan, PlanError> {
         let workspace = if args.no_workspace { None } else { Some(crate::workspace::resolve(args.workspace.as_deref())?) };
         let here = match &workspace {
             Some(ws) => ws.clone(),
-            None => std::env::current_dir().map_err(|e| Error::local("reading the current directory", e))?,
+            None => std::env::current_dir().map_err(PlanError::Cwd)?,
         };
         let mut config = Config::load(&here)?;
         Config::flag(&mut config.backend, args.backend);

@@ -1,9 +1,12 @@
 //! Test harness: the real `hutch` and `hutch-agent` binaries, a real agent on
-//! a real socket, and a real local terminal for PTY tests.
+//! a real socket ([`agent`]), a private sshd ([`sshd`]), and a real local
+//! terminal for PTY tests. `cargo xtask` starts its agents and sshd through
+//! the same fixtures.
 //!
 //! Nothing here mocks the agent. Binaries are built once per test process
 //! through cargo, so `cargo test` never runs stale binaries.
 
+pub mod agent;
 pub mod fakes;
 pub mod h2raw;
 pub mod hostile_agent;
@@ -21,13 +24,12 @@ pub mod vm;
 pub mod web;
 pub mod wire;
 
-use std::io::{BufRead, BufReader};
+pub use agent::Agent;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::Duration;
-
-use tempfile::TempDir;
 
 /// Paths of the freshly built binaries.
 pub struct Binaries {
@@ -53,20 +55,7 @@ pub fn binaries() -> &'static Binaries {
         let mut cargo = Command::new(option_env!("CARGO").unwrap_or("cargo"));
         cargo.current_dir(workspace).args(["build", "--quiet", "--workspace", "--bins"]);
         cargo.env("CARGO_TARGET_DIR", profile_dir.parent().expect("target dir"));
-        // `cargo test` gives this process the test crate's own variables
-        // (CARGO_MANIFEST_DIR, CARGO_PKG_*…). Build scripts that watch one
-        // (ring's `rerun-if-env-changed`) would see it change between the
-        // outer build and this one and rebuild every time; the outer build
-        // never had them.
-        for (name, _) in std::env::vars_os() {
-            let name = name.to_string_lossy();
-            let set_by_cargo_test = ["CARGO_MANIFEST_", "CARGO_PKG_", "CARGO_CRATE_", "CARGO_BIN_"].iter().any(|p| name.starts_with(p))
-                || name == "CARGO_PRIMARY_PACKAGE"
-                || name == "CARGO_TARGET_TMPDIR";
-            if set_by_cargo_test {
-                cargo.env_remove(name.as_ref());
-            }
-        }
+        without_package_env(&mut cargo);
         match profile.as_str() {
             "debug" => {}
             "release" => {
@@ -82,116 +71,23 @@ pub fn binaries() -> &'static Binaries {
     })
 }
 
-/// A running `hutch-agent`, stopped (SIGTERM, then reaped) when dropped.
-pub struct Agent {
-    child: Child,
-    /// The address clients use (`unix:///…` or `tcp://…`).
-    pub addr: String,
-    /// Token file for TCP agents.
-    pub token_file: Option<PathBuf>,
-    /// Scratch directory owned by this agent (socket, token, test files).
-    pub dir: TempDir,
-    /// Where its stderr goes, for agents started with [`Agent::start_logged`].
-    log: Option<PathBuf>,
-}
-
-impl Agent {
-    /// Starts an agent on a Unix socket in a fresh temp dir.
-    pub fn unix() -> Agent {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let addr = format!("unix://{}", dir.path().join("agent.sock").display());
-        Agent::start(dir, addr, None, &[])
-    }
-
-    /// Starts an agent on a loopback TCP port that requires `token`.
-    pub fn tcp(token: &str) -> Agent {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let token_file = dir.path().join("token");
-        std::fs::write(&token_file, format!("{token}\n")).expect("write token");
-        let port = free_tcp_port();
-        let addr = format!("tcp://127.0.0.1:{port}");
-        Agent::start(dir, addr, Some(token_file), &[])
-    }
-
-    /// Starts an agent listening on `addr`, waiting for its "ready" line. Its
-    /// state (session journal, snapshot records) goes to `dir/state` unless
-    /// `extra` names a `--state-dir`.
-    pub fn start(dir: TempDir, addr: String, token_file: Option<PathBuf>, extra: &[&str]) -> Agent {
-        Agent::spawn(Command::new(&binaries().agent), dir, addr, token_file, extra, None)
-    }
-
-    /// Like [`Agent::start`], with the agent's stderr (its log) kept in a file
-    /// that [`Agent::log`] reads.
-    pub fn start_logged(dir: TempDir, addr: String, token_file: Option<PathBuf>, extra: &[&str]) -> Agent {
-        let log = dir.path().join("agent.log");
-        Agent::spawn(Command::new(&binaries().agent), dir, addr, token_file, extra, Some(log))
-    }
-
-    /// Starts the agent through `cmd` (the agent binary, or a wrapper that
-    /// execs it with the arguments appended), waiting for its "ready" line.
-    pub fn spawn(mut cmd: Command, dir: TempDir, addr: String, token_file: Option<PathBuf>, extra: &[&str], log: Option<PathBuf>) -> Agent {
-        let stderr = match &log {
-            Some(path) => Stdio::from(std::fs::File::create(path).expect("create the agent log")),
-            None => Stdio::inherit(),
-        };
-        cmd.arg("--listen").arg(&addr).args(extra).env("HUTCH_LOG", "warn").stdin(Stdio::null()).stdout(Stdio::piped()).stderr(stderr);
-        if !extra.contains(&"--state-dir") {
-            cmd.arg("--state-dir").arg(dir.path().join("state"));
+/// Removes from `cargo` (a nested cargo command) the variables that `cargo
+/// test` or `cargo run` gave this process for its own package
+/// (`CARGO_MANIFEST_DIR`, `CARGO_PKG_*`, `CARGO_PRIMARY_PACKAGE`…). Build
+/// scripts that watch one (ring's `rerun-if-env-changed`) would see it change
+/// between the outer build and this one and rebuild every time; the outer
+/// build never had them. Used by [`binaries`] and by `cargo xtask`.
+pub fn without_package_env(cargo: &mut Command) -> &mut Command {
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let set_for_the_package = ["CARGO_MANIFEST_", "CARGO_PKG_", "CARGO_CRATE_", "CARGO_BIN_"].iter().any(|p| name.starts_with(p))
+            || name == "CARGO_PRIMARY_PACKAGE"
+            || name == "CARGO_TARGET_TMPDIR";
+        if set_for_the_package {
+            cargo.env_remove(name.as_ref());
         }
-        if let Some(token) = &token_file {
-            cmd.arg("--token-file").arg(token);
-        }
-        let mut child = cmd.spawn().expect("spawn hutch-agent");
-        let stdout = child.stdout.take().expect("agent stdout");
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("read agent ready line");
-        assert!(line.contains("ready on"), "agent did not start: {line:?}");
-        Agent { child, addr, token_file, dir, log }
     }
-
-    /// What the agent has logged so far (agents from [`Agent::start_logged`]).
-    pub fn log(&self) -> Vec<u8> {
-        let path = self.log.as_ref().expect("an agent started with start_logged");
-        std::fs::read(path).expect("read the agent log")
-    }
-
-    /// The agent's Unix socket, for agents listening on one.
-    pub fn socket(&self) -> PathBuf {
-        PathBuf::from(self.addr.strip_prefix("unix://").expect("a unix:// agent"))
-    }
-
-    /// A `hutch` command aimed at this agent (HUTCH_ADDR and token set).
-    pub fn hutch(&self) -> Command {
-        let mut cmd = Command::new(&binaries().hutch);
-        cmd.env("HUTCH_ADDR", &self.addr).env_remove("HUTCH_TOKEN_FILE").env_remove("HUTCH_LOG");
-        if let Some(token) = &self.token_file {
-            cmd.env("HUTCH_TOKEN_FILE", token);
-        }
-        cmd
-    }
-
-    /// Runs `hutch exec <args>` with stdin from /dev/null and collects the output.
-    pub fn exec(&self, args: &[&str]) -> Output {
-        self.hutch().arg("exec").args(args).stdin(Stdio::null()).output().expect("run hutch")
-    }
-
-    /// The agent's pid.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Sends SIGTERM and waits for the agent to exit; returns its status.
-    pub fn stop(mut self) -> std::process::ExitStatus {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::Signal::SIGTERM);
-        self.child.wait().expect("wait agent")
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::Signal::SIGTERM);
-        let _ = self.child.wait();
-    }
+    cargo
 }
 
 /// The exit code of a finished `hutch`, panicking with its stderr if it was killed.

@@ -13,7 +13,12 @@ use nix::libc;
 use nix::pty::{Winsize, openpty};
 use nix::sys::termios::{LocalFlags, Termios, tcgetattr};
 
-nix::ioctl_write_ptr_bad!(set_winsize, libc::TIOCSWINSZ, Winsize);
+nix::ioctl_write_ptr_bad!(
+    /// TIOCSWINSZ: sets the terminal's size in rows and columns.
+    set_winsize,
+    libc::TIOCSWINSZ,
+    Winsize
+);
 
 /// A process running on a terminal the test owns.
 pub struct OnPty {

@@ -730,7 +730,9 @@ fn pool_vms() -> Vec<(String, String)> {
 /// One warm pool of one VM, whose boots are the test's only boots: the
 /// first run takes the VM `hutch warm` made, the pool refills behind it, the
 /// second run takes the refill. Each gets the project at its path, a clean
-/// disk, and a machine id and RNG of its own.
+/// disk, a machine id and RNG of its own, and the network policy in force
+/// when it runs (a host allowed after the VM was warmed is reachable: the
+/// network process the keeper started takes the run's policy in place).
 #[test]
 #[ignore = "needs QEMU and the Debian image: run `cargo xtask e2e`"]
 fn warm_runs_get_fresh_machines_and_the_pool_refills() {
@@ -749,12 +751,20 @@ fn warm_runs_get_fresh_machines_and_the_pool_refills() {
     assert!(out.ends_with(&format!("1 ready VM for {}\n", ws.path().display())), "{out}");
     let first = pool_vms();
     assert!(first.len() == 1 && first[0].1 == "ready", "{first:?}");
+    let net_pid = e2e().state.path().join("vms").join(&first[0].0).join("net/net.pid");
+    assert!(net_pid.exists(), "the ready VM has no network process");
+
+    // Allowed only now, after the VM was warmed.
+    let web = hutch_tests::web::WebServer::http("127.0.0.6");
+    std::fs::write(ws.path().join("hutch.toml"), format!("[warm]\ncount = 1\n[network]\nallow = [\"{}\"]\n", web.addr)).unwrap();
+    let script = format!("{IDENTITY}; curl -sS {}", web.url("/warm"));
 
     let run = |taken: &str| {
-        let out = hutch(&["run", "--rm"], &["--", "sh", "-c", IDENTITY]);
+        let out = hutch(&["run", "--rm"], &["--", "sh", "-c", &script]);
         assert!(!e2e().state.path().join("vms").join(taken).exists(), "the run did not take the ready VM {taken}");
         let lines: Vec<String> = out.lines().map(str::to_owned).collect();
-        assert_eq!(lines.len(), 5, "{out}");
+        // The server answers with the request line and headers.
+        assert!(lines.len() > 5 && lines[5] == "GET /warm", "the run's policy did not reach its network process: {out}");
         assert!(lines[0].len() == 32 && lines[0].bytes().all(|b| b.is_ascii_hexdigit()), "no machine id: {out}");
         assert_eq!(lines[1].len(), 32, "{out}");
         assert_eq!(lines[2], "clean", "a file of an earlier run is in this VM's /tmp");

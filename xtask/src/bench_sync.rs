@@ -3,15 +3,17 @@
 //! A deterministic (seeded) tree of 30k files / ~190 MB under
 //! `target/bench-sync/tree` is copied by `hutch sync` into a local agent's
 //! snapshot (release build, Unix socket, the agent writing under a private
-//! prefix), by `rsync -a` locally, and by `rsync -a` over ssh to a throw-away
-//! sshd on 127.0.0.1 (skipped with a note when rsync or sshd is missing). Rows:
+//! prefix; [`hutch_tests::agent`]), by `rsync -a` locally, and by `rsync -a`
+//! over ssh to a throw-away sshd on 127.0.0.1 ([`hutch_tests::sshd`]; skipped
+//! with a note when rsync or sshd is missing). Rows:
 //! the initial copy, a no-change re-sync, and a re-sync after 10 files change.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Instant;
 
+use hutch_tests::agent::{Agent, AgentOptions};
+use hutch_tests::sshd::{SSHD, Sshd, SshdError};
 use serde_json::{Value, json};
 
 use crate::workspace::{Result, build_bins, root};
@@ -44,9 +46,16 @@ pub fn run(quick: bool) -> Result<Value> {
     let tree = base.join("tree");
     let bytes = generate(&tree, &SYNC_TREE)?;
     let scratch = tempfile::Builder::new().prefix("hutch-bench-sync-").tempdir_in(&base)?;
-    let agent = Agent::start(&agent_bin, scratch.path())?;
+    let scratch_path = scratch.path().to_owned();
+    // A release agent writing snapshots under `<scratch>/guest`; the scratch
+    // folder lives (and goes) with it.
+    let guest = scratch_path.join("guest");
+    let addr = format!("unix://{}", scratch_path.join("agent.sock").display());
+    let extra = ["--snapshot-prefix", guest.to_str().ok_or("a scratch path that is not UTF-8")?];
+    let agent = Agent::launch(Command::new(&agent_bin), scratch, addr, AgentOptions { extra: &extra, ..AgentOptions::default() })?;
+    let scratch = agent.dir.path();
     let tree = tree.canonicalize()?;
-    let snapshot = scratch.path().join("guest").join(tree.strip_prefix("/")?);
+    let snapshot = guest.join(tree.strip_prefix("/")?);
     let sync = || -> Result<f64> {
         let begin = Instant::now();
         let status =
@@ -63,7 +72,7 @@ pub fn run(quick: bool) -> Result<Value> {
     let mut initial = Vec::new();
     for _ in 0..runs {
         remove(&snapshot)?;
-        let _ = std::fs::remove_dir_all(scratch.path().join("state"));
+        let _ = std::fs::remove_dir_all(scratch.join("state"));
         initial.push(sync()?);
     }
     let no_change: Vec<f64> = (0..repeats).map(|_| sync()).collect::<Result<_>>()?;
@@ -74,7 +83,7 @@ pub fn run(quick: bool) -> Result<Value> {
     }
 
     let rsync = Rsync::find();
-    let local_dest = scratch.path().join("rsync-local");
+    let local_dest = scratch.join("rsync-local");
     let mut local_initial = Vec::new();
     let mut local_nochange = Vec::new();
     let mut ssh_initial = Vec::new();
@@ -88,18 +97,19 @@ pub fn run(quick: bool) -> Result<Value> {
         for _ in 0..repeats.min(5) {
             local_nochange.push(rsync.copy(&tree, &local_dest.display().to_string(), None)?);
         }
-        match Sshd::start(scratch.path()) {
+        match Sshd::builder().log_level("INFO").dir_in(scratch).start() {
             Ok(sshd) => {
-                let ssh_dest = scratch.path().join("rsync-ssh");
-                let remote = format!("root@127.0.0.1:{}", ssh_dest.display());
+                let ssh_dest = scratch.join("rsync-ssh");
+                let remote = format!("{}:{}", sshd.destination(), ssh_dest.display());
                 for _ in 0..runs {
                     remove(&ssh_dest)?;
-                    ssh_initial.push(rsync.copy(&tree, &remote, Some(&sshd.ssh_command()))?);
+                    ssh_initial.push(rsync.copy(&tree, &remote, Some(&sshd.rsync_shell()))?);
                 }
                 for _ in 0..repeats.min(5) {
-                    ssh_nochange.push(rsync.copy(&tree, &remote, Some(&sshd.ssh_command()))?);
+                    ssh_nochange.push(rsync.copy(&tree, &remote, Some(&sshd.rsync_shell()))?);
                 }
             }
+            Err(SshdError::Missing) => notes.push(format!("rsync over ssh skipped: no {SSHD} (apt-get install openssh-server)")),
             Err(e) => notes.push(format!("rsync over ssh skipped: {e}")),
         }
     } else {
@@ -214,40 +224,6 @@ fn touch_ten(tree: &Path, round: usize) -> Result<()> {
     Ok(())
 }
 
-/// A release agent writing snapshots under `<dir>/guest`.
-struct Agent {
-    child: Child,
-    addr: String,
-}
-
-impl Agent {
-    fn start(bin: &Path, dir: &Path) -> Result<Agent> {
-        let addr = format!("unix://{}", dir.join("agent.sock").display());
-        let mut child = Command::new(bin)
-            .args(["--listen", &addr, "--snapshot-prefix"])
-            .arg(dir.join("guest"))
-            .arg("--state-dir")
-            .arg(dir.join("state"))
-            .env("HUTCH_LOG", "warn")
-            .stdout(Stdio::piped())
-            .spawn()?;
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().ok_or("no agent stdout")?).read_line(&mut line)?;
-        if !line.contains("ready on") {
-            let _ = child.kill();
-            return Err(format!("the agent did not start: {line:?}").into());
-        }
-        Ok(Agent { child, addr })
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::Signal::SIGTERM);
-        let _ = self.child.wait();
-    }
-}
-
 /// The rsync binary.
 struct Rsync(PathBuf);
 
@@ -270,76 +246,5 @@ impl Rsync {
             return Err(format!("rsync failed: {}", String::from_utf8_lossy(&out.stderr)).into());
         }
         Ok(begin.elapsed().as_secs_f64() * 1000.0)
-    }
-}
-
-/// A throw-away sshd on 127.0.0.1 with its own host key and one authorized key.
-struct Sshd {
-    child: Child,
-    port: u16,
-    key: PathBuf,
-}
-
-impl Sshd {
-    fn start(dir: &Path) -> Result<Sshd> {
-        let sshd = Path::new("/usr/sbin/sshd");
-        if !sshd.exists() {
-            return Err("no /usr/sbin/sshd (apt-get install openssh-server)".into());
-        }
-        let dir = dir.join("sshd");
-        std::fs::create_dir_all(&dir)?;
-        let (host_key, key) = (dir.join("host_key"), dir.join("client_key"));
-        for k in [&host_key, &key] {
-            let ok = Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(k).stdin(Stdio::null()).status()?;
-            if !ok.success() {
-                return Err("ssh-keygen failed".into());
-            }
-        }
-        std::fs::copy(dir.join("client_key.pub"), dir.join("authorized_keys"))?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let config = format!(
-            "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\nPidFile {}\nStrictModes no\nPermitRootLogin yes\nUsePAM no\nPasswordAuthentication no\n",
-            host_key.display(),
-            dir.join("authorized_keys").display(),
-            dir.join("sshd.pid").display()
-        );
-        std::fs::write(dir.join("sshd_config"), config)?;
-        std::fs::create_dir_all("/run/sshd").ok();
-        let child = Command::new(sshd).arg("-D").arg("-e").arg("-f").arg(dir.join("sshd_config")).stderr(Stdio::null()).spawn()?;
-        let mut me = Sshd { child, port, key };
-        // Ready when it accepts a session (polled: sshd has no readiness signal).
-        let begin = Instant::now();
-        loop {
-            let probe = Command::new("sh")
-                .arg("-c")
-                .arg(format!("{} root@127.0.0.1 true", me.ssh_command()))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()?;
-            if probe.success() {
-                return Ok(me);
-            }
-            if begin.elapsed().as_secs() > 10 || me.child.try_wait()?.is_some() {
-                return Err("the throw-away sshd did not accept a session".into());
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-    }
-
-    /// The `ssh` command line for rsync's `-e` (without the host).
-    fn ssh_command(&self) -> String {
-        format!(
-            "ssh -p {} -i {} -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR",
-            self.port,
-            self.key.display()
-        )
-    }
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::Signal::SIGTERM);
-        let _ = self.child.wait();
     }
 }

@@ -2,7 +2,8 @@
 
 use std::process::Command;
 
-use crate::local_agent::LocalAgent;
+use hutch_tests::Agent;
+
 use crate::workspace::{Result, build_bins};
 
 /// Runs `command` (default `uname -a`) through a fresh local agent; returns
@@ -10,7 +11,7 @@ use crate::workspace::{Result, build_bins};
 pub fn run(command: Vec<String>) -> Result<u8> {
     let command = if command.is_empty() { vec!["uname".into(), "-a".into()] } else { command };
     let (hutch, agent_bin) = build_bins("debug")?;
-    let agent = LocalAgent::start(&agent_bin)?;
+    let agent = Agent::local(&agent_bin, &[])?;
     eprintln!("xtask: agent {} on {}; running: hutch exec -- {}", agent.pid(), agent.addr, command.join(" "));
     let status = Command::new(&hutch).args(["exec", "--"]).args(&command).env("HUTCH_ADDR", &agent.addr).status()?;
     Ok(status.code().map_or(125, |c| c as u8))

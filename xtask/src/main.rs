@@ -29,7 +29,6 @@ mod dist;
 mod e2e;
 mod image;
 mod install;
-mod local_agent;
 mod rootfs;
 mod workspace;
 

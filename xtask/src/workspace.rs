@@ -7,25 +7,20 @@ use std::process::Command;
 pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
 /// The workspace root (the parent of xtask/).
+#[allow(clippy::expect_used, reason = "xtask's manifest folder is always inside the workspace")]
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
 }
 
 /// A `cargo` command in the workspace root, without the variables `cargo
-/// run` gave xtask itself (`CARGO_MANIFEST_DIR`, `CARGO_PKG_*`, …): a build
-/// script that watches one (ring's `rerun-if-env-changed`) would see it
-/// differ from a plain `cargo build` and rebuild every time.
+/// run` gave xtask itself (`CARGO_MANIFEST_DIR`, `CARGO_PKG_*`, …; see
+/// [`hutch_tests::without_package_env`]): a build script that watches one
+/// (ring's `rerun-if-env-changed`) would see it differ from a plain `cargo
+/// build` and rebuild every time.
 pub fn cargo() -> Command {
     let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cargo.current_dir(root());
-    for (name, _) in std::env::vars_os() {
-        let name = name.to_string_lossy();
-        let set_by_cargo_run = ["CARGO_MANIFEST_", "CARGO_PKG_", "CARGO_CRATE_", "CARGO_BIN_"].iter().any(|p| name.starts_with(p))
-            || name == "CARGO_PRIMARY_PACKAGE";
-        if set_by_cargo_run {
-            cargo.env_remove(name.as_ref());
-        }
-    }
+    hutch_tests::without_package_env(&mut cargo);
     cargo
 }
 

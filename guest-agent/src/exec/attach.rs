@@ -19,18 +19,17 @@ use futures_util::StreamExt;
 use hutch_proto::v1::attach_request::Kind as AttachKind;
 use hutch_proto::v1::exec_request::Kind as Request;
 use hutch_proto::v1::exec_response::Kind;
-use hutch_proto::v1::{AttachRequest, DetachReason, Detached, ExecRequest, ExecResponse, OutputDropped};
+use hutch_proto::v1::{AttachRequest, AttachStart, DetachReason, Detached, ExecRequest, ExecResponse, OutputDropped};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
+use super::finish::AbortOnDrop;
 use super::input::{Requests, parse_signal};
 use super::kept::{Client, Kept, Step};
 use super::output::{Channel, OUTPUT_CHUNK, RESPONSE_QUEUE, Responses};
 use super::ring::Cursor;
-use super::session::AbortOnDrop;
-use super::sessions::Sessions;
 
 /// Where a client stops reading when the session has not ended.
 #[derive(Clone, Copy, Debug)]
@@ -51,18 +50,40 @@ enum Leave {
     Broken(Status),
 }
 
-/// An Attach call: reads its `start`, joins the session (or fails the call,
-/// e.g. NOT_FOUND), and returns the response stream while a task serves it.
-pub async fn call(
-    sessions: &Sessions,
+/// A client about to be served: what
+/// [`Sessions::attach`](super::session_store::Sessions::attach) set up.
+pub struct Attaching {
+    pub(super) kept: Arc<Kept>,
+    pub(super) client: Client,
+    pub(super) cursor: Cursor,
+    pub(super) until: Until,
+    pub(super) first: ExecResponse,
+}
+
+impl Attaching {
+    /// Serves the client on `responses`, applying `inbound`.
+    pub async fn serve(self, inbound: impl Requests, responses: Responses) {
+        serve(self.kept, self.client, self.cursor, self.until, self.first, inbound, responses).await;
+    }
+}
+
+/// An Attach call: reads its `start`, joins the session with `join` (or
+/// fails the call, e.g. NOT_FOUND), and returns the response stream while a
+/// task serves it. `join` is the sessions' `attach`, passed in so this file
+/// stays below the sessions that use it.
+pub async fn call<E>(
+    join: impl FnOnce(&AttachStart) -> Result<Attaching, E>,
     mut inbound: Streaming<AttachRequest>,
-) -> Result<impl Stream<Item = Result<ExecResponse, Status>> + Send + 'static, Status> {
+) -> Result<impl Stream<Item = Result<ExecResponse, Status>> + Send + 'static, Status>
+where
+    Status: From<E>,
+{
     let start = match inbound.message().await.map_err(|status| crate::untrusted::request_error(&status))? {
         Some(AttachRequest { kind: Some(AttachKind::Start(start)) }) => start,
         Some(_) => return Err(Status::invalid_argument("the first message of an Attach must be `start`")),
         None => return Err(Status::invalid_argument("the Attach stream ended before its `start`")),
     };
-    let attaching = sessions.attach(&start)?;
+    let attaching = join(&start)?;
     let requests = inbound.map(|request| request.map(to_exec_request));
     let (tx, rx) = mpsc::channel(RESPONSE_QUEUE);
     tokio::spawn(attaching.serve(requests, tx));

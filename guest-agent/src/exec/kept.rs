@@ -15,9 +15,9 @@
 //! - Viewers never slow anything down: one that falls further behind than
 //!   the ring holds skips ahead and is told how much it missed.
 //!
-//! The end works as for a plain exec (see `session`): a timeout sends SIGTERM
-//! then SIGKILL, and output is drained for up to `DRAIN_GRACE` after the main
-//! process exits, then cut.
+//! The end works as for a plain exec (see `stream` and `finish`): a
+//! timeout sends SIGTERM then SIGKILL, and output is drained for up to
+//! `DRAIN_GRACE` after the main process exits, then cut.
 
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -34,12 +34,12 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
 
 use super::fd::{AsyncPipe, read_slice};
+use super::finish::{drain, exited_message};
 use super::input::{self, StdinMsg, StdinTarget};
 use super::output::{Channel, PumpEnd};
 use super::pty;
 use super::registry::Registration;
 use super::ring::{Cursor, Read, Ring};
-use super::session::{drain, exited_message};
 use super::spawn::ChildIo;
 use super::timeout::Timeout;
 

@@ -7,7 +7,8 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::time::{Instant, sleep_until};
 
-use super::session::TIMEOUT_KILL_GRACE;
+/// After a timeout's SIGTERM, how long the group has before SIGKILL.
+pub const TIMEOUT_KILL_GRACE: Duration = Duration::from_secs(2);
 
 /// The steps still to take against one process group.
 pub struct Timeout {

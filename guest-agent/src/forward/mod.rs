@@ -4,7 +4,8 @@
 //! - [`connect`] checks where the client asked to go (loopback only) and opens
 //!   the guest connection, classifying failures so the host can explain them
 //!   (nothing listening yet is the common one);
-//! - [`pump`] copies bytes both ways and passes half-closes on.
+//! - [`pump`] copies bytes both ways and passes half-closes on; it also
+//!   defines the response stream's sending side, [`Responses`].
 //!
 //! Backpressure: guest bytes go through a bounded queue of [`RESPONSE_QUEUE`]
 //! chunks into HTTP/2's flow control, and client bytes are read from the
@@ -23,19 +24,16 @@ use std::pin::Pin;
 use hutch_proto::v1::forward_request::Kind as RequestKind;
 use hutch_proto::v1::forward_response::Kind;
 use hutch_proto::v1::{ForwardConnected, ForwardFailed, ForwardRequest, ForwardResponse};
-use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tonic::{Status, Streaming};
 
 use self::connect::ConnectFailure;
 use self::pump::End;
+pub use self::pump::{Responses, response};
 
 /// Chunks that may wait in the agent per connection before it stops reading
 /// from the guest socket.
 pub const RESPONSE_QUEUE: usize = 8;
-
-/// The sending side of a Forward response stream.
-pub type Responses = mpsc::Sender<Result<ForwardResponse, Status>>;
 
 /// The response stream type the service returns.
 pub type ResponseStream = Pin<Box<dyn Stream<Item = Result<ForwardResponse, Status>> + Send>>;
@@ -102,9 +100,4 @@ async fn fail(responses: &Responses, failure: ConnectFailure) {
     tracing::debug!("forward failed: {failure}");
     let failed = ForwardFailed { error: failure.kind() as i32, message: failure.to_string() };
     let _ = responses.send(Ok(response(Kind::Failed(failed)))).await;
-}
-
-/// Wraps one response kind.
-pub fn response(kind: Kind) -> ForwardResponse {
-    ForwardResponse { kind: Some(kind) }
 }

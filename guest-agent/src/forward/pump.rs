@@ -1,18 +1,29 @@
 //! Copying bytes between the guest connection and the Forward stream, one
 //! function per direction, each ending with a half-close.
+//!
+//! The stream's sending side ([`Responses`], [`response`]) is defined here,
+//! below the rest of `forward`, which re-exports it: this file names nothing
+//! of its parent.
 
 use std::io;
 
 use hutch_proto::MAX_CHUNK;
 use hutch_proto::v1::CloseWrite;
-use hutch_proto::v1::ForwardRequest;
 use hutch_proto::v1::forward_request::Kind as RequestKind;
 use hutch_proto::v1::forward_response::Kind;
+use hutch_proto::v1::{ForwardRequest, ForwardResponse};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tonic::Streaming;
+use tokio::sync::mpsc;
+use tonic::{Status, Streaming};
 
-use super::{Responses, response};
+/// The sending side of a Forward response stream.
+pub type Responses = mpsc::Sender<Result<ForwardResponse, Status>>;
+
+/// Wraps one response kind.
+pub fn response(kind: Kind) -> ForwardResponse {
+    ForwardResponse { kind: Some(kind) }
+}
 
 /// Why a direction stopped before its half-close.
 #[derive(Debug)]

@@ -30,8 +30,8 @@ use tonic::{Status, Streaming};
 
 use crate::exec::output::RESPONSE_QUEUE;
 use crate::exec::registry::Groups;
-use crate::exec::session;
-use crate::exec::sessions::Sessions;
+use crate::exec::session_store::Sessions;
+use crate::exec::stream;
 
 /// Reads the `command`, starts the session, and returns Tart's response stream.
 pub async fn start(
@@ -49,7 +49,7 @@ pub async fn start(
 
     let (hutch_tx, hutch_rx) = mpsc::channel(RESPONSE_QUEUE);
     let (tart_tx, tart_rx) = mpsc::channel(RESPONSE_QUEUE);
-    tokio::spawn(session::run(requests, hutch_tx, groups, sessions));
+    tokio::spawn(stream::run(requests, hutch_tx, groups, sessions));
     tokio::spawn(forward(hutch_rx, tart_tx));
     Ok(ReceiverStream::new(tart_rx))
 }

@@ -3,7 +3,7 @@
 //! `tart ip --resolver=agent` working.
 //!
 //! It is a translation layer, not a second exec engine: [`exec`] turns Tart's
-//! requests into hutch.v1 ones for `crate::exec::session` and its responses
+//! requests into hutch.v1 ones for `crate::exec::stream` and its responses
 //! back into Tart's; [`ip`] answers `ResolveIP` from the guest's interfaces.
 
 mod exec;
@@ -18,7 +18,7 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::exec::registry::Groups;
-use crate::exec::sessions::{SessionError, Sessions};
+use crate::exec::session_store::{SessionError, Sessions};
 
 /// The Tart-compatible service; shares the agent's process-group registry, so
 /// agent shutdown kills Tart execs too, and its sessions: a `detach`ed

@@ -14,12 +14,15 @@ pub struct ExecArgs {
     #[arg(short = 'n', long, value_name = "NAME")]
     pub name: Option<VmName>,
 
+    /// Which agent: a VM by name, or one by address.
     #[command(flatten)]
     pub agent: AgentArgs,
 
+    /// How the command runs: terminal, directory, environment, time limit, output.
     #[command(flatten)]
     pub flags: ExecFlags,
 
+    /// Whether the command outlives this terminal (`--detach`, `--keep`).
     #[command(flatten)]
     pub session: SessionFlags,
 
@@ -68,6 +71,7 @@ pub struct PingArgs {
     #[arg(short = 'n', long, value_name = "NAME")]
     pub name: Option<VmName>,
 
+    /// Which agent: a VM by name, or one by address.
     #[command(flatten)]
     pub agent: AgentArgs,
 

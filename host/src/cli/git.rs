@@ -16,6 +16,7 @@ pub struct FetchArgs {
     #[arg(short = 'n', long, value_name = "NAME")]
     pub name: Option<VmName>,
 
+    /// Which agent: a VM by name, or one by address.
     #[command(flatten)]
     pub agent: AgentArgs,
 

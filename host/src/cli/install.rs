@@ -58,6 +58,7 @@ pub struct InstallArgs {
     #[arg(short = 'p', long, value_name = "PORT", default_value_t = 22, requires = "host")]
     pub port: u16,
 
+    /// How to log in to the guest over SSH.
     #[command(flatten)]
     pub ssh: SshArgs,
 
@@ -109,6 +110,7 @@ pub struct PrepareArgs {
     #[arg(long, value_enum, env = "HUTCH_BACKEND", default_value_t = BackendKind::Qemu)]
     pub backend: BackendKind,
 
+    /// How to log in to the guest over SSH.
     #[command(flatten)]
     pub ssh: SshArgs,
 }

@@ -152,6 +152,7 @@ pub enum Command {
 /// `hutch audit` (and its old name, `hutch log`).
 #[derive(Args, Debug)]
 pub struct AuditArgs {
+    /// Which VM (`--name`, else the project's).
     #[command(flatten)]
     pub name: NameArg,
 
@@ -177,12 +178,13 @@ pub struct RuleArgs {
 
     /// Host patterns: example.com, *.example.com, localhost:8080, 10.0.0.0/8, tcp://github.com:22.
     #[arg(required = true, value_name = "HOST")]
-    pub hosts: Vec<crate::net::pattern::HostPattern>,
+    pub hosts: Vec<crate::config::pattern::HostPattern>,
 }
 
 /// `hutch allow`.
 #[derive(Args, Debug)]
 pub struct AllowArgs {
+    /// The hosts, and where the rule goes.
     #[command(flatten)]
     pub rule: RuleArgs,
 
@@ -199,6 +201,7 @@ pub struct McpArgs {
     #[arg(short = 'n', long, value_name = "NAME")]
     pub name: Option<VmName>,
 
+    /// Which agent: a VM by name, or one by address.
     #[command(flatten)]
     pub agent: AgentArgs,
 }

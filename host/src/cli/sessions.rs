@@ -59,6 +59,7 @@ pub struct SessionsOf {
     #[arg(short = 'n', long, value_name = "NAME")]
     pub name: Option<VmName>,
 
+    /// Which agent: a VM by name, or one by address.
     #[command(flatten)]
     pub agent: AgentArgs,
 }
@@ -73,6 +74,7 @@ impl SessionsOf {
 /// Which session of which VM.
 #[derive(Args, Debug, Clone)]
 pub struct SessionTarget {
+    /// Which VM's sessions.
     #[command(flatten)]
     pub vm: SessionsOf,
 
@@ -84,6 +86,7 @@ pub struct SessionTarget {
 /// `hutch attach`.
 #[derive(Args, Debug)]
 pub struct AttachArgs {
+    /// Which session, of which VM.
     #[command(flatten)]
     pub target: SessionTarget,
 
@@ -99,6 +102,7 @@ pub struct AttachArgs {
 /// `hutch ps`.
 #[derive(Args, Debug)]
 pub struct PsArgs {
+    /// Which VM's sessions.
     #[command(flatten)]
     pub vm: SessionsOf,
 
@@ -110,6 +114,7 @@ pub struct PsArgs {
 /// `hutch logs`.
 #[derive(Args, Debug)]
 pub struct LogsArgs {
+    /// Which session, of which VM.
     #[command(flatten)]
     pub target: SessionTarget,
 
@@ -121,6 +126,7 @@ pub struct LogsArgs {
 /// `hutch wait`.
 #[derive(Args, Debug)]
 pub struct WaitArgs {
+    /// Which session, of which VM.
     #[command(flatten)]
     pub target: SessionTarget,
 }
@@ -128,6 +134,7 @@ pub struct WaitArgs {
 /// `hutch kill`.
 #[derive(Args, Debug)]
 pub struct KillArgs {
+    /// Which session, of which VM.
     #[command(flatten)]
     pub target: SessionTarget,
 

@@ -17,6 +17,7 @@ pub struct SnapshotArgs {
     #[arg(short = 'n', long, value_name = "NAME")]
     pub name: Option<VmName>,
 
+    /// Which agent: a VM by name, or one by address.
     #[command(flatten)]
     pub agent: AgentArgs,
 
@@ -65,6 +66,7 @@ impl SnapshotArgs {
 /// `hutch sync`.
 #[derive(Args, Debug)]
 pub struct SyncArgs {
+    /// Which `--ro` VM's snapshot.
     #[command(flatten)]
     pub snapshot: SnapshotArgs,
 
@@ -85,6 +87,7 @@ pub struct SyncArgs {
 /// `hutch diff`.
 #[derive(Args, Debug)]
 pub struct DiffArgs {
+    /// Which `--ro` VM's snapshot.
     #[command(flatten)]
     pub snapshot: SnapshotArgs,
 

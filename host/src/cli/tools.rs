@@ -13,6 +13,7 @@ pub struct DoctorArgs {
     #[arg(short = 'n', long, value_name = "NAME")]
     pub name: Option<VmName>,
 
+    /// Which agent: a VM by name, or one by address.
     #[command(flatten)]
     pub agent: AgentArgs,
 
@@ -44,6 +45,7 @@ pub struct ForwardArgs {
     #[arg(short = 'n', long, value_name = "NAME")]
     pub name: Option<VmName>,
 
+    /// Which agent: a VM by name, or one by address.
     #[command(flatten)]
     pub agent: AgentArgs,
 

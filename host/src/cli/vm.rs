@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::*;
-use crate::error::Error;
 use crate::forward::PortMapping;
 use crate::state::{BackendKind, VmName};
 
@@ -95,7 +94,7 @@ pub struct UpArgs {
 
     /// Add a host to the allow list (repeatable): `example.com`, `*.example.com`, `localhost:8080`.
     #[arg(long = "allow", value_name = "HOST")]
-    pub allow: Vec<crate::net::pattern::HostPattern>,
+    pub allow: Vec<crate::config::pattern::HostPattern>,
 }
 
 /// `--disk` values: a size with K, M, G or T.
@@ -103,14 +102,19 @@ fn parse_disk_size(text: &str) -> Result<u64, String> {
     hutch_proto::size::parse_size(text).map_err(|_| format!("{text:?} is not a size such as 20G or 512M"))
 }
 
+/// Flags of one command that contradict each other (clap cannot say it).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct FlagConflict(pub &'static str);
+
 impl UpArgs {
     /// The snapshot mode asked for, if any.
-    pub fn ro_mode(&self) -> Result<Option<crate::state::RoMode>, Error> {
+    pub fn ro_mode(&self) -> Result<Option<crate::state::RoMode>, FlagConflict> {
         if self.ro || self.ro_git {
             return Ok(Some(crate::state::RoMode { git: self.ro_git, no_ignore: self.no_ignore }));
         }
         if self.no_ignore {
-            return Err(Error::Usage("--no-ignore only applies to --ro snapshots: add --ro or --ro-git".into()));
+            return Err(FlagConflict("--no-ignore only applies to --ro snapshots: add --ro or --ro-git"));
         }
         Ok(None)
     }
@@ -128,12 +132,15 @@ pub struct RunArgs {
     #[arg(long, requires = "rm")]
     pub cold: bool,
 
+    /// The VM to bring up, as `hutch up` takes it.
     #[command(flatten)]
     pub up: UpArgs,
 
+    /// How the command runs: terminal, directory, environment, time limit, output.
     #[command(flatten)]
     pub exec: ExecFlags,
 
+    /// Whether the command outlives this terminal (`--detach`, `--keep`).
     #[command(flatten)]
     pub session: SessionFlags,
 
@@ -153,6 +160,7 @@ pub struct ShellArgs {
 /// `hutch rm`.
 #[derive(Args, Debug)]
 pub struct RmArgs {
+    /// Which VM (`--name`, else the project's).
     #[command(flatten)]
     pub name: NameArg,
 
@@ -189,6 +197,7 @@ pub struct WarmArgs {
 /// `hutch fork`.
 #[derive(Args, Debug)]
 pub struct ForkArgs {
+    /// Which VM (`--name`, else the project's).
     #[command(flatten)]
     pub name: NameArg,
 

@@ -42,7 +42,7 @@ pub async fn run(args: FetchArgs) -> Result<u8, Error> {
             let (reports, complete) = tokio::task::spawn_blocking(move || take::take_all(&[taken], &source, &keep_as))
                 .await
                 .map_err(|e| Error::Usage(format!("fetching panicked: {e}")))?;
-            crate::git::report::tell(&reports, &worktree, None);
+            crate::git::tell::tell(&reports, &worktree, None);
             if reports.iter().all(crate::git::report::RepoReport::is_empty) {
                 eprintln!("hutch: git: nothing new from the guest");
             }

@@ -22,41 +22,13 @@ use crate::cli::ForkArgs;
 use crate::connect;
 use crate::error::Error;
 use crate::exec::{self, Options};
+use crate::fork::ForkError;
 use crate::lifecycle;
 use crate::state::{StateDir, VmLock, VmName, VmRecord};
 use crate::target::{TargetError, vm_name};
 
 /// How long the guest may take to write its disk out before the copy.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Why a VM could not be forked (besides its backend's and lifecycle's reasons).
-#[derive(Debug, thiserror::Error)]
-pub enum ForkError {
-    /// The running parent's guest could not write its disk out first.
-    #[error("`sync` in {name} failed ({why}), so its disk may not hold what its programs wrote")]
-    Flush {
-        /// The parent.
-        name: VmName,
-        /// How it failed.
-        why: String,
-    },
-    /// The children's names would not be valid VM names.
-    #[error("{prefix:?} cannot start a VM name: use --name-prefix with a shorter name of a-z, 0-9, '-' and '_'")]
-    BadPrefix {
-        /// The prefix.
-        prefix: String,
-    },
-}
-
-impl ForkError {
-    /// What the user can do about it.
-    pub fn hint(&self) -> Option<String> {
-        match self {
-            ForkError::Flush { name, .. } => Some(format!("stop it (`hutch down {name}`) and fork it stopped")),
-            ForkError::BadPrefix { .. } => None,
-        }
-    }
-}
 
 /// Runs `hutch fork`; returns the exit code.
 pub async fn run(args: ForkArgs) -> Result<u8, Error> {

@@ -10,7 +10,7 @@
 
 use std::path::Path;
 
-use super::image::{finish_qemu, name_taken, preparing_vm, run_setup_hook, target_name};
+use super::image_steps::{finish_qemu, name_taken, preparing_vm, run_setup_hook, target_name};
 use crate::backend::qemu::Qemu;
 use crate::backend::qemu::image::Init;
 use crate::cli::PrepareArgs;

@@ -8,6 +8,7 @@
 //! is taken instead of booting one (`--cold` says not to; see `crate::warm`),
 //! and afterwards the pool is topped up again in the background.
 
+use super::audited::{self, Audited};
 use super::termination::termination;
 use crate::backend::Backend;
 use crate::cli::RunArgs;
@@ -73,15 +74,16 @@ pub async fn run(args: RunArgs) -> Result<u8, Error> {
         let mut options = args.exec.options(args.command.clone(), target.default_cwd());
         options.add_env(env_pairs(&plan.config.env.value));
         let secrets = crate::net::exec::real_values(&plan.config.network);
-        crate::net::exec::scrub_env(&mut options.env, &secrets);
         // A throw-away VM cannot keep a session (refused above for the flags;
         // the configuration's default does not apply to it).
         let session = args.session.spec(&options, plan.config.keep.value && !args.rm)?;
         let session = session.as_ref();
+        // `up` has just made any --ro snapshot: no re-sync first.
+        let audited = Audited { target: &target, secrets: &secrets, refresh_snapshot: None };
         if forwards.is_empty() {
-            crate::net::exec::run_audited(&target, &options, session, &secrets).await
+            audited::connect_and_run(&audited, options, session).await
         } else {
-            run_forwarding(&target, &options, session, &secrets, forwards).await
+            run_forwarding(&audited, options, session, forwards).await
         }
     }
     .await;
@@ -163,18 +165,17 @@ fn top_up(state: &StateDir, plan: &Plan, args: &RunArgs) {
 /// Runs the command while `forwards` are served (their lines go to stderr:
 /// stdout is the command's).
 async fn run_forwarding(
-    target: &Target,
-    options: &Options,
+    audited: &Audited<'_>,
+    options: Options,
     session: Option<&SessionSpec>,
-    secrets: &[(String, String)],
     forwards: Vec<Bound>,
 ) -> Result<Finished, Error> {
     let lines: Vec<String> = forwards.iter().map(ToString::to_string).collect();
-    let _serving = crate::forward::start(target, forwards).await?;
+    let _serving = crate::forward::start(audited.target, forwards).await?;
     for line in lines {
         eprintln!("hutch: forwarding {line}");
     }
-    crate::net::exec::run_audited(target, options, session, secrets).await
+    audited::connect_and_run(audited, options, session).await
 }
 
 /// Deletes a throw-away VM, whatever state it got to.
@@ -189,6 +190,7 @@ fn clean_up(state: &StateDir, backend: &dyn Backend, name: &VmName) {
 }
 
 /// A fresh name for a throw-away VM.
+#[allow(clippy::expect_used, reason = "run-<digits>-<hex> is always a valid VM name")]
 fn throwaway_name() -> VmName {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
     let name = format!("run-{}-{:06x}", std::process::id(), nanos & 0xff_ffff);

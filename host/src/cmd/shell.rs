@@ -1,5 +1,6 @@
 //! `hutch shell`: the guest user's login shell on a terminal.
 
+use super::audited::{self, Audited};
 use crate::cli::{ExecFlags, ShellArgs};
 use crate::error::Error;
 use crate::exec;
@@ -18,7 +19,9 @@ pub async fn run(args: ShellArgs) -> Result<u8, Error> {
         if let Some(cwd) = target.default_cwd() {
             options.env.insert("HUTCH_CWD".into(), cwd);
         }
-        crate::net::exec::run_audited(&target, &options, None, &crate::net::exec::real_values_here()).await
+        let secrets = crate::net::exec::real_values_here();
+        let audited = Audited { target: &target, secrets: &secrets, refresh_snapshot: Some(true) };
+        audited::connect_and_run(&audited, options, None).await
     }
     .await;
     exec::report::report(result, false, Error::exit_code)

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use toml_edit::{Array, DocumentMut, Item, Value};
 
 use super::ConfigFile;
-use crate::net::pattern::HostPattern;
+use crate::config::pattern::HostPattern;
 
 /// Which list of `[network]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,10 +1,11 @@
 //! One configuration file, as written: every key optional, unknown keys refused.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::Deserialize;
 
+use super::error::ConfigError;
 use crate::state::BackendKind;
 
 /// The keys `hutch.toml` and `~/.config/hutch/config.toml` may hold.
@@ -141,37 +142,6 @@ pub struct Hooks {
     /// Per-project runtime script (default `.hutch/runtime.sh`): runs in each
     /// new VM before the first command.
     pub runtime: Option<String>,
-}
-
-/// Why a configuration file was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file exists but cannot be read.
-    #[error("cannot read {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
-    },
-    /// The file is not valid hutch configuration; `message` has the line.
-    #[error("{path}:{line}: {message}")]
-    Invalid {
-        /// The file.
-        path: PathBuf,
-        /// 1-based line of the problem.
-        line: usize,
-        /// What is wrong (unknown key, wrong type, bad TOML).
-        message: String,
-    },
-    /// An environment variable that stands for a setting holds no valid value.
-    #[error("${var}: {why}")]
-    Env {
-        /// The variable.
-        var: &'static str,
-        /// What is wrong.
-        why: String,
-    },
 }
 
 impl ConfigFile {

@@ -4,9 +4,11 @@
 //! from, so `hutch config` can say.
 
 pub mod edit;
+mod error;
 mod file;
 pub mod network;
 pub mod node;
+pub mod pattern;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -14,7 +16,8 @@ use std::path::{Path, PathBuf};
 use hutch_proto::size::parse_size;
 use serde_json::{Value, json};
 
-pub use file::{ConfigError, ConfigFile, ExecTable, Hooks, ImageKey, ImageTable, TimeoutsTable, WarmTable, env_pairs};
+pub use error::ConfigError;
+pub use file::{ConfigFile, ExecTable, Hooks, ImageKey, ImageTable, TimeoutsTable, WarmTable, env_pairs};
 pub use network::{Mode, NetworkConfig};
 pub use node::NodeVersion;
 
@@ -291,6 +294,14 @@ impl Config {
             "files": self.files,
         })
     }
+}
+
+/// The deadlines of the current directory's configuration and the
+/// environment (the defaults when it cannot be read): what the `hutch`
+/// binary installs as [`deadline::source`](crate::untrusted::deadline::source).
+pub fn deadlines_here() -> crate::untrusted::deadline::Deadlines {
+    let cwd = std::env::current_dir().unwrap_or_default();
+    Config::load(&cwd).map(|c| c.deadlines()).unwrap_or_default()
 }
 
 /// How the guest gets the workspace (`workspace = "…"`; `--sync`, `--shared`).

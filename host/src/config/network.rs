@@ -15,8 +15,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use super::{ConfigError, Source, Sourced, expand_home};
-use crate::net::pattern::HostPattern;
+use super::error::ConfigError;
+use super::{Source, Sourced, expand_home};
+use crate::config::pattern::HostPattern;
 use crate::net::scope;
 
 /// What the guest may reach.

@@ -186,6 +186,16 @@ impl Daemon {
         std::fs::read_to_string(&self.pid_file).ok()?.trim().parse().ok()
     }
 
+    /// Sends SIGTERM and returns at once, when the daemon runs: several
+    /// daemons told first stop together, and [`Daemon::terminate`] then
+    /// only waits for each (a VM's helpers when it is deleted).
+    pub fn tell_to_stop(&self) {
+        if let Some(pid) = self.pid() {
+            tracing::debug!("sending SIGTERM to {} ({pid})", self.name);
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+        }
+    }
+
     /// Waits until the daemon has exited; false if it still runs after `timeout`.
     pub fn wait_exit(&self, timeout: Duration) -> bool {
         poll_until(timeout, POLL, || (!self.running()).then_some(())).is_some()
@@ -194,7 +204,14 @@ impl Daemon {
     /// Stops the daemon if it runs: SIGTERM, then SIGKILL after `grace`;
     /// returns once it has exited (or after a last wait).
     pub fn terminate(&self, grace: Duration) {
-        self.signal_until_gone(grace, false);
+        self.signal_until_gone(&[(Signal::SIGTERM, grace), (Signal::SIGKILL, KILL_WAIT)], false);
+    }
+
+    /// Stops the daemon if it runs with SIGKILL at once, for one whose
+    /// work is thrown away (the QEMU of a VM being deleted); returns once
+    /// it has exited (or after a last wait).
+    pub fn kill(&self) {
+        self.signal_until_gone(&[(Signal::SIGKILL, KILL_WAIT)], false);
     }
 
     /// [`Daemon::terminate`] for the daemon's whole process group: it and
@@ -202,11 +219,13 @@ impl Daemon {
     /// boot), which would otherwise outlive it. Daemons are group leaders
     /// (`setsid` at spawn); the VM daemons they start have groups of their own.
     pub fn terminate_group(&self, grace: Duration) {
-        self.signal_until_gone(grace, true);
+        self.signal_until_gone(&[(Signal::SIGTERM, grace), (Signal::SIGKILL, KILL_WAIT)], true);
     }
 
-    fn signal_until_gone(&self, grace: Duration, group: bool) {
-        for (signal, wait) in [(Signal::SIGTERM, grace), (Signal::SIGKILL, KILL_WAIT)] {
+    /// Sends each signal in turn, waiting up to its time for the daemon to
+    /// exit before the next.
+    fn signal_until_gone(&self, steps: &[(Signal, Duration)], group: bool) {
+        for &(signal, wait) in steps {
             // The pid file is written just after the lock is taken: give a
             // daemon being started that instant.
             let Some(pid) =

@@ -138,7 +138,7 @@ fn workspace_share() -> Check {
     let Some(version) = binary.to_str().and_then(|b| first_line(b, "--version")) else {
         return Check::warn(NAME, format!("{} does not run: {slow}", binary.display()), virtiofs::INSTALL);
     };
-    match virtiofs::sandbox_obstacle() {
+    match crate::userns::obstacle() {
         Some(why) => Check::warn(
             NAME,
             format!("{version} cannot sandbox itself as a user other than root: {why}, so {slow}"),

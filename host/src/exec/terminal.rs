@@ -16,7 +16,12 @@ use nix::sys::termios::{SetArg, Termios, cfmakeraw, tcgetattr, tcsetattr};
 static SAVED: Mutex<Option<Termios>> = Mutex::new(None);
 static HOOK: Once = Once::new();
 
-nix::ioctl_read_bad!(get_winsize, libc::TIOCGWINSZ, libc::winsize);
+nix::ioctl_read_bad!(
+    /// TIOCGWINSZ: the terminal's size in rows and columns.
+    get_winsize,
+    libc::TIOCGWINSZ,
+    libc::winsize
+);
 
 /// Puts stdin's terminal in raw mode for as long as it lives.
 pub struct RawMode(());

@@ -21,7 +21,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 const STOP_GRACE: Duration = Duration::from_secs(2);
 
 /// The forwarder of the VM whose folder is `vm_dir`.
-fn daemon(vm_dir: &Path) -> Daemon {
+pub(crate) fn daemon(vm_dir: &Path) -> Daemon {
     Daemon::new(vm_dir, "forward")
 }
 

@@ -91,12 +91,12 @@ fn resolve(value: &str, dir: &Path) -> PathBuf {
 
 /// Inside the workspace and not inside a `.git` (which the guard covers).
 fn in_project(path: &Path, workspace: &Path) -> bool {
-    let normal = super::guard::normalize(path);
+    let normal = super::normalize(path);
     normal.starts_with(workspace) && !normal.components().any(|c| c.as_os_str() == ".git")
 }
 
 fn relative(path: &Path, workspace: &Path) -> PathBuf {
-    let path = super::guard::normalize(path);
+    let path = super::normalize(path);
     path.strip_prefix(workspace).map(Path::to_path_buf).unwrap_or(path)
 }
 

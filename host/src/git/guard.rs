@@ -532,22 +532,7 @@ fn module_worktree(gitdir: &Path) -> Result<Option<PathBuf>, GitError> {
     else {
         return Ok(None);
     };
-    Ok(Some(normalize(&gitdir.join(value))))
-}
-
-/// `path` with `.` and `..` resolved lexically (the folder may not exist).
-pub(super) fn normalize(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for part in path.components() {
-        match part {
-            Component::ParentDir => {
-                out.pop();
-            }
-            Component::CurDir => {}
-            other => out.push(other),
-        }
-    }
-    out
+    Ok(Some(super::normalize(&gitdir.join(value))))
 }
 
 /// Folders below `workspace` (not itself) that hold a `.git`, found by a

@@ -32,8 +32,8 @@
 //!   fast-forwards the host's branches and updates the index of the
 //!   checked-out one, and refuses (keeps under `refs/hutch/<vm>/`, and
 //!   names) what must not be applied;
-//! - [`report`] tells the user what arrived and what was refused (stderr,
-//!   the audit log);
+//! - [`report`] is what arrived and what was refused, and [`tell`] tells
+//!   it to the user (stderr) and the audit log;
 //! - [`watch`] quarantines a `.git` that appears in the project while the VM
 //!   runs (a repository the guest made, which `git add .` would turn into a
 //!   submodule host git recurses into).
@@ -54,10 +54,11 @@ pub mod nested;
 pub mod refname;
 pub mod report;
 pub mod take;
+pub mod tell;
 pub mod view;
 pub mod watch;
 
-use std::path::PathBuf;
+use std::path::{Component, Path, PathBuf};
 
 /// Why the guard could not be set up, or the guest's commits not taken.
 #[derive(Debug, thiserror::Error)]
@@ -149,4 +150,19 @@ impl GitError {
             _ => None,
         }
     }
+}
+
+/// `path` with `.` and `..` resolved lexically (the folder may not exist).
+pub(crate) fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
 }

@@ -56,11 +56,13 @@ pub fn probe() -> Result<(), GitError> {
     match unsafe { nix::unistd::fork() } {
         Ok(nix::unistd::ForkResult::Child) => {
             let code = i32::from(unshare(flags()).is_err());
+            // SAFETY: _exit(2) ends the forked child without running the
+            // parent's atexit handlers or flushing its buffers twice.
             unsafe { nix::libc::_exit(code) }
         }
         Ok(nix::unistd::ForkResult::Parent { child }) => match nix::sys::wait::waitpid(child, None) {
             Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => Ok(()),
-            _ => Err(GitError::NoNamespace(crate::backend::qemu::virtiofs::sandbox_obstacle().unwrap_or_else(|| {
+            _ => Err(GitError::NoNamespace(crate::userns::obstacle().unwrap_or_else(|| {
                 "unshare(2) of a mount namespace failed (a container without CAP_SYS_ADMIN, or user namespaces turned off)".into()
             }))),
         },

@@ -99,20 +99,6 @@ pub fn short(oid: &str) -> &str {
     &oid[..oid.len().min(9)]
 }
 
-/// Prints `reports` on stderr (escaped: a name that failed `refname`'s
-/// checks is the guest's words) and writes them into the audit log, when
-/// there is anything to say.
-pub fn tell(reports: &[RepoReport], workspace: &Path, log: Option<&crate::audit::Log>) {
-    for report in reports.iter().filter(|r| !r.is_empty()) {
-        for line in report.lines(workspace) {
-            eprintln!("hutch: {}", crate::untrusted::text::shown(&line));
-        }
-        if let Some(log) = log {
-            log.append(crate::audit::What::Git(report.clone()));
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

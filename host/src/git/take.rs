@@ -163,7 +163,7 @@ pub async fn take_back(state: &StateDir, record: &VmRecord) -> Handed {
         general.notes = fresh;
         reports.push(general);
     }
-    super::report::tell(&reports, &guard.workspace, crate::audit::Log::for_vm_dir(&dir).as_ref());
+    super::tell::tell(&reports, &guard.workspace, crate::audit::Log::for_vm_dir(&dir).as_ref());
     Handed { guarded: true, complete, told: reports.iter().any(|r| !r.is_empty()) }
 }
 

@@ -16,10 +16,16 @@ use rmcp::service::{RequestContext, RoleServer};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::vm::Watch;
-
 /// How often a long call reports that it is still running.
 pub const EVERY: Duration = Duration::from_secs(1);
+
+/// What happened while reaching a VM, for the client's progress messages.
+pub trait Watch: Send + Sync {
+    /// Says `message` (the VM is being started, it is up), to the client and on stderr.
+    fn say(&self, message: String);
+    /// Tells the client only that the call is still under way (a boot takes a while).
+    fn still(&self, message: String);
+}
 
 /// The progress reporter of one call.
 pub struct Progress {

@@ -23,10 +23,11 @@ use std::sync::Arc;
 use hutch_proto::addr::Addr;
 use tokio::sync::Mutex;
 
+use super::progress::{self, Watch};
 use crate::cli::UpArgs;
 use crate::connect::{self, ConnectError};
 use crate::lifecycle::{self, LifecycleError, Up};
-use crate::plan::Plan;
+use crate::plan::{Plan, PlanError};
 use crate::state::{StateDir, StateError, VmLock, VmName, VmRecord, default_name};
 use crate::target::{Target, TargetError};
 use crate::transport::{BearerToken, Client};
@@ -50,7 +51,7 @@ pub enum VmError {
         name: VmName,
         /// Why.
         #[source]
-        source: Box<crate::error::Error>,
+        source: Box<PlanError>,
     },
     /// The VM did not come up.
     #[error(transparent)]
@@ -127,14 +128,6 @@ pub struct Vm {
     booting: Mutex<()>,
 }
 
-/// What happened while reaching a VM, for the client's progress messages.
-pub trait Watch: Send + Sync {
-    /// Says `message` (the VM is being started, it is up), to the client and on stderr.
-    fn say(&self, message: String);
-    /// Tells the client only that the call is still under way (a boot takes a while).
-    fn still(&self, message: String);
-}
-
 impl Vm {
     /// Serves `place`.
     pub fn new(place: Place) -> Arc<Vm> {
@@ -157,7 +150,7 @@ impl Vm {
         let watching = watch.clone();
         let mut reaching = tokio::task::spawn_blocking(move || handle.block_on(reach_vm(state, name, watching.as_ref())));
         let began = tokio::time::Instant::now();
-        let mut ticks = tokio::time::interval_at(began + super::progress::EVERY, super::progress::EVERY);
+        let mut ticks = tokio::time::interval_at(began + progress::EVERY, progress::EVERY);
         loop {
             tokio::select! {
                 reached = &mut reaching => return reached?,
@@ -242,7 +235,7 @@ fn up_args(name: &VmName, existing: Option<&VmRecord>) -> Result<UpArgs, VmError
         }
     }
     let up = <Up as clap::Parser>::try_parse_from(argv)
-        .map_err(|e| VmError::Plan { name: name.clone(), source: Box::new(crate::error::Error::Usage(e.to_string().trim().to_owned())) })?;
+        .map_err(|e| VmError::Plan { name: name.clone(), source: Box::new(PlanError::BadFlags(e.to_string().trim().to_owned())) })?;
     Ok(up.args)
 }
 

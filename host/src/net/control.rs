@@ -23,11 +23,11 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
 use super::ask::{Answer, AskEvent, Question};
 use super::context::Context;
-use super::pattern::HostPattern;
 use super::policy::{Policy, PolicyFile, Verdict};
 use super::route::Route;
 use crate::audit::{PolicyChange, What};
 use crate::config::network::Rule;
+use crate::config::pattern::HostPattern;
 
 /// The socket's name in the VM's `net/` folder.
 pub const SOCKET: &str = "control.sock";
@@ -395,12 +395,12 @@ fn enforce(ctx: &Context) -> (Vec<String>, usize) {
 /// A deny rule that still refuses the one host an allowed pattern names.
 fn still_denied(policy: &Policy, pattern: &HostPattern) -> Option<String> {
     let host = match &pattern.host {
-        super::pattern::HostMatch::Exact(name) => name.clone(),
-        super::pattern::HostMatch::Net(ip, _) if pattern.is_explicit() => ip.to_string(),
+        crate::config::pattern::HostMatch::Exact(name) => name.clone(),
+        crate::config::pattern::HostMatch::Net(ip, _) if pattern.is_explicit() => ip.to_string(),
         _ => return None,
     };
     let port = match pattern.port {
-        super::pattern::PortMatch::One(port) => port,
+        crate::config::pattern::PortMatch::One(port) => port,
         _ => 443,
     };
     match policy.decide(&host, port) {

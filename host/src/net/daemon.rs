@@ -53,7 +53,6 @@ use super::upstream::Upstream;
 use super::{NetError, net_dir};
 use crate::config::network::{Mode, NetworkConfig};
 use crate::daemon::Daemon;
-use crate::error::Error;
 use crate::state::{StateDir, VmName, VmRecord};
 use crate::transport::{self, BearerToken, Client};
 use crate::untrusted::text;
@@ -154,7 +153,7 @@ impl Starting {
         if let Err(e) = self.spawned.wait_until(START_WAIT, |news| news.lines().any(|l| l == READY)) {
             daemon(&self.vm_dir).terminate(STOP_GRACE);
             let _ = std::fs::remove_file(net_dir(&self.vm_dir).join(INPUTS_FILE));
-            return Err(NetError::Daemon { name: self.name.to_string(), why: e.to_string() });
+            return Err(NetError::Daemon { name: self.name.to_string(), source: e });
         }
         Ok(())
     }
@@ -235,7 +234,7 @@ fn spawn(state: &StateDir, name: &VmName, process: &Daemon) -> Result<Starting, 
         Ok(spawned) => Ok(Starting { name: name.clone(), vm_dir, spawned }),
         Err(e) => {
             let _ = std::fs::remove_file(net_dir(&vm_dir).join(INPUTS_FILE));
-            Err(NetError::Daemon { name: name.to_string(), why: e.to_string() })
+            Err(NetError::Daemon { name: name.to_string(), source: e })
         }
     }
 }
@@ -281,7 +280,7 @@ fn inputs(net: &Path, policy: &PolicyFile) -> Result<String, NetError> {
 }
 
 /// The network process itself; returns when the VM is gone.
-pub async fn run(name: &VmName) -> Result<u8, Error> {
+pub async fn run(name: &VmName) -> Result<u8, NetError> {
     let state = StateDir::from_env()?;
     let dir = state.vm_dir(name);
     let net = net_dir(&dir);
@@ -363,13 +362,13 @@ fn listen_request(policy: &PolicyFile, secrets: &Secrets, roots: &HostRoots, aut
 /// connection or the listen call ends (`Ok` with why), or a setup step
 /// fails (`Err`). When the routes change, it listens again with the new
 /// ones (the agent keeps the listeners that stay, and their backlogs).
-async fn session(record: &VmRecord, listen: &EgressListenRequest, ctx: &Arc<Context>, ready: &mut bool) -> Result<String, Error> {
+async fn session(record: &VmRecord, listen: &EgressListenRequest, ctx: &Arc<Context>, ready: &mut bool) -> Result<String, NetError> {
     let token = BearerToken::load(record.token_file.as_deref()).map_err(crate::connect::ConnectError::from)?;
     let addr = record.agent_addr()?;
     let (connection, driver) = transport::open(addr, &token, KEEPALIVE).await.map_err(crate::connect::ConnectError::from)?;
     let mut driver = tokio::spawn(driver);
     let client = Client::new(connection, token, crate::connect::peer(record));
-    let agent_failed = |why: String| Error::from(NetError::Agent { name: record.name.to_string(), why });
+    let agent_failed = |why: String| NetError::Agent { name: record.name.to_string(), why };
     let info = client.describe().await.map_err(|e| agent_failed(e.to_string()))?;
     if !info.capabilities.iter().any(|c| c == super::CAPABILITY) {
         return Err(agent_failed(format!("its version {} has no egress pipe", text::shown(&info.version))));
@@ -408,7 +407,7 @@ async fn session(record: &VmRecord, listen: &EgressListenRequest, ctx: &Arc<Cont
                     let route = routes.iter().find(|r| r.guest.to_string() == local).cloned();
                     served.spawn(async move {
                         match route {
-                            Some(route) => super::route::serve(ctx, io, route).await,
+                            Some(route) => super::tcp::serve(ctx, io, route).await,
                             None => proxy::serve(io, ctx).await,
                         }
                         drop(permit);

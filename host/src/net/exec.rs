@@ -1,19 +1,13 @@
-//! What the network's rules mean for `hutch exec`, `run` and `shell`: a
+//! What the network's rules mean for a command run in a VM (`hutch exec`,
+//! `run`, `shell` through `crate::cmd::audited`, and `hutch mcp`): a
 //! secret's real value never rides into the guest on an exec's environment
-//! (`env = ["ANTHROPIC_API_KEY"]` in the configuration, `-e NAME`), every
-//! command run in a VM gets its line in the VM's audit log, and in `mode =
-//! "ask"` an interactive terminal prompts (see `crate::exec::ask`).
+//! (`env = ["ANTHROPIC_API_KEY"]` in the configuration, `-e NAME`), the
+//! VM's network process is revived if it died, and in `mode = "ask"` an
+//! interactive terminal prompts (see `crate::exec::ask`).
 
 use std::collections::HashMap;
-use std::time::Duration;
 
-use hutch_proto::v1::exited;
-
-use super::secrets::redact_values;
-use crate::audit::{self, Log, What};
 use crate::config::network::NetworkConfig;
-use crate::error::Error;
-use crate::exec::{Finished, Options, Outcome, SessionSpec};
 use crate::target::Target;
 
 /// The secrets' real values as this process sees them (its environment,
@@ -68,57 +62,4 @@ pub fn keep_network(target: &Target) {
 pub fn real_values_here() -> Vec<(String, String)> {
     let cwd = std::env::current_dir().unwrap_or_default();
     crate::config::Config::load(&cwd).map(|c| real_values(&c.network)).unwrap_or_default()
-}
-
-/// Runs `options` on `target` and writes it into the VM's audit log, with
-/// `values` (the caller's [`real_values`]) redacted from it.
-pub async fn run_audited(
-    target: &Target,
-    options: &Options,
-    session: Option<&SessionSpec>,
-    values: &[(String, String)],
-) -> Result<Finished, Error> {
-    keep_network(target);
-    let mut options = options.clone();
-    options.ask = ask_for(target);
-    let options = &options;
-    let began = std::time::Instant::now();
-    let result = async { Ok(crate::exec::run_as(&mut target.connect().await?, options, session).await?) }.await;
-    record(target, options, &result, began.elapsed(), values);
-    crate::git::take::after_exec(target, result.as_ref().ok()).await;
-    result
-}
-
-/// Appends the line of one exec on `target` to its VM's audit log (nothing
-/// for an `--addr` target, which has no VM), with real secret values
-/// replaced by their names.
-pub fn record(target: &Target, options: &Options, result: &Result<Finished, Error>, took: Duration, values: &[(String, String)]) {
-    let Target::Vm { state, record } = target else { return };
-    let redact = |text: &str| redact_values(text, values.iter().map(|(n, v)| (n.as_str(), v.as_str())));
-    let mut exec = audit::Exec {
-        argv: options.argv.iter().map(|a| redact(a)).collect(),
-        cwd: redact(&options.cwd),
-        tag: format!("hutch-{}", std::process::id()),
-        duration_ms: audit::millis(took),
-        ..audit::Exec::default()
-    };
-    match result {
-        Ok(Finished { outcome: Outcome::Exited(exited), .. }) => {
-            match exited.status {
-                Some(exited::Status::Code(code)) => exec.exit_code = Some(code),
-                Some(exited::Status::Signal(number)) => {
-                    exec.signal =
-                        Some(if exited.signal_name.is_empty() { number.to_string() } else { format!("SIG{}", exited.signal_name) });
-                }
-                None => {}
-            }
-            if exited.timed_out {
-                exec.error = Some("timed out".into());
-            }
-            exec.duration_ms = exited.duration_ms;
-        }
-        Ok(finished) => exec.error = finished.outcome.message().or_else(|| Some(format!("exit {}", finished.outcome.exit_code()))),
-        Err(error) => exec.error = Some(redact(&error.to_string())),
-    }
-    Log::for_vm(state, record).append(What::Exec(exec));
 }

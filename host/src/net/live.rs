@@ -55,7 +55,7 @@ impl LiveEdits {
     pub fn load(net_dir: &Path) -> Result<LiveEdits, NetError> {
         let path = net_dir.join(LIVE_FILE);
         match std::fs::read_to_string(&path) {
-            Ok(text) => serde_json::from_str(&text).map_err(|e| NetError::BadState { path, why: e.to_string() }),
+            Ok(text) => serde_json::from_str(&text).map_err(|e| NetError::BadState { path, source: e }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(LiveEdits::default()),
             Err(e) => Err(NetError::io(format!("reading {}", path.display()), e)),
         }

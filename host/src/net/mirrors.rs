@@ -12,7 +12,7 @@
 
 use crate::config::NetworkConfig;
 use crate::config::network::Rule;
-use crate::net::pattern::HostPattern;
+use crate::config::pattern::HostPattern;
 
 /// Where `apt` on Debian and Ubuntu fetches from by default.
 pub const MIRRORS: &[&str] =

@@ -5,13 +5,15 @@
 //! carries every connection there, unread, to a per-VM process on the host,
 //! `hutch net --name NAME`, which is an HTTP proxy with a policy:
 //!
-//! - [`pattern`] and [`policy`]: which hosts and ports may be reached, and by
-//!   which rule (the allow/deny lists of `crate::config::network`);
+//! - [`policy`]: which hosts and ports may be reached, and by which rule
+//!   (the allow/deny lists of `crate::config::network`, their host patterns
+//!   in `crate::config::pattern`);
 //! - [`live`], [`served`], [`control`]: the policy changed while the VM runs
 //!   (`hutch allow`/`deny`, `hutch up` after an edit), through the process's
 //!   control socket; [`ask`]: `mode = "ask"`, a person decides; [`active`]:
 //!   the open connections a change cuts;
-//! - [`route`]: `tcp://` rules, a way out for programs that ignore proxies;
+//! - [`route`]: `tcp://` rules, a way out for programs that ignore proxies,
+//!   and [`tcp`], which serves a connection that comes in on one;
 //! - [`address`]: which resolved addresses are never connected to unless a
 //!   rule names them (loopback, private, link-local, metadata);
 //! - [`upstream`]: resolving on the host and connecting to a checked address,
@@ -43,7 +45,6 @@ pub mod guest_io;
 pub mod intercept;
 pub mod live;
 pub mod mirrors;
-pub mod pattern;
 pub mod policy;
 pub mod proxy;
 pub mod relay;
@@ -52,6 +53,7 @@ pub mod scope;
 pub mod secrets;
 pub mod served;
 pub mod sni;
+pub mod tcp;
 pub mod tls;
 pub mod upstream;
 
@@ -81,12 +83,12 @@ pub enum NetError {
         source: std::io::Error,
     },
     /// A file of the VM's network state is unreadable.
-    #[error("{path} is unreadable: {why}")]
+    #[error("{path} is unreadable: {source}")]
     BadState {
         /// The file.
         path: PathBuf,
-        /// What is wrong.
-        why: String,
+        /// What is wrong with it.
+        source: serde_json::Error,
     },
     /// A rule of the policy does not parse (the files were checked when read,
     /// so this means the policy file was edited by hand).
@@ -104,12 +106,12 @@ pub enum NetError {
         why: String,
     },
     /// The VM's network process did not start.
-    #[error("the network process of VM {name} did not start: {why}")]
+    #[error("the network process of VM {name} did not start: {source}")]
     Daemon {
         /// The VM.
         name: String,
         /// What went wrong (the end of its log, when there is one).
-        why: String,
+        source: crate::daemon::DaemonError,
     },
     /// The running network process could not be told (`hutch allow`, `deny`).
     #[error(transparent)]
@@ -117,6 +119,12 @@ pub enum NetError {
     /// A rule could not be saved into a configuration file.
     #[error(transparent)]
     Save(#[from] crate::config::edit::EditError),
+    /// The VM's record cannot be read (the network process's own start).
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+    /// The VM's agent cannot be reached (the network process's own start).
+    #[error(transparent)]
+    Connect(#[from] crate::connect::ConnectError),
 }
 
 impl NetError {
@@ -142,6 +150,8 @@ impl NetError {
             ),
             NetError::Control(_) => Some("its log is net/net.log in the VM's state folder".into()),
             NetError::Save(_) => Some("fix the file, or leave out --save to change the running VM only".into()),
+            NetError::State(e) => e.hint(),
+            NetError::Connect(e) => e.hint(),
         }
     }
 }

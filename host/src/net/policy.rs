@@ -15,8 +15,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::NetError;
-use super::pattern::{DEFAULT_PORTS, HostPattern};
 use crate::config::network::{Mode, NetworkConfig, Rule, SecretConfig};
+use crate::config::pattern::{DEFAULT_PORTS, HostPattern};
 
 /// The policy file's name in the VM's `net/` folder.
 pub const POLICY_FILE: &str = "policy.json";
@@ -109,7 +109,7 @@ impl PolicyFile {
     pub fn load(net_dir: &Path) -> Result<PolicyFile, NetError> {
         let path = net_dir.join(POLICY_FILE);
         let text = std::fs::read_to_string(&path).map_err(|e| NetError::io(format!("reading {}", path.display()), e))?;
-        serde_json::from_str(&text).map_err(|e| NetError::BadState { path, why: e.to_string() })
+        serde_json::from_str(&text).map_err(|e| NetError::BadState { path, source: e })
     }
 }
 

@@ -28,12 +28,12 @@ use super::body::{ProxyBody, empty};
 use super::context::{Context, answer};
 use super::exchange::{SendError, host_header, relay_response, send, strip_hop_by_hop};
 use super::guest_io::Counters;
-use super::pattern::normalize_host;
 use super::policy::{NOT_LISTED, Verdict};
 use super::secrets::{Misuse, Secrets};
 use super::sni::{self, Opening, Peeked};
 use super::upstream::Connected;
 use crate::audit::{self, Asked, Egress, What};
+use crate::config::pattern::normalize_host;
 use crate::untrusted::text;
 
 /// How long a guest has, after CONNECT, to send its first bytes.

@@ -18,16 +18,11 @@
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
-use std::sync::Arc;
-use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::NetError;
-use super::context::Context;
-use super::policy::{PolicyFile, Verdict};
-use crate::audit::{self, Egress};
+use super::policy::PolicyFile;
 
 /// The file in the VM's `net/` folder that keeps each host's address.
 pub const ROUTES_FILE: &str = "routes.json";
@@ -70,7 +65,7 @@ impl Route {
 pub fn routes(net_dir: &Path, policy: &PolicyFile) -> Result<Vec<Route>, NetError> {
     let path = net_dir.join(ROUTES_FILE);
     let mut known: BTreeMap<String, Ipv4Addr> = match std::fs::read_to_string(&path) {
-        Ok(text) => serde_json::from_str(&text).map_err(|e| NetError::BadState { path: path.clone(), why: e.to_string() })?,
+        Ok(text) => serde_json::from_str(&text).map_err(|e| NetError::BadState { path: path.clone(), source: e })?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
         Err(e) => return Err(NetError::io(format!("reading {}", path.display()), e)),
     };
@@ -92,7 +87,7 @@ pub fn routes(net_dir: &Path, policy: &PolicyFile) -> Result<Vec<Route>, NetErro
         }
     }
     if changed {
-        let text = serde_json::to_string_pretty(&known).map_err(|e| NetError::BadState { path: path.clone(), why: e.to_string() })?;
+        let text = serde_json::to_string_pretty(&known).map_err(|e| NetError::BadState { path: path.clone(), source: e })?;
         super::write_private(&path, text.as_bytes())?;
     }
     Ok(routes)
@@ -102,51 +97,6 @@ pub fn routes(net_dir: &Path, policy: &PolicyFile) -> Result<Vec<Route>, NetErro
 fn free_address(known: &BTreeMap<String, Ipv4Addr>) -> Option<Ipv4Addr> {
     let base = u32::from(GUEST_NET);
     (1..0xffff).map(|n| Ipv4Addr::from(base + n)).find(|ip| !known.values().any(|k| k == ip))
-}
-
-/// Serves one guest connection that came in on `route`'s listener: decided
-/// again by the policy in force, opened on the host, relayed, audited.
-pub async fn serve<G>(ctx: Arc<Context>, mut guest: G, route: Route)
-where
-    G: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let start = Instant::now();
-    let mut event = Egress { host: route.host.clone(), port: route.port, method: "TCP".into(), ..Egress::default() };
-    let explicit = match ctx.policy().decide(&route.host, route.port) {
-        Verdict::Allow { rule, explicit } => {
-            event.rule = Some(rule);
-            explicit
-        }
-        Verdict::Deny { reason } => return refuse(&ctx, event, reason, start),
-        Verdict::Ask => return refuse(&ctx, event, format!("{} is no longer allowed", route.rule), start),
-    };
-    let connected = match ctx.upstream.connect(&route.host, route.port, explicit).await {
-        Ok(connected) => connected,
-        Err(refusal) => return refuse(&ctx, event, refusal.reason(&route.host), start),
-    };
-    event.addr = Some(connected.addr.clone());
-    event.decision = "allow".into();
-    let mut server = connected.stream;
-    let cut = ctx.active.register(&route.host, route.port);
-    tokio::select! {
-        copied = super::relay::copy(&mut guest, &mut server) => match copied {
-            Ok((up, down)) => (event.bytes_up, event.bytes_down) = (up, down),
-            Err(e) => tracing::debug!("route to {}:{} ended: {e}", route.host, route.port),
-        },
-        reason = cut.cancelled() => {
-            event.reason = Some(reason);
-        }
-    }
-    event.duration_ms = audit::millis(start.elapsed());
-    ctx.log(event);
-}
-
-fn refuse(ctx: &Context, mut event: Egress, reason: String, start: Instant) {
-    tracing::info!("TCP {}:{}: {reason}", event.host, event.port);
-    event.decision = "deny".into();
-    event.reason = Some(reason);
-    event.duration_ms = audit::millis(start.elapsed());
-    ctx.log(event);
 }
 
 #[cfg(test)]

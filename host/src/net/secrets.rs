@@ -23,9 +23,9 @@ use std::path::{Path, PathBuf};
 use base64::Engine;
 
 use super::NetError;
-use super::pattern::HostPattern;
 use super::policy::PolicyFile;
 use super::scope;
+use crate::config::pattern::HostPattern;
 
 /// The placeholders' file in the VM's `net/` folder.
 pub const PLACEHOLDERS_FILE: &str = "placeholders.json";
@@ -364,7 +364,7 @@ fn basic_credentials(text: &str) -> Option<String> {
 fn placeholders<'a>(net_dir: &Path, names: impl Iterator<Item = &'a String>) -> Result<BTreeMap<String, String>, NetError> {
     let path = net_dir.join(PLACEHOLDERS_FILE);
     let mut known: BTreeMap<String, String> = match std::fs::read_to_string(&path) {
-        Ok(text) => serde_json::from_str(&text).map_err(|e| NetError::BadState { path: path.clone(), why: e.to_string() })?,
+        Ok(text) => serde_json::from_str(&text).map_err(|e| NetError::BadState { path: path.clone(), source: e })?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
         Err(e) => return Err(NetError::io(format!("reading {}", path.display()), e)),
     };
@@ -376,7 +376,7 @@ fn placeholders<'a>(net_dir: &Path, names: impl Iterator<Item = &'a String>) -> 
         }
     }
     if changed {
-        let text = serde_json::to_string_pretty(&known).map_err(|e| NetError::BadState { path: path.clone(), why: e.to_string() })?;
+        let text = serde_json::to_string_pretty(&known).map_err(|e| NetError::BadState { path: path.clone(), source: e })?;
         super::write_private(&path, text.as_bytes())?;
     }
     Ok(known)

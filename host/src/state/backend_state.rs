@@ -13,7 +13,28 @@ use hutch_proto::v1;
 use hutch_proto::v1::workspace_share::Kind;
 use serde::{Deserialize, Serialize};
 
-use super::BackendKind;
+/// Which VM manager runs a VM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// qemu-system-* run directly by hutch (Linux hosts).
+    Qemu,
+    /// Tart (macOS hosts, Apple silicon).
+    Tart,
+    /// Lima (macOS and Linux hosts).
+    Lima,
+}
+
+impl BackendKind {
+    /// The name used on the command line and in records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Qemu => "qemu",
+            BackendKind::Tart => "tart",
+            BackendKind::Lima => "lima",
+        }
+    }
+}
 
 /// A backend's own part of a VM record, tagged with the backend's name.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

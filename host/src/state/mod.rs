@@ -19,12 +19,14 @@ mod record;
 
 use std::path::{Path, PathBuf};
 
-pub use backend_state::{Accel, BackendState, LimaState, MadeBy, QemuShare, QemuState, ShareSource, TartState, WorkspaceShare};
+pub use backend_state::{
+    Accel, BackendKind, BackendState, LimaState, MadeBy, QemuShare, QemuState, ShareSource, TartState, WorkspaceShare,
+};
 pub use lock::VmLock;
 pub use machine_id::{BadMachineId, MachineId};
 pub use name::{VmName, default_name};
 pub use pool::{PoolEntry, PoolState};
-pub use record::{BackendKind, HeavyLink, RECORD_VERSION, RoMode, VmRecord, now_unix};
+pub use record::{HeavyLink, RECORD_VERSION, RoMode, VmRecord, now_unix};
 
 /// Errors reading or writing the state directory.
 #[derive(Debug, thiserror::Error)]

@@ -7,36 +7,13 @@ use std::path::{Path, PathBuf};
 use hutch_proto::addr::Addr;
 use serde::{Deserialize, Serialize};
 
-use super::{BackendState, MachineId, PoolEntry, StateError, VmName};
+use super::{BackendKind, BackendState, MachineId, PoolEntry, StateError, VmName};
 
 /// Current record format; records from a newer hutch are refused, not misread.
 pub const RECORD_VERSION: u32 = 1;
 
 /// The record's file name inside the VM's folder.
 pub const RECORD_FILE: &str = "vm.json";
-
-/// Which VM manager runs a VM.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum BackendKind {
-    /// qemu-system-* run directly by hutch (Linux hosts).
-    Qemu,
-    /// Tart (macOS hosts, Apple silicon).
-    Tart,
-    /// Lima (macOS and Linux hosts).
-    Lima,
-}
-
-impl BackendKind {
-    /// The name used on the command line and in records.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BackendKind::Qemu => "qemu",
-            BackendKind::Tart => "tart",
-            BackendKind::Lima => "lima",
-        }
-    }
-}
 
 /// How a `--ro` VM's snapshot is made (`hutch up --ro/--ro-git/--no-ignore`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -8,6 +8,10 @@ use tonic::{Code, Status};
 use crate::untrusted::deadline::Expired;
 use crate::untrusted::{ProtocolError, text};
 
+/// The start of the status message of an answer hutch refused while
+/// decoding it: [`CallError::from_status`] makes it a protocol error.
+pub const REFUSED: &str = "hutch refused the agent's answer: ";
+
 /// A failed call to the agent.
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
@@ -65,6 +69,6 @@ impl CallError {
     /// Whether hutch itself refused the answer while decoding it (a message
     /// over a cap or undecodable): the agent broke the protocol.
     pub fn is_refusal(status: &Status) -> bool {
-        status.code() == Code::Internal && status.message().starts_with(super::REFUSED)
+        status.code() == Code::Internal && status.message().starts_with(REFUSED)
     }
 }

@@ -16,12 +16,9 @@ use tonic::codegen::http::uri::PathAndQuery;
 use tonic::{Request, Response, Status};
 use tonic_prost::ProstCodec;
 
+use super::call::REFUSED;
 use super::{CallError, Client};
 use crate::untrusted::wire::{self, Shape};
-
-/// The start of the status message of an answer hutch refused while
-/// decoding it: [`super::CallError::from_status`] makes it a protocol error.
-pub const REFUSED: &str = "hutch refused the agent's answer: ";
 
 /// prost's codec, with the decoder counting items first.
 struct Checked<Req, Resp> {

@@ -24,8 +24,7 @@ use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Uri;
 
-pub use call::CallError;
-pub use checked::REFUSED;
+pub use call::{CallError, REFUSED};
 pub use http2::Connection;
 
 use crate::untrusted::deadline::{self, Deadline};

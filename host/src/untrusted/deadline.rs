@@ -53,14 +53,23 @@ impl Default for Deadlines {
 
 static IN_FORCE: OnceLock<Deadlines> = OnceLock::new();
 
+/// Where the deadlines come from when no command [`set`] them: installed
+/// once by the binary (the configuration of the current directory), so
+/// this low module need not know the configuration's.
+static SOURCE: OnceLock<fn() -> Deadlines> = OnceLock::new();
+
 /// The deadlines for this process: set once (by [`set`], from the
 /// configuration a command loaded), else read on first use from the
-/// environment and the configuration files of the current directory.
+/// [`source`] the binary installed (the environment and the configuration
+/// files of the current directory), else the defaults.
 pub fn current() -> Deadlines {
-    *IN_FORCE.get_or_init(|| {
-        let cwd = std::env::current_dir().unwrap_or_default();
-        crate::config::Config::load(&cwd).map(|c| c.deadlines()).unwrap_or_default()
-    })
+    *IN_FORCE.get_or_init(|| SOURCE.get().map_or_else(Deadlines::default, |source| source()))
+}
+
+/// Installs where [`current`] reads the deadlines on first use when no
+/// command [`set`] them; the first call wins.
+pub fn source(read: fn() -> Deadlines) {
+    let _ = SOURCE.set(read);
 }
 
 /// Fixes the deadlines for this process (a command that loaded its

@@ -140,6 +140,13 @@ async fn boot_one(state: &StateDir, plan: &Plan, key: &str, project: &str) -> Re
             let mut client = crate::connect::connect(state, &record).await?;
             crate::sync::refresh_snapshot(&mut client, &record, true).await?;
         }
+        // The network process starts now, with the project's policy as it
+        // is: a run that takes this VM finds it serving, and changes it in
+        // place (`net::daemon::begin` without `fresh`) when the policy or a
+        // secret's value differs by then. Failing that, the run starts it.
+        if let Err(e) = crate::net::daemon::ensure(state, &name, &plan.config.network, spec.workspace.as_deref(), true) {
+            eprintln!("{name}: its network process did not start ({e}); the run that takes it will start it");
+        }
         if let Some(entry) = &mut record.pool {
             entry.state = PoolState::Ready;
         }

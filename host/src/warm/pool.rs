@@ -36,6 +36,7 @@ pub fn members(state: &StateDir, project: &str) -> Vec<VmRecord> {
 
 /// A name for a new VM of the pool whose key is `key`:
 /// `warm-<8 digits of the key>-<6 random hex digits>`.
+#[allow(clippy::expect_used, reason = "\"warm-vm\" is a valid VM name")]
 pub fn new_name(key: &str) -> VmName {
     let mut random = [0u8; 3];
     if getrandom::fill(&mut random).is_err() {

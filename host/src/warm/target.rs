@@ -68,6 +68,9 @@ pub struct Flags {
     pub shared: bool,
     /// `--unguarded-git`.
     pub unguarded_git: bool,
+    /// `--network` (or `HUTCH_NETWORK`): the keeper starts a ready VM's
+    /// network process as the runs that take it will want it.
+    pub network: Option<crate::config::network::Mode>,
 }
 
 impl Flags {
@@ -89,6 +92,7 @@ impl Flags {
             sync: args.sync,
             shared: args.shared,
             unguarded_git: args.unguarded_git,
+            network: args.network,
         }
     }
 
@@ -112,7 +116,7 @@ impl Flags {
             sync: self.sync,
             shared: self.shared,
             unguarded_git: self.unguarded_git,
-            network: None,
+            network: self.network,
             allow: Vec::new(),
         }
     }

@@ -8,11 +8,12 @@
 
 use std::process::{Command, Stdio};
 
+use hutch_tests::Agent;
+
 use super::exec::{LATENCY_TURNS, run_ok};
 use super::stats::{Contender, Stats, time_interleaved};
 use super::table::{Table, Unit};
 use super::{Plan, Setup};
-use crate::local_agent::LocalAgent;
 use crate::workspace::Result;
 
 /// The unprivileged user the bench's second agent runs commands as.
@@ -25,7 +26,7 @@ pub fn latency(table: &mut Table, plan: &Plan, setup: &Setup, agent_bin: &std::p
         table.note(format!("exec as an unprivileged user skipped: the agent must run as root to start commands as {USER}"));
         return Ok(());
     }
-    let as_user = LocalAgent::start_with(agent_bin, &["--exec-user", USER])?;
+    let as_user = Agent::local(agent_bin, &["--exec-user", USER])?;
     let who = |addr: &str| -> Result<String> {
         let out = Command::new(&setup.hutch).args(["exec", "--", "id", "-un"]).env("HUTCH_ADDR", addr).stdin(Stdio::null()).output()?;
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())

@@ -2,8 +2,9 @@
 //! in the same run, so the ratio means something on any machine.
 //!
 //! The run starts what it needs and stops it afterwards: a release-build
-//! hutch-agent on a private Unix socket and, when Debian's openssh-server is
-//! installed, a private sshd on 127.0.0.1 (see [`ssh`]). One module per kind
+//! hutch-agent on a private Unix socket ([`hutch_tests::agent`]) and, when
+//! Debian's openssh-server is installed, a private sshd on 127.0.0.1 (see
+//! [`ssh`]). One module per kind
 //! of figure: [`exec`] (latency, throughput), [`exec_user`] (exec as an
 //! unprivileged user against the agent's own), [`attach`] (attach to first
 //! byte), [`pty`] (echo round trip), [`memory`] (agent RSS), [`vm`] (a QEMU
@@ -30,11 +31,11 @@ mod workspace;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use hutch_tests::Agent;
 use serde_json::json;
 
-use crate::local_agent::LocalAgent;
 use crate::workspace::{Result, build_bins};
-use ssh::Sshd;
+use ssh::Anchor;
 use table::{Table, Unit};
 
 /// How much to measure: `--quick` for a look, the default for figures to publish.
@@ -97,9 +98,9 @@ pub struct Setup {
     /// The plain release build (`cargo install --path host`), when it differs.
     pub hutch_dynamic: Option<PathBuf>,
     /// The local agent.
-    pub agent: LocalAgent,
+    pub agent: Agent,
     /// The private sshd, or why there is none.
-    pub sshd: std::result::Result<Sshd, String>,
+    pub sshd: std::result::Result<Anchor, String>,
 }
 
 impl Setup {
@@ -117,7 +118,7 @@ pub fn run(quick: bool, json_out: Option<&Path>) -> Result<()> {
     let hutch = crate::install::build_host_cli()?;
     let hutch_dynamic = (hutch != plain).then_some(plain);
     let plan = Plan::new(quick);
-    let setup = Setup { hutch, hutch_dynamic, agent: LocalAgent::start(&agent_bin)?, sshd: Sshd::start() };
+    let setup = Setup { hutch, hutch_dynamic, agent: Agent::local(&agent_bin, &[])?, sshd: Anchor::start() };
     println!(
         "hutch bench{}: {}; hutch CLI as `cargo xtask install` builds it{}; local agent on a Unix socket{}\n",
         if quick { " --quick" } else { "" },
@@ -178,7 +179,7 @@ fn section_setup(task: &str, quick: bool) -> Result<(Setup, PathBuf)> {
     let (plain, agent_bin) = build_bins("release")?;
     let hutch = crate::install::build_host_cli()?;
     let hutch_dynamic = (hutch != plain).then_some(plain);
-    let setup = Setup { hutch, hutch_dynamic, agent: LocalAgent::start(&agent_bin)?, sshd: Err("not needed".into()) };
+    let setup = Setup { hutch, hutch_dynamic, agent: Agent::local(&agent_bin, &[])?, sshd: Err("not needed".into()) };
     println!("hutch {task}{}: {}\n", if quick { " --quick" } else { "" }, machine());
     Ok((setup, agent_bin))
 }
@@ -204,7 +205,7 @@ pub fn run_exec(quick: bool) -> Result<()> {
     let hutch = crate::install::build_host_cli()?;
     let hutch_dynamic = (hutch != plain).then_some(plain);
     let plan = Plan::new(quick);
-    let setup = Setup { hutch, hutch_dynamic, agent: LocalAgent::start(&agent_bin)?, sshd: Sshd::start() };
+    let setup = Setup { hutch, hutch_dynamic, agent: Agent::local(&agent_bin, &[])?, sshd: Anchor::start() };
     println!("hutch bench-exec{}: {}\n", if quick { " --quick" } else { "" }, machine());
     let mut table = Table::default();
     exec::latency(&mut table, &plan, &setup)?;

@@ -21,13 +21,13 @@ use std::process::{Child, Command, Stdio};
 use hutch::config::network::{NetworkConfig, Rule, SecretConfig};
 use hutch::net::policy::{POLICY_FILE, PolicyFile};
 use hutch::state::{BackendState, StateDir, VmName};
+use hutch_tests::Agent;
 use hutch_tests::web::WebServer;
 
 use super::exec::run_ok;
 use super::stats::{Contender, Stats, throughput_gbps, time_interleaved};
 use super::table::{Goal, Table, Unit};
 use super::{Plan, Setup};
-use crate::local_agent::LocalAgent;
 use crate::workspace::{Result, target_dir};
 
 /// The secret of the intercepted host (a dummy: only the interception is timed).
@@ -45,7 +45,7 @@ struct NetProcess {
     _state: tempfile::TempDir,
     etc: tempfile::TempDir,
     guest_port: u16,
-    _agent: LocalAgent,
+    _agent: Agent,
 }
 
 impl Drop for NetProcess {
@@ -59,7 +59,7 @@ impl Drop for NetProcess {
 /// `tunnelled` and `intercepted` (which has a secret), trusting `ca`.
 fn net_process(setup: &Setup, agent_bin: &Path, tunnelled: &str, intercepted: &str, ca: &str) -> Result<NetProcess> {
     let etc = tempfile::tempdir()?;
-    let agent = LocalAgent::start_with(agent_bin, &["--etc-dir", etc.path().to_str().ok_or("path")?])?;
+    let agent = Agent::local(agent_bin, &["--etc-dir", etc.path().to_str().ok_or("path")?])?;
     let state = tempfile::Builder::new().prefix("hbnet").tempdir_in("/tmp")?;
     let dirs = StateDir::at(state.path());
     let name = VmName::new("benchnet")?;

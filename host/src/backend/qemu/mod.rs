@@ -13,6 +13,7 @@
 pub mod accel;
 pub mod args;
 pub mod disk;
+pub mod helper;
 pub mod image;
 pub mod layers;
 pub mod qmp;
@@ -28,7 +29,7 @@ use hutch_proto::addr::Addr;
 use hutch_proto::v1::{WorkspaceShare, workspace_share};
 
 use crate::backend::{Backend, BackendError, SshEndpoint, VmSpec, VmState, tail_of_file};
-use crate::daemon::{Daemon, DaemonError};
+use crate::daemon::Daemon;
 use crate::state::{BackendKind, BackendState, MachineId, QemuShare, QemuState, StateDir, VmRecord};
 use accel::{Accel, Choice};
 use image::{GuestImage, Init};
@@ -142,7 +143,7 @@ impl Qemu {
         cmd.args(machine.args());
         if let Err(e) = qemu_daemon(dir).spawn(cmd) {
             stop_daemons();
-            return Err(daemon_error(e));
+            return Err(helper::daemon_error(e, INSTALL));
         }
         record.addr = match device {
             vsock::Device::Kernel { cid } => Addr::Vsock { cid, port: image.spec.agent_port },
@@ -199,9 +200,8 @@ impl Qemu {
         })
     }
 
-    /// Stops the VM's processes. `clean`: a guest running hutch's init first
-    /// gets to flush its disk and power off (its disk is kept).
-    fn shut_down(&self, record: &mut VmRecord, dir: &Path, clean: bool) {
+    /// Stops the VM's processes, as `how` says.
+    fn shut_down(&self, record: &mut VmRecord, dir: &Path, how: ShutDown) {
         let mut state = qemu_state(record);
         let qemu = qemu_daemon(dir);
         let qmp = dir.join(args::QMP_SOCKET);
@@ -212,8 +212,18 @@ impl Qemu {
                 && qemu.wait_exit(POWERDOWN_TIMEOUT)
         };
         let quit = || qmp::quit(&qmp).is_ok() && qemu.wait_exit(Duration::from_secs(10));
-        if qemu.running() && !(clean && powers_off()) && !quit() {
-            qemu.terminate(Duration::from_secs(5));
+        match how {
+            // Nothing QEMU would still write is kept (a warm `run --rm`
+            // waits for this).
+            ShutDown::Discard => {
+                vsock::daemon(dir).tell_to_stop();
+                virtiofs::daemon(dir).tell_to_stop();
+                qemu.kill();
+            }
+            _ if !qemu.running() => {}
+            ShutDown::PowerOff if powers_off() => {}
+            _ if quit() => {}
+            _ => qemu.terminate(Duration::from_secs(5)),
         }
         vsock::daemon(dir).terminate(Duration::from_secs(5));
         // virtiofsd exits by itself once QEMU has closed its connection.
@@ -242,13 +252,13 @@ impl Backend for Qemu {
     }
 
     fn stop(&self, record: &mut VmRecord, dir: &Path) -> Result<(), BackendError> {
-        self.shut_down(record, dir, true);
+        self.shut_down(record, dir, ShutDown::PowerOff);
         Ok(())
     }
 
     fn delete(&self, record: &VmRecord, dir: &Path) -> Result<(), BackendError> {
         let mut record = record.clone();
-        self.shut_down(&mut record, dir, false);
+        self.shut_down(&mut record, dir, ShutDown::Discard);
         layers::remove_all(dir);
         match std::fs::remove_dir_all(dir.join(IMAGE_DIR)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -313,7 +323,7 @@ impl Backend for Qemu {
         }
         eprintln!("hutch: KVM did not boot the guest within {:?}; falling back to TCG (software emulation)", accel::KVM_PROBE_TIMEOUT);
         accel::remember(&self.state_root, false);
-        self.shut_down(record, dir, false);
+        self.shut_down(record, dir, ShutDown::Quit);
         let reason = format!("KVM did not boot a guest on this host (remembered in {})", accel::verdict_path(&self.state_root).display());
         self.launch(record, dir, Choice { accel: Accel::Tcg, probing: false, reason })?;
         Ok(true)
@@ -391,23 +401,21 @@ fn cmdline_extra(hutch_init: bool, commands_as_root: bool, disk: bool, machine_i
     extra
 }
 
-/// The backend's error for a daemon that would not start, with how to
-/// install the program when it is missing.
-fn daemon_error(error: DaemonError) -> BackendError {
-    match error {
-        DaemonError::NotFound { program } => {
-            let install = if program.contains("vhost-device-vsock") {
-                "install it with `cargo install vhost-device-vsock --locked` (or set HUTCH_VHOST_DEVICE_VSOCK to its path)".into()
-            } else if program.contains(virtiofs::PROGRAM) {
-                virtiofs::INSTALL.into()
-            } else {
-                "install QEMU (Debian/Ubuntu: `apt-get install qemu-system-x86`), or set HUTCH_QEMU to its path".into()
-            };
-            BackendError::MissingTool { tool: program, install }
-        }
-        other => BackendError::Boot(other.to_string()),
-    }
+/// How [`Qemu::shut_down`] stops a VM.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ShutDown {
+    /// A guest running hutch's init first flushes its disk and powers off
+    /// (`hutch down`: the disk is kept); else as [`ShutDown::Quit`].
+    PowerOff,
+    /// QEMU is asked to quit, so its own writes reach the disk, which is
+    /// used again (a boot retried without KVM).
+    Quit,
+    /// QEMU is killed at once: the VM and its disk are being deleted.
+    Discard,
 }
+
+/// How to get QEMU.
+const INSTALL: &str = "install QEMU (Debian/Ubuntu: `apt-get install qemu-system-x86`), or set HUTCH_QEMU to its path";
 
 /// virtiofsd: `HUTCH_VIRTIOFSD` when set (even if it does not exist, so a
 /// wrong path is reported rather than silently replaced), else found like

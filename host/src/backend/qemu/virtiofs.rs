@@ -32,6 +32,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::helper::{check_socket_path, daemon_error};
 use crate::backend::BackendError;
 use crate::daemon::{Daemon, DaemonError};
 use crate::state::QemuShare;
@@ -128,7 +129,7 @@ pub fn settle(preference: Preference, binary: Option<&Path>, workspace: &Path, v
 /// socket.
 pub fn start(binary: &Path, workspace: &Path, vm_dir: &Path) -> Result<(), BackendError> {
     let socket = vm_dir.join(SOCKET);
-    super::vsock::check_socket_path(&socket)?;
+    check_socket_path(&socket)?;
     // One left from a QEMU that died would hold the log's lock: QEMU is not
     // running now, so it serves no one.
     let daemon = daemon(vm_dir);
@@ -137,13 +138,13 @@ pub fn start(binary: &Path, workspace: &Path, vm_dir: &Path) -> Result<(), Backe
     // In the git guard's namespace when the VM has one (see `crate::git::namespace`).
     let mut cmd = crate::git::namespace::command(binary, vm_dir).map_err(|e| BackendError::Boot(e.to_string()))?;
     cmd.args(daemon_args(workspace, &socket, nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw()));
-    let spawned = daemon.spawn(cmd).map_err(super::daemon_error)?;
+    let spawned = daemon.spawn(cmd).map_err(|e| daemon_error(e, INSTALL))?;
     spawned.wait_until(START_TIMEOUT, |_| socket.exists()).map_err(|e| match e {
         DaemonError::TimedOut { .. } => {
             daemon.terminate(Duration::from_secs(2));
             BackendError::Boot(e.to_string())
         }
-        other => super::daemon_error(other),
+        other => daemon_error(other, INSTALL),
     })
 }
 
@@ -163,26 +164,6 @@ pub fn daemon_args(workspace: &Path, socket: &Path, uid: u32, gid: u32) -> Vec<O
     push("--log-level", "warn".into());
     args.push("--modcaps=-mknod:-setfcap".into());
     args
-}
-
-/// Why virtiofsd cannot sandbox itself on this host, if it cannot: as a
-/// user other than root it needs unprivileged user namespaces, which some
-/// distributions turn off (Ubuntu 24.04 restricts them through AppArmor).
-pub fn sandbox_obstacle() -> Option<String> {
-    if nix::unistd::geteuid().is_root() {
-        return None;
-    }
-    let read = |path: &str| std::fs::read_to_string(path).ok().map(|s| s.trim().to_owned());
-    if read("/proc/sys/user/max_user_namespaces").as_deref() == Some("0") {
-        return Some("user namespaces are disabled (user.max_user_namespaces = 0)".into());
-    }
-    if read("/proc/sys/kernel/unprivileged_userns_clone").as_deref() == Some("0") {
-        return Some("unprivileged user namespaces are disabled (kernel.unprivileged_userns_clone = 0)".into());
-    }
-    if read("/proc/sys/kernel/apparmor_restrict_unprivileged_userns").as_deref() == Some("1") {
-        return Some("AppArmor restricts unprivileged user namespaces (kernel.apparmor_restrict_unprivileged_userns = 1)".into());
-    }
-    None
 }
 
 /// Removes what a daemon that died unclean left: its socket and pid file.

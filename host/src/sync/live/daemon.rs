@@ -16,7 +16,6 @@ use std::time::Duration;
 use super::run::{self, CONTROL_SOCKET};
 use super::{Engine, LiveError};
 use crate::daemon::Daemon;
-use crate::error::Error;
 use crate::state::{StateDir, VmName, VmRecord};
 
 /// The line it writes to its log once both directions run.
@@ -79,7 +78,7 @@ pub fn ensure(state: &StateDir, name: &VmName) -> Result<(), LiveError> {
     let started = process.spawn_claiming(cmd).and_then(|spawned| spawned.wait_until(START_WAIT, |news| news.lines().any(|l| l == READY)));
     if let Err(e) = started {
         process.terminate(STOP_GRACE);
-        return Err(LiveError::Daemon { name: name.to_string(), why: e.to_string() });
+        return Err(LiveError::Daemon { name: name.to_string(), source: e });
     }
     Ok(())
 }
@@ -102,11 +101,13 @@ pub fn kill(vm_dir: &Path) {
 }
 
 /// The sync process itself; returns when the VM is gone or it is told to stop.
-pub async fn run(name: &VmName) -> Result<u8, Error> {
+pub async fn run(name: &VmName) -> Result<u8, LiveError> {
     let state = StateDir::from_env()?;
     let vm_dir = state.vm_dir(name);
     let dir = sync_dir(&vm_dir);
-    let Some(_claim) = daemon(&vm_dir).claim().map_err(|e| Error::local("taking the sync process's lock", e))? else {
+    let Some(_claim) =
+        daemon(&vm_dir).claim().map_err(|source| LiveError::Local { what: "taking the sync process's lock".into(), source })?
+    else {
         return Ok(0);
     };
     let record = state.load(name)?;
@@ -135,7 +136,7 @@ pub async fn run(name: &VmName) -> Result<u8, Error> {
                     ready = true;
                 }
             };
-            Ok::<_, Error>(run::session(&mut client, &mut engine, &mut control, &mut stop, false, &mut say_ready).await?)
+            run::session(&mut client, &mut engine, &mut control, &mut stop, false, &mut say_ready).await
         }
         .await;
         match outcome {

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::show;
+use crate::sync::beneath::shown;
 
 /// The event log's file in the sync's state folder.
 pub const FILE: &str = "events.jsonl";
@@ -38,21 +38,21 @@ pub struct Event {
 impl Event {
     /// The host refused a guest change to `path`.
     pub fn refused(path: &[u8], why: String) -> Event {
-        Event { time: crate::state::now_unix(), kind: "refused".into(), path: show(path), detail: why, copy: String::new() }
+        Event { time: crate::state::now_unix(), kind: "refused".into(), path: shown(path), detail: why, copy: String::new() }
     }
 
     /// Both sides changed `path`: the host's version stayed; the guest's is at `copy`.
     pub fn conflict(path: &[u8], copy: Option<&[u8]>) -> Event {
         let detail = match copy {
-            Some(copy) => format!("changed on both sides: the host's version stays, the guest's is at {}", show(copy)),
+            Some(copy) => format!("changed on both sides: the host's version stays, the guest's is at {}", shown(copy)),
             None => "changed on both sides: the host's version stays".into(),
         };
         Event {
             time: crate::state::now_unix(),
             kind: "conflict".into(),
-            path: show(path),
+            path: shown(path),
             detail,
-            copy: copy.map(show).unwrap_or_default(),
+            copy: copy.map(shown).unwrap_or_default(),
         }
     }
 

@@ -34,7 +34,7 @@ use hutch_proto::watch::{Change, Method, Watched};
 use prost::Message;
 
 use self::events::{Event, EventLog};
-use super::beneath::{Beneath, BeneathError, NewFile, Refusal, check_link, check_path, shown};
+use super::beneath::{Beneath, BeneathError, NewFile, Refusal, check_link, check_path};
 
 /// Files larger than this are not taken from the guest (its changes to
 /// them are refused and named).
@@ -67,13 +67,16 @@ pub enum LiveError {
     /// The VM's agent cannot be reached.
     #[error(transparent)]
     Connect(#[from] crate::connect::ConnectError),
+    /// The VM's record cannot be read.
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
     /// The VM's sync process did not start.
-    #[error("the sync process of {name} did not start: {why}")]
+    #[error("the sync process of {name} did not start: {source}")]
     Daemon {
         /// The VM.
         name: String,
         /// What went wrong.
-        why: String,
+        source: crate::daemon::DaemonError,
     },
 }
 
@@ -83,6 +86,7 @@ impl LiveError {
         match self {
             LiveError::Sync(e) => e.hint(),
             LiveError::Connect(e) => e.hint(),
+            LiveError::State(e) => e.hint(),
             LiveError::Protocol(_) => Some(
                 "an agent without the capability \"sync.watch\" cannot keep a synced workspace: update the VM image (`cargo xtask image`)"
                     .into(),
@@ -537,14 +541,10 @@ fn load_base(file: &Path, root: &Path) -> std::io::Result<Option<BTreeMap<Vec<u8
     Ok(Some(state.entries.into_iter().map(|e| (e.path.clone(), e)).collect()))
 }
 
-/// A path for messages.
-pub fn show(path: &[u8]) -> String {
-    shown(path)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sync::beneath::shown;
 
     fn file(path: &[u8], size: u64) -> ManifestEntry {
         ManifestEntry { path: path.to_vec(), kind: EntryKind::EntryFile as i32, size, mtime_ns: 1, mode: 0o644, link_target: Vec::new() }
@@ -585,7 +585,7 @@ mod tests {
         ];
         for (path, entry, too_large) in hostile {
             let pending = engine.guest_change(path, None, Some(entry), too_large);
-            assert!(matches!(pending, Pending::Done | Pending::Discard { .. }), "{} was taken", show(path));
+            assert!(matches!(pending, Pending::Done | Pending::Discard { .. }), "{} was taken", shown(path));
         }
         let events = events::read(&state);
         assert_eq!(events.iter().filter(|e| e.kind == "refused").count(), 12, "{events:#?}");

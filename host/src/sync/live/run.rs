@@ -27,7 +27,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::events::Event;
-use super::{Engine, LiveError, Pending, show};
+use super::{Engine, LiveError, Pending};
+use crate::sync::beneath::shown;
 use crate::sync::{Source, SyncError, send};
 use crate::transport::Client;
 
@@ -99,7 +100,7 @@ pub async fn session(
             eprintln!(
                 "hutch: sync: {} in step both ways (guest: {}, {} entries)",
                 engine.root().display(),
-                show(ready.method.as_bytes()),
+                shown(ready.method.as_bytes()),
                 ready.entries
             );
         }
@@ -242,7 +243,7 @@ fn handle(
                 slot.0 = 0;
             }
         }
-        Some(WatchIn::Notice(notice)) => engine.events().record(Event::notice(format!("guest: {}", show(notice.text.as_bytes())))),
+        Some(WatchIn::Notice(notice)) => engine.events().record(Event::notice(format!("guest: {}", shown(notice.text.as_bytes())))),
         other => {
             return Err(LiveError::Protocol(format!(
                 "unexpected {} {}",

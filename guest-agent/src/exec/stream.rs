@@ -1,6 +1,7 @@
-//! One exec, from its `Start` request to its `Exited` response.
+//! One exec driven on its stream, from its `Start` request to its `Exited`
+//! response (a `Start` that asks for a session is handed to `session_store`).
 //!
-//! The session owns the child and decides when it ends:
+//! The stream's task owns the child and decides when it ends:
 //! - the main process exits: output is drained (up to [`DRAIN_GRACE`] for EOF,
 //!   then cut, keeping what is already buffered) and `Exited` is sent last;
 //! - the timeout expires: the group gets SIGTERM, then SIGKILL after
@@ -11,15 +12,16 @@
 //! When the main process exits normally, background jobs it left in its group
 //! keep running (as with `ssh host 'job &'`); after a timeout or a cancellation
 //! the whole group is killed.
+//!
+//! [`DRAIN_GRACE`]: super::finish::DRAIN_GRACE
+//! [`TIMEOUT_KILL_GRACE`]: super::timeout::TIMEOUT_KILL_GRACE
 
-use std::os::unix::process::ExitStatusExt;
-use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hutch_proto::v1::exec_request::Kind as RequestKind;
 use hutch_proto::v1::exec_response::Kind;
-use hutch_proto::v1::{ExecRequest, ExecResponse, Exited, Start, StartFailed, Started, StdinMode, TerminalSize, exited};
+use hutch_proto::v1::{ExecRequest, ExecResponse, Start, Started, StdinMode, TerminalSize};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::process::Child;
@@ -27,19 +29,13 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use super::finish::{AbortOnDrop, drain, exited_message, send_failure};
 use super::input::{self, InputEnd, Requests, StdinTarget};
-use super::output::{Channel, PumpEnd, Responses, pump};
+use super::output::{Channel, Responses, pump};
 use super::registry::Groups;
-use super::sessions::Sessions;
+use super::session_store::Sessions;
 use super::spawn::{ChildIo, Spawned, Spec, StartFailure, TtySpec, spawn};
 use super::timeout::Timeout;
-
-/// How long to wait, after the main process exits, for its stdout/stderr to
-/// reach EOF before cutting them (a background job may hold them open).
-pub const DRAIN_GRACE: Duration = Duration::from_millis(200);
-
-/// After a timeout's SIGTERM, how long the group has before SIGKILL.
-pub const TIMEOUT_KILL_GRACE: Duration = Duration::from_secs(2);
 
 /// Default TERM in PTY mode when the client sends none.
 const DEFAULT_TERM: &str = "xterm-256color";
@@ -185,62 +181,6 @@ fn validate(start: Start, early_size: Option<TerminalSize>) -> Result<Validated,
     })
 }
 
-/// What draining the output pumps found.
-pub(super) struct Drained {
-    pub(super) cut: bool,
-    client_gone: bool,
-}
-
-/// Waits for every pump to finish; raises `cut` once the grace has passed.
-pub(super) async fn drain(pumps: &mut JoinSet<PumpEnd>, cut: &watch::Sender<bool>) -> Drained {
-    let grace = tokio::time::sleep(DRAIN_GRACE);
-    tokio::pin!(grace);
-    let mut result = Drained { cut: false, client_gone: false };
-    let mut cut_sent = false;
-    loop {
-        tokio::select! {
-            joined = pumps.join_next() => match joined {
-                None => return result,
-                Some(Ok(PumpEnd::Eof)) => {}
-                Some(Ok(PumpEnd::Cut)) => result.cut = true,
-                Some(Ok(PumpEnd::ClientGone)) => result.client_gone = true,
-                Some(Ok(PumpEnd::Failed(e))) => tracing::warn!("reading child output failed: {e}"),
-                Some(Err(e)) => tracing::warn!("output pump panicked: {e}"),
-            },
-            _ = &mut grace, if !cut_sent => {
-                cut_sent = true;
-                let _ = cut.send(true);
-            }
-        }
-    }
-}
-
-pub(super) fn exited_message(status: ExitStatus, timed_out: bool, duration: Duration, output_cut: bool) -> Exited {
-    let (status_field, signal_name) = match (status.code(), status.signal()) {
-        (Some(code), _) => (exited::Status::Code(code), String::new()),
-        (None, Some(sig)) => {
-            let name = Signal::try_from(sig).map(|s| s.as_str().trim_start_matches("SIG").to_owned()).unwrap_or_default();
-            (exited::Status::Signal(sig as u32), name)
-        }
-        (None, None) => (exited::Status::Code(255), String::new()),
-    };
-    Exited {
-        status: Some(status_field),
-        signal_name,
-        core_dumped: status.core_dumped(),
-        timed_out,
-        duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
-        output_cut,
-        git_stamp: String::new(),
-    }
-}
-
-pub(super) async fn send_failure(responses: &Responses, failure: StartFailure) {
-    tracing::debug!("start failed: {failure}");
-    let failed = StartFailed { error: failure.kind() as i32, message: failure.to_string() };
-    let _ = responses.send(Ok(response(Kind::StartFailed(failed)))).await;
-}
-
 /// The client is gone (or its requests are broken): kill the whole group and
 /// reap the main process.
 async fn kill_and_reap(child: &mut Child, pid: i32) {
@@ -257,13 +197,4 @@ fn signal_group(pgid: i32, signal: Signal) {
 
 fn response(kind: Kind) -> ExecResponse {
     ExecResponse { kind: Some(kind) }
-}
-
-/// Aborts the task when the session ends, whichever way it ends.
-pub(super) struct AbortOnDrop<T>(pub(super) tokio::task::JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }

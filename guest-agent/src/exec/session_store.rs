@@ -23,7 +23,7 @@ use hutch_proto::v1::{AttachMode, Attached, ExecResponse, SessionInfo, SessionOp
 use nix::sys::signal::Signal;
 use tonic::Status;
 
-use super::attach::{self, Until};
+use super::attach::{self, Attaching, Until};
 use super::input::{Requests, parse_signal};
 use super::journal::Journal;
 use super::kept::{self, Kept, Launch, Role};
@@ -209,7 +209,7 @@ impl Sessions {
         };
         let Spawned { child, pid, io } = match spawn(&spec) {
             Ok(spawned) => spawned,
-            Err(failure) => return super::session::send_failure(&responses, failure).await,
+            Err(failure) => return super::finish::send_failure(&responses, failure).await,
         };
         let registration = self.inner.groups.register(pid);
         let launch = Launch { name: name.clone(), argv: spec.argv, buffer, timeout };
@@ -434,22 +434,6 @@ impl Sessions {
                 Sessions { inner }.prune();
             }
         });
-    }
-}
-
-/// A client about to be served: what [`Sessions::attach`] set up.
-pub struct Attaching {
-    kept: Arc<Kept>,
-    client: kept::Client,
-    cursor: super::ring::Cursor,
-    until: Until,
-    first: ExecResponse,
-}
-
-impl Attaching {
-    /// Serves the client on `responses`, applying `inbound`.
-    pub async fn serve(self, inbound: impl Requests, responses: Responses) {
-        attach::serve(self.kept, self.client, self.cursor, self.until, self.first, inbound, responses).await;
     }
 }
 
