@@ -77,7 +77,18 @@ fn an_agent_out_of_descriptors_backs_off_and_serves_again() {
     let target = addr.trim_start_matches("tcp://").to_owned();
     let _idle: Vec<std::net::TcpStream> = (0..100).map(|_| std::net::TcpStream::connect(&target).unwrap()).collect();
     let before = cpu_ticks(pid);
-    let mut child = agent.hutch().args(["exec", "--", "true"]).stdin(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    // The agent serves again once the idle connections' handshake deadline
+    // frees their descriptors, HANDSHAKE_TIMEOUT after they came: the
+    // client's own connect deadline (10 s by default, the same length,
+    // started a little later) must not be what decides the race.
+    let mut child = agent
+        .hutch()
+        .args(["exec", "--", "true"])
+        .env("HUTCH_CONNECT_TIMEOUT", "60s")
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let deadline = Instant::now() + HANDSHAKE_TIMEOUT + PROMPT * 4;
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
