@@ -117,9 +117,12 @@ fn tidy(state: &StateDir, project: &str, key: &str, count: u32) -> usize {
     kept
 }
 
+/// Whether a ready VM may still be running: false only when its VM manager
+/// says it is stopped or gone. A manager that cannot tell (its `list`
+/// failed) is an error, never "stopped", so the VM is kept for the next round.
 fn still_running(state: &StateDir, vm: &crate::state::VmRecord) -> bool {
-    crate::backend::for_kind(vm.kind(), state)
-        .is_ok_and(|backend| matches!(backend.state(vm, &state.vm_dir(&vm.name)), Ok(crate::backend::VmState::Running)))
+    let Ok(backend) = crate::backend::for_kind(vm.kind(), state) else { return true };
+    !matches!(backend.state(vm, &state.vm_dir(&vm.name)), Ok(crate::backend::VmState::Stopped | crate::backend::VmState::Missing))
 }
 
 /// Boots and prepares one VM for the pool; deletes it again if that fails.
