@@ -422,10 +422,10 @@ fn tell_helpers(dir: &Path) {
     }
 }
 
-/// Stops the VM's helper daemons and waits for them; then passes on what
-/// the git watcher noticed.
-fn stop_helpers(dir: &Path) {
-    tell_helpers(dir);
+/// Waits for the VM's helper daemons to stop (told by [`tell_helpers`];
+/// one that is still running gets its own SIGTERM, then SIGKILL); then
+/// passes on what the git watcher noticed.
+fn wait_helpers(dir: &Path) {
     crate::forward::detached::stop(dir);
     crate::sync::live::daemon::kill(dir);
     crate::mux::stop(dir);
@@ -437,7 +437,8 @@ fn stop_helpers(dir: &Path) {
 /// Stops the VM if it runs, with its daemons, and records that it is stopped.
 pub fn stop(state: &StateDir, backend: &dyn Backend, record: &mut VmRecord) -> Result<(), LifecycleError> {
     let dir = state.vm_dir(&record.name);
-    stop_helpers(&dir);
+    tell_helpers(&dir);
+    wait_helpers(&dir);
     backend.stop(record, &dir)?;
     crate::workspace::remove_links(state, record);
     record.started_unix = None;
@@ -451,7 +452,7 @@ pub fn destroy(state: &StateDir, backend: &dyn Backend, record: &VmRecord) -> Re
     // The helpers and the VM stop at the same time: nothing of it is kept.
     tell_helpers(&dir);
     let deleted = backend.delete(record, &dir);
-    stop_helpers(&dir);
+    wait_helpers(&dir);
     deleted?;
     crate::workspace::remove_links(state, &mut record.clone());
     state.remove_vm_dir(&record.name)?;
