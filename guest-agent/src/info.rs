@@ -18,6 +18,7 @@ pub const CAPABILITIES: &[&str] = &[
     "sync.watch",
     "egress",
     "egress.routes",
+    "egress.link",
     "git.guard",
 ];
 

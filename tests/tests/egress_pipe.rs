@@ -36,6 +36,7 @@ fn listen_request(port: u16) -> EgressListenRequest {
         env: env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
         ca_certificates: b"-----BEGIN CERTIFICATE-----\nTEST\n-----END CERTIFICATE-----\n".to_vec(),
         routes: Vec::new(),
+        link: None,
     }
 }
 
@@ -155,6 +156,36 @@ fn the_agent_announces_egress() {
     let info = block_on(async { connect(&socket(&agent)).await.info(hutch_proto::v1::InfoRequest {}).await.unwrap().into_inner() });
     assert!(info.capabilities.iter().any(|c| c == "egress"), "{:?}", info.capabilities);
     assert!(info.capabilities.iter().any(|c| c == "egress.routes"), "{:?}", info.capabilities);
+    assert!(info.capabilities.iter().any(|c| c == "egress.link"), "{:?}", info.capabilities);
+}
+
+#[test]
+fn a_link_that_cannot_come_up_is_a_problem_and_leaves_the_loopback_proxy() {
+    let (agent, etc) = agent_with_etc();
+    let port = free_tcp_port();
+    block_on(async {
+        let mut client = connect(&socket(&agent)).await;
+        let mut request = listen_request(port);
+        // No interface of this machine has this (locally administered) address.
+        request.link = Some(hutch_proto::v1::EgressLink {
+            mac: "0e:00:00:68:75:01".into(),
+            address: "192.168.127.2/24".into(),
+            mtu: 65520,
+            env: [("HTTPS_PROXY".to_owned(), "http://192.168.127.1:3128".to_owned())].into_iter().collect(),
+        });
+        let mut listen = client.egress_listen(request).await.unwrap().into_inner();
+        let Some(ListenKind::Listening(listening)) = listen.message().await.unwrap().unwrap().kind else { panic!("no listening") };
+        assert_eq!(listening.link, "", "{listening:?}");
+        assert!(
+            listening.problems.iter().any(|p| p.contains("link") && p.contains("0e:00:00:68:75:01")),
+            "{:?}",
+            listening.problems
+        );
+        let environment = std::fs::read_to_string(etc.path().join("environment")).unwrap();
+        assert!(environment.contains(&format!("HTTPS_PROXY=http://127.0.0.1:{port}")), "{environment}");
+        assert!(!environment.contains("192.168.127.1"), "{environment}");
+        drop(listen);
+    });
 }
 
 #[test]

@@ -6,6 +6,10 @@
 //! listeners (the host's `tcp://` rules), each on its own address of
 //! 127.0.0.0/8 with the host names that resolve to it in `/etc/hosts`.
 //!
+//! The call may also ask for a link ([`super::link`]): an interface that
+//! leads straight to the host's proxy. When it comes up, the proxy
+//! variables guest programs get point through it.
+//!
 //! `EgressAccept` streams wait on every listener at once; each takes one
 //! connection, says which listener it came in on, and relays it exactly as a
 //! `Forward` stream does. A new `EgressListen` (the host's network process
@@ -32,7 +36,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::Stream;
 use tonic::{Status, Streaming};
 
-use super::{guest_config, route};
+use super::{guest_config, link, route};
 use crate::forward::{self, Responses, response};
 
 /// The sending side of an EgressListen response stream.
@@ -137,21 +141,41 @@ impl Egress {
         drop(kept);
         *self.lock() = Some(Active { id, listeners, stop: stop_tx });
 
-        let env: BTreeMap<String, String> = request.env.into_iter().collect();
+        let mut env: BTreeMap<String, String> = request.env.into_iter().collect();
         let config = self.config.clone();
         let ca = request.ca_certificates;
         let hosts = route::hosts_lines(&routes);
+        let link = request.link;
         let applied = tokio::task::spawn_blocking(move || {
+            let linked = link.map(|link| {
+                let up = link::Settings::parse(&link.mac, &link.address, link.mtu).and_then(|s| link::bring_up(&s));
+                (up, link)
+            });
+            let linked = match linked {
+                Some((Ok(interface), link)) => {
+                    env.extend(link.env);
+                    Ok(Some(format!("{interface} {}", link.address)))
+                }
+                Some((Err(e), _)) => Err(format!("the link to the host's proxy: {e}")),
+                None => Ok(None),
+            };
             let mut applied = guest_config::apply(&config.etc, config.home.as_deref(), &env, &ca);
+            let link = match linked {
+                Ok(link) => link,
+                Err(problem) => {
+                    applied.problems.push(problem);
+                    None
+                }
+            };
             match guest_config::hosts(&config.etc, &hosts) {
                 Ok(Some(path)) => applied.configured.push(path.display().to_string()),
                 Ok(None) => {}
                 Err(e) => applied.problems.push(format!("{}: {e}", config.etc.join("hosts").display())),
             }
-            applied
+            (applied, link)
         })
         .await;
-        let mut applied = match applied {
+        let (mut applied, link) = match applied {
             Ok(applied) => applied,
             Err(e) => {
                 self.close(id);
@@ -166,8 +190,9 @@ impl Egress {
             ca_bundle: applied.ca_bundle.map(|b| b.display().to_string()).unwrap_or_default(),
             configured: applied.configured,
             problems: applied.problems,
+            link: link.unwrap_or_default(),
         };
-        tracing::info!("egress listener on {} for the host ({} routes)", listening.address, routes.len());
+        tracing::info!("egress listener on {} for the host ({} routes, link: {:?})", listening.address, routes.len(), listening.link);
         let answer = EgressListenResponse { kind: Some(ListenKind::Listening(listening)) };
         if responses.send(Ok(answer)).await.is_ok() {
             tokio::select! {

@@ -9,6 +9,8 @@
 //!   call lasts and hands each connection to an `EgressAccept` stream;
 //! - [`route`] checks the extra listeners the host asks for (its `tcp://`
 //!   rules) and the `/etc/hosts` names that lead guest programs to them;
+//! - [`link`] brings up the interface that leads straight to the host's
+//!   proxy, when the host offers one (QEMU guests);
 //! - [`env`] holds the variables every process the agent starts gets (the
 //!   proxy, secrets' placeholders, the trust bundle);
 //! - [`guest_config`] writes the trust bundle and the guest-wide
@@ -17,6 +19,7 @@
 
 pub mod env;
 pub mod guest_config;
+pub mod link;
 pub mod listener;
 pub mod route;
 

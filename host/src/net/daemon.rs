@@ -30,7 +30,7 @@ use std::time::Duration;
 use hutch_proto::v1::egress_listen_response::Kind as ListenKind;
 use hutch_proto::v1::forward_request::Kind as RequestKind;
 use hutch_proto::v1::forward_response::Kind;
-use hutch_proto::v1::{EgressAccept, EgressListenRequest, EgressListenResponse, EgressRoute, ForwardRequest, ForwardResponse};
+use hutch_proto::v1::{EgressAccept, EgressLink, EgressListenRequest, EgressListenResponse, EgressRoute, ForwardRequest, ForwardResponse};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_stream::wrappers::ReceiverStream;
@@ -297,7 +297,8 @@ pub async fn run(name: &VmName) -> Result<u8, NetError> {
     }
     let roots = HostRoots::load()?;
     let authority = if secrets.iter().next().is_some() { Some(Authority::load_or_create(&net, name.as_str())?) } else { None };
-    let listen = listen_request(&policy_file, &secrets, &roots, authority.as_ref());
+    let link = super::link::connect(&dir).await;
+    let listen = listen_request(&policy_file, &secrets, &roots, authority.as_ref(), link.is_some());
     let ctx = Arc::new(Context {
         net_dir: net.clone(),
         served,
@@ -313,6 +314,9 @@ pub async fn run(name: &VmName) -> Result<u8, NetError> {
         .and_then(tokio::net::UnixListener::from_std)
         .map_err(|e| NetError::io("binding the network process's control socket", e))?;
     tokio::spawn(super::control::serve(control, ctx.clone()));
+    if let Some(stream) = link {
+        tokio::spawn(super::link::keep(stream, dir.clone(), ctx.clone(), policy_file.guest_port));
+    }
     let mut ready = false;
     let mut backoff = Duration::from_millis(100);
     loop {
@@ -332,14 +336,34 @@ pub async fn run(name: &VmName) -> Result<u8, NetError> {
     }
 }
 
+/// The variables that point guest programs at the proxy.
+const PROXY_VARS: [&str; 4] = ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"];
+
 /// What the agent is asked to set up: its listener, the variables every
-/// guest process gets, and the certificates the guest should trust.
-fn listen_request(policy: &PolicyFile, secrets: &Secrets, roots: &HostRoots, authority: Option<&Authority>) -> EgressListenRequest {
+/// guest process gets, the certificates the guest should trust, and (when
+/// `linked`: this process serves the VM's link) the guest's end of the link.
+fn listen_request(
+    policy: &PolicyFile,
+    secrets: &Secrets,
+    roots: &HostRoots,
+    authority: Option<&Authority>,
+    linked: bool,
+) -> EgressListenRequest {
     let proxy = format!("http://127.0.0.1:{}", policy.guest_port);
     let mut env: BTreeMap<String, String> = secrets.guest_env();
-    for var in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
+    for var in PROXY_VARS {
         env.insert(var.into(), proxy.clone());
     }
+    let link = linked.then(|| {
+        use super::link::addresses::{GUEST_ADDRESS, GUEST_MAC, HOST_ADDRESS, MTU, PREFIX};
+        let proxy = format!("http://{HOST_ADDRESS}:{}", policy.guest_port);
+        EgressLink {
+            mac: GUEST_MAC.into(),
+            address: format!("{GUEST_ADDRESS}/{PREFIX}"),
+            mtu: MTU,
+            env: PROXY_VARS.iter().map(|var| ((*var).to_owned(), proxy.clone())).collect(),
+        }
+    });
     for var in ["NO_PROXY", "no_proxy"] {
         env.insert(var.into(), "localhost,127.0.0.1,::1".into());
     }
@@ -355,6 +379,7 @@ fn listen_request(policy: &PolicyFile, secrets: &Secrets, roots: &HostRoots, aut
         env: env.into_iter().collect(),
         ca_certificates: ca.into_bytes(),
         routes: Vec::new(),
+        link,
     }
 }
 
@@ -374,6 +399,11 @@ async fn session(record: &VmRecord, listen: &EgressListenRequest, ctx: &Arc<Cont
         return Err(agent_failed(format!("its version {} has no egress pipe", text::shown(&info.version))));
     }
     let has_routes = info.capabilities.iter().any(|c| c == super::ROUTES_CAPABILITY);
+    let mut listen = listen.clone();
+    if !info.capabilities.iter().any(|c| c == super::LINK_CAPABILITY) {
+        listen.link = None;
+    }
+    let listen = &listen;
     let mut routes_rx = ctx.served.routes();
     let mut routes = routes_rx.borrow_and_update().clone();
     if !routes.is_empty() && !has_routes {
@@ -460,10 +490,11 @@ async fn egress_listen(client: &Client, listen: &EgressListenRequest, routes: &[
     match listened {
         Ok((listening, Some(EgressListenResponse { kind: Some(ListenKind::Listening(up)) }))) => {
             eprintln!(
-                "hutch net {}: the guest's {} leads to this process ({} routes); trust bundle: {}",
+                "hutch net {}: the guest's {} leads to this process ({} routes); link: {}; trust bundle: {}",
                 std::process::id(),
                 text::shown(&up.address),
                 routes.len(),
+                if up.link.is_empty() { "none".to_owned() } else { text::shown(&up.link) },
                 if up.ca_bundle.is_empty() { "none".to_owned() } else { text::shown(&up.ca_bundle) }
             );
             for problem in up.problems.iter().take(PROBLEMS_SHOWN) {

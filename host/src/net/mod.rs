@@ -43,6 +43,7 @@ pub mod exchange;
 pub mod exec;
 pub mod guest_io;
 pub mod intercept;
+pub mod link;
 pub mod live;
 pub mod mirrors;
 pub mod policy;
@@ -64,6 +65,9 @@ pub const CAPABILITY: &str = "egress";
 
 /// The capability of an agent that listens for `tcp://` routes too.
 pub const ROUTES_CAPABILITY: &str = "egress.routes";
+
+/// The capability of an agent that brings up the link to the proxy.
+pub const LINK_CAPABILITY: &str = "egress.link";
 
 /// The folder in a VM's state folder that holds its network files: the
 /// policy, the CA and its key, the placeholders, the process's log and lock.

@@ -11,6 +11,7 @@ use std::path::Path;
 use super::accel::Accel;
 use super::image::GuestImage;
 use super::vsock::{self, Device};
+use crate::net::link::addresses as link;
 
 /// The mount tag (virtio-fs or 9p) under which the guest finds the workspace.
 pub const WORKSPACE_TAG: &str = "hutch-ws";
@@ -90,6 +91,17 @@ impl Machine<'_> {
                 let chardev = format!("socket,id=vsock0,path={}", dir.join(vsock::VHOST_SOCKET).display());
                 push(&["-chardev", &chardev, "-device", "vhost-user-vsock-pci,chardev=vsock0"]);
             }
+        }
+        // The link to the network process's proxy (crate::net::link): QEMU
+        // listens, the network process connects when it starts (again after
+        // a restart). host_mtu lets the guest's driver take 64 KiB frames.
+        // Only under hutch's init: a disk image with a network of its own
+        // (ssh_port) runs its own network set-up, which could wait for an
+        // address on the link that nobody hands out.
+        if self.disk.as_ref().is_none_or(|d| d.ssh_port.is_none()) {
+            let netdev = format!("stream,id=link0,server=on,addr.type=unix,addr.path={}", escape_commas(&dir.join(link::SOCKET).display().to_string()));
+            let nic = format!("virtio-net-pci,netdev=link0,mac={},host_mtu={}", link::GUEST_MAC, link::MTU);
+            push(&["-netdev", &netdev, "-device", &nic]);
         }
         match self.workspace {
             Some(Workspace::Virtiofs { socket }) => {
@@ -177,7 +189,10 @@ mod tests {
         assert!(joined.contains("-serial file:/vm/console.log"));
         assert!(joined.contains("-object rng-random,id=rng0,filename=/dev/urandom -device virtio-rng-pci,rng=rng0"), "{joined}");
         assert_eq!(args.last().unwrap(), "console=ttyS0");
-        assert!(!joined.contains("-drive") && !joined.contains("-netdev"));
+        assert!(!joined.contains("-drive") && !joined.contains("-netdev user"));
+        let link = "-netdev stream,id=link0,server=on,addr.type=unix,addr.path=/vm/link.sock \
+                    -device virtio-net-pci,netdev=link0,mac=52:54:00:68:75:01,host_mtu=65520";
+        assert!(joined.contains(link), "{joined}");
 
         assert!(joined.contains("-device virtio-9p-pci,fsdev=ws0,mount_tag=hutch-ws"));
         assert!(!joined.contains("vhost-user-fs"));
@@ -200,10 +215,12 @@ mod tests {
         assert!(with_ssh.contains("-drive file=/vm/disk.qcow2,if=none,id=disk0,format=qcow2"), "{with_ssh}");
         assert!(with_ssh.contains("-device virtio-blk-pci,drive=disk0"));
         assert!(with_ssh.contains("-netdev user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:40022-:22 -device virtio-net-pci,netdev=net0"));
-        // hutch's init: the disk, no network device, the host's ids for the guest user.
+        assert!(!with_ssh.contains("link0"), "{with_ssh}");
+        // hutch's init: the disk, the link as its only network device, the host's ids for the guest user.
         let machine = Machine { disk: Some(DiskAttachment { overlay, ssh_port: None }), cmdline_extra: "hutch.uid=1000".into(), ..machine };
         let hutch_init = joined(&machine);
-        assert!(hutch_init.contains("-device virtio-blk-pci,drive=disk0") && !hutch_init.contains("-netdev"), "{hutch_init}");
+        assert!(hutch_init.contains("-device virtio-blk-pci,drive=disk0") && !hutch_init.contains("-netdev user"), "{hutch_init}");
+        assert!(hutch_init.contains(link), "{hutch_init}");
         assert!(hutch_init.ends_with("console=ttyS0 hutch.uid=1000"), "{hutch_init}");
     }
 }
