@@ -556,7 +556,8 @@ fn the_guest_reaches_only_what_the_hosts_policy_allows() {
     let text = stdout(&out);
     assert!(text.starts_with("hutch-placeholder-TEST_API_KEY-"), "{text}");
     assert!(!text.contains(SECRET), "the real value is in the guest");
-    assert!(text.contains("HTTPS_PROXY=http://127.0.0.1:") && text.contains("NODE_EXTRA_CA_CERTS=/etc/hutch/ca-bundle.pem"), "{text}");
+    // The proxy is reached over the link (docs/network.md#the-link-qemu).
+    assert!(text.contains("HTTPS_PROXY=http://192.168.127.1:") && text.contains("NODE_EXTRA_CA_CERTS=/etc/hutch/ca-bundle.pem"), "{text}");
 
     // curl's request arrives at the real server with the real value.
     let out = guest(&format!("curl -sS --fail-with-body -H \"Authorization: Bearer $TEST_API_KEY\" {}", api.url("/v1/messages")));

@@ -607,7 +607,9 @@ fn the_guest_reaches_only_what_the_hosts_policy_allows() {
     assert!(stdout(&out).starts_with("GET /hello\n"), "{}", stdout(&out));
     // ... over the link: the guest's own TCP stack to the network process's
     // end of a virtio-net device, which answers the proxy's port only.
-    let out = guest("echo \"$http_proxy\"; grep -c 'http_proxy=http://192.168.127.1:3128' /etc/environment; ip -4 addr | grep -o '192.168.127.2/24'");
+    let out = guest(
+        "echo \"$http_proxy\"; grep -c 'http_proxy=http://192.168.127.1:3128' /etc/environment; ip -4 addr | grep -o '192.168.127.2/24'",
+    );
     assert_eq!(stdout(&out), "http://192.168.127.1:3128\n1\n192.168.127.2/24\n", "{}", stderr(&out));
     let out = guest("wget -q -T 5 -Y off -O - http://192.168.127.1:22/");
     assert_ne!(code(&out), 0, "the link's host end answered another port: {}", stdout(&out));
@@ -653,10 +655,27 @@ fn the_guest_reaches_only_what_the_hosts_policy_allows() {
     );
     assert_eq!(events.iter().filter(|e| e["event"] == "exec").count(), 9, "{log}");
 
+    // A network process killed while the VM runs is started again by the
+    // next exec, and connects to QEMU's end of the link again.
+    let pid_file = e2e().state.path().join("vms/e2e-net/net/net.pid");
+    let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let net_log = e2e().state.path().join("vms/e2e-net/net/net.log");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while hutch_tests::daemon_running(&net_log) {
+        assert!(std::time::Instant::now() < deadline, "the killed network process still holds its log");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = guest(&format!("wget -q -O - {url}"));
+    assert!(stderr(&out).contains("was gone; starting it again"), "{}", stderr(&out));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).starts_with("GET /hello\n"), "{}", stdout(&out));
+    let log = std::fs::read_to_string(&net_log).unwrap();
+    assert_eq!(log.matches("link: eth0 192.168.127.2/24").count(), 2, "{log}");
+
     // `down` stops the network process with the VM.
     let out = hutch(&["down", "e2e-net"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let net_log = e2e().state.path().join("vms/e2e-net/net/net.log");
     assert!(!hutch_tests::daemon_running(&net_log), "the network process outlived the VM");
     rm("e2e-net");
 }
