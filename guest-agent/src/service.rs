@@ -167,7 +167,7 @@ impl Agent for AgentService {
 
     async fn watch(&self, request: Request<Streaming<WatchRequest>>) -> Result<Response<Self::WatchStream>, Status> {
         let (tx, rx) = mpsc::channel(SYNC_QUEUE);
-        tokio::spawn(sync::watch::run(self.sync.clone(), request.into_inner(), tx));
+        sync::background::spawn("sync-watch", sync::watch::run(self.sync.clone(), request.into_inner(), tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }

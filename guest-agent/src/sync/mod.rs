@@ -8,10 +8,12 @@
 //! checking every path ([`validate`]) and every tar header ([`archive`]),
 //! and stores the resulting manifest ([`state`]) for [`diff`]. Roots are
 //! opened without following symlinks ([`root`]) and one call at a time per
-//! root ([`lock`]).
+//! root ([`lock`]). A synced copy's `Watch` runs at a lower CPU priority
+//! than the guest's commands ([`background`]).
 
 pub mod agreed;
 pub mod archive;
+pub mod background;
 pub mod diff;
 pub mod lock;
 pub mod owner;
