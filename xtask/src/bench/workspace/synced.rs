@@ -18,6 +18,8 @@
 //!   no ssh path into a guest; `cargo xtask bench-sync` times the same
 //!   protocol against rsync over ssh on the host.
 //! - **A small edit each way**, see [`super::edits`].
+//! - **A batch with nothing changed**: the guest's time for a flush both
+//!   ways (`hutch sync`) on both trees, goal under 50 ms every time.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -25,7 +27,7 @@ use std::time::Instant;
 
 use super::super::Plan;
 use super::super::stats::Stats;
-use super::super::table::{self, Table, Unit};
+use super::super::table::{self, Goal, Table, Unit};
 use super::{Guest, Section, edits, secs, times};
 use crate::workspace::Result;
 
@@ -34,6 +36,8 @@ pub(super) const TRANSPORT: &str = "sync";
 /// Each operation on the synced copy may take at most this factor of the
 /// same on a plain copy on the guest's disk.
 pub(super) const GOAL: f64 = 1.2;
+/// A batch with nothing changed may cost the guest at most this (ms), every time.
+const NO_CHANGE_GOAL_MS: f64 = 50.0;
 /// The synced VM's name in its private state dir.
 const VM: &str = "bench-ws-sync";
 /// Where the first copy's anchor unpacks in the guest (its own disk).
@@ -82,10 +86,43 @@ fn measure_into(section: &mut Section, table: &mut Table, plan: &Plan, hutch: &P
     if let Err(e) = edits::measure(table, plan, &guest, dir) {
         table.note(format!("edit latency rows stopped: {e}"));
     }
+    if let Err(e) = no_change_batch(table, plan, &guest) {
+        table.note(format!("the no-change batch row stopped: {e}"));
+    }
     let measured = seed_git(&guest, dir).and_then(|()| guest.measure(section, &["repo", "tree"]));
     if let Err(e) = measured {
         section.notes.push(format!("{TRANSPORT} rows skipped: {e}"));
     }
+    Ok(())
+}
+
+/// A batch with nothing in it, on both trees: `hutch sync --json` (a flush
+/// both ways) with nothing changed, timed by the agent itself (its
+/// `WatchFlushed.guest_us`: finding what changed since the last batch,
+/// which its inotify-backed manifest answers without a walk).
+fn no_change_batch(table: &mut Table, plan: &Plan, guest: &Guest) -> Result<()> {
+    let mut samples = Vec::new();
+    for _ in 0..plan.sync_edits {
+        let out = guest.hutch(&["sync", "--json", "--name", guest.name()]).output()?;
+        if !out.status.success() {
+            return Err(format!("`hutch sync` failed: {}", String::from_utf8_lossy(&out.stderr).trim()).into());
+        }
+        let flushed: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        if flushed["pushed"] != 0 || flushed["received"] != 0 {
+            return Err(format!("a flush with nothing changed moved something: {flushed}").into());
+        }
+        let us = flushed["guest_us"].as_u64().ok_or_else(|| format!("no guest_us in {flushed}"))?;
+        samples.push(us as f64 / 1000.0);
+    }
+    let stats = Stats::of(samples).ok_or("no samples")?;
+    let goal = Goal { text: format!("< {NO_CHANGE_GOAL_MS} ms"), met: stats.max < NO_CHANGE_GOAL_MS };
+    table.figure(
+        "sync_no_change_batch",
+        "a batch with nothing changed, both trees: the guest's time (hutch sync; the agent's own figure)",
+        Unit::Ms,
+        stats,
+        Some(goal),
+    );
     Ok(())
 }
 
