@@ -176,11 +176,7 @@ fn a_link_that_cannot_come_up_is_a_problem_and_leaves_the_loopback_proxy() {
         let mut listen = client.egress_listen(request).await.unwrap().into_inner();
         let Some(ListenKind::Listening(listening)) = listen.message().await.unwrap().unwrap().kind else { panic!("no listening") };
         assert_eq!(listening.link, "", "{listening:?}");
-        assert!(
-            listening.problems.iter().any(|p| p.contains("link") && p.contains("0e:00:00:68:75:01")),
-            "{:?}",
-            listening.problems
-        );
+        assert!(listening.problems.iter().any(|p| p.contains("link") && p.contains("0e:00:00:68:75:01")), "{:?}", listening.problems);
         let environment = std::fs::read_to_string(etc.path().join("environment")).unwrap();
         assert!(environment.contains(&format!("HTTPS_PROXY=http://127.0.0.1:{port}")), "{environment}");
         assert!(!environment.contains("192.168.127.1"), "{environment}");

@@ -218,7 +218,10 @@ fn download(table: &mut Table, plan: &Plan, setup: &Setup) -> Result<()> {
     std::fs::write(&bundle_path, bundle)?;
     let wrapper = state.path().join("qemu-with-slirp");
     let qemu = std::env::var("HUTCH_QEMU").unwrap_or_else(|_| format!("qemu-system-{}", std::env::consts::ARCH));
-    std::fs::write(&wrapper, format!("#!/bin/sh\nexec {qemu} \"$@\" -netdev user,id=bench0 -device virtio-net-pci,netdev=bench0,mac={SLIRP_MAC}\n"))?;
+    std::fs::write(
+        &wrapper,
+        format!("#!/bin/sh\nexec {qemu} \"$@\" -netdev user,id=bench0 -device virtio-net-pci,netdev=bench0,mac={SLIRP_MAC}\n"),
+    )?;
     std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
     let hutch = |args: &[&str]| {
         let mut cmd = Command::new(&setup.hutch);
@@ -248,7 +251,9 @@ fn download(table: &mut Table, plan: &Plan, setup: &Setup) -> Result<()> {
     let result = (|| -> Result<()> {
         // The slirp NIC is the one with the bench's MAC (the other is hutch's link).
         let nic = format!("dev=$(grep -l {SLIRP_MAC} /sys/class/net/*/address | cut -d/ -f5)");
-        run_ok(&mut guest(format!("{nic} && ip link set $dev up && ip addr add 10.0.2.15/24 dev $dev && ip route add default via 10.0.2.2")))?;
+        run_ok(&mut guest(format!(
+            "{nic} && ip link set $dev up && ip addr add 10.0.2.15/24 dev $dev && ip route add default via 10.0.2.2"
+        )))?;
         let path = format!("/bytes/{bytes}");
         // busybox wget checks no certificate: the TLS rows time the same
         // handshake and decryption on both paths, not a trust store.

@@ -99,7 +99,10 @@ impl Machine<'_> {
         // (ssh_port) runs its own network set-up, which could wait for an
         // address on the link that nobody hands out.
         if self.disk.as_ref().is_none_or(|d| d.ssh_port.is_none()) {
-            let netdev = format!("stream,id=link0,server=on,addr.type=unix,addr.path={}", escape_commas(&dir.join(link::SOCKET).display().to_string()));
+            let netdev = format!(
+                "stream,id=link0,server=on,addr.type=unix,addr.path={}",
+                escape_commas(&dir.join(link::SOCKET).display().to_string())
+            );
             let nic = format!("virtio-net-pci,netdev=link0,mac={},host_mtu={}", link::GUEST_MAC, link::MTU);
             push(&["-netdev", &netdev, "-device", &nic]);
         }

@@ -60,7 +60,11 @@ pub async fn connect(vm_dir: &Path) -> Option<UnixStream> {
     match UnixStream::connect(&path).await {
         Ok(stream) => Some(stream),
         Err(e) => {
-            eprintln!("hutch net {}: the link's socket {} does not answer ({e}); the guest uses the vsock pipe", std::process::id(), path.display());
+            eprintln!(
+                "hutch net {}: the link's socket {} does not answer ({e}); the guest uses the vsock pipe",
+                std::process::id(),
+                path.display()
+            );
             None
         }
     }

@@ -18,7 +18,9 @@ use bytes::{Buf, Bytes};
 use smoltcp::iface::{Config, Interface, PollResult, SocketHandle, SocketSet};
 use smoltcp::socket::tcp::{self, State};
 use smoltcp::time::{Duration, Instant};
-use smoltcp::wire::{EthernetAddress, EthernetFrame, EthernetProtocol, HardwareAddress, IpCidr, IpListenEndpoint, IpProtocol, Ipv4Packet, TcpPacket};
+use smoltcp::wire::{
+    EthernetAddress, EthernetFrame, EthernetProtocol, HardwareAddress, IpCidr, IpListenEndpoint, IpProtocol, Ipv4Packet, TcpPacket,
+};
 use tokio::sync::Notify;
 use tokio::sync::mpsc::error::{TryRecvError, TrySendError};
 
