@@ -16,9 +16,13 @@
 //!   in [`Watched::take_notices`]; when the watch limit
 //!   (`fs.inotify.max_user_watches`) is reached, it falls back to polling,
 //!   with a notice naming the limit.
+//! - **events** (macOS: FSEvents, through the `notify` crate; see
+//!   [`events`]): one recursive watch on the root, whose events name the
+//!   paths to look at again; when the platform says events were lost, the
+//!   next refresh reads the whole tree, with a notice.
 //! - **poll** (everywhere else, and the fall-back): every refresh asked for
-//!   with [`Watched::rescan_due`] reads the whole tree and compares. Portable
-//!   (macOS hosts and guests), and costs the tree.
+//!   with [`Watched::rescan_due`] reads the whole tree and compares. Portable,
+//!   and costs the tree.
 //!
 //! An ignore file that changes changes the rules: the next refresh reads
 //! the whole tree again.
@@ -41,6 +45,9 @@ use crate::v1::{EntryKind, ManifestEntry, WalkRules};
 pub enum Method {
     /// Kernel notifications per folder (Linux).
     Inotify,
+    /// The platform's recursive file events (FSEvents on macOS).
+    #[cfg(any(target_os = "macos", test))]
+    Events,
     /// A walk of the whole tree at every refresh.
     Poll,
 }
@@ -50,13 +57,27 @@ impl Method {
     pub fn as_str(self) -> &'static str {
         match self {
             Method::Inotify => "inotify",
+            #[cfg(any(target_os = "macos", test))]
+            Method::Events => "events",
             Method::Poll => "poll",
         }
     }
 
     /// The best this system offers.
     pub fn native() -> Method {
-        if cfg!(any(target_os = "linux", target_os = "android")) { Method::Inotify } else { Method::Poll }
+        if cfg!(any(target_os = "linux", target_os = "android")) { Method::Inotify } else { Method::elsewhere() }
+    }
+
+    /// The best a system without inotify offers: FSEvents on macOS.
+    #[cfg(target_os = "macos")]
+    fn elsewhere() -> Method {
+        Method::Events
+    }
+
+    /// The best a system without inotify offers: walking.
+    #[cfg(not(target_os = "macos"))]
+    fn elsewhere() -> Method {
+        Method::Poll
     }
 }
 
@@ -115,6 +136,8 @@ pub struct Watched {
 
 enum Source {
     Inotify(Inotify),
+    #[cfg(any(target_os = "macos", test))]
+    Events(events::Events),
     Poll,
 }
 
@@ -134,6 +157,11 @@ impl Watched {
         let source = match method {
             Method::Inotify => {
                 Source::Inotify(Inotify::new().map_err(|source| WatchError::Init { root: root.display().to_string(), source })?)
+            }
+            // Started before the first read, as inotify's watches are armed.
+            #[cfg(any(target_os = "macos", test))]
+            Method::Events => {
+                Source::Events(events::Events::start(root).map_err(|source| WatchError::Init { root: root.display().to_string(), source })?)
             }
             Method::Poll => Source::Poll,
         };
@@ -164,6 +192,8 @@ impl Watched {
     pub fn method(&self) -> Method {
         match self.source {
             Source::Inotify(_) => Method::Inotify,
+            #[cfg(any(target_os = "macos", test))]
+            Source::Events(_) => Method::Events,
             Source::Poll => Method::Poll,
         }
     }
@@ -178,11 +208,13 @@ impl Watched {
         &self.rules
     }
 
-    /// The descriptor that becomes readable when events wait (inotify);
-    /// `None` when polling.
+    /// The descriptor that becomes readable when events wait (inotify, or
+    /// the events' wake-up pipe); `None` when polling.
     pub fn fd(&self) -> Option<BorrowedFd<'_>> {
         match &self.source {
             Source::Inotify(inotify) => Some(inotify.fd.as_fd()),
+            #[cfg(any(target_os = "macos", test))]
+            Source::Events(events) => Some(events.fd()),
             Source::Poll => None,
         }
     }
@@ -195,6 +227,11 @@ impl Watched {
     /// Reads the events waiting (without blocking); `true` when some path
     /// became dirty.
     pub fn take_events(&mut self) -> bool {
+        #[cfg(any(target_os = "macos", test))]
+        if let Source::Events(events) = &mut self.source {
+            let taken = events.take();
+            return self.take_paths(taken);
+        }
         let Source::Inotify(inotify) = &mut self.source else { return false };
         let mut any = false;
         loop {
@@ -239,6 +276,36 @@ impl Watched {
                 self.dirty.insert(path);
                 any = true;
             }
+        }
+        any
+    }
+
+    /// Marks what the platform's events named: each path below the root
+    /// whose folder the manifest holds, or that came with its folder in the
+    /// same events (a path inside a folder that is new is read with it; one
+    /// inside an ignored folder is none of the tree's business).
+    #[cfg(any(target_os = "macos", test))]
+    fn take_paths(&mut self, taken: events::Taken) -> bool {
+        let mut any = false;
+        if taken.rescan {
+            if !self.rescan {
+                self.notices.push(format!("the {} lost some events: the whole tree is read again", Method::Events.as_str()));
+            }
+            self.rescan = true;
+            any = true;
+        }
+        let named = &taken.paths;
+        for path in named {
+            let up = parent(path);
+            let known = up.is_empty() || self.manifest.contains_key(up) || named.contains(up);
+            if path.is_empty() || !known {
+                continue;
+            }
+            if self.rules.is_ignore_file(path) {
+                self.rescan = true;
+            }
+            self.dirty.insert(path.clone());
+            any = true;
         }
         any
     }
@@ -494,6 +561,9 @@ impl Inotify {
     }
 }
 
+#[cfg(any(target_os = "macos", test))]
+pub mod events;
+
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::PermissionsExt;
@@ -511,16 +581,78 @@ mod tests {
         changes.iter().map(|c| String::from_utf8_lossy(&c.path).into_owned()).collect()
     }
 
-    /// After any refresh the manifest is what a fresh walk finds.
-    fn assert_matches_walk(watched: &Watched) {
+    /// How the manifest differs from what a fresh walk finds, if it does.
+    fn differs_from_walk(watched: &Watched) -> Option<String> {
         let walked: BTreeMap<Vec<u8>, ManifestEntry> =
             walk(watched.root(), &WalkRules::default()).unwrap().entries.into_iter().map(|e| (e.path.clone(), e)).collect();
         let ours: Vec<_> = watched.manifest().keys().map(|p| String::from_utf8_lossy(p).into_owned()).collect();
         let theirs: Vec<_> = walked.keys().map(|p| String::from_utf8_lossy(p).into_owned()).collect();
-        assert_eq!(ours, theirs);
-        for (path, entry) in watched.manifest() {
-            assert!(crate::tree::same(entry, &walked[path]), "{:?}", String::from_utf8_lossy(path));
+        if ours != theirs {
+            return Some(format!("manifest {ours:?}, walk {theirs:?}"));
         }
+        watched
+            .manifest()
+            .iter()
+            .find(|(path, entry)| !crate::tree::same(entry, &walked[*path]))
+            .map(|(path, _)| format!("{:?} differs", String::from_utf8_lossy(path)))
+    }
+
+    /// After any refresh the manifest is what a fresh walk finds.
+    fn assert_matches_walk(watched: &Watched) {
+        if let Some(why) = differs_from_walk(watched) {
+            panic!("{why}");
+        }
+    }
+
+    /// Refreshes until the manifest is what a walk finds, waiting on the
+    /// watch's descriptor in between (the platform's events arrive on the
+    /// watcher's thread, some time after the change), within a deadline;
+    /// every path reported meanwhile.
+    fn refresh_until_walked(watched: &mut Watched) -> BTreeSet<String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut seen = BTreeSet::new();
+        loop {
+            seen.extend(watched.refresh().iter().map(|c| String::from_utf8_lossy(&c.path).into_owned()));
+            let Some(why) = differs_from_walk(watched) else { return seen };
+            assert!(Instant::now() < deadline, "the events never brought the manifest to the walk's: {why}; seen {seen:?}");
+            let fd = watched.fd().unwrap();
+            let mut fds = [nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLIN)];
+            let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(100u16));
+        }
+    }
+
+    #[test]
+    fn the_platforms_recursive_events_find_changes_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("p");
+        write(&root, "a/b/c.txt", "c");
+        write(&root, ".gitignore", "ignored/\n");
+        write(&root, "ignored/big", "x");
+        let mut watched = Watched::start(&root, &WalkRules::default(), Method::Events).unwrap();
+        assert_eq!((watched.method(), watched.method().as_str()), (Method::Events, "events"));
+        assert!(watched.refresh().is_empty(), "a quiet tree changed");
+
+        write(&root, "a/new.txt", "n");
+        write(&root, "a/b/c.txt", "changed");
+        write(&root, "fresh/deep/er/f", "f");
+        write(&root, "ignored/other", "x");
+        std::fs::rename(root.join("a/b"), root.join("moved")).unwrap();
+        let seen = refresh_until_walked(&mut watched);
+        for path in ["a/b", "a/b/c.txt", "a/new.txt", "fresh", "fresh/deep/er/f", "moved", "moved/c.txt"] {
+            assert!(seen.contains(path), "{path} not reported: {seen:?}");
+        }
+        assert!(!seen.iter().any(|p| p.starts_with("ignored")), "{seen:?}");
+
+        // Inside the moved folder, edits are still seen, under its new name.
+        write(&root, "moved/c.txt", "again, longer");
+        std::fs::remove_dir_all(root.join("fresh")).unwrap();
+        let seen = refresh_until_walked(&mut watched);
+        assert!(seen.contains("moved/c.txt") && seen.contains("fresh/deep/er/f"), "{seen:?}");
+
+        // A changed ignore file changes what the tree holds.
+        write(&root, ".gitignore", "");
+        let seen = refresh_until_walked(&mut watched);
+        assert!(seen.contains("ignored/big") && seen.contains("ignored/other"), "{seen:?}");
     }
 
     #[test]
