@@ -15,7 +15,7 @@
 //! - `bench-exec [--quick]`: only `bench`'s exec latency rows, with exec as
 //!   an unprivileged user;
 //! - `bench-warm [--quick]`: only `bench`'s warm-start and fork rows;
-//! - `bench-workspace [--quick] [--json FILE]`: only `bench`'s "workspace in
+//! - `bench-workspace [--quick] [--only virtiofs,9p,sync] [--json FILE]`: only `bench`'s "workspace in
 //!   the guest" section (virtio-fs, 9p and a `--sync` copy against a
 //!   VM-local copy; the synced copy's first copy and edit latency).
 //!
@@ -93,6 +93,9 @@ enum Task {
         /// One run per figure, for a quick look.
         #[arg(long)]
         quick: bool,
+        /// Only these workspaces: virtiofs, 9p, sync (repeatable, or comma-separated).
+        #[arg(long, value_delimiter = ',', value_parser = ["virtiofs", "9p", "sync"])]
+        only: Vec<String>,
         /// Also write the results as JSON to this file.
         #[arg(long, value_name = "FILE")]
         json: Option<std::path::PathBuf>,
@@ -147,7 +150,7 @@ fn main() -> ExitCode {
             image::run(&image::Options { install: !no_install, debian, rebuild }).map(|_| 0)
         })(),
         Task::Bench { quick, json } => bench::run(quick, json.as_deref()).map(|()| 0),
-        Task::BenchWorkspace { quick, json } => bench::run_workspace(quick, json.as_deref()).map(|()| 0),
+        Task::BenchWorkspace { quick, only, json } => bench::run_workspace(quick, &only, json.as_deref()).map(|()| 0),
         Task::BenchNet { quick } => bench::run_net(quick).map(|()| 0),
         Task::BenchGit { quick } => bench::run_git(quick).map(|()| 0),
         Task::BenchExec { quick } => bench::run_exec(quick).map(|()| 0),

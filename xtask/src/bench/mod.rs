@@ -146,7 +146,7 @@ pub fn run(quick: bool, json_out: Option<&Path>) -> Result<()> {
     // The workspace rows and the `--ro` sync rows (beside rsync, on a seeded
     // tree under target/) print their own tables.
     println!();
-    let workspace = workspace::measure(&plan, &setup.hutch)?;
+    let workspace = workspace::measure(&plan, &setup.hutch, &[])?;
     workspace.print();
     println!();
     let sync = crate::bench_sync::run(quick)?;
@@ -215,10 +215,11 @@ pub fn run_exec(quick: bool) -> Result<()> {
 }
 
 /// Only the workspace section (`cargo xtask bench-workspace`).
-pub fn run_workspace(quick: bool, json_out: Option<&Path>) -> Result<()> {
+pub fn run_workspace(quick: bool, only: &[String], json_out: Option<&Path>) -> Result<()> {
     let hutch = crate::install::build_host_cli()?;
-    println!("hutch bench-workspace{}: {}\n", if quick { " --quick" } else { "" }, machine());
-    let section = workspace::measure(&Plan::new(quick), &hutch)?;
+    let only_text = if only.is_empty() { String::new() } else { format!(" --only {}", only.join(",")) };
+    println!("hutch bench-workspace{}{only_text}: {}\n", if quick { " --quick" } else { "" }, machine());
+    let section = workspace::measure(&Plan::new(quick), &hutch, only)?;
     section.print();
     if let Some(path) = json_out {
         std::fs::write(path, serde_json::to_string_pretty(&section.json())?)?;

@@ -165,8 +165,10 @@ pub struct Section {
 }
 
 /// Measures the section with the `hutch` CLI at `hutch`: virtio-fs, then 9p,
-/// then a synced copy, each in its own VM.
-pub fn measure(plan: &Plan, hutch: &Path) -> Result<Section> {
+/// then a synced copy, each in its own VM; only the transports in `only`
+/// (`virtiofs`, `9p`, `sync`) when it names any.
+pub fn measure(plan: &Plan, hutch: &Path, only: &[String]) -> Result<Section> {
+    let wanted = |transport: &str| only.is_empty() || only.iter().any(|o| o == transport);
     let mut section = Section { runs: (plan.workspace_runs, 1), ..Section::default() };
     let Some(image) = guest_image() else {
         section.notes.push("workspace rows skipped: no guest image under target/hutch-image (run `cargo xtask image`)".into());
@@ -177,12 +179,17 @@ pub fn measure(plan: &Plan, hutch: &Path) -> Result<Section> {
     prepare(&dir, &mut section.notes)?;
     let dir = dir.canonicalize()?;
     for (transport, trees) in [("virtiofs", &["repo", "tree"][..]), ("9p", &["repo"][..])] {
+        if !wanted(transport) {
+            continue;
+        }
         let measured = Guest::up(hutch, &image, &dir, transport).and_then(|guest| guest.measure(&mut section, trees));
         if let Err(e) = measured {
             section.notes.push(format!("{transport} rows skipped: {e}"));
         }
     }
-    synced::measure(&mut section, plan, hutch, &image, &dir);
+    if wanted(synced::TRANSPORT) {
+        synced::measure(&mut section, plan, hutch, &image, &dir);
+    }
     Ok(section)
 }
 
