@@ -5,21 +5,24 @@
 //!
 //! Why: guest VMs often have one vCPU, and under emulation every
 //! instruction counts. A command writing many files makes the watch wake
-//! for every event; at the same priority the two split the CPU, and the
-//! command took 2.6–3.7× as long as on a plain copy. At nice [`NICE`] the
-//! watch gets about a tenth of a CPU the command wants too (kernel weight
-//! 110 against 1024), so the command runs at ~0.9× its own speed at worst,
-//! and the watch never starves: a guest kept busy still sends its changes,
-//! more slowly. An idle guest (the common case between commands, and when
-//! `hutch exec` flushes after one) runs it at once.
+//! for its events and send batches while it runs; at the same priority the
+//! two split the CPU, and writing 500 files took 5–7× as long on the synced
+//! copy as on a plain one (minimal image, TCG). At nice [`NICE`] the watch
+//! gets about 1.4 % of a CPU that a command wants too (kernel weights 15
+//! against 1024), and most of its work waits until the command is done: the
+//! same writes took 1.2× (nice 10, a tenth of the CPU: 1.5–1.7×). It never
+//! starves: a guest kept busy still sends its changes, slowly. An idle
+//! guest (between commands, and when `hutch exec` flushes after one) runs
+//! it at once. SCHED_IDLE was not taken: a guest busy forever (a spinning
+//! dev server) would leave it 0.3 %, and each flush waiting on it.
 //!
 //! The gRPC encoding of what it sends stays on the agent's main runtime.
 
 use std::future::Future;
 
-/// The nice value of the upkeep's threads (the blocking threads its runtime
-/// starts inherit it).
-pub const NICE: i32 = 10;
+/// The nice value of the upkeep's threads, the lowest there is (the
+/// blocking threads its runtime starts inherit it).
+pub const NICE: i32 = 19;
 
 /// Runs `work` to its end on a new thread at nice [`NICE`]; on the caller's
 /// runtime, at the agent's own priority, if no thread or runtime can be made.

@@ -20,6 +20,10 @@
 //! trip; at most [`MAX_CONNECTIONS`] guest connections are served at once
 //! (beyond that they wait in the guest's backlog). When the agent connection
 //! ends while the VM still runs (the agent restarted), it reconnects.
+//!
+//! On QEMU it also serves the VM's link ([`super::link`]) for its whole
+//! life, and asks the agent to bring the guest's end up and point guest
+//! programs through it.
 
 use std::collections::BTreeMap;
 use std::path::Path;
