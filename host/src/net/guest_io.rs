@@ -90,10 +90,7 @@ fn request(kind: RequestKind) -> ForwardRequest {
 impl AsyncRead for GuestIo {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         loop {
-            if !self.pending.is_empty() {
-                let n = buf.remaining().min(self.pending.len());
-                let chunk = self.pending.split_to(n);
-                buf.put_slice(&chunk);
+            if super::chunked::give(&mut self.pending, buf) {
                 return Poll::Ready(Ok(()));
             }
             if self.eof {
@@ -127,11 +124,7 @@ impl AsyncWrite for GuestIo {
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
-        let gone = || io::Error::new(io::ErrorKind::BrokenPipe, "the guest connection is gone");
-        ready!(self.outbound.poll_reserve(cx)).map_err(|_| gone())?;
-        let n = buf.len().min(DOWN_CHUNK);
-        self.outbound.send_item(request(RequestKind::Data(Bytes::copy_from_slice(&buf[..n])))).map_err(|_| gone())?;
-        Poll::Ready(Ok(n))
+        super::chunked::send(&mut self.outbound, cx, buf, DOWN_CHUNK, |data| request(RequestKind::Data(data)))
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -142,9 +135,7 @@ impl AsyncWrite for GuestIo {
         if self.closed {
             return Poll::Ready(Ok(()));
         }
-        let gone = || io::Error::new(io::ErrorKind::BrokenPipe, "the guest connection is gone");
-        ready!(self.outbound.poll_reserve(cx)).map_err(|_| gone())?;
-        self.outbound.send_item(request(RequestKind::CloseWrite(CloseWrite {}))).map_err(|_| gone())?;
+        ready!(super::chunked::finish(&mut self.outbound, cx, || request(RequestKind::CloseWrite(CloseWrite {}))))?;
         self.closed = true;
         Poll::Ready(Ok(()))
     }

@@ -36,6 +36,7 @@ pub mod address;
 pub mod ask;
 pub mod body;
 pub mod ca;
+pub mod chunked;
 pub mod context;
 pub mod control;
 pub mod daemon;

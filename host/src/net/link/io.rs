@@ -14,6 +14,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::PollSender;
 
+use crate::net::chunked;
+
 /// What crosses a queue.
 #[derive(Debug)]
 pub enum Chunk {
@@ -54,17 +56,10 @@ pub fn pair(depth: usize, wake: Arc<Notify>) -> (LinkIo, StackEnd) {
     (io, StackEnd { to_proxy, from_proxy })
 }
 
-fn gone() -> io::Error {
-    io::Error::new(io::ErrorKind::BrokenPipe, "the guest connection is gone")
-}
-
 impl AsyncRead for LinkIo {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         loop {
-            if !self.pending.is_empty() {
-                let n = buf.remaining().min(self.pending.len());
-                let chunk = self.pending.split_to(n);
-                buf.put_slice(&chunk);
+            if chunked::give(&mut self.pending, buf) {
                 return Poll::Ready(Ok(()));
             }
             if self.eof {
@@ -93,9 +88,7 @@ impl AsyncWrite for LinkIo {
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
-        ready!(self.outbound.poll_reserve(cx)).map_err(|_| gone())?;
-        let n = buf.len().min(CHUNK);
-        self.outbound.send_item(Chunk::Data(Bytes::copy_from_slice(&buf[..n]))).map_err(|_| gone())?;
+        let n = ready!(chunked::send(&mut self.outbound, cx, buf, CHUNK, Chunk::Data))?;
         self.wake.notify_one();
         Poll::Ready(Ok(n))
     }
@@ -108,8 +101,7 @@ impl AsyncWrite for LinkIo {
         if self.closed {
             return Poll::Ready(Ok(()));
         }
-        ready!(self.outbound.poll_reserve(cx)).map_err(|_| gone())?;
-        self.outbound.send_item(Chunk::Fin).map_err(|_| gone())?;
+        ready!(chunked::finish(&mut self.outbound, cx, || Chunk::Fin))?;
         self.closed = true;
         self.wake.notify_one();
         Poll::Ready(Ok(()))
