@@ -416,6 +416,14 @@ impl Section {
     /// Prints the section as its own table: one line per operation and tree,
     /// virtio-fs and 9p side by side; then the synced VM's tables.
     pub fn print(&self) {
+        if !self.figures.iter().any(|f| f.transport != synced::TRANSPORT) {
+            // `--only sync`: no shared workspace was measured.
+            for note in &self.notes {
+                println!("note: {note}");
+            }
+            synced::print(self);
+            return;
+        }
         println!(
             "workspace in the guest: the share ÷ a copy on the guest's own disk, same VM and run (QEMU, 1 vCPU; \
              medians of {} runs for the repository, {} for the 30k tree; seconds)",
