@@ -304,13 +304,14 @@ fn the_default_image_is_a_userland_for_coding_agents_on_its_own_disk() {
     up("e2e-debian", ws, &["--disk", "24G"]);
 
     // Debian's tools, npm from its release, the npm CLI and the setup hook the
-    // image was built with; hutch's init as PID 1; no network device.
+    // image was built with; hutch's init as PID 1; no network device but the
+    // link to the proxy (eth0).
     let script = "node -e 'console.log(6 * 7)'; npm --version; python3 -m venv /tmp/venv && /tmp/venv/bin/python -c 'print(\"venv ok\")'; \
                   curl --version | head -1 | cut -d' ' -f1; claude --version >/dev/null && echo claude ok; cat /etc/hutch-e2e-setup; \
                   cat /proc/1/comm; ls /sys/class/net; uname -n";
     let out = exec_ok("e2e-debian", script);
     assert_eq!(
-        out, "42\n10.9.9\nvenv ok\ncurl\nclaude ok\nsetup hook ran as root\nhutch-agent\nlo\nhutch-guest\n",
+        out, "42\n10.9.9\nvenv ok\ncurl\nclaude ok\nsetup hook ran as root\nhutch-agent\neth0\nlo\nhutch-guest\n",
         "the Debian userland is incomplete"
     );
 

@@ -608,9 +608,10 @@ fn the_guest_reaches_only_what_the_hosts_policy_allows() {
     // ... over the link: the guest's own TCP stack to the network process's
     // end of a virtio-net device, which answers the proxy's port only.
     let out = guest(
-        "echo \"$http_proxy\"; grep -c 'http_proxy=http://192.168.127.1:3128' /etc/environment; ip -4 addr | grep -o '192.168.127.2/24'",
+        "echo \"$http_proxy\"; grep -c 'http_proxy=http://192.168.127.1:3128' /etc/environment; ip -4 addr | grep -o '192.168.127.2/24'; \
+         cat /sys/class/net/eth0/mtu",
     );
-    assert_eq!(stdout(&out), "http://192.168.127.1:3128\n1\n192.168.127.2/24\n", "{}", stderr(&out));
+    assert_eq!(stdout(&out), "http://192.168.127.1:3128\n1\n192.168.127.2/24\n65520\n", "{}", stderr(&out));
     let out = guest("wget -q -T 5 -Y off -O - http://192.168.127.1:22/");
     assert_ne!(code(&out), 0, "the link's host end answered another port: {}", stdout(&out));
     // The loopback pipe still carries programs told of it before.
