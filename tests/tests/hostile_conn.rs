@@ -78,18 +78,20 @@ fn an_agent_out_of_descriptors_backs_off_and_serves_again() {
     let _idle: Vec<std::net::TcpStream> = (0..100).map(|_| std::net::TcpStream::connect(&target).unwrap()).collect();
     let before = cpu_ticks(pid);
     // The agent serves again once the idle connections' handshake deadline
-    // frees their descriptors, HANDSHAKE_TIMEOUT after they came: the
-    // client's own connect deadline (10 s by default, the same length,
-    // started a little later) must not be what decides the race.
+    // frees their descriptors, HANDSHAKE_TIMEOUT after they came. With 64
+    // descriptors it takes the 100 idle ones in two rounds, and the client
+    // queues behind both: its own connect and call deadlines (10 s and 30 s
+    // by default) must not be what decides the race, which is the agent's.
     let mut child = agent
         .hutch()
         .args(["exec", "--", "true"])
-        .env("HUTCH_CONNECT_TIMEOUT", "60s")
+        .env("HUTCH_CONNECT_TIMEOUT", "90s")
+        .env("HUTCH_CALL_TIMEOUT", "90s")
         .stdin(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + HANDSHAKE_TIMEOUT + PROMPT * 4;
+    let deadline = Instant::now() + HANDSHAKE_TIMEOUT * 3 + PROMPT * 4;
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
@@ -100,7 +102,11 @@ fn an_agent_out_of_descriptors_backs_off_and_serves_again() {
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    assert!(status.success(), "{status:?}");
+    let mut err = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut pipe, &mut err);
+    }
+    assert!(status.success(), "{status:?}: {err}");
     let ticks = cpu_ticks(pid) - before;
     // SAFETY: sysconf only reads a configuration value.
     let per_second = u64::try_from(unsafe { nix::libc::sysconf(nix::libc::_SC_CLK_TCK) }).unwrap_or(100);
