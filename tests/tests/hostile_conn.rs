@@ -75,13 +75,17 @@ fn an_agent_out_of_descriptors_backs_off_and_serves_again() {
     let agent = Agent::spawn(limited, dir, addr.clone(), Some(token), &[], None);
     let pid = agent.pid();
     let target = addr.trim_start_matches("tcp://").to_owned();
-    let _idle: Vec<std::net::TcpStream> = (0..100).map(|_| std::net::TcpStream::connect(&target).unwrap()).collect();
+    // More than its descriptors allow, but few enough that once the first
+    // ones time out, the rest, the client and its command's pipes fit: with
+    // 100, the second round of idle connections took the descriptors again
+    // and the command's spawn failed (EMFILE, exit 125), which is a clean
+    // refusal but not the recovery this test is about.
+    let _idle: Vec<std::net::TcpStream> = (0..70).map(|_| std::net::TcpStream::connect(&target).unwrap()).collect();
     let before = cpu_ticks(pid);
     // The agent serves again once the idle connections' handshake deadline
-    // frees their descriptors, HANDSHAKE_TIMEOUT after they came. With 64
-    // descriptors it takes the 100 idle ones in two rounds, and the client
-    // queues behind both: its own connect and call deadlines (10 s and 30 s
-    // by default) must not be what decides the race, which is the agent's.
+    // frees their descriptors, HANDSHAKE_TIMEOUT after they came; the client
+    // queues behind them, so its own connect and call deadlines (10 s and
+    // 30 s by default) must not be what decides the race, which is the agent's.
     let mut child = agent
         .hutch()
         .args(["exec", "--", "true"])
