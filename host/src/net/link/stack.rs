@@ -273,58 +273,27 @@ mod tests {
     //! The stack against a second smoltcp stack playing the guest's kernel,
     //! frames passing between them as QEMU would pass them.
 
-    use std::collections::VecDeque;
-
-    use bytes::{BufMut, BytesMut};
-    use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
+    use bytes::BytesMut;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    use super::super::addresses::{GUEST_ADDRESS, MTU};
+    use super::super::addresses::GUEST_ADDRESS;
     use super::*;
 
-    /// The guest's NIC: frames from the host in `rx`, frames to it in `tx`.
-    #[derive(Default)]
-    struct Nic {
-        rx: VecDeque<Vec<u8>>,
-        tx: Vec<Vec<u8>>,
-    }
-    struct NicRx(Vec<u8>);
-    struct NicTx<'a>(&'a mut Vec<Vec<u8>>);
-    impl phy::RxToken for NicRx {
-        fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-            f(&self.0)
-        }
-    }
-    impl phy::TxToken for NicTx<'_> {
-        fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-            let mut frame = vec![0; len];
-            let r = f(&mut frame);
-            self.0.push(frame);
-            r
-        }
-    }
-    impl Device for Nic {
-        type RxToken<'a> = NicRx;
-        type TxToken<'a> = NicTx<'a>;
-        fn receive(&mut self, _: Instant) -> Option<(NicRx, NicTx<'_>)> {
-            let frame = self.rx.pop_front()?;
-            Some((NicRx(frame), NicTx(&mut self.tx)))
-        }
-        fn transmit(&mut self, _: Instant) -> Option<NicTx<'_>> {
-            Some(NicTx(&mut self.tx))
-        }
-        fn capabilities(&self) -> DeviceCapabilities {
-            let mut caps = DeviceCapabilities::default();
-            caps.medium = Medium::Ethernet;
-            caps.max_transmission_unit = MTU as usize + 14;
-            caps
-        }
-    }
-
+    /// The guest's kernel: its own stack, on the same device type, whose
+    /// framed output is the stack's input and the other way round.
     struct Guest {
         iface: Interface,
-        nic: Nic,
+        frames: Frames,
         sockets: SocketSet<'static>,
+    }
+
+    /// Moves every frame `from` has to send into `to`'s receive queue, as
+    /// QEMU's stream socket would.
+    fn pass(from: &mut Frames, to: &mut Frames) {
+        let mut framed = BytesMut::from(from.out());
+        from.sent(framed.len());
+        to.take_in(&mut framed).unwrap();
+        assert!(framed.is_empty(), "a device's output holds whole frames only");
     }
 
     struct Harness {
@@ -338,35 +307,23 @@ mod tests {
         fn new() -> Harness {
             let wake = Arc::new(Notify::new());
             let stack = Stack::new(3128, wake, Instant::from_millis(0));
-            let mut nic = Nic::default();
+            let mut frames = Frames::new();
             let config = Config::new(HardwareAddress::Ethernet(EthernetAddress([0x52, 0x54, 0, 0x68, 0x75, 0x01])));
-            let mut iface = Interface::new(config, &mut nic, Instant::from_millis(0));
+            let mut iface = Interface::new(config, &mut frames, Instant::from_millis(0));
             iface.update_ip_addrs(|a| {
                 let _ = a.push(IpCidr::new(GUEST_ADDRESS.into(), PREFIX));
             });
-            Harness { stack, guest: Guest { iface, nic, sockets: SocketSet::new(Vec::new()) }, clock: 0, opened: Vec::new() }
+            Harness { stack, guest: Guest { iface, frames, sockets: SocketSet::new(Vec::new()) }, clock: 0, opened: Vec::new() }
         }
 
         /// One round: the guest's frames to the stack, a step, the stack's frames to the guest.
         fn round(&mut self) {
             self.clock += 1;
             let now = Instant::from_millis(self.clock);
-            self.guest.iface.poll(now, &mut self.guest.nic, &mut self.guest.sockets);
-            let mut framed = BytesMut::new();
-            for frame in self.guest.nic.tx.drain(..) {
-                framed.put_u32(frame.len() as u32);
-                framed.put_slice(&frame);
-            }
-            self.stack.frames().take_in(&mut framed).unwrap();
+            self.guest.iface.poll(now, &mut self.guest.frames, &mut self.guest.sockets);
+            pass(&mut self.guest.frames, self.stack.frames());
             self.opened.extend(self.stack.step(now));
-            let mut out = BytesMut::from(self.stack.frames().out());
-            let n = out.len();
-            self.stack.frames().sent(n);
-            while out.len() >= 4 {
-                let len = u32::from_be_bytes([out[0], out[1], out[2], out[3]]) as usize;
-                out.advance(4);
-                self.guest.nic.rx.push_back(out.split_to(len).to_vec());
-            }
+            pass(self.stack.frames(), &mut self.guest.frames);
         }
 
         fn connect(&mut self, port: u16, local: u16) -> SocketHandle {
