@@ -19,15 +19,23 @@ pub fn give(pending: &mut Bytes, buf: &mut ReadBuf<'_>) -> bool {
     true
 }
 
-/// Sends the start of `buf`, at most `chunk` bytes, as one message made by
-/// `message`, once the queue has room; how many bytes went.
+/// A stream's `poll_write`: sends the start of `buf`, at most `chunk`
+/// bytes, as one message made by `message`, once the queue has room; how
+/// many bytes went. Refused after the stream was `closed` (shut down).
 pub fn send<T: Send>(
     queue: &mut PollSender<T>,
     cx: &mut Context<'_>,
+    closed: bool,
     buf: &[u8],
     chunk: usize,
     message: impl FnOnce(Bytes) -> T,
 ) -> Poll<io::Result<usize>> {
+    if closed {
+        return Poll::Ready(Err(io::Error::new(io::ErrorKind::BrokenPipe, "write after shutdown")));
+    }
+    if buf.is_empty() {
+        return Poll::Ready(Ok(0));
+    }
     ready!(queue.poll_reserve(cx)).map_err(|_| gone())?;
     let n = buf.len().min(chunk);
     queue.send_item(message(Bytes::copy_from_slice(&buf[..n]))).map_err(|_| gone())?;
@@ -42,6 +50,6 @@ pub fn finish<T: Send>(queue: &mut PollSender<T>, cx: &mut Context<'_>, message:
 }
 
 /// The error of a write to a connection whose guest side is gone.
-pub fn gone() -> io::Error {
+fn gone() -> io::Error {
     io::Error::new(io::ErrorKind::BrokenPipe, "the guest connection is gone")
 }

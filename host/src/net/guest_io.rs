@@ -118,13 +118,8 @@ impl AsyncRead for GuestIo {
 
 impl AsyncWrite for GuestIo {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        if self.closed {
-            return Poll::Ready(Err(io::Error::new(io::ErrorKind::BrokenPipe, "write after shutdown")));
-        }
-        if buf.is_empty() {
-            return Poll::Ready(Ok(0));
-        }
-        super::chunked::send(&mut self.outbound, cx, buf, DOWN_CHUNK, |data| request(RequestKind::Data(data)))
+        let closed = self.closed;
+        super::chunked::send(&mut self.outbound, cx, closed, buf, DOWN_CHUNK, |data| request(RequestKind::Data(data)))
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -82,14 +82,11 @@ impl AsyncRead for LinkIo {
 
 impl AsyncWrite for LinkIo {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        if self.closed {
-            return Poll::Ready(Err(io::Error::new(io::ErrorKind::BrokenPipe, "write after shutdown")));
+        let closed = self.closed;
+        let n = ready!(chunked::send(&mut self.outbound, cx, closed, buf, CHUNK, Chunk::Data))?;
+        if n > 0 {
+            self.wake.notify_one();
         }
-        if buf.is_empty() {
-            return Poll::Ready(Ok(0));
-        }
-        let n = ready!(chunked::send(&mut self.outbound, cx, buf, CHUNK, Chunk::Data))?;
-        self.wake.notify_one();
         Poll::Ready(Ok(n))
     }
 
