@@ -147,26 +147,20 @@ impl Egress {
         let hosts = route::hosts_lines(&routes);
         let link = request.link;
         let applied = tokio::task::spawn_blocking(move || {
-            let linked = link.map(|link| {
-                let up = link::Settings::parse(&link.mac, &link.address, link.mtu).and_then(|s| link::bring_up(&s));
-                (up, link)
-            });
-            let linked = match linked {
-                Some((Ok(interface), link)) => {
-                    env.extend(link.env);
-                    Ok(Some(format!("{interface} {}", link.address)))
-                }
-                Some((Err(e), _)) => Err(format!("the link to the host's proxy: {e}")),
-                None => Ok(None),
+            // The link first: when it comes up, its variables are the ones
+            // the guest configuration below writes.
+            let (link, link_problem) = match link {
+                None => (None, None),
+                Some(link) => match link::Settings::parse(&link.mac, &link.address, link.mtu).and_then(|s| link::bring_up(&s)) {
+                    Ok(interface) => {
+                        env.extend(link.env);
+                        (Some(format!("{interface} {}", link.address)), None)
+                    }
+                    Err(e) => (None, Some(format!("the link to the host's proxy: {e}"))),
+                },
             };
             let mut applied = guest_config::apply(&config.etc, config.home.as_deref(), &env, &ca);
-            let link = match linked {
-                Ok(link) => link,
-                Err(problem) => {
-                    applied.problems.push(problem);
-                    None
-                }
-            };
+            applied.problems.extend(link_problem);
             match guest_config::hosts(&config.etc, &hosts) {
                 Ok(Some(path)) => applied.configured.push(path.display().to_string()),
                 Ok(None) => {}
